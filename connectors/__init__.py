@@ -1,0 +1,70 @@
+"""erpsync connector SDK: the public, typed contract for connector authors.
+
+Everything a connector needs is importable from here; other modules are implementation details.
+"""
+
+from connectors.contract import (
+    ActorFailure,
+    ActorTypesInput,
+    ActorTypesResult,
+    BaseConnector,
+    ConfigurationError,
+    Connector,
+    ConnectorContext,
+    ConnectorError,
+    CreateActorInput,
+    CreateActorResult,
+    FieldsInput,
+    FieldsResult,
+    GetActorsInput,
+    GetActorsResult,
+    PermanentError,
+    SaveActorsInput,
+    SaveActorsResult,
+    TestConnectionInput,
+    TestConnectionResult,
+    TransientError,
+)
+from connectors.model import (
+    Actor,
+    CrmActorType,
+    ErpActorType,
+    FieldAccess,
+    FieldMetadata,
+    FieldType,
+    FieldValue,
+)
+from connectors.registry import ENTRY_POINT_GROUP, ConnectorInfo, ConnectorLoadError
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "Actor",
+    "ActorFailure",
+    "ActorTypesInput",
+    "ActorTypesResult",
+    "BaseConnector",
+    "ConfigurationError",
+    "Connector",
+    "ConnectorContext",
+    "ConnectorError",
+    "ConnectorInfo",
+    "ConnectorLoadError",
+    "CreateActorInput",
+    "CreateActorResult",
+    "CrmActorType",
+    "ErpActorType",
+    "FieldAccess",
+    "FieldMetadata",
+    "FieldType",
+    "FieldValue",
+    "FieldsInput",
+    "FieldsResult",
+    "GetActorsInput",
+    "GetActorsResult",
+    "PermanentError",
+    "SaveActorsInput",
+    "SaveActorsResult",
+    "TestConnectionInput",
+    "TestConnectionResult",
+    "TransientError",
+]

@@ -1,0 +1,186 @@
+"""``memory``: an in-process connector for tests, demos and benchmarks.
+
+Actors live in a named :class:`MemoryStore` shared by every connector configured with the same
+``store`` name in the process, so tests can seed and inspect it directly. Latency and failures can
+be injected through the config to exercise the engine's gates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from connectors.contract import (
+    ActorFailure,
+    ActorTypesInput,
+    ActorTypesResult,
+    BaseConnector,
+    CreateActorInput,
+    CreateActorResult,
+    FieldsInput,
+    FieldsResult,
+    GetActorsInput,
+    GetActorsResult,
+    PermanentError,
+    SaveActorsInput,
+    SaveActorsResult,
+    TransientError,
+)
+from connectors.model import Actor, FieldMetadata, FieldValue
+
+_clock = itertools.count(1)
+
+
+@dataclass
+class MemoryStore:
+    """Actors by actor type and key, plus counters tests can assert on."""
+
+    name: str
+    actors: dict[str, dict[str, dict[str, FieldValue]]] = field(default_factory=dict)
+    modified: dict[tuple[str, str], int] = field(default_factory=dict)
+    saves: int = 0
+    creates: int = 0
+    created_by_idempotency_key: dict[str, str] = field(default_factory=dict)
+
+    _stores: ClassVar[dict[str, MemoryStore]] = {}
+
+    @classmethod
+    def named(cls, name: str) -> MemoryStore:
+        """Return the process-wide store called ``name``, creating it when new."""
+        store = cls._stores.get(name)
+        if store is None:
+            store = cls._stores[name] = cls(name)
+        return store
+
+    @classmethod
+    def drop(cls, name: str) -> None:
+        """Forget a store (tests call this to clean up)."""
+        cls._stores.pop(name, None)
+
+    def put(self, actor_type: str, key: str, values: Mapping[str, FieldValue]) -> None:
+        """Insert or replace an actor."""
+        self.actors.setdefault(actor_type, {})[key] = dict(values)
+        self.modified[(actor_type, key)] = next(_clock)
+
+    def get(self, actor_type: str, key: str) -> dict[str, FieldValue] | None:
+        """Return a copy of an actor's fields, or None."""
+        values = self.actors.get(actor_type, {}).get(key)
+        return None if values is None else dict(values)
+
+
+class MemoryConfig(BaseModel):
+    """Settings of a ``memory`` connection."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    store: str = Field(description="Name of the in-process store; equal names share data.")
+    actor_types: dict[str, list[str]] = Field(
+        description="Supported actor types and their field keys."
+    )
+    latency_ms: float = Field(0.0, ge=0, description="Injected delay per call.")
+    fail: Literal["transient", "permanent"] | None = Field(
+        None, description="Make every get/save/create raise this kind of error."
+    )
+    fail_keys: list[str] = Field(
+        default_factory=list, description="Keys whose saves fail permanently."
+    )
+
+
+class MemoryConnector(BaseConnector[MemoryConfig]):
+    """Connector over a :class:`MemoryStore`."""
+
+    name = "memory"
+    config_model = MemoryConfig
+
+    @property
+    def store(self) -> MemoryStore:
+        return MemoryStore.named(self.config.store)
+
+    async def _call(self) -> None:
+        if self.config.latency_ms:
+            await asyncio.sleep(self.config.latency_ms / 1000)
+        if self.config.fail == "transient":
+            raise TransientError(f"memory store {self.config.store!r} is unavailable")
+        if self.config.fail == "permanent":
+            raise PermanentError(f"memory store {self.config.store!r} rejects the call")
+
+    def _check_type(self, actor_type: str) -> list[str]:
+        try:
+            return self.config.actor_types[actor_type]
+        except KeyError:
+            raise PermanentError(f"unsupported actor type {actor_type!r}") from None
+
+    async def supported_actor_types(self, request: ActorTypesInput) -> ActorTypesResult:
+        return ActorTypesResult(actor_types=list(self.config.actor_types))
+
+    async def fields(self, request: FieldsInput) -> FieldsResult:
+        keys = self._check_type(request.actor_type)
+        return FieldsResult(fields=[FieldMetadata(key=k, display_name=k) for k in keys])
+
+    async def get_actors(self, request: GetActorsInput) -> GetActorsResult:
+        known = self._check_type(request.actor_type)
+        await self._call()
+        wanted = list(request.field_keys) if request.field_keys is not None else known
+        table = self.store.actors.get(request.actor_type, {})
+        actors = []
+        for key in request.keys:
+            values = table.get(key)
+            if values is not None:
+                actors.append(
+                    Actor(
+                        actor_type=request.actor_type,
+                        key=key,
+                        fields={f: values.get(f) for f in wanted},
+                        last_modified=str(self.store.modified[(request.actor_type, key)]),
+                    )
+                )
+        return GetActorsResult(actors=actors)
+
+    async def save_actors(self, request: SaveActorsInput) -> SaveActorsResult:
+        known = set(self._check_type(request.actor_type))
+        await self._call()
+        table = self.store.actors.setdefault(request.actor_type, {})
+        saved: list[Actor] = []
+        failures: list[ActorFailure] = []
+        for actor in request.actors:
+            unknown = set(actor.fields) - known
+            if actor.key in self.config.fail_keys:
+                failures.append(ActorFailure(actor.key, "rejected by configuration"))
+            elif actor.key not in table:
+                failures.append(ActorFailure(actor.key, f"no {request.actor_type} {actor.key!r}"))
+            elif unknown:
+                failures.append(ActorFailure(actor.key, f"unknown fields {sorted(unknown)}"))
+            else:
+                table[actor.key].update(actor.fields)
+                stamp = next(_clock)
+                self.store.modified[(request.actor_type, actor.key)] = stamp
+                self.store.saves += 1
+                saved.append(Actor(request.actor_type, actor.key, dict(actor.fields), str(stamp)))
+        return SaveActorsResult(saved=saved, failures=failures)
+
+    async def create_actor(self, request: CreateActorInput) -> CreateActorResult:
+        actor = request.actor
+        self._check_type(actor.actor_type)
+        await self._call()
+        store = self.store
+        key = (
+            store.created_by_idempotency_key.get(request.idempotency_key)
+            if (request.idempotency_key)
+            else None
+        )
+        if key is None:
+            key = actor.key or uuid.uuid4().hex[:12]
+            store.put(actor.actor_type, key, actor.fields)
+            store.creates += 1
+            if request.idempotency_key:
+                store.created_by_idempotency_key[request.idempotency_key] = key
+        stamp = str(store.modified[(actor.actor_type, key)])
+        return CreateActorResult(
+            actor=Actor(actor.actor_type, key, store.get(actor.actor_type, key) or {}, stamp)
+        )

@@ -1,0 +1,1 @@
+"""erpsync's service: front door, messaging, sync engine and state store."""

@@ -1,0 +1,115 @@
+"""Composition root: the aiohttp application factory and the resources it owns.
+
+Every resource is a ``cleanup_ctx`` entry, in dependency order: database pool, broker publisher,
+then the engine (connectors + consumer). Cleanup runs in reverse, so the consumer drains before
+the publisher and the pool close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import structlog
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+
+from engine.api import health
+from engine.api.auth import Authenticator, auth_middleware
+from engine.api.errors import error_middleware
+from engine.api.routes import routes
+from engine.appkeys import CONSUMER, POOL, PUBLISHER, SETTINGS
+from engine.messaging.broker import Publisher, connect
+from engine.messaging.commands import ChunkCommand, ResyncCommand, parse
+from engine.messaging.consumer import Consumer, Delivery
+from engine.settings import Settings
+from engine.store import migrate
+from engine.store.pool import create_pool
+from engine.sync.chunks import ChunkRunner
+from engine.sync.connections import Connections
+from engine.sync.planner import Planner
+from engine.sync.resync import ChunkResync
+
+log = structlog.get_logger(__name__)
+
+
+class StartupError(Exception):
+    """A resource could not be prepared; the message says what to do."""
+
+
+def create_app(settings: Settings, *, api: bool = True, engine: bool = True) -> web.Application:
+    """Build the service: the front door (``api``), the workers (``engine``), or both."""
+    middlewares: list[Middleware] = [error_middleware]
+    if api:
+        middlewares.append(auth_middleware(Authenticator(settings.auth)))
+    app = web.Application(
+        middlewares=middlewares,
+        # Bodies are checked against the configured limit too; this is the hard cap.
+        client_max_size=settings.server.max_body_bytes + 1,
+    )
+    app[SETTINGS] = settings
+    app.cleanup_ctx.append(_database)
+    app.cleanup_ctx.append(_publisher)
+    if engine:
+        app.cleanup_ctx.append(_engine)
+    app.add_routes(health.routes)
+    if api:
+        app.add_routes(routes)
+    return app
+
+
+async def _database(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    pool = await create_pool(settings.database)
+    async with pool.acquire() as conn:
+        missing = await migrate.pending(conn)
+    if missing:
+        await pool.close()
+        raise StartupError(
+            f"the database schema is not up to date ({len(missing)} migrations pending); "
+            "run `erpsync migrate` first"
+        )
+    app[POOL] = pool
+    yield
+    try:
+        await asyncio.wait_for(pool.close(), timeout=10)
+    except TimeoutError:
+        pool.terminate()
+
+
+async def _publisher(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    connection = await connect(settings.broker, "publisher")
+    publisher = Publisher(connection, settings.broker)
+    await publisher.start()
+    app[PUBLISHER] = publisher
+    yield
+    await publisher.close()
+    await connection.close()
+
+
+async def _engine(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    pool, publisher = app[POOL], app[PUBLISHER]
+    connections = await Connections.open(settings)
+    planner = Planner(settings, pool, publisher)
+    runner = ChunkRunner(pool, ChunkResync(settings, connections))
+
+    async def on_command(delivery: Delivery) -> None:
+        await planner.plan(parse(ResyncCommand, delivery.body), delivery.message_id)
+
+    async def on_chunk(delivery: Delivery) -> None:
+        await runner.run(parse(ChunkCommand, delivery.body))
+
+    connection = await connect(settings.broker, "worker")
+    consumer = Consumer(
+        connection, settings.broker, publisher, {"commands": on_command, "chunks": on_chunk}
+    )
+    try:
+        await consumer.start()
+        app[CONSUMER] = consumer
+        yield
+    finally:
+        await consumer.stop(settings.server.shutdown_timeout)
+        await connection.close()
+        await connections.close()

@@ -1,0 +1,112 @@
+"""RabbitMQ connections and the confirmed publisher."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+import aio_pika
+import structlog
+from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
+
+from engine.messaging.topology import Names, Topology, declare
+from engine.settings import BrokerSettings, redact_url
+
+log = structlog.get_logger(__name__)
+
+
+class PublishFailed(Exception):
+    """The broker did not confirm the message (unreachable, returned, nacked or too slow)."""
+
+
+async def connect(settings: BrokerSettings, role: str) -> AbstractRobustConnection:
+    """Open a robust connection named after its role (visible in the management UI)."""
+    url = settings.url.get_secret_value()
+    connection = await asyncio.wait_for(
+        aio_pika.connect_robust(
+            url,
+            client_properties={"connection_name": f"erpsync-{role}"},
+            timeout=settings.connect_timeout,
+        ),
+        timeout=settings.connect_timeout + 1,
+    )
+
+    def _reconnected(*_: Any) -> None:
+        log.info("broker reconnected", role=role, url=redact_url(url))
+
+    connection.reconnect_callbacks.add(_reconnected)
+    return connection
+
+
+class Publisher:
+    """Publishes persistent messages with publisher confirms and ``mandatory`` routing.
+
+    Each publish waits for the broker's confirm, bounded by ``publish_timeout``; concurrent
+    publishes share the channel, so confirms are pipelined.
+    """
+
+    def __init__(self, connection: AbstractRobustConnection, settings: BrokerSettings) -> None:
+        self._connection = connection
+        self._settings = settings
+        self.names = Names(settings.prefix)
+        self._channel: AbstractRobustChannel | None = None
+        self.topology: Topology | None = None
+
+    async def start(self) -> None:
+        """Open the confirm channel and declare the topology."""
+        channel = await self._connection.channel(publisher_confirms=True, on_return_raises=True)
+        assert isinstance(channel, AbstractRobustChannel)
+        self._channel = channel
+        self.topology = await declare(channel, self.names, self._settings.delivery_limit)
+
+    async def close(self) -> None:
+        if self._channel is not None and not self._channel.is_closed:
+            await self._channel.close()
+
+    @property
+    def is_open(self) -> bool:
+        return (
+            self._channel is not None
+            and not self._channel.is_closed
+            and not self._connection.is_closed
+        )
+
+    async def publish(
+        self,
+        routing_key: str,
+        body: bytes,
+        *,
+        message_id: str | None = None,
+        headers: Mapping[str, Any] | None = None,
+        exchange: str | None = None,
+        correlation_id: str | None = None,
+    ) -> str:
+        """Publish and wait for the confirm; returns the message id. Raises PublishFailed."""
+        if self.topology is None or self._channel is None:
+            raise PublishFailed("publisher is not started")
+        message_id = message_id or uuid.uuid4().hex
+        message = aio_pika.Message(
+            body,
+            content_type="application/json",
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            message_id=message_id,
+            correlation_id=correlation_id,
+            headers=dict(headers or {}),
+        )
+        target = (
+            self.topology.exchange
+            if exchange is None
+            else await self._channel.get_exchange(exchange, ensure=False)
+        )
+        try:
+            async with asyncio.timeout(self._settings.publish_timeout):
+                await target.publish(message, routing_key, mandatory=True)
+        except TimeoutError:
+            raise PublishFailed(
+                f"no confirm from the broker within {self._settings.publish_timeout:g}s"
+            ) from None
+        except Exception as exc:  # closed channel, connection lost, returned, nacked
+            raise PublishFailed(f"{type(exc).__name__}: {exc}") from exc
+        return message_id

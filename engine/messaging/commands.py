@@ -1,0 +1,110 @@
+"""Command messages: the public resync command and the engine's internal chunk command.
+
+The resync command is a published contract (see docs/messages.md and
+docs/resync-command.schema.json): other services may publish it straight to RabbitMQ. Property
+names are matched case-insensitively, like the HTTP front door does.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+SCHEMA_VERSION = 1
+MAX_IDS_PER_COMMAND = 1_000_000
+
+
+class InvalidMessage(Exception):
+    """A message body that is not a valid command; the reason goes into the dead-letter headers."""
+
+
+def _canonical_keys(data: Any, names: tuple[str, ...]) -> Any:
+    if not isinstance(data, dict):
+        return data
+    lookup = {name.lower(): name for name in names}
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        canonical = lookup.get(str(key).lower())
+        if canonical is not None:  # unknown properties are ignored, as .NET does
+            out[canonical] = value
+    return out
+
+
+class _Command(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True, strict=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _case_insensitive(cls, data: Any) -> Any:
+        names = tuple(f.alias or name for name, f in cls.model_fields.items())
+        return _canonical_keys(data, names)
+
+    def to_body(self) -> bytes:
+        return orjson.dumps(self.model_dump(by_alias=True, exclude_none=True))
+
+
+class ResyncCommand(_Command):
+    """Resync these internal keys (all when empty) from a source connection (CRM when <= 0)."""
+
+    erp_connection_id: int = Field(0, alias="ErpConnectionId")
+    internal_key_ids: tuple[int, ...] = Field((), alias="InternalKeyIds")
+    task_id: int | None = Field(None, alias="TaskId", ge=1)
+    correlation_id: str | None = Field(None, alias="CorrelationId", max_length=255)
+    schema_version: int = Field(SCHEMA_VERSION, alias="SchemaVersion", ge=1, le=SCHEMA_VERSION)
+
+    @field_validator("internal_key_ids", mode="before")
+    @classmethod
+    def _ids(cls, value: Any) -> Any:
+        if value is None:
+            return ()
+        if not isinstance(value, list | tuple):
+            raise ValueError("must be an array of integers")
+        if len(value) > MAX_IDS_PER_COMMAND:
+            raise ValueError(f"at most {MAX_IDS_PER_COMMAND} ids per command")
+        seen: dict[int, None] = {}
+        for item in value:
+            if isinstance(item, bool) or not isinstance(item, int):
+                raise ValueError("must contain integers only")
+            if item <= 0:
+                raise ValueError(f"ids must be positive, got {item}")
+            seen[item] = None
+        return tuple(seen)  # duplicates dropped, first-seen order kept
+
+    def as_request(self) -> dict[str, Any]:
+        """The task's stored ``Request``: the command as a SuperOffice client would send it."""
+        return {
+            "ErpConnectionId": self.erp_connection_id,
+            "InternalKeyIds": list(self.internal_key_ids),
+        }
+
+    @property
+    def source_connection_id(self) -> int:
+        """0 for the CRM, else the ERP connection."""
+        return max(self.erp_connection_id, 0)
+
+
+class ChunkCommand(_Command):
+    """Process one planned chunk of a task (internal to the engine)."""
+
+    task_id: int = Field(alias="TaskId", ge=1)
+    chunk_no: int = Field(alias="ChunkNo", ge=0)
+
+
+def parse(model: type[_Command], body: bytes) -> Any:
+    """Decode and validate a message body; raise :class:`InvalidMessage` with a readable reason."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidMessage(f"body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise InvalidMessage("body must be a JSON object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        reasons = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}"
+            for err in exc.errors(include_url=False)
+        )
+        raise InvalidMessage(reasons) from None

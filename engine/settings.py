@@ -1,0 +1,310 @@
+"""Typed configuration: a TOML file plus ``ERPSYNC_*`` environment overrides, validated once.
+
+Environment variables win over the file. The common ones have short names
+(``ERPSYNC_DATABASE_URL``, ``ERPSYNC_BROKER_URL``, ``ERPSYNC_SERVER_PORT``, ...); any scalar of the
+``server``, ``database``, ``broker``, ``engine`` and ``logging`` sections can be set as
+``ERPSYNC_<SECTION>__<KEY>``, and a connection setting (e.g. a password) as
+``ERPSYNC_CONNECTION_<ID>__<KEY>`` (``<ID>`` 0 is the CRM).
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import tomllib
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+
+from connectors.model import CrmActorType, ErpActorType
+from connectors.registry import ConnectorLoadError
+from connectors.registry import load as load_connector
+
+DEFAULT_CONFIG = Path("config/erpsync.toml")
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; the message names the file and the key."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerSettings(_Model):
+    """HTTP front door."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    shutdown_timeout: float = Field(20.0, gt=0, description="Seconds to drain on shutdown.")
+    max_body_bytes: int = Field(1_048_576, ge=1024, description="Larger bodies get 413.")
+    max_internal_key_ids: int = Field(10_000, ge=1, description="More ids get 413.")
+
+
+class DatabaseSettings(_Model):
+    """PostgreSQL holding erpsync's state."""
+
+    url: SecretStr = SecretStr("postgresql://postgres@127.0.0.1:5432/erpsync")
+    pool_min_size: int = Field(2, ge=1)
+    pool_max_size: int = Field(10, ge=1)
+    connect_timeout: float = Field(5.0, gt=0)
+
+
+class BrokerSettings(_Model):
+    """RabbitMQ."""
+
+    url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/")
+    prefix: str = Field(
+        "erpsync", pattern=r"^[A-Za-z0-9_.\-]{1,100}$", description="Exchange/queue name prefix."
+    )
+    publish_timeout: float = Field(5.0, gt=0, description="Seconds to wait for a confirm.")
+    prefetch: int = Field(8, ge=1, le=1000, description="Unacked deliveries per consumer.")
+    delivery_limit: int = Field(10, ge=1, description="Deliveries before dead-lettering.")
+    connect_timeout: float = Field(5.0, gt=0)
+
+
+class EngineSettings(_Model):
+    """The workers."""
+
+    chunk_size: int = Field(200, ge=1, le=10_000, description="Internal keys per chunk message.")
+    key_page_size: int = Field(5_000, ge=1, description="Keys read per page when planning.")
+
+
+class LoggingSettings(_Model):
+    """structlog output."""
+
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "console", "json"] = "auto"
+
+
+class User(_Model):
+    """A Basic-auth user; ``password_hash`` comes from ``erpsync hash-password``."""
+
+    name: str = Field(min_length=1)
+    password_hash: SecretStr
+
+
+class AuthSettings(_Model):
+    """Who may call the API."""
+
+    users: list[User] = Field(default_factory=list)
+
+
+class Direction(enum.StrEnum):
+    """Which way a mapped field flows (SuperOffice's SyncToErp / SyncToCrm flags)."""
+
+    to_erp = "to_erp"
+    to_crm = "to_crm"
+    both = "both"
+    none = "none"
+
+    @property
+    def to_erp_enabled(self) -> bool:
+        return self in (Direction.to_erp, Direction.both)
+
+    @property
+    def to_crm_enabled(self) -> bool:
+        return self in (Direction.to_crm, Direction.both)
+
+
+class FieldMapping(_Model):
+    """One ERP field mapped to one CRM field."""
+
+    crm: str = Field(min_length=1)
+    direction: Direction = Direction.none
+
+
+class ActorTypeMapping(_Model):
+    """An ERP actor type on a connection and the CRM actor type it mirrors."""
+
+    erp: ErpActorType
+    crm: CrmActorType
+    create_missing: bool = Field(
+        False, description="Create the actor on this connection when a record has no link."
+    )
+    fields: dict[str, FieldMapping] = Field(default_factory=dict)
+
+
+class ConnectionSettings(_Model):
+    """A connected system: the connector, its settings, and the engine's limits toward it."""
+
+    id: int
+    name: str = Field(min_length=1)
+    connector: str = Field(min_length=1, description="Entry-point name or 'module:Class'.")
+    settings: dict[str, Any] = Field(default_factory=dict)
+    concurrency: int = Field(8, ge=1, le=1000, description="Concurrent calls, per process.")
+    batch_size: int = Field(100, ge=1, le=10_000, description="Actors per connector call.")
+    timeout: float = Field(30.0, gt=0, description="Seconds per connector call.")
+    actor_types: list[ActorTypeMapping] = Field(default_factory=list)
+
+    def mapping_for(self, erp_actor_type: str) -> ActorTypeMapping | None:
+        for mapping in self.actor_types:
+            if mapping.erp == erp_actor_type:
+                return mapping
+        return None
+
+
+class Settings(_Model):
+    """The whole configuration."""
+
+    server: ServerSettings = ServerSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    broker: BrokerSettings = BrokerSettings()
+    engine: EngineSettings = EngineSettings()
+    logging: LoggingSettings = LoggingSettings()
+    auth: AuthSettings = AuthSettings()
+    crm: ConnectionSettings
+    connections: list[ConnectionSettings] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _check_ids(self) -> Settings:
+        if self.crm.id != 0:
+            raise ValueError("crm.id must be 0 (the CRM is connection 0)")
+        if self.crm.actor_types:
+            raise ValueError("crm.actor_types: mappings belong to the ERP connections")
+        seen: set[int] = set()
+        for i, conn in enumerate(self.connections):
+            if conn.id < 1:
+                raise ValueError(f"connections[{i}].id must be >= 1 (0 is the CRM)")
+            if conn.id in seen:
+                raise ValueError(f"connections[{i}].id {conn.id} is used twice")
+            seen.add(conn.id)
+            erp_types = [m.erp for m in conn.actor_types]
+            if len(set(erp_types)) != len(erp_types):
+                raise ValueError(f"connections[{i}].actor_types lists an ERP actor type twice")
+        return self
+
+    def connection(self, connection_id: int) -> ConnectionSettings | None:
+        """Connection by id (0 is the CRM)."""
+        if connection_id == 0:
+            return self.crm
+        for conn in self.connections:
+            if conn.id == connection_id:
+                return conn
+        return None
+
+    @property
+    def all_connections(self) -> list[ConnectionSettings]:
+        return [self.crm, *self.connections]
+
+
+_SHORT_ENV = {
+    "ERPSYNC_DATABASE_URL": ("database", "url"),
+    "ERPSYNC_BROKER_URL": ("broker", "url"),
+    "ERPSYNC_BROKER_PREFIX": ("broker", "prefix"),
+    "ERPSYNC_SERVER_HOST": ("server", "host"),
+    "ERPSYNC_SERVER_PORT": ("server", "port"),
+    "ERPSYNC_LOG_LEVEL": ("logging", "level"),
+    "ERPSYNC_LOG_FORMAT": ("logging", "format"),
+}
+_SECTIONS = ("server", "database", "broker", "engine", "logging")
+
+
+def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> dict[str, str]:
+    """Overlay environment variables onto the raw TOML data; return key path -> variable name."""
+    origin: dict[str, str] = {}
+    for name, value in env.items():
+        if not name.startswith("ERPSYNC_"):
+            continue
+        if name in _SHORT_ENV:
+            section, key = _SHORT_ENV[name]
+            data.setdefault(section, {})[key] = value
+            origin[f"{section}.{key}"] = name
+            continue
+        rest = name.removeprefix("ERPSYNC_")
+        head, sep, key = rest.partition("__")
+        if not sep or not key:
+            continue
+        head, key = head.lower(), key.lower()
+        if head in _SECTIONS:
+            data.setdefault(head, {})[key] = value
+            origin[f"{head}.{key}"] = name
+        elif head.startswith("connection_") and head.removeprefix("connection_").isdigit():
+            conn_id = int(head.removeprefix("connection_"))
+            target = _find_connection(data, conn_id)
+            if target is not None:
+                target.setdefault("settings", {})[key] = value
+                origin[f"connection {conn_id}.settings.{key}"] = name
+    return origin
+
+
+def _find_connection(data: dict[str, Any], conn_id: int) -> dict[str, Any] | None:
+    if conn_id == 0:
+        crm = data.get("crm")
+        return crm if isinstance(crm, dict) else None
+    for conn in data.get("connections", []) or []:
+        if isinstance(conn, dict) and conn.get("id") == conn_id:
+            return conn
+    return None
+
+
+def _loc(parts: Iterable[Any]) -> str:
+    out = ""
+    for part in parts:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def load_settings(
+    path: Path | str = DEFAULT_CONFIG, env: Mapping[str, str] | None = None
+) -> Settings:
+    """Read, overlay and validate the configuration; raise :class:`ConfigError` when invalid."""
+    path = Path(path)
+    env = os.environ if env is None else env
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found (use --config or ERPSYNC_CONFIG)") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    origin = _apply_env(data, env)
+    try:
+        settings = Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(path, exc, origin)) from None
+    _check_connectors(path, settings)
+    return settings
+
+
+def _describe(path: Path, exc: ValidationError, origin: Mapping[str, str]) -> str:
+    lines = []
+    for err in exc.errors(include_url=False):
+        key = _loc(err["loc"])
+        source = f" (from {origin[key]})" if key in origin else ""
+        lines.append(f"{path}: {key}{source}: {err['msg']}")
+    return "\n".join(lines)
+
+
+def _check_connectors(path: Path, settings: Settings) -> None:
+    """Resolve each connection's connector and validate its settings with the connector model."""
+    for i, conn in enumerate(settings.all_connections):
+        key = "crm" if i == 0 else f"connections[{i - 1}]"
+        try:
+            cls = load_connector(conn.connector)
+        except ConnectorLoadError as exc:
+            raise ConfigError(f"{path}: {key}.connector: {exc}") from None
+        try:
+            cls.config_model.model_validate(conn.settings)
+        except ValidationError as exc:
+            raise ConfigError(
+                "\n".join(
+                    f"{path}: {key}.settings.{_loc(err['loc'])}: {err['msg']}"
+                    for err in exc.errors(include_url=False)
+                )
+            ) from None
+
+
+def redact_url(url: str) -> str:
+    """Hide the password in a URL so it can be shown or logged."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))

@@ -1,0 +1,291 @@
+"""Batch tasks and their chunks: creation, claiming, progress and completion."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from engine.store import Connection, Executor
+
+RESYNC_TASK_NAME = "ForceResyncBatchTask"
+TERMINAL_STATES = ("Succeeded", "Failed", "SucceededManualCleanup")
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkCounts:
+    """What one chunk did, added to its task's counters when the chunk commits."""
+
+    records: int = 0
+    unknown_keys: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    created: int = 0
+    failed: int = 0
+    fields_changed: int = 0
+
+
+async def create(
+    conn: Executor,
+    *,
+    source_connection_id: int,
+    request: dict[str, Any],
+    message_id: str | None = None,
+    correlation_id: str | None = None,
+    name: str = RESYNC_TASK_NAME,
+) -> int:
+    """Insert a task in state New; with a known ``message_id`` return the existing task."""
+    task_id: int | None = await conn.fetchval(
+        """
+        INSERT INTO batch_tasks (name, source_connection_id, request, message_id, correlation_id,
+                                 description)
+        VALUES ($1, $2, $3, $4, $5, $6)
+        ON CONFLICT (message_id) DO NOTHING
+        RETURNING id
+        """,
+        name,
+        source_connection_id,
+        request,
+        message_id,
+        correlation_id,
+        _describe_source(source_connection_id),
+    )
+    if task_id is None:
+        task_id = await conn.fetchval(
+            "SELECT id FROM batch_tasks WHERE message_id = $1", message_id
+        )
+    assert task_id is not None
+    return task_id
+
+
+def _describe_source(source_connection_id: int) -> str:
+    source = "CRM" if source_connection_id <= 0 else f"connection {source_connection_id}"
+    return f"Force resync from {source} to all other connections"
+
+
+async def set_message_id(pool: asyncpg.Pool, task_id: int, message_id: str) -> None:
+    """Remember which message carries the task's command."""
+    await pool.execute("UPDATE batch_tasks SET message_id = $2 WHERE id = $1", task_id, message_id)
+
+
+async def fail_unqueued(pool: asyncpg.Pool, task_id: int, reason: str) -> None:
+    """Close a task whose command never reached the broker, so none stays New forever."""
+    await pool.execute(
+        """
+        UPDATE batch_tasks SET state = 'Failed', response = $2, finished_at = now()
+        WHERE id = $1 AND state = 'New'
+        """,
+        task_id,
+        reason[:254],
+    )
+
+
+async def get(conn: Executor, task_id: int) -> asyncpg.Record | None:
+    """One task by id."""
+    return await conn.fetchrow("SELECT * FROM batch_tasks WHERE id = $1", task_id)
+
+
+async def list_by_name_and_state(
+    pool: asyncpg.Pool, name: str | None, states: Sequence[str] | None, limit: int = 1000
+) -> list[asyncpg.Record]:
+    """Tasks filtered by name and state, newest first."""
+    return list(
+        await pool.fetch(
+            """
+            SELECT * FROM batch_tasks
+            WHERE ($1::text IS NULL OR name = $1) AND ($2::text[] IS NULL OR state = ANY($2))
+            ORDER BY id DESC LIMIT $3
+            """,
+            name,
+            list(states) if states is not None else None,
+            limit,
+        )
+    )
+
+
+async def start(conn: Connection, task_id: int) -> asyncpg.Record | None:
+    """Mark a task Started (counting the start); None when it is already finished."""
+    return await conn.fetchrow(
+        """
+        UPDATE batch_tasks
+        SET state = 'Started', start_count = start_count + 1, last_started_at = now(),
+            heartbeat_at = now(), progress_description = 'Planning'
+        WHERE id = $1 AND state NOT IN ('Succeeded', 'Failed', 'SucceededManualCleanup')
+        RETURNING *
+        """,
+        task_id,
+    )
+
+
+async def set_total(conn: Connection, task_id: int, total: int, unknown: int) -> None:
+    """Record how many records the task covers and how many requested ids were unknown."""
+    await conn.execute(
+        "UPDATE batch_tasks SET total_records = $2, unknown_keys = $3 WHERE id = $1",
+        task_id,
+        total,
+        unknown,
+    )
+
+
+async def planned_chunks(conn: Connection, task_id: int) -> list[asyncpg.Record]:
+    """Chunks already planned for a task (a redelivered command resumes after them)."""
+    return list(
+        await conn.fetch(
+            """
+            SELECT chunk_no, state, internal_key_ids[array_upper(internal_key_ids, 1)] AS last_key
+            FROM task_chunks WHERE task_id = $1 ORDER BY chunk_no
+            """,
+            task_id,
+        )
+    )
+
+
+async def add_chunk(
+    conn: Connection, task_id: int, chunk_no: int, internal_key_ids: Sequence[int]
+) -> None:
+    """Store one planned chunk."""
+    await conn.execute(
+        """
+        INSERT INTO task_chunks (task_id, chunk_no, internal_key_ids) VALUES ($1, $2, $3)
+        ON CONFLICT DO NOTHING
+        """,
+        task_id,
+        chunk_no,
+        list(internal_key_ids),
+    )
+
+
+async def get_chunk(conn: Executor, task_id: int, chunk_no: int) -> asyncpg.Record | None:
+    """One chunk with its keys and state."""
+    return await conn.fetchrow(
+        "SELECT * FROM task_chunks WHERE task_id = $1 AND chunk_no = $2", task_id, chunk_no
+    )
+
+
+async def mark_planned(conn: Connection, task_id: int, total_chunks: int) -> asyncpg.Record:
+    """Planning is complete; returns the task row (locked until the transaction ends)."""
+    row = await conn.fetchrow(
+        """
+        UPDATE batch_tasks SET planned = true, total_chunks = $2, heartbeat_at = now(),
+            progress_description = CASE WHEN done_chunks < $2 THEN 'Running'
+                                        ELSE progress_description END
+        WHERE id = $1 RETURNING *
+        """,
+        task_id,
+        total_chunks,
+    )
+    assert row is not None
+    return row
+
+
+async def complete_chunk(
+    conn: Connection, task_id: int, chunk_no: int, counts: ChunkCounts
+) -> asyncpg.Record | None:
+    """Mark a chunk done and add its counts; None if it was already done (duplicate delivery)."""
+    marked = await conn.fetchval(
+        """
+        UPDATE task_chunks SET state = 'done', done_at = now()
+        WHERE task_id = $1 AND chunk_no = $2 AND state = 'pending' RETURNING 1
+        """,
+        task_id,
+        chunk_no,
+    )
+    if marked is None:
+        return None
+    return await conn.fetchrow(
+        """
+        UPDATE batch_tasks SET
+            done_chunks = done_chunks + 1,
+            done_records = done_records + $2,
+            writes_updated = writes_updated + $3,
+            writes_unchanged = writes_unchanged + $4,
+            writes_created = writes_created + $5,
+            writes_failed = writes_failed + $6,
+            fields_changed = fields_changed + $7,
+            heartbeat_at = now(),
+            progress_percent = LEAST(99, ((done_records + $2) * 100
+                                          / GREATEST(coalesce(total_records, 0), 1)))::smallint,
+            progress_description = format('%s of %s records', done_records + $2,
+                                          coalesce(total_records::text, '?'))
+        WHERE id = $1 RETURNING *
+        """,
+        task_id,
+        counts.records,
+        counts.updated,
+        counts.unchanged,
+        counts.created,
+        counts.failed,
+        counts.fields_changed,
+    )
+
+
+def is_complete(task: asyncpg.Record) -> bool:
+    """All chunks of a fully planned, still running task are done."""
+    return bool(
+        task["state"] == "Started"
+        and task["planned"]
+        and task["done_chunks"] >= task["total_chunks"]
+    )
+
+
+def summary(task: asyncpg.Record) -> str:
+    """The short ``Response`` text of a finished task (SuperOffice keeps it to 254 chars)."""
+    writes = [f"{task['writes_updated']} updated", f"{task['writes_unchanged']} unchanged"]
+    if task["writes_created"]:
+        writes.append(f"{task['writes_created']} created")
+    writes.append(f"{task['writes_failed']} failed")
+    text = (
+        f"{task['done_records']} records; writes: {', '.join(writes)}; "
+        f"{task['fields_changed']} fields changed"
+    )
+    if task["unknown_keys"]:
+        text += f"; {task['unknown_keys']} unknown internal keys"
+    return text[:254]
+
+
+async def finish(conn: Connection, task: asyncpg.Record, failure_detail: str = "") -> str:
+    """Move a complete task to Succeeded or Failed with its summary; returns the state."""
+    state = "Failed" if task["writes_failed"] else "Succeeded"
+    text = summary(task)
+    if failure_detail:
+        text = f"{text}; {failure_detail}"[:254]
+    await conn.execute(
+        """
+        UPDATE batch_tasks SET state = $2, response = $3, finished_at = now(),
+            progress_percent = 100, progress_description = 'Finished'
+        WHERE id = $1
+        """,
+        task["id"],
+        state,
+        text,
+    )
+    return state
+
+
+async def fail(conn: Executor, task_id: int, reason: str) -> None:
+    """End a task as Failed with ``reason`` (configuration errors, invalid commands)."""
+    await conn.execute(
+        """
+        UPDATE batch_tasks SET state = 'Failed', response = $2, finished_at = now(),
+            progress_description = 'Failed'
+        WHERE id = $1 AND state NOT IN ('Succeeded', 'Failed', 'SucceededManualCleanup')
+        """,
+        task_id,
+        reason[:254],
+    )
+
+
+async def first_failures(conn: Executor, task_id: int, limit: int = 3) -> list[asyncpg.Record]:
+    """A few failed outcomes, for the task's Response."""
+    return list(
+        await conn.fetch(
+            """
+            SELECT connection_id, internal_key_id, error FROM record_outcomes
+            WHERE task_id = $1 AND status = 'failed' ORDER BY id LIMIT $2
+            """,
+            task_id,
+            limit,
+        )
+    )

@@ -1,0 +1,80 @@
+"""Field mapping by direction and value comparison (pure functions)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from connectors.model import FieldValue
+from engine.settings import ActorTypeMapping, ConnectionSettings
+
+
+def same(a: FieldValue, b: FieldValue) -> bool:
+    """Values are equal when their text is; blank (None) equals the empty string."""
+    return (a or "") == (b or "")
+
+
+def diff(
+    current: Mapping[str, FieldValue], desired: Mapping[str, FieldValue]
+) -> dict[str, tuple[FieldValue, FieldValue]]:
+    """Fields whose desired value differs from the current one: field -> (old, new)."""
+    return {
+        key: (current.get(key), value)
+        for key, value in desired.items()
+        if not same(current.get(key), value)
+    }
+
+
+def erp_values_from_crm(
+    mapping: ActorTypeMapping, crm_values: Mapping[str, FieldValue]
+) -> dict[str, FieldValue]:
+    """ERP field values a CRM record dictates (fields mapped to ERP)."""
+    return {
+        erp_field: crm_values.get(m.crm)
+        for erp_field, m in mapping.fields.items()
+        if m.direction.to_erp_enabled
+    }
+
+
+def crm_values_from_erp(
+    mapping: ActorTypeMapping, erp_values: Mapping[str, FieldValue]
+) -> dict[str, FieldValue]:
+    """CRM field values an ERP actor dictates (fields mapped to CRM)."""
+    return {
+        m.crm: erp_values.get(erp_field)
+        for erp_field, m in mapping.fields.items()
+        if m.direction.to_crm_enabled
+    }
+
+
+def crm_field_of(mapping: ActorTypeMapping, erp_field: str) -> str:
+    """The CRM field an ERP field maps to."""
+    return mapping.fields[erp_field].crm
+
+
+def erp_field_of(mapping: ActorTypeMapping, crm_field: str) -> str:
+    """The ERP field (with a to-CRM direction) that feeds a CRM field."""
+    for erp_field, m in mapping.fields.items():
+        if m.crm == crm_field and m.direction.to_crm_enabled:
+            return erp_field
+    raise KeyError(crm_field)
+
+
+def crm_fields_used(connections: Iterable[ConnectionSettings], crm_actor_type: str) -> list[str]:
+    """Every CRM field of an actor type that some mapping syncs in any direction."""
+    fields: dict[str, None] = {}
+    for conn in connections:
+        for mapping in conn.actor_types:
+            if mapping.crm != crm_actor_type:
+                continue
+            for m in mapping.fields.values():
+                if m.direction.to_erp_enabled or m.direction.to_crm_enabled:
+                    fields[m.crm] = None
+    return list(fields)
+
+
+def creating_mapping(conn: ConnectionSettings, crm_actor_type: str) -> ActorTypeMapping | None:
+    """The mapping used to create a missing actor for this CRM type, if creation is enabled."""
+    for mapping in conn.actor_types:
+        if mapping.crm == crm_actor_type and mapping.create_missing:
+            return mapping
+    return None

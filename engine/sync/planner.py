@@ -1,0 +1,135 @@
+"""Plan a resync command into chunk messages, resumably and idempotently.
+
+The keys are streamed in id order (keyset pages), each chunk is stored before it is published,
+and a redelivered command republishes the chunks not yet done and continues after the last
+planned key, so a planner crash loses nothing and plans nothing twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import asyncpg
+import structlog
+
+from engine.messaging.broker import Publisher
+from engine.messaging.commands import ChunkCommand, ResyncCommand
+from engine.messaging.topology import CHUNK_ROUTING_KEY
+from engine.settings import Settings
+from engine.store import Connection, results, tasks
+from engine.store import keys as keys_store
+from engine.store.results import Outcome
+
+log = structlog.get_logger(__name__)
+
+
+class Planner:
+    """Turns a :class:`ResyncCommand` into stored, published chunks."""
+
+    def __init__(self, settings: Settings, pool: asyncpg.Pool, publisher: Publisher) -> None:
+        self.settings = settings
+        self.pool = pool
+        self.publisher = publisher
+
+    async def plan(self, command: ResyncCommand, message_id: str) -> None:
+        async with self.pool.acquire() as conn:
+            task_id = command.task_id or await tasks.create(
+                conn,
+                source_connection_id=command.source_connection_id,
+                request=command.as_request(),
+                message_id=message_id,
+                correlation_id=command.correlation_id,
+            )
+            with structlog.contextvars.bound_contextvars(task_id=task_id):
+                if await results.was_processed(conn, message_id):
+                    log.info("command already planned; duplicate ignored")
+                    return
+                await self._plan(conn, task_id, command, message_id)
+
+    async def _plan(
+        self, conn: Connection, task_id: int, command: ResyncCommand, message_id: str
+    ) -> None:
+        task = await tasks.start(conn, task_id)
+        if task is None:
+            log.info("task already finished; command ignored")
+            await results.mark_processed(conn, message_id, task_id)
+            return
+        source = command.source_connection_id
+        if self.settings.connection(source) is None:
+            await tasks.fail(conn, task_id, f"Unknown ErpConnectionId {command.erp_connection_id}")
+            await results.mark_processed(conn, message_id, task_id)
+            return
+        log.info("planning", start_count=task["start_count"], source=source)
+
+        planned = await tasks.planned_chunks(conn, task_id)
+        for chunk in planned:  # resuming: chunks whose message may never have gone out
+            if chunk["state"] == "pending":
+                await self._publish(task_id, chunk["chunk_no"])
+        chunk_no = len(planned)
+        after = planned[-1]["last_key"] if planned else 0
+
+        if task["total_records"] is None:
+            await self._count(conn, task_id, command)
+        async for chunk_keys in self._key_chunks(conn, command, after):
+            await tasks.add_chunk(conn, task_id, chunk_no, chunk_keys)
+            await self._publish(task_id, chunk_no)
+            chunk_no += 1
+
+        async with conn.transaction():
+            row = await tasks.mark_planned(conn, task_id, chunk_no)
+            if tasks.is_complete(row):
+                state = await tasks.finish(conn, row)
+                log.info("task finished", state=state, response=tasks.summary(row))
+            await results.mark_processed(conn, message_id, task_id)
+        log.info("planned", chunks=chunk_no)
+
+    async def _count(self, conn: Connection, task_id: int, command: ResyncCommand) -> None:
+        """First planning pass: total records, and an outcome per unknown internal key."""
+        async with conn.transaction():
+            if command.internal_key_ids:
+                known = await keys_store.existing(conn, command.internal_key_ids)
+                unknown = [i for i in command.internal_key_ids if i not in known]
+                await results.write(
+                    conn,
+                    task_id,
+                    [
+                        Outcome(i, None, "unknown_key", error="no such internal key")
+                        for i in unknown
+                    ],
+                    [],
+                )
+                await tasks.set_total(conn, task_id, len(known), len(unknown))
+            else:
+                total = await keys_store.count_linked(conn, command.source_connection_id)
+                await tasks.set_total(conn, task_id, total, 0)
+
+    async def _key_chunks(
+        self, conn: Connection, command: ResyncCommand, after: int
+    ) -> AsyncIterator[list[int]]:
+        size = self.settings.engine.chunk_size
+        if command.internal_key_ids:
+            known = await keys_store.existing(conn, command.internal_key_ids)
+            ordered = sorted(k for k in known if k > after)
+            for start in range(0, len(ordered), size):
+                yield ordered[start : start + size]
+            return
+        pending: list[int] = []
+        page = max(self.settings.engine.key_page_size, size)
+        while True:
+            ids = await keys_store.page_linked(conn, command.source_connection_id, after, page)
+            if not ids:
+                break
+            after = ids[-1]
+            pending += ids
+            while len(pending) >= size:
+                yield pending[:size]
+                pending = pending[size:]
+        if pending:
+            yield pending
+
+    async def _publish(self, task_id: int, chunk_no: int) -> None:
+        await self.publisher.publish(
+            CHUNK_ROUTING_KEY,
+            ChunkCommand.model_validate({"TaskId": task_id, "ChunkNo": chunk_no}).to_body(),
+            message_id=f"chunk-{task_id}-{chunk_no}",
+        )
