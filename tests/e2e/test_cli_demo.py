@@ -1,0 +1,156 @@
+"""The newcomer's path as processes: migrate, seed the demo, serve, curl, Ctrl-C."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+from collections.abc import AsyncIterator
+
+import aiohttp
+import asyncpg
+import pytest
+
+from tests import support
+from tests.e2e.harness import AUTH, RESYNC, TASK_INFO
+
+pytestmark = pytest.mark.e2e
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def _cli(*args: str, env: dict[str, str], timeout: float = 60) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "engine",
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+@pytest.fixture
+async def empty_database() -> AsyncIterator[str]:
+    name = support.unique("erpsync_demo")
+    yield name
+    await support.drop_database(name)
+
+
+async def test_migrate_seed_serve_and_resync_the_demo(
+    empty_database: str, broker_prefix: str
+) -> None:
+    port = _free_port()
+    env = {
+        **os.environ,
+        "ERPSYNC_DATABASE_URL": support.database_url(empty_database),
+        "ERPSYNC_BROKER_URL": support.AMQP_URL,
+        "ERPSYNC_BROKER_PREFIX": broker_prefix,
+        "ERPSYNC_SERVER_PORT": str(port),
+        "ERPSYNC_LOG_FORMAT": "json",
+    }
+    # Set-up is idempotent: the database is created once, the demo seeded once.
+    assert (await _cli("migrate", env=env))[:2] == (0, "applied 0001_initial\n")
+    assert (await _cli("migrate", env=env))[:2] == (0, "database schema is up to date\n")
+    code, out, _ = await _cli("demo", "seed", env=env)
+    assert code == 0 and out.startswith("demo data seeded: 1000 companies, 2000 persons")
+    code, out, _ = await _cli("demo", "seed", env=env)
+    assert code == 0 and out.startswith("demo data already present")
+
+    db = await asyncpg.connect(support.database_url(empty_database))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "engine",
+        "serve",
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        async with aiohttp.ClientSession(base) as http:
+
+            async def ready() -> int:
+                try:
+                    async with http.get("/health/ready") as r:
+                        return r.status
+                except aiohttp.ClientError:
+                    return 0
+
+            await support.wait_for(ready, lambda s: s == 200, timeout=30, what="service ready")
+            async with http.post(
+                RESYNC,
+                data=b'{"ErpConnectionId":0,"InternalKeyIds":[1,2,3]}',
+                headers={**AUTH, "Content-Type": "application/json"},
+            ) as r:
+                assert r.status == 204
+                task_id = int(r.headers["X-Batch-Task-Id"])
+
+            async def info() -> dict[str, object]:
+                async with http.post(TASK_INFO, json={"Id": task_id}, headers=AUTH) as r:
+                    return dict(await r.json())
+
+            done = await support.wait_for(
+                info, lambda i: i["State"] == "Succeeded", timeout=30, what="demo task"
+            )
+        assert done["ProgressPercent"] == 100
+        # The seeded differences on keys 1-3 are now gone: ERP 1's stale phone of company 1,
+        # ERP 2's stale mail of company 2 and its different telephone of company 3.
+        crm = {r["id"]: r for r in await db.fetch("SELECT * FROM demo_crm.contact WHERE id <= 3")}
+        erp1 = await db.fetchrow("SELECT phone FROM demo_erp1.customer WHERE key = 'C00001'")
+        erp2 = {
+            r["id"]: r
+            for r in await db.fetch("SELECT * FROM demo_erp2.customer WHERE id IN (10002, 10003)")
+        }
+        assert erp1["phone"] == crm[1]["phone"]
+        assert erp2[10002]["mail"] == crm[2]["email"]
+        assert erp2[10003]["telephone"] == crm[3]["phone"]
+        changed = await db.fetch(
+            "SELECT connection_id, internal_key_id, erp_field FROM sync_log ORDER BY 1, 2"
+        )
+        assert [tuple(r) for r in changed] == [(1, 1, "phone"), (2, 2, "mail"), (2, 3, "telephone")]
+    finally:
+        await db.close()
+        proc.send_signal(signal.SIGINT)
+        await asyncio.wait_for(proc.wait(), 30)
+    stderr = (await proc.stderr.read()).decode() if proc.stderr else ""
+    assert proc.returncode == 0, stderr
+    assert "Traceback" not in stderr
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        (
+            "ERPSYNC_DATABASE_URL",
+            "postgresql://postgres@127.0.0.1:1/erpsync",
+            "PostgreSQL is not reachable at postgresql://postgres@127.0.0.1:1/erpsync",
+        ),
+        (
+            "ERPSYNC_BROKER_URL",
+            "amqp://guest:secret@127.0.0.1:1/",
+            "RabbitMQ is not reachable at amqp://guest:***@127.0.0.1:1/",
+        ),
+    ],
+)
+async def test_unreachable_service_gives_one_clear_message(
+    variable: str, value: str, expected: str, database: str
+) -> None:
+    env = {**os.environ, "ERPSYNC_DATABASE_URL": support.database_url(database), variable: value}
+    code, _, err = await _cli("serve", env=env)
+    assert code == 3
+    assert expected in err
+    assert variable in err
+    assert "Traceback" not in err
+    assert "secret" not in err
