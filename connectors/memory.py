@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import random
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -21,6 +22,8 @@ from connectors.contract import (
     ActorTypesInput,
     ActorTypesResult,
     BaseConnector,
+    ConfigurationError,
+    ConnectorContext,
     CreateActorInput,
     CreateActorResult,
     FieldsInput,
@@ -84,9 +87,13 @@ class MemoryConfig(BaseModel):
         description="Supported actor types and their field keys."
     )
     latency_ms: float = Field(0.0, ge=0, description="Injected delay per call.")
-    fail: Literal["transient", "permanent"] | None = Field(
+    fail: Literal["transient", "permanent", "configuration"] | None = Field(
         None, description="Make every get/save/create raise this kind of error."
     )
+    fail_rate: float = Field(
+        0.0, ge=0, le=1, description="Share of get/save/create calls failing transiently."
+    )
+    seed: int | None = Field(None, description="Seed of the failure draws (reproducible runs).")
     fail_keys: list[str] = Field(
         default_factory=list, description="Keys whose saves fail permanently."
     )
@@ -97,6 +104,10 @@ class MemoryConnector(BaseConnector[MemoryConfig]):
 
     name = "memory"
     config_model = MemoryConfig
+
+    def __init__(self, config: MemoryConfig, context: ConnectorContext) -> None:
+        super().__init__(config, context)
+        self._rng = random.Random(config.seed)  # noqa: S311 - failure injection, not security
 
     @property
     def store(self) -> MemoryStore:
@@ -109,6 +120,10 @@ class MemoryConnector(BaseConnector[MemoryConfig]):
             raise TransientError(f"memory store {self.config.store!r} is unavailable")
         if self.config.fail == "permanent":
             raise PermanentError(f"memory store {self.config.store!r} rejects the call")
+        if self.config.fail == "configuration":
+            raise ConfigurationError(f"memory store {self.config.store!r} is misconfigured")
+        if self.config.fail_rate and self._rng.random() < self.config.fail_rate:
+            raise TransientError(f"memory store {self.config.store!r} failed (injected)")
 
     def _check_type(self, actor_type: str) -> list[str]:
         try:
