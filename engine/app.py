@@ -95,7 +95,6 @@ async def _engine(app: web.Application) -> AsyncIterator[None]:
     pool, publisher = app[POOL], app[PUBLISHER]
     connections = await Connections.open(settings)
     presence = Presence(settings, pool)
-    await presence.start()
     planner = Planner(settings, pool, publisher, presence)
     runner = ChunkRunner(pool, ChunkResync(settings, connections), presence)
     sweeper = Sweeper(settings, pool, publisher)
@@ -111,6 +110,7 @@ async def _engine(app: web.Application) -> AsyncIterator[None]:
         connection, settings.broker, publisher, {"commands": on_command, "chunks": on_chunk}
     )
     try:
+        await presence.start()
         await consumer.start()
         app[CONSUMER] = consumer
         sweeper.start()

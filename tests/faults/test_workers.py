@@ -53,7 +53,8 @@ async def test_postgres_restart_mid_batch(the_rig: Rig) -> None:
     config = the_rig.config(erp1={"faults": {"latency": 0.1}}, broker={"prefetch": 2})
     await the_rig.start_worker(config)
     task_id = await the_rig.submit()
-    await the_rig.wait_chunks_done(task_id, 2)
+    mid = await the_rig.wait_chunks_done(task_id, 2)
+    assert mid["state"] == "Started", mid
     await asyncio.to_thread(the_rig.cluster.stop, "immediate")
     await asyncio.to_thread(the_rig.cluster.start)
 
@@ -68,7 +69,7 @@ async def test_a_target_failing_transiently_30_percent_of_the_time(the_rig: Rig)
         erp1={
             "faults": {"fail_rate": 0.3, "seed": 4},
             "retry": {
-                "attempts": 2,
+                "attempts": 1,  # every failure goes through a delayed retry
                 "base_delay": 0.05,
                 "delayed_base": 0.2,
                 "delayed_max": 1.0,
@@ -83,6 +84,7 @@ async def test_a_target_failing_transiently_30_percent_of_the_time(the_rig: Rig)
     task = await the_rig.finished(task_id)
     assert task["state"] == "Succeeded", task["response"]
     print(f"[fault transient-30%] delayed-retry chunks: {task['retry_chunks']}")
+    assert task["retry_chunks"] > 0
     assert_nothing_lost(await the_rig.audit(task_id), "transient-30%")
 
 
