@@ -81,6 +81,12 @@ class EngineSettings(_Model):
         5.0, gt=0, description="Seconds between sweeps for due retries and stale tasks."
     )
 
+    @model_validator(mode="after")
+    def _stale_after_heartbeats(self) -> EngineSettings:
+        if self.stale_after <= 2 * self.heartbeat_interval:
+            raise ValueError("stale_after must be more than twice heartbeat_interval")
+        return self
+
 
 class RetrySettings(_Model):
     """Retries of transient failures toward one connection: in process, then delayed."""

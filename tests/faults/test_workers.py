@@ -65,8 +65,8 @@ async def test_postgres_restart_mid_batch(the_rig: Rig) -> None:
 
 async def test_a_target_failing_transiently_30_percent_of_the_time(the_rig: Rig) -> None:
     await the_rig.seed(300)
-    config = the_rig.config(
-        erp1={
+    config = the_rig.config(  # ERP 2 both updates and creates: retried creates must not double
+        erp2={
             "faults": {"fail_rate": 0.3, "seed": 4},
             "retry": {
                 "attempts": 1,  # every failure goes through a delayed retry
