@@ -15,7 +15,7 @@ import pytest
 
 from tests.faults.harness import Report, Rig, rig
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
 
 @pytest.fixture
