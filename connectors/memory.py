@@ -47,6 +47,7 @@ class MemoryStore:
     name: str
     actors: dict[str, dict[str, dict[str, FieldValue]]] = field(default_factory=dict)
     modified: dict[tuple[str, str], int] = field(default_factory=dict)
+    calls: int = 0
     saves: int = 0
     creates: int = 0
     created_by_idempotency_key: dict[str, str] = field(default_factory=dict)
@@ -114,6 +115,7 @@ class MemoryConnector(BaseConnector[MemoryConfig]):
         return MemoryStore.named(self.config.store)
 
     async def _call(self) -> None:
+        self.store.calls += 1
         if self.config.latency_ms:
             await asyncio.sleep(self.config.latency_ms / 1000)
         if self.config.fail == "transient":

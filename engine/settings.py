@@ -80,6 +80,9 @@ class EngineSettings(_Model):
     sweep_interval: float = Field(
         5.0, gt=0, description="Seconds between sweeps for due retries and stale tasks."
     )
+    max_starts: int = Field(
+        10, ge=1, description="A stale task started this often already fails instead."
+    )
 
     @model_validator(mode="after")
     def _stale_after_heartbeats(self) -> EngineSettings:

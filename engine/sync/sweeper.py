@@ -19,7 +19,7 @@ from engine.messaging.broker import Publisher, PublishFailed
 from engine.messaging.commands import ChunkCommand, ResyncCommand
 from engine.messaging.topology import CHUNK_ROUTING_KEY, RESYNC_ROUTING_KEY
 from engine.settings import Settings
-from engine.store import recovery
+from engine.store import recovery, tasks
 from engine.store.recovery import StaleTask
 
 log = structlog.get_logger(__name__)
@@ -81,6 +81,13 @@ class Sweeper:
         return len(stale)
 
     async def _restart(self, task: StaleTask) -> None:
+        limit = self.settings.engine.max_starts
+        if task.start_count > limit or (not task.planned and task.start_count >= limit):
+            log.error("task stalled too often; failed", start_count=task.start_count)
+            await tasks.fail(
+                self.pool, task.id, f"Stalled after {task.start_count} starts; not restarted"
+            )
+            return
         if not task.planned:
             log.warning("task stalled while planning; command published again")
             request = task.request

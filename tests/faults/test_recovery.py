@@ -36,12 +36,19 @@ async def seed(db: asyncpg.Connection, stores: dict[int, MemoryStore], n: int) -
         await link(db, i, "Contact", str(i), {1: ("Customer", f"A{i}"), 2: ("Customer", f"B{i}")})
 
 
-def settings_for(database: str, prefix: str, stores: dict[int, MemoryStore]) -> Settings:
+def settings_for(
+    database: str, prefix: str, stores: dict[int, MemoryStore], max_starts: int = 10
+) -> Settings:
     settings = support.memory_settings(
         database, prefix, {cid: s.name for cid, s in stores.items()}, chunk_size=2
     )
     engine = settings.engine.model_copy(
-        update={"sweep_interval": 0.05, "stale_after": 0.5, "heartbeat_interval": 0.1}
+        update={
+            "sweep_interval": 0.05,
+            "stale_after": 0.5,
+            "heartbeat_interval": 0.1,
+            "max_starts": max_starts,
+        }
     )
     return settings.model_copy(update={"engine": engine})
 
@@ -118,6 +125,19 @@ async def test_a_planner_that_died_mid_planning_is_resumed(
     )
     assert [list(r[1]) for r in chunks] == [[1, 2], [3, 4], [5]]  # continued after key 2
     assert info["Statistics"]["TotalRecords"] == 5
+
+
+async def test_a_task_that_keeps_stalling_fails_instead_of_looping(
+    database: str, db: asyncpg.Connection, broker_prefix: str, stores: dict[int, MemoryStore]
+) -> None:
+    await seed(db, stores, 4)
+    task_id = await stale_task(db, planned=True, total=4)
+    settings = settings_for(database, broker_prefix, stores, max_starts=1)
+    async with Service(settings) as service:
+        info = await service.finished(task_id)
+    assert info["State"] == "Failed"
+    assert info["Response"] == "Stalled after 2 starts; not restarted"
+    assert stores[2].calls == 0
 
 
 class RecordingPublisher:

@@ -105,6 +105,8 @@ async def test_a_target_that_stays_down_fails_its_records_after_the_retries(
         retry={"attempts": 2, "base_delay": 0, "delayed_attempts": 2, "delayed_base": 0.02},
         breaker={"failure_threshold": 3, "cooldown": 0.2},
     )
+    # 3 chunks x 2 calls x (1 + 2 delayed retries) = 18 calls without a breaker; with it, the
+    # 3 failures that open it plus at most one half-open probe per chunk retry.
     async with Service(settings) as service:
         info = await service.finished(await service.resync(0, []), timeout=60)
 
@@ -122,6 +124,7 @@ async def test_a_target_that_stays_down_fails_its_records_after_the_retries(
     erp2 = [r for r in rows if r[1] == 2]
     assert {r[2] for r in erp2} == {"failed"}
     assert all("gave up after 2 delayed retries" in r[3] for r in erp2)
+    assert 3 <= stores[2].calls <= 3 + 3 * 2
     attempts = await db.fetch(
         "SELECT DISTINCT attempt, target_connection_id FROM task_chunks WHERE task_id = $1",
         info["Id"],
