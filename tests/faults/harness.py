@@ -463,11 +463,14 @@ class Rig:
 
 
 @contextlib.asynccontextmanager
-async def rig(prefix: str, tmp: Path) -> Any:
-    """A :class:`Rig` on a fresh cluster; processes and cluster are gone afterwards."""
+async def rig(prefix: str, tmp: Path, amqp_url: str = support.AMQP_URL) -> Any:
+    """A :class:`Rig` on a fresh cluster; processes and cluster are gone afterwards.
+
+    Pass a throwaway node's ``amqp_url`` (``tests.nodes.RabbitNode``) to fault the broker too.
+    """
     cluster = PostgresCluster()
     await asyncio.to_thread(cluster.start)
-    the_rig = Rig(cluster, prefix, tmp)
+    the_rig = Rig(cluster, prefix, tmp, amqp_url)
     try:
         yield the_rig
     finally:
