@@ -106,7 +106,7 @@ async def test_open_breaker_stops_calling_the_target_but_not_others() -> None:
     failing, _ = handle(1)
     healthy, _ = handle(2)
     down = FakeOperation(*[TransientError("down")] * 100)
-    for _ in range(2):  # 2 calls x 2 attempts... the 4th consecutive failure opens it
+    for _ in range(2):  # 3 failed attempts, then the 4th consecutive failure opens it
         with pytest.raises(CallFailed):
             await failing.call(down, None)
     assert failing.breaker.state == "open"
