@@ -131,3 +131,10 @@ async def test_rate_limit_is_configured_per_connection() -> None:
     h, _ = handle(rate_limit=5)
     assert h.limiter is not None and h.limiter.max_rate == 5
     assert handle()[0].limiter is None
+
+
+async def test_rate_limit_holds_across_calls_of_the_connection() -> None:
+    h, _ = handle(rate_limit=5)
+    for _ in range(5):
+        await h.call(FakeOperation(), None)
+    assert h.limiter is not None and not h.limiter.has_capacity()  # the 6th call would wait
