@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import random
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -21,6 +22,8 @@ from connectors.contract import (
     ActorTypesInput,
     ActorTypesResult,
     BaseConnector,
+    ConfigurationError,
+    ConnectorContext,
     CreateActorInput,
     CreateActorResult,
     FieldsInput,
@@ -44,6 +47,7 @@ class MemoryStore:
     name: str
     actors: dict[str, dict[str, dict[str, FieldValue]]] = field(default_factory=dict)
     modified: dict[tuple[str, str], int] = field(default_factory=dict)
+    calls: int = 0
     saves: int = 0
     creates: int = 0
     created_by_idempotency_key: dict[str, str] = field(default_factory=dict)
@@ -84,9 +88,13 @@ class MemoryConfig(BaseModel):
         description="Supported actor types and their field keys."
     )
     latency_ms: float = Field(0.0, ge=0, description="Injected delay per call.")
-    fail: Literal["transient", "permanent"] | None = Field(
+    fail: Literal["transient", "permanent", "configuration"] | None = Field(
         None, description="Make every get/save/create raise this kind of error."
     )
+    fail_rate: float = Field(
+        0.0, ge=0, le=1, description="Share of get/save/create calls failing transiently."
+    )
+    seed: int | None = Field(None, description="Seed of the failure draws (reproducible runs).")
     fail_keys: list[str] = Field(
         default_factory=list, description="Keys whose saves fail permanently."
     )
@@ -98,17 +106,26 @@ class MemoryConnector(BaseConnector[MemoryConfig]):
     name = "memory"
     config_model = MemoryConfig
 
+    def __init__(self, config: MemoryConfig, context: ConnectorContext) -> None:
+        super().__init__(config, context)
+        self._rng = random.Random(config.seed)  # noqa: S311 - failure injection, not security
+
     @property
     def store(self) -> MemoryStore:
         return MemoryStore.named(self.config.store)
 
     async def _call(self) -> None:
+        self.store.calls += 1
         if self.config.latency_ms:
             await asyncio.sleep(self.config.latency_ms / 1000)
         if self.config.fail == "transient":
             raise TransientError(f"memory store {self.config.store!r} is unavailable")
         if self.config.fail == "permanent":
             raise PermanentError(f"memory store {self.config.store!r} rejects the call")
+        if self.config.fail == "configuration":
+            raise ConfigurationError(f"memory store {self.config.store!r} is misconfigured")
+        if self.config.fail_rate and self._rng.random() < self.config.fail_rate:
+            raise TransientError(f"memory store {self.config.store!r} failed (injected)")
 
     def _check_type(self, actor_type: str) -> list[str]:
         try:

@@ -27,8 +27,10 @@ from engine.store import migrate
 from engine.store.pool import create_pool
 from engine.sync.chunks import ChunkRunner
 from engine.sync.connections import Connections
+from engine.sync.liveness import Presence
 from engine.sync.planner import Planner
 from engine.sync.resync import ChunkResync
+from engine.sync.sweeper import Sweeper
 
 log = structlog.get_logger(__name__)
 
@@ -92,8 +94,10 @@ async def _engine(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     pool, publisher = app[POOL], app[PUBLISHER]
     connections = await Connections.open(settings)
-    planner = Planner(settings, pool, publisher)
-    runner = ChunkRunner(pool, ChunkResync(settings, connections))
+    presence = Presence(settings, pool)
+    planner = Planner(settings, pool, publisher, presence)
+    runner = ChunkRunner(pool, ChunkResync(settings, connections), presence)
+    sweeper = Sweeper(settings, pool, publisher)
 
     async def on_command(delivery: Delivery) -> None:
         await planner.plan(parse(ResyncCommand, delivery.body), delivery.message_id)
@@ -106,10 +110,14 @@ async def _engine(app: web.Application) -> AsyncIterator[None]:
         connection, settings.broker, publisher, {"commands": on_command, "chunks": on_chunk}
     )
     try:
+        await presence.start()
         await consumer.start()
         app[CONSUMER] = consumer
+        sweeper.start()
         yield
     finally:
+        await sweeper.stop()
         await consumer.stop(settings.server.shutdown_timeout)
         await connection.close()
+        await presence.stop()
         await connections.close()

@@ -71,6 +71,49 @@ class EngineSettings(_Model):
 
     chunk_size: int = Field(200, ge=1, le=10_000, description="Internal keys per chunk message.")
     key_page_size: int = Field(5_000, ge=1, description="Keys read per page when planning.")
+    heartbeat_interval: float = Field(
+        15.0, gt=0, description="Seconds between heartbeats of the tasks a worker is running."
+    )
+    stale_after: float = Field(
+        120.0, gt=0, description="A Started task without a heartbeat this long is picked up again."
+    )
+    sweep_interval: float = Field(
+        5.0, gt=0, description="Seconds between sweeps for due retries and stale tasks."
+    )
+    max_starts: int = Field(
+        10, ge=1, description="A stale task started this often already fails instead."
+    )
+
+    @model_validator(mode="after")
+    def _stale_after_heartbeats(self) -> EngineSettings:
+        if self.stale_after <= 2 * self.heartbeat_interval:
+            raise ValueError("stale_after must be more than twice heartbeat_interval")
+        return self
+
+
+class RetrySettings(_Model):
+    """Retries of transient failures toward one connection: in process, then delayed."""
+
+    attempts: int = Field(3, ge=1, le=20, description="Calls per operation within one chunk run.")
+    base_delay: float = Field(0.2, ge=0, description="First in-process backoff cap, seconds.")
+    max_delay: float = Field(5.0, ge=0, description="Largest in-process backoff, seconds.")
+    delayed_attempts: int = Field(
+        5, ge=0, le=100, description="Delayed retries of a failed record before it fails for good."
+    )
+    delayed_base: float = Field(5.0, ge=0, description="First delayed-retry backoff cap, seconds.")
+    delayed_max: float = Field(300.0, ge=0, description="Largest delayed-retry backoff, seconds.")
+
+
+class BreakerSettings(_Model):
+    """The circuit breaker toward one connection (per process)."""
+
+    failure_threshold: int = Field(
+        5, ge=1, description="Consecutive failed calls that open the breaker."
+    )
+    cooldown: float = Field(30.0, gt=0, description="Seconds the open breaker rejects calls.")
+    half_open_probes: int = Field(
+        1, ge=1, description="Calls let through after the cool-down; all must succeed to close."
+    )
 
 
 class LoggingSettings(_Model):
@@ -138,6 +181,11 @@ class ConnectionSettings(_Model):
     concurrency: int = Field(8, ge=1, le=1000, description="Concurrent calls, per process.")
     batch_size: int = Field(100, ge=1, le=10_000, description="Actors per connector call.")
     timeout: float = Field(30.0, gt=0, description="Seconds per connector call.")
+    rate_limit: float | None = Field(
+        None, gt=0, description="Connector calls per second, per process (none: unlimited)."
+    )
+    retry: RetrySettings = RetrySettings()
+    breaker: BreakerSettings = BreakerSettings()
     actor_types: list[ActorTypeMapping] = Field(default_factory=list)
 
     def mapping_for(self, erp_actor_type: str) -> ActorTypeMapping | None:
