@@ -64,6 +64,17 @@ class FieldMetadata:
     max_length: int = 0
     access: FieldAccess = FieldAccess.Normal
     description: str = ""
+    list_name: str = ""
+    """For ``FieldType.List``: the list whose items are the allowed values."""
+    default_value: FieldValue = None
+
+
+@dataclass(frozen=True, slots=True)
+class ListItem:
+    """One option of a list: the stored ``key`` and the ``text`` shown to users."""
+
+    key: str
+    text: str
 
 
 @dataclass(frozen=True, slots=True)
