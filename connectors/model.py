@@ -34,7 +34,12 @@ class CrmActorType(enum.StrEnum):
 
 
 class FieldType(enum.StrEnum):
-    """SuperOffice's FieldMetadataType."""
+    """SuperOffice's FieldMetadataType.
+
+    Values travel as text in one canonical form per type, so that equal values compare equal
+    across systems: Integer ``"42"``, Double ``"2.5"`` (``.`` as decimal point), Checkbox
+    ``"1"``/``"0"``, Date ISO 8601 (``"2024-05-17"``), List the item key; None is blank.
+    """
 
     Checkbox = "Checkbox"
     Text = "Text"

@@ -10,9 +10,7 @@ MARKER = "connector_contract"
 
 def pytest_configure(config: pytest.Config) -> None:
     """Register the marker so ``--strict-markers`` accepts ``-m connector_contract``."""
-    config.addinivalue_line(
-        "markers", f"{MARKER}: a check of erpsync's connector conformance kit"
-    )
+    config.addinivalue_line("markers", f"{MARKER}: a check of erpsync's connector conformance kit")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
