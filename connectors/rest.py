@@ -24,6 +24,7 @@ keys that were not asked for are ignored.
 
 from __future__ import annotations
 
+import base64
 import email.utils
 import json
 import math
@@ -258,16 +259,15 @@ class RestConnector(BaseConnector[RestConfig]):
         """Open the connection's HTTP session (a pooled connector, timeouts, auth headers)."""
         config = self.config
         headers = {"Accept": "application/json", **config.headers}
-        auth: aiohttp.BasicAuth | None = None
         if isinstance(config.auth, BearerAuth):
             headers["Authorization"] = f"Bearer {config.auth.token.get_secret_value()}"
         elif isinstance(config.auth, ApiKeyAuth):
             headers[config.auth.header] = config.auth.key.get_secret_value()
         elif isinstance(config.auth, BasicAuth):
-            auth = aiohttp.BasicAuth(config.auth.username, config.auth.password.get_secret_value())
+            pair = f"{config.auth.username}:{config.auth.password.get_secret_value()}"
+            headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode()
         self._session = aiohttp.ClientSession(
             headers=headers,
-            auth=auth,
             timeout=aiohttp.ClientTimeout(
                 total=config.timeout,
                 connect=config.connect_timeout,
@@ -408,9 +408,12 @@ class RestConnector(BaseConnector[RestConfig]):
             raise PermanentError(f"unsupported actor type {actor_type!r}") from None
 
     def _items(self, spec: RestActorType, body: Any, what: str) -> list[dict[str, Any]]:
-        items = body.get(spec.items_field) if spec.items_field and isinstance(body, dict) else body
-        if items is None and body is None:
+        if body is None:
             return []
+        if spec.items_field:
+            items = body.get(spec.items_field) if isinstance(body, dict) else None
+        else:
+            items = body
         if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
             where = f"under {spec.items_field!r}" if spec.items_field else "at the top level"
             raise PermanentError(f"{what}: expected an array of objects {where}")

@@ -45,13 +45,18 @@ _JSON_TYPES: dict[str, FieldType] = {
 class Fault:
     """What to do to the next matching request(s).
 
-    ``status`` answers with that status (and ``retry_after`` as the ``Retry-After`` header);
-    ``delay`` waits that many seconds first; ``hang`` waits until :meth:`FakeErp.release`;
-    ``oversized`` answers 200 with that many bytes of JSON. ``method``/``path`` restrict it.
+    ``status`` answers with that status (and ``retry_after`` as the ``Retry-After`` header,
+    ``body`` as the body when given); ``body`` alone answers 200 with it; ``delay`` waits that
+    many seconds first; ``hang`` waits until :meth:`FakeErp.release`; ``oversized`` answers 200
+    with that many bytes of JSON (streamed without Content-Length when ``chunked``).
+    ``method``/``path`` restrict which requests it hits.
     """
 
     status: int | None = None
     retry_after: str | None = None
+    body: bytes | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    chunked: bool = False
     delay: float = 0.0
     hang: bool = False
     oversized: int = 0
@@ -212,16 +217,30 @@ class FakeErp:
                 await asyncio.sleep(fault.delay)
             if fault.hang:
                 await self._released.wait()
-            if fault.status is not None:
-                headers = {"Retry-After": fault.retry_after} if fault.retry_after else {}
-                return web.json_response(
-                    {"message": f"injected {fault.status}"}, status=fault.status, headers=headers
-                )
-            if fault.oversized:
+            headers = dict(fault.headers)
+            if fault.retry_after:
+                headers["Retry-After"] = fault.retry_after
+            if fault.status is not None or fault.body is not None:
+                body = fault.body
+                if body is None:
+                    body = json.dumps({"message": f"injected {fault.status}"}).encode()
                 return web.Response(
-                    body=b'{"items": ["' + b"x" * fault.oversized + b'"]}',
+                    body=body,
+                    status=fault.status or 200,
+                    headers=headers,
                     content_type="application/json",
                 )
+            if fault.oversized:
+                body = b'{"items": ["' + b"x" * fault.oversized + b'"]}'
+                if not fault.chunked:
+                    return web.Response(body=body, content_type="application/json")
+                stream = web.StreamResponse(headers={"Content-Type": "application/json"})
+                stream.enable_chunked_encoding()
+                await stream.prepare(request)
+                for start in range(0, len(body), 65536):
+                    await stream.write(body[start : start + 65536])
+                await stream.write_eof()
+                return stream
         if not self._authorized(request):
             return web.json_response(
                 {"message": "unauthorized"}, status=401, headers={"WWW-Authenticate": "Bearer"}
