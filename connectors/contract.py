@@ -262,8 +262,16 @@ class Connector(Protocol):
     :meth:`aclose` once at shutdown. Each operation may be cancelled at any ``await``.
     """
 
-    name: ClassVar[str]
-    config_model: ClassVar[type[BaseModel]]
+    # Read-only in the protocol, so a class attribute of a narrower type satisfies them.
+    @property
+    def name(self) -> str:
+        """The connector's name (its entry-point name, by convention)."""
+        ...
+
+    @property
+    def config_model(self) -> type[BaseModel]:
+        """The pydantic model of the connection's ``settings``; secrets as ``SecretStr``."""
+        ...
 
     async def open(self) -> None:
         """Acquire resources (HTTP sessions, pools). Raise ConfigurationError if unusable."""
