@@ -53,6 +53,20 @@ _CANCEL_POINTS = (0, 1, 2, 3, 5, 8, 13, 21, 34, 55, 89, 144)
 _counter = itertools.count(1)
 
 
+async def expect_connector_error(call: Callable[[], Awaitable[object]], what: str) -> None:
+    """Assert that ``call()`` raises a :class:`ConnectorError` (and nothing else)."""
+    try:
+        await call()
+    except ConnectorError:
+        return
+    except Exception as exc:
+        raise AssertionError(
+            f"{what} raised {type(exc).__name__}: {exc}; expected a ConnectorError "
+            "(TransientError, PermanentError or ConfigurationError)"
+        ) from exc
+    raise AssertionError(f"{what} did not raise; expected a ConnectorError")
+
+
 def make_context(connection_id: int = 1, **kwargs: Any) -> ConnectorContext:
     """A :class:`ConnectorContext` like the engine's, with a structlog logger bound to it."""
     kwargs.setdefault("connection_name", f"contract {connection_id}")
@@ -425,16 +439,15 @@ class ConnectorContract:
     async def test_errors_are_mapped_to_the_taxonomy(self, harness: Harness) -> None:
         async with self.opened(harness) as connector:
             nowhere = "NoSuchActorType"
-            calls: list[Callable[[], Awaitable[object]]] = [
-                lambda: connector.get_actors(GetActorsInput(nowhere, ["1"])),
-                lambda: connector.save_actors(
+            calls: dict[str, Callable[[], Awaitable[object]]] = {
+                "get_actors": lambda: connector.get_actors(GetActorsInput(nowhere, ["1"])),
+                "save_actors": lambda: connector.save_actors(
                     SaveActorsInput(nowhere, [Actor(nowhere, "1", {"x": "1"})])
                 ),
-                lambda: connector.fields(FieldsInput(nowhere)),
-            ]
-            for call in calls:
-                with pytest.raises(ConnectorError):
-                    await call()
+                "fields": lambda: connector.fields(FieldsInput(nowhere)),
+            }
+            for what, call in calls.items():
+                await expect_connector_error(call, f"{what} of an unknown actor type")
             actor_type = (await self.actor_types(connector))[0]
             key, _, _ = await self.seeded(harness, connector, actor_type)
             bad = Actor(actor_type, key, {"no_such_field_xyz": "1"})
@@ -458,12 +471,20 @@ class ConnectorContract:
         except ConnectorError:
             await connector.aclose()
             return
+        except Exception as exc:
+            await connector.aclose()
+            raise AssertionError(
+                f"open() of a broken connection raised {type(exc).__name__}: {exc}; "
+                "expected a ConnectorError"
+            ) from exc
         try:
             result = await connector.test_connection(TestConnectionInput())
             assert not result.ok, "test_connection of a broken connection said ok"
             types = await connector.supported_actor_types(ActorTypesInput())
-            with pytest.raises(ConnectorError):
-                await connector.get_actors(GetActorsInput(next(iter(types.actor_types)), ["1"]))
+            request = GetActorsInput(next(iter(types.actor_types)), ["1"])
+            await expect_connector_error(
+                lambda: connector.get_actors(request), "get_actors on a broken connection"
+            )
         except ConnectorError:
             pass
         finally:
