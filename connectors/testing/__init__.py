@@ -10,15 +10,32 @@ Enable the kit in a test module::
             return MyHarness()
 
 The pytest plugin that comes with erpsync (entry point ``erpsync_connectors``) registers the
-``connector_contract`` marker and explains a missing ``harness`` fixture. Requires pytest and
-pytest-asyncio (``pip install 'erpsync[testing]'``).
+``connector_contract`` marker and explains a missing ``harness`` fixture. The kit needs pytest
+and pytest-asyncio (``pip install 'erpsync[testing]'``); :mod:`connectors.testing.fake_erp`
+needs neither, so benchmarks can use it on its own.
 """
 
-import pytest
+from __future__ import annotations
 
-# The kit's checks are plain asserts: have pytest explain them like the author's own.
-pytest.register_assert_rewrite("connectors.testing.contract")
+from typing import TYPE_CHECKING, Any
 
-from connectors.testing.contract import ConnectorContract, Harness, make_context  # noqa: E402
+try:
+    import pytest
+except ImportError:  # pragma: no cover - the fake ERP works without pytest
+    pass
+else:
+    # The kit's checks are plain asserts: have pytest explain them like the author's own.
+    pytest.register_assert_rewrite("connectors.testing.contract")
+
+if TYPE_CHECKING:
+    from connectors.testing.contract import ConnectorContract, Harness, make_context
 
 __all__ = ["ConnectorContract", "Harness", "make_context"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        from connectors.testing import contract
+
+        return getattr(contract, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

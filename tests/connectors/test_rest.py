@@ -7,6 +7,7 @@ import email.utils
 import json
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,9 +23,10 @@ from connectors import (
     TestConnectionInput,
     TransientError,
 )
-from connectors.rest import RestConfig, RestConnector
+from connectors.rest import BearerAuth, RestConfig, RestConnector
 from connectors.testing import make_context
 from connectors.testing.fake_erp import Auth, FakeErp, Fault
+from engine.settings import load_settings
 from tests.connectors.rest_support import TOKEN, rest_settings
 
 
@@ -294,3 +296,25 @@ def test_paths_must_be_absolute_and_get_many_needs_keys() -> None:
         RestConfig.model_validate(
             {**base, "actor_types": {"Customer": {"get_many": "/c", "save": "/c", "fields": []}}}
         )
+
+
+def test_a_nested_secret_can_come_from_the_environment(tmp_path: Path) -> None:
+    config = tmp_path / "erpsync.toml"
+    config.write_text(
+        '[crm]\nid = 0\nname = "CRM"\nconnector = "memory"\n'
+        'settings = { store = "s", actor_types = { Contact = ["name"] } }\n'
+        '[[connections]]\nid = 2\nname = "Shop"\nconnector = "rest"\n'
+        "[connections.settings]\n"
+        'base_url = "https://shop.example"\n'
+        'auth = { type = "bearer", token = "placeholder" }\n'
+        'actor_types.Customer = { get_many = "/c?ids={keys}", save = "/c", fields = ["name"] }\n'
+    )
+    env = {
+        "ERPSYNC_CONNECTION_2__AUTH__TOKEN": "from-the-env",
+        "ERPSYNC_CONNECTION_2__TIMEOUT": "7",
+    }
+    settings = load_settings(config, env=env)
+    rest = RestConfig.model_validate(settings.connections[0].settings)
+    assert isinstance(rest.auth, BearerAuth)
+    assert rest.auth.token.get_secret_value() == "from-the-env"
+    assert rest.timeout == 7
