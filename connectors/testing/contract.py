@@ -93,6 +93,10 @@ class Harness(abc.ABC):
     concurrency: int = 8
     """How many calls the concurrency check runs at once."""
 
+    settle_timeout: float = 5.0
+    """Seconds a cancelled save may take to finish in the background (a worker thread, the
+    remote system) before a partly written batch counts as half-written."""
+
     @abc.abstractmethod
     def connector(self) -> Connector:
         """A new, unopened connector for the system under test (use :func:`make_context`)."""
@@ -415,23 +419,43 @@ class ConnectorContract:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-                written = []
-                for key in batch:
-                    current = dict(await harness.read(actor_type, key) or {})
-                    if all(current.get(k) == v for k, v in after[key].items()):
-                        written.append(True)
-                    elif all(current.get(k) == v for k, v in batch[key].items()):
-                        written.append(False)
-                    else:
-                        raise AssertionError(f"{actor_type} {key!r} is half written: {current}")
-                assert len(set(written)) == 1, (
-                    f"cancelled after {steps} loop steps, only some actors of the batch were "
-                    f"written: {written}"
-                )
+                await self._assert_all_or_none(harness, actor_type, batch, after, steps)
             # The connector is still usable after all those cancellations.
             key = next(iter(batch))
             got = await connector.get_actors(GetActorsInput(actor_type, [key]))
             assert [a.key for a in got.actors] == [key]
+
+    @staticmethod
+    async def _assert_all_or_none(
+        harness: Harness,
+        actor_type: str,
+        before: Mapping[str, Mapping[str, FieldValue]],
+        after: Mapping[str, Mapping[str, FieldValue]],
+        steps: int,
+    ) -> None:
+        """The batch is either entirely written or not at all. A cancelled call may still
+        finish in the background (a thread, the remote server), so a mixed state is given
+        ``harness.settle_timeout`` to become whole; one that stays mixed fails."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + harness.settle_timeout
+        while True:
+            written = []
+            for key in before:
+                current = dict(await harness.read(actor_type, key) or {})
+                if all(current.get(k) == v for k, v in after[key].items()):
+                    written.append(True)
+                elif all(current.get(k) == v for k, v in before[key].items()):
+                    written.append(False)
+                else:
+                    raise AssertionError(f"{actor_type} {key!r} is half written: {current}")
+            if len(set(written)) == 1:
+                return
+            if loop.time() > deadline:
+                raise AssertionError(
+                    f"cancelled after {steps} loop steps, only some actors of the batch were "
+                    f"written, and stayed so for {harness.settle_timeout:g}s: {written}"
+                )
+            await asyncio.sleep(0.01)
 
     # -- errors ---------------------------------------------------------------------------------
 
