@@ -156,7 +156,9 @@ class RestConfig(BaseModel):
 
     base_url: str = Field(description="Scheme, host, port and optional path prefix.")
     auth: Annotated[BearerAuth | BasicAuth | ApiKeyAuth, Field(discriminator="type")] | None = None
-    headers: dict[str, str] = Field(default_factory=dict, description="Extra, non-secret headers.")
+    headers: dict[str, SecretStr] = Field(
+        default_factory=dict, description="Extra headers (kept secret: they often carry keys)."
+    )
     timeout: float = Field(30.0, gt=0, description="Seconds for a whole request.")
     connect_timeout: float = Field(5.0, gt=0, description="Seconds to get a connection.")
     read_timeout: float = Field(15.0, gt=0, description="Seconds between bytes of a response.")
@@ -278,7 +280,8 @@ class RestConnector(BaseConnector[RestConfig]):
     async def open(self) -> None:
         """Open the connection's HTTP session (a pooled connector, timeouts, auth headers)."""
         config = self.config
-        headers = {"Accept": "application/json", **config.headers}
+        headers = {"Accept": "application/json"}
+        headers.update({k: v.get_secret_value() for k, v in config.headers.items()})
         if isinstance(config.auth, BearerAuth):
             headers["Authorization"] = f"Bearer {config.auth.token.get_secret_value()}"
         elif isinstance(config.auth, ApiKeyAuth):
@@ -313,13 +316,14 @@ class RestConnector(BaseConnector[RestConfig]):
 
     def _secrets(self) -> list[str]:
         auth = self.config.auth
+        found = [v.get_secret_value() for v in self.config.headers.values()]
         if isinstance(auth, BearerAuth):
-            return [auth.token.get_secret_value()]
-        if isinstance(auth, ApiKeyAuth):
-            return [auth.key.get_secret_value()]
-        if isinstance(auth, BasicAuth):
-            return [auth.password.get_secret_value()]
-        return []
+            found.append(auth.token.get_secret_value())
+        elif isinstance(auth, ApiKeyAuth):
+            found.append(auth.key.get_secret_value())
+        elif isinstance(auth, BasicAuth):
+            found.append(auth.password.get_secret_value())
+        return found
 
     def _redact(self, text: str) -> str:
         for secret in self._secrets():

@@ -13,13 +13,17 @@ from connectors.testing import ConnectorContract, Harness, make_context
 from connectors.testing.fake_erp import Auth, FakeErp
 from tests.connectors.rest_support import COLLECTIONS, TOKEN, rest_settings
 
+TENANT_KEY = "tenant-key-s3cret"
+
 
 class RestHarness(Harness):
-    secrets = (TOKEN,)
+    secrets = (TOKEN, TENANT_KEY)
 
     def __init__(self, erp: FakeErp) -> None:
         self.erp = erp
-        self.config = RestConfig.model_validate(rest_settings(erp))
+        self.config = RestConfig.model_validate(
+            rest_settings(erp, headers={"X-Tenant-Key": TENANT_KEY})
+        )
 
     def connector(self) -> Connector:
         return RestConnector(self.config, make_context())
