@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import textwrap
+import uuid
 from pathlib import Path
 
 from mypy import api
@@ -68,7 +69,8 @@ TransientError("busy", retry_after="soon")  # E: "retry_after" to "TransientErro
 
 def test_mypy_accepts_correct_use_and_rejects_misuse(tmp_path: Path) -> None:
     source = textwrap.dedent(SNIPPET)
-    path = tmp_path / "snippet.py"
+    # A new module name each run: mypy's cache would replay an old run's errors and paths.
+    path = tmp_path / f"snippet_{uuid.uuid4().hex}.py"
     path.write_text(source)
     stdout, stderr, _ = api.run(
         [
