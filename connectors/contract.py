@@ -59,7 +59,8 @@ class PermanentError(ConnectorError):
 
 
 class ConfigurationError(ConnectorError):
-    """The connection is misconfigured (credentials, missing table): the task fails fast."""
+    """The connection is misconfigured (credentials, missing table): no retry; an operator
+    must fix the configuration (``erpsync connectors check`` shows what is wrong)."""
 
     kind = "configuration"
 
