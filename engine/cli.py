@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 import click
 
+from engine.cli_connectors import connectors
 from engine.settings import DEFAULT_CONFIG, ConfigError, Settings, load_settings
 
 T = TypeVar("T")
@@ -175,6 +176,8 @@ def check_config(config_path: Path) -> None:
         f"{len(settings.auth.users)} users)"
     )
 
+
+main.add_command(connectors)
 
 if __name__ == "__main__":  # pragma: no cover
     main()
