@@ -6,6 +6,7 @@ import asyncpg
 import structlog
 
 from engine.messaging.commands import ChunkCommand
+from engine.observability import metrics
 from engine.store import keys as keys_store
 from engine.store import results, tasks
 from engine.sync.resync import ChunkResult, ChunkResync
@@ -86,3 +87,4 @@ class ChunkRunner:
                         )
                 state = await tasks.finish(conn, row, detail)
                 log.info("task finished", state=state, response=tasks.summary(row))
+        metrics.of(self).chunk_committed(result.outcomes)  # after the commit succeeded

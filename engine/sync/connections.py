@@ -16,6 +16,7 @@ import structlog
 
 from connectors.contract import ConnectorContext, ConnectorError, TransientError
 from connectors.registry import load as load_connector
+from engine.observability import metrics
 from engine.settings import ConnectionSettings, Settings
 
 log = structlog.get_logger(__name__)
@@ -71,6 +72,7 @@ class ConnectionHandle:
             cap = min(RETRY_MAX_DELAY, RETRY_BASE_DELAY * 2 ** (attempt - 1))
             delay = max(error.retry_after or 0.0, random.uniform(0, cap))  # noqa: S311
             log.info("retrying connector call", operation=name, attempt=attempt, delay=delay)
+            metrics.of(self).connector_retry(self.id)
             await asyncio.sleep(delay)
 
 
