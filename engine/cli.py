@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 import click
 
+from engine import cli_ops
 from engine.settings import DEFAULT_CONFIG, ConfigError, Settings, load_settings
 
 T = TypeVar("T")
@@ -174,6 +175,12 @@ def check_config(config_path: Path) -> None:
         f"{config_path}: ok ({len(settings.connections)} ERP connections, "
         f"{len(settings.auth.users)} users)"
     )
+
+
+main.add_command(cli_ops.resync)
+main.add_command(cli_ops.tasks)
+main.add_command(cli_ops.synclog)
+main.add_command(cli_ops.config_reference)
 
 
 if __name__ == "__main__":  # pragma: no cover

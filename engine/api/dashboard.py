@@ -170,8 +170,7 @@ async def connections(request: web.Request) -> web.Response:
     """
     app = request.app
     activity = {
-        r["connection_id"]: r
-        for r in await reports.connection_activity(app[POOL], ACTIVITY_WINDOW)
+        r["connection_id"]: r for r in await reports.connection_activity(app[POOL], ACTIVITY_WINDOW)
     }
     engine_here = app.get(CONSUMER) is not None
     breakers = app[METRICS].breaker_states() if METRICS in app else {}

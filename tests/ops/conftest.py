@@ -37,9 +37,7 @@ async def seed(db: asyncpg.Connection, stores: dict[int, MemoryStore], count: in
     erp1.put("Customer", "E1-2", {"name": "Old name", "phone": "200", "email": "2@crm"})
 
 
-def settings_for(
-    database: str, prefix: str, stores: dict[int, MemoryStore], **kw: Any
-) -> Settings:
+def settings_for(database: str, prefix: str, stores: dict[int, MemoryStore], **kw: Any) -> Settings:
     return support.memory_settings(
         database, prefix, {cid: s.name for cid, s in stores.items()}, **kw
     )

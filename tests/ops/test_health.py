@@ -49,7 +49,7 @@ async def test_ready_follows_the_broker_connection(
         assert live.status == 200
 
         rabbit.stop_app()
-        status, body = await wait_for(probe, lambda r: r[0] == 503, what="not ready")
+        _, body = await wait_for(probe, lambda r: r[0] == 503, what="not ready")
         assert body["status"] == "unavailable"
         assert "broker" in body["problems"]
         assert "database" not in body["problems"]

@@ -44,19 +44,21 @@ async def test_counters_and_gauges_follow_a_resync(
         after = await scrape(service)
 
     route = "/api/v1/Agents/ErpSync/ForceResyncBatchTask"
-    assert value(before, "erpsync_http_requests_total", route=route, method="POST", status="204") == 0
-    assert value(after, "erpsync_http_requests_total", route=route, method="POST", status="204") == 1
-    assert value(
-        after, "erpsync_http_request_duration_seconds_count", route=route, method="POST"
-    ) == 1
+    accepted = {"route": route, "method": "POST", "status": "204"}
+    assert value(before, "erpsync_http_requests_total", **accepted) == 0
+    assert value(after, "erpsync_http_requests_total", **accepted) == 1
+    assert (
+        value(after, "erpsync_http_request_duration_seconds_count", route=route, method="POST") == 1
+    )
     assert value(after, "erpsync_messages_published_total", routing_key="resync") == 1
     assert value(after, "erpsync_messages_published_total", routing_key="resync.chunk") == 1
-    assert value(
-        after, "erpsync_messages_consumed_total", routing_key="resync", outcome="acked"
-    ) == 1
-    assert value(
-        after, "erpsync_messages_consumed_total", routing_key="resync.chunk", outcome="acked"
-    ) == 1
+    assert (
+        value(after, "erpsync_messages_consumed_total", routing_key="resync", outcome="acked") == 1
+    )
+    assert (
+        value(after, "erpsync_messages_consumed_total", routing_key="resync.chunk", outcome="acked")
+        == 1
+    )
     assert value(after, "erpsync_chunks_processed_total") == 1
     # Key 1 differs on both ERPs, key 2 on ERP 1 only; the CRM source is read, not written.
     assert value(after, "erpsync_records_pushed_total", connection="1", outcome="updated") == 2
@@ -99,12 +101,15 @@ async def test_retries_failures_and_dead_letters_are_counted(
     assert value(after, "erpsync_records_pushed_total", connection="2", outcome="failed") == 3
     assert value(after, "erpsync_batch_tasks", state="Failed") == 1
     assert value(after, "erpsync_dead_letters_total", routing_key="resync") == 1
-    assert value(
-        after, "erpsync_messages_consumed_total", routing_key="resync", outcome="dead_lettered"
-    ) == 1
-    assert value(
-        after, "erpsync_messages_published_total", routing_key="resync"
-    ) == 2  # the command, and the copy sent to the dead-letter exchange
+    assert (
+        value(
+            after, "erpsync_messages_consumed_total", routing_key="resync", outcome="dead_lettered"
+        )
+        == 1
+    )
+    assert (
+        value(after, "erpsync_messages_published_total", routing_key="resync") == 2
+    )  # the command, and the copy sent to the dead-letter exchange
 
 
 async def test_each_app_has_its_own_registry(
