@@ -67,7 +67,13 @@ function show(view) {
   }
 }
 
-const fmtTime = (iso) => (iso ? new Date(iso).toLocaleString() : "");
+const pad = (n) => String(n).padStart(2, "0");
+function fmtTime(iso) {
+  if (!iso) return "";
+  const d = new Date(iso);
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ` +
+    `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+}
 const connName = (id) => {
   if (id === null || id === undefined) return "(unknown keys)";
   const c = connections.find((x) => x.Id === id);
