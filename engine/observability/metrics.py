@@ -22,6 +22,8 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import generate_latest
 
+from engine.store import reports
+
 if TYPE_CHECKING:
     from engine.store.results import Outcome
 
@@ -227,8 +229,7 @@ async def http_middleware(request: web.Request, handler: Handler) -> web.StreamR
 
 async def _refresh(app: web.Application, metrics: Metrics) -> None:
     """Read the scrape-time gauges; a part that does not answer keeps its last values."""
-    from engine.appkeys import POOL, PUBLISHER
-    from engine.store import reports
+    from engine.appkeys import POOL, PUBLISHER  # not at the top: appkeys imports the publisher
 
     pool = app.get(POOL)
     if pool is not None:

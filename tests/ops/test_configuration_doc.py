@@ -24,7 +24,7 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 
 def test_every_settings_field_has_a_documented_key() -> None:
     keys = {doc.key: doc for doc in settings_reference()}
-    expected = {name for name in Settings.model_fields}
+    expected = set(Settings.model_fields)
     for prefix, model in (
         ("server", ServerSettings),
         ("database", DatabaseSettings),

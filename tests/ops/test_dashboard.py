@@ -1,4 +1,4 @@
-"""The dashboard: its session + XSRF contract over HTTP, and the page in a real headless Chromium."""
+"""The dashboard: the session + XSRF contract, and the page in a real headless Chromium."""
 
 from __future__ import annotations
 
