@@ -104,7 +104,7 @@ async function renderTasks() {
       h("td", {}, progressBar(t)),
       h("td", { class: "num" }, records),
       h("td", { class: s.Failed ? "num bad-text" : "num" }, s.Failed),
-      h("td", {}, fmtTime(t.Created)),
+      h("td", { class: "time" }, fmtTime(t.Created)),
       h("td", { class: "response" }, t.Response || t.ProgressDescription || ""));
   });
   $("tasks").replaceChildren(...rows);
@@ -154,6 +154,7 @@ async function renderTask(id) {
     h("td", {}, f.Status.replace("_", " ")),
     h("td", { class: "reason" }, f.Error))));
   $("failures-empty").hidden = detail.Failures.length > 0;
+  $("failures").closest("table").hidden = detail.Failures.length === 0;
 
   $("changes").replaceChildren(...changes.map((c) => h("tr", {},
     h("td", { class: "num" }, c.InternalKeyId),
@@ -163,6 +164,7 @@ async function renderTask(id) {
     h("td", { class: "old" }, c.OldValue ?? "∅"),
     h("td", { class: "new" }, c.NewValue ?? "∅"))));
   $("changes-empty").hidden = changes.length > 0;
+  $("changes").closest("table").hidden = changes.length === 0;
 }
 
 async function renderConnections() {
