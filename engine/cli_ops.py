@@ -13,6 +13,7 @@ import asyncio
 import getpass
 import os
 import sys
+import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,7 @@ RESYNC = "/api/v1/Agents/ErpSync/ForceResyncBatchTask"
 TASK_INFO = "/api/v1/Agents/Batch/GetBatchTaskInfo"
 DASHBOARD = "/api/v1/erpsync"
 POLL_INTERVAL = 0.5
+PLAIN_INTERVAL = 10.0
 
 
 class OpsError(click.ClickException):
@@ -166,8 +168,9 @@ def _api_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _api(kw: dict[str, Any]) -> Api:
-    url = kw.pop("url") or _default_url(kw.pop("config_path"))
-    kw.pop("config_path", None)
+    """Build the client from the shared options (removing them from ``kw``)."""
+    url, config_path = kw.pop("url"), kw.pop("config_path")
+    url = url or _default_url(config_path)
     user = kw.pop("user")
     if not user:
         raise OpsError("no user name", "pass --user or set ERPSYNC_USER")
@@ -244,7 +247,7 @@ def resync(
     Exit code with --follow: 0 when the task Succeeded, 4 when it Failed.
     """
     as_json = kw.pop("as_json")
-    if sum(x is not None and x is not False for x in (keys, keys_file, all_keys or None)) != 1:
+    if [keys is not None, keys_file is not None, all_keys].count(True) != 1:
         raise click.UsageError("give exactly one of --keys, --keys-file or --all")
     if keys is not None:
         ids = _parse_keys(keys, "--keys")
@@ -265,7 +268,7 @@ async def _resync(api: Api, source: int, ids: list[int], follow: bool, as_json: 
     if response.status != 204:
         raise _response_error(api, response.status, response.body)
     task_id = int(response.headers["X-Batch-Task-Id"])
-    what = f"{len(ids)} records" if ids else "every linked record"
+    what = f"{len(ids)} record{'s' if len(ids) != 1 else ''}" if ids else "every linked record"
     queued = f"queued task {task_id} ({what} from connection {source})"
     if not follow:
         if as_json:
@@ -295,8 +298,13 @@ def _response_error(api: Api, status: int, body: bytes) -> OpsError:
 
 
 async def _follow(api: Api, task_id: int, *, show: bool) -> dict[str, Any]:
-    """Poll the task until it ends, drawing a live progress bar on a terminal's stderr."""
+    """Poll the task until it ends, showing progress on standard error.
+
+    On a terminal: a live bar (records done/total, rate, ETA, failures). Elsewhere (logs, CI):
+    a plain line when the state changes and at most every ``PLAIN_INTERVAL`` seconds.
+    """
     console = Console(stderr=True)
+    live = show and console.is_interactive
     progress = Progress(
         TextColumn("[bold]task {task.fields[id]}[/] {task.fields[state]:<9}"),
         BarColumn(),
@@ -305,24 +313,33 @@ async def _follow(api: Api, task_id: int, *, show: bool) -> dict[str, Any]:
         TimeRemainingColumn(),
         TextColumn("{task.fields[failed]}"),
         console=console,
-        disable=not show or not console.is_terminal,
+        disable=not live,
     )
+    printed: tuple[str, float] = ("", 0.0)
     with progress:
         bar = progress.add_task("", total=None, id=task_id, state="New", total_text="?", failed="")
         while True:
             info: dict[str, Any] = await api.json("POST", TASK_INFO, json={"Id": task_id})
             stats = info["Statistics"]
-            total = stats["TotalRecords"]
-            failed = stats["Failed"]
+            total, failed, state = stats["TotalRecords"], stats["Failed"], info["State"]
+            total_text = "?" if total is None else f"{total:,}"
             progress.update(
                 bar,
                 completed=stats["DoneRecords"],
                 total=total,
-                state=info["State"],
-                total_text="?" if total is None else f"{total:,}",
+                state=state,
+                total_text=total_text,
                 failed=f"[red]{failed} failed[/]" if failed else "",
             )
-            if info["State"] in TERMINAL:
+            now = time.monotonic()
+            if show and not live and (state != printed[0] or now - printed[1] >= PLAIN_INTERVAL):
+                click.echo(
+                    f"task {task_id}: {state}, {stats['DoneRecords']:,}/{total_text} records, "
+                    f"{failed} failed",
+                    err=True,
+                )
+                printed = (state, now)
+            if state in TERMINAL:
                 return info
             await asyncio.sleep(POLL_INTERVAL)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -75,6 +76,18 @@ async def test_resync_follow_prints_the_summary_and_exits_zero(
     erp1 = next(line for line in lines if line.lstrip().startswith("1 ERP one"))
     assert erp1.split()[3:7] == ["2", "2", "0", "0"]  # records, updated, unchanged, created
     assert stores[1].get("Customer", "E1-1")["phone"] == "100"  # type: ignore[index]
+    # Off a terminal, progress is plain lines; the last one is the final state.
+    assert err.splitlines()[-1] == "task 1: Succeeded, 2/2 records, 0 failed"
+
+    # On a terminal: a live bar with records done/total.
+    terminal = {**env, "TTY_COMPATIBLE": "1", "TTY_INTERACTIVE": "1"}
+    code, out, err = await cli("resync", "--from", "0", "--keys", "1", "--follow", env=terminal)
+    assert code == 0, err
+    out, err = (re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", s) for s in (out, err))  # no ANSI
+    assert "━" in err
+    assert "task 2 Succeeded" in err
+    assert "1/1 records" in err
+    assert "Task 2  Succeeded" in out
 
 
 async def test_failed_task_exits_non_zero_with_reasons(
