@@ -16,6 +16,9 @@ from tests.ops.conftest import seed, settings_for
 
 pytestmark = pytest.mark.e2e
 
+# A shared 2-core machine can be slow; every expectation still waits on a condition.
+expect.set_options(timeout=15_000)
+
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
