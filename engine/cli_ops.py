@@ -110,7 +110,9 @@ def _hint(status: int) -> str:
         return "list tasks with `erpsync tasks list`"
     if status == 503:
         return "the service cannot reach RabbitMQ or PostgreSQL; check /health/ready"
-    if status in (400, 413):
+    if status == 413:
+        return "send fewer ids per call (server.max_internal_key_ids), or use --all"
+    if status == 400:
         return "check the arguments (see --help)"
     return ""
 
