@@ -34,6 +34,7 @@ T = TypeVar("T")
 EXIT_ERROR = 1
 EXIT_UNAVAILABLE = 3
 EXIT_TASK_FAILED = 4
+EXIT_INTERRUPTED = 130
 TERMINAL = ("Succeeded", "Failed", "SucceededManualCleanup")
 RESYNC = "/api/v1/Agents/ErpSync/ForceResyncBatchTask"
 TASK_INFO = "/api/v1/Agents/Batch/GetBatchTaskInfo"
@@ -182,6 +183,8 @@ def _api(kw: dict[str, Any]) -> Api:
 def _run(api: Api, factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
     try:
         return asyncio.run(factory())
+    except KeyboardInterrupt:
+        raise SystemExit(EXIT_INTERRUPTED) from None
     except OpsError as exc:
         if api.debug and exc.__cause__ is not None:
             raise exc.__cause__ from None
@@ -280,7 +283,13 @@ async def _resync(api: Api, source: int, ids: list[int], follow: bool, as_json: 
         return
     if not as_json:
         click.echo(queued, err=True)
-    info = await _follow(api, task_id, show=not as_json)
+    try:
+        info = await _follow(api, task_id, show=not as_json)
+    except asyncio.CancelledError:  # Ctrl-C: stop watching, the task itself goes on
+        click.echo(
+            f"stopped following; task {task_id} goes on (erpsync tasks show {task_id})", err=True
+        )
+        raise
     detail = await api.json("GET", f"{DASHBOARD}/tasks/{task_id}")
     if as_json:
         _echo_json(detail)

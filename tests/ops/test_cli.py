@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import signal
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -196,3 +197,37 @@ async def test_errors_are_one_line_with_a_hint(service: Service, env: dict[str, 
     assert "no password" in err and "ERPSYNC_PASSWORD" in err
     code, out, _ = await cli("tasks", "list", "--password-stdin", env=no_password, stdin=b"Tje0\n")
     assert (code, out) == (0, "no batch tasks\n")
+
+
+async def test_ctrl_c_stops_following_not_the_task(
+    database: str, db: asyncpg.Connection, broker_prefix: str, stores: dict[int, MemoryStore]
+) -> None:
+    await seed(db, stores)
+    # ERP 1 answers slowly, so the task is still running when the operator presses Ctrl-C.
+    settings = settings_for(database, broker_prefix, stores, overrides={1: {"latency_ms": 1500}})
+    async with Service(settings) as service:
+        env = {
+            **os.environ,
+            "ERPSYNC_URL": str(service.server.make_url("/")),
+            "ERPSYNC_USER": "tje0",
+            "ERPSYNC_PASSWORD": "Tje0",
+        }
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            *("-m", "engine", "resync", "--from", "0", "--keys", "1,2", "--follow"),
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        assert proc.stderr is not None
+        first = await asyncio.wait_for(proc.stderr.readline(), 30)
+        assert first == b"queued task 1 (2 records from connection 0)\n"
+        progress = await asyncio.wait_for(proc.stderr.readline(), 30)  # it is following
+        assert progress.startswith(b"task 1: ")
+        proc.send_signal(signal.SIGINT)
+        _, err = await asyncio.wait_for(proc.communicate(), 30)
+        assert proc.returncode == 130
+        assert b"stopped following; task 1 goes on (erpsync tasks show 1)" in err
+        assert b"Traceback" not in err
+        info = await service.finished(1)
+    assert info["State"] == "Succeeded"
