@@ -498,15 +498,30 @@ def tasks_show(task_id: int, **kw: Any) -> None:
 @click.option("--key", "key_id", type=int, help="Only changes of this internal key.")
 @click.option("--connection", "connection_id", type=int, help="Only changes on this connection.")
 @click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
+@click.option("--before", "before_id", type=int, help="Only changes older than this log id.")
 @_api_options
 def synclog(
-    task_id: int | None, key_id: int | None, connection_id: int | None, limit: int, **kw: Any
+    task_id: int | None,
+    key_id: int | None,
+    connection_id: int | None,
+    limit: int,
+    before_id: int | None,
+    **kw: Any,
 ) -> None:
-    """Field values the engine changed (old -> new), newest first."""
+    """Field values the engine changed (old -> new), newest first.
+
+    Page back with --before (the Id of the oldest change shown; see --json).
+    """
     as_json = kw.pop("as_json")
     api = _api(kw)
     query = {"limit": str(limit)}
-    for name, value in (("task", task_id), ("key", key_id), ("connection", connection_id)):
+    filters = (
+        ("task", task_id),
+        ("key", key_id),
+        ("connection", connection_id),
+        ("before", before_id),
+    )
+    for name, value in filters:
         if value is not None:
             query[name] = str(value)
     rows = _run(api, lambda: api.json("GET", f"{DASHBOARD}/synclog", params=query))

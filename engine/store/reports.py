@@ -100,21 +100,31 @@ async def sync_log(
 
 
 async def connection_activity(conn: Executor, window_seconds: int) -> list[asyncpg.Record]:
-    """Per connection, outcomes in the last ``window_seconds``: totals, failures, last error."""
+    """Per connection, outcomes in the last ``window_seconds``: totals, failures, last error.
+
+    Only outcomes of tasks still running or finished within the window are read, through the
+    ``(task_id, connection_id, status)`` index, so old history costs nothing.
+    """
     return list(
         await conn.fetch(
             """
+            WITH recent AS (
+                SELECT id FROM batch_tasks
+                WHERE finished_at IS NULL OR finished_at > now() - make_interval(secs => $1)
+            )
             SELECT o.connection_id,
                    count(*) AS total,
                    count(*) FILTER (WHERE o.status = 'failed') AS failed,
                    max(o.created_at) AS last_activity,
                    max(o.created_at) FILTER (WHERE o.status = 'failed') AS last_failure_at,
                    (SELECT f.error FROM record_outcomes f
-                    WHERE f.connection_id = o.connection_id AND f.status = 'failed'
+                    WHERE f.task_id IN (SELECT id FROM recent)
+                      AND f.connection_id = o.connection_id AND f.status = 'failed'
                       AND f.created_at > now() - make_interval(secs => $1)
                     ORDER BY f.id DESC LIMIT 1) AS last_error
             FROM record_outcomes o
-            WHERE o.connection_id IS NOT NULL
+            WHERE o.task_id IN (SELECT id FROM recent)
+              AND o.connection_id IS NOT NULL
               AND o.created_at > now() - make_interval(secs => $1)
             GROUP BY o.connection_id
             """,

@@ -157,6 +157,9 @@ async def test_keys_file_tasks_list_and_synclog(
         (1, "phone", "999", "100"),
         (2, "mail", "old@x", "1@crm"),
     ]
+    newest = max(c["Id"] for c in changes)
+    code, out, _ = await cli("synclog", "--key", "1", "--before", str(newest), "--json", env=env)
+    assert [c["Id"] for c in orjson.loads(out)] == [min(c["Id"] for c in changes)]
     code, out, _ = await cli("synclog", "--task", "2", env=env)
     assert (code, out) == (0, "no field changes\n")  # the second run found nothing to change
 

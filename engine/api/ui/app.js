@@ -4,6 +4,7 @@
 
 const API = "/api/v1/erpsync";
 const REFRESH_MS = 1000;
+const CHANGES_SHOWN = 200;
 const $ = (id) => document.getElementById(id);
 let connections = [];
 let timer = null;
@@ -114,7 +115,7 @@ async function renderTasks() {
 async function renderTask(id) {
   const [detail, changes] = await Promise.all([
     getJson(`${API}/tasks/${id}`),
-    getJson(`${API}/synclog?task=${id}&limit=200`),
+    getJson(`${API}/synclog?task=${id}&limit=${CHANGES_SHOWN}`),
   ]);
   const t = detail.Task;
   const s = t.Statistics;
@@ -163,6 +164,7 @@ async function renderTask(id) {
     h("td", {}, c.Direction === "to_crm" ? "→ CRM" : "→ ERP"),
     h("td", { class: "old" }, c.OldValue ?? "∅"),
     h("td", { class: "new" }, c.NewValue ?? "∅"))));
+  $("changes-more").hidden = changes.length < CHANGES_SHOWN;
   $("changes-empty").hidden = changes.length > 0;
   $("changes").closest("table").hidden = changes.length === 0;
 }
