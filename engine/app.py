@@ -14,7 +14,7 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from engine.api import health
+from engine.api import dashboard, health, sessions_stub, ui
 from engine.api.auth import Authenticator, auth_middleware
 from engine.api.errors import error_middleware
 from engine.api.routes import routes
@@ -22,6 +22,7 @@ from engine.appkeys import CONSUMER, POOL, PUBLISHER, SETTINGS
 from engine.messaging.broker import Publisher, connect
 from engine.messaging.commands import ChunkCommand, ResyncCommand, parse
 from engine.messaging.consumer import Consumer, Delivery
+from engine.observability import metrics
 from engine.settings import Settings
 from engine.store import migrate
 from engine.store.pool import create_pool
@@ -44,19 +45,25 @@ def create_app(settings: Settings, *, api: bool = True, engine: bool = True) -> 
     middlewares: list[Middleware] = [error_middleware]
     if api:
         middlewares.append(auth_middleware(Authenticator(settings.auth)))
+        middlewares.insert(-1, sessions_stub.middleware(settings.auth))  # TEMPORARY, see module
+    middlewares.insert(0, metrics.http_middleware)
     app = web.Application(
         middlewares=middlewares,
         # Bodies are checked against the configured limit too; this is the hard cap.
         client_max_size=settings.server.max_body_bytes + 1,
     )
     app[SETTINGS] = settings
+    app[metrics.METRICS] = metrics.Metrics()
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_publisher)
     if engine:
         app.cleanup_ctx.append(_engine)
     app.add_routes(health.routes)
+    app.add_routes(metrics.routes)
     if api:
         app.add_routes(routes)
+        app.add_routes(dashboard.routes)
+        app.add_routes(ui.routes)
     return app
 
 
@@ -84,6 +91,7 @@ async def _publisher(app: web.Application) -> AsyncIterator[None]:
     connection = await connect(settings.broker, "publisher")
     publisher = Publisher(connection, settings.broker)
     await publisher.start()
+    app[metrics.METRICS].bind(publisher)
     app[PUBLISHER] = publisher
     yield
     await publisher.close()
@@ -111,6 +119,7 @@ async def _engine(app: web.Application) -> AsyncIterator[None]:
     )
     try:
         await presence.start()
+        app[metrics.METRICS].bind_engine(consumer, runner, [connections.crm, *connections.erps()])
         await consumer.start()
         app[CONSUMER] = consumer
         sweeper.start()

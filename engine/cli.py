@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 import click
 
+from engine import cli_ops
 from engine.cli_connectors import connectors
 from engine.settings import DEFAULT_CONFIG, ConfigError, Settings, load_settings
 
@@ -178,6 +179,10 @@ def check_config(config_path: Path) -> None:
 
 
 main.add_command(connectors)
+main.add_command(cli_ops.resync)
+main.add_command(cli_ops.tasks)
+main.add_command(cli_ops.synclog)
+main.add_command(cli_ops.config_reference)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -12,6 +12,7 @@ import structlog
 from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 
 from engine.messaging.topology import Names, Topology, declare
+from engine.observability import metrics
 from engine.settings import BrokerSettings, redact_url
 
 log = structlog.get_logger(__name__)
@@ -104,9 +105,12 @@ class Publisher:
             async with asyncio.timeout(self._settings.publish_timeout):
                 await target.publish(message, routing_key, mandatory=True)
         except TimeoutError:
+            metrics.of(self).publish_failed(routing_key)
             raise PublishFailed(
                 f"no confirm from the broker within {self._settings.publish_timeout:g}s"
             ) from None
         except Exception as exc:  # closed channel, connection lost, returned, nacked
+            metrics.of(self).publish_failed(routing_key)
             raise PublishFailed(f"{type(exc).__name__}: {exc}") from exc
+        metrics.of(self).published(routing_key)
         return message_id

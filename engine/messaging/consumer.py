@@ -19,6 +19,7 @@ from aio_pika.abc import (
 from engine.messaging.broker import Publisher, PublishFailed
 from engine.messaging.commands import InvalidMessage
 from engine.messaging.topology import REASON_HEADER, declare
+from engine.observability import metrics
 from engine.settings import BrokerSettings
 
 log = structlog.get_logger(__name__)
@@ -109,13 +110,16 @@ class Consumer:
                 log.warning("delivery abandoned at shutdown; it will be redelivered")
                 raise
             except InvalidMessage as exc:
+                metrics.of(self).consumed(message.routing_key, "dead_lettered")
                 await self._dead_letter(message, str(exc))
             except Exception:
                 delay = min(30.0, 0.5 * 2 ** min(delivery.delivery_count, 6))
                 log.exception("delivery failed; requeueing", retry_in=delay)
+                metrics.of(self).consumed(message.routing_key, "requeued")
                 await asyncio.sleep(delay)
                 await _settle(message.nack(requeue=True))
             else:
+                metrics.of(self).consumed(message.routing_key, "acked")
                 await _settle(message.ack())
 
     async def _dead_letter(self, message: AbstractIncomingMessage, reason: str) -> None:

@@ -6,6 +6,7 @@ import asyncpg
 import structlog
 
 from engine.messaging.commands import ChunkCommand
+from engine.observability import metrics
 from engine.store import Connection, recovery, results, tasks
 from engine.store import keys as keys_store
 from engine.store.tasks import RetryChunk
@@ -54,6 +55,8 @@ class ChunkRunner:
                     await self._commit(command, result)
                 except _AlreadyCommitted:
                     log.info("chunk committed by another delivery; ours rolled back")
+                else:
+                    metrics.of(self).chunk_committed(result.outcomes)
 
     async def _take_over_if_orphaned(self, command: ChunkCommand) -> None:
         """A chunk started by a worker that died since: count a restart of its task."""

@@ -17,6 +17,7 @@ from aiolimiter import AsyncLimiter
 
 from connectors.contract import ConnectorContext, ConnectorError, TransientError
 from connectors.registry import load as load_connector
+from engine.observability import metrics
 from engine.settings import ConnectionSettings, Settings
 from engine.sync.backoff import full_jitter
 from engine.sync.breaker import CircuitBreaker
@@ -128,6 +129,7 @@ class ConnectionHandle:
                 attempt=attempt,
                 delay=round(delay, 3),
             )
+            metrics.of(self).connector_retry(self.id)
             await self.sleep(delay)
 
 
