@@ -184,8 +184,12 @@ class ConnectionSettings(_Model):
     rate_limit: float | None = Field(
         None, gt=0, description="Connector calls per second, per process (none: unlimited)."
     )
-    retry: RetrySettings = RetrySettings()
-    breaker: BreakerSettings = BreakerSettings()
+    retry: RetrySettings = Field(
+        default_factory=RetrySettings, description="Retries of transient connector errors."
+    )
+    breaker: BreakerSettings = Field(
+        default_factory=BreakerSettings, description="The circuit breaker toward this connection."
+    )
     actor_types: list[ActorTypeMapping] = Field(default_factory=list)
 
     def mapping_for(self, erp_actor_type: str) -> ActorTypeMapping | None:
