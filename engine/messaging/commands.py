@@ -50,9 +50,7 @@ class _Command(BaseModel):
 class ResyncCommand(_Command):
     """Resync these internal keys (all when empty) from a source connection (CRM when <= 0)."""
 
-    erp_connection_id: int = Field(
-        0, alias="ErpConnectionId", ge=-INT32_MAX - 1, le=INT32_MAX
-    )
+    erp_connection_id: int = Field(0, alias="ErpConnectionId", ge=-INT32_MAX - 1, le=INT32_MAX)
     internal_key_ids: tuple[int, ...] = Field((), alias="InternalKeyIds")
     task_id: int | None = Field(None, alias="TaskId", ge=1, le=INT64_MAX)
     correlation_id: str | None = Field(None, alias="CorrelationId", max_length=255)
@@ -108,7 +106,8 @@ def parse(model: type[_Command], body: bytes) -> Any:
         return model.model_validate(data)
     except ValidationError as exc:
         reasons = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}"
+            f"{'.'.join(str(p) for p in err['loc']) or 'body'}: "
+            f"{err['msg'].removeprefix('Value error, ')}"
             for err in exc.errors(include_url=False)
         )
         raise InvalidMessage(reasons) from None

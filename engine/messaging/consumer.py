@@ -257,7 +257,8 @@ class Consumer:
             await self._publisher.publish(
                 message.routing_key or "",
                 message.body,
-                message_id=message.message_id,
+                # The id it was deduplicated by, so a replay is recognised as the same message.
+                message_id=message_identity(message.message_id, message.body),
                 headers=headers,
                 exchange=self._publisher.names.dead_letter_exchange,
                 content_type=message.content_type,

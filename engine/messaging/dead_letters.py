@@ -110,10 +110,8 @@ def describe(message: AbstractIncomingMessage) -> DeadLetter:
 
 
 def dead_letter_id(message: AbstractIncomingMessage) -> str:
-    """``message_id``, else a short digest of the body (what ``--id`` matches)."""
-    if message.message_id:
-        return message.message_id
-    return message_identity(None, message.body)[: len("sha256:") + 16]
+    """What ``--id`` matches: ``message_id``, else the body's digest (as the consumer uses)."""
+    return message_identity(message.message_id, message.body)
 
 
 def _first_death(headers: dict[str, Any]) -> dict[str, Any] | None:
