@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
@@ -18,6 +19,9 @@ T = TypeVar("T")
 @click.group()
 def dlq() -> None:
     """Dead-lettered messages (invalid, or over the delivery limit)."""
+    # The clients' own connection-error logs would repeat our one-line errors.
+    for name in ("aiormq", "aio_pika"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 @dlq.command("list")
