@@ -94,7 +94,8 @@ async def _publisher(app: web.Application) -> AsyncIterator[None]:
         await connection.close()
         raise StartupError(
             f"RabbitMQ refused the queues under prefix {settings.broker.prefix!r} ({exc}). "
-            "Queues declared earlier with other arguments keep them: drain and delete them, "
+            "Queues declared earlier with other arguments keep them: drain and delete them "
+            "(rabbitmqctl delete_queue NAME), "
             "or set broker.prefix (ERPSYNC_BROKER_PREFIX) to a new prefix"
         ) from None
     app[PUBLISHER] = publisher
