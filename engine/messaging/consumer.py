@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import aiormq
+import asyncpg
 import structlog
 from aio_pika.abc import (
     AbstractIncomingMessage,
@@ -51,6 +53,17 @@ from engine.settings import BrokerSettings
 log = structlog.get_logger(__name__)
 
 SETTLE_TIMEOUT = 5.0
+
+# Errors meaning "a service is down", not "this message is bad".
+_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.AdminShutdownError,
+    PublishFailed,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,12 +116,14 @@ class Consumer:
         handlers: dict[str, Handler],
         *,
         check_interval: float = 5.0,
+        hold_limit: float = 600.0,
     ) -> None:
         self._connection = connection
         self._settings = settings
         self._publisher = publisher
         self._subscriptions = [_Subscription(attr, handler) for attr, handler in handlers.items()]
         self._check_interval = check_interval
+        self._hold_limit = hold_limit  # seconds a delivery is retried in place during outages
         self._channel: AbstractRobustChannel | None = None
         self._inflight: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
@@ -228,7 +243,7 @@ class Consumer:
         )
         with structlog.contextvars.bound_contextvars(message_id=delivery.message_id):
             try:
-                await handler(delivery)
+                await self._run(handler, delivery)
             except asyncio.CancelledError:
                 # Drain deadline passed or the channel closed. aio-pika's process() would reject
                 # (and so dead-letter) here; we hand the delivery back for another worker.
@@ -240,12 +255,43 @@ class Consumer:
             except Exception:
                 delay = min(30.0, 0.5 * 2 ** min(delivery.delivery_count, 6))
                 log.exception("delivery failed; requeueing", retry_in=delay)
-                with contextlib.suppress(TimeoutError):  # a shutdown requeues at once
-                    async with asyncio.timeout(delay):
-                        await self._stopping.wait()
+                await self._pause(delay)
                 await _settle(message.nack(requeue=True))
             else:
                 await _settle(message.ack())
+
+    async def _run(self, handler: Handler, delivery: Delivery) -> None:
+        """Run the handler; while PostgreSQL or the broker is unreachable, retry in place.
+
+        Every requeue counts against the queue's delivery limit (RabbitMQ 3.10 counts nacks),
+        so an outage of a few minutes would otherwise dead-letter every message in flight.
+        Holding the delivery keeps its count; the handlers are idempotent, so a rerun is safe.
+        """
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            try:
+                await handler(delivery)
+                return
+            except _UNAVAILABLE as exc:
+                held = time.monotonic() - started
+                if self._stopping.is_set() or held > self._hold_limit:
+                    raise
+                delay = min(15.0, 0.5 * 2**attempt) * (0.5 + random.random() / 2)  # noqa: S311
+                attempt += 1
+                log.warning(
+                    "a service is unavailable; retrying the delivery in place",
+                    error=f"{type(exc).__name__}: {exc}",
+                    attempt=attempt,
+                    retry_in=round(delay, 2),
+                )
+                await self._pause(delay)
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep, but wake at once when the consumer stops."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._stopping.wait()
 
     async def _dead_letter(self, message: AbstractIncomingMessage, reason: str) -> None:
         log.warning("invalid message dead-lettered", reason=reason)

@@ -19,7 +19,10 @@ import orjson
 import pytest
 
 from connectors.memory import MemoryStore
+from engine.messaging.broker import Publisher, connect
+from engine.messaging.consumer import Consumer, Delivery
 from engine.messaging.topology import ORIGINAL_ROUTING_KEY_HEADER, REASON_HEADER
+from engine.settings import BrokerSettings
 from tests import support
 from tests.e2e.harness import Service, link, sync_log
 
@@ -306,3 +309,80 @@ async def _ready_messages(name: str) -> int:
 
 async def _consumers(name: str) -> int:
     return (await _queue_info(name))[1]
+
+
+class _Engine:
+    """A consumer with a scripted handler, on the shared broker."""
+
+    def __init__(self, prefix: str, delivery_limit: int = 10) -> None:
+        self.settings = BrokerSettings.model_validate(
+            {"url": support.AMQP_URL, "prefix": prefix, "delivery_limit": delivery_limit}
+        )
+        self.seen: list[int] = []
+        self.failures: list[BaseException] = []
+
+    async def handler(self, delivery: Delivery) -> None:
+        self.seen.append(delivery.delivery_count)
+        if self.failures:
+            raise self.failures.pop(0)
+
+    async def __aenter__(self) -> _Engine:
+        self.connection = await connect(self.settings, "test")
+        self.publisher = Publisher(self.connection, self.settings)
+        await self.publisher.start()
+        self.consumer = Consumer(
+            self.connection,
+            self.settings,
+            self.publisher,
+            {"commands": self.handler},
+            check_interval=0.2,
+        )
+        await self.consumer.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.consumer.stop(5)
+        await self.publisher.close()
+        await self.connection.close()
+
+
+async def test_an_outage_is_retried_in_place_without_spending_deliveries(
+    broker_prefix: str,
+) -> None:
+    async with _Engine(broker_prefix, delivery_limit=1) as engine:
+        engine.failures = [OSError("connection refused"), asyncpg.CannotConnectNowError("starting")]
+        await engine.publisher.publish("resync", b"{}", message_id="m-1")
+        await support.wait_for(lambda: _seen(engine), lambda n: n == 3, what="3 attempts")
+        await support.wait_for(
+            lambda: _queue_info(f"{broker_prefix}.commands"),
+            lambda info: info == (0, 1),
+            what="the delivery to be acked",
+        )
+    assert engine.seen == [0, 0, 0]  # one delivery, held: the limit of 1 was never reached
+    assert await _ready_messages(f"{broker_prefix}.dead-letters") == 0
+
+
+async def test_a_message_failing_every_time_is_dead_lettered_by_the_delivery_limit(
+    broker_prefix: str,
+) -> None:
+    async with _Engine(broker_prefix, delivery_limit=1) as engine:
+        engine.failures = [RuntimeError("bug"), RuntimeError("bug"), RuntimeError("bug")]
+        await engine.publisher.publish("resync", b'{"InternalKeyIds": [1]}', message_id="m-2")
+        await support.wait_for(
+            lambda: _ready_messages(f"{broker_prefix}.dead-letters"),
+            lambda n: n == 1,
+            what="RabbitMQ to dead-letter it after the limit",
+        )
+    assert engine.seen == [0, 1]  # delivered, requeued once, then over the limit of 1
+
+    code, out, err = await erpsync(broker_prefix, "dlq", "list", "--json")
+    assert code == 0, err
+    (letter,) = [orjson.loads(line) for line in out.splitlines()]
+    assert letter["id"] == "m-2"
+    assert letter["reason"] == f"delivery_limit in {broker_prefix}.commands (1x)"
+    assert letter["routing_key"] == "resync"
+    assert letter["source_queue"] == f"{broker_prefix}.commands"
+
+
+async def _seen(engine: _Engine) -> int:
+    return len(engine.seen)
