@@ -103,7 +103,7 @@ async def seed_demo(database: str) -> None:
 
 @dataclass
 class Worker:
-    """One ``erpsync worker`` subprocess."""
+    """One ``erpsync worker`` (or ``api``) subprocess."""
 
     name: str
     port: int
@@ -161,7 +161,8 @@ class Workers:
         self.directory = directory
         self.started: list[Worker] = []
 
-    async def start(self, name: str, **env: str) -> Worker:
+    async def start(self, name: str, command: str = "worker", **env: str) -> Worker:
+        """Start ``erpsync <command>`` (``worker``, ``api`` or ``serve``) and wait until ready."""
         port = free_port()
         log_path = self.directory / f"{name}.log"
         with log_path.open("wb") as log_file:
@@ -169,7 +170,7 @@ class Workers:
                 sys.executable,
                 "-m",
                 "engine",
-                "worker",
+                command,
                 "--config",
                 str(self.config),
                 "--port",
