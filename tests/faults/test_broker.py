@@ -1,9 +1,10 @@
-"""Stop and restart a (throwaway) RabbitMQ node mid-batch: nothing lost, nothing doubled.
+"""Stop (or crash) and restart a throwaway RabbitMQ node mid-batch: nothing lost or doubled.
 
 Two worker processes resync all 3,000 demo records through their own RabbitMQ node (never the
-shared broker on 5672). Halfway the node's app is stopped; the workers notice (readiness turns
-503), the node comes back, and without any manual step the workers re-attach (the broker counts
-one consumer per worker on each queue again) and the task completes.
+shared broker on 5672). Halfway the node's app is stopped, or the node is SIGKILLed; the workers
+notice (readiness turns 503), the node comes back, and without any manual step the workers
+re-attach (the broker counts one consumer per worker on each queue again) and the task
+completes. Each run prints its lost/duplicate figures.
 """
 
 from __future__ import annotations
@@ -32,9 +33,11 @@ def rabbit() -> Iterator[RabbitNode]:
         node.destroy()
 
 
+@pytest.mark.parametrize("outage", ["stop_app", "kill"])
 async def test_broker_restart_mid_batch_loses_and_doubles_nothing(
-    database: str, db: asyncpg.Connection, rabbit: RabbitNode
+    database: str, db: asyncpg.Connection, rabbit: RabbitNode, outage: str
 ) -> None:
+    """``stop_app``: the broker shuts down cleanly; ``kill``: SIGKILL of the node (a crash)."""
     await procs.seed_demo(database)
     prefix = "erpsync-faults"
     message_id = uuid.uuid4().hex
@@ -59,14 +62,14 @@ async def test_broker_restart_mid_batch_loses_and_doubles_nothing(
         )
         assert task is not None and task["done_chunks"] < task["total_chunks"], "too fast"
 
-        await asyncio.to_thread(rabbit.stop_app)
+        await asyncio.to_thread(rabbit.stop_app if outage == "stop_app" else rabbit.kill)
         for worker in workers:
             await support.wait_for(
                 worker.ready, lambda ok: not ok, timeout=30, what=f"{worker.name} to see it"
             )
         during = await procs.task_progress(db, message_id)
         assert during is not None and during["done_chunks"] < during["total_chunks"], "too late"
-        await asyncio.to_thread(rabbit.start_app)
+        await asyncio.to_thread(rabbit.start_app if outage == "stop_app" else rabbit.start)
 
         done = await support.wait_for(
             lambda: procs.task_progress(db, message_id),
@@ -88,7 +91,7 @@ async def test_broker_restart_mid_batch_loses_and_doubles_nothing(
     figures = await procs.accounting(db, done["id"])
     depths = await procs.queue_depths(rabbit.url, prefix)
     print(
-        f"broker restart: {figures}, chunks done at the outage {during['done_chunks']}"
+        f"broker {outage}: {figures}, chunks done at the outage {during['done_chunks']}"
         f"/{during['total_chunks']}, consumers after {counts}, queues after {depths}, "
         f"re-subscriptions {logs.count('consumer re-attached')}"
     )
