@@ -326,10 +326,12 @@ class Consumer:
         self._stopping.set()
         self._stop_started = time.monotonic()
         self._wake.set()
+        channel_open = self._channel is not None and not self._channel.is_closed
         for sub in self._subscriptions:
-            if sub.queue is not None and sub.tag is not None:
+            # With the channel down there is nothing to cancel (and nobody to wait for).
+            if channel_open and sub.queue is not None and sub.tag is not None:
                 with contextlib.suppress(Exception):
-                    async with asyncio.timeout(SETTLE_TIMEOUT):
+                    async with asyncio.timeout(2):
                         await sub.queue.cancel(sub.tag)
             sub.tag = None
         log.info("consumer stopped taking deliveries", in_flight=len(self._inflight))

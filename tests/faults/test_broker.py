@@ -10,6 +10,8 @@ completes. Each run prints its lost/duplicate figures.
 from __future__ import annotations
 
 import asyncio
+import signal
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -107,3 +109,23 @@ async def test_broker_restart_mid_batch_loses_and_doubles_nothing(
     assert "broker reconnected" in logs
     # The supervisor, not aio-pika's restore, re-attached each worker's two subscriptions.
     assert logs.count("consumer re-attached") >= 4
+
+
+async def test_sigterm_while_the_broker_is_down_still_exits_within_the_drain_deadline(
+    database: str, rabbit: RabbitNode
+) -> None:
+    await procs.seed_demo(database)
+    drain = 6.0
+    async with procs.workers(
+        database, rabbit.url, "erpsync-faults", ERPSYNC_WORKER__DRAIN_TIMEOUT=str(drain)
+    ) as group:
+        worker = await group.start("lonely")
+        await asyncio.to_thread(rabbit.stop_app)
+        await support.wait_for(worker.ready, lambda ok: not ok, timeout=30, what="the outage")
+        sent = worker.signal(signal.SIGTERM)
+        code = await worker.wait(timeout=drain + 30)
+        took = time.monotonic() - sent
+        log = worker.log()
+    print(f"SIGTERM during a broker outage: exit {code} after {took:.1f}s")
+    assert code == 0, log[-3000:]
+    assert took <= drain, f"exit took {took:.1f}s > drain timeout {drain}s"
