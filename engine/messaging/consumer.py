@@ -326,6 +326,10 @@ class Consumer:
         self._stopping.set()
         self._stop_started = time.monotonic()
         self._wake.set()
+        await self._cancel_subscriptions()
+        log.info("consumer stopped taking deliveries", in_flight=len(self._inflight))
+
+    async def _cancel_subscriptions(self) -> None:
         channel_open = self._channel is not None and not self._channel.is_closed
         for sub in self._subscriptions:
             # With the channel down there is nothing to cancel (and nobody to wait for).
@@ -334,7 +338,6 @@ class Consumer:
                     async with asyncio.timeout(2):
                         await sub.queue.cancel(sub.tag)
             sub.tag = None
-        log.info("consumer stopped taking deliveries", in_flight=len(self._inflight))
 
     async def stop(self, drain_timeout: float) -> None:
         """Drain, requeue what is left, close: all within ``drain_timeout`` of ``begin_stop()``.
@@ -346,9 +349,12 @@ class Consumer:
         margin = min(3.0, drain_timeout / 4)
         deadline = self._stop_started + drain_timeout - margin
         if self._supervisor is not None:
-            self._supervisor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._supervisor
+            # It exits by itself once stopping is set; let a re-subscription in progress finish
+            # (cancelling it mid-RPC could leave a subscription we know no tag of).
+            _, running = await asyncio.wait({self._supervisor}, timeout=SETTLE_TIMEOUT)
+            for task in running:
+                task.cancel()
+            await self._cancel_subscriptions()
         if self._inflight:
             log.info("draining in-flight deliveries", count=len(self._inflight))
             _, pending = await asyncio.wait(
