@@ -25,8 +25,8 @@ import contextlib
 import hashlib
 import random
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -99,6 +99,12 @@ class _Subscription:
     tag: str | None = None
 
 
+@dataclass(slots=True)
+class _KeyLock:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0
+
+
 class Consumer:
     """Consumes the command and chunk queues and dispatches to handlers.
 
@@ -126,6 +132,7 @@ class Consumer:
         self._hold_limit = hold_limit  # seconds a delivery is retried in place during outages
         self._channel: AbstractRobustChannel | None = None
         self._inflight: set[asyncio.Task[None]] = set()
+        self._exclusive_locks: dict[str, _KeyLock] = {}
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
         self._supervisor: asyncio.Task[None] | None = None
@@ -243,7 +250,8 @@ class Consumer:
         )
         with structlog.contextvars.bound_contextvars(message_id=delivery.message_id):
             try:
-                await self._run(handler, delivery)
+                async with self._exclusive(delivery.message_id):
+                    await self._run(handler, delivery)
             except asyncio.CancelledError:
                 # Drain deadline passed or the channel closed. aio-pika's process() would reject
                 # (and so dead-letter) here; we hand the delivery back for another worker.
@@ -259,6 +267,26 @@ class Consumer:
                 await _settle(message.nack(requeue=True))
             else:
                 await _settle(message.ack())
+
+    @contextlib.asynccontextmanager
+    async def _exclusive(self, message_id: str) -> AsyncIterator[None]:
+        """One delivery per message id at a time in this process.
+
+        Two copies of a message (a publisher retry, a redelivery after a reconnect) can be in
+        flight together; run concurrently, both would plan or resync before either commits.
+        Serialised, the second finds the first's commit and becomes a no-op.
+        """
+        entry = self._exclusive_locks.get(message_id)
+        if entry is None:
+            entry = self._exclusive_locks[message_id] = _KeyLock()
+        entry.users += 1
+        try:
+            async with entry.lock:
+                yield
+        finally:
+            entry.users -= 1
+            if not entry.users:
+                del self._exclusive_locks[message_id]
 
     async def _run(self, handler: Handler, delivery: Delivery) -> None:
         """Run the handler; while PostgreSQL or the broker is unreachable, retry in place.

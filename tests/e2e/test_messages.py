@@ -144,6 +144,9 @@ async def test_another_client_malformed_goes_to_the_dlq_and_valid_runs_once(
     assert orjson.loads(done[0]["request"]) == {"ErpConnectionId": 0, "InternalKeyIds": [1]}
     assert await db.fetchval("SELECT correlation_id FROM batch_tasks WHERE id = $1", done[0]["id"])
     assert processed == 2
+    assert (
+        await db.fetchval("SELECT start_count FROM batch_tasks WHERE id = $1", done[0]["id"]) == 1
+    )
     assert len(await sync_log(db)) == 1  # ERP 1 phone 999 -> 111, once
     reasons = [m.headers[REASON_HEADER] for m in letters]
     assert "not valid JSON" in str(reasons[0])
@@ -186,7 +189,9 @@ async def test_a_command_published_with_aio_pika_and_a_message_id_runs_once(
         )
     assert rows[0]["message_id"] == "order-7"
     assert await db.fetchval("SELECT count(*) FROM batch_tasks") == 1
+    assert await db.fetchval("SELECT start_count FROM batch_tasks") == 1  # planned once
     assert stores[1].saves == 1
+    assert len(await sync_log(db)) == 1  # ERP 1 phone 999 -> 111, logged once
 
 
 async def test_dlq_list_and_replay(
