@@ -3,13 +3,19 @@
 Every resource is a ``cleanup_ctx`` entry, in dependency order: database pool, broker publisher,
 then the engine (connectors + consumer). Cleanup runs in reverse, so the consumer drains before
 the publisher and the pool close.
+
+Shutdown (SIGTERM/SIGINT through ``web.run_app``): ``on_shutdown`` cancels the consumer's
+subscriptions at once, so no new delivery starts while HTTP requests drain; the engine's cleanup
+then waits for in-flight deliveries until ``worker.drain_timeout`` after the signal, requeues the
+rest and closes the connections.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 
+import aiormq
 import structlog
 from aiohttp import web
 from aiohttp.typedefs import Middleware
@@ -58,6 +64,7 @@ def create_app(settings: Settings, *, api: bool = True, engine: bool = True) -> 
     app.cleanup_ctx.append(_publisher)
     if engine:
         app.cleanup_ctx.append(_engine)
+        app.on_shutdown.append(_stop_taking_deliveries)
     app.add_routes(health.routes)
     app.add_routes(metrics.routes)
     if api:
@@ -90,12 +97,21 @@ async def _publisher(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     connection = await connect(settings.broker, "publisher")
     publisher = Publisher(connection, settings.broker)
-    await publisher.start()
+    try:
+        await publisher.start()
+    except aiormq.exceptions.ChannelPreconditionFailed as exc:
+        await connection.close()
+        raise StartupError(
+            f"RabbitMQ refused the queues under prefix {settings.broker.prefix!r} ({exc}). "
+            "Queues declared earlier with other arguments keep them: drain and delete them "
+            "(rabbitmqctl delete_queue NAME), "
+            "or set broker.prefix (ERPSYNC_BROKER_PREFIX) to a new prefix"
+        ) from None
     app[metrics.METRICS].bind(publisher)
     app[PUBLISHER] = publisher
     yield
-    await publisher.close()
-    await connection.close()
+    await _close(publisher.close())
+    await _close(connection.close())
 
 
 async def _engine(app: web.Application) -> AsyncIterator[None]:
@@ -115,7 +131,11 @@ async def _engine(app: web.Application) -> AsyncIterator[None]:
 
     connection = await connect(settings.broker, "worker")
     consumer = Consumer(
-        connection, settings.broker, publisher, {"commands": on_command, "chunks": on_chunk}
+        connection,
+        settings.broker,
+        publisher,
+        {"commands": on_command, "chunks": on_chunk},
+        check_interval=settings.worker.consumer_check_interval,
     )
     try:
         await presence.start()
@@ -126,7 +146,22 @@ async def _engine(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await sweeper.stop()
-        await consumer.stop(settings.server.shutdown_timeout)
-        await connection.close()
+        await consumer.stop(settings.worker.drain_timeout)
+        await _close(connection.close())
         await presence.stop()
         await connections.close()
+
+
+async def _close(closing: Awaitable[object]) -> None:
+    """Close a broker object without letting a dead broker hold up the exit."""
+    try:
+        async with asyncio.timeout(5):
+            await closing
+    except Exception as exc:
+        log.warning("close failed", error=repr(exc))
+
+
+async def _stop_taking_deliveries(app: web.Application) -> None:
+    consumer = app.get(CONSUMER)
+    if consumer is not None:
+        await consumer.begin_stop()

@@ -2,7 +2,7 @@
 
 Environment variables win over the file. The common ones have short names
 (``ERPSYNC_DATABASE_URL``, ``ERPSYNC_BROKER_URL``, ``ERPSYNC_SERVER_PORT``, ...); any scalar of the
-``server``, ``database``, ``broker``, ``engine`` and ``logging`` sections can be set as
+``server``, ``database``, ``broker``, ``engine``, ``worker`` and ``logging`` sections can be set as
 ``ERPSYNC_<SECTION>__<KEY>``, and a connection setting (e.g. a password) as
 ``ERPSYNC_CONNECTION_<ID>__<KEY>`` (``<ID>`` 0 is the CRM).
 """
@@ -116,6 +116,19 @@ class BreakerSettings(_Model):
     )
 
 
+class WorkerSettings(_Model):
+    """``erpsync worker`` processes: their health port and how they stop."""
+
+    host: str | None = Field(None, description="Health endpoint host; server.host when unset.")
+    port: int = Field(8081, ge=0, le=65535, description="Health endpoint port (0 = any free port).")
+    drain_timeout: float = Field(
+        15.0, gt=0, description="Seconds in-flight deliveries may take after SIGTERM/SIGINT."
+    )
+    consumer_check_interval: float = Field(
+        5.0, gt=0, description="Seconds between checks that the consumers are attached."
+    )
+
+
 class LoggingSettings(_Model):
     """structlog output."""
 
@@ -206,6 +219,7 @@ class Settings(_Model):
     database: DatabaseSettings = DatabaseSettings()
     broker: BrokerSettings = BrokerSettings()
     engine: EngineSettings = EngineSettings()
+    worker: WorkerSettings = WorkerSettings()
     logging: LoggingSettings = LoggingSettings()
     auth: AuthSettings = AuthSettings()
     crm: ConnectionSettings
@@ -252,7 +266,7 @@ _SHORT_ENV = {
     "ERPSYNC_LOG_LEVEL": ("logging", "level"),
     "ERPSYNC_LOG_FORMAT": ("logging", "format"),
 }
-_SECTIONS = ("server", "database", "broker", "engine", "logging")
+_SECTIONS = ("server", "database", "broker", "engine", "worker", "logging")
 
 
 def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> dict[str, str]:

@@ -83,6 +83,7 @@ class Publisher:
         headers: Mapping[str, Any] | None = None,
         exchange: str | None = None,
         correlation_id: str | None = None,
+        content_type: str | None = "application/json",
     ) -> str:
         """Publish and wait for the confirm; returns the message id. Raises PublishFailed."""
         if self.topology is None or self._channel is None:
@@ -90,7 +91,7 @@ class Publisher:
         message_id = message_id or uuid.uuid4().hex
         message = aio_pika.Message(
             body,
-            content_type="application/json",
+            content_type=content_type,
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             message_id=message_id,
             correlation_id=correlation_id,
