@@ -77,7 +77,14 @@ async def test_retries_failures_and_dead_letters_are_counted(
     database: str, db: asyncpg.Connection, broker_prefix: str, stores: dict[int, MemoryStore]
 ) -> None:
     await seed(db, stores)
-    settings = settings_for(database, broker_prefix, stores, overrides={2: {"fail": "transient"}})
+    settings = settings_for(
+        database,
+        broker_prefix,
+        stores,
+        overrides={2: {"fail": "transient"}},
+        # No delayed retries: the records fail once the in-process attempts are spent.
+        connection_options={2: {"retry": {"attempts": 3, "base_delay": 0, "delayed_attempts": 0}}},
+    )
     async with Service(settings) as service:
         info = await service.finished(await service.resync(0, [1, 2, 3]))
         assert info["State"] == "Failed", info
