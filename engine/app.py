@@ -14,8 +14,8 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from engine.api import health
-from engine.api.auth import Authenticator, auth_middleware
+from engine.api import health, housekeeping, openapi, sessions
+from engine.api.auth import AUTHENTICATOR, Authenticator, auth_middleware
 from engine.api.errors import error_middleware
 from engine.api.routes import routes
 from engine.appkeys import CONSUMER, POOL, PUBLISHER, SETTINGS
@@ -40,8 +40,9 @@ class StartupError(Exception):
 def create_app(settings: Settings, *, api: bool = True, engine: bool = True) -> web.Application:
     """Build the service: the front door (``api``), the workers (``engine``), or both."""
     middlewares: list[Middleware] = [error_middleware]
-    if api:
-        middlewares.append(auth_middleware(Authenticator(settings.auth)))
+    authenticator = Authenticator(settings.auth) if api else None
+    if authenticator is not None:
+        middlewares.append(auth_middleware(authenticator))
     app = web.Application(
         middlewares=middlewares,
         # Bodies are checked against the configured limit too; this is the hard cap.
@@ -53,8 +54,12 @@ def create_app(settings: Settings, *, api: bool = True, engine: bool = True) -> 
     if engine:
         app.cleanup_ctx.append(_engine)
     app.add_routes(health.routes)
-    if api:
+    if authenticator is not None:
+        app[AUTHENTICATOR] = authenticator
+        app.cleanup_ctx.append(housekeeping.cleanup_ctx)
         app.add_routes(routes)
+        app.add_routes(sessions.routes)
+        app.add_routes(openapi.routes)
     return app
 
 
