@@ -123,7 +123,7 @@ class Authenticator:
         self._secret = secrets.token_bytes(32)
         self._cache: OrderedDict[bytes, tuple[str, float]] = OrderedDict()
         # Verified against when the user is unknown, so timing does not reveal user names.
-        self._dummy_hash = hash_password(secrets.token_hex(8), iterations=600_000)
+        self._dummy_hash: str | None = None
 
     @property
     def schemes(self) -> list[str]:
@@ -137,7 +137,9 @@ class Authenticator:
     async def check_password(self, user: str, password: str) -> bool:
         """Verify a user's password (constant time; unknown users cost the same)."""
         encoded = self._users.get(user)
-        ok = await asyncio.to_thread(verify_password, password, encoded or self._dummy_hash)
+        if encoded is None and self._dummy_hash is None:
+            self._dummy_hash = await asyncio.to_thread(hash_password, secrets.token_hex(8))
+        ok = await asyncio.to_thread(verify_password, password, encoded or self._dummy_hash or "")
         return ok and encoded is not None
 
     async def basic(self, value: str) -> str | None:

@@ -55,7 +55,7 @@ async def read_arguments(request: web.Request, max_bytes: int) -> dict[str, Any]
     """Decode the body into a dict of arguments keyed by lower-cased property name."""
     content_type = request.content_type.lower()
     supported = content_type in JSON_TYPES or content_type in XML_TYPES or content_type == FORM_TYPE
-    if request.headers.get("Content-Type") and not supported:
+    if not supported and request.content_length != 0 and request.headers.get("Content-Type"):
         raise _unsupported(content_type)  # before reading: no need to buffer what we refuse
     charset = _charset(request)
     body = await read_body(request, max_bytes)
@@ -134,19 +134,18 @@ def _form_arguments(text: str) -> dict[str, Any]:
 
 
 def _depth(value: Any) -> int:
+    """Container nesting depth (a scalar is 0), counted level by level up to the limit + 1."""
     depth, level = 0, [value]
-    while level:
+    while True:
+        containers = [item for item in level if isinstance(item, dict | list)]
+        if not containers or depth > MAX_JSON_DEPTH:
+            return depth
         depth += 1
-        nxt: list[Any] = []
-        for item in level:
-            if isinstance(item, dict):
-                nxt.extend(item.values())
-            elif isinstance(item, list):
-                nxt.extend(item)
-        level = nxt
-        if depth > MAX_JSON_DEPTH:
-            break
-    return depth - 1 if depth else 0
+        level = [
+            child
+            for container in containers
+            for child in (container.values() if isinstance(container, dict) else container)
+        ]
 
 
 def int_argument(args: dict[str, Any], name: str, default: int | None = None) -> int:
