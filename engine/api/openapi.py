@@ -191,6 +191,7 @@ def document() -> dict[str, Any]:
                         "204": {"description": "Logged in; cookies set."},
                         "400": _error("Username or Password missing or malformed."),
                         "401": _error("Wrong user name or password."),
+                        "413": _error("Body larger than server.max_body_bytes."),
                         "415": _error("Unsupported Content-Type."),
                     },
                 }
@@ -248,7 +249,10 @@ def document() -> dict[str, Any]:
                                 }
                             ),
                         },
+                        "400": _error("Malformed body (the body is optional and unused)."),
                         "401": _error("Not authenticated."),
+                        "413": _error("Body larger than server.max_body_bytes."),
+                        "415": _error("Unsupported Content-Type."),
                     },
                 }
             },
