@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 
+import asyncpg
 import orjson
 import structlog
 from aiohttp import web
@@ -102,6 +103,15 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         elif exc.status == 413:
             message = "Request body is larger than the configured limit"
         response = error_response(exc.status, message, headers=headers, xml=prefers_xml(request))
+    except (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:
+        # The database (or another backend) is unreachable: a retryable answer, not a crash.
+        log.warning("backend unavailable", path=request.path, error=type(exc).__name__)
+        response = error_response(
+            503,
+            "A backend service is unavailable; retry later",
+            headers={"Retry-After": "5"},
+            xml=prefers_xml(request),
+        )
     except Exception:
         log.exception("unhandled error", path=request.path)
         response = error_response(500, "Internal server error", xml=prefers_xml(request))

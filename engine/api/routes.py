@@ -74,10 +74,32 @@ async def force_resync_batch_task(request: web.Request) -> web.Response:
     resync = resync_request(args, settings.server.max_internal_key_ids)
     if resync.erp_connection_id > 0 and settings.connection(resync.erp_connection_id) is None:
         raise ApiError(400, f"ErpConnectionId {resync.erp_connection_id} is not a known connection")
+    command = _command(resync)
+    created: dict[int, str] = {}  # task id -> message id of what this request created
+
+    async def create() -> int:
+        message_id = uuid.uuid4().hex
+        task_id = await tasks.create(
+            request.app[POOL],
+            source_connection_id=command.source_connection_id,
+            request=command.as_request(),
+            message_id=message_id,
+        )
+        created[task_id] = message_id
+        return task_id
+
+    async def publish(task_id: int) -> None:
+        if task_id in created:
+            await _publish(
+                request, command.model_copy(update={"task_id": task_id}), created[task_id]
+            )
+        else:
+            await _republish(request, task_id)
+
     key = request.headers.get(idempotency.HEADER)
     if key is None:
-        task_id = await _create(request, resync)
-        await _publish(request, task_id)
+        task_id = await create()
+        await publish(task_id)
     else:
         publish_timeout = settings.broker.publish_timeout
         task_id = await idempotency.run_once(
@@ -85,8 +107,8 @@ async def force_resync_batch_task(request: web.Request) -> web.Response:
             request[PRINCIPAL].user,
             idempotency.validate_key(key),
             idempotency.fingerprint(resync),
-            lambda: _create(request, resync),
-            lambda task_id: _publish(request, task_id),
+            create,
+            publish,
             wait_seconds=publish_timeout + 2,
             stale_seconds=2 * publish_timeout + 30,
         )
@@ -99,17 +121,6 @@ async def force_resync_batch_task(request: web.Request) -> web.Response:
     )
 
 
-async def _create(request: web.Request, resync: ResyncRequest) -> int:
-    """Insert the task (state New) with the message id its command will carry."""
-    command = _command(resync)
-    return await tasks.create(
-        request.app[POOL],
-        source_connection_id=command.source_connection_id,
-        request=command.as_request(),
-        message_id=uuid.uuid4().hex,
-    )
-
-
 def _command(resync: ResyncRequest) -> ResyncCommand:
     return ResyncCommand.model_validate(
         {
@@ -119,15 +130,21 @@ def _command(resync: ResyncRequest) -> ResyncCommand:
     )
 
 
-async def _publish(request: web.Request, task_id: int) -> None:
-    """Publish the task's command and wait for the confirm; 503 (task Failed) when refused."""
-    pool = request.app[POOL]
-    task = await tasks.get(pool, task_id)
-    assert task is not None
-    if task["state"] != "New":
-        return  # a republish after a takeover: the first publish did get through
+async def _republish(request: web.Request, task_id: int) -> None:
+    """After an Idempotency-Key takeover: publish the stored task's command again, with its
+    original message id (the engine runs a message id once)."""
+    task = await tasks.get(request.app[POOL], task_id)
+    if task is None or task["state"] != "New":
+        return  # the first publish did get through (or the task is gone)
     command = ResyncCommand.model_validate({**task["request"], "TaskId": task_id})
-    message_id = task["message_id"]
+    await _publish(request, command, task["message_id"])
+
+
+async def _publish(request: web.Request, command: ResyncCommand, message_id: str) -> None:
+    """Publish the command and wait for the confirm; 503 (task Failed) when refused."""
+    pool = request.app[POOL]
+    task_id = command.task_id
+    assert task_id is not None
     with structlog.contextvars.bound_contextvars(task_id=task_id, message_id=message_id):
         try:
             await request.app[PUBLISHER].publish(

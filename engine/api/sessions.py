@@ -18,6 +18,7 @@ from __future__ import annotations
 import secrets
 from datetime import UTC, datetime, timedelta
 
+import structlog
 from aiohttp import web
 
 from engine.api.auth import (
@@ -34,6 +35,8 @@ from engine.api.errors import ApiError
 from engine.api.render import respond
 from engine.appkeys import POOL, SETTINGS
 from engine.store import sessions as store
+
+log = structlog.get_logger(__name__)
 
 LOGIN = "/api/session/login"
 LOGOUT = "/api/session/logout"
@@ -59,6 +62,7 @@ async def login(request: web.Request) -> web.Response:
     if not user or password is None:
         raise ApiError(400, "Username and Password are required")
     if not await request.app[AUTHENTICATOR].check_password(user, password):
+        log.warning("login failed", user=user[:100])
         raise _unauthorized("Invalid user name or password")
     token, xsrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
     ttl = settings.sessions.ttl

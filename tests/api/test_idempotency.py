@@ -40,7 +40,7 @@ async def test_same_key_same_body_sequentially_and_concurrently(
 ) -> None:
     body = {"ErpConnectionId": 1, "InternalKeyIds": [4, 2, 9]}
     key = str(uuid.uuid4())
-    sequential = [await send(front_door, key, body) for _ in range(10)]
+    sequential = [await send(front_door, key, body) for _ in range(50)]
     # Retries in another body format and id order are the same command.
     reordered = await front_door.client.post(
         RESYNC,

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import time
 
+import asyncpg
 import jwt
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 from multidict import MultiDict
 
 from engine.api.auth import verify_jwt
 from engine.api.bodies import LIST_PROPERTIES, _depth, _form_arguments, as_int
-from engine.api.errors import ApiError
+from engine.api.errors import ApiError, error_middleware
 from engine.api.render import _quality, project, select_paths, to_xml
 from engine.api.xmlbody import xml_arguments
 from engine.settings import JwtSettings
@@ -101,3 +104,23 @@ def test_jwt_verification() -> None:
         )
     with pytest.raises(ApiError, match="no keys"):
         verify_jwt(JwtSettings(), "x.y.z")
+
+
+async def test_an_unreachable_backend_is_a_503_not_a_500() -> None:
+    async def broken(request: web.Request) -> web.Response:
+        raise asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed")
+
+    async def crashing(request: web.Request) -> web.Response:
+        raise RuntimeError("secret internals")
+
+    app = web.Application(middlewares=[error_middleware])
+    app.router.add_post("/db", broken)
+    app.router.add_post("/bug", crashing)
+    async with TestClient(TestServer(app)) as client:
+        down = await client.post("/db")
+        bug = await client.post("/bug", headers={"Accept": "application/xml"})
+        assert down.status == 503 and down.headers["Retry-After"] == "5"
+        assert (await down.json())["ErrorType"] == "ServiceUnavailableException"
+        assert bug.status == 500
+        text = await bug.text()
+        assert "<ErrorInfo" in text and "secret internals" not in text
