@@ -261,6 +261,9 @@ def auth_middleware(authenticator: Authenticator, prefix: str = "/api/") -> Midd
                 raise unauthorized("Authorization header missing")
             if not session.xsrf_matches(request.headers.get(XSRF_HEADER)):
                 raise unauthorized(f"Session requests need a matching {XSRF_HEADER} header")
+            # Defence in depth (Fetch Metadata): browsers mark requests from other sites.
+            if request.headers.get("Sec-Fetch-Site", "").lower() == "cross-site":
+                raise ApiError(403, "Cross-site requests may not use the browser session")
             return Principal(session.user, "session")
         if len(header) > _MAX_CREDENTIAL:
             raise unauthorized("Authorization header is too long")

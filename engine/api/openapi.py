@@ -43,6 +43,10 @@ def _body(ref: str) -> dict[str, Any]:
 _COMMON_ERRORS = {
     "400": _error("Malformed body or invalid argument; the message names the problem."),
     "401": _error("Missing or invalid credentials, or a session request without X-XSRF-TOKEN."),
+    "403": _error(
+        "Online mode: SO-AppToken missing or without the ErpSync grant (ErpSync calls); "
+        "or a cross-site request riding the browser session."
+    ),
     "405": _error("Only POST is allowed on agent URLs."),
     "413": _error("Body larger than server.max_body_bytes, or too many ids."),
     "415": _error("Unsupported Content-Type or charset."),
@@ -116,7 +120,6 @@ def document() -> dict[str, Any]:
                 "ForceResyncRequest",
                 {
                     "204": {"description": "Queued (broker confirmed).", "headers": task_id_header},
-                    "403": _error("Online mode: SO-AppToken missing or without the ErpSync grant."),
                     "409": _error("The same Idempotency-Key is still being processed."),
                     "422": _error("Idempotency-Key reused with a different request."),
                     "503": _error("The broker did not confirm the command; nothing started."),

@@ -194,7 +194,11 @@ async def test_browser_session_with_xsrf_double_submit(
     missing = await client.post(RESYNC, json=body)
     wrong_token = await client.post(RESYNC, json=body, headers={"X-XSRF-TOKEN": xsrf[:-1] + "A"})
     right = await client.post(RESYNC, json=body, headers={"X-XSRF-TOKEN": xsrf})
+    cross_site = await client.post(
+        RESYNC, json=body, headers={"X-XSRF-TOKEN": xsrf, "Sec-Fetch-Site": "cross-site"}
+    )
     assert [missing.status, wrong_token.status, right.status] == [401, 401, 204]
+    assert cross_site.status == 403
     assert "X-XSRF-TOKEN" in (await missing.json())["ErrorMessage"]
 
     no_xsrf_logout = await client.post("/api/session/logout")
