@@ -50,6 +50,7 @@ _COMMON_ERRORS = {
     "405": _error("Only POST is allowed on agent URLs."),
     "413": _error("Body larger than server.max_body_bytes, or too many ids."),
     "415": _error("Unsupported Content-Type or charset."),
+    "503": _error("The database or the broker is unreachable; retry later (Retry-After)."),
 }
 _SELECT = {
     "name": "$select",
@@ -92,7 +93,7 @@ def _agent(
             "operationId": summary.split()[0],
             "parameters": [_SELECT, *_AGENT_HEADERS, *(extra_parameters or [])],
             "requestBody": _body(body),
-            "responses": {**responses, **_COMMON_ERRORS},
+            "responses": {**_COMMON_ERRORS, **responses},
         }
     }
 
