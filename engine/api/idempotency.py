@@ -20,6 +20,7 @@ import orjson
 
 from engine.api.bodies import ResyncRequest
 from engine.api.errors import ApiError
+from engine.store import Connection
 from engine.store import idempotency as store
 
 HEADER = "Idempotency-Key"
@@ -49,7 +50,7 @@ async def run_once(
     principal: str,
     key: str,
     request_hash: bytes,
-    create: Callable[[], Awaitable[int]],
+    create: Callable[[Connection], Awaitable[int]],
     publish: Callable[[int], Awaitable[None]],
     *,
     wait_seconds: float,
@@ -57,14 +58,16 @@ async def run_once(
 ) -> int:
     """Create and publish a task at most once per (principal, key); return the task id.
 
-    ``publish(task_id)`` raises :class:`ApiError` when the command could not be queued; after a
-    takeover it is called again for the task the dead request had created (the command carries
-    the same message id, so the engine runs it once).
+    ``create(conn)`` inserts the task in the transaction that claims the key; ``publish(task_id)``
+    raises :class:`ApiError` when the command could not be queued. After a takeover ``publish``
+    is called again for the task the dead request had created (the command carries the same
+    message id, so the engine runs it once).
     """
     deadline = time.monotonic() + wait_seconds
     while True:
-        if await store.claim(pool, principal, key, request_hash):
-            return await _execute(pool, principal, key, create, publish, None)
+        task_id = await _claim(pool, principal, key, request_hash, create)
+        if task_id is not None:
+            return await _publish(pool, principal, key, publish, task_id)
         row = await store.get(pool, principal, key)
         if row is None:
             continue  # released between our claim and our read: claim again
@@ -78,7 +81,10 @@ async def run_once(
             return row.task_id
         taken = await store.take_over(pool, principal, key, request_hash, stale_seconds)
         if taken is not None:  # the first request's process died while queueing
-            return await _execute(pool, principal, key, create, publish, taken.task_id)
+            if taken.task_id is None:  # its task was deleted meanwhile: start over
+                await store.release(pool, principal, key)
+                continue
+            return await _publish(pool, principal, key, publish, taken.task_id)
         if time.monotonic() > deadline:
             raise ApiError(
                 409,
@@ -89,19 +95,33 @@ async def run_once(
         await asyncio.sleep(_POLL)
 
 
-async def _execute(
+async def _claim(
     pool: asyncpg.Pool,
     principal: str,
     key: str,
-    create: Callable[[], Awaitable[int]],
+    request_hash: bytes,
+    create: Callable[[Connection], Awaitable[int]],
+) -> int | None:
+    """Claim the key and create its task in one transaction (one commit); None if taken.
+
+    A concurrent claim of the same key waits on the unique index until this commits.
+    """
+    async with pool.acquire() as conn, conn.transaction():
+        if not await store.claim(conn, principal, key, request_hash):
+            return None
+        task_id = await create(conn)
+        await store.set_task(conn, principal, key, task_id)
+        return task_id
+
+
+async def _publish(
+    pool: asyncpg.Pool,
+    principal: str,
+    key: str,
     publish: Callable[[int], Awaitable[None]],
-    existing: int | None,
+    task_id: int,
 ) -> int:
     try:
-        task_id = existing
-        if task_id is None:
-            task_id = await create()
-            await store.set_task(pool, principal, key, task_id)
         await publish(task_id)
     except BaseException:
         await asyncio.shield(store.release(pool, principal, key))

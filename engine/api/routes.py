@@ -31,7 +31,7 @@ from engine.appkeys import POOL, PUBLISHER, SETTINGS
 from engine.messaging.broker import PublishFailed
 from engine.messaging.commands import ResyncCommand
 from engine.messaging.topology import RESYNC_ROUTING_KEY
-from engine.store import tasks
+from engine.store import Executor, tasks
 
 log = structlog.get_logger(__name__)
 
@@ -77,10 +77,10 @@ async def force_resync_batch_task(request: web.Request) -> web.Response:
     command = _command(resync)
     created: dict[int, str] = {}  # task id -> message id of what this request created
 
-    async def create() -> int:
+    async def create(conn: Executor) -> int:
         message_id = uuid.uuid4().hex
         task_id = await tasks.create(
-            request.app[POOL],
+            conn,
             source_connection_id=command.source_connection_id,
             request=command.as_request(),
             message_id=message_id,
@@ -98,7 +98,7 @@ async def force_resync_batch_task(request: web.Request) -> web.Response:
 
     key = request.headers.get(idempotency.HEADER)
     if key is None:
-        task_id = await create()
+        task_id = await create(request.app[POOL])
         await publish(task_id)
     else:
         publish_timeout = settings.broker.publish_timeout
