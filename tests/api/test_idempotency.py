@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 
 import aio_pika
 import asyncpg
 import pytest
 
+from engine.api import idempotency
+from engine.api.bodies import ResyncRequest
+from engine.store import tasks
 from tests import support
 from tests.api.conftest import TICKET, basic
 from tests.e2e.harness import RESYNC, Service
@@ -113,3 +117,38 @@ async def test_a_key_whose_command_was_not_queued_can_be_retried(
     assert again == retried
     states = [r["state"] for r in await db.fetch("SELECT state FROM batch_tasks ORDER BY id")]
     assert states == ["Failed", "New"]
+
+
+async def test_a_key_left_pending_by_a_dead_process_is_taken_over(
+    front_door: Service, db: asyncpg.Connection, broker_prefix: str
+) -> None:
+    """A process died after creating the task but before publishing: the retry republishes it."""
+    resync = ResyncRequest(erp_connection_id=0, internal_key_ids=(5, 6))
+    await db.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+    task_id = await tasks.create(
+        db,
+        source_connection_id=0,
+        request={"ErpConnectionId": 0, "InternalKeyIds": [5, 6]},
+        message_id="original-message-id",
+    )
+    await db.execute(
+        """INSERT INTO idempotency_keys (principal, key, request_hash, task_id, locked_at)
+           VALUES ('tje0', 'crashed', $1, $2, now() - interval '1 hour')""",
+        idempotency.fingerprint(resync),
+        task_id,
+    )
+    status, replayed = await send(front_door, "crashed", {"InternalKeyIds": [6, 5]})
+    again = await send(front_door, "crashed", {"InternalKeyIds": [5, 6]})
+    assert (status, replayed) == (204, str(task_id))
+    assert again == (204, str(task_id))
+    assert await db.fetchval("SELECT count(*) FROM batch_tasks") == 1
+    assert await db.fetchval("SELECT state FROM idempotency_keys") == "done"
+    connection = await aio_pika.connect(support.AMQP_URL)
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(f"{broker_prefix}.commands", passive=True)
+        message = await queue.get(timeout=5)
+        assert message is not None
+        assert message.message_id == "original-message-id"
+        assert json.loads(message.body)["TaskId"] == task_id
+        await message.ack()
