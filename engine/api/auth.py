@@ -134,11 +134,16 @@ class Authenticator:
             offered.append('Bearer realm="erpsync"')
         return offered
 
+    async def prepare(self) -> None:
+        """Compute the dummy hash off the event loop (called once at start-up)."""
+        if self._dummy_hash is None:
+            self._dummy_hash = await asyncio.to_thread(hash_password, secrets.token_hex(8))
+
     async def check_password(self, user: str, password: str) -> bool:
         """Verify a user's password (constant time; unknown users cost the same)."""
         encoded = self._users.get(user)
-        if encoded is None and self._dummy_hash is None:
-            self._dummy_hash = await asyncio.to_thread(hash_password, secrets.token_hex(8))
+        if encoded is None:
+            await self.prepare()
         ok = await asyncio.to_thread(verify_password, password, encoded or self._dummy_hash or "")
         return ok and encoded is not None
 

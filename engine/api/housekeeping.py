@@ -1,4 +1,5 @@
-"""Periodic cleanup of expired sessions, tickets and idempotency keys (front door only)."""
+"""Front-door lifecycle: authenticator preparation and periodic cleanup of expired sessions,
+tickets and idempotency keys."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from collections.abc import AsyncIterator
 import structlog
 from aiohttp import web
 
+from engine.api.auth import AUTHENTICATOR
 from engine.appkeys import POOL, SETTINGS
 from engine.store import idempotency, sessions
 
@@ -33,7 +35,8 @@ async def _loop(app: web.Application) -> None:
 
 
 async def cleanup_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Run the cleanup loop for the application's lifetime."""
+    """Prepare the authenticator, then run the cleanup loop for the application's lifetime."""
+    await app[AUTHENTICATOR].prepare()
     task = asyncio.create_task(_loop(app), name="erpsync-housekeeping")
     yield
     task.cancel()
