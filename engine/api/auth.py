@@ -288,7 +288,8 @@ def auth_middleware(authenticator: Authenticator, prefix: str = "/api/") -> Midd
             return Principal(user, "ticket")
         if scheme == "bearer":
             return Principal(authenticator.bearer(value), "bearer")
-        raise unauthorized(f"Unsupported authorization scheme {scheme[:20]!r}")
+        # The scheme is not echoed: a misconfigured client may have put a secret there.
+        raise unauthorized("Unsupported authorization scheme; use Basic, SOTicket or Bearer")
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
