@@ -66,6 +66,11 @@ async def test_hostile_xml_is_refused_fast_with_bounded_memory(
     """Bounds: 2 s per answer (the target is < 100 ms; this 2-core machine runs other suites
     concurrently, so we leave headroom) and < 50 MB extra peak memory for all payloads (a
     billion-laughs expansion alone would need ~3 GB)."""
+    # Warm up: the first Basic check runs PBKDF2 (then cached), which is not what we time.
+    warm = await front_door.client.post(
+        "/api/v1/Agents/Batch/GetBatchTaskInfosByNameAndState", headers=basic("tje0", "Tje0")
+    )
+    assert warm.status == 200
     peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     results = {}
     for name, payload in PAYLOADS.items():
@@ -81,10 +86,13 @@ async def test_hostile_xml_is_refused_fast_with_bounded_memory(
             results[(name, content_type)] = (response.status, elapsed, body["ErrorMessage"])
     peak_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
 
+    slowest = max(elapsed for _, elapsed, _ in results.values())
+    growth = peak_after - peak_before
+    print(f"hostile XML: slowest answer {slowest * 1000:.1f} ms, peak RSS +{growth} KiB")
     for (name, _), (status, elapsed, message) in results.items():
         assert status == 400, (name, message)
         assert elapsed < 2.0, (name, elapsed)
         assert "root:" not in message  # nothing from /etc/passwd
     assert "not allowed" in results[("billion laughs", "application/xml")][2]
-    assert (peak_after - peak_before) < 50 * 1024
+    assert growth < 50 * 1024
     assert await db.fetchval("SELECT count(*) FROM batch_tasks") == 0
