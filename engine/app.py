@@ -20,8 +20,8 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from engine.api import dashboard, health, sessions_stub, ui
-from engine.api.auth import Authenticator, auth_middleware
+from engine.api import dashboard, health, housekeeping, openapi, sessions, ui
+from engine.api.auth import AUTHENTICATOR, Authenticator, auth_middleware
 from engine.api.errors import error_middleware
 from engine.api.routes import routes
 from engine.appkeys import CONSUMER, POOL, PUBLISHER, SETTINGS
@@ -49,9 +49,9 @@ class StartupError(Exception):
 def create_app(settings: Settings, *, api: bool = True, engine: bool = True) -> web.Application:
     """Build the service: the front door (``api``), the workers (``engine``), or both."""
     middlewares: list[Middleware] = [error_middleware]
-    if api:
-        middlewares.append(auth_middleware(Authenticator(settings.auth)))
-        middlewares.insert(-1, sessions_stub.middleware(settings.auth))  # TEMPORARY, see module
+    authenticator = Authenticator(settings.auth) if api else None
+    if authenticator is not None:
+        middlewares.append(auth_middleware(authenticator))
     middlewares.insert(0, metrics.http_middleware)
     app = web.Application(
         middlewares=middlewares,
@@ -67,8 +67,12 @@ def create_app(settings: Settings, *, api: bool = True, engine: bool = True) -> 
         app.on_shutdown.append(_stop_taking_deliveries)
     app.add_routes(health.routes)
     app.add_routes(metrics.routes)
-    if api:
+    if authenticator is not None:
+        app[AUTHENTICATOR] = authenticator
+        app.cleanup_ctx.append(housekeeping.cleanup_ctx)
         app.add_routes(routes)
+        app.add_routes(sessions.routes)
+        app.add_routes(openapi.routes)
         app.add_routes(dashboard.routes)
         app.add_routes(ui.routes)
     return app

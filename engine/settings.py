@@ -143,10 +143,67 @@ class User(_Model):
     password_hash: SecretStr
 
 
+class Ticket(_Model):
+    """A configured SOTicket: the SHA-256 (hex) of the ticket string and the user it stands for."""
+
+    user: str = Field(min_length=1)
+    ticket_sha256: SecretStr = Field(
+        description="sha256 hex of the ticket (`erpsync` never stores it)."
+    )
+
+
+class JwtKey(_Model):
+    """A key that may sign Bearer tokens: an HMAC secret or a PEM public key."""
+
+    kid: str | None = Field(None, description="Matched against the token's `kid` header when set.")
+    algorithm: Literal[
+        "HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384", "PS256", "EdDSA"
+    ] = "RS256"
+    key: SecretStr = Field(description="HMAC secret, or a PEM-encoded public key.")
+
+
+class JwtSettings(_Model):
+    """Bearer tokens (JWT): accepted only when ``keys`` is not empty."""
+
+    keys: list[JwtKey] = Field(default_factory=list)
+    issuer: str | None = Field(None, description="Required `iss`; unset means any issuer.")
+    audience: str | None = Field(None, description="Required `aud`; unset means no `aud` check.")
+    leeway: float = Field(30.0, ge=0, le=600, description="Clock skew allowed, in seconds.")
+    user_claim: str = Field("sub", min_length=1, description="Claim naming the user.")
+
+
+class App(_Model):
+    """A registered application (``SO-AppToken``) and the grants it holds."""
+
+    name: str = Field(min_length=1)
+    token_sha256: SecretStr = Field(description="sha256 hex of the application token.")
+    grants: list[str] = Field(default_factory=list, description='e.g. ["ErpSync"].')
+
+
 class AuthSettings(_Model):
     """Who may call the API."""
 
     users: list[User] = Field(default_factory=list)
+    tickets: list[Ticket] = Field(default_factory=list)
+    jwt: JwtSettings = JwtSettings()
+    online: bool = Field(
+        False,
+        description="Online mode: no Basic; ErpSync calls need an SO-AppToken with the grant.",
+    )
+    apps: list[App] = Field(default_factory=list)
+
+
+class SessionSettings(_Model):
+    """Browser sessions (cookie + X-XSRF-TOKEN), stored hashed in PostgreSQL."""
+
+    ttl: float = Field(8 * 3600.0, gt=0, description="Seconds a session lives after login.")
+    secure_cookies: bool = Field(False, description="Set the Secure flag (serve over HTTPS).")
+    ticket_ttl: float = Field(
+        3600.0, gt=0, description="Seconds a ticket issued by /api/session/ticket is valid."
+    )
+    idempotency_ttl: float = Field(
+        24 * 3600.0, gt=0, description="Seconds an Idempotency-Key is remembered."
+    )
 
 
 class Direction(enum.StrEnum):
@@ -222,6 +279,7 @@ class Settings(_Model):
     worker: WorkerSettings = WorkerSettings()
     logging: LoggingSettings = LoggingSettings()
     auth: AuthSettings = AuthSettings()
+    sessions: SessionSettings = SessionSettings()
     crm: ConnectionSettings
     connections: list[ConnectionSettings] = Field(default_factory=list)
 

@@ -350,3 +350,36 @@ async def first_failures(conn: Executor, task_id: int, limit: int = 3) -> list[a
             limit,
         )
     )
+
+
+def stopped_response(task: asyncpg.Record) -> str:
+    """The ``Response`` of a stopped task: who stopped it and what was done until then."""
+    text = (
+        f"Stopped by {task['stopped_by'] or 'request'} after {task['done_chunks']} of "
+        f"{task['total_chunks'] if task['planned'] else '?'} chunks; {summary(task)}"
+    )
+    return text[:254]
+
+
+async def stop(conn: Executor, task_id: int, stopped_by: str) -> asyncpg.Record | None:
+    """StopBatchJob: end an unfinished task as Failed, marked stopped; None if already finished.
+
+    Chunks not yet started are then skipped by the runner (the task is terminal); a chunk that
+    is running commits normally, so its writes still count in the task's statistics.
+    """
+    row = await conn.fetchrow(
+        """
+        UPDATE batch_tasks SET state = 'Failed', stopped_at = now(), stopped_by = $2,
+            finished_at = now(), progress_description = 'Stopped'
+        WHERE id = $1 AND state NOT IN ('Succeeded', 'Failed', 'SucceededManualCleanup')
+        RETURNING *
+        """,
+        task_id,
+        stopped_by[:100],
+    )
+    if row is None:
+        return None
+    await conn.execute(
+        "UPDATE batch_tasks SET response = $2 WHERE id = $1", task_id, stopped_response(row)
+    )
+    return row
