@@ -146,7 +146,7 @@ class User(_Model):
 class Ticket(_Model):
     """A configured SOTicket: the SHA-256 (hex) of the ticket string and the user it stands for."""
 
-    user: str = Field(min_length=1)
+    user: str = Field(min_length=1, description="The user the ticket authenticates as.")
     ticket_sha256: SecretStr = Field(
         description="sha256 hex of the ticket (`erpsync` never stores it)."
     )
@@ -158,14 +158,14 @@ class JwtKey(_Model):
     kid: str | None = Field(None, description="Matched against the token's `kid` header when set.")
     algorithm: Literal[
         "HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384", "PS256", "EdDSA"
-    ] = "RS256"
+    ] = Field("RS256", description="The signature algorithm this key verifies.")
     key: SecretStr = Field(description="HMAC secret, or a PEM-encoded public key.")
 
 
 class JwtSettings(_Model):
     """Bearer tokens (JWT): accepted only when ``keys`` is not empty."""
 
-    keys: list[JwtKey] = Field(default_factory=list)
+    keys: list[JwtKey] = Field(default_factory=list, description="Keys that may sign tokens.")
     issuer: str | None = Field(None, description="Required `iss`; unset means any issuer.")
     audience: str | None = Field(None, description="Required `aud`; unset means no `aud` check.")
     leeway: float = Field(30.0, ge=0, le=600, description="Clock skew allowed, in seconds.")
@@ -175,7 +175,7 @@ class JwtSettings(_Model):
 class App(_Model):
     """A registered application (``SO-AppToken``) and the grants it holds."""
 
-    name: str = Field(min_length=1)
+    name: str = Field(min_length=1, description="The application's name (shown in logs).")
     token_sha256: SecretStr = Field(description="sha256 hex of the application token.")
     grants: list[str] = Field(default_factory=list, description='e.g. ["ErpSync"].')
 
@@ -184,13 +184,19 @@ class AuthSettings(_Model):
     """Who may call the API."""
 
     users: list[User] = Field(default_factory=list)
-    tickets: list[Ticket] = Field(default_factory=list)
-    jwt: JwtSettings = JwtSettings()
+    tickets: list[Ticket] = Field(
+        default_factory=list, description="Configured SOTickets (hashed) and their users."
+    )
+    jwt: JwtSettings = Field(
+        default_factory=JwtSettings, description="Bearer (JWT) verification; off without keys."
+    )
     online: bool = Field(
         False,
         description="Online mode: no Basic; ErpSync calls need an SO-AppToken with the grant.",
     )
-    apps: list[App] = Field(default_factory=list)
+    apps: list[App] = Field(
+        default_factory=list, description="Registered applications (SO-AppToken) and grants."
+    )
 
 
 class SessionSettings(_Model):

@@ -98,6 +98,90 @@ def _agent(
     }
 
 
+def _query(name: str, description: str, kind: str = "integer") -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": description,
+        "schema": {"type": kind},
+    }
+
+
+def _read(
+    summary: str, operation: str, parameters: list[dict[str, Any]], schema: dict[str, Any]
+) -> dict[str, Any]:
+    return {
+        "get": {
+            "tags": ["Dashboard (read-only)"],
+            "summary": summary,
+            "operationId": operation,
+            "parameters": [*_AGENT_HEADERS[:1], *parameters],
+            "responses": {
+                "200": {"description": "OK.", "content": {"application/json": {"schema": schema}}},
+                "400": _error("An invalid query parameter; the message names it."),
+                "401": _error("Missing or invalid credentials."),
+                "404": _error("No such task."),
+            },
+        }
+    }
+
+
+def _dashboard_paths() -> dict[str, Any]:
+    """The read-only endpoints behind the dashboard and the operator CLI (docs/operations.md)."""
+    prefix = "/api/v1/erpsync"
+    task_id = {"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}
+    limit = _query("limit", "Rows to return (1..1000).")
+    info = {"$ref": "#/components/schemas/BatchTaskInfo"}
+    objects = {"type": "array", "items": {"type": "object"}}
+    return {
+        f"{prefix}/tasks": _read(
+            "Batch tasks, newest first",
+            "listTasks",
+            [
+                _query("state", "Comma-separated BatchTaskState names.", "string"),
+                limit,
+                _query("before", "Only tasks with a smaller id (paging)."),
+            ],
+            {"type": "array", "items": info},
+        ),
+        f"{prefix}/tasks/{{id}}": _read(
+            "A task with its outcomes per target and first failures",
+            "showTask",
+            [task_id, limit],
+            {
+                "type": "object",
+                "properties": {"Task": info, "Targets": objects, "Failures": objects},
+                "required": ["Task", "Targets", "Failures"],
+            },
+        ),
+        f"{prefix}/tasks/{{id}}/failures": _read(
+            "A task's failed outcomes with reasons",
+            "taskFailures",
+            [task_id, limit, _query("connection", "Only this target connection.")],
+            objects,
+        ),
+        f"{prefix}/synclog": _read(
+            "Field changes (old -> new), newest first",
+            "syncLog",
+            [
+                _query("task", "Only this task."),
+                _query("key", "Only this internal key."),
+                _query("connection", "Only this connection."),
+                limit,
+                _query("before", "Only rows with a smaller id (paging)."),
+            ],
+            objects,
+        ),
+        f"{prefix}/connections": _read(
+            "Connections with recent activity, health and breaker state",
+            "connections",
+            [],
+            objects,
+        ),
+    }
+
+
 def document() -> dict[str, Any]:
     """The whole OpenAPI document."""
     task_id_header = {
@@ -260,6 +344,7 @@ def document() -> dict[str, Any]:
                     },
                 }
             },
+            **_dashboard_paths(),
         },
         "components": {
             "securitySchemes": {
@@ -385,6 +470,7 @@ def _batch_task_info_schema() -> dict[str, Any]:
                     "Failed": integer,
                     "FieldsChanged": integer,
                     "Chunks": integer,
+                    "RetryChunks": integer,
                     "ChunksDone": integer,
                     "Finished": nullable_time,
                     "Stopped": {"type": "boolean"},
