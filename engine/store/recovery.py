@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 import asyncpg
@@ -58,6 +59,51 @@ async def claim_chunk(conn: Executor, task_id: int, chunk_no: int, worker: str) 
         worker,
     )
     return ChunkClaim(previous)
+
+
+async def give_back_claim(
+    conn: Executor, task_id: int, chunk_no: int, worker: str, previous: str
+) -> None:
+    """Undo :func:`claim_chunk` when ``previous`` turned out to be alive and running the chunk."""
+    await conn.execute(
+        """
+        UPDATE task_chunks SET started_by = $4
+        WHERE task_id = $1 AND chunk_no = $2 AND started_by = $3 AND state = 'pending'
+        """,
+        task_id,
+        chunk_no,
+        worker,
+        previous,
+    )
+
+
+async def release_claim(conn: Executor, task_id: int, chunk_no: int, worker: str) -> None:
+    """Forget ``worker``'s claim on a chunk it gave up on, so its redelivery is not dropped."""
+    await conn.execute(
+        """
+        UPDATE task_chunks SET started_by = NULL
+        WHERE task_id = $1 AND chunk_no = $2 AND started_by = $3 AND state = 'pending'
+        """,
+        task_id,
+        chunk_no,
+        worker,
+    )
+
+
+@contextlib.asynccontextmanager
+async def planning_lock(conn: Connection, task_id: int) -> AsyncIterator[None]:
+    """Serialise planners of one task across processes (a session lock on ``conn``).
+
+    Two deliveries of one command can be in flight in different workers; the second waits here
+    and then finds the command processed. The lock dies with the connection if the process does.
+    """
+    key = f"erpsync:plan:{task_id}"
+    await conn.execute("SELECT pg_advisory_lock(hashtextextended($1, 0))", key)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(Exception):  # a broken connection has released it already
+            await conn.execute("SELECT pg_advisory_unlock(hashtextextended($1, 0))", key)
 
 
 async def record_takeover(conn: Connection, task_id: int, dead_worker: str, worker: str) -> bool:

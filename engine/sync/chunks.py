@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
 import asyncpg
 import structlog
 
@@ -42,34 +45,58 @@ class ChunkRunner:
                 log.info("chunk already done; duplicate ignored")
                 return
             with self.presence.working_on(command.task_id):
-                await self._take_over_if_orphaned(command)
-                keys, links = await keys_store.load(self.pool, chunk["internal_key_ids"])
-                result = await self.resync.run(
-                    task["source_connection_id"],
-                    keys,
-                    links,
-                    attempt=chunk["attempt"],
-                    target=chunk["target_connection_id"],
-                )
+                if not await self._claim(command):
+                    log.info("chunk is being run by another live worker; duplicate dropped")
+                    return
                 try:
+                    keys, links = await keys_store.load(self.pool, chunk["internal_key_ids"])
+                    result = await self.resync.run(
+                        task["source_connection_id"],
+                        keys,
+                        links,
+                        attempt=chunk["attempt"],
+                        target=chunk["target_connection_id"],
+                    )
                     await self._commit(command, result)
                 except _AlreadyCommitted:
                     log.info("chunk committed by another delivery; ours rolled back")
-                else:
-                    metrics.of(self).chunk_committed(result.outcomes)
+                    return
+                except BaseException:
+                    # Given up (error, drain deadline): let the redelivery run elsewhere.
+                    await self._release(command)
+                    raise
+                metrics.of(self).chunk_committed(result.outcomes)
 
-    async def _take_over_if_orphaned(self, command: ChunkCommand) -> None:
-        """A chunk started by a worker that died since: count a restart of its task."""
+    async def _release(self, command: ChunkCommand) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.shield(
+                recovery.release_claim(
+                    self.pool, command.task_id, command.chunk_no, self.presence.worker
+                )
+            )
+
+    async def _claim(self, command: ChunkCommand) -> bool:
+        """Take the chunk unless another live worker runs it; count takeovers from dead ones.
+
+        A duplicate delivery (a redelivery after a lost channel, a sweeper republish) must not
+        run beside the original: both would write, and the one that loses the commit would
+        drop changes from the sync log. The duplicate is acked and dropped instead; should the
+        original's worker die before committing, the sweeper republishes the chunk.
+        """
         me = self.presence.worker
         claim = await recovery.claim_chunk(self.pool, command.task_id, command.chunk_no, me)
         previous = claim.previous_worker
         if previous is None or previous == me:
-            return
+            return True
         if await recovery.worker_alive(self.pool, previous):
-            return  # a duplicate delivery while the other worker still runs it
+            await recovery.give_back_claim(
+                self.pool, command.task_id, command.chunk_no, me, previous
+            )
+            return False
         async with self.pool.acquire() as conn:
             if await recovery.record_takeover(conn, command.task_id, previous, me):
                 log.warning("continuing the task of a worker that died", dead_worker=previous)
+        return True
 
     async def _commit(self, command: ChunkCommand, result: ChunkResult) -> None:
         async with self.pool.acquire() as conn, conn.transaction():

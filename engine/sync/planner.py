@@ -16,7 +16,7 @@ from engine.messaging.broker import Publisher
 from engine.messaging.commands import ChunkCommand, ResyncCommand
 from engine.messaging.topology import CHUNK_ROUTING_KEY
 from engine.settings import Settings
-from engine.store import Connection, results, tasks
+from engine.store import Connection, recovery, results, tasks
 from engine.store import keys as keys_store
 from engine.store.results import Outcome
 from engine.sync.liveness import Presence
@@ -49,14 +49,21 @@ class Planner:
                 correlation_id=command.correlation_id,
             )
             with structlog.contextvars.bound_contextvars(task_id=task_id):
-                if await results.was_processed(conn, message_id):
-                    log.info("command already planned; duplicate ignored")
-                    return
-                if self.presence is None:
-                    await self._plan(conn, task_id, command, message_id)
-                    return
-                with self.presence.working_on(task_id):
-                    await self._plan(conn, task_id, command, message_id)
+                async with recovery.planning_lock(conn, task_id):
+                    await self._plan_once(conn, task_id, command, message_id)
+
+    async def _plan_once(
+        self, conn: Connection, task_id: int, command: ResyncCommand, message_id: str
+    ) -> None:
+        """Plan unless this message was planned before (checked under the planning lock)."""
+        if await results.was_processed(conn, message_id):
+            log.info("command already planned; duplicate ignored")
+            return
+        if self.presence is None:
+            await self._plan(conn, task_id, command, message_id)
+            return
+        with self.presence.working_on(task_id):
+            await self._plan(conn, task_id, command, message_id)
 
     async def _plan(
         self, conn: Connection, task_id: int, command: ResyncCommand, message_id: str
