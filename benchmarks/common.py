@@ -636,3 +636,43 @@ def run(main: Callable[[], Any]) -> None:
         asyncio.run(main())
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+# -- connector call traces -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TargetStats:
+    """What one connection saw during a run, from the synthetic connector's trace."""
+
+    calls: int
+    actors: int
+    calls_per_s: float
+    mean_in_flight: float
+
+
+def trace_stats(path: Path, since: float, until: float | None = None) -> dict[int, TargetStats]:
+    """Per connection: calls started in [since, until] and their throughput.
+
+    ``calls_per_s`` is the number of calls over the span from the first call's start to the last
+    call's end: the sustained rate including one ramp-up and one tail (conservative; windowing
+    inside the span is biased because calls complete in waves of C). ``mean_in_flight`` is the
+    busy time over the same span (Little's law), to compare with C.
+    """
+    calls: dict[int, list[tuple[float, float, int]]] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            cid, _op, start, end, actors = line.split()
+            s, e = float(start), float(end)
+            if s >= since and (until is None or s <= until):
+                calls.setdefault(int(cid), []).append((s, e, int(actors)))
+    out = {}
+    for cid, items in calls.items():
+        span = max(max(e for _, e, _ in items) - min(s for s, _, _ in items), 1e-9)
+        out[cid] = TargetStats(
+            calls=len(items),
+            actors=sum(a for _, _, a in items),
+            calls_per_s=len(items) / span,
+            mean_in_flight=sum(e - s for s, e, _ in items) / span,
+        )
+    return out
