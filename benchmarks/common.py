@@ -24,7 +24,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,10 +54,12 @@ TASK_INFO_PATH = "/api/v1/Agents/Batch/GetBatchTaskInfo"
 TERMINAL = ("Succeeded", "Failed", "SucceededManualCleanup")
 
 
-# -- command line --------------------------------------------------------------------------------
+# -- command line ----------------------------------------------------------------------------------
 
 
-def arguments(description: str, extra: Callable[[argparse.ArgumentParser], None] | None = None):  # type: ignore[no-untyped-def]
+def arguments(
+    description: str, extra: Callable[[argparse.ArgumentParser], None] | None = None
+) -> argparse.Namespace:
     """Common options: --smoke, --repeats, --results, --profile DIR."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument(
@@ -84,7 +86,7 @@ def arguments(description: str, extra: Callable[[argparse.ArgumentParser], None]
     return args
 
 
-# -- statistics and reporting ---------------------------------------------------------------------
+# -- statistics and reporting ----------------------------------------------------------------------
 
 
 @dataclass
@@ -188,7 +190,9 @@ class Report:
                 for c in self.checks
             ],
             "verdict": (
-                "smoke" if self.args.smoke else ("pass" if all(c.ok for c in self.checks) else "miss")
+                "smoke"
+                if self.args.smoke
+                else ("pass" if all(c.ok for c in self.checks) else "miss")
             ),
             "notes": self.notes,
             **self.extra,
@@ -206,7 +210,7 @@ _MACHINE_CACHE: dict[str, Any] = {}
 def machine_info(load_start: Sequence[float], load_end: Sequence[float]) -> dict[str, Any]:
     """Cores, load, versions and the git commit the figures belong to."""
     if not _MACHINE_CACHE:
-        versions = {"python": platform.python_version()}
+        versions: dict[str, str | None] = {"python": platform.python_version()}
         for dist in ("aiohttp", "aio-pika", "aiormq", "asyncpg", "pydantic", "structlog"):
             with contextlib.suppress(importlib.metadata.PackageNotFoundError):
                 versions[dist] = importlib.metadata.version(dist)
@@ -234,7 +238,7 @@ def machine_info(load_start: Sequence[float], load_end: Sequence[float]) -> dict
 
 def _command_output(cmd: list[str]) -> str:
     try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=20, check=False)  # noqa: S603
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=20, check=False)
     except (OSError, subprocess.TimeoutExpired):
         return ""
     return (out.stdout or out.stderr).strip().splitlines()[0] if (out.stdout or out.stderr) else ""
@@ -248,7 +252,7 @@ def _cpu_model() -> str:
     return platform.processor()
 
 
-# -- names, database, broker ----------------------------------------------------------------------
+# -- names, database, broker -----------------------------------------------------------------------
 
 
 def unique(prefix: str) -> str:
@@ -413,7 +417,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-# -- child processes ---------------------------------------------------------------------------------
+# -- child processes -------------------------------------------------------------------------------
 
 
 @dataclass
@@ -505,7 +509,7 @@ class Bench:
         log = self.scratch / f"{name}.log"
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         with log.open("wb") as out:
-            process = subprocess.Popen(  # noqa: S603
+            process = subprocess.Popen(  # noqa: ASYNC220 - returns at once
                 [sys.executable, "-m", "benchmarks.service", role, str(path)],
                 cwd=ROOT,
                 env=env,
@@ -573,7 +577,9 @@ async def wait_ready(child: Child, timeout: float = 60.0) -> None:
     async with aiohttp.ClientSession() as session:
         while True:
             if child.process.poll() is not None:
-                raise RuntimeError(f"{child.name} exited at start:\n{child.log.read_text()[-3000:]}")
+                raise RuntimeError(
+                    f"{child.name} exited at start:\n{child.log.read_text()[-3000:]}"
+                )
             with contextlib.suppress(aiohttp.ClientError, OSError):
                 async with session.get(url) as response:
                     if response.status == 200:
@@ -593,7 +599,7 @@ def _exit_on_sigterm() -> None:
         signal.signal(signal.SIGTERM, handler)
 
 
-# -- profiling ---------------------------------------------------------------------------------------
+# -- profiling -------------------------------------------------------------------------------------
 
 
 @contextlib.contextmanager
@@ -609,9 +615,20 @@ def profiled(directory: Path | None, name: str, pids: Sequence[int]) -> Iterator
         for fmt_, ext in (("raw", "txt"),):
             out = directory / f"{name}-{pid}.{ext}"
             procs.append(
-                subprocess.Popen(  # noqa: S603
-                    [py_spy, "record", "--pid", str(pid), "--format", fmt_, "--output", str(out),
-                     "--rate", "200", "--nonblocking"],
+                subprocess.Popen(
+                    [
+                        py_spy,
+                        "record",
+                        "--pid",
+                        str(pid),
+                        "--format",
+                        fmt_,
+                        "--output",
+                        str(out),
+                        "--rate",
+                        "200",
+                        "--nonblocking",
+                    ],
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
                 )
@@ -630,7 +647,7 @@ def profiled(directory: Path | None, name: str, pids: Sequence[int]) -> Iterator
                 proc.kill()
 
 
-def run(main: Callable[[], Any]) -> None:
+def run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
     """Run an async ``main`` and exit non-zero on failure."""
     try:
         asyncio.run(main())
@@ -638,7 +655,7 @@ def run(main: Callable[[], Any]) -> None:
         sys.exit(130)
 
 
-# -- connector call traces -----------------------------------------------------------------------------
+# -- connector call traces -------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -662,10 +679,10 @@ def trace_stats(path: Path, since: float, until: float | None = None) -> dict[in
     calls: dict[int, list[tuple[float, float, int]]] = {}
     if path.exists():
         for line in path.read_text().splitlines():
-            cid, _op, start, end, actors = line.split()
+            cid_text, _op, start, end, actors = line.split()
             s, e = float(start), float(end)
             if s >= since and (until is None or s <= until):
-                calls.setdefault(int(cid), []).append((s, e, int(actors)))
+                calls.setdefault(int(cid_text), []).append((s, e, int(actors)))
     out = {}
     for cid, items in calls.items():
         span = max(max(e for _, e, _ in items) - min(s for s, _, _ in items), 1e-9)

@@ -52,18 +52,29 @@ async def main() -> None:
     report = common.Report(
         "e2e",
         args,
-        {"records": records, "targets": 2, "latency_ms": latency, "concurrency": c,
-         "batch_size": batch, "chunk_size": 200, "prefetch": 8, "worker_processes": 1,
-         "api_processes": 1, "latency_limit_s": round(latency_limit, 3),
-         "engine_overhead_writes_per_s": engine_rate},
+        {
+            "records": records,
+            "targets": 2,
+            "latency_ms": latency,
+            "concurrency": c,
+            "batch_size": batch,
+            "chunk_size": 200,
+            "prefetch": 8,
+            "worker_processes": 1,
+            "api_processes": 1,
+            "latency_limit_s": round(latency_limit, 3),
+            "engine_overhead_writes_per_s": engine_rate,
+        },
     )
-    total = report.figure("seconds_to_succeeded", "s (POST sent -> Succeeded seen)",
-                          higher_is_better=False)
+    total = report.figure(
+        "seconds_to_succeeded", "s (POST sent -> Succeeded seen)", higher_is_better=False
+    )
     post = report.figure("post_ms", "ms (204 received)", higher_is_better=False)
     async with common.Bench("e2e") as bench:
         await common.seed_links(bench.conn, records)
-        config = bench.settings(latency_ms={1: latency, 2: latency}, concurrency=c,
-                                batch_size=batch)
+        config = bench.settings(
+            latency_ms={1: latency, 2: latency}, concurrency=c, batch_size=batch
+        )
         api = await bench.start("api", config, "api")
         await bench.start("worker", config, "worker")
         base = f"http://127.0.0.1:{api.port}"
@@ -91,14 +102,19 @@ async def main() -> None:
                 total.add(time.perf_counter() - t0)
                 assert info["State"] == "Succeeded", info
                 assert info["Statistics"]["Updated"] == records * 2, info
-    limit = post.median / 1000 + latency_limit
+    engine_s = records * 2 / engine_rate if engine_rate else 0.0
+    limit = post.median / 1000 + latency_limit + engine_s
+    overlapped = post.median / 1000 + max(latency_limit, engine_s)
     parts = f"POST {common.fmt(post.median)} ms + latency limit {common.fmt(latency_limit)} s"
     if engine_rate:
-        limit += records * 2 / engine_rate
         parts += f" + {records * 2:,} writes at {common.fmt(engine_rate)}/s"
     else:
         report.notes.append("no engine_overhead result in the results file: limit without it")
+    report.notes.append(
+        f"fully overlapped (POST + max of the two) the floor would be {common.fmt(overlapped)} s"
+    )
     report.extra["sum_of_limits_s"] = round(limit, 3)
+    report.extra["overlapped_limit_s"] = round(overlapped, 3)
     report.check(
         "time to Succeeded vs the sum of the scenario limits",
         f"{common.fmt(limit)} s ({parts}) (informative)",

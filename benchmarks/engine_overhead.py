@@ -28,8 +28,16 @@ async def main() -> None:
     report = common.Report(
         "engine_overhead",
         args,
-        {"records": records, "targets": targets, "latency_ms": 0, "chunk_size": 200,
-         "batch_size": 100, "prefetch": 8, "concurrency": 8, "worker_processes": 1},
+        {
+            "records": records,
+            "targets": targets,
+            "latency_ms": 0,
+            "chunk_size": 200,
+            "batch_size": 100,
+            "prefetch": 8,
+            "concurrency": 8,
+            "worker_processes": 1,
+        },
     )
     writes = report.figure("writes_per_s", "record x target writes/s")
     seconds = report.figure("task_seconds", "s (created -> finished)", higher_is_better=False)

@@ -19,7 +19,12 @@ from __future__ import annotations
 import argparse
 import time
 
+import asyncpg
+
 from benchmarks import common
+from engine.messaging.broker import Publisher
+from engine.messaging.commands import ResyncCommand
+from engine.messaging.topology import RESYNC_ROUTING_KEY
 
 SHARE_OF_LIMIT = 0.9
 FAST_KEEPS = 0.9
@@ -44,10 +49,19 @@ async def main() -> None:
     report = common.Report(
         "fanout",
         args,
-        {"records": records, "records_slow_case": records // 2, "targets": 2,
-         "latency_ms": latency, "slow_ms": slow, "concurrency": c, "batch_size": args.batch_size,
-         "chunk_size": args.chunk_size, "prefetch": 8, "limit_calls_per_s": limit,
-         "worker_processes": 1},
+        {
+            "records": records,
+            "records_slow_case": records // 2,
+            "targets": 2,
+            "latency_ms": latency,
+            "slow_ms": slow,
+            "concurrency": c,
+            "batch_size": args.batch_size,
+            "chunk_size": args.chunk_size,
+            "prefetch": 8,
+            "limit_calls_per_s": limit,
+            "worker_processes": 1,
+        },
     )
     equal = {t: report.figure(f"equal_target{t}_calls_per_s", "calls/s (span)") for t in (1, 2)}
     inflight = report.figure("equal_target1_mean_in_flight", f"calls (C = {c})")
@@ -62,8 +76,11 @@ async def main() -> None:
             ("slow", {1: latency, 2: slow}, records // 2),
         ):
             config = bench.settings(
-                latency_ms=latencies, concurrency=c, batch_size=args.batch_size,
-                chunk_size=args.chunk_size, trace_path=trace,
+                latency_ms=latencies,
+                concurrency=c,
+                batch_size=args.batch_size,
+                chunk_size=args.chunk_size,
+                trace_path=trace,
             )
             worker = await bench.start("worker", config, f"worker-{case}")
             async with bench.publisher(config) as publisher:
@@ -103,10 +120,8 @@ async def main() -> None:
     report.finish()
 
 
-async def resync_keys(bench: common.Bench, publisher: common.Publisher, count: int):  # type: ignore[no-untyped-def]
-    from engine.messaging.commands import ResyncCommand
-    from engine.messaging.topology import RESYNC_ROUTING_KEY
-
+async def resync_keys(bench: common.Bench, publisher: Publisher, count: int) -> asyncpg.Record:
+    """Resync internal keys 1..count (an explicit id list) and wait for the task."""
     body = ResyncCommand.model_validate(
         {"ErpConnectionId": 0, "InternalKeyIds": list(range(1, count + 1))}
     ).to_body()

@@ -51,8 +51,16 @@ async def bench_json(cmd: list[str], env: dict[str, str] | None = None) -> dict[
 async def wrk(url: str, duration: float, connections: int) -> dict[str, Any]:
     """One closed-loop wrk run; accepted = responses that were not errors (204)."""
     env = {**os.environ, "BENCH_AUTH": common.AUTH_HEADER}
-    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency",
-           "-s", str(LUA), url]
+    cmd = [
+        "wrk",
+        "-t1",
+        f"-c{connections}",
+        f"-d{max(1, round(duration))}s",
+        "--latency",
+        "-s",
+        str(LUA),
+        url,
+    ]
     data = await bench_json(cmd, env)
     seconds = data["duration_us"] / 1e6
     data["accepted_per_s"] = (data["requests"] - data["status_errors"]) / seconds
@@ -60,8 +68,18 @@ async def wrk(url: str, duration: float, connections: int) -> dict[str, Any]:
 
 
 async def openloop(url: str, rate: float, duration: float) -> dict[str, Any]:
-    cmd = [sys.executable, "-m", "benchmarks.openloop", url, "--rate", f"{rate:.1f}",
-           "--duration", str(duration), "--auth", common.AUTH_HEADER]
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmarks.openloop",
+        url,
+        "--rate",
+        f"{rate:.1f}",
+        "--duration",
+        str(duration),
+        "--auth",
+        common.AUTH_HEADER,
+    ]
     return await bench_json(cmd, {**os.environ, "PYTHONPATH": str(common.ROOT)})
 
 
@@ -85,12 +103,19 @@ async def main() -> None:
     report = common.Report(
         "front_door",
         args,
-        {"load_tool": "wrk 4.1.0 -t1" if use_wrk else "openloop (wrk missing, smoke only)",
-         "connections": args.connections, "duration_s": duration, "keys_per_request": 10,
-         "open_loop_share_of_peak": 0.8, "api_processes": 1},
+        {
+            "load_tool": "wrk 4.1.0 -t1" if use_wrk else "openloop (wrk missing, smoke only)",
+            "connections": args.connections,
+            "duration_s": duration,
+            "keys_per_request": 10,
+            "open_loop_share_of_peak": 0.8,
+            "api_processes": 1,
+        },
     )
     api_rps = report.figure("api_accepted_per_s", "req/s (204)")
-    api_p99 = report.figure("api_closed_loop_p99_ms", "ms (wrk, closed loop)", higher_is_better=False)
+    api_p99 = report.figure(
+        "api_closed_loop_p99_ms", "ms (wrk, closed loop)", higher_is_better=False
+    )
     ceiling_rps = report.figure("ceiling_per_s", "req/s (204)")
     ceiling_p99 = report.figure("ceiling_closed_loop_p99_ms", "ms", higher_is_better=False)
     open_p99 = report.figure("api_open_loop_p99_ms", "ms at 80% of peak", higher_is_better=False)
@@ -130,10 +155,13 @@ async def main() -> None:
         report.extra["runs"] = runs
         report.extra["tasks_created"] = accepted
         report.extra["peak_rss_mb"] = {
-            "api": round(api.peak_rss_mb(), 1), "ceiling": round(ceiling.peak_rss_mb(), 1)
+            "api": round(api.peak_rss_mb(), 1),
+            "ceiling": round(ceiling.peak_rss_mb(), 1),
         }
     share = api_rps.median / ceiling_rps.median if ceiling_rps.median else 0.0
-    report.check("accepted req/s", f">= {TARGET_RPS:,}", api_rps.median, api_rps.median >= TARGET_RPS)
+    report.check(
+        "accepted req/s", f">= {TARGET_RPS:,}", api_rps.median, api_rps.median >= TARGET_RPS
+    )
     report.check(
         "share of the ceiling handler",
         f">= {TARGET_CEILING_SHARE:.0%}",

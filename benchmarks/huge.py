@@ -33,13 +33,23 @@ async def main() -> None:
     report = common.Report(
         "huge",
         args,
-        {"records": records, "targets": 2, "latency_ms": 0, "chunk_size": 200,
-         "batch_size": 100, "prefetch": 8, "worker_processes": 1, "api_processes": 1},
+        {
+            "records": records,
+            "targets": 2,
+            "latency_ms": 0,
+            "chunk_size": 200,
+            "batch_size": 100,
+            "prefetch": 8,
+            "worker_processes": 1,
+            "api_processes": 1,
+        },
     )
     seconds = report.figure("task_seconds", "s (created -> finished)", higher_is_better=False)
     rate = report.figure("records_per_s", "records/s")
-    rss = {name: report.figure(f"peak_rss_{name}_mb", "MiB (VmHWM)", higher_is_better=False)
-           for name in ("api", "worker")}
+    rss = {
+        name: report.figure(f"peak_rss_{name}_mb", "MiB (VmHWM)", higher_is_better=False)
+        for name in ("api", "worker")
+    }
     async with common.Bench("huge") as bench:
         t0 = time.monotonic()
         await common.seed_links(bench.conn, records)
@@ -49,11 +59,14 @@ async def main() -> None:
             api = await bench.start("api", config, "api")
             worker = await bench.start("worker", config, "worker")
             url = f"http://127.0.0.1:{api.port}{common.RESYNC_PATH}"
-            async with aiohttp.ClientSession() as session, session.post(
-                url,
-                json={"ErpConnectionId": 0, "InternalKeyIds": []},
-                headers={"Authorization": common.AUTH_HEADER},
-            ) as response:
+            async with (
+                aiohttp.ClientSession() as session,
+                session.post(
+                    url,
+                    json={"ErpConnectionId": 0, "InternalKeyIds": []},
+                    headers={"Authorization": common.AUTH_HEADER},
+                ) as response,
+            ):
                 assert response.status == 204, await response.text()
                 task_id = int(response.headers["X-Batch-Task-Id"])
             sampler = asyncio.create_task(sample_rss([api, worker]))
@@ -72,7 +85,9 @@ async def main() -> None:
             await bench.stop(worker)
             await bench.stop(api)
     worst = max(rss["api"].runs + rss["worker"].runs)
-    report.check("peak RSS of every process", f"<= {TARGET_RSS_MB:g} MiB", worst, worst <= TARGET_RSS_MB)
+    report.check(
+        "peak RSS of every process", f"<= {TARGET_RSS_MB:g} MiB", worst, worst <= TARGET_RSS_MB
+    )
     report.finish()
 
 
@@ -80,7 +95,9 @@ async def sample_rss(children: list[common.Child]) -> None:
     """Print the RSS every 15 s, so a long run shows progress."""
     while True:
         await asyncio.sleep(15)
-        print("   rss: " + ", ".join(f"{c.name} {c.rss_mb():.0f} MiB" for c in children), flush=True)
+        print(
+            "   rss: " + ", ".join(f"{c.name} {c.rss_mb():.0f} MiB" for c in children), flush=True
+        )
 
 
 if __name__ == "__main__":

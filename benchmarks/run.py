@@ -25,7 +25,9 @@ PROFILED = {"engine_overhead", "front_door"}
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--smoke", action="store_true", default=os.environ.get("BENCH_SMOKE") == "1")
+    parser.add_argument(
+        "--smoke", action="store_true", default=os.environ.get("BENCH_SMOKE") == "1"
+    )
     parser.add_argument("--profile", type=Path, default=None, help="py-spy profiles directory")
     parser.add_argument("--only", nargs="*", choices=ORDER, default=None)
     parser.add_argument("--results", type=Path, default=RESULTS_DIR / "results.jsonl")
@@ -40,7 +42,7 @@ def main() -> None:
         if args.profile and name in PROFILED:
             cmd += ["--profile", str(args.profile)]
         t0 = time.monotonic()
-        code = subprocess.call(cmd, cwd=ROOT, env=env)  # noqa: S603
+        code = subprocess.call(cmd, cwd=ROOT, env=env)
         print(f"   ({name}: {time.monotonic() - t0:.0f} s, exit {code})\n", flush=True)
         if code:
             failed.append(name)

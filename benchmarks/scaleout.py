@@ -34,9 +34,16 @@ async def main() -> None:
     report = common.Report(
         "scaleout",
         args,
-        {"records": records, "targets": 2, "latency_ms": latency, "concurrency": c,
-         "batch_size": args.batch_size, "chunk_size": args.chunk_size, "prefetch": 8,
-         "limit_records_per_s_per_worker": per_worker},
+        {
+            "records": records,
+            "targets": 2,
+            "latency_ms": latency,
+            "concurrency": c,
+            "batch_size": args.batch_size,
+            "chunk_size": args.chunk_size,
+            "prefetch": 8,
+            "limit_records_per_s_per_worker": per_worker,
+        },
     )
     rates = {n: report.figure(f"workers{n}_records_per_s", "records/s (task)") for n in (1, 2)}
     calls = {n: report.figure(f"workers{n}_target1_calls_per_s", "calls/s (span)") for n in (1, 2)}
@@ -45,8 +52,11 @@ async def main() -> None:
         await common.seed_links(bench.conn, records)
         trace = bench.scratch / "trace.txt"
         config = bench.settings(
-            latency_ms={1: latency, 2: latency}, concurrency=c, batch_size=args.batch_size,
-            chunk_size=args.chunk_size, trace_path=trace,
+            latency_ms={1: latency, 2: latency},
+            concurrency=c,
+            batch_size=args.batch_size,
+            chunk_size=args.chunk_size,
+            trace_path=trace,
         )
         workers = [await bench.start("worker", config, "worker-a")]
         async with bench.publisher(config) as publisher:
@@ -70,7 +80,9 @@ async def main() -> None:
         f"{rates[1].median / per_worker:.0%} of {common.fmt(per_worker)} records/s",
         True,
     )
-    report.check("2 workers vs 1", f">= {TARGET_SPEEDUP}x", f"{speedup:.2f}x", speedup >= TARGET_SPEEDUP)
+    report.check(
+        "2 workers vs 1", f">= {TARGET_SPEEDUP}x", f"{speedup:.2f}x", speedup >= TARGET_SPEEDUP
+    )
     report.finish()
 
 

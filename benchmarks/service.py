@@ -8,6 +8,7 @@ front door's confirmed persistent publish: no auth, validation or database).
 from __future__ import annotations
 
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import orjson
@@ -26,7 +27,7 @@ CEILING_BODY = orjson.dumps({"ErpConnectionId": 0, "InternalKeyIds": list(range(
 def ceiling_app(settings: Settings) -> web.Application:
     """POST anything: publish one persistent command with a confirm, answer 204."""
 
-    async def publisher(app: web.Application) -> object:
+    async def publisher(app: web.Application) -> AsyncIterator[None]:
         connection = await connect(settings.broker, "ceiling")
         app[PUBLISHER] = Publisher(connection, settings.broker)
         await app[PUBLISHER].start()

@@ -62,7 +62,7 @@ class SyntheticConnector(BaseConnector[SyntheticConfig]):
 
     async def open(self) -> None:
         if self.config.trace_path:
-            self._trace = open(self.config.trace_path, "a", encoding="utf-8")  # noqa: SIM115
+            self._trace = open(self.config.trace_path, "a", encoding="utf-8")  # noqa: SIM115, ASYNC230
 
     async def aclose(self) -> None:
         if self._trace is not None:

@@ -60,7 +60,9 @@ def assert_cleaned_up(pid: int) -> None:
     tag = f"_{pid}_"
     databases = subprocess.run(
         ["psql", "-h", "127.0.0.1", "-U", "postgres", "-Atc", "SELECT datname FROM pg_database"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.split()
     assert not [d for d in databases if d.startswith("erpsync_bench_") and tag in d]
     queues = subprocess.run(
