@@ -58,7 +58,10 @@ TERMINAL = ("Succeeded", "Failed", "SucceededManualCleanup")
 
 
 def arguments(
-    description: str, extra: Callable[[argparse.ArgumentParser], None] | None = None
+    description: str,
+    extra: Callable[[argparse.ArgumentParser], None] | None = None,
+    *,
+    default_repeats: int = 3,
 ) -> argparse.Namespace:
     """Common options: --smoke, --repeats, --results, --profile DIR."""
     parser = argparse.ArgumentParser(description=description)
@@ -68,7 +71,9 @@ def arguments(
         default=os.environ.get("BENCH_SMOKE") == "1",
         help="tiny sizes, one run: checks the script works (also BENCH_SMOKE=1)",
     )
-    parser.add_argument("--repeats", type=int, default=None, help="runs per figure (default 3)")
+    parser.add_argument(
+        "--repeats", type=int, default=None, help=f"runs per figure (default {default_repeats})"
+    )
     parser.add_argument(
         "--results",
         type=Path,
@@ -82,7 +87,7 @@ def arguments(
         extra(parser)
     args = parser.parse_args()
     if args.repeats is None:
-        args.repeats = 1 if args.smoke else 3
+        args.repeats = 1 if args.smoke else default_repeats
     return args
 
 
@@ -475,8 +480,12 @@ class Bench:
     async def __aenter__(self) -> Bench:
         _exit_on_sigterm()
         self.scratch.mkdir(parents=True, exist_ok=True)
-        await create_database(self.database)
-        self.db = await asyncpg.connect(database_url(self.database))
+        try:
+            await create_database(self.database)
+            self.db = await asyncpg.connect(database_url(self.database))
+        except BaseException:
+            await self.__aexit__(None, None, None)
+            raise
         return self
 
     async def __aexit__(self, *exc: object) -> None:

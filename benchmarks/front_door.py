@@ -4,7 +4,8 @@ Two child processes on loopback: the real front door (``erpsync api``: Basic aut
 task row, confirmed persistent publish) and the ceiling handler (an aiohttp handler that only
 does the same confirmed persistent publish). ``wrk -t1 -c64`` with ``benchmarks/wrk/
 force_resync.lua`` (10 keys) drives each in turn, interleaved; then the bounded open-loop client
-(``benchmarks.openloop``) offers 80% of the measured peak at a constant rate and reports p99.
+(``benchmarks.openloop``) offers 80% of that run's peak at a constant rate and reports p99. Each
+repeat is: wrk on the ceiling, wrk on the front door, open loop on the front door.
 
     python -m benchmarks.front_door [--smoke] [--repeats 3] [--duration 10] [--profile DIR]
 """
@@ -119,6 +120,7 @@ async def main() -> None:
     ceiling_rps = report.figure("ceiling_per_s", "req/s (204)")
     ceiling_p99 = report.figure("ceiling_closed_loop_p99_ms", "ms", higher_is_better=False)
     open_p99 = report.figure("api_open_loop_p99_ms", "ms at 80% of peak", higher_is_better=False)
+    open_p50 = report.figure("api_open_loop_p50_ms", "ms at 80% of peak", higher_is_better=False)
     open_rate = report.figure("api_open_loop_achieved_per_s", "req/s")
     async with common.Bench("frontdoor") as bench:
         config = bench.settings(log_level="warning")
@@ -145,9 +147,10 @@ async def main() -> None:
                         rps.add(data["achieved_rate"])
                         p99.add(data["p99_ms"])
                 runs.append({"target": name, **data})
-        rate = 0.8 * api_rps.median if not args.smoke else 50.0
-        for _ in range(args.repeats):
+            # Right after each peak measurement, so a shared machine's capacity has not moved.
+            rate = 50.0 if args.smoke else 0.8 * api_rps.runs[-1]
             data = await openloop(api_url, rate, duration)
+            open_p50.add(data["p50_ms"])
             open_p99.add(data["p99_ms"])
             open_rate.add(data["achieved_rate"])
             runs.append({"target": "api-open-loop", **data})
@@ -169,7 +172,7 @@ async def main() -> None:
         share >= TARGET_CEILING_SHARE,
     )
     report.check(
-        f"open-loop p99 at {common.fmt(rate)} req/s (80% of peak)",
+        f"open-loop p99 at 80% of each run's peak ({common.fmt(open_rate.median)} req/s)",
         f"<= {TARGET_P99_MS:g} ms",
         open_p99.median,
         open_p99.median <= TARGET_P99_MS,

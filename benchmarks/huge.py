@@ -26,9 +26,7 @@ def options(parser: argparse.ArgumentParser) -> None:
 
 
 async def main() -> None:
-    args = common.arguments(__doc__ or "", options)
-    if "--repeats" not in " ".join(__import__("sys").argv):
-        args.repeats = 1  # one long run by default
+    args = common.arguments(__doc__ or "", options, default_repeats=1)
     records = args.records or (2_000 if args.smoke else 1_000_000)
     report = common.Report(
         "huge",
