@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+import time
 from collections import Counter
 
 import aiohttp
@@ -41,6 +42,7 @@ async def load(
     errors: Counter[str] = Counter()
     dropped = 0
     loop = asyncio.get_running_loop()
+    cpu_start = time.process_time()
     connector = aiohttp.TCPConnector(limit=max_inflight, force_close=False)
     async with aiohttp.ClientSession(connector=connector) as session:
         inflight: set[asyncio.Task[None]] = set()
@@ -93,6 +95,7 @@ async def load(
         "p999_ms": round(percentile(latencies, 99.9) * ms, 2),
         "max_ms": round((latencies[-1] if latencies else float("nan")) * ms, 2),
         "client_lag_p99_ms": round(percentile(lags, 99) * ms, 2),
+        "client_cpu_share": round((time.process_time() - cpu_start) / elapsed, 3),
     }
 
 
