@@ -220,7 +220,8 @@ def machine_info(load_start: Sequence[float], load_end: Sequence[float]) -> dict
             with contextlib.suppress(importlib.metadata.PackageNotFoundError):
                 versions[dist] = importlib.metadata.version(dist)
         versions["wrk"] = _command_output(["wrk", "--version"]).split(" [")[0] or None
-        versions["postgresql"] = _command_output(["psql", "--version"]).rsplit(" ", 3)[-3] or None
+        psql = _command_output(["psql", "--version"]).split()  # psql (PostgreSQL) 15.20 (Debian…
+        versions["psql_client"] = psql[2] if len(psql) > 2 else None
         versions["rabbitmq"] = _command_output(["rabbitmqctl", "version"]) or None
         commit = _command_output(["git", "-C", str(ROOT), "rev-parse", "--short=12", "HEAD"])
         dirty = _command_output(["git", "-C", str(ROOT), "status", "--porcelain", "--", "engine"])
