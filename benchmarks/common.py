@@ -507,7 +507,13 @@ class Bench:
     def settings(self, **kw: Any) -> Settings:
         return settings(self.database, self.prefix, **kw)
 
-    async def start(self, role: str, config: Settings, name: str | None = None) -> Child:
+    async def start(
+        self,
+        role: str,
+        config: Settings,
+        name: str | None = None,
+        experiment: str | None = None,
+    ) -> Child:
         """Start ``benchmarks.service ROLE`` on a free port and wait until it is ready."""
         name = name or f"{role}{len(self.children)}"
         port = free_port()
@@ -518,6 +524,8 @@ class Bench:
         path.write_bytes(settings_json(config))
         log = self.scratch / f"{name}.log"
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        if experiment:
+            env["BENCH_EXPERIMENT"] = experiment
         with log.open("wb") as out:
             process = subprocess.Popen(  # noqa: ASYNC220 - returns at once
                 [sys.executable, "-m", "benchmarks.service", role, str(path)],

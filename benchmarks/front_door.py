@@ -35,6 +35,13 @@ def options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--duration", type=float, default=None, help="seconds per wrk run")
     parser.add_argument("--connections", type=int, default=64, help="wrk connections")
     parser.add_argument(
+        "--experiment",
+        choices=["no_pool_reset"],
+        default=None,
+        help="also run a third process with this experiment (see benchmarks/service.py), "
+        "measured interleaved with the real front door",
+    )
+    parser.add_argument(
         "--open-loop-shares",
         type=float,
         nargs="+",
@@ -138,12 +145,27 @@ async def main() -> None:
         ceiling_url = f"http://127.0.0.1:{ceiling.port}{common.RESYNC_PATH}"
         await warm_up(api_url)
         await warm_up(ceiling_url)
+        targets = [
+            ("ceiling", ceiling_url, ceiling_rps, ceiling_p99),
+            ("api", api_url, api_rps, api_p99),
+        ]
+        if args.experiment:
+            variant = await bench.start("api", config, args.experiment, args.experiment)
+            variant_url = f"http://127.0.0.1:{variant.port}{common.RESYNC_PATH}"
+            await warm_up(variant_url)
+            targets.append(
+                (
+                    args.experiment,
+                    variant_url,
+                    report.figure(f"{args.experiment}_accepted_per_s", "req/s (204)"),
+                    report.figure(
+                        f"{args.experiment}_closed_loop_p99_ms", "ms (wrk)", higher_is_better=False
+                    ),
+                )
+            )
         runs: list[dict[str, Any]] = []
         for _ in range(args.repeats):
-            for name, url, rps, p99 in (
-                ("ceiling", ceiling_url, ceiling_rps, ceiling_p99),
-                ("api", api_url, api_rps, api_p99),
-            ):
+            for name, url, rps, p99 in targets:
                 pids = [api.pid] if name == "api" else []
                 with common.profiled(args.profile, "front_door_api", pids):
                     if use_wrk:
@@ -179,6 +201,11 @@ async def main() -> None:
     report.check(
         "accepted req/s", f">= {TARGET_RPS:,}", api_rps.median, api_rps.median >= TARGET_RPS
     )
+    if args.experiment:
+        gain = report.figures[f"{args.experiment}_accepted_per_s"].median / api_rps.median
+        report.check(
+            f"{args.experiment} vs the real front door", "(experiment)", f"{gain:.2f}x", True
+        )
     report.check(
         "share of the ceiling handler",
         f">= {TARGET_CEILING_SHARE:.0%}",

@@ -3,14 +3,21 @@
 ``python -m benchmarks.service ROLE SETTINGS_JSON`` where ROLE is ``api`` (front door),
 ``worker`` (engine), ``serve`` (both) or ``ceiling`` (an aiohttp handler that only does the
 front door's confirmed persistent publish: no auth, validation or database).
+
+Experiments (evidence for proposed engine fixes, without editing ``engine/``): with
+``BENCH_EXPERIMENT=no_pool_reset`` the asyncpg pool is created with a no-op ``reset`` hook, so a
+released connection is not sent asyncpg's reset query.
 """
 
 from __future__ import annotations
 
+import functools
+import os
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import asyncpg
 import orjson
 from aiohttp import web
 
@@ -50,7 +57,17 @@ def ceiling_app(settings: Settings) -> web.Application:
     return app
 
 
+async def _no_reset(connection: asyncpg.Connection) -> None:
+    """Skip asyncpg's per-release reset query (the service keeps no session state)."""
+
+
+def apply_experiments() -> None:
+    if os.environ.get("BENCH_EXPERIMENT") == "no_pool_reset":
+        asyncpg.create_pool = functools.partial(asyncpg.create_pool, reset=_no_reset)
+
+
 def main() -> None:
+    apply_experiments()
     role, path = sys.argv[1], Path(sys.argv[2])
     settings = Settings.model_validate(orjson.loads(path.read_bytes()))
     configure(settings.logging)
