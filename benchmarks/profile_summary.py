@@ -1,6 +1,6 @@
 """Summarise py-spy raw (collapsed) stacks: where the samples go, by function.
 
-    python -m benchmarks.profile_summary PROFILE.txt [--top 25] [--grep engine/]
+    python -m benchmarks.profile_summary PROFILE.txt[.gz] [--top 25] [--grep engine/]
 
 Prints the share of samples per function as self time (the frame on top of the stack) and as
 inclusive time (anywhere in the stack), so the cost of e.g. ``tasks.create`` or the structlog
@@ -11,6 +11,7 @@ counted separately.
 from __future__ import annotations
 
 import argparse
+import gzip
 import re
 from collections import Counter
 from pathlib import Path
@@ -38,7 +39,9 @@ def summarise(path: Path) -> tuple[int, int, Counter[str], Counter[str]]:
     total = idle = 0
     self_time: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
-    for line in path.read_text().splitlines():
+    raw = path.read_bytes()
+    text = (gzip.decompress(raw) if path.suffix == ".gz" else raw).decode()
+    for line in text.splitlines():
         stack, _, count_text = line.rpartition(" ")
         if not stack or not count_text.isdigit():
             continue
