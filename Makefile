@@ -7,10 +7,13 @@ CONFIG ?= config/erpsync.toml
 
 .PHONY: install run test lint typecheck unit clean bench bench-smoke bench-profile
 
-$(STAMP): pyproject.toml
+EXAMPLE := examples/tinyledger
+
+# The example third-party connector is installed too: the suite discovers it by entry point.
+$(STAMP): pyproject.toml $(EXAMPLE)/pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test]' -e $(EXAMPLE)
 	@touch $(STAMP)
 
 install: $(STAMP)

@@ -1,6 +1,10 @@
 """erpsync connector SDK: the public, typed contract for connector authors.
 
 Everything a connector needs is importable from here; other modules are implementation details.
+A connector is a class with a ``name``, a pydantic ``config_model`` and async operations that
+each take one input object and return one result object (see :class:`Connector`). Register it
+in the ``erpsync.connectors`` entry-point group of your distribution, and test it with the
+conformance kit in :mod:`connectors.testing`. The tutorial is ``docs/connectors.md``.
 """
 
 from connectors.contract import (
@@ -8,6 +12,9 @@ from connectors.contract import (
     ActorTypesInput,
     ActorTypesResult,
     BaseConnector,
+    Capability,
+    ChangedSinceInput,
+    ChangedSinceResult,
     ConfigurationError,
     Connector,
     ConnectorContext,
@@ -18,12 +25,20 @@ from connectors.contract import (
     FieldsResult,
     GetActorsInput,
     GetActorsResult,
+    ListItemsInput,
+    ListItemsResult,
     PermanentError,
     SaveActorsInput,
     SaveActorsResult,
+    SearchActorsInput,
+    SearchActorsResult,
+    SupportsChangedSince,
+    SupportsListItems,
+    SupportsSearch,
     TestConnectionInput,
     TestConnectionResult,
     TransientError,
+    capabilities,
 )
 from connectors.model import (
     Actor,
@@ -33,8 +48,16 @@ from connectors.model import (
     FieldMetadata,
     FieldType,
     FieldValue,
+    ListItem,
 )
-from connectors.registry import ENTRY_POINT_GROUP, ConnectorInfo, ConnectorLoadError
+from connectors.registry import (
+    ENTRY_POINT_GROUP,
+    ConnectorInfo,
+    ConnectorLoadError,
+    available,
+    discover,
+    load,
+)
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -43,6 +66,9 @@ __all__ = [
     "ActorTypesInput",
     "ActorTypesResult",
     "BaseConnector",
+    "Capability",
+    "ChangedSinceInput",
+    "ChangedSinceResult",
     "ConfigurationError",
     "Connector",
     "ConnectorContext",
@@ -61,10 +87,22 @@ __all__ = [
     "FieldsResult",
     "GetActorsInput",
     "GetActorsResult",
+    "ListItem",
+    "ListItemsInput",
+    "ListItemsResult",
     "PermanentError",
     "SaveActorsInput",
     "SaveActorsResult",
+    "SearchActorsInput",
+    "SearchActorsResult",
+    "SupportsChangedSince",
+    "SupportsListItems",
+    "SupportsSearch",
     "TestConnectionInput",
     "TestConnectionResult",
     "TransientError",
+    "available",
+    "capabilities",
+    "discover",
+    "load",
 ]

@@ -1,7 +1,8 @@
 """The connector contract: one input object and one result object per operation.
 
 Modelled on SuperOffice's ERP connector operations (TestConnection, GetSupportedActorTypes,
-GetSupportedActorTypeFields, GetActors, SaveActors, CreateActor). A connector only talks to its
+GetSupportedActorTypeFields, GetActors, SaveActors, CreateActor; optionally
+GetActorsByTimestamp, SearchActors and GetList/GetListItems). A connector only talks to its
 system; the engine owns retries, batching, rate limits, timeouts, logging and metrics.
 
 New optional fields may be added to every input and result class; connectors must accept
@@ -11,19 +12,27 @@ inputs they do not fully understand, which keeps third-party connectors working 
 from __future__ import annotations
 
 import abc
+import enum
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar, runtime_checkable
 
 from pydantic import BaseModel
 
-from connectors.model import Actor, FieldMetadata
+from connectors.model import Actor, FieldMetadata, ListItem
 
 # -- errors -------------------------------------------------------------------------------------
 
 
 class ConnectorError(Exception):
-    """Base class of the error taxonomy; raise a subclass so the engine knows what to do."""
+    """Base class of the error taxonomy; raise a subclass so the engine knows what to do.
+
+    ``message`` is shown to operators and stored on outcomes: never put secrets, tokens or
+    whole response bodies in it. ``retry_after`` (seconds) asks the engine to wait at least
+    that long before retrying a :class:`TransientError` (e.g. from a ``Retry-After`` header).
+    Anything else a connector raises is treated as permanent and logged as a bug.
+    """
 
     kind: ClassVar[str] = "permanent"
 
@@ -31,6 +40,10 @@ class ConnectorError(Exception):
         super().__init__(message)
         self.message = message
         self.retry_after = retry_after
+
+    def __repr__(self) -> str:
+        extra = f", retry_after={self.retry_after:g}" if self.retry_after is not None else ""
+        return f"{type(self).__name__}({self.message!r}{extra})"
 
 
 class TransientError(ConnectorError):
@@ -46,7 +59,8 @@ class PermanentError(ConnectorError):
 
 
 class ConfigurationError(ConnectorError):
-    """The connection is misconfigured (credentials, missing table): the task fails fast."""
+    """The connection is misconfigured (credentials, missing table): no retry; an operator
+    must fix the configuration (``erpsync connectors check`` shows what is wrong)."""
 
     kind = "configuration"
 
@@ -60,9 +74,11 @@ class ConnectorContext:
 
     connection_id: int
     connection_name: str
-    logger: Any = None
-    service_database_url: str | None = None
-    """The service's own PostgreSQL URL, for connectors that keep data next to erpsync."""
+    logger: Any = field(default=None, repr=False)
+    """A structlog-style logger bound to the connection (``logger.info("event", key=value)``)."""
+    service_database_url: str | None = field(default=None, repr=False)
+    """The service's own PostgreSQL URL (holds a password), for connectors that keep data next
+    to erpsync."""
 
 
 # -- operations ---------------------------------------------------------------------------------
@@ -167,6 +183,71 @@ class CreateActorResult:
     actor: Actor
 
 
+@dataclass(frozen=True, slots=True)
+class ChangedSinceInput:
+    """Input of the optional ``get_actors_changed_since`` (SuperOffice's GetActorsByTimestamp).
+
+    ``since`` is a ``last_modified`` value this connector returned before (or None for
+    everything); actors modified **on or after** it are returned, oldest first. ``cursor`` is
+    the ``next_cursor`` of the previous page, if any; ``limit`` caps the page size.
+    """
+
+    actor_type: str
+    since: str | None
+    field_keys: Sequence[str] | None = None
+    cursor: str | None = None
+    limit: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ChangedSinceResult:
+    """One page of changed actors; ``next_cursor`` is None on the last page."""
+
+    actors: Sequence[Actor]
+    next_cursor: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SearchActorsInput:
+    """Input of the optional ``search_actors`` (SuperOffice's SearchActors/SearchActorByParent).
+
+    ``text`` is free text (empty may return everything); ``parent_actor_type`` and
+    ``parent_key`` restrict the search to the children of one actor.
+    """
+
+    actor_type: str
+    text: str = ""
+    field_keys: Sequence[str] | None = None
+    parent_actor_type: str | None = None
+    parent_key: str | None = None
+    limit: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SearchActorsResult:
+    """The actors matching a search."""
+
+    actors: Sequence[Actor]
+
+
+@dataclass(frozen=True, slots=True)
+class ListItemsInput:
+    """Input of the optional ``list_items`` (SuperOffice's GetList/GetListItems).
+
+    ``item_keys`` None means the whole list; otherwise resolve only those items.
+    """
+
+    list_name: str
+    item_keys: Sequence[str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ListItemsResult:
+    """Items of a list (the options of a ``FieldType.List`` field)."""
+
+    items: Sequence[ListItem]
+
+
 # -- the contract -------------------------------------------------------------------------------
 
 ConfigT = TypeVar("ConfigT", bound=BaseModel)
@@ -174,23 +255,127 @@ ConfigT = TypeVar("ConfigT", bound=BaseModel)
 
 @runtime_checkable
 class Connector(Protocol):
-    """What the engine calls. Subclass :class:`BaseConnector` to implement it."""
+    """What the engine calls. Subclass :class:`BaseConnector` to implement it.
 
-    name: ClassVar[str]
-    config_model: ClassVar[type[BaseModel]]
+    The engine builds one instance per connection as ``cls(config, context)``, where ``config``
+    is an instance of ``config_model`` already validated, then calls :meth:`open` once, the
+    operations any number of times (concurrently, up to the connection's ``concurrency``), and
+    :meth:`aclose` once at shutdown. Each operation may be cancelled at any ``await``.
+    """
 
-    async def open(self) -> None: ...
-    async def aclose(self) -> None: ...
-    async def test_connection(self, request: TestConnectionInput) -> TestConnectionResult: ...
-    async def supported_actor_types(self, request: ActorTypesInput) -> ActorTypesResult: ...
-    async def fields(self, request: FieldsInput) -> FieldsResult: ...
-    async def get_actors(self, request: GetActorsInput) -> GetActorsResult: ...
-    async def save_actors(self, request: SaveActorsInput) -> SaveActorsResult: ...
-    async def create_actor(self, request: CreateActorInput) -> CreateActorResult: ...
+    # Read-only in the protocol, so a class attribute of a narrower type satisfies them.
+    @property
+    def name(self) -> str:
+        """The connector's name (its entry-point name, by convention)."""
+        ...
+
+    @property
+    def config_model(self) -> type[BaseModel]:
+        """The pydantic model of the connection's ``settings``; secrets as ``SecretStr``."""
+        ...
+
+    async def open(self) -> None:
+        """Acquire resources (HTTP sessions, pools). Raise ConfigurationError if unusable."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release what :meth:`open` acquired. Must be safe to call after a failed open."""
+        ...
+
+    async def test_connection(self, request: TestConnectionInput) -> TestConnectionResult:
+        """Check that the system answers and accepts the credentials."""
+        ...
+
+    async def supported_actor_types(self, request: ActorTypesInput) -> ActorTypesResult:
+        """Actor type names this connection offers."""
+        ...
+
+    async def fields(self, request: FieldsInput) -> FieldsResult:
+        """Field metadata of one actor type."""
+        ...
+
+    async def get_actors(self, request: GetActorsInput) -> GetActorsResult:
+        """Read actors by key; unknown keys are left out of the result."""
+        ...
+
+    async def save_actors(self, request: SaveActorsInput) -> SaveActorsResult:
+        """Update existing actors (only the given fields); report per-actor failures."""
+        ...
+
+    async def create_actor(self, request: CreateActorInput) -> CreateActorResult:
+        """Create one actor and return it with its new key."""
+        ...
+
+
+@runtime_checkable
+class SupportsChangedSince(Protocol):
+    """Optional capability: list actors changed on or after a ``last_modified`` value."""
+
+    async def get_actors_changed_since(self, request: ChangedSinceInput) -> ChangedSinceResult:
+        """One page of actors changed on or after ``request.since``, oldest first."""
+        ...
+
+
+@runtime_checkable
+class SupportsSearch(Protocol):
+    """Optional capability: free-text search of actors."""
+
+    async def search_actors(self, request: SearchActorsInput) -> SearchActorsResult:
+        """Actors matching ``request.text`` (and parent, when given)."""
+        ...
+
+
+@runtime_checkable
+class SupportsListItems(Protocol):
+    """Optional capability: the items of named lists (options of List fields)."""
+
+    async def list_items(self, request: ListItemsInput) -> ListItemsResult:
+        """Items of ``request.list_name``."""
+        ...
+
+
+class Capability(enum.StrEnum):
+    """What a connector can do beyond reading and saving actors."""
+
+    create = "create"
+    changed_since = "changed_since"
+    search = "search"
+    list_items = "list_items"
+
+
+_OPTIONAL_METHODS = {
+    Capability.changed_since: "get_actors_changed_since",
+    Capability.search: "search_actors",
+    Capability.list_items: "list_items",
+}
+
+
+def capabilities(connector: object) -> frozenset[Capability]:
+    """Detect the optional capabilities of a connector class or instance.
+
+    An optional operation counts when the class defines it as a coroutine function;
+    ``create`` counts unless the class keeps :class:`BaseConnector`'s refusing default.
+    """
+    cls = connector if isinstance(connector, type) else type(connector)
+    found = set()
+    create = getattr(cls, "create_actor", None)
+    if inspect.iscoroutinefunction(create) and create is not BaseConnector.create_actor:
+        found.add(Capability.create)
+    for capability, method in _OPTIONAL_METHODS.items():
+        if inspect.iscoroutinefunction(getattr(cls, method, None)):
+            found.add(capability)
+    return frozenset(found)
 
 
 class BaseConnector(abc.ABC, Generic[ConfigT]):
-    """Convenience base: stores the validated config and context; open/aclose default to no-ops."""
+    """Convenience base for :class:`Connector`: keeps the config and context.
+
+    Implement :meth:`supported_actor_types`, :meth:`fields`, :meth:`get_actors` and
+    :meth:`save_actors`; override :meth:`open`/:meth:`aclose` to manage resources and
+    :meth:`create_actor` when the system can create actors. Add optional operations
+    (``get_actors_changed_since``, ``search_actors``, ``list_items``) by defining them; the
+    engine detects them with :func:`capabilities`.
+    """
 
     name: ClassVar[str] = ""
     config_model: ClassVar[type[BaseModel]]
@@ -200,14 +385,15 @@ class BaseConnector(abc.ABC, Generic[ConfigT]):
         self.context = context
 
     def __repr__(self) -> str:
-        # Config models mark secrets as SecretStr, so their repr is safe to show.
-        return f"{type(self).__name__}(connection={self.context.connection_id}, {self.config!r})"
+        # Only the class and connection: config values (URLs, user names) stay out of logs.
+        # Secrets are SecretStr in config models, but authors may forget; a repr need not tell.
+        return f"<{type(self).__name__} connection={self.context.connection_id}>"
 
     async def open(self) -> None:
         """Acquire resources (pools, sessions). Called once before any operation."""
 
     async def aclose(self) -> None:
-        """Release resources. Called once at shutdown."""
+        """Release resources. Called once at shutdown, also after a failed :meth:`open`."""
 
     async def test_connection(self, request: TestConnectionInput) -> TestConnectionResult:
         """Check that the system answers; the default reads the supported actor types."""
@@ -215,16 +401,20 @@ class BaseConnector(abc.ABC, Generic[ConfigT]):
         return TestConnectionResult(ok=True, message="ok")
 
     @abc.abstractmethod
-    async def supported_actor_types(self, request: ActorTypesInput) -> ActorTypesResult: ...
+    async def supported_actor_types(self, request: ActorTypesInput) -> ActorTypesResult:
+        """Actor type names this connection offers (ErpActorType or CrmActorType names)."""
 
     @abc.abstractmethod
-    async def fields(self, request: FieldsInput) -> FieldsResult: ...
+    async def fields(self, request: FieldsInput) -> FieldsResult:
+        """Field metadata of ``request.actor_type``; PermanentError for an unknown type."""
 
     @abc.abstractmethod
-    async def get_actors(self, request: GetActorsInput) -> GetActorsResult: ...
+    async def get_actors(self, request: GetActorsInput) -> GetActorsResult:
+        """Actors with ``request.keys``; leave unknown keys out, never raise for them."""
 
     @abc.abstractmethod
-    async def save_actors(self, request: SaveActorsInput) -> SaveActorsResult: ...
+    async def save_actors(self, request: SaveActorsInput) -> SaveActorsResult:
+        """Write the given fields of existing actors; unknown keys become failures."""
 
     async def create_actor(self, request: CreateActorInput) -> CreateActorResult:
         """Create an actor; connectors that cannot create keep this default."""

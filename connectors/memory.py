@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import random
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -21,18 +22,26 @@ from connectors.contract import (
     ActorTypesInput,
     ActorTypesResult,
     BaseConnector,
+    ChangedSinceInput,
+    ChangedSinceResult,
+    ConfigurationError,
+    ConnectorContext,
     CreateActorInput,
     CreateActorResult,
     FieldsInput,
     FieldsResult,
     GetActorsInput,
     GetActorsResult,
+    ListItemsInput,
+    ListItemsResult,
     PermanentError,
     SaveActorsInput,
     SaveActorsResult,
+    SearchActorsInput,
+    SearchActorsResult,
     TransientError,
 )
-from connectors.model import Actor, FieldMetadata, FieldValue
+from connectors.model import Actor, FieldMetadata, FieldValue, ListItem
 
 _clock = itertools.count(1)
 
@@ -44,6 +53,7 @@ class MemoryStore:
     name: str
     actors: dict[str, dict[str, dict[str, FieldValue]]] = field(default_factory=dict)
     modified: dict[tuple[str, str], int] = field(default_factory=dict)
+    calls: int = 0
     saves: int = 0
     creates: int = 0
     created_by_idempotency_key: dict[str, str] = field(default_factory=dict)
@@ -84,11 +94,18 @@ class MemoryConfig(BaseModel):
         description="Supported actor types and their field keys."
     )
     latency_ms: float = Field(0.0, ge=0, description="Injected delay per call.")
-    fail: Literal["transient", "permanent"] | None = Field(
+    fail: Literal["transient", "permanent", "configuration"] | None = Field(
         None, description="Make every get/save/create raise this kind of error."
     )
+    fail_rate: float = Field(
+        0.0, ge=0, le=1, description="Share of get/save/create calls failing transiently."
+    )
+    seed: int | None = Field(None, description="Seed of the failure draws (reproducible runs).")
     fail_keys: list[str] = Field(
         default_factory=list, description="Keys whose saves fail permanently."
+    )
+    lists: dict[str, dict[str, str]] = Field(
+        default_factory=dict, description="Named lists for list_items: item key -> text."
     )
 
 
@@ -98,17 +115,26 @@ class MemoryConnector(BaseConnector[MemoryConfig]):
     name = "memory"
     config_model = MemoryConfig
 
+    def __init__(self, config: MemoryConfig, context: ConnectorContext) -> None:
+        super().__init__(config, context)
+        self._rng = random.Random(config.seed)  # noqa: S311 - failure injection, not security
+
     @property
     def store(self) -> MemoryStore:
         return MemoryStore.named(self.config.store)
 
     async def _call(self) -> None:
+        self.store.calls += 1
         if self.config.latency_ms:
             await asyncio.sleep(self.config.latency_ms / 1000)
         if self.config.fail == "transient":
             raise TransientError(f"memory store {self.config.store!r} is unavailable")
         if self.config.fail == "permanent":
             raise PermanentError(f"memory store {self.config.store!r} rejects the call")
+        if self.config.fail == "configuration":
+            raise ConfigurationError(f"memory store {self.config.store!r} is misconfigured")
+        if self.config.fail_rate and self._rng.random() < self.config.fail_rate:
+            raise TransientError(f"memory store {self.config.store!r} failed (injected)")
 
     def _check_type(self, actor_type: str) -> list[str]:
         try:
@@ -184,3 +210,59 @@ class MemoryConnector(BaseConnector[MemoryConfig]):
         return CreateActorResult(
             actor=Actor(actor.actor_type, key, store.get(actor.actor_type, key) or {}, stamp)
         )
+
+    # -- optional operations --------------------------------------------------------------------
+
+    def _actor(self, actor_type: str, key: str, wanted: list[str]) -> Actor:
+        values = self.store.actors[actor_type][key]
+        stamp = self.store.modified[(actor_type, key)]
+        return Actor(actor_type, key, {f: values.get(f) for f in wanted}, str(stamp))
+
+    async def get_actors_changed_since(self, request: ChangedSinceInput) -> ChangedSinceResult:
+        """Actors whose stamp is on or after ``since``, oldest first, paged by stamp."""
+        known = self._check_type(request.actor_type)
+        await self._call()
+        wanted = list(request.field_keys) if request.field_keys is not None else known
+        try:
+            since = int(request.since) if request.since else 0
+            after = int(request.cursor) if request.cursor else None
+        except ValueError:
+            raise PermanentError(f"not a memory timestamp: {request.since!r}") from None
+        stamps = sorted(
+            (stamp, key)
+            for (actor_type, key), stamp in self.store.modified.items()
+            if actor_type == request.actor_type
+            and stamp >= since
+            and (after is None or stamp > after)
+        )
+        page = stamps[: request.limit] if request.limit else stamps
+        more = len(page) < len(stamps)
+        actors = [self._actor(request.actor_type, key, wanted) for _, key in page]
+        return ChangedSinceResult(actors=actors, next_cursor=str(page[-1][0]) if more else None)
+
+    async def search_actors(self, request: SearchActorsInput) -> SearchActorsResult:
+        """Actors with a field value containing ``text`` (case-insensitive)."""
+        known = self._check_type(request.actor_type)
+        await self._call()
+        wanted = list(request.field_keys) if request.field_keys is not None else known
+        text = request.text.casefold()
+        table = self.store.actors.get(request.actor_type, {})
+        keys = [
+            key
+            for key, values in table.items()
+            if not text or any(text in (v or "").casefold() for v in values.values())
+        ]
+        if request.limit:
+            keys = keys[: request.limit]
+        return SearchActorsResult(
+            actors=[self._actor(request.actor_type, key, wanted) for key in keys]
+        )
+
+    async def list_items(self, request: ListItemsInput) -> ListItemsResult:
+        """Items of a list from the ``lists`` setting."""
+        try:
+            items = self.config.lists[request.list_name]
+        except KeyError:
+            raise PermanentError(f"unknown list {request.list_name!r}") from None
+        keys = list(items) if request.item_keys is None else request.item_keys
+        return ListItemsResult(items=[ListItem(k, items[k]) for k in keys if k in items])

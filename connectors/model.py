@@ -34,7 +34,12 @@ class CrmActorType(enum.StrEnum):
 
 
 class FieldType(enum.StrEnum):
-    """SuperOffice's FieldMetadataType."""
+    """SuperOffice's FieldMetadataType.
+
+    Values travel as text in one canonical form per type, so that equal values compare equal
+    across systems: Integer ``"42"``, Double ``"2.5"`` (``.`` as decimal point), Checkbox
+    ``"1"``/``"0"``, Date ISO 8601 (``"2024-05-17"``), List the item key; None is blank.
+    """
 
     Checkbox = "Checkbox"
     Text = "Text"
@@ -64,6 +69,17 @@ class FieldMetadata:
     max_length: int = 0
     access: FieldAccess = FieldAccess.Normal
     description: str = ""
+    list_name: str = ""
+    """For ``FieldType.List``: the list whose items are the allowed values."""
+    default_value: FieldValue = None
+
+
+@dataclass(frozen=True, slots=True)
+class ListItem:
+    """One option of a list: the stored ``key`` and the ``text`` shown to users."""
+
+    key: str
+    text: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,32 +3,41 @@
 Every resource is a ``cleanup_ctx`` entry, in dependency order: database pool, broker publisher,
 then the engine (connectors + consumer). Cleanup runs in reverse, so the consumer drains before
 the publisher and the pool close.
+
+Shutdown (SIGTERM/SIGINT through ``web.run_app``): ``on_shutdown`` cancels the consumer's
+subscriptions at once, so no new delivery starts while HTTP requests drain; the engine's cleanup
+then waits for in-flight deliveries until ``worker.drain_timeout`` after the signal, requeues the
+rest and closes the connections.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 
+import aiormq
 import structlog
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from engine.api import health
-from engine.api.auth import Authenticator, auth_middleware
+from engine.api import dashboard, health, housekeeping, openapi, sessions, ui
+from engine.api.auth import AUTHENTICATOR, Authenticator, auth_middleware
 from engine.api.errors import error_middleware
 from engine.api.routes import routes
 from engine.appkeys import CONSUMER, POOL, PUBLISHER, SETTINGS
 from engine.messaging.broker import Publisher, connect
 from engine.messaging.commands import ChunkCommand, ResyncCommand, parse
 from engine.messaging.consumer import Consumer, Delivery
+from engine.observability import metrics
 from engine.settings import Settings
 from engine.store import migrate
 from engine.store.pool import create_pool
 from engine.sync.chunks import ChunkRunner
 from engine.sync.connections import Connections
+from engine.sync.liveness import Presence
 from engine.sync.planner import Planner
 from engine.sync.resync import ChunkResync
+from engine.sync.sweeper import Sweeper
 
 log = structlog.get_logger(__name__)
 
@@ -40,21 +49,32 @@ class StartupError(Exception):
 def create_app(settings: Settings, *, api: bool = True, engine: bool = True) -> web.Application:
     """Build the service: the front door (``api``), the workers (``engine``), or both."""
     middlewares: list[Middleware] = [error_middleware]
-    if api:
-        middlewares.append(auth_middleware(Authenticator(settings.auth)))
+    authenticator = Authenticator(settings.auth) if api else None
+    if authenticator is not None:
+        middlewares.append(auth_middleware(authenticator))
+    middlewares.insert(0, metrics.http_middleware)
     app = web.Application(
         middlewares=middlewares,
         # Bodies are checked against the configured limit too; this is the hard cap.
         client_max_size=settings.server.max_body_bytes + 1,
     )
     app[SETTINGS] = settings
+    app[metrics.METRICS] = metrics.Metrics()
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_publisher)
     if engine:
         app.cleanup_ctx.append(_engine)
+        app.on_shutdown.append(_stop_taking_deliveries)
     app.add_routes(health.routes)
-    if api:
+    app.add_routes(metrics.routes)
+    if authenticator is not None:
+        app[AUTHENTICATOR] = authenticator
+        app.cleanup_ctx.append(housekeeping.cleanup_ctx)
         app.add_routes(routes)
+        app.add_routes(sessions.routes)
+        app.add_routes(openapi.routes)
+        app.add_routes(dashboard.routes)
+        app.add_routes(ui.routes)
     return app
 
 
@@ -81,19 +101,31 @@ async def _publisher(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     connection = await connect(settings.broker, "publisher")
     publisher = Publisher(connection, settings.broker)
-    await publisher.start()
+    try:
+        await publisher.start()
+    except aiormq.exceptions.ChannelPreconditionFailed as exc:
+        await connection.close()
+        raise StartupError(
+            f"RabbitMQ refused the queues under prefix {settings.broker.prefix!r} ({exc}). "
+            "Queues declared earlier with other arguments keep them: drain and delete them "
+            "(rabbitmqctl delete_queue NAME), "
+            "or set broker.prefix (ERPSYNC_BROKER_PREFIX) to a new prefix"
+        ) from None
+    app[metrics.METRICS].bind(publisher)
     app[PUBLISHER] = publisher
     yield
-    await publisher.close()
-    await connection.close()
+    await _close(publisher.close())
+    await _close(connection.close())
 
 
 async def _engine(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     pool, publisher = app[POOL], app[PUBLISHER]
     connections = await Connections.open(settings)
-    planner = Planner(settings, pool, publisher)
-    runner = ChunkRunner(pool, ChunkResync(settings, connections))
+    presence = Presence(settings, pool)
+    planner = Planner(settings, pool, publisher, presence)
+    runner = ChunkRunner(pool, ChunkResync(settings, connections), presence)
+    sweeper = Sweeper(settings, pool, publisher)
 
     async def on_command(delivery: Delivery) -> None:
         await planner.plan(parse(ResyncCommand, delivery.body), delivery.message_id)
@@ -103,13 +135,37 @@ async def _engine(app: web.Application) -> AsyncIterator[None]:
 
     connection = await connect(settings.broker, "worker")
     consumer = Consumer(
-        connection, settings.broker, publisher, {"commands": on_command, "chunks": on_chunk}
+        connection,
+        settings.broker,
+        publisher,
+        {"commands": on_command, "chunks": on_chunk},
+        check_interval=settings.worker.consumer_check_interval,
     )
     try:
+        await presence.start()
+        app[metrics.METRICS].bind_engine(consumer, runner, [connections.crm, *connections.erps()])
         await consumer.start()
         app[CONSUMER] = consumer
+        sweeper.start()
         yield
     finally:
-        await consumer.stop(settings.server.shutdown_timeout)
-        await connection.close()
+        await sweeper.stop()
+        await consumer.stop(settings.worker.drain_timeout)
+        await _close(connection.close())
+        await presence.stop()
         await connections.close()
+
+
+async def _close(closing: Awaitable[object]) -> None:
+    """Close a broker object without letting a dead broker hold up the exit."""
+    try:
+        async with asyncio.timeout(5):
+            await closing
+    except Exception as exc:
+        log.warning("close failed", error=repr(exc))
+
+
+async def _stop_taking_deliveries(app: web.Application) -> None:
+    consumer = app.get(CONSUMER)
+    if consumer is not None:
+        await consumer.begin_stop()

@@ -12,6 +12,8 @@ from typing import Any, TypeVar
 
 import click
 
+from engine import cli_ops
+from engine.cli_connectors import connectors
 from engine.settings import DEFAULT_CONFIG, ConfigError, Settings, load_settings
 
 T = TypeVar("T")
@@ -19,7 +21,7 @@ T = TypeVar("T")
 EXIT_CONFIG = 2
 EXIT_UNAVAILABLE = 3
 
-config_option = click.option(
+config_option: Callable[[Callable[..., None]], Callable[..., None]] = click.option(
     "--config",
     "config_path",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -57,28 +59,42 @@ def main() -> None:
     """erpsync: SuperOffice-compatible ERP force-resync service."""
 
 
+port_option = click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Listen on this port instead of the configured one (0: any free port).",
+)
+
+
 @main.command()
 @config_option
-def serve(config_path: Path) -> None:
+@port_option
+def serve(config_path: Path, port: int | None) -> None:
     """Run the front door and the engine in one process."""
-    _serve(config_path, api=True, engine=True)
+    _serve(config_path, api=True, engine=True, port=port)
 
 
 @main.command()
 @config_option
-def api(config_path: Path) -> None:
-    """Run the HTTP front door only."""
-    _serve(config_path, api=True, engine=False)
+@port_option
+def api(config_path: Path, port: int | None) -> None:
+    """Run the HTTP front door only (no engine)."""
+    _serve(config_path, api=True, engine=False, port=port)
 
 
 @main.command()
 @config_option
-def worker(config_path: Path) -> None:
-    """Run the engine only (health endpoints on the configured port)."""
-    _serve(config_path, api=False, engine=True)
+@port_option
+def worker(config_path: Path, port: int | None) -> None:
+    """Run the engine only; /health/live and /health/ready on worker.port (default 8081).
+
+    Run as many as you like; on one host give each its own --port (or worker.port = 0).
+    """
+    _serve(config_path, api=False, engine=True, port=port)
 
 
-def _serve(config_path: Path, *, api: bool, engine: bool) -> None:
+def _serve(config_path: Path, *, api: bool, engine: bool, port: int | None) -> None:
     from aiohttp import web
 
     from engine.app import StartupError, create_app
@@ -91,17 +107,31 @@ def _serve(config_path: Path, *, api: bool, engine: bool) -> None:
         _run(lambda: check_services(settings))
     except ServiceUnavailable as exc:
         raise Failure(str(exc), EXIT_UNAVAILABLE) from None
+    if api:
+        host, listen_port = settings.server.host, settings.server.port
+        # HTTP requests get the server's timeout; in-flight chunks drain in parallel.
+        http_timeout = settings.server.shutdown_timeout
+    else:
+        host = settings.worker.host or settings.server.host
+        listen_port = settings.worker.port
+        http_timeout = min(settings.server.shutdown_timeout, 2.0)  # health probes only
     try:
         web.run_app(
             create_app(settings, api=api, engine=engine),
-            host=settings.server.host,
-            port=settings.server.port,
-            shutdown_timeout=settings.server.shutdown_timeout,
+            host=host,
+            port=listen_port if port is None else port,
+            shutdown_timeout=http_timeout,
             print=lambda msg: click.echo(msg, err=True),
             access_log=None,
         )
     except StartupError as exc:
         raise Failure(str(exc), EXIT_UNAVAILABLE) from None
+    except OSError as exc:  # e.g. the port is taken
+        raise Failure(
+            f"cannot listen on {host}:{listen_port if port is None else port}: {exc.strerror}. "
+            "Pick another with --port (0 = any free port)",
+            EXIT_UNAVAILABLE,
+        ) from None
 
 
 @main.command()
@@ -175,6 +205,15 @@ def check_config(config_path: Path) -> None:
         f"{len(settings.auth.users)} users)"
     )
 
+
+from engine.cli_dlq import dlq  # noqa: E402  (cli_dlq imports helpers from this module)
+
+main.add_command(connectors)
+main.add_command(dlq)
+main.add_command(cli_ops.resync)
+main.add_command(cli_ops.tasks)
+main.add_command(cli_ops.synclog)
+main.add_command(cli_ops.config_reference)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

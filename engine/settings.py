@@ -2,7 +2,7 @@
 
 Environment variables win over the file. The common ones have short names
 (``ERPSYNC_DATABASE_URL``, ``ERPSYNC_BROKER_URL``, ``ERPSYNC_SERVER_PORT``, ...); any scalar of the
-``server``, ``database``, ``broker``, ``engine`` and ``logging`` sections can be set as
+``server``, ``database``, ``broker``, ``engine``, ``worker`` and ``logging`` sections can be set as
 ``ERPSYNC_<SECTION>__<KEY>``, and a connection setting (e.g. a password) as
 ``ERPSYNC_CONNECTION_<ID>__<KEY>`` (``<ID>`` 0 is the CRM).
 """
@@ -71,6 +71,62 @@ class EngineSettings(_Model):
 
     chunk_size: int = Field(200, ge=1, le=10_000, description="Internal keys per chunk message.")
     key_page_size: int = Field(5_000, ge=1, description="Keys read per page when planning.")
+    heartbeat_interval: float = Field(
+        15.0, gt=0, description="Seconds between heartbeats of the tasks a worker is running."
+    )
+    stale_after: float = Field(
+        120.0, gt=0, description="A Started task without a heartbeat this long is picked up again."
+    )
+    sweep_interval: float = Field(
+        5.0, gt=0, description="Seconds between sweeps for due retries and stale tasks."
+    )
+    max_starts: int = Field(
+        10, ge=1, description="A stale task started this often already fails instead."
+    )
+
+    @model_validator(mode="after")
+    def _stale_after_heartbeats(self) -> EngineSettings:
+        if self.stale_after <= 2 * self.heartbeat_interval:
+            raise ValueError("stale_after must be more than twice heartbeat_interval")
+        return self
+
+
+class RetrySettings(_Model):
+    """Retries of transient failures toward one connection: in process, then delayed."""
+
+    attempts: int = Field(3, ge=1, le=20, description="Calls per operation within one chunk run.")
+    base_delay: float = Field(0.2, ge=0, description="First in-process backoff cap, seconds.")
+    max_delay: float = Field(5.0, ge=0, description="Largest in-process backoff, seconds.")
+    delayed_attempts: int = Field(
+        5, ge=0, le=100, description="Delayed retries of a failed record before it fails for good."
+    )
+    delayed_base: float = Field(5.0, ge=0, description="First delayed-retry backoff cap, seconds.")
+    delayed_max: float = Field(300.0, ge=0, description="Largest delayed-retry backoff, seconds.")
+
+
+class BreakerSettings(_Model):
+    """The circuit breaker toward one connection (per process)."""
+
+    failure_threshold: int = Field(
+        5, ge=1, description="Consecutive failed calls that open the breaker."
+    )
+    cooldown: float = Field(30.0, gt=0, description="Seconds the open breaker rejects calls.")
+    half_open_probes: int = Field(
+        1, ge=1, description="Calls let through after the cool-down; all must succeed to close."
+    )
+
+
+class WorkerSettings(_Model):
+    """``erpsync worker`` processes: their health port and how they stop."""
+
+    host: str | None = Field(None, description="Health endpoint host; server.host when unset.")
+    port: int = Field(8081, ge=0, le=65535, description="Health endpoint port (0 = any free port).")
+    drain_timeout: float = Field(
+        15.0, gt=0, description="Seconds in-flight deliveries may take after SIGTERM/SIGINT."
+    )
+    consumer_check_interval: float = Field(
+        5.0, gt=0, description="Seconds between checks that the consumers are attached."
+    )
 
 
 class LoggingSettings(_Model):
@@ -87,10 +143,73 @@ class User(_Model):
     password_hash: SecretStr
 
 
+class Ticket(_Model):
+    """A configured SOTicket: the SHA-256 (hex) of the ticket string and the user it stands for."""
+
+    user: str = Field(min_length=1, description="The user the ticket authenticates as.")
+    ticket_sha256: SecretStr = Field(
+        description="sha256 hex of the ticket (`erpsync` never stores it)."
+    )
+
+
+class JwtKey(_Model):
+    """A key that may sign Bearer tokens: an HMAC secret or a PEM public key."""
+
+    kid: str | None = Field(None, description="Matched against the token's `kid` header when set.")
+    algorithm: Literal[
+        "HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384", "PS256", "EdDSA"
+    ] = Field("RS256", description="The signature algorithm this key verifies.")
+    key: SecretStr = Field(description="HMAC secret, or a PEM-encoded public key.")
+
+
+class JwtSettings(_Model):
+    """Bearer tokens (JWT): accepted only when ``keys`` is not empty."""
+
+    keys: list[JwtKey] = Field(default_factory=list, description="Keys that may sign tokens.")
+    issuer: str | None = Field(None, description="Required `iss`; unset means any issuer.")
+    audience: str | None = Field(None, description="Required `aud`; unset means no `aud` check.")
+    leeway: float = Field(30.0, ge=0, le=600, description="Clock skew allowed, in seconds.")
+    user_claim: str = Field("sub", min_length=1, description="Claim naming the user.")
+
+
+class App(_Model):
+    """A registered application (``SO-AppToken``) and the grants it holds."""
+
+    name: str = Field(min_length=1, description="The application's name (shown in logs).")
+    token_sha256: SecretStr = Field(description="sha256 hex of the application token.")
+    grants: list[str] = Field(default_factory=list, description='e.g. ["ErpSync"].')
+
+
 class AuthSettings(_Model):
     """Who may call the API."""
 
     users: list[User] = Field(default_factory=list)
+    tickets: list[Ticket] = Field(
+        default_factory=list, description="Configured SOTickets (hashed) and their users."
+    )
+    jwt: JwtSettings = Field(
+        default_factory=JwtSettings, description="Bearer (JWT) verification; off without keys."
+    )
+    online: bool = Field(
+        False,
+        description="Online mode: no Basic; ErpSync calls need an SO-AppToken with the grant.",
+    )
+    apps: list[App] = Field(
+        default_factory=list, description="Registered applications (SO-AppToken) and grants."
+    )
+
+
+class SessionSettings(_Model):
+    """Browser sessions (cookie + X-XSRF-TOKEN), stored hashed in PostgreSQL."""
+
+    ttl: float = Field(8 * 3600.0, gt=0, description="Seconds a session lives after login.")
+    secure_cookies: bool = Field(False, description="Set the Secure flag (serve over HTTPS).")
+    ticket_ttl: float = Field(
+        3600.0, gt=0, description="Seconds a ticket issued by /api/session/ticket is valid."
+    )
+    idempotency_ttl: float = Field(
+        24 * 3600.0, gt=0, description="Seconds an Idempotency-Key is remembered."
+    )
 
 
 class Direction(enum.StrEnum):
@@ -138,6 +257,15 @@ class ConnectionSettings(_Model):
     concurrency: int = Field(8, ge=1, le=1000, description="Concurrent calls, per process.")
     batch_size: int = Field(100, ge=1, le=10_000, description="Actors per connector call.")
     timeout: float = Field(30.0, gt=0, description="Seconds per connector call.")
+    rate_limit: float | None = Field(
+        None, gt=0, description="Connector calls per second, per process (none: unlimited)."
+    )
+    retry: RetrySettings = Field(
+        default_factory=RetrySettings, description="Retries of transient connector errors."
+    )
+    breaker: BreakerSettings = Field(
+        default_factory=BreakerSettings, description="The circuit breaker toward this connection."
+    )
     actor_types: list[ActorTypeMapping] = Field(default_factory=list)
 
     def mapping_for(self, erp_actor_type: str) -> ActorTypeMapping | None:
@@ -154,8 +282,10 @@ class Settings(_Model):
     database: DatabaseSettings = DatabaseSettings()
     broker: BrokerSettings = BrokerSettings()
     engine: EngineSettings = EngineSettings()
+    worker: WorkerSettings = WorkerSettings()
     logging: LoggingSettings = LoggingSettings()
     auth: AuthSettings = AuthSettings()
+    sessions: SessionSettings = SessionSettings()
     crm: ConnectionSettings
     connections: list[ConnectionSettings] = Field(default_factory=list)
 
@@ -200,7 +330,7 @@ _SHORT_ENV = {
     "ERPSYNC_LOG_LEVEL": ("logging", "level"),
     "ERPSYNC_LOG_FORMAT": ("logging", "format"),
 }
-_SECTIONS = ("server", "database", "broker", "engine", "logging")
+_SECTIONS = ("server", "database", "broker", "engine", "worker", "logging")
 
 
 def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> dict[str, str]:

@@ -1,4 +1,10 @@
-"""Authentication of API calls (Basic with salted hashes; more schemes in docs/api.md)."""
+"""Who is calling: Basic, SOTicket, Bearer (JWT), or a browser session with its XSRF token.
+
+Also enforces the "Online Restricted" rule: in online mode every ErpSync agent call needs an
+``SO-AppToken`` naming a registered application that holds the ``ErpSync`` grant (else 403).
+Secrets (passwords, tickets, tokens, cookies) are compared as digests in constant time and
+never logged or echoed.
+"""
 
 from __future__ import annotations
 
@@ -10,30 +16,136 @@ import hmac
 import secrets
 import time
 from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
 
+import jwt
+import structlog
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from engine.api.errors import ApiError, Handler
 from engine.api.passwords import hash_password, verify_password
-from engine.settings import AuthSettings
+from engine.appkeys import POOL
+from engine.settings import AuthSettings, JwtSettings
+from engine.store import sessions as session_store
 
-REALM = 'Basic realm="erpsync", charset="UTF-8"'
-USER_KEY = web.RequestKey("user", str)
+log = structlog.get_logger(__name__)
 
+SESSION_COOKIE = "erpsync_session"
+XSRF_COOKIE = "XSRF-TOKEN"
+XSRF_HEADER = "X-XSRF-TOKEN"
+APP_TOKEN_HEADER = "SO-AppToken"  # noqa: S105 - a header name
+ERPSYNC_GRANT = "erpsync"
+ERPSYNC_PREFIX = "/api/v1/Agents/ErpSync/"
+# These check credentials themselves (login takes a password; the others need the cookie).
+SELF_AUTHENTICATED = frozenset({"/api/session/login", "/api/session/logout", "/api/session"})
+_MAX_CREDENTIAL = 8192
 _CACHE_SIZE = 4096
 _CACHE_TTL = 300.0
 
 
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """The authenticated caller: a user name and the scheme that proved it."""
+
+    user: str
+    scheme: str  # "basic" | "ticket" | "bearer" | "session"
+
+
+PRINCIPAL = web.RequestKey("principal", Principal)
+USER_KEY = web.RequestKey("user", str)
+
+
+def digest(secret: str) -> bytes:
+    """The stored form of a session token, XSRF token, ticket or app token (SHA-256)."""
+    return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).digest()
+
+
+def _hex_digest(value: str) -> bytes:
+    try:
+        return bytes.fromhex(value.strip())
+    except ValueError:
+        return b""  # a malformed configured digest matches nothing
+
+
+def _find(candidates: list[tuple[bytes, Any]], secret: str) -> Any:
+    """Constant-time search of configured digests (every entry is compared)."""
+    wanted = digest(secret)
+    found = None
+    for stored, value in candidates:
+        if hmac.compare_digest(stored, wanted):
+            found = value
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class BrowserSession:
+    """The session a request's cookie refers to."""
+
+    user: str
+    token_hash: bytes
+    xsrf_hash: bytes | None
+
+    def xsrf_matches(self, header: str | None) -> bool:
+        """Double-submit check in constant time."""
+        if not header or self.xsrf_hash is None:
+            return False
+        return hmac.compare_digest(digest(header), self.xsrf_hash)
+
+
+async def current_session(request: web.Request) -> BrowserSession | None:
+    """The live session named by the request's session cookie, if any."""
+    token = request.cookies.get(SESSION_COOKIE)
+    if not token or len(token) > 200:
+        return None
+    token_hash = digest(token)
+    found = await session_store.find(request.app[POOL], "session", token_hash)
+    if found is None:
+        return None
+    return BrowserSession(found.user, token_hash, found.xsrf_hash)
+
+
 class Authenticator:
-    """Checks credentials; successful checks are cached so PBKDF2 runs once per credential."""
+    """Checks credentials; Basic checks are cached so PBKDF2 runs once per credential."""
 
     def __init__(self, settings: AuthSettings) -> None:
+        self.online = settings.online
         self._users = {u.name: u.password_hash.get_secret_value() for u in settings.users}
+        self._tickets = [
+            (_hex_digest(t.ticket_sha256.get_secret_value()), t.user) for t in settings.tickets
+        ]
+        self._apps = [
+            (_hex_digest(a.token_sha256.get_secret_value()), {g.lower() for g in a.grants})
+            for a in settings.apps
+        ]
+        self._jwt = settings.jwt
         self._secret = secrets.token_bytes(32)
         self._cache: OrderedDict[bytes, tuple[str, float]] = OrderedDict()
         # Verified against when the user is unknown, so timing does not reveal user names.
-        self._dummy_hash = hash_password(secrets.token_hex(8), iterations=600_000)
+        self._dummy_hash: str | None = None
+
+    @property
+    def schemes(self) -> list[str]:
+        """Schemes offered in ``WWW-Authenticate``."""
+        offered = [] if self.online else ['Basic realm="erpsync", charset="UTF-8"']
+        offered.append('SOTicket realm="erpsync"')
+        if self._jwt.keys:
+            offered.append('Bearer realm="erpsync"')
+        return offered
+
+    async def prepare(self) -> None:
+        """Compute the dummy hash off the event loop (called once at start-up)."""
+        if self._dummy_hash is None:
+            self._dummy_hash = await asyncio.to_thread(hash_password, secrets.token_hex(8))
+
+    async def check_password(self, user: str, password: str) -> bool:
+        """Verify a user's password (constant time; unknown users cost the same)."""
+        encoded = self._users.get(user)
+        if encoded is None:
+            await self.prepare()
+        ok = await asyncio.to_thread(verify_password, password, encoded or self._dummy_hash or "")
+        return ok and encoded is not None
 
     async def basic(self, value: str) -> str | None:
         """Verify a Basic credential (the part after the scheme); return the user name."""
@@ -48,39 +160,154 @@ class Authenticator:
         except (binascii.Error, UnicodeDecodeError):
             return None
         user, sep, password = decoded.partition(":")
-        if not sep:
-            return None
-        encoded = self._users.get(user)
-        ok = await asyncio.to_thread(verify_password, password, encoded or self._dummy_hash)
-        if not ok or encoded is None:
+        if not sep or not await self.check_password(user, password):
             return None
         self._cache[fingerprint] = (user, now + _CACHE_TTL)
         if len(self._cache) > _CACHE_SIZE:
             self._cache.popitem(last=False)
         return user
 
+    async def ticket(self, request: web.Request, value: str) -> str | None:
+        """A configured ticket, or one issued by ``POST /api/session/ticket`` and not expired."""
+        value = value.strip()
+        user: str | None = _find(self._tickets, value)
+        if user is not None:
+            return user
+        found = await session_store.find(request.app[POOL], "ticket", digest(value))
+        return None if found is None else found.user
 
-def _unauthorized(message: str) -> ApiError:
-    return ApiError(401, message, headers={"WWW-Authenticate": REALM})
+    def bearer(self, token: str) -> str:
+        """Verify a JWT (signature, ``exp``, issuer, audience); the user claim, or 401."""
+        return verify_jwt(self._jwt, token.strip())
+
+    def app_grants(self, token: str | None) -> set[str] | None:
+        """The grants of the registered application with this token; None when unknown."""
+        if not token:
+            return None
+        grants: set[str] | None = _find(self._apps, token.strip())
+        return grants
+
+
+def verify_jwt(settings: JwtSettings, token: str) -> str:
+    """Verify ``token`` with PyJWT against the configured keys; return the user claim."""
+    if not settings.keys:
+        raise _bearer_error("Bearer tokens are not accepted here (no keys configured)")
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.PyJWTError:
+        raise _bearer_error("Bearer token is not a well-formed JWT") from None
+    algorithm, kid = header.get("alg"), header.get("kid")
+    candidates = [
+        k
+        for k in settings.keys
+        if k.algorithm == algorithm and (k.kid is None or kid is None or k.kid == kid)
+    ]
+    if not candidates:
+        raise _bearer_error("Bearer token is signed with an unknown key or algorithm")
+    required = ["exp", settings.user_claim]
+    if settings.issuer is not None:
+        required.append("iss")
+    if settings.audience is not None:
+        required.append("aud")
+    for key in candidates:
+        try:
+            claims = jwt.decode(
+                token,
+                key.key.get_secret_value(),
+                algorithms=[key.algorithm],
+                audience=settings.audience,
+                issuer=settings.issuer,
+                leeway=settings.leeway,
+                options={"require": required, "verify_aud": settings.audience is not None},
+            )
+        except jwt.InvalidSignatureError:
+            continue  # try the next key with this algorithm
+        except jwt.ExpiredSignatureError:
+            raise _bearer_error("Bearer token has expired") from None
+        except jwt.InvalidAudienceError:
+            raise _bearer_error("Bearer token is not meant for this audience") from None
+        except jwt.InvalidIssuerError:
+            raise _bearer_error("Bearer token comes from an untrusted issuer") from None
+        except jwt.MissingRequiredClaimError as exc:
+            raise _bearer_error(f"Bearer token lacks the {exc.claim!r} claim") from None
+        except (jwt.PyJWTError, ValueError, TypeError):
+            raise _bearer_error("Bearer token is invalid") from None
+        user = claims.get(settings.user_claim)
+        if not isinstance(user, str) or not user:
+            raise _bearer_error(f"Bearer token's {settings.user_claim!r} claim is not a name")
+        return user
+    raise _bearer_error("Bearer token signature does not verify")
+
+
+def _bearer_error(message: str) -> ApiError:
+    return ApiError(
+        401,
+        message,
+        headers={"WWW-Authenticate": 'Bearer realm="erpsync", error="invalid_token"'},
+    )
+
+
+AUTHENTICATOR = web.AppKey("authenticator", Authenticator)
 
 
 def auth_middleware(authenticator: Authenticator, prefix: str = "/api/") -> Middleware:
-    """Require valid credentials on every path under ``prefix``."""
+    """Require valid credentials on every path under ``prefix`` (except the session routes)."""
+
+    def unauthorized(message: str) -> ApiError:
+        return ApiError(
+            401, message, headers={"WWW-Authenticate": ", ".join(authenticator.schemes)}
+        )
+
+    async def authenticate(request: web.Request) -> Principal:
+        header = request.headers.get("Authorization")
+        if header is None:
+            session = await current_session(request)
+            if session is None:
+                raise unauthorized("Authorization header missing")
+            if not session.xsrf_matches(request.headers.get(XSRF_HEADER)):
+                raise unauthorized(f"Session requests need a matching {XSRF_HEADER} header")
+            # Defence in depth (Fetch Metadata): browsers mark requests from other sites.
+            if request.headers.get("Sec-Fetch-Site", "").lower() == "cross-site":
+                raise ApiError(403, "Cross-site requests may not use the browser session")
+            return Principal(session.user, "session")
+        if len(header) > _MAX_CREDENTIAL:
+            raise unauthorized("Authorization header is too long")
+        scheme, _, value = header.strip().partition(" ")
+        scheme = scheme.lower()
+        if scheme == "basic":
+            if authenticator.online:
+                raise unauthorized("Basic authentication is not available in online mode")
+            user = await authenticator.basic(value)
+            if user is None:
+                raise unauthorized("Invalid user name or password")
+            return Principal(user, "basic")
+        if scheme == "soticket":
+            user = await authenticator.ticket(request, value)
+            if user is None:
+                raise unauthorized("Invalid or expired ticket")
+            return Principal(user, "ticket")
+        if scheme == "bearer":
+            return Principal(authenticator.bearer(value), "bearer")
+        # The scheme is not echoed: a misconfigured client may have put a secret there.
+        raise unauthorized("Unsupported authorization scheme; use Basic, SOTicket or Bearer")
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if not request.path.startswith(prefix):
+        if not request.path.startswith(prefix) or request.path in SELF_AUTHENTICATED:
             return await handler(request)
-        header = request.headers.get("Authorization")
-        if not header:
-            raise _unauthorized("Authorization header missing")
-        scheme, _, value = header.partition(" ")
-        if scheme.lower() != "basic":
-            raise _unauthorized(f"Unsupported authorization scheme {scheme[:20]!r}")
-        user = await authenticator.basic(value)
-        if user is None:
-            raise _unauthorized("Invalid user name or password")
-        request[USER_KEY] = user
-        return await handler(request)
+        principal = await authenticate(request)
+        if authenticator.online and request.path.startswith(ERPSYNC_PREFIX):
+            grants = authenticator.app_grants(request.headers.get(APP_TOKEN_HEADER))
+            if grants is None or ERPSYNC_GRANT not in grants:
+                log.warning("online restricted call refused", user=principal.user)
+                raise ApiError(
+                    403,
+                    "The ErpSync agent is Online Restricted: the calling application "
+                    f"({APP_TOKEN_HEADER}) must be registered with the ErpSync grant",
+                )
+        request[PRINCIPAL] = principal
+        request[USER_KEY] = principal.user
+        with structlog.contextvars.bound_contextvars(user=principal.user):
+            return await handler(request)
 
     return middleware

@@ -1,19 +1,35 @@
-"""Agent request bodies: read within limits, decode, match property names case-insensitively."""
+"""Agent request bodies: read within limits, decode any supported content type, bind arguments.
+
+Every format ends up as one dict keyed by lower-cased property name, so binding is
+case-insensitive (``erpConnectionId`` = ``ERPCONNECTIONID``) and unknown properties are ignored,
+as .NET model binding does.
+"""
 
 from __future__ import annotations
 
+import codecs
+import re
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qsl
 
 import orjson
 from aiohttp import web
 
 from engine.api.errors import ApiError
+from engine.api.xmlbody import xml_arguments
 
 JSON_TYPES = frozenset(
     {"application/json", "text/json", "application/json-patch+json", "application/merge-patch+json"}
 )
+XML_TYPES = frozenset({"application/xml", "text/xml"})
+FORM_TYPE = "application/x-www-form-urlencoded"
+SUPPORTED_TYPES = tuple(sorted(JSON_TYPES | XML_TYPES | {FORM_TYPE}))
 MAX_JSON_DEPTH = 32
+# Properties whose value is an array: XML children and repeated/indexed/comma form fields.
+LIST_PROPERTIES = frozenset({"internalkeyids"})
+_FORM_NAME = re.compile(r"^([a-z_][a-z0-9_]*)(\[\d{0,9}\])?$")
+_BOM = b"\xef\xbb\xbf"
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,23 +53,52 @@ async def read_body(request: web.Request, max_bytes: int) -> bytes:
 
 async def read_arguments(request: web.Request, max_bytes: int) -> dict[str, Any]:
     """Decode the body into a dict of arguments keyed by lower-cased property name."""
-    body = await read_body(request, max_bytes)
     content_type = request.content_type.lower()
+    supported = content_type in JSON_TYPES or content_type in XML_TYPES or content_type == FORM_TYPE
+    if not supported and request.content_length != 0 and request.headers.get("Content-Type"):
+        raise _unsupported(content_type)  # before reading: no need to buffer what we refuse
+    charset = _charset(request)
+    body = await read_body(request, max_bytes)
     if not body.strip():
         return {}
-    if content_type in JSON_TYPES:
-        return _json_arguments(body)
-    raise ApiError(
-        415,
-        f"Content-Type {content_type!r} is not supported; use " + ", ".join(sorted(JSON_TYPES)),
+    if not supported:
+        raise _unsupported(content_type)
+    if content_type in XML_TYPES:
+        return xml_arguments(body, LIST_PROPERTIES)
+    text = _decode(body, charset)
+    if content_type == FORM_TYPE:
+        return _form_arguments(text)
+    return _json_arguments(text)
+
+
+def _unsupported(content_type: str) -> ApiError:
+    return ApiError(
+        415, f"Content-Type {content_type!r} is not supported; use " + ", ".join(SUPPORTED_TYPES)
     )
 
 
-def _json_arguments(body: bytes) -> dict[str, Any]:
-    if body.startswith(b"\xef\xbb\xbf"):
-        body = body[3:]
+def _charset(request: web.Request) -> str:
+    charset = request.charset or "utf-8"
     try:
-        data = orjson.loads(body)
+        return codecs.lookup(charset).name
+    except LookupError:
+        raise ApiError(415, f"charset {charset[:40]!r} is not supported") from None
+
+
+def _decode(body: bytes, charset: str) -> str:
+    if charset == "utf-8" and body.startswith(_BOM):
+        body = body[len(_BOM) :]
+    try:
+        return body.decode(charset).lstrip("\ufeff")
+    except UnicodeDecodeError as exc:
+        raise ApiError(
+            400, f"Request body is not valid {charset} text (byte {exc.start})"
+        ) from None
+
+
+def _json_arguments(text: str) -> dict[str, Any]:
+    try:
+        data = orjson.loads(text)
     except orjson.JSONDecodeError as exc:
         raise ApiError(
             400, f"Request body is not valid JSON: {exc.msg} at position {exc.pos}"
@@ -65,44 +110,86 @@ def _json_arguments(body: bytes) -> dict[str, Any]:
     return {str(k).lower(): v for k, v in data.items()}
 
 
+def _form_arguments(text: str) -> dict[str, Any]:
+    """Form fields; ids repeated (``InternalKeyIds=1&InternalKeyIds=2``), indexed
+    (``InternalKeyIds[0]=1``) or comma-separated (``InternalKeyIds=1,2``)."""
+    try:
+        pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=True, errors="strict")
+    except ValueError as exc:  # includes UnicodeDecodeError of %-escapes
+        raise ApiError(400, f"Request body is not valid form data: {exc}") from None
+    args: dict[str, Any] = {}
+    for raw_name, value in pairs:
+        match = _FORM_NAME.match(raw_name.strip().lower())
+        if match is None:
+            continue  # not a property name we could bind: ignored like any unknown property
+        name = match[1]
+        if name in LIST_PROPERTIES:
+            items = args.setdefault(name, [])
+            items.extend(part.strip() for part in value.split(",") if part.strip())
+        elif name in args:
+            raise ApiError(400, f"{raw_name[:60]} is given more than once")
+        else:
+            args[name] = value
+    return args
+
+
 def _depth(value: Any) -> int:
+    """Container nesting depth (a scalar is 0), counted level by level up to the limit + 1."""
     depth, level = 0, [value]
-    while level:
+    while True:
+        containers = [item for item in level if isinstance(item, dict | list)]
+        if not containers or depth > MAX_JSON_DEPTH:
+            return depth
         depth += 1
-        nxt: list[Any] = []
-        for item in level:
-            if isinstance(item, dict):
-                nxt.extend(item.values())
-            elif isinstance(item, list):
-                nxt.extend(item)
-        level = nxt
-        if depth > MAX_JSON_DEPTH:
-            break
-    return depth - 1 if depth else 0
+        level = [
+            child
+            for container in containers
+            for child in (container.values() if isinstance(container, dict) else container)
+        ]
 
 
 def int_argument(args: dict[str, Any], name: str, default: int | None = None) -> int:
     """An integer argument (JSON numbers or numeric strings, as .NET binding accepts)."""
     value = args.get(name.lower(), default)
     if value is None:
+        if default is not None:
+            return default
         raise ApiError(400, f"{name} is required")
-    return _as_int(value, name)
+    return as_int(value, name)
 
 
-def _as_int(value: Any, name: str) -> int:
+def str_argument(args: dict[str, Any], name: str, max_length: int = 255) -> str | None:
+    """An optional string argument of bounded length."""
+    value = args.get(name.lower())
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ApiError(400, f"{name} must be a string")
+    if len(value) > max_length:
+        raise ApiError(400, f"{name} is longer than {max_length} characters")
+    return value
+
+
+def as_int(value: Any, name: str) -> int:
+    """Convert one value to an Int32, or answer 400 naming the property."""
     if isinstance(value, bool):
         raise ApiError(400, f"{name} must be an integer, not a boolean")
     if isinstance(value, int):
         result = value
     elif isinstance(value, float) and value.is_integer():
         result = int(value)
-    elif isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+    elif isinstance(value, str) and _is_decimal(value.strip()):
         result = int(value.strip())
     else:
         raise ApiError(400, f"{name} must be an integer")
     if not -(2**31) <= result < 2**31:
         raise ApiError(400, f"{name} is out of the Int32 range")
     return result
+
+
+def _is_decimal(text: str) -> bool:
+    digits = text[1:] if text[:1] in ("+", "-") else text
+    return 0 < len(digits) <= 12 and digits.isascii() and digits.isdigit()
 
 
 def resync_request(args: dict[str, Any], max_ids: int) -> ResyncRequest:
@@ -117,7 +204,7 @@ def resync_request(args: dict[str, Any], max_ids: int) -> ResyncRequest:
         raise ApiError(413, f"InternalKeyIds has {len(raw)} ids; the maximum is {max_ids}")
     ids: dict[int, None] = {}
     for index, item in enumerate(raw):
-        value = _as_int(item, f"InternalKeyIds[{index}]")
+        value = as_int(item, f"InternalKeyIds[{index}]")
         if value <= 0:
             raise ApiError(400, f"InternalKeyIds[{index}] must be a positive id, got {value}")
         ids[value] = None

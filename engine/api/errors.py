@@ -1,12 +1,18 @@
-"""SuperOffice's error JSON (``Error``, ``ErrorType``, ``ErrorMessage``, ``ErrorSource``)."""
+"""SuperOffice's error JSON (``Error``, ``ErrorType``, ``ErrorMessage``, ``ErrorSource``).
+
+Rendered as XML (root ``ErrorInfo``) when the client's ``Accept`` prefers XML.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 
+import asyncpg
 import orjson
 import structlog
 from aiohttp import web
+
+from engine.api.render import prefers_xml, to_xml
 
 log = structlog.get_logger(__name__)
 
@@ -53,8 +59,10 @@ def error_response(
     message: str,
     error_type: str | None = None,
     headers: Mapping[str, str] | None = None,
+    *,
+    xml: bool = False,
 ) -> web.Response:
-    """Build the error JSON response."""
+    """Build the error response (JSON, or XML when ``xml``)."""
     body = {
         "Error": True,
         "ErrorType": error_type or _DEFAULT_TYPES.get(status, "SoException"),
@@ -63,8 +71,8 @@ def error_response(
     }
     return web.Response(
         status=status,
-        body=orjson.dumps(body),
-        content_type="application/json",
+        body=to_xml(body, "ErrorInfo") if xml else orjson.dumps(body),
+        content_type="application/xml" if xml else "application/json",
         charset="utf-8",
         headers=headers,
     )
@@ -72,22 +80,40 @@ def error_response(
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+_KEPT_HEADERS = ("allow", "retry-after", "www-authenticate")
+
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Turn every failure into the error JSON; never leak a traceback to the client."""
+    """Turn every failure into the error JSON/XML; never leak a traceback to the client."""
     try:
-        return await handler(request)
+        response = await handler(request)
     except ApiError as exc:
-        return error_response(exc.status, exc.message, exc.error_type, exc.headers)
+        response = error_response(
+            exc.status, exc.message, exc.error_type, exc.headers, xml=prefers_xml(request)
+        )
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after")}
+        headers = {k: v for k, v in exc.headers.items() if k.lower() in _KEPT_HEADERS}
         message = exc.reason
-        if exc.status == 413:
+        if exc.status == 405:
+            allowed = exc.headers.get("Allow", "POST")
+            message = f"Method {request.method} is not allowed here; use {allowed}"
+        elif exc.status == 413:
             message = "Request body is larger than the configured limit"
-        return error_response(exc.status, message, headers=headers)
+        response = error_response(exc.status, message, headers=headers, xml=prefers_xml(request))
+    except (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:
+        # The database (or another backend) is unreachable: a retryable answer, not a crash.
+        log.warning("backend unavailable", path=request.path, error=type(exc).__name__)
+        response = error_response(
+            503,
+            "A backend service is unavailable; retry later",
+            headers={"Retry-After": "5"},
+            xml=prefers_xml(request),
+        )
     except Exception:
         log.exception("unhandled error", path=request.path)
-        return error_response(500, "Internal server error")
+        response = error_response(500, "Internal server error", xml=prefers_xml(request))
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    return response

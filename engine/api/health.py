@@ -10,6 +10,8 @@ from engine.appkeys import CONSUMER, POOL, PUBLISHER
 
 routes = web.RouteTableDef()
 
+DATABASE_TIMEOUT = 2.0
+
 
 @routes.get("/health/live")
 async def live(request: web.Request) -> web.Response:
@@ -19,19 +21,29 @@ async def live(request: web.Request) -> web.Response:
 
 @routes.get("/health/ready")
 async def ready(request: web.Request) -> web.Response:
-    """Ready when the database answers, the publisher is open and the consumer is attached."""
+    """Ready when the database answers, the publisher is open and the consumer is attached.
+
+    503 names each failing part under ``problems`` (``database``, ``broker``, ``consumer``).
+    """
     app = request.app
     problems: dict[str, str] = {}
-    try:
-        async with asyncio.timeout(2):
-            await app[POOL].fetchval("SELECT 1")
-    except Exception as exc:
-        problems["database"] = type(exc).__name__
-    if not app[PUBLISHER].is_open:
-        problems["broker"] = "publisher channel closed"
+    pool = app.get(POOL)
+    if pool is None:
+        problems["database"] = "pool not open"
+    else:
+        try:
+            async with asyncio.timeout(DATABASE_TIMEOUT):
+                await pool.fetchval("SELECT 1")
+        except TimeoutError:
+            problems["database"] = f"no answer within {DATABASE_TIMEOUT:g}s"
+        except Exception as exc:
+            problems["database"] = type(exc).__name__
+    publisher = app.get(PUBLISHER)
+    if publisher is None or not publisher.is_open:
+        problems["broker"] = "publisher connection or channel closed"
     consumer = app.get(CONSUMER)
     if consumer is not None and not consumer.is_attached:
-        problems["consumer"] = "not attached"
+        problems["consumer"] = "not attached to its queues"
     if problems:
         return web.json_response({"status": "unavailable", "problems": problems}, status=503)
     return web.json_response({"status": "ok"})

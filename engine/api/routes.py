@@ -1,4 +1,8 @@
-"""The agent endpoints: ErpSync ForceResyncBatchTask and the Batch agent's task info."""
+"""The agent endpoints: ErpSync ForceResyncBatchTask and the Batch agent.
+
+Every agent call is a POST; other methods get 405. Bodies may be JSON, XML or form data
+(see :mod:`engine.api.bodies`); responses are JSON, or XML when ``Accept`` prefers it.
+"""
 
 from __future__ import annotations
 
@@ -11,45 +15,136 @@ import orjson
 import structlog
 from aiohttp import web
 
-from engine.api.bodies import int_argument, read_arguments, resync_request
+from engine.api import idempotency
+from engine.api.auth import PRINCIPAL
+from engine.api.bodies import (
+    ResyncRequest,
+    as_int,
+    int_argument,
+    read_arguments,
+    resync_request,
+    str_argument,
+)
 from engine.api.errors import ApiError
+from engine.api.render import project, respond, select_paths
 from engine.appkeys import POOL, PUBLISHER, SETTINGS
 from engine.messaging.broker import PublishFailed
 from engine.messaging.commands import ResyncCommand
 from engine.messaging.topology import RESYNC_ROUTING_KEY
-from engine.store import tasks
+from engine.store import Executor, tasks
 
 log = structlog.get_logger(__name__)
 
 ERPSYNC = "/api/v1/Agents/ErpSync"
 BATCH = "/api/v1/Agents/Batch"
+MAX_TASKS_LISTED = 1000
+# BatchTaskState names and their numeric values (CRMScript uses the numbers).
+BATCH_TASK_STATES = {
+    "Unknown": 0,
+    "New": 1,
+    "Aquired": 2,
+    "Started": 3,
+    "Succeeded": 4,
+    "Failed": 5,
+    "SucceededManualCleanup": 6,
+    "All": 99999,
+}
+_STATE_BY_KEY = {name.lower(): name for name in BATCH_TASK_STATES} | {
+    str(value): name for name, value in BATCH_TASK_STATES.items()
+}
 
 routes = web.RouteTableDef()
+
+
+async def _arguments(request: web.Request) -> tuple[dict[str, Any], list[list[str]] | None]:
+    """Validate ``$select`` and bind the body."""
+    try:
+        select = select_paths(request.query)
+    except ValueError as exc:
+        raise ApiError(400, str(exc)) from None
+    settings = request.app[SETTINGS]
+    return await read_arguments(request, settings.server.max_body_bytes), select
 
 
 @routes.post(f"{ERPSYNC}/ForceResyncBatchTask")
 async def force_resync_batch_task(request: web.Request) -> web.Response:
     """Queue a resync; 204 once the broker confirmed the command, with the task id in a header."""
     settings = request.app[SETTINGS]
-    args = await read_arguments(request, settings.server.max_body_bytes)
+    args, _ = await _arguments(request)  # $select has no effect on a 204
     resync = resync_request(args, settings.server.max_internal_key_ids)
     if resync.erp_connection_id > 0 and settings.connection(resync.erp_connection_id) is None:
         raise ApiError(400, f"ErpConnectionId {resync.erp_connection_id} is not a known connection")
-    command = ResyncCommand.model_validate(
+    command = _command(resync)
+    created: dict[int, str] = {}  # task id -> message id of what this request created
+
+    async def create(conn: Executor) -> int:
+        message_id = uuid.uuid4().hex
+        task_id = await tasks.create(
+            conn,
+            source_connection_id=command.source_connection_id,
+            request=command.as_request(),
+            message_id=message_id,
+        )
+        created[task_id] = message_id
+        return task_id
+
+    async def publish(task_id: int) -> None:
+        if task_id in created:
+            await _publish(
+                request, command.model_copy(update={"task_id": task_id}), created[task_id]
+            )
+        else:
+            await _republish(request, task_id)
+
+    key = request.headers.get(idempotency.HEADER)
+    if key is None:
+        task_id = await create(request.app[POOL])
+        await publish(task_id)
+    else:
+        publish_timeout = settings.broker.publish_timeout
+        task_id = await idempotency.run_once(
+            request.app[POOL],
+            request[PRINCIPAL].user,
+            idempotency.validate_key(key),
+            idempotency.fingerprint(resync),
+            create,
+            publish,
+            wait_seconds=publish_timeout + 2,
+            stale_seconds=2 * publish_timeout + 30,
+        )
+    return web.Response(
+        status=204,
+        headers={
+            "X-Batch-Task-Id": str(task_id),
+            "Location": f"{BATCH}/GetBatchTaskInfo?id={task_id}",
+        },
+    )
+
+
+def _command(resync: ResyncRequest) -> ResyncCommand:
+    return ResyncCommand.model_validate(
         {
             "ErpConnectionId": resync.erp_connection_id,
             "InternalKeyIds": list(resync.internal_key_ids),
         }
     )
+
+
+async def _republish(request: web.Request, task_id: int) -> None:
+    """After an Idempotency-Key takeover: publish the stored task's command again, with its
+    original message id (the engine runs a message id once)."""
+    task = await tasks.get(request.app[POOL], task_id)
+    if task is None or task["state"] != "New":
+        return  # the first publish did get through (or the task is gone)
+    command = ResyncCommand.model_validate({**task["request"], "TaskId": task_id})
+    await _publish(request, command, task["message_id"])
+
+
+async def _publish(request: web.Request, command: ResyncCommand, message_id: str) -> None:
+    """Publish the command and wait for the confirm; 503 (task Failed) when refused."""
     pool = request.app[POOL]
-    message_id = uuid.uuid4().hex
-    task_id = await tasks.create(
-        pool,
-        source_connection_id=command.source_connection_id,
-        request=command.as_request(),
-        message_id=message_id,
-    )
-    command = command.model_copy(update={"task_id": task_id})
+    task_id = command.task_id
+    assert task_id is not None
     with structlog.contextvars.bound_contextvars(task_id=task_id, message_id=message_id):
         try:
             await request.app[PUBLISHER].publish(
@@ -69,47 +164,76 @@ async def force_resync_batch_task(request: web.Request) -> web.Response:
         log.info(
             "resync queued", source=command.source_connection_id, keys=len(command.internal_key_ids)
         )
-    return web.Response(
-        status=204,
-        headers={
-            "X-Batch-Task-Id": str(task_id),
-            "Location": f"{BATCH}/GetBatchTaskInfo?id={task_id}",
-        },
-    )
 
 
 @routes.post(f"{BATCH}/GetBatchTaskInfo")
 async def get_batch_task_info(request: web.Request) -> web.Response:
     """One task as SuperOffice's BatchTaskInfo; 404 when unknown."""
-    settings = request.app[SETTINGS]
-    args = await read_arguments(request, settings.server.max_body_bytes)
+    args, select = await _arguments(request)
     if "id" not in args and "id" in request.query:
         args["id"] = request.query["id"]
     task_id = int_argument(args, "Id")
     task = await tasks.get(request.app[POOL], task_id)
     if task is None:
-        raise ApiError(404, f"BatchTask id {task_id} not found")
-    return _json(batch_task_info(task))
+        raise ApiError(404, f"BatchTask id {task_id} not found", "SoNotFoundException")
+    info = batch_task_info(task)
+    return respond(request, project(info, select) if select else info, root="BatchTaskInfo")
 
 
 @routes.post(f"{BATCH}/GetBatchTaskInfosByNameAndState")
 async def get_batch_task_infos_by_name_and_state(request: web.Request) -> web.Response:
-    """Tasks by name and state (``All`` or missing = any state), newest first."""
-    settings = request.app[SETTINGS]
-    args = await read_arguments(request, settings.server.max_body_bytes)
-    name = args.get("name")
-    state = args.get("state")
-    if name is not None and not isinstance(name, str):
-        raise ApiError(400, "Name must be a string")
-    if state is not None and not isinstance(state, str):
+    """Tasks by name and state (``All`` or missing = any state), newest first, at most 1000."""
+    args, select = await _arguments(request)
+    name = str_argument(args, "Name")
+    state = _state(args.get("state"))
+    states = None if state in (None, "All") else [state]
+    rows = await tasks.list_by_name_and_state(
+        request.app[POOL], name or None, states, limit=MAX_TASKS_LISTED
+    )
+    infos = [batch_task_info(row) for row in rows]
+    return respond(
+        request,
+        project(infos, select) if select else infos,
+        root="ArrayOfBatchTaskInfo",
+        item="BatchTaskInfo",
+    )
+
+
+def _state(value: Any) -> str | None:
+    """A BatchTaskState by name (any casing) or number; None when missing."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(as_int(value, "State"))
+    if not isinstance(value, str):
         raise ApiError(400, "State must be a BatchTaskState name")
-    states = None if state in (None, "", "All") else [state]
-    rows = await tasks.list_by_name_and_state(request.app[POOL], name or None, states)
-    return _json([batch_task_info(row) for row in rows])
+    state = _STATE_BY_KEY.get(value.strip().lower())
+    if state is None:
+        raise ApiError(400, f"State {value[:40]!r} is not one of " + ", ".join(BATCH_TASK_STATES))
+    return state
+
+
+@routes.post(f"{BATCH}/StopBatchJob")
+async def stop_batch_job(request: web.Request) -> web.Response:
+    """Stop a task between chunks: ``true`` when it was running and is now stopped (state
+    Failed, ``Statistics.Stopped``), ``false`` when it had already finished; 404 when unknown."""
+    args, _ = await _arguments(request)
+    task_id = int_argument(args, "Id")
+    pool = request.app[POOL]
+    if await tasks.get(pool, task_id) is None:
+        raise ApiError(404, f"BatchTask id {task_id} not found", "SoNotFoundException")
+    stopped = await tasks.stop(pool, task_id, request[PRINCIPAL].user)
+    if stopped is not None:
+        log.info("task stopped", task_id=task_id)
+    return respond(request, stopped is not None, root="boolean")
 
 
 def batch_task_info(task: asyncpg.Record) -> dict[str, Any]:
     """The BatchTaskInfo carrier, plus erpsync's counters under ``Statistics``."""
+    stopped = task["stopped_at"] is not None
+    # A chunk running when the task was stopped still commits: describe the current counts.
+    response = tasks.stopped_response(task) if stopped else task["response"]
+    progress = "Stopped" if stopped else task["progress_description"]
     return {
         "Id": task["id"],
         "Name": task["name"],
@@ -123,9 +247,9 @@ def batch_task_info(task: asyncpg.Record) -> dict[str, Any]:
         "StartCount": task["start_count"],
         "State": task["state"],
         "Description": task["description"],
-        "Response": task["response"],
+        "Response": response,
         "Request": orjson.dumps(task["request"]).decode(),
-        "ProgressDescription": task["progress_description"],
+        "ProgressDescription": progress,
         "ProgressPercent": task["progress_percent"],
         "FileName": "",
         "CancellationBehaviour": "CanCancel",
@@ -139,16 +263,16 @@ def batch_task_info(task: asyncpg.Record) -> dict[str, Any]:
             "Created": task["writes_created"],
             "Failed": task["writes_failed"],
             "FieldsChanged": task["fields_changed"],
-            "Chunks": task["total_chunks"],
+            "Chunks": task["total_chunks"] + task["retry_chunks"],
+            "RetryChunks": task["retry_chunks"],
             "ChunksDone": task["done_chunks"],
             "Finished": _iso(task["finished_at"]),
+            "Stopped": stopped,
+            "StoppedBy": task["stopped_by"],
+            "StoppedAt": _iso(task["stopped_at"]),
         },
     }
 
 
 def _iso(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat(timespec="milliseconds")
-
-
-def _json(data: Any) -> web.Response:
-    return web.Response(body=orjson.dumps(data), content_type="application/json", charset="utf-8")

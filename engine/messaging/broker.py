@@ -12,6 +12,7 @@ import structlog
 from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 
 from engine.messaging.topology import Names, Topology, declare
+from engine.observability import metrics
 from engine.settings import BrokerSettings, redact_url
 
 log = structlog.get_logger(__name__)
@@ -82,6 +83,7 @@ class Publisher:
         headers: Mapping[str, Any] | None = None,
         exchange: str | None = None,
         correlation_id: str | None = None,
+        content_type: str | None = "application/json",
     ) -> str:
         """Publish and wait for the confirm; returns the message id. Raises PublishFailed."""
         if self.topology is None or self._channel is None:
@@ -89,7 +91,7 @@ class Publisher:
         message_id = message_id or uuid.uuid4().hex
         message = aio_pika.Message(
             body,
-            content_type="application/json",
+            content_type=content_type,
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             message_id=message_id,
             correlation_id=correlation_id,
@@ -104,9 +106,12 @@ class Publisher:
             async with asyncio.timeout(self._settings.publish_timeout):
                 await target.publish(message, routing_key, mandatory=True)
         except TimeoutError:
+            metrics.of(self).publish_failed(routing_key)
             raise PublishFailed(
                 f"no confirm from the broker within {self._settings.publish_timeout:g}s"
             ) from None
         except Exception as exc:  # closed channel, connection lost, returned, nacked
+            metrics.of(self).publish_failed(routing_key)
             raise PublishFailed(f"{type(exc).__name__}: {exc}") from exc
+        metrics.of(self).published(routing_key)
         return message_id

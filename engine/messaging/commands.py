@@ -14,6 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 SCHEMA_VERSION = 1
 MAX_IDS_PER_COMMAND = 1_000_000
+INT32_MAX = 2**31 - 1
+INT64_MAX = 2**63 - 1
 
 
 class InvalidMessage(Exception):
@@ -48,9 +50,9 @@ class _Command(BaseModel):
 class ResyncCommand(_Command):
     """Resync these internal keys (all when empty) from a source connection (CRM when <= 0)."""
 
-    erp_connection_id: int = Field(0, alias="ErpConnectionId")
+    erp_connection_id: int = Field(0, alias="ErpConnectionId", ge=-INT32_MAX - 1, le=INT32_MAX)
     internal_key_ids: tuple[int, ...] = Field((), alias="InternalKeyIds")
-    task_id: int | None = Field(None, alias="TaskId", ge=1)
+    task_id: int | None = Field(None, alias="TaskId", ge=1, le=INT64_MAX)
     correlation_id: str | None = Field(None, alias="CorrelationId", max_length=255)
     schema_version: int = Field(SCHEMA_VERSION, alias="SchemaVersion", ge=1, le=SCHEMA_VERSION)
 
@@ -67,8 +69,8 @@ class ResyncCommand(_Command):
         for item in value:
             if isinstance(item, bool) or not isinstance(item, int):
                 raise ValueError("must contain integers only")
-            if item <= 0:
-                raise ValueError(f"ids must be positive, got {item}")
+            if not 0 < item <= INT64_MAX:
+                raise ValueError(f"ids must be positive 64-bit integers, got {item}")
             seen[item] = None
         return tuple(seen)  # duplicates dropped, first-seen order kept
 
@@ -104,7 +106,8 @@ def parse(model: type[_Command], body: bytes) -> Any:
         return model.model_validate(data)
     except ValidationError as exc:
         reasons = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}"
+            f"{'.'.join(str(p) for p in err['loc']) or 'body'}: "
+            f"{err['msg'].removeprefix('Value error, ')}"
             for err in exc.errors(include_url=False)
         )
         raise InvalidMessage(reasons) from None

@@ -1,27 +1,70 @@
-"""The engine's consumer: manual acks after commit, bounded prefetch, dead letters with reasons."""
+"""The engine's consumer: manual acks after commit, bounded prefetch, dead letters with reasons.
+
+Lifecycle:
+
+* ``start()`` opens a channel on the robust worker connection, sets the prefetch, declares the
+  topology and subscribes to every queue. A supervisor task then checks every
+  ``check_interval`` seconds (and at once after a reconnect or channel reopen) that each
+  subscription still exists on the live channel, and subscribes again when it does not. The
+  subscriptions are made with ``robust=False`` so the supervisor is their only owner: aio-pika's
+  own consumer restoration has left queues without consumers after broker restarts
+  (mosquito/aio-pika#231, #626), and two owners could attach a consumer twice.
+* ``begin_stop()`` (SIGTERM/SIGINT) cancels the subscriptions; deliveries that still arrive are
+  requeued unprocessed. ``stop()`` waits for in-flight deliveries until the drain deadline,
+  cancels the rest (each requeues its delivery: never a reject without requeue), then closes the
+  channel.
+
+A delivery whose channel died before it was settled cannot be acked any more (its tag belongs to
+the dead channel, mosquito/aio-pika#312); the broker requeues it and the handlers are idempotent.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+import hashlib
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
+import aiormq
+import asyncpg
 import structlog
 from aio_pika.abc import (
     AbstractIncomingMessage,
-    AbstractQueue,
     AbstractRobustChannel,
     AbstractRobustConnection,
+    AbstractRobustQueue,
 )
 
 from engine.messaging.broker import Publisher, PublishFailed
 from engine.messaging.commands import InvalidMessage
-from engine.messaging.topology import REASON_HEADER, declare
+from engine.messaging.topology import (
+    DEAD_LETTERED_AT_HEADER,
+    ORIGINAL_ROUTING_KEY_HEADER,
+    REASON_HEADER,
+    declare,
+)
+from engine.observability import metrics
 from engine.settings import BrokerSettings
 
 log = structlog.get_logger(__name__)
+
+SETTLE_TIMEOUT = 5.0
+
+# Errors meaning "a service is down", not "this message is bad".
+_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.AdminShutdownError,
+    PublishFailed,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,12 +81,37 @@ class Delivery:
 Handler = Callable[[Delivery], Awaitable[None]]
 
 
+def message_identity(message_id: str | None, body: bytes) -> str:
+    """The id used for deduplication: ``message_id``, else a digest of the body.
+
+    A digest keeps redeliveries of a message without ``message_id`` (e.g. from ``amqp-publish``)
+    idempotent; a random fallback would run each redelivery again.
+    """
+    if message_id:
+        return message_id
+    return "sha256:" + hashlib.sha256(body).hexdigest()
+
+
+@dataclass(slots=True)
+class _Subscription:
+    attr: str  # queue attribute name on Topology
+    handler: Handler
+    queue: AbstractRobustQueue | None = None
+    tag: str | None = None
+
+
+@dataclass(slots=True)
+class _KeyLock:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0
+
+
 class Consumer:
     """Consumes the command and chunk queues and dispatches to handlers.
 
     A handler returning normally means "committed": the delivery is acked. ``InvalidMessage``
-    sends a copy with the reason to the dead-letter exchange, then acks. Any other error
-    requeues after a delay that grows with the delivery count; the queue's delivery limit
+    sends a copy with the reason to the dead-letter exchange (confirmed), then acks. Any other
+    error requeues after a delay that grows with the delivery count; the queue's delivery limit
     dead-letters a message that keeps failing.
     """
 
@@ -53,34 +121,115 @@ class Consumer:
         settings: BrokerSettings,
         publisher: Publisher,
         handlers: dict[str, Handler],
+        *,
+        check_interval: float = 5.0,
+        hold_limit: float = 600.0,
     ) -> None:
         self._connection = connection
         self._settings = settings
         self._publisher = publisher
-        self._handlers = handlers  # queue attribute name on Topology -> handler
+        self._subscriptions = [_Subscription(attr, handler) for attr, handler in handlers.items()]
+        self._check_interval = check_interval
+        self._hold_limit = hold_limit  # seconds a delivery is retried in place during outages
         self._channel: AbstractRobustChannel | None = None
-        self._queues: list[tuple[AbstractQueue, str]] = []
         self._inflight: set[asyncio.Task[None]] = set()
-        self._stopping = False
+        self._exclusive_locks: dict[str, _KeyLock] = {}
+        self._stopping = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._supervisor: asyncio.Task[None] | None = None
+        self._stop_started = 0.0
+        self.resubscriptions = 0
 
     async def start(self) -> None:
+        """Open the channel, declare the topology, subscribe, and start the supervisor."""
         channel = await self._connection.channel()
         assert isinstance(channel, AbstractRobustChannel)
         await channel.set_qos(prefetch_count=self._settings.prefetch)
         self._channel = channel
         topology = await declare(channel, self._publisher.names, self._settings.delivery_limit)
-        for attr, handler in self._handlers.items():
-            queue: AbstractQueue = getattr(topology, attr)
-            tag = await queue.consume(self._callback(handler), no_ack=False)
-            self._queues.append((queue, tag))
-        log.info("consumer started", queues=[q.name for q, _ in self._queues])
+        for sub in self._subscriptions:
+            queue = getattr(topology, sub.attr)
+            assert isinstance(queue, AbstractRobustQueue)
+            sub.queue = queue  # strong reference: robust objects are restored only while alive
+            await self._subscribe(sub)
+        self._connection.reconnect_callbacks.add(self._on_reconnect)
+        channel.reopen_callbacks.add(self._on_reconnect)
+        self._supervisor = asyncio.create_task(self._supervise(), name="consumer-supervisor")
+        log.info("consumer started", queues=[s.queue.name for s in self._subscriptions if s.queue])
+
+    def _on_reconnect(self, *_: Any) -> None:
+        self._wake.set()
+
+    async def _subscribe(self, sub: _Subscription) -> None:
+        assert sub.queue is not None
+        sub.tag = await sub.queue.consume(
+            self._callback(sub.handler), no_ack=False, robust=False, timeout=SETTLE_TIMEOUT
+        )
+
+    async def _live_consumer_tags(self) -> set[str] | None:
+        """Tags subscribed on the live channel; None while the channel is down."""
+        channel = self._channel
+        if channel is None or channel.is_closed or self._connection.is_closed:
+            return None
+        try:
+            async with asyncio.timeout(1):
+                underlay = await channel.get_underlay_channel()
+        except Exception:
+            return None
+        if underlay.is_closed or not isinstance(underlay, aiormq.Channel):
+            return None
+        return set(underlay.consumers)
 
     @property
     def is_attached(self) -> bool:
-        return bool(self._queues) and self._channel is not None and not self._channel.is_closed
+        """Every queue has a subscription on an open channel (as far as this process knows)."""
+        channel = self._channel
+        if self._stopping.is_set() or channel is None or channel.is_closed:
+            return False
+        if self._connection.is_closed:
+            return False
+        return all(sub.tag is not None for sub in self._subscriptions)
+
+    async def ensure_attached(self) -> int:
+        """Subscribe again to every queue whose subscription is gone; return how many."""
+        if self._stopping.is_set():
+            return 0
+        live = await self._live_consumer_tags()
+        if live is None:
+            for sub in self._subscriptions:
+                sub.tag = None  # the channel is down: the broker dropped the subscriptions
+            return 0
+        attached = 0
+        for sub in self._subscriptions:
+            if sub.tag is not None and sub.tag in live:
+                continue
+            try:
+                await self._subscribe(sub)
+            except Exception as exc:
+                sub.tag = None
+                log.warning("could not subscribe; will retry", queue=sub.attr, error=repr(exc))
+                continue
+            attached += 1
+            self.resubscriptions += 1
+            log.info("consumer re-attached", queue=sub.queue.name if sub.queue else sub.attr)
+        return attached
+
+    async def _supervise(self) -> None:
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._check_interval):
+                    await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self.ensure_attached()
+            except Exception:
+                log.exception("consumer supervision failed; retrying")
 
     def _callback(self, handler: Handler) -> Callable[[AbstractIncomingMessage], Awaitable[None]]:
         async def on_message(message: AbstractIncomingMessage) -> None:
+            if self._stopping.is_set():  # arrived between basic.cancel and cancel-ok
+                await _settle(message.nack(requeue=True))
+                return
             task = asyncio.current_task()
             assert task is not None
             self._inflight.add(task)
@@ -95,41 +244,102 @@ class Consumer:
         headers = dict(message.headers or {})
         delivery = Delivery(
             body=message.body,
-            message_id=message.message_id or f"tag-{message.delivery_tag}",
+            message_id=message_identity(message.message_id, message.body),
             redelivered=bool(message.redelivered),
             delivery_count=_delivery_count(headers),
             headers=headers,
         )
         with structlog.contextvars.bound_contextvars(message_id=delivery.message_id):
             try:
-                await handler(delivery)
+                async with self._exclusive(delivery.message_id):
+                    await self._run(handler, delivery)
             except asyncio.CancelledError:
-                # Shutdown deadline passed: leave the delivery unacked; closing the channel
-                # returns it to the queue for another worker.
-                log.warning("delivery abandoned at shutdown; it will be redelivered")
+                # Drain deadline passed or the channel closed. aio-pika's process() would reject
+                # (and so dead-letter) here; we hand the delivery back for another worker.
+                log.warning("delivery cancelled before it finished; requeueing")
+                await _settle(message.nack(requeue=True))
                 raise
             except InvalidMessage as exc:
+                metrics.of(self).consumed(message.routing_key, "dead_lettered")
                 await self._dead_letter(message, str(exc))
             except Exception:
                 delay = min(30.0, 0.5 * 2 ** min(delivery.delivery_count, 6))
                 log.exception("delivery failed; requeueing", retry_in=delay)
-                await asyncio.sleep(delay)
+                metrics.of(self).consumed(message.routing_key, "requeued")
+                await self._pause(delay)
                 await _settle(message.nack(requeue=True))
             else:
+                metrics.of(self).consumed(message.routing_key, "acked")
                 await _settle(message.ack())
+
+    @contextlib.asynccontextmanager
+    async def _exclusive(self, message_id: str) -> AsyncIterator[None]:
+        """One delivery per message id at a time in this process.
+
+        Two copies of a message (a publisher retry, a redelivery after a reconnect) can be in
+        flight together; run concurrently, both would plan or resync before either commits.
+        Serialised, the second finds the first's commit and becomes a no-op.
+        """
+        entry = self._exclusive_locks.get(message_id)
+        if entry is None:
+            entry = self._exclusive_locks[message_id] = _KeyLock()
+        entry.users += 1
+        try:
+            async with entry.lock:
+                yield
+        finally:
+            entry.users -= 1
+            if not entry.users:
+                del self._exclusive_locks[message_id]
+
+    async def _run(self, handler: Handler, delivery: Delivery) -> None:
+        """Run the handler; while PostgreSQL or the broker is unreachable, retry in place.
+
+        Every requeue counts against the queue's delivery limit (RabbitMQ 3.10 counts nacks),
+        so an outage of a few minutes would otherwise dead-letter every message in flight.
+        Holding the delivery keeps its count; the handlers are idempotent, so a rerun is safe.
+        """
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            try:
+                await handler(delivery)
+                return
+            except _UNAVAILABLE as exc:
+                held = time.monotonic() - started
+                if self._stopping.is_set() or held > self._hold_limit:
+                    raise
+                delay = min(15.0, 0.5 * 2**attempt) * (0.5 + random.random() / 2)  # noqa: S311
+                attempt += 1
+                log.warning(
+                    "a service is unavailable; retrying the delivery in place",
+                    error=f"{type(exc).__name__}: {exc}",
+                    attempt=attempt,
+                    retry_in=round(delay, 2),
+                )
+                await self._pause(delay)
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep, but wake at once when the consumer stops."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._stopping.wait()
 
     async def _dead_letter(self, message: AbstractIncomingMessage, reason: str) -> None:
         log.warning("invalid message dead-lettered", reason=reason)
         headers = dict(message.headers or {})
         headers[REASON_HEADER] = reason[:1000]
-        headers["x-erpsync-original-routing-key"] = message.routing_key or ""
+        headers[ORIGINAL_ROUTING_KEY_HEADER] = message.routing_key or ""
+        headers[DEAD_LETTERED_AT_HEADER] = datetime.now(UTC).isoformat(timespec="seconds")
         try:
             await self._publisher.publish(
                 message.routing_key or "",
                 message.body,
-                message_id=message.message_id,
+                # The id it was deduplicated by, so a replay is recognised as the same message.
+                message_id=message_identity(message.message_id, message.body),
                 headers=headers,
                 exchange=self._publisher.names.dead_letter_exchange,
+                content_type=message.content_type,
             )
         except PublishFailed:
             log.exception("could not dead-letter; requeueing")
@@ -137,31 +347,73 @@ class Consumer:
             return
         await _settle(message.ack())
 
-    async def stop(self, deadline: float) -> None:
-        """Stop taking deliveries, let in-flight ones finish until ``deadline``, then leave."""
-        self._stopping = True
-        for queue, tag in self._queues:
-            with contextlib.suppress(Exception):
-                await queue.cancel(tag)
-        self._queues.clear()
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    async def begin_stop(self) -> None:
+        """Stop taking deliveries: cancel every subscription (the channel stays open for acks)."""
+        if self._stopping.is_set():
+            return
+        self._stopping.set()
+        self._stop_started = time.monotonic()
+        self._wake.set()
+        await self._cancel_subscriptions()
+        log.info("consumer stopped taking deliveries", in_flight=len(self._inflight))
+
+    async def _cancel_subscriptions(self) -> None:
+        channel_open = self._channel is not None and not self._channel.is_closed
+        for sub in self._subscriptions:
+            # With the channel down there is nothing to cancel (and nobody to wait for).
+            if channel_open and sub.queue is not None and sub.tag is not None:
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(2):
+                        await sub.queue.cancel(sub.tag)
+            sub.tag = None
+
+    async def stop(self, drain_timeout: float) -> None:
+        """Drain, requeue what is left, close: all within ``drain_timeout`` of ``begin_stop()``.
+
+        In-flight deliveries get the timeout less a margin (at most 3 s) kept back for
+        requeueing the rest and closing the channel.
+        """
+        await self.begin_stop()
+        margin = min(3.0, drain_timeout / 4)
+        deadline = self._stop_started + drain_timeout - margin
+        if self._supervisor is not None:
+            # It exits by itself once stopping is set; let a re-subscription in progress finish
+            # (cancelling it mid-RPC could leave a subscription we know no tag of).
+            _, running = await asyncio.wait({self._supervisor}, timeout=SETTLE_TIMEOUT)
+            for task in running:
+                task.cancel()
+            await self._cancel_subscriptions()
         if self._inflight:
             log.info("draining in-flight deliveries", count=len(self._inflight))
-            _, pending = await asyncio.wait(set(self._inflight), timeout=deadline)
+            _, pending = await asyncio.wait(
+                set(self._inflight), timeout=max(0.0, deadline - time.monotonic())
+            )
             for task in pending:
                 task.cancel()
             if pending:
-                await asyncio.wait(pending, timeout=5)
-        if self._channel is not None and not self._channel.is_closed:
-            with contextlib.suppress(Exception):
-                await self._channel.close()
+                log.warning("drain deadline passed; requeueing", count=len(pending))
+                await asyncio.wait(pending, timeout=SETTLE_TIMEOUT)
+        self._connection.reconnect_callbacks.discard(self._on_reconnect)
+        if self._channel is not None:
+            self._channel.reopen_callbacks.discard(self._on_reconnect)
+            if not self._channel.is_closed:
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(SETTLE_TIMEOUT):
+                        await self._channel.close()
+        log.info("consumer closed")
 
 
 async def _settle(action: Awaitable[Any]) -> None:
     # A delivery from a channel that died cannot be settled; the broker requeues it anyway.
     try:
-        await action
+        async with asyncio.timeout(SETTLE_TIMEOUT):
+            await action
     except Exception as exc:
-        log.warning("could not settle delivery; the broker will redeliver it", error=str(exc))
+        log.warning("could not settle delivery; the broker will redeliver it", error=repr(exc))
 
 
 def _delivery_count(headers: dict[str, Any]) -> int:

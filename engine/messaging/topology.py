@@ -1,4 +1,15 @@
-"""RabbitMQ names and declarations: one direct exchange, quorum queues, a dead-letter queue."""
+"""RabbitMQ names and declarations: one direct exchange, quorum queues, a dead-letter queue.
+
+Work queues are durable quorum queues with an explicit ``x-delivery-limit`` (RabbitMQ 3.10 has
+no default: a poison message would loop forever) and a dead-letter exchange. Dead-lettering uses
+the quorum queues' ``at-least-once`` strategy, which RabbitMQ only honours together with
+``x-overflow = reject-publish``; the default strategy republishes without confirms and could drop
+a message on its way to the dead-letter queue.
+
+Queue arguments cannot change after a queue exists: redeclaring with other arguments fails with
+PRECONDITION_FAILED (``inequivalent arg``). Changing them means draining and deleting the queues
+(or using a new ``broker.prefix``).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +22,9 @@ from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue
 RESYNC_ROUTING_KEY = "resync"
 CHUNK_ROUTING_KEY = "resync.chunk"
 REASON_HEADER = "x-erpsync-reason"
+ORIGINAL_ROUTING_KEY_HEADER = "x-erpsync-original-routing-key"
+DEAD_LETTERED_AT_HEADER = "x-erpsync-dead-lettered-at"
+REPLAY_COUNT_HEADER = "x-erpsync-replay-count"
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +81,8 @@ async def declare(channel: AbstractChannel, names: Names, delivery_limit: int) -
         "x-queue-type": "quorum",
         "x-delivery-limit": delivery_limit,
         "x-dead-letter-exchange": names.dead_letter_exchange,
+        "x-dead-letter-strategy": "at-least-once",
+        "x-overflow": "reject-publish",
     }
     commands = await channel.declare_queue(names.commands, durable=True, arguments=work_args)
     await commands.bind(exchange, RESYNC_ROUTING_KEY)

@@ -12,6 +12,8 @@ from engine.store import Connection, Executor
 
 RESYNC_TASK_NAME = "ForceResyncBatchTask"
 TERMINAL_STATES = ("Succeeded", "Failed", "SucceededManualCleanup")
+RETRY_CHUNK_BASE = 1 << 30
+"""Delayed-retry chunks are numbered from here, so they never collide with planned ones."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,17 +131,38 @@ async def set_total(conn: Connection, task_id: int, total: int, unknown: int) ->
     )
 
 
-async def planned_chunks(conn: Connection, task_id: int) -> list[asyncpg.Record]:
-    """Chunks already planned for a task (a redelivered command resumes after them)."""
-    return list(
-        await conn.fetch(
-            """
-            SELECT chunk_no, state, internal_key_ids[array_upper(internal_key_ids, 1)] AS last_key
-            FROM task_chunks WHERE task_id = $1 ORDER BY chunk_no
-            """,
-            task_id,
-        )
+async def planned_extent(conn: Connection, task_id: int) -> tuple[int, int]:
+    """How many chunks the planner stored so far and the last key they cover (0 if none)."""
+    row = await conn.fetchrow(
+        """
+        SELECT count(*) AS chunks,
+               (SELECT internal_key_ids[array_upper(internal_key_ids, 1)] FROM task_chunks
+                WHERE task_id = $1 AND chunk_no < $2 ORDER BY chunk_no DESC LIMIT 1) AS last_key
+        FROM task_chunks WHERE task_id = $1 AND chunk_no < $2
+        """,
+        task_id,
+        RETRY_CHUNK_BASE,
     )
+    assert row is not None
+    return int(row["chunks"]), int(row["last_key"] or 0)
+
+
+async def pending_planned(
+    conn: Connection, task_id: int, after_chunk_no: int, limit: int
+) -> list[int]:
+    """The next page of planned chunks not done yet (keyset paging by chunk number)."""
+    rows = await conn.fetch(
+        """
+        SELECT chunk_no FROM task_chunks
+        WHERE task_id = $1 AND chunk_no > $2 AND chunk_no < $3 AND state = 'pending'
+        ORDER BY chunk_no LIMIT $4
+        """,
+        task_id,
+        after_chunk_no,
+        RETRY_CHUNK_BASE,
+        limit,
+    )
+    return [r[0] for r in rows]
 
 
 async def add_chunk(
@@ -180,21 +203,57 @@ async def mark_planned(conn: Connection, task_id: int, total_chunks: int) -> asy
     return row
 
 
-async def complete_chunk(
-    conn: Connection, task_id: int, chunk_no: int, counts: ChunkCounts
-) -> asyncpg.Record | None:
-    """Mark a chunk done and add its counts; None if it was already done (duplicate delivery)."""
+async def mark_chunk_done(conn: Connection, task_id: int, chunk_no: int, worker: str) -> bool:
+    """Mark a chunk done by ``worker``; False if it was already done (duplicate delivery)."""
     marked = await conn.fetchval(
         """
-        UPDATE task_chunks SET state = 'done', done_at = now()
+        UPDATE task_chunks SET state = 'done', done_at = now(), done_by = $3
         WHERE task_id = $1 AND chunk_no = $2 AND state = 'pending' RETURNING 1
         """,
         task_id,
         chunk_no,
+        worker,
     )
-    if marked is None:
-        return None
-    return await conn.fetchrow(
+    return marked is not None
+
+
+@dataclass(frozen=True, slots=True)
+class RetryChunk:
+    """Records to run again later, on one target (or whole, when ``target`` is None)."""
+
+    internal_key_ids: Sequence[int]
+    target: int | None
+    attempt: int
+    delay: float
+
+
+async def add_retry_chunks(conn: Connection, task_id: int, retries: Sequence[RetryChunk]) -> None:
+    """Store delayed-retry chunks; the sweeper publishes each once its time has come."""
+    if not retries:
+        return
+    last = await conn.fetchval(
+        "UPDATE batch_tasks SET retry_chunks = retry_chunks + $2 WHERE id = $1 "
+        "RETURNING retry_chunks",
+        task_id,
+        len(retries),
+    )
+    first = RETRY_CHUNK_BASE + int(last) - len(retries)
+    await conn.executemany(
+        """
+        INSERT INTO task_chunks (task_id, chunk_no, internal_key_ids, attempt,
+                                 target_connection_id, not_before)
+        VALUES ($1, $2, $3, $4, $5, now() + make_interval(secs => $6))
+        """,
+        [
+            (task_id, first + i, list(r.internal_key_ids), r.attempt, r.target, r.delay)
+            for i, r in enumerate(retries)
+        ],
+    )
+
+
+async def add_counts(conn: Connection, task_id: int, counts: ChunkCounts) -> asyncpg.Record:
+    """Add a committed chunk's counts to its task; returns the task row (locked)."""
+    row = await conn.fetchrow(
         """
         UPDATE batch_tasks SET
             done_chunks = done_chunks + 1,
@@ -219,14 +278,16 @@ async def complete_chunk(
         counts.failed,
         counts.fields_changed,
     )
+    assert row is not None
+    return row
 
 
 def is_complete(task: asyncpg.Record) -> bool:
-    """All chunks of a fully planned, still running task are done."""
+    """All chunks (planned and delayed retries) of a fully planned, running task are done."""
     return bool(
         task["state"] == "Started"
         and task["planned"]
-        and task["done_chunks"] >= task["total_chunks"]
+        and task["done_chunks"] >= task["total_chunks"] + task["retry_chunks"]
     )
 
 
@@ -255,7 +316,7 @@ async def finish(conn: Connection, task: asyncpg.Record, failure_detail: str = "
         """
         UPDATE batch_tasks SET state = $2, response = $3, finished_at = now(),
             progress_percent = 100, progress_description = 'Finished'
-        WHERE id = $1
+        WHERE id = $1 AND state = 'Started'
         """,
         task["id"],
         state,
@@ -289,3 +350,36 @@ async def first_failures(conn: Executor, task_id: int, limit: int = 3) -> list[a
             limit,
         )
     )
+
+
+def stopped_response(task: asyncpg.Record) -> str:
+    """The ``Response`` of a stopped task: who stopped it and what was done until then."""
+    text = (
+        f"Stopped by {task['stopped_by'] or 'request'} after {task['done_chunks']} of "
+        f"{task['total_chunks'] if task['planned'] else '?'} chunks; {summary(task)}"
+    )
+    return text[:254]
+
+
+async def stop(conn: Executor, task_id: int, stopped_by: str) -> asyncpg.Record | None:
+    """StopBatchJob: end an unfinished task as Failed, marked stopped; None if already finished.
+
+    Chunks not yet started are then skipped by the runner (the task is terminal); a chunk that
+    is running commits normally, so its writes still count in the task's statistics.
+    """
+    row = await conn.fetchrow(
+        """
+        UPDATE batch_tasks SET state = 'Failed', stopped_at = now(), stopped_by = $2,
+            finished_at = now(), progress_description = 'Stopped'
+        WHERE id = $1 AND state NOT IN ('Succeeded', 'Failed', 'SucceededManualCleanup')
+        RETURNING *
+        """,
+        task_id,
+        stopped_by[:100],
+    )
+    if row is None:
+        return None
+    await conn.execute(
+        "UPDATE batch_tasks SET response = $2 WHERE id = $1", task_id, stopped_response(row)
+    )
+    return row

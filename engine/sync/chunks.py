@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
 import asyncpg
 import structlog
 
 from engine.messaging.commands import ChunkCommand
+from engine.observability import metrics
+from engine.store import Connection, recovery, results, tasks
 from engine.store import keys as keys_store
-from engine.store import results, tasks
+from engine.store.tasks import RetryChunk
+from engine.sync.backoff import full_jitter
+from engine.sync.liveness import Presence
 from engine.sync.resync import ChunkResult, ChunkResync
 
 log = structlog.get_logger(__name__)
@@ -20,9 +27,10 @@ class _AlreadyCommitted(Exception):
 class ChunkRunner:
     """Handles :class:`ChunkCommand` deliveries."""
 
-    def __init__(self, pool: asyncpg.Pool, resync: ChunkResync) -> None:
+    def __init__(self, pool: asyncpg.Pool, resync: ChunkResync, presence: Presence) -> None:
         self.pool = pool
         self.resync = resync
+        self.presence = presence
 
     async def run(self, command: ChunkCommand) -> None:
         with structlog.contextvars.bound_contextvars(
@@ -36,21 +44,68 @@ class ChunkRunner:
             if chunk["state"] == "done" or task["state"] in tasks.TERMINAL_STATES:
                 log.info("chunk already done; duplicate ignored")
                 return
-            keys, links = await keys_store.load(self.pool, chunk["internal_key_ids"])
-            result = await self.resync.run(task["source_connection_id"], keys, links)
-            try:
-                await self._commit(command, result)
-            except _AlreadyCommitted:
-                log.info("chunk committed by another delivery; ours rolled back")
+            with self.presence.working_on(command.task_id):
+                if not await self._claim(command):
+                    log.info("chunk is being run by another live worker; duplicate dropped")
+                    return
+                try:
+                    keys, links = await keys_store.load(self.pool, chunk["internal_key_ids"])
+                    result = await self.resync.run(
+                        task["source_connection_id"],
+                        keys,
+                        links,
+                        attempt=chunk["attempt"],
+                        target=chunk["target_connection_id"],
+                    )
+                    await self._commit(command, result)
+                except _AlreadyCommitted:
+                    log.info("chunk committed by another delivery; ours rolled back")
+                    return
+                except BaseException:
+                    # Given up (error, drain deadline): let the redelivery run elsewhere.
+                    await self._release(command)
+                    raise
+                metrics.of(self).chunk_committed(result.outcomes)
+
+    async def _release(self, command: ChunkCommand) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.shield(
+                recovery.release_claim(
+                    self.pool, command.task_id, command.chunk_no, self.presence.worker
+                )
+            )
+
+    async def _claim(self, command: ChunkCommand) -> bool:
+        """Take the chunk unless another live worker runs it; count takeovers from dead ones.
+
+        A duplicate delivery (a redelivery after a lost channel, a sweeper republish) must not
+        run beside the original: both would write, and the one that loses the commit would
+        drop changes from the sync log. The duplicate is acked and dropped instead; should the
+        original's worker die before committing, the sweeper republishes the chunk.
+        """
+        me = self.presence.worker
+        claim = await recovery.claim_chunk(self.pool, command.task_id, command.chunk_no, me)
+        previous = claim.previous_worker
+        if previous is None or previous == me:
+            return True
+        if await recovery.worker_alive(self.pool, previous):
+            await recovery.give_back_claim(
+                self.pool, command.task_id, command.chunk_no, me, previous
+            )
+            return False
+        async with self.pool.acquire() as conn:
+            if await recovery.record_takeover(conn, command.task_id, previous, me):
+                log.warning("continuing the task of a worker that died", dead_worker=previous)
+        return True
 
     async def _commit(self, command: ChunkCommand, result: ChunkResult) -> None:
         async with self.pool.acquire() as conn, conn.transaction():
-            row = await tasks.complete_chunk(
-                conn, command.task_id, command.chunk_no, result.counts()
-            )
-            if row is None:
+            worker = self.presence.worker
+            if not await tasks.mark_chunk_done(conn, command.task_id, command.chunk_no, worker):
                 raise _AlreadyCommitted
             await results.write(conn, command.task_id, result.outcomes, result.changes)
+            await tasks.add_retry_chunks(conn, command.task_id, self._retries(result))
+            row = await tasks.add_counts(conn, command.task_id, result.counts())
             await keys_store.touch_links(conn, result.touches)
             if result.crm_written:
                 await keys_store.touch_internal_keys(
@@ -71,18 +126,52 @@ class ChunkRunner:
                         internal_key=link.internal_key_id,
                         connection=link.connection_id,
                     )
+            log.info(
+                "chunk committed",
+                records=result.records,
+                changes=len(result.changes),
+                retries=sum(len(p.keys) for p in result.retries.values()),
+                attempt=result.attempt,
+            )
             if result.configuration_error:
-                log.error("connection misconfigured", error=result.configuration_error)
-            log.info("chunk committed", records=result.records, changes=len(result.changes))
+                reason = f"Configuration error on {result.configuration_error}"
+                log.error("connection misconfigured; task failed", error=reason)
+                await tasks.fail(conn, command.task_id, reason)
+                return
             if tasks.is_complete(row):
-                detail = ""
-                if row["writes_failed"]:
-                    first = await tasks.first_failures(conn, command.task_id, limit=1)
-                    if first:
-                        f = first[0]
-                        detail = (
-                            f"first failure: key {f['internal_key_id']} on connection "
-                            f"{f['connection_id']}: {f['error']}"
-                        )
-                state = await tasks.finish(conn, row, detail)
-                log.info("task finished", state=state, response=tasks.summary(row))
+                await self._finish(conn, command.task_id, row)
+
+    @staticmethod
+    async def _finish(conn: Connection, task_id: int, row: asyncpg.Record) -> None:
+        detail = ""
+        if row["writes_failed"]:
+            first = await tasks.first_failures(conn, task_id, limit=1)
+            if first:
+                f = first[0]
+                detail = (
+                    f"first failure: key {f['internal_key_id']} on connection "
+                    f"{f['connection_id']}: {f['error']}"
+                )
+        state = await tasks.finish(conn, row, detail)
+        log.info("task finished", state=state, response=tasks.summary(row))
+
+    def _retries(self, result: ChunkResult) -> list[RetryChunk]:
+        """Delayed-retry chunks for the records that failed transiently, paced per connection."""
+        chunks = []
+        for target, pending in result.retries.items():
+            conn = self.resync.settings.connection(pending.connection_id)
+            assert conn is not None
+            attempt = result.attempt + 1
+            delay = max(
+                pending.retry_after,
+                full_jitter(attempt, conn.retry.delayed_base, conn.retry.delayed_max),
+            )
+            chunks.append(RetryChunk(list(pending.keys), target, attempt, delay))
+            log.info(
+                "records scheduled for a delayed retry",
+                target=target,
+                records=len(pending.keys),
+                attempt=attempt,
+                delay=round(delay, 3),
+            )
+        return chunks

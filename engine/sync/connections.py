@@ -1,48 +1,76 @@
 """Open connectors for every configured connection and call them through a per-connection gate.
 
 The gate is where the engine owns what a connector must not: a process-wide concurrency limit,
-a timeout per call, and retries of transient errors with exponential backoff and full jitter.
+an optional rate limit, a circuit breaker, a timeout per call, and in-process retries of
+transient errors with exponential backoff and full jitter.
 """
 
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import structlog
+from aiolimiter import AsyncLimiter
 
 from connectors.contract import ConnectorContext, ConnectorError, TransientError
 from connectors.registry import load as load_connector
+from engine.observability import metrics
 from engine.settings import ConnectionSettings, Settings
+from engine.sync.backoff import full_jitter
+from engine.sync.breaker import CircuitBreaker
 
 log = structlog.get_logger(__name__)
 
 R = TypeVar("R")
-
-RETRY_ATTEMPTS = 3
-RETRY_BASE_DELAY = 0.2
-RETRY_MAX_DELAY = 5.0
+Sleep = Callable[[float], Awaitable[None]]
 
 
 class CallFailed(Exception):
-    """A connector call failed for good; ``kind`` is transient, permanent or configuration."""
+    """A connector call failed for good in this run.
 
-    def __init__(self, message: str, kind: str) -> None:
+    ``kind`` is transient, permanent or configuration; ``retry_after`` is the earliest sensible
+    time (seconds) for a delayed retry, e.g. the rest of an open breaker's cool-down.
+    """
+
+    def __init__(self, message: str, kind: str, retry_after: float = 0.0) -> None:
         super().__init__(message)
         self.message = message
         self.kind = kind
+        self.retry_after = retry_after
 
 
 @dataclass
 class ConnectionHandle:
-    """One open connection: its settings, its connector and its gate."""
+    """One open connection: its settings, its connector and its gate.
+
+    The gate holds across the whole process: a concurrency semaphore, an optional rate limiter,
+    a circuit breaker, a timeout per call and in-process retries of transient errors.
+    """
 
     settings: ConnectionSettings
     connector: Any
     semaphore: asyncio.Semaphore
+    breaker: CircuitBreaker
+    limiter: AsyncLimiter | None = None
+    sleep: Sleep = asyncio.sleep
+
+    @classmethod
+    def build(cls, settings: ConnectionSettings, connector: Any) -> ConnectionHandle:
+        limiter = None
+        rate = settings.rate_limit
+        if rate is not None:
+            # A bucket of one second's worth of calls (or one call, below one per second).
+            limiter = AsyncLimiter(rate, 1.0) if rate >= 1 else AsyncLimiter(1, 1 / rate)
+        return cls(
+            settings,
+            connector,
+            asyncio.Semaphore(settings.concurrency),
+            CircuitBreaker(settings.breaker),
+            limiter,
+        )
 
     @property
     def id(self) -> int:
@@ -51,27 +79,58 @@ class ConnectionHandle:
     async def call(self, operation: Callable[[Any], Awaitable[R]], request: Any) -> R:
         """Call ``operation(request)`` within the gate; raise :class:`CallFailed` on failure."""
         name = getattr(operation, "__name__", "call")
+        retry = self.settings.retry
         attempt = 0
         while True:
             attempt += 1
+            if not self.breaker.allow():
+                raise CallFailed(
+                    f"{self.settings.name}: circuit open, not called",
+                    "transient",
+                    retry_after=self.breaker.remaining(),
+                )
             try:
+                if self.limiter is not None:
+                    await self.limiter.acquire()
                 async with self.semaphore, asyncio.timeout(self.settings.timeout):
-                    return await operation(request)
+                    result = await operation(request)
             except TimeoutError:
                 error: ConnectorError = TransientError(
                     f"{name} timed out after {self.settings.timeout:g}s"
                 )
             except ConnectorError as exc:
                 error = exc
+            except asyncio.CancelledError:
+                self.breaker.abandon()
+                raise
             except Exception as exc:
                 log.exception("connector raised an unexpected error", operation=name)
                 error = ConnectorError(f"{type(exc).__name__}: {exc}")
-            if error.kind != "transient" or attempt >= RETRY_ATTEMPTS:
-                raise CallFailed(f"{self.settings.name}: {error.message}", error.kind)
-            cap = min(RETRY_MAX_DELAY, RETRY_BASE_DELAY * 2 ** (attempt - 1))
-            delay = max(error.retry_after or 0.0, random.uniform(0, cap))  # noqa: S311
-            log.info("retrying connector call", operation=name, attempt=attempt, delay=delay)
-            await asyncio.sleep(delay)
+            else:
+                self.breaker.success()
+                return result
+            if error.kind == "transient":
+                self.breaker.failure()
+            else:
+                self.breaker.success()  # the target answered; the request was the problem
+            if error.kind != "transient" or attempt >= retry.attempts:
+                raise CallFailed(
+                    f"{self.settings.name}: {error.message}",
+                    error.kind,
+                    retry_after=error.retry_after or 0.0,
+                )
+            delay = max(
+                error.retry_after or 0.0, full_jitter(attempt, retry.base_delay, retry.max_delay)
+            )
+            log.info(
+                "retrying connector call",
+                connection=self.id,
+                operation=name,
+                attempt=attempt,
+                delay=round(delay, 3),
+            )
+            metrics.of(self).connector_retry(self.id)
+            await self.sleep(delay)
 
 
 class Connections:
@@ -121,4 +180,4 @@ async def _open_one(conn: ConnectionSettings, settings: Settings) -> ConnectionH
     connector = cls(config, context)
     await connector.open()
     log.info("connection opened", connection=conn.id, name=conn.name, connector=conn.connector)
-    return ConnectionHandle(conn, connector, asyncio.Semaphore(conn.concurrency))
+    return ConnectionHandle.build(conn, connector)

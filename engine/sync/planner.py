@@ -16,9 +16,10 @@ from engine.messaging.broker import Publisher
 from engine.messaging.commands import ChunkCommand, ResyncCommand
 from engine.messaging.topology import CHUNK_ROUTING_KEY
 from engine.settings import Settings
-from engine.store import Connection, results, tasks
+from engine.store import Connection, recovery, results, tasks
 from engine.store import keys as keys_store
 from engine.store.results import Outcome
+from engine.sync.liveness import Presence
 
 log = structlog.get_logger(__name__)
 
@@ -26,10 +27,17 @@ log = structlog.get_logger(__name__)
 class Planner:
     """Turns a :class:`ResyncCommand` into stored, published chunks."""
 
-    def __init__(self, settings: Settings, pool: asyncpg.Pool, publisher: Publisher) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        pool: asyncpg.Pool,
+        publisher: Publisher,
+        presence: Presence | None = None,
+    ) -> None:
         self.settings = settings
         self.pool = pool
         self.publisher = publisher
+        self.presence = presence
 
     async def plan(self, command: ResyncCommand, message_id: str) -> None:
         async with self.pool.acquire() as conn:
@@ -41,10 +49,21 @@ class Planner:
                 correlation_id=command.correlation_id,
             )
             with structlog.contextvars.bound_contextvars(task_id=task_id):
-                if await results.was_processed(conn, message_id):
-                    log.info("command already planned; duplicate ignored")
-                    return
-                await self._plan(conn, task_id, command, message_id)
+                async with recovery.planning_lock(conn, task_id):
+                    await self._plan_once(conn, task_id, command, message_id)
+
+    async def _plan_once(
+        self, conn: Connection, task_id: int, command: ResyncCommand, message_id: str
+    ) -> None:
+        """Plan unless this message was planned before (checked under the planning lock)."""
+        if await results.was_processed(conn, message_id):
+            log.info("command already planned; duplicate ignored")
+            return
+        if self.presence is None:
+            await self._plan(conn, task_id, command, message_id)
+            return
+        with self.presence.working_on(task_id):
+            await self._plan(conn, task_id, command, message_id)
 
     async def _plan(
         self, conn: Connection, task_id: int, command: ResyncCommand, message_id: str
@@ -61,12 +80,9 @@ class Planner:
             return
         log.info("planning", start_count=task["start_count"], source=source)
 
-        planned = await tasks.planned_chunks(conn, task_id)
-        for chunk in planned:  # resuming: chunks whose message may never have gone out
-            if chunk["state"] == "pending":
-                await self._publish(task_id, chunk["chunk_no"])
-        chunk_no = len(planned)
-        after = planned[-1]["last_key"] if planned else 0
+        chunk_no, after = await tasks.planned_extent(conn, task_id)
+        if chunk_no:  # resuming: chunks whose message may never have gone out
+            await self._republish_pending(conn, task_id)
 
         if task["total_records"] is None:
             await self._count(conn, task_id, command)
@@ -126,6 +142,18 @@ class Planner:
                 pending = pending[size:]
         if pending:
             yield pending
+
+    async def _republish_pending(self, conn: Connection, task_id: int) -> None:
+        after = -1
+        while True:
+            page = await tasks.pending_planned(
+                conn, task_id, after, self.settings.engine.chunk_size
+            )
+            for chunk_no in page:
+                await self._publish(task_id, chunk_no)
+            if not page:
+                return
+            after = page[-1]
 
     async def _publish(self, task_id: int, chunk_no: int) -> None:
         await self.publisher.publish(

@@ -46,9 +46,27 @@ class NewLink:
 
 
 @dataclass
-class ChunkResult:
-    """Everything a chunk produced, to be committed at once."""
+class PendingRetry:
+    """Records whose calls failed transiently: to run again later as a delayed-retry chunk."""
 
+    connection_id: int
+    """The connection that failed (its retry settings pace the retry)."""
+    keys: dict[int, None] = field(default_factory=dict)
+    retry_after: float = 0.0
+
+
+@dataclass
+class ChunkResult:
+    """Everything a chunk produced, to be committed at once.
+
+    ``attempt`` and ``target`` describe the run: 0 and None for a planned chunk, otherwise a
+    delayed retry of records on one ``target`` connection. ``retries`` holds the records to
+    retry later per target (None: the whole record, when the source side failed).
+    """
+
+    attempt: int = 0
+    target: int | None = None
+    retries: dict[int | None, PendingRetry] = field(default_factory=dict)
     outcomes: list[Outcome] = field(default_factory=list)
     changes: list[FieldChange] = field(default_factory=list)
     touches: list[LinkTouch] = field(default_factory=list)
@@ -72,6 +90,10 @@ class ChunkResult:
         )
 
     def merge(self, other: ChunkResult) -> None:
+        for target, pending in other.retries.items():
+            mine = self.retries.setdefault(target, PendingRetry(pending.connection_id))
+            mine.keys.update(pending.keys)
+            mine.retry_after = max(mine.retry_after, pending.retry_after)
         self.outcomes += other.outcomes
         self.changes += other.changes
         self.touches += other.touches
@@ -106,22 +128,34 @@ class ChunkResync:
         self.connections = connections
 
     async def run(
-        self, source_id: int, keys: Sequence[InternalKey], links: Sequence[Link]
+        self,
+        source_id: int,
+        keys: Sequence[InternalKey],
+        links: Sequence[Link],
+        *,
+        attempt: int = 0,
+        target: int | None = None,
     ) -> ChunkResult:
-        result = ChunkResult(records=len(keys))
+        """Resync ``keys``; a retry of one ``target`` skips the source (already applied)."""
+        result = ChunkResult(attempt, target, records=len(keys) if target is None else 0)
         links_by_key: dict[int, dict[int, Link]] = defaultdict(dict)
         for link in links:
             links_by_key[link.internal_key_id][link.connection_id] = link
         records = [_Record(k, links_by_key[k.id], {}) for k in keys]
 
-        if source_id > 0:
+        if source_id > 0 and target is None:
             records = [r for r in records if self._linked_to_source(r, source_id, result)]
         records = await self._load_crm(records, result)
-        if source_id > 0:
+        if source_id > 0 and target is None:
             records = await self._apply_source(source_id, records, result)
 
-        targets = [h for h in self.connections.erps() if h.id != source_id]
-        pushed = await asyncio.gather(*(self._push(t, records) for t in targets))
+        if target is None:
+            targets = [h for h in self.connections.erps() if h.id != source_id]
+        else:
+            targets = [self.connections.get(target)]
+        pushed = await asyncio.gather(
+            *(self._push(t, records, ChunkResult(attempt, target)) for t in targets)
+        )
         for part in pushed:
             result.merge(part)
         return result
@@ -160,7 +194,12 @@ class ChunkResync:
                     actor = actors.get(record.key.crm_record_id)
                     if actor is None:
                         result.outcomes.append(
-                            Outcome(record.key.id, 0, "failed", error="CRM record not found")
+                            Outcome(
+                                record.key.id,
+                                0 if result.target is None else result.target,
+                                "failed",
+                                error="CRM record not found",
+                            )
                         )
                     else:
                         record.crm = dict(actor.fields)
@@ -264,13 +303,17 @@ class ChunkResync:
         except CallFailed as exc:
             self._fail_all(result, [r for r, _ in to_save], 0, exc)
             return ready
-        failures = {f.key: f.message for f in response.failures}
+        failures = {f.key: f for f in response.failures}
         saved = {a.key for a in response.saved}
         for record, changed in to_save:
             crm_key = record.key.crm_record_id
             if crm_key not in saved:
-                error = failures.get(crm_key, "not saved by the CRM connector")
-                result.outcomes.append(Outcome(record.key.id, 0, "failed", error=error))
+                failure = failures.get(crm_key)
+                error = failure.message if failure else "not saved by the CRM connector"
+                kind = failure.kind if failure else "permanent"
+                self._fail_all(
+                    result, [record], 0, CallFailed(f"{crm.settings.name}: {error}", kind)
+                )
                 continue
             link = record.links[source.id]
             for crm_field, (old, new) in changed.items():
@@ -295,9 +338,10 @@ class ChunkResync:
 
     # -- targets --------------------------------------------------------------------------------
 
-    async def _push(self, target: ConnectionHandle, records: Sequence[_Record]) -> ChunkResult:
-        """Write the CRM values of ``records`` to one target; never raises."""
-        result = ChunkResult()
+    async def _push(
+        self, target: ConnectionHandle, records: Sequence[_Record], result: ChunkResult
+    ) -> ChunkResult:
+        """Write the CRM values of ``records`` to one target into ``result``; never raises."""
         updates: dict[str, list[_Item]] = defaultdict(list)
         creates: list[_Item] = []
         for record in records:
@@ -390,14 +434,16 @@ class ChunkResync:
             self._fail_items(result, target, [item for item, _ in to_save], exc)
             return
         stamps = {a.key: a.last_modified for a in saved.saved}
-        failures = {f.key: f.message for f in saved.failures}
+        failures = {f.key: f for f in saved.failures}
         for item, changed in to_save:
             assert item.link is not None
             key = item.link.erp_key
             if key not in stamps:
-                error = failures.get(key, "not saved by the connector")
-                result.outcomes.append(
-                    Outcome(item.record.key.id, target.id, "failed", error=error)
+                failure = failures.get(key)
+                error = failure.message if failure else "not saved by the connector"
+                kind = failure.kind if failure else "permanent"
+                self._fail_items(
+                    result, target, [item], CallFailed(f"{target.settings.name}: {error}", kind)
                 )
                 continue
             result.touches.append(LinkTouch(item.link.id, stamps[key]))
@@ -429,21 +475,40 @@ class ChunkResync:
 
     # -- failures -------------------------------------------------------------------------------
 
-    @staticmethod
     def _fail_all(
-        result: ChunkResult, records: Sequence[_Record], connection_id: int, exc: CallFailed
+        self,
+        result: ChunkResult,
+        records: Sequence[_Record],
+        connection_id: int,
+        exc: CallFailed,
+        *,
+        target_side: bool = False,
     ) -> None:
+        """Record failed calls: transient ones become delayed retries while attempts remain."""
+        on = connection_id if result.target is None else result.target
+        conn = self.settings.connection(connection_id)
+        delayed = conn.retry.delayed_attempts if conn is not None else 0
+        error = exc.message
+        if exc.kind == "transient":
+            if result.attempt < delayed:
+                retry_as = result.target if result.target is not None else None
+                if target_side:
+                    retry_as = connection_id
+                pending = result.retries.setdefault(retry_as, PendingRetry(connection_id))
+                pending.keys.update((r.key.id, None) for r in records)
+                pending.retry_after = max(pending.retry_after, exc.retry_after)
+                return
+            if delayed:
+                error = f"{error} (gave up after {result.attempt} delayed retries)"
         for record in records:
-            result.outcomes.append(
-                Outcome(record.key.id, connection_id, "failed", error=exc.message)
-            )
+            result.outcomes.append(Outcome(record.key.id, on, "failed", error=error))
         if exc.kind == "configuration":
             result.configuration_error = exc.message
 
     def _fail_items(
         self, result: ChunkResult, target: ConnectionHandle, items: Sequence[_Item], exc: CallFailed
     ) -> None:
-        self._fail_all(result, [item.record for item in items], target.id, exc)
+        self._fail_all(result, [item.record for item in items], target.id, exc, target_side=True)
 
 
 def _log_to_erp(

@@ -13,6 +13,7 @@ import aiohttp
 import asyncpg
 import pytest
 
+from engine.store.migrate import migrations
 from tests import support
 from tests.e2e.harness import AUTH, RESYNC, TASK_INFO
 
@@ -60,7 +61,9 @@ async def test_migrate_seed_serve_and_resync_the_demo(
         "ERPSYNC_LOG_FORMAT": "json",
     }
     # Set-up is idempotent: the database is created once, the demo seeded once.
-    assert (await _cli("migrate", env=env))[:2] == (0, "applied 0001_initial\n")
+    code, applied = (await _cli("migrate", env=env))[:2]
+    assert code == 0
+    assert applied.splitlines() == [f"applied {m.version:04d}_{m.name}" for m in migrations()]
     assert (await _cli("migrate", env=env))[:2] == (0, "database schema is up to date\n")
     code, out, _ = await _cli("demo", "seed", env=env)
     assert code == 0 and out.startswith("demo data seeded: 1000 companies, 2000 persons")

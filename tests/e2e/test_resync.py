@@ -292,3 +292,41 @@ async def test_unconfirmed_publish_answers_503_and_leaves_no_task_new(
     rows = await db.fetch("SELECT state, response FROM batch_tasks")
     assert [r["state"] for r in rows] == ["Failed"]
     assert "Not queued" in rows[0]["response"]
+
+
+async def test_create_missing_creates_the_actor_once_and_links_it(
+    database: str, db: asyncpg.Connection, broker_prefix: str, stores: dict[int, MemoryStore]
+) -> None:
+    await seed(db, stores)
+    stores[0].put("Contact", "4", {"name": "Delta", "phone": "444", "email": "d@crm"})
+    await link(db, 4, "Contact", "4", {1: ("Customer", "E1-4")})  # not on ERP 2 yet
+    stores[1].put("Customer", "E1-4", {"name": "Delta", "phone": "444", "email": "d@crm"})
+    base = settings_for(database, broker_prefix, stores)
+    erp2 = base.connections[1].model_copy(
+        update={
+            "actor_types": [
+                base.connections[1].actor_types[0].model_copy(update={"create_missing": True})
+            ]
+        }
+    )
+    settings = base.model_copy(update={"connections": [base.connections[0], erp2]})
+    async with Service(settings) as service:
+        first = await service.finished(await service.resync(0, [4]))
+        second = await service.finished(await service.resync(0, [4]))
+
+    assert first["State"] == "Succeeded", first
+    assert first["Statistics"]["Created"] == 1
+    assert second["Statistics"]["Created"] == 0
+    assert second["Statistics"]["FieldsChanged"] == 0
+    assert stores[2].creates == 1
+    key = await db.fetchval(
+        "SELECT erp_key FROM external_keys WHERE internal_key_id = 4 AND connection_id = 2"
+    )
+    assert stores[2].get("Customer", key) == {"company": "Delta", "tel": "444", "mail": "d@crm"}
+    assert await sync_log(db, first["Id"]) == sorted(
+        [
+            (2, 4, "company", "name", False, None, "Delta"),
+            (2, 4, "tel", "phone", False, None, "444"),
+            (2, 4, "mail", "email", False, None, "d@crm"),
+        ]
+    )

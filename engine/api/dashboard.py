@@ -1,0 +1,207 @@
+"""Read-only endpoints for the dashboard and the CLI, under ``/api/v1/erpsync``.
+
+They sit under ``/api/`` so they are authenticated like every agent endpoint (Basic, or a
+session cookie plus the XSRF header). Tasks are rendered as the Batch agent's BatchTaskInfo, so a
+client sees one shape everywhere.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from engine.api.errors import ApiError
+from engine.api.routes import batch_task_info
+from engine.appkeys import CONSUMER, POOL, SETTINGS
+from engine.observability.metrics import METRICS
+from engine.store import reports
+from engine.store import tasks as tasks_store
+
+PREFIX = "/api/v1/erpsync"
+MAX_LIMIT = 1000
+STATES = ("Unknown", "New", "Aquired", "Started", "Succeeded", "Failed", "SucceededManualCleanup")
+ACTIVITY_WINDOW = 3600
+
+routes = web.RouteTableDef()
+
+
+def _int(request: web.Request, name: str, default: int | None = None) -> int | None:
+    raw = request.query.get(name, "")
+    if raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ApiError(400, f"Query parameter {name!r} must be an integer") from None
+
+
+def _limit(request: web.Request, default: int) -> int:
+    value = _int(request, "limit", default)
+    assert value is not None
+    if not 1 <= value <= MAX_LIMIT:
+        raise ApiError(400, f"Query parameter 'limit' must be between 1 and {MAX_LIMIT}")
+    return value
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat(timespec="milliseconds")
+
+
+def _json(data: Any) -> web.Response:
+    return web.Response(body=orjson.dumps(data), content_type="application/json", charset="utf-8")
+
+
+def _connection_name(request: web.Request, connection_id: int | None) -> str:
+    if connection_id is None:
+        return "(unknown internal keys)"
+    conn = request.app[SETTINGS].connection(connection_id)
+    return conn.name if conn is not None else f"connection {connection_id}"
+
+
+@routes.get(f"{PREFIX}/tasks")
+async def list_tasks(request: web.Request) -> web.Response:
+    """Batch tasks newest first; ``state`` (comma-separated), ``limit``, ``before`` (an id)."""
+    states = [s for s in request.query.get("state", "").split(",") if s and s != "All"]
+    unknown = [s for s in states if s not in STATES]
+    if unknown:
+        raise ApiError(400, f"Unknown state {unknown[0]!r}; use one of {', '.join(STATES)}")
+    rows = await reports.tasks(
+        request.app[POOL], states or None, _limit(request, 50), _int(request, "before")
+    )
+    return _json([batch_task_info(r) for r in rows])
+
+
+@routes.get(PREFIX + "/tasks/{id:\\d+}")
+async def show_task(request: web.Request) -> web.Response:
+    """One task with its outcomes per target and its first failures."""
+    task_id = int(request.match_info["id"])
+    pool = request.app[POOL]
+    task = await tasks_store.get(pool, task_id)
+    if task is None:
+        raise ApiError(404, f"BatchTask id {task_id} not found")
+    targets: dict[int | None, dict[str, Any]] = {}
+    for row in await reports.outcomes_by_target(pool, task_id):
+        cid = row["connection_id"]
+        target = targets.setdefault(
+            cid,
+            {
+                "ConnectionId": cid,
+                "Name": _connection_name(request, cid),
+                "Outcomes": {},
+                "Records": 0,
+                "FieldsChanged": 0,
+            },
+        )
+        target["Outcomes"][row["status"]] = row["n"]
+        target["Records"] += row["n"]
+        target["FieldsChanged"] += row["fields"] or 0
+    failures = await reports.failures(pool, task_id, _limit(request, 20))
+    return _json(
+        {
+            "Task": batch_task_info(task),
+            "Targets": list(targets.values()),
+            "Failures": [_failure(request, f) for f in failures],
+        }
+    )
+
+
+def _failure(request: web.Request, row: Any) -> dict[str, Any]:
+    return {
+        "InternalKeyId": row["internal_key_id"],
+        "ConnectionId": row["connection_id"],
+        "ConnectionName": _connection_name(request, row["connection_id"]),
+        "Status": row["status"],
+        "Error": row["error"],
+        "At": _iso(row["created_at"]),
+    }
+
+
+@routes.get(PREFIX + "/tasks/{id:\\d+}/failures")
+async def task_failures(request: web.Request) -> web.Response:
+    """A task's outcomes with a reason; ``connection`` filters by target, ``limit`` caps."""
+    task_id = int(request.match_info["id"])
+    rows = await reports.failures(
+        request.app[POOL], task_id, _limit(request, 100), _int(request, "connection")
+    )
+    return _json([_failure(request, r) for r in rows])
+
+
+@routes.get(f"{PREFIX}/synclog")
+async def sync_log(request: web.Request) -> web.Response:
+    """Field changes newest first; filters ``task``, ``key``, ``connection``; ``before`` pages."""
+    rows = await reports.sync_log(
+        request.app[POOL],
+        task_id=_int(request, "task"),
+        internal_key_id=_int(request, "key"),
+        connection_id=_int(request, "connection"),
+        limit=_limit(request, 100),
+        before_id=_int(request, "before"),
+    )
+    return _json(
+        [
+            {
+                "Id": r["id"],
+                "TaskId": r["task_id"],
+                "ConnectionId": r["connection_id"],
+                "ConnectionName": _connection_name(request, r["connection_id"]),
+                "InternalKeyId": r["internal_key_id"],
+                "ErpActorType": r["erp_actor_type"],
+                "ErpField": r["erp_field"],
+                "CrmField": r["crm_field"],
+                "Direction": r["direction"],
+                "OldValue": r["old_value"],
+                "NewValue": r["new_value"],
+                "At": _iso(r["created_at"]),
+            }
+            for r in rows
+        ]
+    )
+
+
+@routes.get(f"{PREFIX}/connections")
+async def connections(request: web.Request) -> web.Response:
+    """Configured connections with their recent activity, health and breaker state.
+
+    Health comes from the outcomes every worker committed in the last hour; the breaker state is
+    this process's own (``unknown`` when this process runs no engine).
+    """
+    app = request.app
+    activity = {
+        r["connection_id"]: r for r in await reports.connection_activity(app[POOL], ACTIVITY_WINDOW)
+    }
+    engine_here = app.get(CONSUMER) is not None
+    breakers = app[METRICS].breaker_states() if METRICS in app else {}
+    out = []
+    for conn in app[SETTINGS].all_connections:
+        row = activity.get(conn.id)
+        total = row["total"] if row else 0
+        failed = row["failed"] if row else 0
+        breaker = breakers.get(conn.id, "closed" if engine_here else "unknown")
+        if breaker == "open" or (total and failed == total):
+            health = "failing"
+        elif failed:
+            health = "degraded"
+        elif total:
+            health = "ok"
+        else:
+            health = "idle"
+        out.append(
+            {
+                "Id": conn.id,
+                "Name": conn.name,
+                "Role": "CRM" if conn.id == 0 else "ERP",
+                "Connector": conn.connector,
+                "Concurrency": conn.concurrency,
+                "Health": health,
+                "Breaker": breaker,
+                "RecentOutcomes": total,
+                "RecentFailures": failed,
+                "LastActivity": _iso(row["last_activity"]) if row else None,
+                "LastFailureAt": _iso(row["last_failure_at"]) if row else None,
+                "LastError": row["last_error"] if row else None,
+            }
+        )
+    return _json(out)

@@ -1,0 +1,501 @@
+"""The OpenAPI 3.1 description of the front door, served at ``/openapi.json``.
+
+``docs/openapi.json`` is this document written out (``python -m engine.api.openapi``); a test
+keeps the two equal and checks the service against it.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from engine.api.bodies import SUPPORTED_TYPES
+
+PATH = "/openapi.json"
+REPO_COPY = Path("docs/openapi.json")
+
+_ERROR = {"$ref": "#/components/schemas/Error"}
+_JSON_XML = ("application/json", "application/xml")
+
+
+def _content(schema: dict[str, Any]) -> dict[str, Any]:
+    return {media: {"schema": schema} for media in _JSON_XML}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"description": description, "content": _content(_ERROR)}
+
+
+def _body(ref: str) -> dict[str, Any]:
+    schema = {"$ref": f"#/components/schemas/{ref}"}
+    return {
+        "required": False,
+        "description": "JSON (any of the JSON media types), XML in the DataContract shape, or "
+        "form data. Property names are case-insensitive; unknown properties are ignored.",
+        "content": {media: {"schema": schema} for media in SUPPORTED_TYPES},
+    }
+
+
+_COMMON_ERRORS = {
+    "400": _error("Malformed body or invalid argument; the message names the problem."),
+    "401": _error("Missing or invalid credentials, or a session request without X-XSRF-TOKEN."),
+    "403": _error(
+        "Online mode: SO-AppToken missing or without the ErpSync grant (ErpSync calls); "
+        "or a cross-site request riding the browser session."
+    ),
+    "405": _error("Only POST is allowed on agent URLs."),
+    "413": _error("Body larger than server.max_body_bytes, or too many ids."),
+    "415": _error("Unsupported Content-Type or charset."),
+    "503": _error("The database or the broker is unreachable; retry later (Retry-After)."),
+}
+_SELECT = {
+    "name": "$select",
+    "in": "query",
+    "required": False,
+    "description": "Comma-separated property names or paths (a/b). Other properties are "
+    "returned as null. Validated; no effect on 204 responses.",
+    "schema": {"type": "string", "maxLength": 2000},
+}
+_AGENT_HEADERS = [
+    {
+        "name": "X-XSRF-TOKEN",
+        "in": "header",
+        "required": False,
+        "description": "Required with the session cookie (no Authorization header).",
+        "schema": {"type": "string"},
+    },
+    {
+        "name": "SO-AppToken",
+        "in": "header",
+        "required": False,
+        "description": "Application token; required for ErpSync calls in online mode.",
+        "schema": {"type": "string"},
+    },
+]
+
+
+def _agent(
+    summary: str,
+    body: str,
+    responses: dict[str, Any],
+    *,
+    tag: str,
+    extra_parameters: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    return {
+        "post": {
+            "tags": [tag],
+            "summary": summary,
+            "operationId": summary.split()[0],
+            "parameters": [_SELECT, *_AGENT_HEADERS, *(extra_parameters or [])],
+            "requestBody": _body(body),
+            "responses": {**_COMMON_ERRORS, **responses},
+        }
+    }
+
+
+def _query(name: str, description: str, kind: str = "integer") -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": description,
+        "schema": {"type": kind},
+    }
+
+
+def _read(
+    summary: str, operation: str, parameters: list[dict[str, Any]], schema: dict[str, Any]
+) -> dict[str, Any]:
+    return {
+        "get": {
+            "tags": ["Dashboard (read-only)"],
+            "summary": summary,
+            "operationId": operation,
+            "parameters": [*_AGENT_HEADERS[:1], *parameters],
+            "responses": {
+                "200": {"description": "OK.", "content": {"application/json": {"schema": schema}}},
+                "400": _error("An invalid query parameter; the message names it."),
+                "401": _error("Missing or invalid credentials."),
+                "404": _error("No such task."),
+            },
+        }
+    }
+
+
+def _dashboard_paths() -> dict[str, Any]:
+    """The read-only endpoints behind the dashboard and the operator CLI (docs/operations.md)."""
+    prefix = "/api/v1/erpsync"
+    task_id = {"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}
+    limit = _query("limit", "Rows to return (1..1000).")
+    info = {"$ref": "#/components/schemas/BatchTaskInfo"}
+    objects = {"type": "array", "items": {"type": "object"}}
+    return {
+        f"{prefix}/tasks": _read(
+            "Batch tasks, newest first",
+            "listTasks",
+            [
+                _query("state", "Comma-separated BatchTaskState names.", "string"),
+                limit,
+                _query("before", "Only tasks with a smaller id (paging)."),
+            ],
+            {"type": "array", "items": info},
+        ),
+        f"{prefix}/tasks/{{id}}": _read(
+            "A task with its outcomes per target and first failures",
+            "showTask",
+            [task_id, limit],
+            {
+                "type": "object",
+                "properties": {"Task": info, "Targets": objects, "Failures": objects},
+                "required": ["Task", "Targets", "Failures"],
+            },
+        ),
+        f"{prefix}/tasks/{{id}}/failures": _read(
+            "A task's failed outcomes with reasons",
+            "taskFailures",
+            [task_id, limit, _query("connection", "Only this target connection.")],
+            objects,
+        ),
+        f"{prefix}/synclog": _read(
+            "Field changes (old -> new), newest first",
+            "syncLog",
+            [
+                _query("task", "Only this task."),
+                _query("key", "Only this internal key."),
+                _query("connection", "Only this connection."),
+                limit,
+                _query("before", "Only rows with a smaller id (paging)."),
+            ],
+            objects,
+        ),
+        f"{prefix}/connections": _read(
+            "Connections with recent activity, health and breaker state",
+            "connections",
+            [],
+            objects,
+        ),
+    }
+
+
+def document() -> dict[str, Any]:
+    """The whole OpenAPI document."""
+    task_id_header = {
+        "X-Batch-Task-Id": {"schema": {"type": "integer"}, "description": "The batch task id."},
+        "Location": {"schema": {"type": "string"}, "description": "GetBatchTaskInfo URL."},
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "erpsync",
+            "version": "1",
+            "summary": "SuperOffice ERP Sync force resync, standalone.",
+            "description": "See docs/api.md for content types, authentication and errors.",
+        },
+        "servers": [{"url": "/"}],
+        "security": [{"basic": []}, {"soTicket": []}, {"bearer": []}, {"session": []}],
+        "paths": {
+            "/api/v1/Agents/ErpSync/ForceResyncBatchTask": _agent(
+                "ForceResyncBatchTask: resync from the CRM (ErpConnectionId <= 0) or an ERP "
+                "connection to all other connections",
+                "ForceResyncRequest",
+                {
+                    "204": {"description": "Queued (broker confirmed).", "headers": task_id_header},
+                    "409": _error("The same Idempotency-Key is still being processed."),
+                    "422": _error("Idempotency-Key reused with a different request."),
+                    "503": _error("The broker did not confirm the command; nothing started."),
+                },
+                tag="ErpSync",
+                extra_parameters=[
+                    {
+                        "name": "Idempotency-Key",
+                        "in": "header",
+                        "required": False,
+                        "description": "Same key + same command: same task, nothing new.",
+                        "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+                    }
+                ],
+            ),
+            "/api/v1/Agents/Batch/GetBatchTaskInfo": _agent(
+                "GetBatchTaskInfo: one batch task",
+                "IdRequest",
+                {
+                    "200": {
+                        "description": "The task.",
+                        "content": _content({"$ref": "#/components/schemas/BatchTaskInfo"}),
+                    },
+                    "404": _error("No such task."),
+                },
+                tag="Batch",
+            ),
+            "/api/v1/Agents/Batch/GetBatchTaskInfosByNameAndState": _agent(
+                "GetBatchTaskInfosByNameAndState: tasks by name and state, newest first "
+                "(at most 1000)",
+                "NameAndStateRequest",
+                {
+                    "200": {
+                        "description": "The tasks.",
+                        "content": _content(
+                            {
+                                "type": "array",
+                                "items": {"$ref": "#/components/schemas/BatchTaskInfo"},
+                            }
+                        ),
+                    }
+                },
+                tag="Batch",
+            ),
+            "/api/v1/Agents/Batch/StopBatchJob": _agent(
+                "StopBatchJob: stop a running task between chunks",
+                "IdRequest",
+                {
+                    "200": {
+                        "description": "true when stopped now; false when already finished.",
+                        "content": _content({"type": "boolean"}),
+                    },
+                    "404": _error("No such task."),
+                },
+                tag="Batch",
+            ),
+            "/api/session/login": {
+                "post": {
+                    "tags": ["Session"],
+                    "summary": "Log in: sets erpsync_session (HttpOnly) and XSRF-TOKEN cookies",
+                    "operationId": "login",
+                    "security": [],
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {"$ref": "#/components/schemas/LoginRequest"}
+                            }
+                        },
+                    },
+                    "responses": {
+                        "204": {"description": "Logged in; cookies set."},
+                        "400": _error("Username or Password missing or malformed."),
+                        "401": _error("Wrong user name or password."),
+                        "413": _error("Body larger than server.max_body_bytes."),
+                        "415": _error("Unsupported Content-Type."),
+                    },
+                }
+            },
+            "/api/session": {
+                "get": {
+                    "tags": ["Session"],
+                    "summary": "The logged-in user",
+                    "operationId": "session",
+                    "security": [{"session": []}],
+                    "responses": {
+                        "200": {
+                            "description": "Logged in.",
+                            "content": _content(
+                                {
+                                    "type": "object",
+                                    "properties": {"User": {"type": "string"}},
+                                    "required": ["User"],
+                                }
+                            ),
+                        },
+                        "401": _error("Not logged in."),
+                    },
+                }
+            },
+            "/api/session/logout": {
+                "post": {
+                    "tags": ["Session"],
+                    "summary": "Log out (needs X-XSRF-TOKEN); the session and token end",
+                    "operationId": "logout",
+                    "security": [{"session": []}],
+                    "parameters": [_AGENT_HEADERS[0]],
+                    "responses": {
+                        "204": {"description": "Logged out; cookies cleared."},
+                        "401": _error("No session, or the XSRF token does not match."),
+                    },
+                }
+            },
+            "/api/session/ticket": {
+                "post": {
+                    "tags": ["Session"],
+                    "summary": "Issue an SOTicket for the caller (sessions.ticket_ttl seconds)",
+                    "operationId": "ticket",
+                    "responses": {
+                        "200": {
+                            "description": "The ticket (send as 'Authorization: SOTicket <t>').",
+                            "content": _content(
+                                {
+                                    "type": "object",
+                                    "properties": {
+                                        "Ticket": {"type": "string"},
+                                        "Expires": {"type": "string", "format": "date-time"},
+                                    },
+                                    "required": ["Ticket", "Expires"],
+                                }
+                            ),
+                        },
+                        "400": _error("Malformed body (the body is optional and unused)."),
+                        "401": _error("Not authenticated."),
+                        "413": _error("Body larger than server.max_body_bytes."),
+                        "415": _error("Unsupported Content-Type."),
+                    },
+                }
+            },
+            **_dashboard_paths(),
+        },
+        "components": {
+            "securitySchemes": {
+                "basic": {"type": "http", "scheme": "basic", "description": "Onsite only."},
+                "soTicket": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "Authorization",
+                    "description": "'SOTicket <ticket>' (scheme name in any casing).",
+                },
+                "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+                "session": {
+                    "type": "apiKey",
+                    "in": "cookie",
+                    "name": "erpsync_session",
+                    "description": "Plus header X-XSRF-TOKEN equal to the XSRF-TOKEN cookie.",
+                },
+            },
+            "schemas": {
+                "ForceResyncRequest": {
+                    "type": "object",
+                    "properties": {
+                        "ErpConnectionId": {
+                            "type": "integer",
+                            "format": "int32",
+                            "default": 0,
+                            "description": "<= 0: from the CRM; > 0: from that connection.",
+                        },
+                        "InternalKeyIds": {
+                            "type": "array",
+                            "items": {"type": "integer", "format": "int32", "minimum": 1},
+                            "default": [],
+                            "description": "Internal keys to resync; empty = all linked "
+                            "records. Duplicates are dropped.",
+                        },
+                    },
+                    "example": {"ErpConnectionId": 589, "InternalKeyIds": [574, 137]},
+                },
+                "IdRequest": {
+                    "type": "object",
+                    "properties": {"Id": {"type": "integer", "format": "int32"}},
+                    "required": ["Id"],
+                },
+                "NameAndStateRequest": {
+                    "type": "object",
+                    "properties": {
+                        "Name": {"type": ["string", "null"], "maxLength": 255},
+                        "State": {
+                            "type": ["string", "null"],
+                            "enum": [
+                                "Unknown",
+                                "New",
+                                "Aquired",
+                                "Started",
+                                "Succeeded",
+                                "Failed",
+                                "SucceededManualCleanup",
+                                "All",
+                                None,
+                            ],
+                        },
+                    },
+                },
+                "LoginRequest": {
+                    "type": "object",
+                    "properties": {
+                        "Username": {"type": "string"},
+                        "Password": {"type": "string"},
+                    },
+                    "required": ["Username", "Password"],
+                },
+                "Error": {
+                    "type": "object",
+                    "properties": {
+                        "Error": {"const": True},
+                        "ErrorType": {"type": "string"},
+                        "ErrorMessage": {"type": "string"},
+                        "ErrorSource": {"type": "string"},
+                    },
+                    "required": ["Error", "ErrorType", "ErrorMessage", "ErrorSource"],
+                },
+                "BatchTaskInfo": _batch_task_info_schema(),
+            },
+        },
+    }
+
+
+def _batch_task_info_schema() -> dict[str, Any]:
+    nullable_time = {"type": ["string", "null"], "format": "date-time"}
+    integer = {"type": "integer"}
+    nullable_integer = {"type": ["integer", "null"]}
+    return {
+        "type": "object",
+        "properties": {
+            "Id": integer,
+            "Name": {"type": "string"},
+            "AssociateId": integer,
+            "DetailsTable": integer,
+            "DetailsRecord": integer,
+            "IsSystemTask": {"type": "boolean"},
+            "IsInternalTask": {"type": "boolean"},
+            "LastStarted": nullable_time,
+            "Created": nullable_time,
+            "StartCount": integer,
+            "State": {"type": "string"},
+            "Description": {"type": "string"},
+            "Response": {"type": "string"},
+            "Request": {"type": "string"},
+            "ProgressDescription": {"type": "string"},
+            "ProgressPercent": integer,
+            "FileName": {"type": "string"},
+            "CancellationBehaviour": {"type": "string"},
+            "Statistics": {
+                "type": "object",
+                "properties": {
+                    "SourceConnectionId": integer,
+                    "TotalRecords": nullable_integer,
+                    "DoneRecords": integer,
+                    "UnknownKeys": integer,
+                    "Updated": integer,
+                    "Unchanged": integer,
+                    "Created": integer,
+                    "Failed": integer,
+                    "FieldsChanged": integer,
+                    "Chunks": integer,
+                    "RetryChunks": integer,
+                    "ChunksDone": integer,
+                    "Finished": nullable_time,
+                    "Stopped": {"type": "boolean"},
+                    "StoppedBy": {"type": ["string", "null"]},
+                    "StoppedAt": nullable_time,
+                },
+            },
+        },
+    }
+
+
+def render() -> bytes:
+    """The document as pretty-printed JSON (the form kept in the repository)."""
+    return orjson.dumps(document(), option=orjson.OPT_INDENT_2) + b"\n"
+
+
+routes = web.RouteTableDef()
+
+
+@routes.get(PATH)
+async def serve(request: web.Request) -> web.Response:
+    """The OpenAPI document (public, like the health probes)."""
+    return web.Response(body=render(), content_type="application/json", charset="utf-8")
+
+
+if __name__ == "__main__":
+    target = Path(sys.argv[1]) if len(sys.argv) > 1 else REPO_COPY
+    target.write_bytes(render())

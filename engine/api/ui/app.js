@@ -1,0 +1,273 @@
+// erpsync dashboard: plain JavaScript, no build step. Holds no credentials: the session cookie
+// (HttpOnly) authenticates, and every API call echoes the XSRF-TOKEN cookie in X-XSRF-TOKEN.
+"use strict";
+
+const API = "/api/v1/erpsync";
+const REFRESH_MS = 1000;
+const CHANGES_SHOWN = 200;
+const $ = (id) => document.getElementById(id);
+let connections = [];
+let timer = null;
+
+function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k === "class") el.className = v;
+    else if (k === "style") el.style.cssText = v;
+    else el.setAttribute(k, v === true ? "" : v);
+  }
+  for (const c of children.flat()) {
+    if (c === null || c === undefined) continue;
+    el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return el;
+}
+
+function xsrf() {
+  const m = document.cookie.match(/(?:^|;\s*)XSRF-TOKEN=([^;]*)/);
+  return m ? decodeURIComponent(m[1]) : "";
+}
+
+class Unauthorized extends Error {}
+
+async function call(method, path, body) {
+  const headers = { "X-XSRF-TOKEN": xsrf(), Accept: "application/json" };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  const r = await fetch(path, {
+    method, headers, credentials: "same-origin",
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  if (r.status === 401) throw new Unauthorized();
+  if (!r.ok) {
+    let msg = `${r.status} ${r.statusText}`;
+    try { msg = (await r.json()).ErrorMessage || msg; } catch (_) { /* not JSON */ }
+    throw new Error(msg);
+  }
+  return r;
+}
+
+const getJson = async (path) => (await call("GET", path)).json();
+
+function showError(err) {
+  const el = $("error");
+  if (!err) { el.hidden = true; el.textContent = ""; return; }
+  el.textContent = err.message || String(err);
+  el.hidden = false;
+}
+
+function show(view) {
+  for (const id of ["login-view", "tasks-view", "task-view", "connections-view"]) {
+    $(id).hidden = id !== view;
+  }
+  const loggedIn = view !== "login-view";
+  $("nav").hidden = !loggedIn;
+  $("who").hidden = !loggedIn;
+  for (const a of document.querySelectorAll("#nav a")) {
+    a.classList.toggle("active", view.startsWith(a.dataset.view));
+  }
+}
+
+const pad = (n) => String(n).padStart(2, "0");
+function fmtTime(iso) {
+  if (!iso) return "";
+  const d = new Date(iso);
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ` +
+    `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+}
+const connName = (id) => {
+  if (id === null || id === undefined) return "(unknown keys)";
+  const c = connections.find((x) => x.Id === id);
+  return c ? `${c.Name} (${id})` : `connection ${id}`;
+};
+const stateBadge = (state) => h("span", { class: `state s-${state}` }, state);
+
+function progressBar(task) {
+  const s = task.Statistics;
+  const pct = task.ProgressPercent;
+  const failed = s.Failed > 0;
+  return h("div", { class: "progress", title: task.ProgressDescription || "" },
+    h("div", { class: failed ? "bad" : "", style: `width:${pct}%` }),
+    h("span", {}, `${pct}%`));
+}
+
+// ---- views ------------------------------------------------------------------------------
+
+async function renderTasks() {
+  const state = $("state-filter").value;
+  const tasks = await getJson(`${API}/tasks?limit=50${state ? `&state=${state}` : ""}`);
+  const rows = tasks.map((t) => {
+    const s = t.Statistics;
+    const records = s.TotalRecords === null ? "…" : `${s.DoneRecords} / ${s.TotalRecords}`;
+    return h("tr", { "data-task-id": t.Id, class: "clickable", tabindex: "0" },
+      h("td", {}, h("a", { href: `#/tasks/${t.Id}` }, `#${t.Id}`)),
+      h("td", {}, stateBadge(t.State)),
+      h("td", {}, progressBar(t)),
+      h("td", { class: "num" }, records),
+      h("td", { class: s.Failed ? "num bad-text" : "num" }, s.Failed),
+      h("td", { class: "time" }, fmtTime(t.Created)),
+      h("td", { class: "response" }, t.Response || t.ProgressDescription || ""));
+  });
+  $("tasks").replaceChildren(...rows);
+  $("tasks-empty").hidden = rows.length > 0;
+}
+
+async function renderTask(id) {
+  const [detail, changes] = await Promise.all([
+    getJson(`${API}/tasks/${id}`),
+    getJson(`${API}/synclog?task=${id}&limit=${CHANGES_SHOWN}`),
+  ]);
+  const t = detail.Task;
+  const s = t.Statistics;
+  $("task-title").textContent = `Task #${t.Id}: ${t.Description}`;
+  $("task-state").replaceChildren(stateBadge(t.State));
+  const bar = $("task-bar");
+  bar.style.width = `${t.ProgressPercent}%`;
+  bar.className = s.Failed ? "bad" : "";
+  $("task-progress").textContent =
+    `${t.ProgressPercent}% · ${s.DoneRecords} of ${s.TotalRecords ?? "?"} records · ` +
+    `chunks ${s.ChunksDone} of ${s.Chunks || "?"}`;
+  const facts = [
+    ["Source", connName(s.SourceConnectionId)], ["Created", fmtTime(t.Created)],
+    ["Started", fmtTime(t.LastStarted)], ["Finished", fmtTime(s.Finished)],
+    ["Updated", s.Updated], ["Unchanged", s.Unchanged], ["Created (actors)", s.Created],
+    ["Failed", s.Failed], ["Unknown keys", s.UnknownKeys], ["Fields changed", s.FieldsChanged],
+  ];
+  $("task-facts").replaceChildren(...facts.flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]));
+  $("task-response").textContent = t.Response;
+
+  const known = ["updated", "unchanged", "created", "failed"];
+  $("targets").replaceChildren(...detail.Targets.map((g) => {
+    const o = g.Outcomes;
+    const other = Object.entries(o).filter(([k]) => !known.includes(k))
+      .map(([k, v]) => `${k.replace("_", " ")}: ${v}`).join(", ");
+    return h("tr", { "data-connection-id": g.ConnectionId ?? "" },
+      h("td", {}, g.ConnectionId === null ? "(unknown internal keys)" : `${g.Name} (${g.ConnectionId})`),
+      h("td", { class: "num" }, g.Records),
+      ...known.map((k) => h("td", { class: k === "failed" && o[k] ? "num bad-text" : "num" }, o[k] || 0)),
+      h("td", {}, other),
+      h("td", { class: "num" }, g.FieldsChanged));
+  }));
+
+  $("failures").replaceChildren(...detail.Failures.map((f) => h("tr", {},
+    h("td", { class: "num" }, f.InternalKeyId),
+    h("td", {}, f.ConnectionId === null ? "" : `${f.ConnectionName} (${f.ConnectionId})`),
+    h("td", {}, f.Status.replace("_", " ")),
+    h("td", { class: "reason" }, f.Error))));
+  $("failures-empty").hidden = detail.Failures.length > 0;
+  $("failures").closest("table").hidden = detail.Failures.length === 0;
+
+  $("changes").replaceChildren(...changes.map((c) => h("tr", {},
+    h("td", { class: "num" }, c.InternalKeyId),
+    h("td", {}, `${c.ConnectionName} (${c.ConnectionId})`),
+    h("td", {}, `${c.ErpActorType}.${c.ErpField} ↔ ${c.CrmField}`),
+    h("td", {}, c.Direction === "to_crm" ? "→ CRM" : "→ ERP"),
+    h("td", { class: "old" }, c.OldValue ?? "∅"),
+    h("td", { class: "new" }, c.NewValue ?? "∅"))));
+  $("changes-more").hidden = changes.length < CHANGES_SHOWN;
+  $("changes-empty").hidden = changes.length > 0;
+  $("changes").closest("table").hidden = changes.length === 0;
+}
+
+async function renderConnections() {
+  connections = await getJson(`${API}/connections`);
+  $("connections").replaceChildren(...connections.map((c) => h("tr", { "data-connection-id": c.Id },
+    h("td", { class: "num" }, c.Id),
+    h("td", {}, c.Name),
+    h("td", {}, c.Role),
+    h("td", {}, c.Connector),
+    h("td", {}, h("span", { class: `health h-${c.Health}` }, c.Health)),
+    h("td", {}, h("span", { class: `health b-${c.Breaker}` }, c.Breaker.replace("_", " "))),
+    h("td", { class: "num" }, c.RecentOutcomes),
+    h("td", { class: c.RecentFailures ? "num bad-text" : "num" }, c.RecentFailures),
+    h("td", { class: "reason" }, c.LastError || ""))));
+}
+
+function fillSources() {
+  const select = $("resync-source");
+  if (select.options.length) return;
+  for (const c of connections) {
+    select.append(h("option", { value: c.Id }, `${c.Name} (${c.Id})`));
+  }
+}
+
+// ---- routing and refresh ------------------------------------------------------------------
+
+async function route() {
+  clearTimeout(timer);
+  const hash = location.hash || "#/tasks";
+  let view;
+  let render;
+  const m = hash.match(/^#\/tasks\/(\d+)$/);
+  if (m) { view = "task-view"; render = () => renderTask(m[1]); }
+  else if (hash === "#/connections") { view = "connections-view"; render = renderConnections; }
+  else { view = "tasks-view"; render = renderTasks; }
+  try {
+    if (!connections.length) { await renderConnections(); fillSources(); }
+    await render();
+    show(view);
+    showError(null);
+  } catch (err) {
+    if (err instanceof Unauthorized) { show("login-view"); return; }
+    showError(err);
+  }
+  timer = setTimeout(route, REFRESH_MS);
+}
+
+async function start() {
+  try {
+    const r = await fetch("/api/session", { credentials: "same-origin" });
+    if (r.status !== 200) { show("login-view"); return; }
+    $("user").textContent = (await r.json()).User;
+  } catch (err) { showError(err); return; }
+  await route();
+}
+
+$("login-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const form = ev.target;
+  const r = await fetch("/api/session/login", {
+    method: "POST", credentials: "same-origin",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ Username: form.username.value, Password: form.password.value }),
+  });
+  form.password.value = "";
+  if (r.status !== 204) { showError(new Error("Wrong user name or password.")); return; }
+  showError(null);
+  await start();
+});
+
+$("logout").addEventListener("click", async () => {
+  clearTimeout(timer);
+  try { await call("POST", "/api/session/logout"); } catch (_) { /* already gone */ }
+  connections = [];
+  show("login-view");
+});
+
+$("resync-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const raw = $("resync-keys").value.trim();
+  const keys = raw ? raw.split(/[\s,;]+/).filter(Boolean).map(Number) : [];
+  if (keys.some((k) => !Number.isInteger(k) || k <= 0)) {
+    showError(new Error("Internal key ids must be positive whole numbers."));
+    return;
+  }
+  try {
+    const r = await call("POST", "/api/v1/Agents/ErpSync/ForceResyncBatchTask",
+      { ErpConnectionId: Number($("resync-source").value), InternalKeyIds: keys });
+    const id = r.headers.get("X-Batch-Task-Id");
+    $("resync-result").replaceChildren("Queued as ", h("a", { href: `#/tasks/${id}` }, `task #${id}`), ".");
+    showError(null);
+    await route();
+  } catch (err) {
+    if (err instanceof Unauthorized) show("login-view"); else showError(err);
+  }
+});
+
+$("state-filter").addEventListener("change", route);
+$("tasks").addEventListener("click", (ev) => {
+  const row = ev.target.closest("tr[data-task-id]");
+  if (row && !ev.target.closest("a")) location.hash = `#/tasks/${row.dataset.taskId}`;
+});
+window.addEventListener("hashchange", route);
+start();

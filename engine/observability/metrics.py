@@ -1,0 +1,276 @@
+"""Prometheus metrics: definitions, the ``/metrics`` route and the HTTP middleware.
+
+Every application gets its own :class:`Metrics` with its own ``CollectorRegistry`` (tests run many
+apps in one process). Objects that do the work (publisher, consumer, chunk runner, connection
+handles) are *bound* to their app's metrics once, in ``engine/app.py``; call sites then record with
+one line, ``metrics.of(self).<event>(...)``. An unbound object records into a throwaway registry,
+so code used outside an app (unit tests, scripts) needs no special casing.
+
+Gauges that describe shared state (batch tasks by state, queue depth) are read when scraped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import weakref
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import generate_latest
+
+from engine.store import reports
+
+if TYPE_CHECKING:
+    from engine.store.results import Outcome
+
+log = structlog.get_logger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}
+"""Values of ``erpsync_breaker_state``."""
+
+TASK_STATES = ("New", "Started", "Succeeded", "Failed", "SucceededManualCleanup")
+
+
+class Metrics:
+    """One application's metrics."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._handles: list[Any] = []
+        r = self.registry
+        self.http_requests = Counter(
+            "erpsync_http_requests",
+            "HTTP requests answered, by route template, method and status.",
+            ["route", "method", "status"],
+            registry=r,
+        )
+        self.http_latency = Histogram(
+            "erpsync_http_request_duration_seconds",
+            "HTTP request latency, by route template and method.",
+            ["route", "method"],
+            registry=r,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+        )
+        self.messages_published = Counter(
+            "erpsync_messages_published",
+            "Messages confirmed by the broker, by routing key (resync = commands, "
+            "resync.chunk = chunks).",
+            ["routing_key"],
+            registry=r,
+        )
+        self.publish_failures = Counter(
+            "erpsync_publish_failures",
+            "Publishes the broker did not confirm, by routing key.",
+            ["routing_key"],
+            registry=r,
+        )
+        self.messages_consumed = Counter(
+            "erpsync_messages_consumed",
+            "Deliveries handled, by routing key and outcome (acked, requeued, dead_lettered).",
+            ["routing_key", "outcome"],
+            registry=r,
+        )
+        self.dead_letters = Counter(
+            "erpsync_dead_letters",
+            "Messages this process sent to the dead-letter exchange, by routing key.",
+            ["routing_key"],
+            registry=r,
+        )
+        self.chunks = Counter(
+            "erpsync_chunks_processed",
+            "Chunks committed by this process.",
+            registry=r,
+        )
+        self.records = Counter(
+            "erpsync_records_pushed",
+            "Record outcomes committed, by target connection and outcome "
+            "(updated, unchanged, created, failed, not_linked, unknown_key).",
+            ["connection", "outcome"],
+            registry=r,
+        )
+        self.retries = Counter(
+            "erpsync_connector_retries",
+            "Connector calls retried after a transient error, by connection.",
+            ["connection"],
+            registry=r,
+        )
+        self.breaker = Gauge(
+            "erpsync_breaker_state",
+            "Circuit breaker per connection in this process: 0 closed, 1 half-open, 2 open.",
+            ["connection"],
+            registry=r,
+        )
+        self.tasks = Gauge(
+            "erpsync_batch_tasks",
+            "Batch tasks in the database, by state (read when scraped).",
+            ["state"],
+            registry=r,
+        )
+        self.queue_messages = Gauge(
+            "erpsync_queue_messages",
+            "Messages ready in a queue, by queue (read when scraped).",
+            ["queue"],
+            registry=r,
+        )
+        self.queue_consumers = Gauge(
+            "erpsync_queue_consumers",
+            "Consumers attached to a queue, by queue (read when scraped).",
+            ["queue"],
+            registry=r,
+        )
+
+    # -- events, one call per call site -------------------------------------------------------
+
+    def published(self, routing_key: str) -> None:
+        self.messages_published.labels(routing_key).inc()
+
+    def publish_failed(self, routing_key: str) -> None:
+        self.publish_failures.labels(routing_key).inc()
+
+    def consumed(self, routing_key: str | None, outcome: str) -> None:
+        self.messages_consumed.labels(routing_key or "", outcome).inc()
+        if outcome == "dead_lettered":
+            self.dead_letters.labels(routing_key or "").inc()
+
+    def chunk_committed(self, outcomes: Iterable[Outcome]) -> None:
+        self.chunks.inc()
+        for outcome in outcomes:
+            connection = "" if outcome.connection_id is None else str(outcome.connection_id)
+            self.records.labels(connection, outcome.status).inc()
+
+    def connector_retry(self, connection_id: int) -> None:
+        self.retries.labels(str(connection_id)).inc()
+
+    def breaker_state(self, connection_id: int, state: str) -> None:
+        """Record a breaker transition (``closed``, ``half_open`` or ``open``)."""
+        self.breaker.labels(str(connection_id)).set(BREAKER_STATES[state])
+
+    def breaker_states(self) -> dict[int, str]:
+        """The breaker state per connection id of this process's engine."""
+        self.refresh_breakers()
+        names = {v: k for k, v in BREAKER_STATES.items()}
+        out: dict[int, str] = {}
+        for metric in self.breaker.collect():
+            for sample in metric.samples:
+                out[int(sample.labels["connection"])] = names.get(int(sample.value), "unknown")
+        return out
+
+    def bind_engine(self, consumer: Any, runner: Any, handles: Iterable[Any]) -> None:
+        """Bind the engine's objects; breaker states are read from the connection handles."""
+        self.bind(consumer, runner)
+        self._handles = list(handles)
+        for handle in self._handles:
+            self.bind(handle)
+        self.refresh_breakers()
+
+    def refresh_breakers(self) -> None:
+        """Copy each connection breaker's current state into the gauge."""
+        for handle in self._handles:
+            breaker = getattr(handle, "breaker", None)
+            self.breaker_state(handle.id, breaker.state if breaker is not None else "closed")
+
+    def bind(self, *objects: Any) -> None:
+        """Make ``of(obj)`` return these metrics for each object."""
+        for obj in objects:
+            bind(obj, self)
+
+
+_bound: dict[int, Metrics] = {}
+_unbound: Metrics | None = None
+
+
+def bind(obj: object, metrics: Metrics) -> None:
+    """Record ``obj``'s events into ``metrics`` (until ``obj`` is garbage collected)."""
+    key = id(obj)
+    _bound[key] = metrics
+    weakref.finalize(obj, _bound.pop, key, None)
+
+
+def of(obj: object) -> Metrics:
+    """The metrics ``obj`` is bound to, or a throwaway instance."""
+    metrics = _bound.get(id(obj))
+    if metrics is not None:
+        return metrics
+    global _unbound
+    if _unbound is None:
+        _unbound = Metrics()
+    return _unbound
+
+
+METRICS = web.AppKey("metrics", Metrics)
+
+routes = web.RouteTableDef()
+
+
+def _route(request: web.Request) -> str:
+    route = request.match_info.route
+    resource = route.resource if route is not None else None
+    # The template, never the raw path: ids in paths must not explode the label set.
+    return resource.canonical if resource is not None else "unmatched"
+
+
+@web.middleware
+async def http_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Count and time every request by route template and status."""
+    metrics = request.app.get(METRICS)
+    if metrics is None:
+        return await handler(request)
+    start = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        route = _route(request)
+        metrics.http_requests.labels(route, request.method, str(status)).inc()
+        metrics.http_latency.labels(route, request.method).observe(time.perf_counter() - start)
+
+
+async def _refresh(app: web.Application, metrics: Metrics) -> None:
+    """Read the scrape-time gauges; a part that does not answer keeps its last values."""
+    from engine.appkeys import POOL, PUBLISHER  # not at the top: appkeys imports the publisher
+
+    metrics.refresh_breakers()
+    pool = app.get(POOL)
+    if pool is not None:
+        try:
+            async with asyncio.timeout(2):
+                counts = await reports.task_counts_by_state(pool)
+        except Exception as exc:
+            log.warning("metrics: task counts unavailable", error=type(exc).__name__)
+        else:
+            for state in {*TASK_STATES, *counts}:
+                metrics.tasks.labels(state).set(counts.get(state, 0))
+    publisher = app.get(PUBLISHER)
+    topology = publisher.topology if publisher is not None else None
+    if topology is not None and publisher is not None and publisher.is_open:
+        for queue in (topology.commands, topology.chunks, topology.dead_letters):
+            try:
+                async with asyncio.timeout(2):
+                    # Re-declaring with the same arguments is idempotent and returns counts.
+                    result = await queue.declare()
+            except Exception as exc:
+                log.warning("metrics: queue depth unavailable", error=type(exc).__name__)
+                break
+            metrics.queue_messages.labels(queue.name).set(result.message_count or 0)
+            metrics.queue_consumers.labels(queue.name).set(result.consumer_count or 0)
+
+
+@routes.get("/metrics")
+async def metrics_endpoint(request: web.Request) -> web.Response:
+    """Prometheus text exposition of this process's metrics."""
+    metrics = request.app[METRICS]
+    await _refresh(request.app, metrics)
+    return web.Response(
+        body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+    )

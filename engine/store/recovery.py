@@ -1,0 +1,236 @@
+"""Recovery state: chunk ownership, worker takeovers, heartbeats, due retries and stale tasks."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+
+import asyncpg
+
+from engine.store import Connection, Executor
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkClaim:
+    """A pending chunk a worker is about to run, and who ran it before (if anyone)."""
+
+    previous_worker: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class StaleTask:
+    """A Started task nobody heartbeats any more, just claimed for a restart."""
+
+    id: int
+    planned: bool
+    request: dict[str, object]
+    message_id: str | None
+    start_count: int
+
+
+def presence_name(worker: str) -> str:
+    """The ``application_name`` of a worker's presence connection."""
+    return f"erpsync-worker:{worker}"[:63]
+
+
+async def worker_alive(conn: Executor, worker: str) -> bool:
+    """Is the worker's presence connection open? (It closes the moment its process dies.)"""
+    return bool(
+        await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE application_name = $1)",
+            presence_name(worker),
+        )
+    )
+
+
+async def claim_chunk(conn: Executor, task_id: int, chunk_no: int, worker: str) -> ChunkClaim:
+    """Record that ``worker`` starts a pending chunk; return who had started it before."""
+    previous = await conn.fetchval(
+        """
+        UPDATE task_chunks c SET started_by = $3, started_at = now()
+        FROM (SELECT started_by FROM task_chunks
+              WHERE task_id = $1 AND chunk_no = $2 AND state = 'pending' FOR UPDATE) p
+        WHERE c.task_id = $1 AND c.chunk_no = $2
+        RETURNING p.started_by
+        """,
+        task_id,
+        chunk_no,
+        worker,
+    )
+    return ChunkClaim(previous)
+
+
+async def give_back_claim(
+    conn: Executor, task_id: int, chunk_no: int, worker: str, previous: str
+) -> None:
+    """Undo :func:`claim_chunk` when ``previous`` turned out to be alive and running the chunk."""
+    await conn.execute(
+        """
+        UPDATE task_chunks SET started_by = $4
+        WHERE task_id = $1 AND chunk_no = $2 AND started_by = $3 AND state = 'pending'
+        """,
+        task_id,
+        chunk_no,
+        worker,
+        previous,
+    )
+
+
+async def release_claim(conn: Executor, task_id: int, chunk_no: int, worker: str) -> None:
+    """Forget ``worker``'s claim on a chunk it gave up on, so its redelivery is not dropped."""
+    await conn.execute(
+        """
+        UPDATE task_chunks SET started_by = NULL
+        WHERE task_id = $1 AND chunk_no = $2 AND started_by = $3 AND state = 'pending'
+        """,
+        task_id,
+        chunk_no,
+        worker,
+    )
+
+
+@contextlib.asynccontextmanager
+async def planning_lock(conn: Connection, task_id: int) -> AsyncIterator[None]:
+    """Serialise planners of one task across processes (a session lock on ``conn``).
+
+    Two deliveries of one command can be in flight in different workers; the second waits here
+    and then finds the command processed. The lock dies with the connection if the process does.
+    """
+    key = f"erpsync:plan:{task_id}"
+    await conn.execute("SELECT pg_advisory_lock(hashtextextended($1, 0))", key)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(Exception):  # a broken connection has released it already
+            await conn.execute("SELECT pg_advisory_unlock(hashtextextended($1, 0))", key)
+
+
+async def record_takeover(conn: Connection, task_id: int, dead_worker: str, worker: str) -> bool:
+    """Count a restart of the task once per dead worker; True when this call counted it."""
+    async with conn.transaction():
+        inserted = await conn.fetchval(
+            """
+            INSERT INTO task_takeovers (task_id, dead_worker, taken_by) VALUES ($1, $2, $3)
+            ON CONFLICT DO NOTHING RETURNING 1
+            """,
+            task_id,
+            dead_worker,
+            worker,
+        )
+        if inserted is None:
+            return False
+        await conn.execute(
+            """
+            UPDATE batch_tasks SET start_count = start_count + 1, last_started_at = now(),
+                heartbeat_at = now()
+            WHERE id = $1 AND state = 'Started'
+            """,
+            task_id,
+        )
+        return True
+
+
+async def heartbeat(conn: Executor, task_ids: Sequence[int]) -> None:
+    """The tasks are being worked on right now."""
+    if task_ids:
+        await conn.execute(
+            """
+            UPDATE batch_tasks SET heartbeat_at = now()
+            WHERE id = ANY($1::bigint[]) AND state = 'Started'
+            """,
+            list(task_ids),
+        )
+
+
+async def claim_due_retries(conn: Connection, limit: int) -> list[tuple[int, int]]:
+    """Mark up to ``limit`` delayed-retry chunks whose time has come as published."""
+    rows = await conn.fetch(
+        """
+        UPDATE task_chunks c SET published_at = now()
+        FROM (SELECT c2.task_id, c2.chunk_no FROM task_chunks c2
+              JOIN batch_tasks t ON t.id = c2.task_id AND t.state = 'Started'
+              WHERE c2.state = 'pending' AND c2.not_before IS NOT NULL
+                AND c2.published_at IS NULL AND c2.not_before <= now()
+              ORDER BY c2.not_before LIMIT $1 FOR UPDATE OF c2 SKIP LOCKED) due
+        WHERE c.task_id = due.task_id AND c.chunk_no = due.chunk_no
+        RETURNING c.task_id, c.chunk_no
+        """,
+        limit,
+    )
+    return [(r[0], r[1]) for r in rows]
+
+
+async def unclaim_retry(conn: Executor, task_id: int, chunk_no: int) -> None:
+    """A claimed retry could not be published: let the next sweep try again."""
+    await conn.execute(
+        "UPDATE task_chunks SET published_at = NULL WHERE task_id = $1 AND chunk_no = $2",
+        task_id,
+        chunk_no,
+    )
+
+
+async def claim_stale_tasks(conn: Connection, stale_after: float, limit: int) -> list[StaleTask]:
+    """Restart Started tasks without a heartbeat for ``stale_after`` seconds that have work left.
+
+    A task only waiting for delayed retries that are not due yet is not stale. Claiming counts
+    the restart (of a planned task; the planner counts its own) and refreshes the heartbeat, so
+    concurrent sweepers pick each task up once.
+    """
+    rows = await conn.fetch(
+        """
+        UPDATE batch_tasks t SET heartbeat_at = now(),
+            -- an unplanned task is counted by the planner when it starts again
+            start_count = start_count + CASE WHEN t.planned THEN 1 ELSE 0 END,
+            last_started_at = CASE WHEN t.planned THEN now() ELSE last_started_at END
+        FROM (SELECT id FROM batch_tasks s
+              WHERE s.state = 'Started'
+                AND s.heartbeat_at < now() - make_interval(secs => $1)
+                AND (NOT s.planned OR EXISTS (
+                     SELECT 1 FROM task_chunks c WHERE c.task_id = s.id AND c.state = 'pending'
+                       AND coalesce(c.not_before, '-infinity') <= now()))
+              ORDER BY s.heartbeat_at LIMIT $2 FOR UPDATE SKIP LOCKED) stale
+        WHERE t.id = stale.id
+        RETURNING t.id, t.planned, t.request, t.message_id, t.start_count
+        """,
+        stale_after,
+        limit,
+    )
+    return [StaleTask(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+
+
+async def due_pending_chunks(
+    conn: Executor, task_id: int, after_chunk_no: int, limit: int
+) -> list[int]:
+    """The next page of a task's pending chunks that may run now (keyset paging)."""
+    rows = await conn.fetch(
+        """
+        SELECT chunk_no FROM task_chunks
+        WHERE task_id = $1 AND chunk_no > $2 AND state = 'pending'
+          AND coalesce(not_before, '-infinity') <= now()
+        ORDER BY chunk_no LIMIT $3
+        """,
+        task_id,
+        after_chunk_no,
+        limit,
+    )
+    return [r[0] for r in rows]
+
+
+async def mark_published(conn: Executor, task_id: int, chunk_nos: Sequence[int]) -> None:
+    """Chunks republished by a restart (delayed retries among them are no longer waiting)."""
+    await conn.execute(
+        """
+        UPDATE task_chunks SET published_at = now()
+        WHERE task_id = $1 AND chunk_no = ANY($2::int[]) AND not_before IS NOT NULL
+        """,
+        task_id,
+        list(chunk_nos),
+    )
+
+
+async def open_presence(url: str, worker: str, timeout: float) -> asyncpg.Connection:
+    """A connection that exists exactly as long as the worker does."""
+    return await asyncpg.connect(
+        url, timeout=timeout, server_settings={"application_name": presence_name(worker)}
+    )

@@ -1,0 +1,97 @@
+"""Who this worker is, that it is alive, and which tasks it is working on (heartbeats).
+
+A worker keeps one PostgreSQL connection open whose ``application_name`` names it: PostgreSQL
+drops it the moment the process dies, so another worker can tell a dead worker's chunk from a
+duplicate delivery. Every ``heartbeat_interval`` the worker refreshes ``heartbeat_at`` of the
+tasks it is planning or running, so the sweeper only restarts tasks nobody works on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+
+import asyncpg
+import structlog
+
+from engine.settings import Settings
+from engine.store import recovery
+
+log = structlog.get_logger(__name__)
+
+
+def new_worker_id() -> str:
+    """Host, process id and a random suffix (a restarted process is a new worker)."""
+    return f"{socket.gethostname()[:24]}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+class Presence:
+    """This worker's identity, presence connection and heartbeat loop."""
+
+    def __init__(self, settings: Settings, pool: asyncpg.Pool, worker: str | None = None) -> None:
+        self.settings = settings
+        self.pool = pool
+        self.worker = worker or new_worker_id()
+        self._active: Counter[int] = Counter()
+        self._connection: asyncpg.Connection | None = None
+        self._loop: asyncio.Task[None] | None = None
+
+    @contextlib.contextmanager
+    def working_on(self, task_id: int) -> Iterator[None]:
+        """Heartbeat ``task_id`` while the block runs."""
+        self._active[task_id] += 1
+        try:
+            yield
+        finally:
+            self._active[task_id] -= 1
+            if self._active[task_id] <= 0:
+                del self._active[task_id]
+
+    @property
+    def active_tasks(self) -> list[int]:
+        return sorted(self._active)
+
+    async def start(self) -> None:
+        await self._connect()
+        self._loop = asyncio.create_task(self._run(), name="erpsync-heartbeat")
+        log.info("worker present", worker=self.worker)
+
+    async def stop(self) -> None:
+        if self._loop is not None:
+            self._loop.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop
+        if self._connection is not None and not self._connection.is_closed():
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._connection.close(), timeout=5)
+
+    async def _connect(self) -> None:
+        db = self.settings.database
+        self._connection = await recovery.open_presence(
+            db.url.get_secret_value(), self.worker, db.connect_timeout
+        )
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.engine.heartbeat_interval)
+            try:
+                await self.beat()
+            except Exception as exc:  # PostgreSQL away: try again next time
+                log.warning("heartbeat failed", error=f"{type(exc).__name__}: {exc}")
+
+    async def beat(self) -> None:
+        """Reopen the presence connection if it was lost, and heartbeat the active tasks."""
+        try:
+            assert self._connection is not None
+            await self._connection.fetchval("SELECT 1", timeout=5)
+        except Exception:
+            if self._connection is not None:
+                self._connection.terminate()
+            await self._connect()
+            log.info("presence connection reopened", worker=self.worker)
+        await recovery.heartbeat(self.pool, self.active_tasks)

@@ -1,0 +1,118 @@
+"""Periodic sweep in every engine process: publish due delayed retries, restart stale tasks.
+
+Delayed retries live in PostgreSQL (``task_chunks`` with ``not_before``), so a retry never holds
+a delivery and the budget is visible in SQL. A Started task whose heartbeat is older than
+``stale_after`` while it still has runnable work lost its messages or its worker: the sweeper
+counts a restart and publishes the work again (the command when planning was not finished, else
+its pending chunks). Duplicates this may cause are harmless: chunks commit once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import asyncpg
+import structlog
+
+from engine.messaging.broker import Publisher, PublishFailed
+from engine.messaging.commands import ChunkCommand, ResyncCommand
+from engine.messaging.topology import CHUNK_ROUTING_KEY, RESYNC_ROUTING_KEY
+from engine.settings import Settings
+from engine.store import recovery, tasks
+from engine.store.recovery import StaleTask
+
+log = structlog.get_logger(__name__)
+
+_BATCH = 100
+
+
+class Sweeper:
+    """Runs :meth:`sweep` every ``engine.sweep_interval`` seconds until stopped."""
+
+    def __init__(self, settings: Settings, pool: asyncpg.Pool, publisher: Publisher) -> None:
+        self.settings = settings
+        self.pool = pool
+        self.publisher = publisher
+        self._loop: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._loop = asyncio.create_task(self._run(), name="erpsync-sweeper")
+
+    async def stop(self) -> None:
+        if self._loop is not None:
+            self._loop.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.engine.sweep_interval)
+            try:
+                await self.sweep()
+            except Exception as exc:  # broker or database away: next sweep tries again
+                log.warning("sweep failed", error=f"{type(exc).__name__}: {exc}")
+
+    async def sweep(self) -> tuple[int, int]:
+        """One pass; returns (delayed retries published, stale tasks restarted)."""
+        return await self.publish_due_retries(), await self.restart_stale_tasks()
+
+    async def publish_due_retries(self) -> int:
+        published = 0
+        while True:
+            async with self.pool.acquire() as conn, conn.transaction():
+                due = await recovery.claim_due_retries(conn, _BATCH)
+            for task_id, chunk_no in due:
+                try:
+                    await self._publish_chunk(task_id, chunk_no)
+                except PublishFailed:
+                    await recovery.unclaim_retry(self.pool, task_id, chunk_no)
+                    raise
+                published += 1
+            if len(due) < _BATCH:
+                return published
+
+    async def restart_stale_tasks(self) -> int:
+        async with self.pool.acquire() as conn, conn.transaction():
+            stale = await recovery.claim_stale_tasks(conn, self.settings.engine.stale_after, 10)
+        for task in stale:
+            with structlog.contextvars.bound_contextvars(task_id=task.id):
+                await self._restart(task)
+        return len(stale)
+
+    async def _restart(self, task: StaleTask) -> None:
+        limit = self.settings.engine.max_starts
+        if task.start_count > limit or (not task.planned and task.start_count >= limit):
+            log.error("task stalled too often; failed", start_count=task.start_count)
+            await tasks.fail(
+                self.pool, task.id, f"Stalled after {task.start_count} starts; not restarted"
+            )
+            return
+        if not task.planned:
+            log.warning("task stalled while planning; command published again")
+            request = task.request
+            command = ResyncCommand.model_validate({**request, "TaskId": task.id})
+            await self.publisher.publish(
+                RESYNC_ROUTING_KEY,
+                command.to_body(),
+                message_id=task.message_id or f"task-{task.id}-restart-{task.start_count}",
+            )
+            return
+        after, count = -1, 0
+        while True:
+            chunk_nos = await recovery.due_pending_chunks(self.pool, task.id, after, _BATCH)
+            for chunk_no in chunk_nos:
+                await self._publish_chunk(task.id, chunk_no)
+            await recovery.mark_published(self.pool, task.id, chunk_nos)
+            count += len(chunk_nos)
+            if len(chunk_nos) < _BATCH:
+                break
+            after = chunk_nos[-1]
+        log.warning("task stalled; pending chunks published again", chunks=count)
+
+    async def _publish_chunk(self, task_id: int, chunk_no: int) -> None:
+        await self.publisher.publish(
+            CHUNK_ROUTING_KEY,
+            ChunkCommand.model_validate({"TaskId": task_id, "ChunkNo": chunk_no}).to_body(),
+            message_id=f"chunk-{task_id}-{chunk_no}",
+        )

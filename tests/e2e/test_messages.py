@@ -1,0 +1,393 @@
+"""The message contract for other services, dead letters and ``erpsync dlq``.
+
+Commands are published with Debian's ``amqp-publish`` (librabbitmq, C), not aio-pika, to prove
+the contract does not depend on our client: no ``message_id``, only what docs/messages.md asks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import aio_pika
+import asyncpg
+import orjson
+import pytest
+
+from connectors.memory import MemoryStore
+from engine.messaging.broker import Publisher, connect
+from engine.messaging.consumer import Consumer, Delivery
+from engine.messaging.topology import ORIGINAL_ROUTING_KEY_HEADER, REASON_HEADER
+from engine.settings import BrokerSettings
+from tests import support
+from tests.e2e.harness import Service, link, sync_log
+
+pytestmark = pytest.mark.e2e
+
+AMQP_PUBLISH = shutil.which("amqp-publish")
+
+
+@pytest.fixture
+def stores() -> Iterator[dict[int, MemoryStore]]:
+    names = {cid: support.unique(f"store{cid}") for cid in (0, 1, 2)}
+    yield {cid: MemoryStore.named(name) for cid, name in names.items()}
+    for name in names.values():
+        MemoryStore.drop(name)
+
+
+async def _seed(db: asyncpg.Connection, stores: dict[int, MemoryStore]) -> None:
+    stores[0].put("Contact", "1", {"name": "Acme", "phone": "111", "email": "a@crm"})
+    stores[1].put("Customer", "E1-1", {"name": "Acme", "phone": "999", "email": "a@crm"})
+    stores[2].put("Customer", "E2-1", {"company": "Acme", "tel": "111", "mail": "a@crm"})
+    await link(db, 1, "Contact", "1", {1: ("Customer", "E1-1"), 2: ("Customer", "E2-1")})
+
+
+async def amqp_publish(prefix: str, body: str, routing_key: str = "resync") -> None:
+    """Publish like a shell script in another service would."""
+    assert AMQP_PUBLISH, "amqp-publish is missing: apt-get install -y amqp-tools"
+    proc = await asyncio.create_subprocess_exec(
+        AMQP_PUBLISH,
+        "--url",
+        # librabbitmq reads a trailing "/" as the empty vhost; without a path it means "/".
+        support.AMQP_URL.removesuffix("/"),
+        "--exchange",
+        prefix,
+        "--routing-key",
+        routing_key,
+        "--persistent",
+        "--content-type",
+        "application/json",
+        "--body",
+        body,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0, (out + err).decode()
+
+
+async def erpsync(prefix: str, *args: str) -> tuple[int, str, str]:
+    """Run the CLI against the test broker/prefix."""
+    env = {
+        **os.environ,
+        "ERPSYNC_BROKER_URL": support.AMQP_URL,
+        "ERPSYNC_BROKER_PREFIX": prefix,
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "engine",
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def dead_letters(prefix: str) -> list[aio_pika.abc.AbstractIncomingMessage]:
+    """Peek at the dead-letter queue (everything is requeued when the connection closes)."""
+    connection = await aio_pika.connect(support.AMQP_URL)
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.get_queue(f"{prefix}.dead-letters")
+        found = []
+        while (message := await queue.get(no_ack=False, fail=False)) is not None:
+            found.append(message)
+        return found
+
+
+async def tasks(db: asyncpg.Connection) -> list[dict[str, Any]]:
+    rows = await db.fetch("SELECT id, state, message_id, request FROM batch_tasks ORDER BY id")
+    return [dict(r) for r in rows]
+
+
+async def test_another_client_malformed_goes_to_the_dlq_and_valid_runs_once(
+    database: str, db: asyncpg.Connection, broker_prefix: str, stores: dict[int, MemoryStore]
+) -> None:
+    await _seed(db, stores)
+    settings = support.memory_settings(
+        database, broker_prefix, {cid: s.name for cid, s in stores.items()}
+    )
+    valid = '{"erpconnectionid": 0, "internalKeyIds": [1], "CorrelationId": "shell-42"}'
+    async with Service(settings, api=False):
+        await amqp_publish(broker_prefix, '{"ErpConnectionId": "zero", "InternalKeyIds": [1')
+        await amqp_publish(broker_prefix, '{"ErpConnectionId": "zero"}')
+        await amqp_publish(broker_prefix, valid)
+        await amqp_publish(broker_prefix, valid)  # same body, no message_id: deduplicated
+        done = await support.wait_for(
+            lambda: tasks(db),
+            lambda rows: len(rows) == 1 and rows[0]["state"] == "Succeeded",
+            what="the valid command to run",
+        )
+        letters = await support.wait_for(
+            lambda: dead_letters(broker_prefix),
+            lambda found: len(found) == 2,
+            what="2 dead letters",
+        )
+        # The consumer survived both and still takes work.
+        await amqp_publish(broker_prefix, '{"ErpConnectionId": 0, "InternalKeyIds": [1, 2]}')
+        await support.wait_for(
+            lambda: tasks(db),
+            lambda rows: len(rows) == 2 and rows[1]["state"] == "Succeeded",
+            what="a later command to run",
+        )
+        processed = await db.fetchval("SELECT count(*) FROM processed_messages")
+
+    assert done[0]["message_id"].startswith("sha256:")
+    assert orjson.loads(done[0]["request"]) == {"ErpConnectionId": 0, "InternalKeyIds": [1]}
+    assert await db.fetchval("SELECT correlation_id FROM batch_tasks WHERE id = $1", done[0]["id"])
+    assert processed == 2
+    assert (
+        await db.fetchval("SELECT start_count FROM batch_tasks WHERE id = $1", done[0]["id"]) == 1
+    )
+    assert len(await sync_log(db)) == 1  # ERP 1 phone 999 -> 111, once
+    reasons = [m.headers[REASON_HEADER] for m in letters]
+    assert "not valid JSON" in str(reasons[0])
+    assert "ErpConnectionId" in str(reasons[1]) and "integer" in str(reasons[1])
+    assert {m.headers[ORIGINAL_ROUTING_KEY_HEADER] for m in letters} == {"resync"}
+    assert letters[0].body == b'{"ErpConnectionId": "zero", "InternalKeyIds": [1'
+
+
+async def test_a_command_published_with_aio_pika_and_a_message_id_runs_once(
+    database: str, db: asyncpg.Connection, broker_prefix: str, stores: dict[int, MemoryStore]
+) -> None:
+    await _seed(db, stores)
+    settings = support.memory_settings(
+        database, broker_prefix, {cid: s.name for cid, s in stores.items()}
+    )
+    async with Service(settings, api=False):
+        connection = await aio_pika.connect(support.AMQP_URL)
+        async with connection:
+            channel = await connection.channel()
+            exchange = await channel.get_exchange(broker_prefix)
+            for correlation in ("first", "second"):  # the body differs, the id does not
+                await exchange.publish(
+                    aio_pika.Message(
+                        orjson.dumps({"InternalKeyIds": [1], "CorrelationId": correlation}),
+                        message_id="order-7",
+                        content_type="application/json",
+                        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                    ),
+                    routing_key="resync",
+                )
+        rows = await support.wait_for(
+            lambda: tasks(db),
+            lambda rows: len(rows) == 1 and rows[0]["state"] == "Succeeded",
+            what="the command to run",
+        )
+        await support.wait_for(
+            lambda: _ready_messages(f"{broker_prefix}.commands"),
+            lambda n: n == 0,
+            what="the duplicate to be consumed",
+        )
+    assert rows[0]["message_id"] == "order-7"
+    assert await db.fetchval("SELECT count(*) FROM batch_tasks") == 1
+    assert await db.fetchval("SELECT start_count FROM batch_tasks") == 1  # planned once
+    assert stores[1].saves == 1
+    assert len(await sync_log(db)) == 1  # ERP 1 phone 999 -> 111, logged once
+
+
+async def test_dlq_list_and_replay(
+    database: str, db: asyncpg.Connection, broker_prefix: str, stores: dict[int, MemoryStore]
+) -> None:
+    await _seed(db, stores)
+    settings = support.memory_settings(
+        database, broker_prefix, {cid: s.name for cid, s in stores.items()}
+    )
+    async with Service(settings, api=False):
+        await amqp_publish(broker_prefix, '{"ErpConnectionId": 0, "InternalKeyIds": "all"}')
+        await amqp_publish(broker_prefix, "[]")
+        await support.wait_for(
+            lambda: _ready_messages(f"{broker_prefix}.dead-letters"),
+            lambda n: n == 2,
+            what="2 dead letters",
+        )
+
+    code, table, err = await erpsync(broker_prefix, "dlq", "list")
+    assert code == 0, err
+    lines = table.splitlines()
+    assert lines[0].split() == ["MESSAGE", "ID", "ROUTING", "KEY", "DEAD-LETTERED", "REASON"]
+    assert "InternalKeyIds: must be an array of integers" in lines[1]
+    assert "body must be a JSON object" in lines[2]
+    assert "2 dead letters" in table
+
+    code, out, err = await erpsync(broker_prefix, "dlq", "list", "--json")
+    assert code == 0, err
+    listed = [orjson.loads(line) for line in out.splitlines()]
+    assert [item["routing_key"] for item in listed] == ["resync", "resync"]
+    assert all(item["id"].startswith("sha256:") and item["time"] for item in listed)
+    assert await _ready_messages(f"{broker_prefix}.dead-letters") == 2  # listing moved nothing
+
+    # Replay into a work exchange that cannot route: refused, nothing removed.
+    connection = await aio_pika.connect(support.AMQP_URL)
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.get_queue(f"{broker_prefix}.commands")
+        await queue.unbind(broker_prefix, "resync")
+        code, out, err = await erpsync(broker_prefix, "dlq", "replay", "--id", listed[0]["id"])
+        assert code == 1
+        assert "returned the message" in err and "Traceback" not in err
+        assert await _ready_messages(f"{broker_prefix}.dead-letters") == 2
+        await queue.bind(broker_prefix, "resync")
+
+    code, out, err = await erpsync(broker_prefix, "dlq", "replay", "--id", listed[0]["id"])
+    assert code == 0, err
+    assert out.splitlines() == [f"replayed {listed[0]['id']}", "1 replayed"]
+    assert await _ready_messages(f"{broker_prefix}.dead-letters") == 1
+    assert await _ready_messages(f"{broker_prefix}.commands") == 1  # waiting for a worker
+
+    code, out, err = await erpsync(broker_prefix, "dlq", "replay", "--all")
+    assert code == 0, err
+    assert out.splitlines()[-1] == "1 replayed"
+    assert await _ready_messages(f"{broker_prefix}.dead-letters") == 0
+
+    code, _, err = await erpsync(broker_prefix, "dlq", "replay")
+    assert code == 1 and "--id ID" in err and "Traceback" not in err
+    code, _, err = await erpsync(broker_prefix, "dlq", "replay", "--id", "nope")
+    assert code == 1 and "not found" in err
+
+    # A worker dead-letters the replayed invalid messages again, counting the replay.
+    async with Service(settings, api=False):
+        letters = await support.wait_for(
+            lambda: dead_letters(broker_prefix), lambda found: len(found) == 2, what="re-dead"
+        )
+    assert sorted(m.headers.get("x-erpsync-replay-count") for m in letters) == [1, 1]
+
+
+async def test_dlq_list_names_a_missing_queue_in_one_line(broker_prefix: str) -> None:
+    code, _, err = await erpsync(broker_prefix, "dlq", "list")
+    assert code == 1
+    assert err.count("\n") == 1 and "no dead-letter queue" in err and "broker.prefix" in err
+
+
+async def test_a_consumer_cancelled_by_the_broker_is_attached_again(
+    database: str, db: asyncpg.Connection, broker_prefix: str, stores: dict[int, MemoryStore]
+) -> None:
+    """Deleting the queue cancels the consumer (aio-pika#334); the supervisor restores it."""
+    await _seed(db, stores)
+    settings = support.memory_settings(
+        database, broker_prefix, {cid: s.name for cid, s in stores.items()}
+    )
+    worker = settings.worker.model_copy(update={"consumer_check_interval": 0.2})
+    settings = settings.model_copy(update={"worker": worker})
+    async with Service(settings, api=False):
+        connection = await aio_pika.connect(support.AMQP_URL)
+        async with connection:
+            channel = await connection.channel()
+            await channel.queue_delete(f"{broker_prefix}.commands")
+        await support.wait_for(
+            lambda: _consumers(f"{broker_prefix}.commands"),
+            lambda n: n == 1,
+            timeout=30,
+            what="the commands queue to be declared and consumed again",
+        )
+        await amqp_publish(broker_prefix, '{"InternalKeyIds": [1]}')
+        await support.wait_for(
+            lambda: tasks(db),
+            lambda rows: len(rows) == 1 and rows[0]["state"] == "Succeeded",
+            what="a command after the re-attach",
+        )
+
+
+async def _queue_info(name: str) -> tuple[int, int]:
+    connection = await aio_pika.connect(support.AMQP_URL)
+    async with connection:
+        channel = await connection.channel()
+        try:
+            queue = await channel.declare_queue(name, passive=True)
+        except aio_pika.exceptions.ChannelNotFoundEntity:
+            return -1, -1
+        result = queue.declaration_result
+        return result.message_count, result.consumer_count
+
+
+async def _ready_messages(name: str) -> int:
+    return (await _queue_info(name))[0]
+
+
+async def _consumers(name: str) -> int:
+    return (await _queue_info(name))[1]
+
+
+class _Engine:
+    """A consumer with a scripted handler, on the shared broker."""
+
+    def __init__(self, prefix: str, delivery_limit: int = 10) -> None:
+        self.settings = BrokerSettings.model_validate(
+            {"url": support.AMQP_URL, "prefix": prefix, "delivery_limit": delivery_limit}
+        )
+        self.seen: list[int] = []
+        self.failures: list[BaseException] = []
+
+    async def handler(self, delivery: Delivery) -> None:
+        self.seen.append(delivery.delivery_count)
+        if self.failures:
+            raise self.failures.pop(0)
+
+    async def __aenter__(self) -> _Engine:
+        self.connection = await connect(self.settings, "test")
+        self.publisher = Publisher(self.connection, self.settings)
+        await self.publisher.start()
+        self.consumer = Consumer(
+            self.connection,
+            self.settings,
+            self.publisher,
+            {"commands": self.handler},
+            check_interval=0.2,
+        )
+        await self.consumer.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.consumer.stop(5)
+        await self.publisher.close()
+        await self.connection.close()
+
+
+async def test_an_outage_is_retried_in_place_without_spending_deliveries(
+    broker_prefix: str,
+) -> None:
+    async with _Engine(broker_prefix, delivery_limit=1) as engine:
+        engine.failures = [OSError("connection refused"), asyncpg.CannotConnectNowError("starting")]
+        await engine.publisher.publish("resync", b"{}", message_id="m-1")
+        await support.wait_for(lambda: _seen(engine), lambda n: n == 3, what="3 attempts")
+        await support.wait_for(
+            lambda: _queue_info(f"{broker_prefix}.commands"),
+            lambda info: info == (0, 1),
+            what="the delivery to be acked",
+        )
+    assert engine.seen == [0, 0, 0]  # one delivery, held: the limit of 1 was never reached
+    assert await _ready_messages(f"{broker_prefix}.dead-letters") == 0
+
+
+async def test_a_message_failing_every_time_is_dead_lettered_by_the_delivery_limit(
+    broker_prefix: str,
+) -> None:
+    async with _Engine(broker_prefix, delivery_limit=1) as engine:
+        engine.failures = [RuntimeError("bug"), RuntimeError("bug"), RuntimeError("bug")]
+        await engine.publisher.publish("resync", b'{"InternalKeyIds": [1]}', message_id="m-2")
+        await support.wait_for(
+            lambda: _ready_messages(f"{broker_prefix}.dead-letters"),
+            lambda n: n == 1,
+            what="RabbitMQ to dead-letter it after the limit",
+        )
+    assert engine.seen == [0, 1]  # delivered, requeued once, then over the limit of 1
+
+    code, out, err = await erpsync(broker_prefix, "dlq", "list", "--json")
+    assert code == 0, err
+    (letter,) = [orjson.loads(line) for line in out.splitlines()]
+    assert letter["id"] == "m-2"
+    assert letter["reason"] == f"delivery_limit in {broker_prefix}.commands (1x)"
+    assert letter["routing_key"] == "resync"
+    assert letter["source_queue"] == f"{broker_prefix}.commands"
+
+
+async def _seen(engine: _Engine) -> int:
+    return len(engine.seen)

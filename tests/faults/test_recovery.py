@@ -1,0 +1,203 @@
+"""Tasks left behind: stuck without messages, a planner that died, streaming planning."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import asyncpg
+import pytest
+
+from connectors.memory import MemoryStore
+from engine.messaging.commands import ResyncCommand
+from engine.settings import Settings
+from engine.store import keys as keys_store
+from engine.store import pool as pool_module
+from engine.sync.planner import Planner
+from tests import support
+from tests.e2e.harness import Service, link
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def stores() -> Iterator[dict[int, MemoryStore]]:
+    names = {cid: support.unique(f"store{cid}") for cid in (0, 1, 2)}
+    yield {cid: MemoryStore.named(name) for cid, name in names.items()}
+    for name in names.values():
+        MemoryStore.drop(name)
+
+
+async def seed(db: asyncpg.Connection, stores: dict[int, MemoryStore], n: int) -> None:
+    for i in range(1, n + 1):
+        stores[0].put("Contact", str(i), {"name": f"Co {i}", "phone": f"{i}", "email": f"{i}@c"})
+        stores[1].put("Customer", f"A{i}", {"name": "old", "phone": "old", "email": "x"})
+        stores[2].put("Customer", f"B{i}", {"company": "old", "tel": "old", "mail": "old"})
+        await link(db, i, "Contact", str(i), {1: ("Customer", f"A{i}"), 2: ("Customer", f"B{i}")})
+
+
+def settings_for(
+    database: str, prefix: str, stores: dict[int, MemoryStore], max_starts: int = 10
+) -> Settings:
+    settings = support.memory_settings(
+        database, prefix, {cid: s.name for cid, s in stores.items()}, chunk_size=2
+    )
+    engine = settings.engine.model_copy(
+        update={
+            "sweep_interval": 0.05,
+            "stale_after": 0.5,
+            "heartbeat_interval": 0.1,
+            "max_starts": max_starts,
+        }
+    )
+    return settings.model_copy(update={"engine": engine})
+
+
+async def stale_task(db: asyncpg.Connection, *, planned: bool, total: int | None) -> int:
+    """A Started task whose worker vanished a minute ago, leaving no message anywhere."""
+    task_id: int = await db.fetchval(
+        """
+        INSERT INTO batch_tasks (name, state, source_connection_id, request, message_id,
+                                 start_count, heartbeat_at, planned, total_chunks, total_records)
+        VALUES ('ForceResyncBatchTask', 'Started', 0,
+                '{"ErpConnectionId": 0, "InternalKeyIds": []}', 'lost-command', 1,
+                now() - interval '1 minute', $1, $2, $3)
+        RETURNING id
+        """,
+        planned,
+        2 if planned else 0,
+        total,
+    )
+    await db.execute(
+        "INSERT INTO task_chunks (task_id, chunk_no, internal_key_ids) VALUES ($1, 0, '{1,2}')",
+        task_id,
+    )
+    if planned:
+        await db.execute(
+            "INSERT INTO task_chunks (task_id, chunk_no, internal_key_ids) VALUES ($1, 1, '{3,4}')",
+            task_id,
+        )
+    return task_id
+
+
+async def check_completed_once(
+    db: asyncpg.Connection, stores: dict[int, MemoryStore], info: dict[str, Any], n: int
+) -> None:
+    assert info["State"] == "Succeeded", info
+    assert info["StartCount"] == 2
+    counts = await db.fetch(
+        "SELECT internal_key_id, connection_id, count(*) FROM record_outcomes "
+        "WHERE task_id = $1 GROUP BY 1, 2",
+        info["Id"],
+    )
+    assert {(r[0], r[1]): r[2] for r in counts} == {
+        (i, c): 1 for i in range(1, n + 1) for c in (1, 2)
+    }
+    for i in range(1, n + 1):
+        assert stores[2].get("Customer", f"B{i}") == {
+            "company": f"Co {i}",
+            "tel": f"{i}",
+            "mail": f"{i}@c",
+        }
+
+
+async def test_a_task_stuck_without_messages_is_picked_up_again(
+    database: str, db: asyncpg.Connection, broker_prefix: str, stores: dict[int, MemoryStore]
+) -> None:
+    await seed(db, stores, 4)
+    task_id = await stale_task(db, planned=True, total=4)
+    async with Service(settings_for(database, broker_prefix, stores)) as service:
+        info = await service.finished(task_id)
+    await check_completed_once(db, stores, info, 4)
+
+
+async def test_a_planner_that_died_mid_planning_is_resumed(
+    database: str, db: asyncpg.Connection, broker_prefix: str, stores: dict[int, MemoryStore]
+) -> None:
+    await seed(db, stores, 5)
+    task_id = await stale_task(db, planned=False, total=None)  # chunk 0 = keys 1, 2 stored
+    async with Service(settings_for(database, broker_prefix, stores)) as service:
+        info = await service.finished(task_id)
+    await check_completed_once(db, stores, info, 5)
+    chunks = await db.fetch(
+        "SELECT chunk_no, internal_key_ids FROM task_chunks WHERE task_id = $1 ORDER BY 1",
+        task_id,
+    )
+    assert [list(r[1]) for r in chunks] == [[1, 2], [3, 4], [5]]  # continued after key 2
+    assert info["Statistics"]["TotalRecords"] == 5
+
+
+async def test_a_task_that_keeps_stalling_fails_instead_of_looping(
+    database: str, db: asyncpg.Connection, broker_prefix: str, stores: dict[int, MemoryStore]
+) -> None:
+    await seed(db, stores, 4)
+    task_id = await stale_task(db, planned=True, total=4)
+    settings = settings_for(database, broker_prefix, stores, max_starts=1)
+    async with Service(settings) as service:
+        info = await service.finished(task_id)
+    assert info["State"] == "Failed"
+    assert info["Response"] == "Stalled after 2 starts; not restarted"
+    assert stores[2].calls == 0
+
+
+class RecordingPublisher:
+    """Stands in for the broker: remembers what was published, in order."""
+
+    def __init__(self, events: list[tuple[str, int]]) -> None:
+        self.events = events
+
+    async def publish(self, routing_key: str, body: bytes, **_: Any) -> str:
+        self.events.append(("publish", 1))
+        return "id"
+
+
+async def test_planning_resync_all_streams_one_page_at_a_time(
+    database: str, db: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Structural bound: keys in hand never exceed one page plus one chunk."""
+    n, page, chunk = 2_000, 100, 30
+    await db.execute(
+        "INSERT INTO internal_keys (id, crm_actor_type, crm_record_id) "
+        "SELECT g, 'Contact', g::text FROM generate_series(1, $1) g",
+        n,
+    )
+    await db.execute(
+        "INSERT INTO external_keys (internal_key_id, connection_id, erp_actor_type, erp_key) "
+        "SELECT g, 1, 'Customer', 'A' || g FROM generate_series(1, $1) g",
+        n,
+    )
+    events: list[tuple[str, int]] = []
+    real_page = keys_store.page_linked
+
+    async def spy(conn: Any, source: int, after: int, limit: int) -> list[int]:
+        ids = await real_page(conn, source, after, limit)
+        events.append(("page", len(ids)))
+        return ids
+
+    monkeypatch.setattr(keys_store, "page_linked", spy)
+    settings = support.memory_settings(
+        database, "unused", {0: "a", 1: "b", 2: "c"}, chunk_size=chunk
+    )
+    settings = settings.model_copy(
+        update={"engine": settings.engine.model_copy(update={"key_page_size": page})}
+    )
+    pool = await pool_module.create_pool(settings.database)
+    try:
+        planner = Planner(settings, pool, RecordingPublisher(events))  # type: ignore[arg-type]
+        await planner.plan(ResyncCommand.model_validate({"ErpConnectionId": 0}), "m-stream")
+    finally:
+        await pool.close()
+
+    fetched = published = peak = 0
+    for kind, count in events:
+        if kind == "page":
+            assert count <= page
+            fetched += count
+        else:
+            published += chunk
+        peak = max(peak, fetched - min(published, fetched))
+    assert fetched == n
+    assert peak <= page + chunk
+    assert events.index(("publish", 1)) < [i for i, e in enumerate(events) if e[0] == "page"][1]
+    stored = await db.fetchval("SELECT sum(cardinality(internal_key_ids)) FROM task_chunks")
+    assert stored == n

@@ -1,0 +1,145 @@
+"""Failing targets in process (memory connectors): delayed retries, giving up, fail-fast."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import asyncpg
+import pytest
+
+from connectors.memory import MemoryStore
+from engine.settings import Settings
+from tests import support
+from tests.e2e.harness import Service, link
+
+pytestmark = pytest.mark.e2e
+
+N = 12
+
+
+@pytest.fixture
+def stores() -> Iterator[dict[int, MemoryStore]]:
+    names = {cid: support.unique(f"store{cid}") for cid in (0, 1, 2)}
+    yield {cid: MemoryStore.named(name) for cid, name in names.items()}
+    for name in names.values():
+        MemoryStore.drop(name)
+
+
+async def seed(db: asyncpg.Connection, stores: dict[int, MemoryStore]) -> None:
+    for i in range(1, N + 1):
+        stores[0].put("Contact", str(i), {"name": f"Co {i}", "phone": f"{i}00", "email": f"{i}@c"})
+        stores[1].put("Customer", f"A{i}", {"name": "old", "phone": "old", "email": "x"})
+        stores[2].put("Customer", f"B{i}", {"company": "old", "tel": "old", "mail": "old"})
+        await link(db, i, "Contact", str(i), {1: ("Customer", f"A{i}"), 2: ("Customer", f"B{i}")})
+
+
+def settings_for(
+    database: str, prefix: str, stores: dict[int, MemoryStore], erp2: dict[str, Any], **conn: Any
+) -> Settings:
+    settings = support.memory_settings(
+        database,
+        prefix,
+        {cid: s.name for cid, s in stores.items()},
+        overrides={2: erp2},
+        connection_options={2: conn},
+        chunk_size=4,
+    )
+    engine = settings.engine.model_copy(update={"sweep_interval": 0.05})
+    return settings.model_copy(update={"engine": engine})
+
+
+async def outcome_counts(db: asyncpg.Connection, task_id: int) -> dict[tuple[int, int], int]:
+    rows = await db.fetch(
+        "SELECT internal_key_id, connection_id, count(*) FROM record_outcomes "
+        "WHERE task_id = $1 GROUP BY 1, 2",
+        task_id,
+    )
+    return {(r[0], r[1]): r[2] for r in rows}
+
+
+async def test_transient_failures_go_through_delayed_retries_until_they_succeed(
+    database: str, db: asyncpg.Connection, broker_prefix: str, stores: dict[int, MemoryStore]
+) -> None:
+    await seed(db, stores)
+    settings = settings_for(
+        database,
+        broker_prefix,
+        stores,
+        {"fail_rate": 0.5, "seed": 7},
+        retry={"attempts": 1, "delayed_attempts": 30, "delayed_base": 0.02, "delayed_max": 0.1},
+        breaker={"failure_threshold": 1000},
+    )
+    async with Service(settings) as service:
+        info = await service.finished(await service.resync(0, []), timeout=60)
+
+    assert info["State"] == "Succeeded", info
+    for i in range(1, N + 1):
+        assert stores[2].get("Customer", f"B{i}") == {
+            "company": f"Co {i}",
+            "tel": f"{i}00",
+            "mail": f"{i}@c",
+        }
+    counts = await outcome_counts(db, info["Id"])
+    assert counts == {(i, c): 1 for i in range(1, N + 1) for c in (1, 2)}  # one final outcome
+    retried = await db.fetchval(
+        "SELECT count(*) FROM task_chunks WHERE task_id = $1 AND attempt > 0", info["Id"]
+    )
+    assert retried > 0
+    dupes = await db.fetchval(
+        "SELECT count(*) FROM (SELECT 1 FROM sync_log GROUP BY internal_key_id, connection_id, "
+        "erp_field HAVING count(*) > 1) d"
+    )
+    assert dupes == 0
+
+
+async def test_a_target_that_stays_down_fails_its_records_after_the_retries(
+    database: str, db: asyncpg.Connection, broker_prefix: str, stores: dict[int, MemoryStore]
+) -> None:
+    await seed(db, stores)
+    settings = settings_for(
+        database,
+        broker_prefix,
+        stores,
+        {"fail": "transient"},
+        retry={"attempts": 2, "base_delay": 0, "delayed_attempts": 2, "delayed_base": 0.02},
+        breaker={"failure_threshold": 3, "cooldown": 0.2},
+    )
+    # 3 chunks x 2 calls x (1 + 2 delayed retries) = 18 calls without a breaker; with it, the
+    # 3 failures that open it plus at most one half-open probe per chunk retry.
+    async with Service(settings) as service:
+        info = await service.finished(await service.resync(0, []), timeout=60)
+
+    assert info["State"] == "Failed", info
+    assert f"{N} failed" in info["Response"]
+    rows = await db.fetch(
+        "SELECT internal_key_id, connection_id, status, error FROM record_outcomes "
+        "WHERE task_id = $1",
+        info["Id"],
+    )
+    assert sorted((r[0], r[1]) for r in rows) == sorted(
+        (i, c) for i in range(1, N + 1) for c in (1, 2)
+    )
+    assert {r[2] for r in rows if r[1] == 1} == {"updated"}  # the healthy target is unaffected
+    erp2 = [r for r in rows if r[1] == 2]
+    assert {r[2] for r in erp2} == {"failed"}
+    assert all("gave up after 2 delayed retries" in r[3] for r in erp2)
+    assert 3 <= stores[2].calls <= 3 + 3 * 2
+    attempts = await db.fetch(
+        "SELECT DISTINCT attempt, target_connection_id FROM task_chunks WHERE task_id = $1",
+        info["Id"],
+    )
+    assert sorted(tuple(r) for r in attempts) == [(0, None), (1, 2), (2, 2)]
+
+
+async def test_a_configuration_error_fails_the_task_fast(
+    database: str, db: asyncpg.Connection, broker_prefix: str, stores: dict[int, MemoryStore]
+) -> None:
+    await seed(db, stores)
+    settings = settings_for(database, broker_prefix, stores, {"fail": "configuration"})
+    async with Service(settings) as service:
+        info = await service.finished(await service.resync(0, []), timeout=30)
+
+    assert info["State"] == "Failed", info
+    assert info["Response"].startswith("Configuration error on ERP two: memory store")
+    assert "misconfigured" in info["Response"]

@@ -1,0 +1,102 @@
+"""SIGTERM a worker process during a batch: it drains, requeues, exits 0; another one finishes.
+
+The CRM connector stalls every chunk that contains CRM record "1" while a marker file exists,
+so at SIGTERM the worker surely holds a delivery that cannot finish within the drain deadline
+(it must be requeued, never rejected) next to chunks that do finish.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+import uuid
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from tests import support
+from tests.faults import procs
+
+pytestmark = pytest.mark.e2e
+
+DRAIN_TIMEOUT = 6.0
+
+
+async def test_sigterm_drains_requeues_and_another_worker_completes(
+    database: str, db: asyncpg.Connection, broker_prefix: str, tmp_path: Path
+) -> None:
+    await procs.seed_demo(database)
+    stall = tmp_path / "stall"
+    stall.touch()
+    message_id = uuid.uuid4().hex
+    async with procs.workers(
+        database,
+        support.AMQP_URL,
+        broker_prefix,
+        delay_ms=150,
+        stall_keys=["1"],
+        stall_file=stall,
+        ERPSYNC_ENGINE__CHUNK_SIZE="100",
+        ERPSYNC_BROKER__PREFETCH="4",
+        ERPSYNC_WORKER__DRAIN_TIMEOUT=str(DRAIN_TIMEOUT),
+    ) as group:
+        first = await group.start("first")
+        await procs.publish_resync(
+            support.AMQP_URL,
+            broker_prefix,
+            b'{"ErpConnectionId": 0, "InternalKeyIds": []}',
+            message_id,
+        )
+        await support.wait_for(
+            lambda: _exists(Path(f"{stall}.hit")), what="the first worker to hold a stalled chunk"
+        )
+        task = await support.wait_for(
+            lambda: procs.task_progress(db, message_id),
+            lambda row: row is not None and row["done_chunks"] >= 2,
+            what="the first worker to finish some chunks",
+        )
+        assert task is not None and task["state"] == "Started"
+
+        sent = first.signal(signal.SIGTERM)
+        code = await first.wait(timeout=DRAIN_TIMEOUT + 30)
+        took = time.monotonic() - sent
+        log = first.log()
+        assert code == 0, log[-3000:]
+        assert took <= DRAIN_TIMEOUT, f"exit took {took:.1f}s > drain timeout {DRAIN_TIMEOUT}s"
+        assert "consumer stopped taking deliveries" in log
+        assert "delivery cancelled before it finished; requeueing" in log
+        assert "could not settle" not in log  # every requeue reached the broker
+
+        # Nothing was rejected: the stalled chunks wait in the work queue, the DLQ is empty.
+        depths = await procs.queue_depths(support.AMQP_URL, broker_prefix)
+        assert depths["dead-letters"] == 0, depths
+        assert depths["chunks"] >= 1, depths
+        after_first = await procs.task_progress(db, message_id)
+        assert after_first is not None and after_first["state"] == "Started"
+
+        stall.unlink()
+        await group.start("second")
+        done = await support.wait_for(
+            lambda: procs.task_progress(db, message_id),
+            lambda row: row is not None and row["state"] in ("Succeeded", "Failed"),
+            timeout=90,
+            what="the second worker to complete the task",
+        )
+
+    assert done is not None
+    figures = await procs.accounting(db, done["id"])
+    print(f"SIGTERM drain: {figures}, first worker exited in {took:.1f}s")
+    assert done["state"] == "Succeeded", done["response"]
+    assert done["done_chunks"] == done["total_chunks"] == 30
+    assert figures["lost"] == 0
+    assert figures["records"] == 3000
+    assert figures["duplicate_outcomes"] == 0
+    assert figures["duplicate_sync_log"] == 0
+    assert figures["failed"] == 0
+    depths = await procs.queue_depths(support.AMQP_URL, broker_prefix)
+    assert depths == {"commands": 0, "chunks": 0, "dead-letters": 0}
+
+
+async def _exists(path: Path) -> bool:
+    return path.exists()  # noqa: ASYNC240
