@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import aio_pika
 import aiohttp
 import orjson
 
@@ -34,6 +35,12 @@ LUA = Path(__file__).resolve().parent / "wrk" / "force_resync.lua"
 def options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--duration", type=float, default=None, help="seconds per wrk run")
     parser.add_argument("--connections", type=int, default=64, help="wrk connections")
+    parser.add_argument(
+        "--no-drain",
+        action="store_true",
+        help="let the published commands pile up in the commands queue (no worker consumes "
+        "them); by default the queue is purged every 0.5 s, standing in for the workers",
+    )
     parser.add_argument(
         "--experiment",
         choices=["no_pool_reset"],
@@ -98,6 +105,19 @@ async def openloop(url: str, rate: float, duration: float) -> dict[str, Any]:
     return await bench_json(cmd, {**os.environ, "PYTHONPATH": str(common.ROOT)})
 
 
+async def purge_commands(prefix: str) -> None:
+    """Empty the commands queue every 0.5 s: no worker runs in this scenario."""
+    connection = await aio_pika.connect(common.AMQP_URL)
+    try:
+        channel = await connection.channel()
+        queue = await channel.get_queue(f"{prefix}.commands", ensure=False)
+        while True:
+            await queue.purge()
+            await asyncio.sleep(0.5)
+    finally:
+        await connection.close()
+
+
 async def warm_up(url: str) -> None:
     async with aiohttp.ClientSession() as session:
         for _ in range(3):
@@ -125,6 +145,7 @@ async def main() -> None:
             "keys_per_request": 10,
             "open_loop_share_of_peak": 0.8,
             "api_processes": 1,
+            "commands_queue": "kept" if args.no_drain else "purged every 0.5 s",
         },
     )
     api_rps = report.figure("api_accepted_per_s", "req/s (204)")
@@ -143,6 +164,7 @@ async def main() -> None:
         ceiling = await bench.start("ceiling", config, "ceiling")
         api_url = f"http://127.0.0.1:{api.port}{common.RESYNC_PATH}"
         ceiling_url = f"http://127.0.0.1:{ceiling.port}{common.RESYNC_PATH}"
+        drain = None if args.no_drain else asyncio.create_task(purge_commands(bench.prefix))
         await warm_up(api_url)
         await warm_up(ceiling_url)
         targets = [
@@ -190,6 +212,8 @@ async def main() -> None:
                     name = f"api_open_loop_p99_ms_at_{share:.0%}".replace("%", "pct")
                     report.figure(name, "ms", higher_is_better=False).add(data["p99_ms"])
                 runs.append({"target": "api-open-loop", "share": share, **data})
+        if drain is not None:
+            drain.cancel()
         accepted = await bench.conn.fetchval("SELECT count(*) FROM batch_tasks")
         report.extra["runs"] = runs
         report.extra["tasks_created"] = accepted
