@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 CONFIG ?= config/erpsync.toml
 
-.PHONY: install run test lint typecheck unit clean
+.PHONY: install run test lint typecheck unit clean bench bench-smoke bench-profile
 
 EXAMPLE := examples/tinyledger
 
@@ -34,6 +34,21 @@ lint: install
 
 typecheck: install
 	$(BIN)/mypy
+
+## Benchmarks (docs/benchmarks.md): every scenario, figures appended to benchmarks/results/.
+bench: install
+	@command -v wrk >/dev/null || { echo "bench: wrk is missing: apt-get install -y wrk"; exit 1; }
+	$(BIN)/python -m benchmarks.run
+
+## The same scripts with tiny sizes (seconds); `make test` runs them through tests/bench.
+bench-smoke: install
+	$(BIN)/python -m benchmarks.run --smoke --results benchmarks/results/smoke.jsonl
+
+## Front door and engine overhead under py-spy; raw stacks in benchmarks/results/profiles/.
+bench-profile: install
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	$(BIN)/python -m benchmarks.run --only engine_overhead front_door \
+		--profile benchmarks/results/profiles
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
