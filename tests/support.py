@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -69,6 +70,28 @@ async def delete_broker_objects(prefix: str, url: str = AMQP_URL) -> None:
                 await channel.exchange_delete(name)
     finally:
         await connection.close()
+
+
+async def run_cli(
+    *args: str,
+    env: dict[str, str] | None = None,
+    stdin: bytes | None = None,
+    timeout: float = 60.0,
+) -> tuple[int, str, str]:
+    """Run ``python -m engine ARGS`` as a real process: (exit code, stdout, stderr)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "engine",
+        *args,
+        env=dict(os.environ) if env is None else env,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(stdin), timeout)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
 
 
 async def wait_for(

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
-import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +12,7 @@ from typing import Any
 import pytest
 
 from connectors.testing.fake_erp import Auth, FakeErp, Fault
+from tests import support
 from tests.connectors.rest_support import TOKEN, rest_settings
 
 
@@ -33,19 +32,7 @@ async def run(*args: str, path: Path | None = None) -> Result:
     env = dict(os.environ)
     if path is not None:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(path), env.get("PYTHONPATH")]))
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "engine",
-        *args,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    async with asyncio.timeout(60):
-        out, err = await proc.communicate()
-    assert proc.returncode is not None
-    return Result(proc.returncode, out.decode(), err.decode())
+    return Result(*await support.run_cli(*args, env=env))
 
 
 def toml_value(value: Any) -> str:

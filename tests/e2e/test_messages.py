@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -77,18 +76,7 @@ async def erpsync(prefix: str, *args: str) -> tuple[int, str, str]:
         "ERPSYNC_BROKER_URL": support.AMQP_URL,
         "ERPSYNC_BROKER_PREFIX": prefix,
     }
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "engine",
-        *args,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
+    return await support.run_cli(*args, env=env)
 
 
 async def dead_letters(prefix: str) -> list[aio_pika.abc.AbstractIncomingMessage]:

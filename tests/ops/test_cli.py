@@ -16,7 +16,7 @@ import orjson
 import pytest
 
 from connectors.memory import MemoryStore
-from tests import nodes
+from tests import nodes, support
 from tests.e2e.harness import Service
 from tests.ops.conftest import seed, settings_for
 
@@ -26,19 +26,7 @@ pytestmark = pytest.mark.e2e
 async def cli(
     *args: str, env: dict[str, str], stdin: bytes | None = None, timeout: float = 60
 ) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "engine",
-        *args,
-        env=env,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(stdin), timeout)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
+    return await support.run_cli(*args, env=env, stdin=stdin, timeout=timeout)
 
 
 @pytest.fixture
