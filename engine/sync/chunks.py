@@ -162,9 +162,13 @@ class ChunkRunner:
             conn = self.resync.settings.connection(pending.connection_id)
             assert conn is not None
             attempt = result.attempt + 1
-            delay = max(
-                pending.retry_after,
-                full_jitter(attempt, conn.retry.delayed_base, conn.retry.delayed_max),
+            # Retry-After is honoured, up to delayed_max (a connector must not park work forever).
+            delay = min(
+                conn.retry.delayed_max,
+                max(
+                    pending.retry_after,
+                    full_jitter(attempt, conn.retry.delayed_base, conn.retry.delayed_max),
+                ),
             )
             chunks.append(RetryChunk(list(pending.keys), target, attempt, delay))
             log.info(

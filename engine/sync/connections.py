@@ -113,15 +113,20 @@ class ConnectionHandle:
                 self.breaker.failure()
             else:
                 self.breaker.success()  # the target answered; the request was the problem
-            if error.kind != "transient" or attempt >= retry.attempts:
+            retry_after = error.retry_after or 0.0
+            # A wait longer than the in-process backoff allows would hold the delivery (and a
+            # worker slot): hand it to the delayed retry, which honours it up to delayed_max.
+            if (
+                error.kind != "transient"
+                or attempt >= retry.attempts
+                or (retry_after > retry.max_delay)
+            ):
                 raise CallFailed(
                     f"{self.settings.name}: {error.message}",
                     error.kind,
                     retry_after=error.retry_after or 0.0,
                 )
-            delay = max(
-                error.retry_after or 0.0, full_jitter(attempt, retry.base_delay, retry.max_delay)
-            )
+            delay = max(retry_after, full_jitter(attempt, retry.base_delay, retry.max_delay))
             log.info(
                 "retrying connector call",
                 connection=self.id,

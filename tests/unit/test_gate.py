@@ -59,8 +59,19 @@ async def test_transient_errors_are_retried_with_jittered_backoff() -> None:
 
 async def test_retry_after_is_honoured() -> None:
     h, slept = handle()
-    await h.call(FakeOperation(TransientError("429", retry_after=7.0)), None)
-    assert slept == [7.0]
+    await h.call(FakeOperation(TransientError("429", retry_after=3.0)), None)
+    assert slept == [3.0]
+
+
+async def test_a_retry_after_beyond_the_backoff_cap_goes_to_the_delayed_retry() -> None:
+    h, slept = handle()
+    op = FakeOperation(TransientError("429", retry_after=3600.0))
+    with pytest.raises(CallFailed) as failed:
+        await h.call(op, None)
+    assert op.calls == 1
+    assert slept == []  # no worker waits an hour in process
+    assert failed.value.kind == "transient"
+    assert failed.value.retry_after == 3600.0
 
 
 async def test_gives_up_after_the_configured_attempts() -> None:
