@@ -162,9 +162,11 @@ class ChunkRunner:
             conn = self.resync.settings.connection(pending.connection_id)
             assert conn is not None
             attempt = result.attempt + 1
-            # Retry-After is honoured, up to delayed_max (a connector must not park work forever).
+            # Retry-After (a connector's, or an open breaker's cool-down) is honoured, capped so
+            # that a connector cannot park work forever; never cut below the breaker's cool-down,
+            # or the retry would find the circuit still open and waste its attempt.
             delay = min(
-                conn.retry.delayed_max,
+                max(conn.retry.delayed_max, conn.breaker.cooldown),
                 max(
                     pending.retry_after,
                     full_jitter(attempt, conn.retry.delayed_base, conn.retry.delayed_max),
