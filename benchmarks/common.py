@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aio_pika
 import asyncpg
 import orjson
 
@@ -39,6 +38,7 @@ from engine.messaging.commands import ResyncCommand
 from engine.messaging.topology import RESYNC_ROUTING_KEY
 from engine.settings import Settings
 from engine.store import migrate
+from tests import support
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = Path(os.environ.get("BENCH_RESULTS_DIR", ROOT / "benchmarks" / "results"))
@@ -266,45 +266,26 @@ def unique(prefix: str) -> str:
 
 
 def database_url(name: str) -> str:
-    base, _, _ = ADMIN_DATABASE_URL.rpartition("/")
-    return f"{base}/{name}"
+    return support.database_url(name, ADMIN_DATABASE_URL)
 
 
 async def create_database(name: str) -> str:
-    admin = await asyncpg.connect(ADMIN_DATABASE_URL)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    conn = await asyncpg.connect(database_url(name))
+    """A new, migrated database."""
+    url = await support.create_database(name, admin_url=ADMIN_DATABASE_URL)
+    conn = await asyncpg.connect(url)
     try:
         await migrate.migrate(conn)
     finally:
         await conn.close()
-    return database_url(name)
+    return url
 
 
 async def drop_database(name: str) -> None:
-    admin = await asyncpg.connect(ADMIN_DATABASE_URL)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    await support.drop_database(name, ADMIN_DATABASE_URL)
 
 
 async def delete_broker_objects(prefix: str) -> None:
-    connection = await aio_pika.connect(AMQP_URL)
-    try:
-        for suffix in ("commands", "chunks", "dead-letters"):
-            channel = await connection.channel()
-            with contextlib.suppress(Exception):
-                await channel.queue_delete(f"{prefix}.{suffix}")
-        for name in (prefix, f"{prefix}.dlx"):
-            channel = await connection.channel()
-            with contextlib.suppress(Exception):
-                await channel.exchange_delete(name)
-    finally:
-        await connection.close()
+    await support.delete_broker_objects(prefix, AMQP_URL)
 
 
 async def seed_links(db: asyncpg.Connection, count: int, targets: Sequence[int] = (1, 2)) -> None:

@@ -266,10 +266,7 @@ class PostgresConnector(BaseConnector[PostgresConfig]):
 
     async def get_actors(self, request: GetActorsInput) -> GetActorsResult:
         table = self._table(request.actor_type)
-        keys = list(request.field_keys) if request.field_keys is not None else list(table.columns)
-        unknown = [k for k in keys if k not in table.columns]
-        if unknown:
-            raise PermanentError(f"unknown fields for {request.actor_type}: {unknown}")
+        keys = _field_keys(table, request.actor_type, request.field_keys)
         sql = (
             f"SELECT {self._select_list(table, keys)} FROM {table.qualified} "
             f'WHERE "{table.key}" = ANY($1::text[]::{table.key_type}[])'
@@ -278,17 +275,7 @@ class PostgresConnector(BaseConnector[PostgresConfig]):
             rows = await self.pool.fetch(sql, list(request.keys))
         except Exception as exc:
             raise _classify(exc) from exc
-        return GetActorsResult(
-            actors=[
-                Actor(
-                    actor_type=request.actor_type,
-                    key=row[0],
-                    fields={k: row[i + 2] for i, k in enumerate(keys)},
-                    last_modified=row[1],
-                )
-                for row in rows
-            ]
-        )
+        return GetActorsResult(actors=[_actor(request.actor_type, row, keys) for row in rows])
 
     async def save_actors(self, request: SaveActorsInput) -> SaveActorsResult:
         table = self._table(request.actor_type)
@@ -400,14 +387,7 @@ class PostgresConnector(BaseConnector[PostgresConfig]):
         except Exception as exc:
             raise _classify(exc) from exc
         assert row is not None
-        return CreateActorResult(
-            actor=Actor(
-                actor_type=actor.actor_type,
-                key=row[0],
-                fields={k: row[i + 2] for i, k in enumerate(table.columns)},
-                last_modified=row[1],
-            )
-        )
+        return CreateActorResult(actor=_actor(actor.actor_type, row, list(table.columns)))
 
     async def get_actors_changed_since(self, request: ChangedSinceInput) -> ChangedSinceResult:
         """Rows whose modified column is on or after ``since``, oldest first, paged by a
@@ -415,10 +395,7 @@ class PostgresConnector(BaseConnector[PostgresConfig]):
         table = self._table(request.actor_type)
         if not table.modified:
             raise ConfigurationError(f"{request.actor_type} has no modified_column to page on")
-        keys = list(request.field_keys) if request.field_keys is not None else list(table.columns)
-        unknown = [k for k in keys if k not in table.columns]
-        if unknown:
-            raise PermanentError(f"unknown fields for {request.actor_type}: {unknown}")
+        keys = _field_keys(table, request.actor_type, request.field_keys)
         mtype = table.types[table.modified]
         order = f'"{table.modified}", "{table.key}"::text'
         params: list[Any] = []
@@ -443,21 +420,32 @@ class PostgresConnector(BaseConnector[PostgresConfig]):
             rows = await self.pool.fetch(sql, *params)
         except Exception as exc:
             raise _classify(exc) from exc
-        actors = [
-            Actor(
-                actor_type=request.actor_type,
-                key=row[0],
-                fields={k: row[i + 2] for i, k in enumerate(keys)},
-                last_modified=row[1],
-            )
-            for row in rows[:limit]
-        ]
+        actors = [_actor(request.actor_type, row, keys) for row in rows[:limit]]
         cursor = (
             json.dumps([actors[-1].last_modified, actors[-1].key])
             if len(rows) > limit and actors
             else None
         )
         return ChangedSinceResult(actors=actors, next_cursor=cursor)
+
+
+def _field_keys(table: _Table, actor_type: str, wanted: Sequence[str] | None) -> list[str]:
+    """The requested field keys (all when None); unknown ones are a permanent error."""
+    keys = list(wanted) if wanted is not None else list(table.columns)
+    unknown = [k for k in keys if k not in table.columns]
+    if unknown:
+        raise PermanentError(f"unknown fields for {actor_type}: {unknown}")
+    return keys
+
+
+def _actor(actor_type: str, row: asyncpg.Record, keys: Sequence[str]) -> Actor:
+    """An actor from a row selected with :meth:`PostgresConnector._select_list`."""
+    return Actor(
+        actor_type=actor_type,
+        key=row[0],
+        fields={k: row[i + 2] for i, k in enumerate(keys)},
+        last_modified=row[1],
+    )
 
 
 def _field_type(sql_type: str) -> FieldType:

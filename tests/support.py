@@ -15,6 +15,7 @@ from urllib.parse import urlsplit, urlunsplit
 import aio_pika
 import asyncpg
 
+from engine.messaging.topology import Names
 from engine.settings import Settings
 
 T = TypeVar("T")
@@ -33,23 +34,25 @@ def unique(prefix: str) -> str:
     return f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:10]}"
 
 
-def database_url(name: str) -> str:
-    parts = urlsplit(ADMIN_DATABASE_URL)
+def database_url(name: str, admin_url: str = ADMIN_DATABASE_URL) -> str:
+    parts = urlsplit(admin_url)
     return urlunsplit(parts._replace(path=f"/{name}"))
 
 
-async def create_database(name: str, template: str | None = None) -> str:
-    admin = await asyncpg.connect(ADMIN_DATABASE_URL)
+async def create_database(
+    name: str, template: str | None = None, admin_url: str = ADMIN_DATABASE_URL
+) -> str:
+    admin = await asyncpg.connect(admin_url)
     try:
         suffix = f' TEMPLATE "{template}"' if template else ""
         await admin.execute(f'CREATE DATABASE "{name}"{suffix}')
     finally:
         await admin.close()
-    return database_url(name)
+    return database_url(name, admin_url)
 
 
-async def drop_database(name: str) -> None:
-    admin = await asyncpg.connect(ADMIN_DATABASE_URL)
+async def drop_database(name: str, admin_url: str = ADMIN_DATABASE_URL) -> None:
+    admin = await asyncpg.connect(admin_url)
     try:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
@@ -58,13 +61,14 @@ async def drop_database(name: str) -> None:
 
 async def delete_broker_objects(prefix: str, url: str = AMQP_URL) -> None:
     """Remove the queues and exchanges a test declared under ``prefix``."""
+    names = Names(prefix)
     connection = await aio_pika.connect(url)
     try:
-        for suffix in ("commands", "chunks", "dead-letters", "retry"):
+        for queue in (names.commands, names.chunks, names.dead_letters):
             channel = await connection.channel()
             with contextlib.suppress(Exception):  # absent queues are fine
-                await channel.queue_delete(f"{prefix}.{suffix}")
-        for name in (prefix, f"{prefix}.dlx"):
+                await channel.queue_delete(queue)
+        for name in (names.exchange, names.dead_letter_exchange):
             channel = await connection.channel()
             with contextlib.suppress(Exception):
                 await channel.exchange_delete(name)
