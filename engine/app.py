@@ -100,7 +100,8 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
 async def _publisher(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     connection = await connect(settings.broker, "publisher")
-    publisher = Publisher(connection, settings.broker)
+    # Every ERP connection can be a push target: its push queue exists before anything is routed.
+    publisher = Publisher(connection, settings.broker, [c.id for c in settings.connections])
     try:
         await publisher.start()
     except aiormq.exceptions.ChannelPreconditionFailed as exc:
@@ -124,7 +125,14 @@ async def _engine(app: web.Application) -> AsyncIterator[None]:
     connections = await Connections.open(settings)
     presence = Presence(settings, pool)
     planner = Planner(settings, pool, publisher, presence)
-    runner = ChunkRunner(pool, ChunkResync(settings, connections), presence)
+    runner = ChunkRunner(
+        pool,
+        ChunkResync(settings, connections),
+        presence,
+        publisher,
+        # An unconfirmed unit publish (crash, broker away) is repaired by the sweeper after this.
+        unit_publish_grace=2 * settings.broker.publish_timeout + settings.engine.sweep_interval,
+    )
     sweeper = Sweeper(settings, pool, publisher)
 
     async def on_command(delivery: Delivery) -> None:
@@ -139,6 +147,8 @@ async def _engine(app: web.Application) -> AsyncIterator[None]:
         settings.broker,
         publisher,
         {"commands": on_command, "chunks": on_chunk},
+        push={c.id: settings.push_prefetch(c) for c in settings.connections},
+        push_handler=on_chunk,
         check_interval=settings.worker.consumer_check_interval,
     )
     try:

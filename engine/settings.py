@@ -256,6 +256,14 @@ class ConnectionSettings(_Model):
     settings: dict[str, Any] = Field(default_factory=dict)
     concurrency: int = Field(8, ge=1, le=1000, description="Concurrent calls, per process.")
     batch_size: int = Field(100, ge=1, le=10_000, description="Actors per connector call.")
+    push_prefetch: int | None = Field(
+        None,
+        ge=1,
+        le=1000,
+        description="Push units of this target a worker holds at once (its push queue's "
+        "prefetch); none: 2 x ceil(concurrency / ceil(engine.chunk_size / batch_size)), "
+        "at least 2.",
+    )
     timeout: float = Field(30.0, gt=0, description="Seconds per connector call.")
     rate_limit: float | None = Field(
         None, gt=0, description="Connector calls per second, per process (none: unlimited)."
@@ -319,6 +327,18 @@ class Settings(_Model):
     @property
     def all_connections(self) -> list[ConnectionSettings]:
         return [self.crm, *self.connections]
+
+    def push_prefetch(self, connection: ConnectionSettings) -> int:
+        """Prefetch of a target's push queue: enough units to keep its ``concurrency`` busy.
+
+        A unit of ``chunk_size`` records makes ``ceil(chunk_size / batch_size)`` concurrent
+        calls at a time; twice the units that fill ``concurrency`` keeps the next one ready while
+        one finishes (its tail and commit).
+        """
+        if connection.push_prefetch is not None:
+            return connection.push_prefetch
+        calls_per_unit = -(-self.engine.chunk_size // connection.batch_size)
+        return max(2, 2 * -(-connection.concurrency // calls_per_unit))
 
 
 _SHORT_ENV = {

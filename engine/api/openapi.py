@@ -470,6 +470,7 @@ def _batch_task_info_schema() -> dict[str, Any]:
                     "Failed": integer,
                     "FieldsChanged": integer,
                     "Chunks": integer,
+                    "PushUnits": integer,
                     "RetryChunks": integer,
                     "ChunksDone": integer,
                     "Finished": nullable_time,

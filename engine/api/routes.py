@@ -264,7 +264,10 @@ def batch_task_info(task: asyncpg.Record) -> dict[str, Any]:
             "Failed": task["writes_failed"],
             "FieldsChanged": task["fields_changed"],
             "Chunks": task["total_chunks"] + task["retry_chunks"],
-            "RetryChunks": task["retry_chunks"],
+            # push units (stage 2, one per chunk and target) and delayed retries share the
+            # numbering and the counter retry_chunks
+            "PushUnits": task["push_units"],
+            "RetryChunks": task["retry_chunks"] - task["push_units"],
             "ChunksDone": task["done_chunks"],
             "Finished": _iso(task["finished_at"]),
             "Stopped": stopped,

@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import aio_pika
 import structlog
 from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 
-from engine.messaging.topology import Names, Topology, declare
+from engine.messaging.commands import ChunkCommand
+from engine.messaging.topology import (
+    CHUNK_ROUTING_KEY,
+    Names,
+    Topology,
+    declare,
+    push_routing_key,
+)
 from engine.observability import metrics
 from engine.settings import BrokerSettings, redact_url
 
@@ -48,10 +55,17 @@ class Publisher:
     publishes share the channel, so confirms are pipelined.
     """
 
-    def __init__(self, connection: AbstractRobustConnection, settings: BrokerSettings) -> None:
+    def __init__(
+        self,
+        connection: AbstractRobustConnection,
+        settings: BrokerSettings,
+        push_targets: Sequence[int] = (),
+    ) -> None:
         self._connection = connection
         self._settings = settings
         self.names = Names(settings.prefix)
+        self.push_targets = frozenset(push_targets)
+        """Target connections with a push queue (declared at start)."""
         self._channel: AbstractRobustChannel | None = None
         self.topology: Topology | None = None
 
@@ -60,7 +74,27 @@ class Publisher:
         channel = await self._connection.channel(publisher_confirms=True, on_return_raises=True)
         assert isinstance(channel, AbstractRobustChannel)
         self._channel = channel
-        self.topology = await declare(channel, self.names, self._settings.delivery_limit)
+        self.topology = await declare(
+            channel, self.names, self._settings.delivery_limit, sorted(self.push_targets)
+        )
+
+    def chunk_routing_key(self, target: int | None) -> str:
+        """Where a chunk goes: its target's push queue, else (target None) the chunk queue.
+
+        A target without a push queue here (a connection removed from the configuration) goes
+        to the chunk queue, where the runner reports it, rather than being unroutable forever.
+        """
+        if target is not None and target in self.push_targets:
+            return push_routing_key(target)
+        return CHUNK_ROUTING_KEY
+
+    async def publish_chunk(self, task_id: int, chunk_no: int, target: int | None) -> str:
+        """Publish a chunk command (a planned chunk, push unit or delayed retry)."""
+        return await self.publish(
+            self.chunk_routing_key(target),
+            ChunkCommand.model_validate({"TaskId": task_id, "ChunkNo": chunk_no}).to_body(),
+            message_id=f"chunk-{task_id}-{chunk_no}",
+        )
 
     async def close(self) -> None:
         if self._channel is not None and not self._channel.is_closed:

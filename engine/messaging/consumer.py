@@ -3,9 +3,12 @@
 Lifecycle:
 
 * ``start()`` opens a channel on the robust worker connection, sets the prefetch, declares the
-  topology and subscribes to every queue. A supervisor task then checks every
-  ``check_interval`` seconds (and at once after a reconnect or channel reopen) that each
-  subscription still exists on the live channel, and subscribes again when it does not. The
+  topology and subscribes to every queue. Each target connection's push queue gets a channel of
+  its own with its own prefetch (a prefetch is per channel here), so a slow target's units
+  cannot take the delivery slots of the other targets or of the chunk queue. A supervisor task
+  then checks every ``check_interval`` seconds (and at once after a reconnect or channel
+  reopen) that each subscription still exists on its live channel, and subscribes again when
+  it does not. The
   subscriptions are made with ``robust=False`` so the supervisor is their only owner: aio-pika's
   own consumer restoration has left queues without consumers after broker restarts
   (mosquito/aio-pika#231, #626), and two owners could attach a consumer twice.
@@ -25,7 +28,7 @@ import contextlib
 import hashlib
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -47,6 +50,7 @@ from engine.messaging.topology import (
     ORIGINAL_ROUTING_KEY_HEADER,
     REASON_HEADER,
     declare,
+    declare_push_queue,
 )
 from engine.observability import metrics
 from engine.settings import BrokerSettings
@@ -94,8 +98,11 @@ def message_identity(message_id: str | None, body: bytes) -> str:
 
 @dataclass(slots=True)
 class _Subscription:
-    attr: str  # queue attribute name on Topology
+    attr: str  # queue attribute name on Topology, or "push.<connection id>"
     handler: Handler
+    target: int | None = None  # a push queue's connection: consumed on its own channel
+    prefetch: int = 0  # that channel's prefetch
+    channel: AbstractRobustChannel | None = None
     queue: AbstractRobustQueue | None = None
     tag: str | None = None
 
@@ -122,13 +129,21 @@ class Consumer:
         publisher: Publisher,
         handlers: dict[str, Handler],
         *,
+        push: Mapping[int, int] | None = None,
+        push_handler: Handler | None = None,
         check_interval: float = 5.0,
         hold_limit: float = 600.0,
     ) -> None:
+        """``push``: target connection id -> prefetch of its push queue, run by ``push_handler``."""
         self._connection = connection
         self._settings = settings
         self._publisher = publisher
         self._subscriptions = [_Subscription(attr, handler) for attr, handler in handlers.items()]
+        for target, prefetch in sorted((push or {}).items()):
+            assert push_handler is not None
+            self._subscriptions.append(
+                _Subscription(f"push.{target}", push_handler, target=target, prefetch=prefetch)
+            )
         self._check_interval = check_interval
         self._hold_limit = hold_limit  # seconds a delivery is retried in place during outages
         self._channel: AbstractRobustChannel | None = None
@@ -141,21 +156,37 @@ class Consumer:
         self.resubscriptions = 0
 
     async def start(self) -> None:
-        """Open the channel, declare the topology, subscribe, and start the supervisor."""
-        channel = await self._connection.channel()
-        assert isinstance(channel, AbstractRobustChannel)
-        await channel.set_qos(prefetch_count=self._settings.prefetch)
+        """Open the channels, declare the topology, subscribe, and start the supervisor."""
+        names, limit = self._publisher.names, self._settings.delivery_limit
+        channel = await self._open_channel(self._settings.prefetch)
         self._channel = channel
-        topology = await declare(channel, self._publisher.names, self._settings.delivery_limit)
+        topology = await declare(channel, names, limit)
         for sub in self._subscriptions:
-            queue = getattr(topology, sub.attr)
+            if sub.target is None:
+                sub.channel = channel
+                queue = getattr(topology, sub.attr)
+            else:
+                sub.channel = await self._open_channel(sub.prefetch)
+                queue = await declare_push_queue(sub.channel, names, limit, sub.target)
             assert isinstance(queue, AbstractRobustQueue)
             sub.queue = queue  # strong reference: robust objects are restored only while alive
             await self._subscribe(sub)
         self._connection.reconnect_callbacks.add(self._on_reconnect)
-        channel.reopen_callbacks.add(self._on_reconnect)
         self._supervisor = asyncio.create_task(self._supervise(), name="consumer-supervisor")
         log.info("consumer started", queues=[s.queue.name for s in self._subscriptions if s.queue])
+
+    async def _open_channel(self, prefetch: int) -> AbstractRobustChannel:
+        channel = await self._connection.channel()
+        assert isinstance(channel, AbstractRobustChannel)
+        await channel.set_qos(prefetch_count=prefetch)
+        channel.reopen_callbacks.add(self._on_reconnect)
+        return channel
+
+    def _channels(self) -> list[AbstractRobustChannel]:
+        channels = [sub.channel for sub in self._subscriptions if sub.channel is not None]
+        if self._channel is not None:
+            channels.append(self._channel)
+        return list({id(c): c for c in channels}.values())
 
     def _on_reconnect(self, *_: Any) -> None:
         self._wake.set()
@@ -166,9 +197,8 @@ class Consumer:
             self._callback(sub.handler), no_ack=False, robust=False, timeout=SETTLE_TIMEOUT
         )
 
-    async def _live_consumer_tags(self) -> set[str] | None:
-        """Tags subscribed on the live channel; None while the channel is down."""
-        channel = self._channel
+    async def _live_consumer_tags(self, channel: AbstractRobustChannel | None) -> set[str] | None:
+        """Tags subscribed on the live ``channel``; None while the channel is down."""
         if channel is None or channel.is_closed or self._connection.is_closed:
             return None
         try:
@@ -183,24 +213,26 @@ class Consumer:
     @property
     def is_attached(self) -> bool:
         """Every queue has a subscription on an open channel (as far as this process knows)."""
-        channel = self._channel
-        if self._stopping.is_set() or channel is None or channel.is_closed:
+        if self._stopping.is_set() or self._connection.is_closed:
             return False
-        if self._connection.is_closed:
-            return False
-        return all(sub.tag is not None for sub in self._subscriptions)
+        return all(
+            sub.tag is not None and sub.channel is not None and not sub.channel.is_closed
+            for sub in self._subscriptions
+        )
 
     async def ensure_attached(self) -> int:
         """Subscribe again to every queue whose subscription is gone; return how many."""
         if self._stopping.is_set():
             return 0
-        live = await self._live_consumer_tags()
-        if live is None:
-            for sub in self._subscriptions:
-                sub.tag = None  # the channel is down: the broker dropped the subscriptions
-            return 0
+        live_by_channel: dict[int, set[str] | None] = {}
+        for channel in self._channels():
+            live_by_channel[id(channel)] = await self._live_consumer_tags(channel)
         attached = 0
         for sub in self._subscriptions:
+            live = live_by_channel.get(id(sub.channel))
+            if live is None:
+                sub.tag = None  # the channel is down: the broker dropped the subscription
+                continue
             if sub.tag is not None and sub.tag in live:
                 continue
             try:
@@ -362,8 +394,8 @@ class Consumer:
         log.info("consumer stopped taking deliveries", in_flight=len(self._inflight))
 
     async def _cancel_subscriptions(self) -> None:
-        channel_open = self._channel is not None and not self._channel.is_closed
         for sub in self._subscriptions:
+            channel_open = sub.channel is not None and not sub.channel.is_closed
             # With the channel down there is nothing to cancel (and nobody to wait for).
             if channel_open and sub.queue is not None and sub.tag is not None:
                 with contextlib.suppress(Exception):
@@ -398,12 +430,12 @@ class Consumer:
                 log.warning("drain deadline passed; requeueing", count=len(pending))
                 await asyncio.wait(pending, timeout=SETTLE_TIMEOUT)
         self._connection.reconnect_callbacks.discard(self._on_reconnect)
-        if self._channel is not None:
-            self._channel.reopen_callbacks.discard(self._on_reconnect)
-            if not self._channel.is_closed:
+        for channel in self._channels():
+            channel.reopen_callbacks.discard(self._on_reconnect)
+            if not channel.is_closed:
                 with contextlib.suppress(Exception):
                     async with asyncio.timeout(SETTLE_TIMEOUT):
-                        await self._channel.close()
+                        await channel.close()
         log.info("consumer closed")
 
 

@@ -6,6 +6,12 @@ the quorum queues' ``at-least-once`` strategy, which RabbitMQ only honours toget
 ``x-overflow = reject-publish``; the default strategy republishes without confirms and could drop
 a message on its way to the dead-letter queue.
 
+Chunks are two-stage (docs/engine.md): planned chunks and whole-record retries go to the shared
+``<prefix>.chunks`` queue; the push units of one target connection (and that target's delayed
+retries) go to that target's own queue ``<prefix>.push.<connection id>``, which every worker
+consumes on a channel of its own with its own prefetch. A slow target's backlog then waits in
+the broker, not in the prefetch shared with the other targets.
+
 Queue arguments cannot change after a queue exists: redeclaring with other arguments fails with
 PRECONDITION_FAILED (``inequivalent arg``). Changing them means draining and deleting the queues
 (or using a new ``broker.prefix``).
@@ -13,7 +19,8 @@ PRECONDITION_FAILED (``inequivalent arg``). Changing them means draining and del
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import aio_pika
@@ -21,6 +28,7 @@ from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue
 
 RESYNC_ROUTING_KEY = "resync"
 CHUNK_ROUTING_KEY = "resync.chunk"
+PUSH_ROUTING_KEY_PREFIX = "resync.push."
 REASON_HEADER = "x-erpsync-reason"
 ORIGINAL_ROUTING_KEY_HEADER = "x-erpsync-original-routing-key"
 DEAD_LETTERED_AT_HEADER = "x-erpsync-dead-lettered-at"
@@ -53,6 +61,15 @@ class Names:
     def dead_letters(self) -> str:
         return f"{self.prefix}.dead-letters"
 
+    def push(self, connection_id: int) -> str:
+        """The queue of one target connection's push units."""
+        return f"{self.prefix}.push.{connection_id}"
+
+
+def push_routing_key(connection_id: int) -> str:
+    """Routing key of the push units (and delayed retries) of one target connection."""
+    return f"{PUSH_ROUTING_KEY_PREFIX}{connection_id}"
+
 
 @dataclass(frozen=True, slots=True)
 class Topology:
@@ -63,10 +80,44 @@ class Topology:
     commands: AbstractQueue
     chunks: AbstractQueue
     dead_letters: AbstractQueue
+    push: dict[int, AbstractQueue] = field(default_factory=dict)
+    """Per target connection id, its push queue."""
 
 
-async def declare(channel: AbstractChannel, names: Names, delivery_limit: int) -> Topology:
-    """Declare everything (idempotent): durable quorum queues with a delivery limit and DLX."""
+def work_queue_arguments(names: Names, delivery_limit: int) -> dict[str, Any]:
+    """Arguments of every work queue (commands, chunks, push queues)."""
+    return {
+        "x-queue-type": "quorum",
+        "x-delivery-limit": delivery_limit,
+        "x-dead-letter-exchange": names.dead_letter_exchange,
+        "x-dead-letter-strategy": "at-least-once",
+        "x-overflow": "reject-publish",
+    }
+
+
+async def declare_push_queue(
+    channel: AbstractChannel, names: Names, delivery_limit: int, connection_id: int
+) -> AbstractQueue:
+    """Declare and bind one target's push queue (the exchange must exist)."""
+    queue = await channel.declare_queue(
+        names.push(connection_id),
+        durable=True,
+        arguments=work_queue_arguments(names, delivery_limit),
+    )
+    await queue.bind(names.exchange, push_routing_key(connection_id))
+    return queue
+
+
+async def declare(
+    channel: AbstractChannel,
+    names: Names,
+    delivery_limit: int,
+    push_targets: Sequence[int] = (),
+) -> Topology:
+    """Declare everything (idempotent): durable quorum queues with a delivery limit and DLX.
+
+    ``push_targets``: the target connections whose push queues to declare too.
+    """
     exchange = await channel.declare_exchange(
         names.exchange, aio_pika.ExchangeType.DIRECT, durable=True
     )
@@ -77,15 +128,13 @@ async def declare(channel: AbstractChannel, names: Names, delivery_limit: int) -
         names.dead_letters, durable=True, arguments={"x-queue-type": "quorum"}
     )
     await dead.bind(dlx)
-    work_args: dict[str, Any] = {
-        "x-queue-type": "quorum",
-        "x-delivery-limit": delivery_limit,
-        "x-dead-letter-exchange": names.dead_letter_exchange,
-        "x-dead-letter-strategy": "at-least-once",
-        "x-overflow": "reject-publish",
-    }
+    work_args = work_queue_arguments(names, delivery_limit)
     commands = await channel.declare_queue(names.commands, durable=True, arguments=work_args)
     await commands.bind(exchange, RESYNC_ROUTING_KEY)
     chunks = await channel.declare_queue(names.chunks, durable=True, arguments=work_args)
     await chunks.bind(exchange, CHUNK_ROUTING_KEY)
-    return Topology(exchange, dlx, commands, chunks, dead)
+    push = {
+        target: await declare_push_queue(channel, names, delivery_limit, target)
+        for target in push_targets
+    }
+    return Topology(exchange, dlx, commands, chunks, dead, push)

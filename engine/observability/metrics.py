@@ -254,7 +254,13 @@ async def _refresh(app: web.Application, metrics: Metrics) -> None:
     publisher = app.get(PUBLISHER)
     topology = publisher.topology if publisher is not None else None
     if topology is not None and publisher is not None and publisher.is_open:
-        for queue in (topology.commands, topology.chunks, topology.dead_letters):
+        queues = (
+            topology.commands,
+            topology.chunks,
+            *topology.push.values(),
+            topology.dead_letters,
+        )
+        for queue in queues:
             try:
                 async with asyncio.timeout(2):
                     # Re-declaring with the same arguments is idempotent and returns counts.

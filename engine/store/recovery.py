@@ -143,8 +143,12 @@ async def heartbeat(conn: Executor, task_ids: Sequence[int]) -> None:
         )
 
 
-async def claim_due_retries(conn: Connection, limit: int) -> list[tuple[int, int]]:
-    """Mark up to ``limit`` delayed-retry chunks whose time has come as published."""
+async def claim_due_retries(conn: Connection, limit: int) -> list[tuple[int, int, int | None]]:
+    """Mark up to ``limit`` delayed-retry chunks whose time has come as published.
+
+    Returns (task, chunk number, target connection). Push units are among them when their
+    publish after the commit was not confirmed (their ``not_before`` is the grace for it).
+    """
     rows = await conn.fetch(
         """
         UPDATE task_chunks c SET published_at = now()
@@ -154,11 +158,11 @@ async def claim_due_retries(conn: Connection, limit: int) -> list[tuple[int, int
                 AND c2.published_at IS NULL AND c2.not_before <= now()
               ORDER BY c2.not_before LIMIT $1 FOR UPDATE OF c2 SKIP LOCKED) due
         WHERE c.task_id = due.task_id AND c.chunk_no = due.chunk_no
-        RETURNING c.task_id, c.chunk_no
+        RETURNING c.task_id, c.chunk_no, c.target_connection_id
         """,
         limit,
     )
-    return [(r[0], r[1]) for r in rows]
+    return [(r[0], r[1], r[2]) for r in rows]
 
 
 async def unclaim_retry(conn: Executor, task_id: int, chunk_no: int) -> None:
@@ -201,11 +205,11 @@ async def claim_stale_tasks(conn: Connection, stale_after: float, limit: int) ->
 
 async def due_pending_chunks(
     conn: Executor, task_id: int, after_chunk_no: int, limit: int
-) -> list[int]:
-    """The next page of a task's pending chunks that may run now (keyset paging)."""
+) -> list[tuple[int, int | None]]:
+    """The next page of a task's pending chunks that may run now: (chunk number, target)."""
     rows = await conn.fetch(
         """
-        SELECT chunk_no FROM task_chunks
+        SELECT chunk_no, target_connection_id FROM task_chunks
         WHERE task_id = $1 AND chunk_no > $2 AND state = 'pending'
           AND coalesce(not_before, '-infinity') <= now()
         ORDER BY chunk_no LIMIT $3
@@ -214,11 +218,12 @@ async def due_pending_chunks(
         after_chunk_no,
         limit,
     )
-    return [r[0] for r in rows]
+    return [(r[0], r[1]) for r in rows]
 
 
 async def mark_published(conn: Executor, task_id: int, chunk_nos: Sequence[int]) -> None:
-    """Chunks republished by a restart (delayed retries among them are no longer waiting)."""
+    """Chunks published (by a restart, or push units after their commit): delayed retries and
+    units among them are no longer waiting for the sweeper."""
     await conn.execute(
         """
         UPDATE task_chunks SET published_at = now()

@@ -27,6 +27,8 @@ class ChunkCounts:
     created: int = 0
     failed: int = 0
     fields_changed: int = 0
+    work: int = 0
+    """(record, connection) steps this chunk finished for good, for the progress."""
 
 
 async def create(
@@ -219,23 +221,37 @@ async def mark_chunk_done(conn: Connection, task_id: int, chunk_no: int, worker:
 
 @dataclass(frozen=True, slots=True)
 class RetryChunk:
-    """Records to run again later, on one target (or whole, when ``target`` is None)."""
+    """Records to run later on one target (or whole, when ``target`` is None).
+
+    A delayed retry, or (``unit``) a push unit: stage 2 of a chunk, pushing the CRM values of
+    its records to one target connection.
+    """
 
     internal_key_ids: Sequence[int]
     target: int | None
     attempt: int
     delay: float
+    unit: bool = False
 
 
-async def add_retry_chunks(conn: Connection, task_id: int, retries: Sequence[RetryChunk]) -> None:
-    """Store delayed-retry chunks; the sweeper publishes each once its time has come."""
+async def add_retry_chunks(
+    conn: Connection, task_id: int, retries: Sequence[RetryChunk]
+) -> list[tuple[int, int | None]]:
+    """Store delayed-retry chunks and push units; returns their (chunk number, target).
+
+    Each waits for ``not_before`` = now + its delay, after which the sweeper publishes it unless
+    it was published already (``published_at``): push units are published right after the
+    commit, their delay only covers a crash before that.
+    """
     if not retries:
-        return
+        return []
+    units = sum(1 for r in retries if r.unit)
     last = await conn.fetchval(
-        "UPDATE batch_tasks SET retry_chunks = retry_chunks + $2 WHERE id = $1 "
-        "RETURNING retry_chunks",
+        "UPDATE batch_tasks SET retry_chunks = retry_chunks + $2, push_units = push_units + $3 "
+        "WHERE id = $1 RETURNING retry_chunks",
         task_id,
         len(retries),
+        units,
     )
     first = RETRY_CHUNK_BASE + int(last) - len(retries)
     await conn.executemany(
@@ -249,10 +265,17 @@ async def add_retry_chunks(conn: Connection, task_id: int, retries: Sequence[Ret
             for i, r in enumerate(retries)
         ],
     )
+    return [(first + i, r.target) for i, r in enumerate(retries)]
 
 
-async def add_counts(conn: Connection, task_id: int, counts: ChunkCounts) -> asyncpg.Record:
-    """Add a committed chunk's counts to its task; returns the task row (locked)."""
+async def add_counts(
+    conn: Connection, task_id: int, counts: ChunkCounts, connections: int = 1
+) -> asyncpg.Record:
+    """Add a committed chunk's counts to its task; returns the task row (locked).
+
+    The progress is ``done_work`` over ``total_records x connections`` (the source step and one
+    push per target connection for every record), below 100 until the task finishes.
+    """
     row = await conn.fetchrow(
         """
         UPDATE batch_tasks SET
@@ -263,11 +286,13 @@ async def add_counts(conn: Connection, task_id: int, counts: ChunkCounts) -> asy
             writes_created = writes_created + $5,
             writes_failed = writes_failed + $6,
             fields_changed = fields_changed + $7,
+            done_work = done_work + $8,
             heartbeat_at = now(),
-            progress_percent = LEAST(99, ((done_records + $2) * 100
-                                          / GREATEST(coalesce(total_records, 0), 1)))::smallint,
-            progress_description = format('%s of %s records', done_records + $2,
-                                          coalesce(total_records::text, '?'))
+            progress_percent = LEAST(99, ((done_work + $8) * 100
+                / GREATEST(coalesce(total_records, 0) * $9::bigint, 1)))::smallint,
+            progress_description = format('%s of %s records; %s of %s chunks and push units',
+                done_records + $2, coalesce(total_records::text, '?'), done_chunks + 1,
+                CASE WHEN planned THEN (total_chunks + retry_chunks)::text ELSE '?' END)
         WHERE id = $1 RETURNING *
         """,
         task_id,
@@ -277,6 +302,8 @@ async def add_counts(conn: Connection, task_id: int, counts: ChunkCounts) -> asy
         counts.created,
         counts.failed,
         counts.fields_changed,
+        counts.work,
+        connections,
     )
     assert row is not None
     return row

@@ -1,13 +1,25 @@
-"""Run one chunk message: resync its keys, then commit everything it did in one transaction."""
+"""Run one chunk message: resync its keys, then commit everything it did in one transaction.
+
+Chunks run in two stages. A planned chunk (no target; also a whole-record retry) reads the
+source and writes the CRM hub, and its commit stores one **push unit** per target connection:
+a ``task_chunks`` row for that target, numbered and counted like a delayed retry. The units are
+published to their targets' own queues right after the commit; each pushes the CRM values of the
+chunk's records to one target and commits on its own, so a slow target holds back nobody else.
+A unit is stored with ``not_before`` a little ahead and ``published_at`` NULL, and marked
+published once its publish is confirmed: if this process dies (or the broker refuses) in between,
+the sweeper publishes it when ``not_before`` passes. A unit published twice commits once.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 
 import asyncpg
 import structlog
 
+from engine.messaging.broker import Publisher
 from engine.messaging.commands import ChunkCommand
 from engine.observability import metrics
 from engine.store import Connection, recovery, results, tasks
@@ -27,10 +39,22 @@ class _AlreadyCommitted(Exception):
 class ChunkRunner:
     """Handles :class:`ChunkCommand` deliveries."""
 
-    def __init__(self, pool: asyncpg.Pool, resync: ChunkResync, presence: Presence) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        resync: ChunkResync,
+        presence: Presence,
+        publisher: Publisher | None = None,
+        *,
+        unit_publish_grace: float = 30.0,
+    ) -> None:
+        """``unit_publish_grace``: seconds after its commit before the sweeper publishes a unit
+        whose publish was not confirmed (a crash or a broker refusal after the commit)."""
         self.pool = pool
         self.resync = resync
         self.presence = presence
+        self.publisher = publisher
+        self.unit_publish_grace = unit_publish_grace
 
     async def run(self, command: ChunkCommand) -> None:
         with structlog.contextvars.bound_contextvars(
@@ -48,16 +72,19 @@ class ChunkRunner:
                 if not await self._claim(command):
                     log.info("chunk is being run by another live worker; duplicate dropped")
                     return
+                source = task["source_connection_id"]
+                target = chunk["target_connection_id"]
                 try:
                     keys, links = await keys_store.load(self.pool, chunk["internal_key_ids"])
                     result = await self.resync.run(
-                        task["source_connection_id"],
+                        source,
                         keys,
                         links,
                         attempt=chunk["attempt"],
-                        target=chunk["target_connection_id"],
+                        target=target,
+                        push=False,
                     )
-                    await self._commit(command, result)
+                    units = await self._commit(command, source, len(keys), result)
                 except _AlreadyCommitted:
                     log.info("chunk committed by another delivery; ours rolled back")
                     return
@@ -66,6 +93,34 @@ class ChunkRunner:
                     await self._release(command)
                     raise
                 metrics.of(self).chunk_committed(result.outcomes)
+                await self._publish_units(command.task_id, units)
+
+    async def _publish_units(self, task_id: int, units: list[tuple[int, int | None]]) -> None:
+        """Publish the committed push units; one not confirmed is left to the sweeper."""
+        if not units or self.publisher is None:
+            return
+        publisher = self.publisher
+        sent = await asyncio.gather(
+            *(publisher.publish_chunk(task_id, no, target) for no, target in units),
+            return_exceptions=True,
+        )
+        failed = [r for r in sent if isinstance(r, BaseException)]
+        published = [no for (no, _), r in zip(units, sent, strict=True) if isinstance(r, str)]
+        for error in failed:
+            if not isinstance(error, Exception):
+                raise error  # cancelled: the commit is done, the sweeper publishes the units
+        if failed:
+            log.warning(
+                "push units not published; the sweeper publishes them",
+                units=len(failed),
+                error=repr(failed[0]),
+                after=self.unit_publish_grace,
+            )
+        if published:
+            try:
+                await recovery.mark_published(self.pool, task_id, published)
+            except Exception as exc:  # only costs a duplicate publish by the sweeper
+                log.warning("push units not marked published", error=repr(exc))
 
     async def _release(self, command: ChunkCommand) -> None:
         with contextlib.suppress(Exception):
@@ -98,14 +153,47 @@ class ChunkRunner:
                 log.warning("continuing the task of a worker that died", dead_worker=previous)
         return True
 
-    async def _commit(self, command: ChunkCommand, result: ChunkResult) -> None:
+    def _units(self, source: int, result: ChunkResult) -> list[RetryChunk]:
+        """Stage 2 of a stage-1 run: one push unit per target for the records it forwards."""
+        if result.target is not None or not result.forward:
+            return []
+        return [
+            RetryChunk(result.forward, t.id, result.attempt, self.unit_publish_grace, unit=True)
+            for t in self.resync.push_targets(source)
+        ]
+
+    def _work(self, source: int, chunk_keys: int, result: ChunkResult) -> int:
+        """(record, connection) steps this run finished for good (retried ones count later).
+
+        Stage 1: each record's source step, plus, for a record it does not forward (failed,
+        not linked), the pushes that will never run. A unit: one push per record.
+        """
+        retried = result.retries.get(result.target)
+        settled = chunk_keys - (len(retried.keys) if retried is not None else 0)
+        if result.target is not None:
+            return settled
+        targets = len(self.resync.push_targets(source))
+        return settled + targets * (settled - len(result.forward))
+
+    async def _commit(
+        self, command: ChunkCommand, source: int, chunk_keys: int, result: ChunkResult
+    ) -> list[tuple[int, int | None]]:
+        """Commit the run; returns the push units it stored, to be published."""
         async with self.pool.acquire() as conn, conn.transaction():
             worker = self.presence.worker
             if not await tasks.mark_chunk_done(conn, command.task_id, command.chunk_no, worker):
                 raise _AlreadyCommitted
             await results.write(conn, command.task_id, result.outcomes, result.changes)
-            await tasks.add_retry_chunks(conn, command.task_id, self._retries(result))
-            row = await tasks.add_counts(conn, command.task_id, result.counts())
+            retries = self._retries(result)
+            stored = await tasks.add_retry_chunks(
+                conn, command.task_id, retries + self._units(source, result)
+            )
+            units = stored[len(retries) :]
+            counts = dataclasses.replace(
+                result.counts(), work=self._work(source, chunk_keys, result)
+            )
+            connections = 1 + len(self.resync.push_targets(source))
+            row = await tasks.add_counts(conn, command.task_id, counts, connections)
             await keys_store.touch_links(conn, result.touches)
             if result.crm_written:
                 await keys_store.touch_internal_keys(
@@ -137,9 +225,10 @@ class ChunkRunner:
                 reason = f"Configuration error on {result.configuration_error}"
                 log.error("connection misconfigured; task failed", error=reason)
                 await tasks.fail(conn, command.task_id, reason)
-                return
+                return []
             if tasks.is_complete(row):
                 await self._finish(conn, command.task_id, row)
+        return units
 
     @staticmethod
     async def _finish(conn: Connection, task_id: int, row: asyncpg.Record) -> None:

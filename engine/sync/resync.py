@@ -59,9 +59,11 @@ class PendingRetry:
 class ChunkResult:
     """Everything a chunk produced, to be committed at once.
 
-    ``attempt`` and ``target`` describe the run: 0 and None for a planned chunk, otherwise a
-    delayed retry of records on one ``target`` connection. ``retries`` holds the records to
-    retry later per target (None: the whole record, when the source side failed).
+    ``attempt`` and ``target`` describe the run: None for a planned chunk (or a whole-record
+    retry), otherwise a push unit or a delayed retry of records on one ``target`` connection.
+    ``retries`` holds the records to retry later per target (None: the whole record, when the
+    source side failed). ``forward`` lists the records that passed the source stage, to be
+    pushed to the targets by push units, when the run did not push itself.
     """
 
     attempt: int = 0
@@ -72,6 +74,7 @@ class ChunkResult:
     touches: list[LinkTouch] = field(default_factory=list)
     new_links: list[NewLink] = field(default_factory=list)
     crm_written: list[int] = field(default_factory=list)
+    forward: list[int] = field(default_factory=list)
     records: int = 0
     configuration_error: str | None = None
 
@@ -135,8 +138,13 @@ class ChunkResync:
         *,
         attempt: int = 0,
         target: int | None = None,
+        push: bool = True,
     ) -> ChunkResult:
-        """Resync ``keys``; a retry of one ``target`` skips the source (already applied)."""
+        """Resync ``keys``; a run for one ``target`` skips the source (already applied).
+
+        With ``push`` False (stage 1 of a chunk) the source step runs but nothing is pushed:
+        the records to push are returned in ``forward``.
+        """
         result = ChunkResult(attempt, target, records=len(keys) if target is None else 0)
         links_by_key: dict[int, dict[int, Link]] = defaultdict(dict)
         for link in links:
@@ -149,16 +157,21 @@ class ChunkResync:
         if source_id > 0 and target is None:
             records = await self._apply_source(source_id, records, result)
 
-        if target is None:
-            targets = [h for h in self.connections.erps() if h.id != source_id]
-        else:
-            targets = [self.connections.get(target)]
+        if target is None and not push:
+            result.forward = [r.key.id for r in records]
+            return result
+        one = [self.connections.get(target)] if target is not None else None
+        targets = one if one is not None else self.push_targets(source_id)
         pushed = await asyncio.gather(
             *(self._push(t, records, ChunkResult(attempt, target)) for t in targets)
         )
         for part in pushed:
             result.merge(part)
         return result
+
+    def push_targets(self, source_id: int) -> list[ConnectionHandle]:
+        """The connections a task from ``source_id`` pushes to: every ERP but the source."""
+        return [h for h in self.connections.erps() if h.id != source_id]
 
     # -- source side ----------------------------------------------------------------------------
 

@@ -16,8 +16,8 @@ import asyncpg
 import structlog
 
 from engine.messaging.broker import Publisher, PublishFailed
-from engine.messaging.commands import ChunkCommand, ResyncCommand
-from engine.messaging.topology import CHUNK_ROUTING_KEY, RESYNC_ROUTING_KEY
+from engine.messaging.commands import ResyncCommand
+from engine.messaging.topology import RESYNC_ROUTING_KEY
 from engine.settings import Settings
 from engine.store import recovery, tasks
 from engine.store.recovery import StaleTask
@@ -62,9 +62,9 @@ class Sweeper:
         while True:
             async with self.pool.acquire() as conn, conn.transaction():
                 due = await recovery.claim_due_retries(conn, _BATCH)
-            for task_id, chunk_no in due:
+            for task_id, chunk_no, target in due:
                 try:
-                    await self._publish_chunk(task_id, chunk_no)
+                    await self.publisher.publish_chunk(task_id, chunk_no, target)
                 except PublishFailed:
                     await recovery.unclaim_retry(self.pool, task_id, chunk_no)
                     raise
@@ -100,19 +100,13 @@ class Sweeper:
             return
         after, count = -1, 0
         while True:
-            chunk_nos = await recovery.due_pending_chunks(self.pool, task.id, after, _BATCH)
-            for chunk_no in chunk_nos:
-                await self._publish_chunk(task.id, chunk_no)
+            page = await recovery.due_pending_chunks(self.pool, task.id, after, _BATCH)
+            for chunk_no, target in page:  # push units and retries to their target's queue
+                await self.publisher.publish_chunk(task.id, chunk_no, target)
+            chunk_nos = [chunk_no for chunk_no, _ in page]
             await recovery.mark_published(self.pool, task.id, chunk_nos)
             count += len(chunk_nos)
             if len(chunk_nos) < _BATCH:
                 break
             after = chunk_nos[-1]
         log.warning("task stalled; pending chunks published again", chunks=count)
-
-    async def _publish_chunk(self, task_id: int, chunk_no: int) -> None:
-        await self.publisher.publish(
-            CHUNK_ROUTING_KEY,
-            ChunkCommand.model_validate({"TaskId": task_id, "ChunkNo": chunk_no}).to_body(),
-            message_id=f"chunk-{task_id}-{chunk_no}",
-        )

@@ -38,7 +38,7 @@ async def test_api_and_two_workers_share_one_batch(
         two = await group.start("two")
         assert len({api.port, one.port, two.port}) == 3
         counts = await procs.consumer_counts(support.AMQP_URL, broker_prefix)
-        assert counts == {"commands": 2, "chunks": 2}  # the front door does not consume
+        assert counts == procs.ALL_CONSUMED_BY_TWO  # the front door does not consume
 
         base = f"http://127.0.0.1:{api.port}"
         async with aiohttp.ClientSession(headers=AUTH) as http:
@@ -67,7 +67,9 @@ async def test_api_and_two_workers_share_one_batch(
     assert done["StartCount"] == 1
     assert committed["api"] == 0
     assert committed["one"] > 0 and committed["two"] > 0
-    assert committed["one"] + committed["two"] == done["Statistics"]["Chunks"] == 30
+    # 30 planned chunks, then a push unit per chunk and target (2 ERPs)
+    assert done["Statistics"]["PushUnits"] == 60
+    assert committed["one"] + committed["two"] == done["Statistics"]["Chunks"] == 30 + 60
     assert figures["lost"] == 0 and figures["duplicate_sync_log"] == 0
     assert await db.fetchval("SELECT count(*) FROM batch_tasks") == 1
     assert uuid.UUID(await db.fetchval("SELECT message_id FROM batch_tasks"))

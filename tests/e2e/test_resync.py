@@ -157,7 +157,10 @@ async def test_empty_internal_key_ids_means_every_linked_record(
 
     assert from_crm["State"] == "Succeeded", from_crm
     assert from_crm["Statistics"]["TotalRecords"] == 4
-    assert from_crm["Statistics"]["Chunks"] == 2
+    # 2 planned chunks (stage 1), then a push unit per chunk and target (stage 2)
+    assert from_crm["Statistics"]["PushUnits"] == 4
+    assert from_crm["Statistics"]["RetryChunks"] == 0
+    assert from_crm["Statistics"]["Chunks"] == from_crm["Statistics"]["ChunksDone"] == 2 + 4
     assert stores[2].get("Customer", "E2-4")["company"] == "Delta"  # type: ignore[index]
     assert {r[0] for r in await outcomes(db, from_crm["Id"])} == {1, 2, 3, 4}
     assert from_erp1["Statistics"]["TotalRecords"] == 3  # key 4 is not linked to ERP 1

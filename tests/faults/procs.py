@@ -225,6 +225,13 @@ async def workers(
             await group.kill_all()
 
 
+WORK_QUEUES = ("commands", "chunks", "push.1", "push.2")
+"""Queue name suffixes the workers consume with the demo configuration (ERPs 1 and 2)."""
+
+ALL_CONSUMED_BY_TWO = dict.fromkeys(WORK_QUEUES, 2)
+NOTHING_QUEUED = dict.fromkeys((*WORK_QUEUES, "dead-letters"), 0)
+
+
 async def consumer_counts(broker_url: str, prefix: str) -> dict[str, int]:
     """Consumers per work queue, as the broker sees them (passive declare)."""
     import aio_pika
@@ -232,7 +239,7 @@ async def consumer_counts(broker_url: str, prefix: str) -> dict[str, int]:
     connection = await aio_pika.connect(broker_url)
     try:
         counts: dict[str, int] = {}
-        for suffix in ("commands", "chunks"):
+        for suffix in WORK_QUEUES:
             channel = await connection.channel()
             queue = await channel.declare_queue(f"{prefix}.{suffix}", passive=True)
             counts[suffix] = queue.declaration_result.consumer_count
@@ -266,7 +273,8 @@ async def publish_resync(broker_url: str, prefix: str, body: bytes, message_id: 
 async def task_progress(db: asyncpg.Connection, message_id: str) -> asyncpg.Record | None:
     """The task created for a command message: id, state, chunk counters, start count."""
     return await db.fetchrow(
-        """SELECT id, state, total_chunks, done_chunks, start_count, response
+        """SELECT id, state, total_chunks, retry_chunks, push_units, done_chunks, start_count,
+                  response
            FROM batch_tasks WHERE message_id = $1""",
         message_id,
     )
@@ -308,7 +316,7 @@ async def queue_depths(broker_url: str, prefix: str) -> dict[str, int]:
     connection = await aio_pika.connect(broker_url)
     try:
         depths: dict[str, int] = {}
-        for suffix in ("commands", "chunks", "dead-letters"):
+        for suffix in (*WORK_QUEUES, "dead-letters"):
             channel = await connection.channel()
             queue = await channel.declare_queue(f"{prefix}.{suffix}", passive=True)
             depths[suffix] = queue.declaration_result.message_count

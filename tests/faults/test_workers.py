@@ -83,8 +83,9 @@ async def test_a_target_failing_transiently_30_percent_of_the_time(the_rig: Rig)
 
     task = await the_rig.finished(task_id)
     assert task["state"] == "Succeeded", task["response"]
-    print(f"[fault transient-30%] delayed-retry chunks: {task['retry_chunks']}")
-    assert task["retry_chunks"] > 0
+    retries = task["retry_chunks"] - task["push_units"]
+    print(f"[fault transient-30%] delayed-retry chunks: {retries}")
+    assert retries > 0
     assert_nothing_lost(await the_rig.audit(task_id), "transient-30%")
 
 
@@ -99,7 +100,8 @@ async def test_a_target_failing_permanently_for_some_records(the_rig: Rig) -> No
     task = await the_rig.finished(task_id)
     assert task["state"] == "Failed"
     assert f"{len(rejected)} failed" in task["response"]
-    assert task["retry_chunks"] == 0  # permanent: recorded at once, never retried
+    # permanent: recorded at once, never retried
+    assert task["retry_chunks"] - task["push_units"] == 0
     report = await the_rig.audit(task_id, failing={(i, 1) for i in rejected})
     assert_nothing_lost(report, "permanent-some-records", failed=len(rejected))
 
@@ -130,12 +132,14 @@ async def test_two_workers_share_one_large_batch_and_finish_it_once(the_rig: Rig
 
     task = await the_rig.finished(task_id)
     assert task["state"] == "Succeeded", task["response"]
-    assert task["done_records"] == 1500 and task["done_chunks"] == task["total_chunks"] == 30
+    assert task["done_records"] == 1500 and task["total_chunks"] == 30
+    assert task["push_units"] == 60  # a unit per chunk and target
+    assert task["done_chunks"] == task["total_chunks"] + task["retry_chunks"]
     by_worker = await the_rig.done_by(task_id)
     print(f"[fault two-workers] chunks per worker: {by_worker}")
     assert sorted(by_worker) == sorted(
         w for w in by_worker if f"-{first.pid}-" in w or f"-{second.pid}-" in w
     )
-    assert len(by_worker) == 2 and sum(by_worker.values()) == 30
+    assert len(by_worker) == 2 and sum(by_worker.values()) == 30 + 60
     assert the_rig.finish_events(task_id) == 1
     assert_nothing_lost(await the_rig.audit(task_id), "two-workers")
