@@ -59,12 +59,17 @@ async def drop_database(name: str, admin_url: str = ADMIN_DATABASE_URL) -> None:
         await admin.close()
 
 
+PUSH_TARGETS_TO_DELETE = range(1, 17)
+"""Connection ids whose push queues a clean-up deletes (tests and benchmarks use a few)."""
+
+
 async def delete_broker_objects(prefix: str, url: str = AMQP_URL) -> None:
     """Remove the queues and exchanges a test declared under ``prefix``."""
     names = Names(prefix)
     connection = await aio_pika.connect(url)
     try:
-        for queue in (names.commands, names.chunks, names.dead_letters):
+        push = [names.push(i) for i in PUSH_TARGETS_TO_DELETE]
+        for queue in (names.commands, names.chunks, *push, names.dead_letters):
             channel = await connection.channel()
             with contextlib.suppress(Exception):  # absent queues are fine
                 await channel.queue_delete(queue)

@@ -15,7 +15,7 @@ import contextlib
 import asyncpg
 import structlog
 
-from engine.messaging.broker import Publisher, PublishFailed
+from engine.messaging.broker import Publisher
 from engine.messaging.commands import ResyncCommand
 from engine.messaging.topology import RESYNC_ROUTING_KEY
 from engine.settings import Settings
@@ -62,15 +62,22 @@ class Sweeper:
         while True:
             async with self.pool.acquire() as conn, conn.transaction():
                 due = await recovery.claim_due_retries(conn, _BATCH)
-            for task_id, chunk_no, target in due:
+            for i, (task_id, chunk_no, target) in enumerate(due):
                 try:
                     await self.publisher.publish_chunk(task_id, chunk_no, target)
-                except PublishFailed:
-                    await recovery.unclaim_retry(self.pool, task_id, chunk_no)
+                except BaseException:
+                    # This one and the rest of the batch were claimed but not published: let
+                    # the next sweep try them again (else they would wait for a stale restart).
+                    with contextlib.suppress(Exception):
+                        await asyncio.shield(self._unclaim(due[i:]))
                     raise
                 published += 1
             if len(due) < _BATCH:
                 return published
+
+    async def _unclaim(self, chunks: list[tuple[int, int, int | None]]) -> None:
+        for task_id, chunk_no, _ in chunks:
+            await recovery.unclaim_retry(self.pool, task_id, chunk_no)
 
     async def restart_stale_tasks(self) -> int:
         async with self.pool.acquire() as conn, conn.transaction():
