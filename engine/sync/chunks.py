@@ -60,22 +60,23 @@ class ChunkRunner:
         with structlog.contextvars.bound_contextvars(
             task_id=command.task_id, chunk=command.chunk_no
         ):
-            chunk = await tasks.get_chunk(self.pool, command.task_id, command.chunk_no)
-            task = await tasks.get(self.pool, command.task_id)
-            if chunk is None or task is None:
+            chunk = await tasks.get_chunk_to_run(self.pool, command.task_id, command.chunk_no)
+            if chunk is None:
                 log.warning("chunk of an unknown task; dropped")
                 return
-            if chunk["state"] == "done" or task["state"] in tasks.TERMINAL_STATES:
+            if chunk["state"] == "done" or chunk["task_state"] in tasks.TERMINAL_STATES:
                 log.info("chunk already done; duplicate ignored")
                 return
             with self.presence.working_on(command.task_id):
-                if not await self._claim(command):
-                    log.info("chunk is being run by another live worker; duplicate dropped")
-                    return
-                source = task["source_connection_id"]
+                source = chunk["source_connection_id"]
                 target = chunk["target_connection_id"]
                 try:
-                    keys, links = await keys_store.load(self.pool, chunk["internal_key_ids"])
+                    # one pooled connection for the claim and the keys: fewer round trips
+                    async with self.pool.acquire() as conn:
+                        if not await self._claim(conn, command):
+                            log.info("chunk is being run by another live worker; dropped")
+                            return
+                        keys, links = await keys_store.load(conn, chunk["internal_key_ids"])
                     result = await self.resync.run(
                         source,
                         keys,
@@ -130,7 +131,7 @@ class ChunkRunner:
                 )
             )
 
-    async def _claim(self, command: ChunkCommand) -> bool:
+    async def _claim(self, conn: Connection, command: ChunkCommand) -> bool:
         """Take the chunk unless another live worker runs it; count takeovers from dead ones.
 
         A duplicate delivery (a redelivery after a lost channel, a sweeper republish) must not
@@ -139,18 +140,15 @@ class ChunkRunner:
         original's worker die before committing, the sweeper republishes the chunk.
         """
         me = self.presence.worker
-        claim = await recovery.claim_chunk(self.pool, command.task_id, command.chunk_no, me)
+        claim = await recovery.claim_chunk(conn, command.task_id, command.chunk_no, me)
         previous = claim.previous_worker
         if previous is None or previous == me:
             return True
-        if await recovery.worker_alive(self.pool, previous):
-            await recovery.give_back_claim(
-                self.pool, command.task_id, command.chunk_no, me, previous
-            )
+        if await recovery.worker_alive(conn, previous):
+            await recovery.give_back_claim(conn, command.task_id, command.chunk_no, me, previous)
             return False
-        async with self.pool.acquire() as conn:
-            if await recovery.record_takeover(conn, command.task_id, previous, me):
-                log.warning("continuing the task of a worker that died", dead_worker=previous)
+        if await recovery.record_takeover(conn, command.task_id, previous, me):
+            log.warning("continuing the task of a worker that died", dead_worker=previous)
         return True
 
     def _units(self, source: int, result: ChunkResult) -> list[RetryChunk]:

@@ -13,6 +13,7 @@ from engine.messaging.commands import ResyncCommand
 from engine.settings import Settings
 from engine.store import keys as keys_store
 from engine.store import pool as pool_module
+from engine.store import tasks
 from engine.sync.planner import Planner
 from tests import support
 from tests.e2e.harness import Service, link
@@ -109,6 +110,39 @@ async def test_a_task_stuck_without_messages_is_picked_up_again(
     async with Service(settings_for(database, broker_prefix, stores)) as service:
         info = await service.finished(task_id)
     await check_completed_once(db, stores, info, 4)
+
+
+async def test_lost_push_units_of_a_stuck_task_are_republished_to_their_targets(
+    database: str, db: asyncpg.Connection, broker_prefix: str, stores: dict[int, MemoryStore]
+) -> None:
+    """Stage 1 committed and its units were published, then the messages were lost."""
+    await seed(db, stores, 2)
+    task_id: int = await db.fetchval(
+        """
+        INSERT INTO batch_tasks (name, state, source_connection_id, request, message_id,
+                                 start_count, heartbeat_at, planned, total_chunks, total_records,
+                                 done_chunks, done_records, retry_chunks, push_units)
+        VALUES ('ForceResyncBatchTask', 'Started', 0,
+                '{"ErpConnectionId": 0, "InternalKeyIds": []}', 'lost-units', 1,
+                now() - interval '1 minute', true, 1, 2, 1, 2, 2, 2)
+        RETURNING id
+        """
+    )
+    await db.execute(
+        """
+        INSERT INTO task_chunks (task_id, chunk_no, internal_key_ids, state, target_connection_id,
+                                 not_before, published_at)
+        VALUES ($1, 0, '{1,2}', 'done', NULL, NULL, NULL),
+               ($1, $2, '{1,2}', 'pending', 1, now() - interval '1 minute', now()),
+               ($1, $2 + 1, '{1,2}', 'pending', 2, now() - interval '1 minute', now())
+        """,
+        task_id,
+        tasks.RETRY_CHUNK_BASE,
+    )
+    async with Service(settings_for(database, broker_prefix, stores)) as service:
+        info = await service.finished(task_id)
+    await check_completed_once(db, stores, info, 2)
+    assert info["Statistics"]["ChunksDone"] == info["Statistics"]["Chunks"] == 3
 
 
 async def test_a_planner_that_died_mid_planning_is_resumed(
