@@ -397,7 +397,8 @@ def stopped_response(task: asyncpg.Record) -> str:
     """The ``Response`` of a stopped task: who stopped it and what was done until then."""
     text = (
         f"Stopped by {task['stopped_by'] or 'request'} after {task['done_chunks']} of "
-        f"{task['total_chunks'] if task['planned'] else '?'} chunks; {summary(task)}"
+        f"{task['total_chunks'] + task['retry_chunks'] if task['planned'] else '?'} "
+        f"chunks and push units; {summary(task)}"
     )
     return text[:254]
 

@@ -59,7 +59,15 @@ async def test_counters_and_gauges_follow_a_resync(
         value(after, "erpsync_messages_consumed_total", routing_key="resync.chunk", outcome="acked")
         == 1
     )
-    assert value(after, "erpsync_chunks_processed_total") == 1
+    # the chunk's push units, one per target, went to the targets' own queues
+    for target in ("1", "2"):
+        push = f"resync.push.{target}"
+        assert value(after, "erpsync_messages_published_total", routing_key=push) == 1
+        assert (
+            value(after, "erpsync_messages_consumed_total", routing_key=push, outcome="acked") == 1
+        )
+        assert value(after, "erpsync_queue_consumers", queue=f"{broker_prefix}.push.{target}") == 1
+    assert value(after, "erpsync_chunks_processed_total") == 1 + 2
     # Key 1 differs on both ERPs, key 2 on ERP 1 only; the CRM source is read, not written.
     assert value(after, "erpsync_records_pushed_total", connection="1", outcome="updated") == 2
     assert value(after, "erpsync_records_pushed_total", connection="1", outcome="unchanged") == 1
