@@ -82,8 +82,10 @@ async def existing(conn: Connection, ids: Sequence[int]) -> set[int]:
     return {r[0] for r in rows}
 
 
-async def load(conn: Executor, ids: Sequence[int]) -> tuple[list[InternalKey], list[Link]]:
-    """Internal keys and all their links."""
+async def load(
+    conn: Executor, ids: Sequence[int], connection_id: int | None = None
+) -> tuple[list[InternalKey], list[Link]]:
+    """Internal keys and all their links (only those to ``connection_id`` when given)."""
     keys = await conn.fetch(
         """
         SELECT id, crm_actor_type, crm_record_id FROM internal_keys
@@ -94,9 +96,10 @@ async def load(conn: Executor, ids: Sequence[int]) -> tuple[list[InternalKey], l
     links = await conn.fetch(
         """
         SELECT id, internal_key_id, connection_id, erp_actor_type, erp_key FROM external_keys
-        WHERE internal_key_id = ANY($1::bigint[])
+        WHERE internal_key_id = ANY($1::bigint[]) AND ($2::int IS NULL OR connection_id = $2)
         """,
         list(ids),
+        connection_id,
     )
     return [InternalKey(*r) for r in keys], [Link(*r) for r in links]
 

@@ -57,44 +57,55 @@ class ChunkRunner:
         self.unit_publish_grace = unit_publish_grace
 
     async def run(self, command: ChunkCommand) -> None:
-        with structlog.contextvars.bound_contextvars(
-            task_id=command.task_id, chunk=command.chunk_no
+        with (
+            structlog.contextvars.bound_contextvars(
+                task_id=command.task_id, chunk=command.chunk_no
+            ),
+            self.presence.working_on(command.task_id),
         ):
-            chunk = await tasks.get_chunk_to_run(self.pool, command.task_id, command.chunk_no)
+            try:
+                units = await self._run(command)
+            except _AlreadyCommitted:
+                log.info("chunk committed by another delivery; ours rolled back")
+                return
+            except BaseException:
+                # Given up (error, drain deadline): let the redelivery run elsewhere.
+                await self._release(command)
+                raise
+            await self._publish_units(command.task_id, units)
+
+    async def _run(self, command: ChunkCommand) -> list[tuple[int, int | None]]:
+        """Run and commit the chunk (or unit); returns the push units to publish."""
+        # One pooled connection for the chunk, the claim and the keys: fewer round trips.
+        async with self.pool.acquire() as conn:
+            chunk = await tasks.get_chunk_to_run(conn, command.task_id, command.chunk_no)
             if chunk is None:
                 log.warning("chunk of an unknown task; dropped")
-                return
+                return []
             if chunk["state"] == "done" or chunk["task_state"] in tasks.TERMINAL_STATES:
                 log.info("chunk already done; duplicate ignored")
-                return
-            with self.presence.working_on(command.task_id):
-                source = chunk["source_connection_id"]
-                target = chunk["target_connection_id"]
-                try:
-                    # one pooled connection for the claim and the keys: fewer round trips
-                    async with self.pool.acquire() as conn:
-                        if not await self._claim(conn, command):
-                            log.info("chunk is being run by another live worker; dropped")
-                            return
-                        keys, links = await keys_store.load(conn, chunk["internal_key_ids"])
-                    result = await self.resync.run(
-                        source,
-                        keys,
-                        links,
-                        attempt=chunk["attempt"],
-                        target=target,
-                        push=False,
-                    )
-                    units = await self._commit(command, source, len(keys), result)
-                except _AlreadyCommitted:
-                    log.info("chunk committed by another delivery; ours rolled back")
-                    return
-                except BaseException:
-                    # Given up (error, drain deadline): let the redelivery run elsewhere.
-                    await self._release(command)
-                    raise
+                return []
+            if not await self._claim(conn, command):
+                log.info("chunk is being run by another live worker; duplicate dropped")
+                return []
+            ids: list[int] = chunk["internal_key_ids"]
+            source, target = chunk["source_connection_id"], chunk["target_connection_id"]
+            attempt = chunk["attempt"]
+            if target is None and source == 0:
+                # Stage 1 from the CRM has nothing to do but make the units: each unit reads
+                # the CRM values it pushes (a record missing in the CRM fails on each target).
+                result = ChunkResult(attempt, None, records=len(ids), forward=list(ids))
+                units = await self._commit(command, source, len(ids), result, conn)
                 metrics.of(self).chunk_committed(result.outcomes)
-                await self._publish_units(command.task_id, units)
+                return units
+            # Stage 1 needs the source's links, a unit its target's.
+            keys, links = await keys_store.load(conn, ids, source if target is None else target)
+        result = await self.resync.run(
+            source, keys, links, attempt=attempt, target=target, push=False
+        )
+        units = await self._commit(command, source, len(keys), result)
+        metrics.of(self).chunk_committed(result.outcomes)
+        return units
 
     async def _publish_units(self, task_id: int, units: list[tuple[int, int | None]]) -> None:
         """Publish the committed push units; one not confirmed is left to the sweeper."""
@@ -174,10 +185,18 @@ class ChunkRunner:
         return settled + targets * (settled - len(result.forward))
 
     async def _commit(
-        self, command: ChunkCommand, source: int, chunk_keys: int, result: ChunkResult
+        self,
+        command: ChunkCommand,
+        source: int,
+        chunk_keys: int,
+        result: ChunkResult,
+        conn: Connection | None = None,
     ) -> list[tuple[int, int | None]]:
-        """Commit the run; returns the push units it stored, to be published."""
-        async with self.pool.acquire() as conn, conn.transaction():
+        """Commit the run (on ``conn`` if given); returns the push units it stored."""
+        if conn is None:
+            async with self.pool.acquire() as acquired:
+                return await self._commit(command, source, chunk_keys, result, acquired)
+        async with conn.transaction():
             worker = self.presence.worker
             if not await tasks.mark_chunk_done(conn, command.task_id, command.chunk_no, worker):
                 raise _AlreadyCommitted
