@@ -394,14 +394,19 @@ class Consumer:
         log.info("consumer stopped taking deliveries", in_flight=len(self._inflight))
 
     async def _cancel_subscriptions(self) -> None:
+        async def cancel(queue: AbstractRobustQueue, tag: str) -> None:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(2):
+                    await queue.cancel(tag)
+
+        cancels = []
         for sub in self._subscriptions:
             channel_open = sub.channel is not None and not sub.channel.is_closed
             # With the channel down there is nothing to cancel (and nobody to wait for).
             if channel_open and sub.queue is not None and sub.tag is not None:
-                with contextlib.suppress(Exception):
-                    async with asyncio.timeout(2):
-                        await sub.queue.cancel(sub.tag)
+                cancels.append(cancel(sub.queue, sub.tag))
             sub.tag = None
+        await asyncio.gather(*cancels)  # at once: one broker round trip of waiting, not one each
 
     async def stop(self, drain_timeout: float) -> None:
         """Drain, requeue what is left, close: all within ``drain_timeout`` of ``begin_stop()``.
@@ -430,12 +435,14 @@ class Consumer:
                 log.warning("drain deadline passed; requeueing", count=len(pending))
                 await asyncio.wait(pending, timeout=SETTLE_TIMEOUT)
         self._connection.reconnect_callbacks.discard(self._on_reconnect)
-        for channel in self._channels():
+        channels = self._channels()
+        for channel in channels:
             channel.reopen_callbacks.discard(self._on_reconnect)
-            if not channel.is_closed:
-                with contextlib.suppress(Exception):
-                    async with asyncio.timeout(SETTLE_TIMEOUT):
-                        await channel.close()
+        closing = [channel.close() for channel in channels if not channel.is_closed]
+        if closing:  # all channels at once, within one settle timeout
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(SETTLE_TIMEOUT):
+                    await asyncio.gather(*closing, return_exceptions=True)
         log.info("consumer closed")
 
 

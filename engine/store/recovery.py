@@ -16,6 +16,11 @@ class ChunkClaim:
     """A pending chunk a worker is about to run, and who ran it before (if anyone)."""
 
     previous_worker: str | None
+    internal_key_ids: list[int]
+    attempt: int
+    target: int | None
+    source: int
+    """The task's source connection."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,21 +49,31 @@ async def worker_alive(conn: Executor, worker: str) -> bool:
     )
 
 
-async def claim_chunk(conn: Executor, task_id: int, chunk_no: int, worker: str) -> ChunkClaim:
-    """Record that ``worker`` starts a pending chunk; return who had started it before."""
-    previous = await conn.fetchval(
+async def claim_chunk(
+    conn: Executor, task_id: int, chunk_no: int, worker: str
+) -> ChunkClaim | None:
+    """Record that ``worker`` starts a pending chunk of an unfinished task (one round trip).
+
+    Returns the chunk and who had started it before; None when the chunk is done, its task is
+    finished (or stopped), or either is unknown.
+    """
+    row = await conn.fetchrow(
         """
         UPDATE task_chunks c SET started_by = $3, started_at = now()
-        FROM (SELECT started_by FROM task_chunks
-              WHERE task_id = $1 AND chunk_no = $2 AND state = 'pending' FOR UPDATE) p
+        FROM (SELECT c2.started_by, t.source_connection_id FROM task_chunks c2
+              JOIN batch_tasks t ON t.id = c2.task_id
+              WHERE c2.task_id = $1 AND c2.chunk_no = $2 AND c2.state = 'pending'
+                AND t.state NOT IN ('Succeeded', 'Failed', 'SucceededManualCleanup')
+              FOR UPDATE OF c2) p
         WHERE c.task_id = $1 AND c.chunk_no = $2
-        RETURNING p.started_by
+        RETURNING p.started_by, c.internal_key_ids, c.attempt, c.target_connection_id,
+                  p.source_connection_id
         """,
         task_id,
         chunk_no,
         worker,
     )
-    return ChunkClaim(previous)
+    return None if row is None else ChunkClaim(*row)
 
 
 async def give_back_claim(

@@ -189,20 +189,6 @@ async def get_chunk(conn: Executor, task_id: int, chunk_no: int) -> asyncpg.Reco
     )
 
 
-async def get_chunk_to_run(conn: Executor, task_id: int, chunk_no: int) -> asyncpg.Record | None:
-    """A chunk with what running it needs from its task (one round trip); None if unknown."""
-    return await conn.fetchrow(
-        """
-        SELECT c.state, c.internal_key_ids, c.attempt, c.target_connection_id,
-               t.state AS task_state, t.source_connection_id
-        FROM task_chunks c JOIN batch_tasks t ON t.id = c.task_id
-        WHERE c.task_id = $1 AND c.chunk_no = $2
-        """,
-        task_id,
-        chunk_no,
-    )
-
-
 async def mark_planned(conn: Connection, task_id: int, total_chunks: int) -> asyncpg.Record:
     """Planning is complete; returns the task row (locked until the transaction ends)."""
     row = await conn.fetchrow(

@@ -78,19 +78,15 @@ class ChunkRunner:
         """Run and commit the chunk (or unit); returns the push units to publish."""
         # One pooled connection for the chunk, the claim and the keys: fewer round trips.
         async with self.pool.acquire() as conn:
-            chunk = await tasks.get_chunk_to_run(conn, command.task_id, command.chunk_no)
+            chunk = await self._claim(conn, command)
             if chunk is None:
-                log.warning("chunk of an unknown task; dropped")
                 return []
-            if chunk["state"] == "done" or chunk["task_state"] in tasks.TERMINAL_STATES:
-                log.info("chunk already done; duplicate ignored")
-                return []
-            if not await self._claim(conn, command):
-                log.info("chunk is being run by another live worker; duplicate dropped")
-                return []
-            ids: list[int] = chunk["internal_key_ids"]
-            source, target = chunk["source_connection_id"], chunk["target_connection_id"]
-            attempt = chunk["attempt"]
+            ids, source, target, attempt = (
+                chunk.internal_key_ids,
+                chunk.source,
+                chunk.target,
+                chunk.attempt,
+            )
             if target is None and source == 0:
                 # Stage 1 from the CRM has nothing to do but make the units: each unit reads
                 # the CRM values it pushes (a record missing in the CRM fails on each target).
@@ -142,7 +138,7 @@ class ChunkRunner:
                 )
             )
 
-    async def _claim(self, conn: Connection, command: ChunkCommand) -> bool:
+    async def _claim(self, conn: Connection, command: ChunkCommand) -> recovery.ChunkClaim | None:
         """Take the chunk unless another live worker runs it; count takeovers from dead ones.
 
         A duplicate delivery (a redelivery after a lost channel, a sweeper republish) must not
@@ -152,15 +148,19 @@ class ChunkRunner:
         """
         me = self.presence.worker
         claim = await recovery.claim_chunk(conn, command.task_id, command.chunk_no, me)
+        if claim is None:
+            log.info("chunk done, its task finished or unknown; delivery dropped")
+            return None
         previous = claim.previous_worker
         if previous is None or previous == me:
-            return True
+            return claim
         if await recovery.worker_alive(conn, previous):
             await recovery.give_back_claim(conn, command.task_id, command.chunk_no, me, previous)
-            return False
+            log.info("chunk is being run by another live worker; duplicate dropped")
+            return None
         if await recovery.record_takeover(conn, command.task_id, previous, me):
             log.warning("continuing the task of a worker that died", dead_worker=previous)
-        return True
+        return claim
 
     def _units(self, source: int, result: ChunkResult) -> list[RetryChunk]:
         """Stage 2 of a stage-1 run: one push unit per target for the records it forwards."""

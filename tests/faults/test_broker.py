@@ -58,9 +58,11 @@ async def test_broker_restart_mid_batch_loses_and_doubles_nothing(
         )
         task = await support.wait_for(
             lambda: procs.task_progress(db, message_id),
-            lambda row: row is not None and row["done_chunks"] >= 4,
+            # planned (total_chunks is set when planning ends: an outage during planning would
+            # count a second start) and some chunks and units done
+            lambda row: row is not None and row["total_chunks"] > 0 and row["done_chunks"] >= 4,
             timeout=60,
-            what="some chunks to be done",
+            what="planning to end and some chunks to be done",
         )
         assert task is not None and task["state"] == "Started", "too fast"
 
