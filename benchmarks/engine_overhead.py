@@ -41,6 +41,7 @@ async def main() -> None:
     )
     writes = report.figure("writes_per_s", "record x target writes/s")
     seconds = report.figure("task_seconds", "s (created -> finished)", higher_is_better=False)
+    cpu = report.figure("worker_cpu_us_per_write", "worker CPU us/write", higher_is_better=False)
     async with common.Bench("overhead") as bench:
         await common.seed_links(bench.conn, records)
         config = bench.settings()
@@ -50,7 +51,9 @@ async def main() -> None:
             await bench.wait_task(message_id=await bench.resync_all(publisher))
             with common.profiled(args.profile, "engine_overhead", [worker.pid]):
                 for _ in range(args.repeats):
+                    cpu_before = worker.cpu_seconds()
                     task = await bench.wait_task(message_id=await bench.resync_all(publisher))
+                    cpu.add((worker.cpu_seconds() - cpu_before) * 1e6 / (records * targets))
                     assert task["state"] == "Succeeded", dict(task)
                     assert task["writes_updated"] == records * targets, dict(task)
                     elapsed = (task["finished_at"] - task["created_at"]).total_seconds()

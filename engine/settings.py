@@ -10,6 +10,7 @@ Environment variables win over the file. The common ones have short names
 from __future__ import annotations
 
 import enum
+import functools
 import os
 import tomllib
 from collections.abc import Iterable, Mapping
@@ -245,6 +246,25 @@ class ActorTypeMapping(_Model):
         False, description="Create the actor on this connection when a record has no link."
     )
     fields: dict[str, FieldMapping] = Field(default_factory=dict)
+
+    # Compiled once per mapping: the engine applies them per record and target.
+    @functools.cached_property
+    def to_erp_pairs(self) -> tuple[tuple[str, str], ...]:
+        """``(erp_field, crm_field)`` of every field that flows to the ERP."""
+        return tuple((e, m.crm) for e, m in self.fields.items() if m.direction.to_erp_enabled)
+
+    @functools.cached_property
+    def to_crm_pairs(self) -> tuple[tuple[str, str], ...]:
+        """``(erp_field, crm_field)`` of every field that flows to the CRM."""
+        return tuple((e, m.crm) for e, m in self.fields.items() if m.direction.to_crm_enabled)
+
+    @functools.cached_property
+    def erp_field_by_crm(self) -> dict[str, str]:
+        """The ERP field feeding each CRM field (to-CRM fields; the first one wins)."""
+        fields: dict[str, str] = {}
+        for erp_field, crm_field in self.to_crm_pairs:
+            fields.setdefault(crm_field, erp_field)
+        return fields
 
 
 class ConnectionSettings(_Model):

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from engine.store import Connection, Executor
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class InternalKey:
     """A CRM record taking part in sync."""
 
@@ -17,7 +17,7 @@ class InternalKey:
     crm_record_id: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Link:
     """An internal key's actor on one connection."""
 
@@ -28,7 +28,7 @@ class Link:
     erp_key: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class LinkTouch:
     """A link whose actor was just read or written: remember its LastModified."""
 

@@ -1,4 +1,9 @@
-"""Per-record outcomes and the sync log of field changes, written in bulk."""
+"""Per-record outcomes and the sync log of field changes, written in bulk.
+
+The row types are plain slotted dataclasses, not frozen ones: the engine builds one per record and
+target (and changed field), and a frozen dataclass's ``__init__`` costs an ``object.__setattr__``
+per field (measured at ~8% of a worker's CPU, docs/benchmarks.md).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ from dataclasses import dataclass
 from engine.store import Connection, Executor
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Outcome:
     """What happened to one record on one connection.
 
@@ -22,7 +27,7 @@ class Outcome:
     error: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class FieldChange:
     """One field value the engine changed (a sync log row)."""
 

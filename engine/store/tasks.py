@@ -167,18 +167,16 @@ async def pending_planned(
     return [r[0] for r in rows]
 
 
-async def add_chunk(
-    conn: Connection, task_id: int, chunk_no: int, internal_key_ids: Sequence[int]
+async def add_chunks(
+    conn: Connection, task_id: int, first_chunk_no: int, chunks: Sequence[Sequence[int]]
 ) -> None:
-    """Store one planned chunk."""
-    await conn.execute(
+    """Store planned chunks numbered from ``first_chunk_no`` (one pipelined round trip)."""
+    await conn.executemany(
         """
         INSERT INTO task_chunks (task_id, chunk_no, internal_key_ids) VALUES ($1, $2, $3)
         ON CONFLICT DO NOTHING
         """,
-        task_id,
-        chunk_no,
-        list(internal_key_ids),
+        [(task_id, first_chunk_no + i, list(keys)) for i, keys in enumerate(chunks)],
     )
 
 

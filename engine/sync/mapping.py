@@ -28,22 +28,14 @@ def erp_values_from_crm(
     mapping: ActorTypeMapping, crm_values: Mapping[str, FieldValue]
 ) -> dict[str, FieldValue]:
     """ERP field values a CRM record dictates (fields mapped to ERP)."""
-    return {
-        erp_field: crm_values.get(m.crm)
-        for erp_field, m in mapping.fields.items()
-        if m.direction.to_erp_enabled
-    }
+    return {erp_field: crm_values.get(crm_field) for erp_field, crm_field in mapping.to_erp_pairs}
 
 
 def crm_values_from_erp(
     mapping: ActorTypeMapping, erp_values: Mapping[str, FieldValue]
 ) -> dict[str, FieldValue]:
     """CRM field values an ERP actor dictates (fields mapped to CRM)."""
-    return {
-        m.crm: erp_values.get(erp_field)
-        for erp_field, m in mapping.fields.items()
-        if m.direction.to_crm_enabled
-    }
+    return {crm_field: erp_values.get(erp_field) for erp_field, crm_field in mapping.to_crm_pairs}
 
 
 def crm_field_of(mapping: ActorTypeMapping, erp_field: str) -> str:
@@ -53,10 +45,7 @@ def crm_field_of(mapping: ActorTypeMapping, erp_field: str) -> str:
 
 def erp_field_of(mapping: ActorTypeMapping, crm_field: str) -> str:
     """The ERP field (with a to-CRM direction) that feeds a CRM field."""
-    for erp_field, m in mapping.fields.items():
-        if m.crm == crm_field and m.direction.to_crm_enabled:
-            return erp_field
-    raise KeyError(crm_field)
+    return mapping.erp_field_by_crm[crm_field]
 
 
 def crm_fields_used(connections: Iterable[ConnectionSettings], crm_actor_type: str) -> list[str]:

@@ -7,6 +7,7 @@ planned key, so a planner crash loses nothing and plans nothing twice.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -22,6 +23,10 @@ from engine.store.results import Outcome
 from engine.sync.liveness import Presence
 
 log = structlog.get_logger(__name__)
+
+# Chunks stored per round trip and published with their confirms outstanding together: planning
+# a million keys must not take one broker round trip per chunk while chunks already run.
+PUBLISH_WINDOW = 64
 
 
 class Planner:
@@ -86,10 +91,14 @@ class Planner:
 
         if task["total_records"] is None:
             await self._count(conn, task_id, command)
+        window: list[list[int]] = []
         async for chunk_keys in self._key_chunks(conn, command, after):
-            await tasks.add_chunk(conn, task_id, chunk_no, chunk_keys)
-            await self._publish(task_id, chunk_no)
-            chunk_no += 1
+            window.append(chunk_keys)
+            if len(window) >= PUBLISH_WINDOW:
+                chunk_no = await self._store_and_publish(conn, task_id, chunk_no, window)
+                window = []
+        if window:
+            chunk_no = await self._store_and_publish(conn, task_id, chunk_no, window)
 
         async with conn.transaction():
             row = await tasks.mark_planned(conn, task_id, chunk_no)
@@ -98,6 +107,19 @@ class Planner:
                 log.info("task finished", state=state, response=tasks.summary(row))
             await results.mark_processed(conn, message_id, task_id)
         log.info("planned", chunks=chunk_no)
+
+    async def _store_and_publish(
+        self, conn: Connection, task_id: int, first: int, window: list[list[int]]
+    ) -> int:
+        """Store a window of chunks, then publish them with their confirms in flight together.
+
+        Every chunk is stored before its message goes out; should a publish fail, the
+        redelivered command finds the stored chunks pending and republishes them.
+        """
+        await tasks.add_chunks(conn, task_id, first, window)
+        numbers = range(first, first + len(window))
+        await asyncio.gather(*(self._publish(task_id, n) for n in numbers))
+        return first + len(window)
 
     async def _count(self, conn: Connection, task_id: int, command: ResyncCommand) -> None:
         """First planning pass: total records, and an outcome per unknown internal key."""
@@ -149,8 +171,7 @@ class Planner:
             page = await tasks.pending_planned(
                 conn, task_id, after, self.settings.engine.chunk_size
             )
-            for chunk_no in page:
-                await self._publish(task_id, chunk_no)
+            await asyncio.gather(*(self._publish(task_id, n) for n in page))
             if not page:
                 return
             after = page[-1]

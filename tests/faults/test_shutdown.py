@@ -83,6 +83,14 @@ async def test_sigterm_drains_requeues_and_another_worker_completes(
             timeout=90,
             what="the second worker to complete the task",
         )
+        # A chunk requeued by the drain and republished by the takeover may still be queued
+        # when the task finishes; the running worker must consume and drop it, leaving nothing.
+        await support.wait_for(
+            lambda: procs.queue_depths(support.AMQP_URL, broker_prefix),
+            lambda depths: depths == {"commands": 0, "chunks": 0, "dead-letters": 0},
+            timeout=30,
+            what="the queues to drain",
+        )
 
     assert done is not None
     figures = await procs.accounting(db, done["id"])
