@@ -87,7 +87,7 @@ async def test_sigterm_drains_requeues_and_another_worker_completes(
         # when the task finishes; the running worker must consume and drop it, leaving nothing.
         await support.wait_for(
             lambda: procs.queue_depths(support.AMQP_URL, broker_prefix),
-            lambda depths: depths == {"commands": 0, "chunks": 0, "dead-letters": 0},
+            lambda depths: depths == procs.NOTHING_QUEUED,
             timeout=30,
             what="the queues to drain",
         )
