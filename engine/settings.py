@@ -42,6 +42,15 @@ class ServerSettings(_Model):
     shutdown_timeout: float = Field(20.0, gt=0, description="Seconds to drain on shutdown.")
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Larger bodies get 413.")
     max_internal_key_ids: int = Field(10_000, ge=1, description="More ids get 413.")
+    batch_task_inserts: bool = Field(
+        True,
+        description="Insert the task rows of concurrent ForceResyncBatchTask requests together: "
+        "one INSERT and one commit per batch (a batch is whatever arrived while the previous "
+        "one was being written; no added delay).",
+    )
+    task_insert_batch_max: int = Field(
+        256, ge=1, le=10_000, description="Most task rows in one batched INSERT."
+    )
 
 
 class DatabaseSettings(_Model):

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
-import json
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+import orjson
 
 from engine.settings import DatabaseSettings
 
 
+def _encode_json(value: object) -> str:
+    # Like json.dumps for the values we store (dicts may have int keys, as with json).
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
 async def _init_connection(conn: asyncpg.Connection) -> None:
-    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+    # orjson rather than the stdlib json: the same JSON, less CPU per row.
+    await conn.set_type_codec(
+        "jsonb", encoder=_encode_json, decoder=orjson.loads, schema="pg_catalog"
+    )
 
 
 async def _no_reset(conn: asyncpg.Connection) -> None:
