@@ -98,6 +98,7 @@ def _serve(config_path: Path, *, api: bool, engine: bool, port: int | None) -> N
     from aiohttp import web
 
     from engine.app import StartupError, create_app
+    from engine.eventloop import new_event_loop
     from engine.observability.logging import configure
     from engine.preflight import ServiceUnavailable, check_services
 
@@ -123,6 +124,7 @@ def _serve(config_path: Path, *, api: bool, engine: bool, port: int | None) -> N
             shutdown_timeout=http_timeout,
             print=lambda msg: click.echo(msg, err=True),
             access_log=None,
+            loop=new_event_loop(settings.server.uvloop),
         )
     except StartupError as exc:
         raise Failure(str(exc), EXIT_UNAVAILABLE) from None

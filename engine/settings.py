@@ -51,6 +51,11 @@ class ServerSettings(_Model):
     task_insert_batch_max: int = Field(
         256, ge=1, le=10_000, description="Most task rows in one batched INSERT."
     )
+    uvloop: bool = Field(
+        True,
+        description="Run api, worker and serve on uvloop's event loop (faster sockets); "
+        "false: the standard asyncio loop.",
+    )
 
 
 class DatabaseSettings(_Model):
