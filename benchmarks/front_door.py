@@ -17,6 +17,7 @@ import asyncio
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -49,8 +50,8 @@ def options(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="FLAGS",
         help="also run one more front door per FLAGS (comma-separated BENCH_EXPERIMENT flags, "
-        "see benchmarks/service.py, e.g. pool_reset or no_batch,no_uvloop), each measured "
-        "interleaved with the real front door",
+        "see benchmarks/service.py, e.g. pool_reset or no_batch,no_uvloop; ceiling:FLAGS for a "
+        "ceiling handler variant), each measured interleaved with the real front door",
     )
     parser.add_argument(
         "--no-open-loop", action="store_true", help="closed loop only (quicker A/B runs)"
@@ -179,7 +180,11 @@ async def main() -> None:
             ("api", api_url, api_rps, api_p99),
         ]
         for flags in args.variants:
-            variant = await bench.start("api", config, flags.replace(",", "+"), flags)
+            # "ceiling:FLAGS" runs a variant of the ceiling handler instead of the front door.
+            role, _, experiment = flags.rpartition(":")
+            variant = await bench.start(
+                role or "api", config, flags.replace(",", "+").replace(":", "-"), experiment
+            )
             variant_url = f"http://127.0.0.1:{variant.port}{common.RESYNC_PATH}"
             await warm_up(variant_url)
             targets.append(
@@ -198,7 +203,12 @@ async def main() -> None:
                 pids = [api.pid] if name == "api" else []
                 with common.profiled(args.profile, "front_door_api", pids):
                     if use_wrk:
+                        groups = {child.name: child.pid for child in bench.children}
+                        before, started = common.cpu_ticks(groups), time.monotonic()
                         data = await wrk(url, duration, args.connections)
+                        data["cpu_cores"] = common.cpu_split(
+                            before, common.cpu_ticks(groups), time.monotonic() - started
+                        )
                         rps.add(data["accepted_per_s"])
                         p99.add(data["p99_us"] / 1000)
                     else:

@@ -68,7 +68,9 @@ def apply_experiments(settings: Settings) -> Settings:
     * ``pool_reset``: asyncpg's default per-release reset query again;
     * ``no_batch``: one INSERT per request instead of the micro-batched inserts;
     * ``no_uvloop``: the standard asyncio event loop;
-    * ``stdlib_json``: the stdlib ``json`` codec for jsonb instead of orjson.
+    * ``stdlib_json``: the stdlib ``json`` codec for jsonb instead of orjson;
+    * ``channelsN``: the publisher spreads publishes over N confirm channels;
+    * ``procsN``: N processes serve the port (``SO_REUSEPORT``, as ``erpsync api --processes``).
     """
     flags = experiments()
     if "pool_reset" in flags:
@@ -95,6 +97,10 @@ def apply_experiments(settings: Settings) -> Settings:
         server["batch_task_inserts"] = False
     if "no_uvloop" in flags:
         server["uvloop"] = False
+    for flag in flags:
+        if flag.startswith("channels"):  # e.g. channels2: publisher_channels = 2
+            broker = settings.broker.model_copy(update={"publisher_channels": int(flag[8:])})
+            settings = settings.model_copy(update={"broker": broker})
     if server:
         settings = settings.model_copy(update={"server": settings.server.model_copy(update=server)})
     return settings
@@ -104,6 +110,20 @@ def main() -> None:
     role, path = sys.argv[1], Path(sys.argv[2])
     settings = apply_experiments(Settings.model_validate(orjson.loads(path.read_bytes())))
     configure(settings.logging)
+    processes = next(
+        (int(f[5:]) for f in experiments() if f.startswith("procs")), 1
+    )  # e.g. procs2: two front door processes on the port (SO_REUSEPORT)
+    if processes > 1:
+        from engine.processes import run_forked
+
+        def child() -> None:
+            serve(settings, role, shared=True)
+
+        sys.exit(run_forked(processes, child))
+    serve(settings, role, shared=False)
+
+
+def serve(settings: Settings, role: str, *, shared: bool) -> None:
     if role == "ceiling":
         app = ceiling_app(settings)
     else:
@@ -117,6 +137,7 @@ def main() -> None:
         access_log=None,
         # The ceiling handler runs on the same loop as the front door, so the comparison is fair.
         loop=new_event_loop(settings.server.uvloop),
+        reuse_port=shared or None,
     )
 
 

@@ -51,6 +51,13 @@ class ServerSettings(_Model):
     task_insert_batch_max: int = Field(
         256, ge=1, le=10_000, description="Most task rows in one batched INSERT."
     )
+    processes: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="`erpsync api` processes sharing the port (SO_REUSEPORT), each with its own "
+        "pool and broker connection; needs a fixed port. `--processes` overrides it.",
+    )
     uvloop: bool = Field(
         True,
         description="Run api, worker and serve on uvloop's event loop (faster sockets); "
@@ -75,6 +82,9 @@ class BrokerSettings(_Model):
         "erpsync", pattern=r"^[A-Za-z0-9_.\-]{1,100}$", description="Exchange/queue name prefix."
     )
     publish_timeout: float = Field(5.0, gt=0, description="Seconds to wait for a confirm.")
+    publisher_channels: int = Field(
+        1, ge=1, le=16, description="Confirm channels the publisher spreads publishes over."
+    )
     prefetch: int = Field(8, ge=1, le=1000, description="Unacked deliveries per consumer.")
     delivery_limit: int = Field(10, ge=1, description="Deliveries before dead-lettering.")
     connect_timeout: float = Field(5.0, gt=0)
