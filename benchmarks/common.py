@@ -735,7 +735,9 @@ def cpu_split(
     before: dict[str, float], after: dict[str, float], seconds: float
 ) -> dict[str, float]:
     """Cores used per group between two :func:`cpu_ticks` snapshots (exited processes are lost)."""
+    # Processes that exit between the snapshots take their CPU with them, so "other" can
+    # come out negative on a busy machine; it is clamped at 0.
     return {
-        name: round((after.get(name, 0.0) - before.get(name, 0.0)) / seconds, 2)
+        name: max(0.0, round((after.get(name, 0.0) - before.get(name, 0.0)) / seconds, 2))
         for name in sorted(after)
     }

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import resource
 import shutil
 import sys
 import time
@@ -205,10 +206,26 @@ async def main() -> None:
                     if use_wrk:
                         groups = {child.name: child.pid for child in bench.children}
                         before, started = common.cpu_ticks(groups), time.monotonic()
+                        waited = resource.getrusage(resource.RUSAGE_CHILDREN)
                         data = await wrk(url, duration, args.connections)
-                        data["cpu_cores"] = common.cpu_split(
-                            before, common.cpu_ticks(groups), time.monotonic() - started
+                        seconds = time.monotonic() - started
+                        cores = common.cpu_split(before, common.cpu_ticks(groups), seconds)
+                        done = resource.getrusage(resource.RUSAGE_CHILDREN)
+                        cores["wrk"] = round(  # it has exited: its CPU is in our rusage
+                            (done.ru_utime + done.ru_stime - waited.ru_utime - waited.ru_stime)
+                            / seconds,
+                            2,
                         )
+                        data["cpu_cores"] = cores
+                        # Requests per CPU-second of the server process(es): what the handler
+                        # costs, less sensitive than req/s to how much CPU a loaded machine
+                        # leaves to the server.
+                        server = cores.get(name.replace(",", "+").replace(":", "-"), 0.0)
+                        if server > 0:
+                            data["per_server_cpu_s"] = round(data["accepted_per_s"] / server)
+                            report.figure(
+                                f"{name}_per_server_cpu_s", "req per CPU-second of the server"
+                            ).add(data["per_server_cpu_s"])
                         rps.add(data["accepted_per_s"])
                         p99.add(data["p99_us"] / 1000)
                     else:

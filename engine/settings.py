@@ -83,7 +83,11 @@ class BrokerSettings(_Model):
     )
     publish_timeout: float = Field(5.0, gt=0, description="Seconds to wait for a confirm.")
     publisher_channels: int = Field(
-        1, ge=1, le=16, description="Confirm channels the publisher spreads publishes over."
+        2,
+        ge=1,
+        le=16,
+        description="Confirm channels the publisher spreads publishes over (the broker works "
+        "on each channel in its own process, so 2 use a second core).",
     )
     prefetch: int = Field(8, ge=1, le=1000, description="Unacked deliveries per consumer.")
     delivery_limit: int = Field(10, ge=1, description="Deliveries before dead-lettering.")
