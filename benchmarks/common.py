@@ -701,3 +701,52 @@ def trace_stats(path: Path, since: float, until: float | None = None) -> dict[in
             mean_in_flight=sum(e - s for s, e, _ in items) / span,
         )
     return out
+
+
+def cpu_ticks(groups: dict[str, int]) -> dict[str, float]:
+    """CPU seconds used so far, by group: ``groups`` maps a name to a process group id (our
+    children); every other process counts as ``postgres``, ``rabbitmq`` (beam.smp, epmd),
+    ``wrk`` or ``other`` by its command name. ``total`` is the machine's busy time (all cores).
+
+    Take two snapshots and subtract (:func:`cpu_split`). Shared services count everyone's work
+    (e.g. other engineers' tests on the same PostgreSQL)."""
+    hz = os.sysconf("SC_CLK_TCK")
+    by_pgid = {pgid: name for name, pgid in groups.items()}
+    used: dict[str, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        comm = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2 :].split()
+        pgid, utime, stime = int(fields[2]), int(fields[11]), int(fields[12])
+        name = by_pgid.get(pgid)
+        if name is None:
+            if comm.startswith("postgres"):
+                name = "postgres"
+            elif comm in ("beam.smp", "epmd", "erl_child_setup", "inet_gethost"):
+                name = "rabbitmq"
+            elif comm == "wrk":
+                name = "wrk"
+            else:
+                name = "other"
+        used[name] = used.get(name, 0.0) + (utime + stime) / hz
+    cpu = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    ticks = [int(v) for v in cpu]
+    used["total"] = (sum(ticks) - ticks[3] - ticks[4]) / hz  # minus idle and iowait
+    return used
+
+
+def cpu_split(
+    before: dict[str, float], after: dict[str, float], seconds: float
+) -> dict[str, float]:
+    """Cores used per group between two :func:`cpu_ticks` snapshots (exited processes are lost)."""
+    # Processes that exit between the snapshots take their CPU with them, so "other" can
+    # come out negative on a busy machine; it is clamped at 0.
+    return {
+        name: max(0.0, round((after.get(name, 0.0) - before.get(name, 0.0)) / seconds, 2))
+        for name in sorted(after)
+    }

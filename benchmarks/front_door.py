@@ -15,8 +15,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import resource
 import shutil
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -43,10 +45,17 @@ def options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--experiment",
-        choices=["no_pool_reset"],
-        default=None,
-        help="also run a third process with this experiment (see benchmarks/service.py), "
-        "measured interleaved with the real front door",
+        "--variants",
+        dest="variants",
+        nargs="+",
+        default=[],
+        metavar="FLAGS",
+        help="also run one more front door per FLAGS (comma-separated BENCH_EXPERIMENT flags, "
+        "see benchmarks/service.py, e.g. pool_reset or no_batch,no_uvloop; ceiling:FLAGS for a "
+        "ceiling handler variant), each measured interleaved with the real front door",
+    )
+    parser.add_argument(
+        "--no-open-loop", action="store_true", help="closed loop only (quicker A/B runs)"
     )
     parser.add_argument(
         "--open-loop-shares",
@@ -171,17 +180,21 @@ async def main() -> None:
             ("ceiling", ceiling_url, ceiling_rps, ceiling_p99),
             ("api", api_url, api_rps, api_p99),
         ]
-        if args.experiment:
-            variant = await bench.start("api", config, args.experiment, args.experiment)
+        for flags in args.variants:
+            # "ceiling:FLAGS" runs a variant of the ceiling handler instead of the front door.
+            role, _, experiment = flags.rpartition(":")
+            variant = await bench.start(
+                role or "api", config, flags.replace(",", "+").replace(":", "-"), experiment
+            )
             variant_url = f"http://127.0.0.1:{variant.port}{common.RESYNC_PATH}"
             await warm_up(variant_url)
             targets.append(
                 (
-                    args.experiment,
+                    flags,
                     variant_url,
-                    report.figure(f"{args.experiment}_accepted_per_s", "req/s (204)"),
+                    report.figure(f"{flags}_accepted_per_s", "req/s (204)"),
                     report.figure(
-                        f"{args.experiment}_closed_loop_p99_ms", "ms (wrk)", higher_is_better=False
+                        f"{flags}_closed_loop_p99_ms", "ms (wrk)", higher_is_better=False
                     ),
                 )
             )
@@ -191,7 +204,28 @@ async def main() -> None:
                 pids = [api.pid] if name == "api" else []
                 with common.profiled(args.profile, "front_door_api", pids):
                     if use_wrk:
+                        groups = {child.name: child.pid for child in bench.children}
+                        before, started = common.cpu_ticks(groups), time.monotonic()
+                        waited = resource.getrusage(resource.RUSAGE_CHILDREN)
                         data = await wrk(url, duration, args.connections)
+                        seconds = time.monotonic() - started
+                        cores = common.cpu_split(before, common.cpu_ticks(groups), seconds)
+                        done = resource.getrusage(resource.RUSAGE_CHILDREN)
+                        cores["wrk"] = round(  # it has exited: its CPU is in our rusage
+                            (done.ru_utime + done.ru_stime - waited.ru_utime - waited.ru_stime)
+                            / seconds,
+                            2,
+                        )
+                        data["cpu_cores"] = cores
+                        # Requests per CPU-second of the server process(es): what the handler
+                        # costs, less sensitive than req/s to how much CPU a loaded machine
+                        # leaves to the server.
+                        server = cores.get(name.replace(",", "+").replace(":", "-"), 0.0)
+                        if server > 0:
+                            data["per_server_cpu_s"] = round(data["accepted_per_s"] / server)
+                            report.figure(
+                                f"{name}_per_server_cpu_s", "req per CPU-second of the server"
+                            ).add(data["per_server_cpu_s"])
                         rps.add(data["accepted_per_s"])
                         p99.add(data["p99_us"] / 1000)
                     else:
@@ -200,7 +234,7 @@ async def main() -> None:
                         p99.add(data["p99_ms"])
                 runs.append({"target": name, **data})
             # Right after each peak measurement, so a shared machine's capacity has not moved.
-            for share in args.open_loop_shares:
+            for share in [] if args.no_open_loop else args.open_loop_shares:
                 rate = 50.0 if args.smoke else share * api_rps.runs[-1]
                 data = await openloop(api_url, rate, duration)
                 if share == 0.8:
@@ -225,23 +259,25 @@ async def main() -> None:
     report.check(
         "accepted req/s", f">= {TARGET_RPS:,}", api_rps.median, api_rps.median >= TARGET_RPS
     )
-    if args.experiment:
-        gain = report.figures[f"{args.experiment}_accepted_per_s"].median / api_rps.median
-        report.check(
-            f"{args.experiment} vs the real front door", "(experiment)", f"{gain:.2f}x", True
-        )
+    for flags in args.variants:
+        gain = report.figures[f"{flags}_accepted_per_s"].median / api_rps.median
+        report.check(f"{flags} vs the real front door", "(experiment)", f"{gain:.2f}x", True)
+        # Run by run (interleaved, so each pair shares the machine's state at that moment).
+        pairs = zip(report.figures[f"{flags}_accepted_per_s"].runs, api_rps.runs, strict=True)
+        report.extra[f"{flags}_ratio_per_run"] = [round(v / a, 3) for v, a in pairs]
     report.check(
         "share of the ceiling handler",
         f">= {TARGET_CEILING_SHARE:.0%}",
         f"{share:.0%} of {common.fmt(ceiling_rps.median)}",
         share >= TARGET_CEILING_SHARE,
     )
-    report.check(
-        f"open-loop p99 at 80% of each run's peak ({common.fmt(open_rate.median)} req/s)",
-        f"<= {TARGET_P99_MS:g} ms",
-        open_p99.median,
-        open_p99.median <= TARGET_P99_MS,
-    )
+    if open_p99.runs:
+        report.check(
+            f"open-loop p99 at 80% of each run's peak ({common.fmt(open_rate.median)} req/s)",
+            f"<= {TARGET_P99_MS:g} ms",
+            open_p99.median,
+            open_p99.median <= TARGET_P99_MS,
+        )
     report.finish()
 
 

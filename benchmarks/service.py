@@ -4,24 +4,24 @@
 ``worker`` (engine), ``serve`` (both) or ``ceiling`` (an aiohttp handler that only does the
 front door's confirmed persistent publish: no auth, validation or database).
 
-Experiments (evidence for proposed engine fixes, without editing ``engine/``): with
-``BENCH_EXPERIMENT=no_pool_reset`` the asyncpg pool is created with a no-op ``reset`` hook, so a
-released connection is not sent asyncpg's reset query.
+Experiments: ``BENCH_EXPERIMENT=flag,flag`` switches improvements off one at a time for
+interleaved A/B runs (see :func:`apply_experiments`).
 """
 
 from __future__ import annotations
 
-import functools
 import os
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import orjson
 from aiohttp import web
 
 from engine.app import create_app
+from engine.eventloop import new_event_loop
 from engine.messaging.broker import Publisher, connect
 from engine.messaging.topology import RESYNC_ROUTING_KEY
 from engine.observability.logging import configure
@@ -57,20 +57,73 @@ def ceiling_app(settings: Settings) -> web.Application:
     return app
 
 
-async def _no_reset(connection: asyncpg.Connection) -> None:
-    """Skip asyncpg's per-release reset query (the service keeps no session state)."""
+def experiments() -> set[str]:
+    """The comma-separated flags of ``BENCH_EXPERIMENT``."""
+    return {f for f in os.environ.get("BENCH_EXPERIMENT", "").split(",") if f}
 
 
-def apply_experiments() -> None:
-    if os.environ.get("BENCH_EXPERIMENT") == "no_pool_reset":
-        asyncpg.create_pool = functools.partial(asyncpg.create_pool, reset=_no_reset)
+def apply_experiments(settings: Settings) -> Settings:
+    """Switch off (or back on) one improvement at a time, for interleaved A/B runs:
+
+    * ``pool_reset``: asyncpg's default per-release reset query again;
+    * ``no_batch``: one INSERT per request instead of the micro-batched inserts;
+    * ``no_uvloop``: the standard asyncio event loop;
+    * ``stdlib_json``: the stdlib ``json`` codec for jsonb instead of orjson;
+    * ``channelsN``: the publisher spreads publishes over N confirm channels;
+    * ``procsN``: N processes serve the port (``SO_REUSEPORT``, as ``erpsync api --processes``).
+    """
+    flags = experiments()
+    if "pool_reset" in flags:
+        create_pool = asyncpg.create_pool
+
+        def with_reset(*args: Any, **kw: Any) -> Any:
+            kw.pop("reset", None)
+            return create_pool(*args, **kw)
+
+        asyncpg.create_pool = with_reset
+    if "stdlib_json" in flags:
+        import json
+
+        from engine.store import pool
+
+        async def init(conn: asyncpg.Connection) -> None:
+            await conn.set_type_codec(
+                "jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog"
+            )
+
+        pool._init_connection = init  # type: ignore[assignment]
+    server: dict[str, Any] = {}
+    if "no_batch" in flags:
+        server["batch_task_inserts"] = False
+    if "no_uvloop" in flags:
+        server["uvloop"] = False
+    for flag in flags:
+        if flag.startswith("channels"):  # e.g. channels2: publisher_channels = 2
+            broker = settings.broker.model_copy(update={"publisher_channels": int(flag[8:])})
+            settings = settings.model_copy(update={"broker": broker})
+    if server:
+        settings = settings.model_copy(update={"server": settings.server.model_copy(update=server)})
+    return settings
 
 
 def main() -> None:
-    apply_experiments()
     role, path = sys.argv[1], Path(sys.argv[2])
-    settings = Settings.model_validate(orjson.loads(path.read_bytes()))
+    settings = apply_experiments(Settings.model_validate(orjson.loads(path.read_bytes())))
     configure(settings.logging)
+    processes = next(
+        (int(f[5:]) for f in experiments() if f.startswith("procs")), 1
+    )  # e.g. procs2: two front door processes on the port (SO_REUSEPORT)
+    if processes > 1:
+        from engine.processes import run_forked
+
+        def child() -> None:
+            serve(settings, role, shared=True)
+
+        sys.exit(run_forked(processes, child))
+    serve(settings, role, shared=False)
+
+
+def serve(settings: Settings, role: str, *, shared: bool) -> None:
     if role == "ceiling":
         app = ceiling_app(settings)
     else:
@@ -82,6 +135,9 @@ def main() -> None:
         shutdown_timeout=settings.server.shutdown_timeout,
         print=None,
         access_log=None,
+        # The ceiling handler runs on the same loop as the front door, so the comparison is fair.
+        loop=new_event_loop(settings.server.uvloop),
+        reuse_port=shared or None,
     )
 
 

@@ -24,7 +24,7 @@ from engine.api import dashboard, health, housekeeping, openapi, sessions, ui
 from engine.api.auth import AUTHENTICATOR, Authenticator, auth_middleware
 from engine.api.errors import error_middleware
 from engine.api.routes import routes
-from engine.appkeys import CONSUMER, POOL, PUBLISHER, SETTINGS
+from engine.appkeys import CONSUMER, POOL, PUBLISHER, SETTINGS, TASK_BATCHER
 from engine.messaging.broker import Publisher, connect
 from engine.messaging.commands import ChunkCommand, ResyncCommand, parse
 from engine.messaging.consumer import Consumer, Delivery
@@ -32,6 +32,7 @@ from engine.observability import metrics
 from engine.settings import Settings
 from engine.store import migrate
 from engine.store.pool import create_pool
+from engine.store.task_batch import TaskBatcher
 from engine.sync.chunks import ChunkRunner
 from engine.sync.connections import Connections
 from engine.sync.liveness import Presence
@@ -69,6 +70,8 @@ def create_app(settings: Settings, *, api: bool = True, engine: bool = True) -> 
     app.add_routes(metrics.routes)
     if authenticator is not None:
         app[AUTHENTICATOR] = authenticator
+        if settings.server.batch_task_inserts:
+            app.cleanup_ctx.append(_task_batcher)
         app.cleanup_ctx.append(housekeeping.cleanup_ctx)
         app.add_routes(routes)
         app.add_routes(sessions.routes)
@@ -95,6 +98,14 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
         await asyncio.wait_for(pool.close(), timeout=10)
     except TimeoutError:
         pool.terminate()
+
+
+async def _task_batcher(app: web.Application) -> AsyncIterator[None]:
+    """Batched task inserts for the front door; queued rows are written before the pool closes."""
+    batcher = TaskBatcher(app[POOL], max_batch=app[SETTINGS].server.task_insert_batch_max)
+    app[TASK_BATCHER] = batcher
+    yield
+    await batcher.close()
 
 
 async def _publisher(app: web.Application) -> AsyncIterator[None]:

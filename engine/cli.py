@@ -78,9 +78,16 @@ def serve(config_path: Path, port: int | None) -> None:
 @main.command()
 @config_option
 @port_option
-def api(config_path: Path, port: int | None) -> None:
+@click.option(
+    "--processes",
+    type=click.IntRange(1, 64),
+    default=None,
+    help="Front door processes sharing the port (SO_REUSEPORT); each has its own pool and "
+    "broker connection. Needs a fixed port. Default: server.processes (1).",
+)
+def api(config_path: Path, port: int | None, processes: int | None) -> None:
     """Run the HTTP front door only (no engine)."""
-    _serve(config_path, api=True, engine=False, port=port)
+    _serve(config_path, api=True, engine=False, port=port, processes=processes)
 
 
 @main.command()
@@ -94,10 +101,9 @@ def worker(config_path: Path, port: int | None) -> None:
     _serve(config_path, api=False, engine=True, port=port)
 
 
-def _serve(config_path: Path, *, api: bool, engine: bool, port: int | None) -> None:
-    from aiohttp import web
-
-    from engine.app import StartupError, create_app
+def _serve(
+    config_path: Path, *, api: bool, engine: bool, port: int | None, processes: int | None = 1
+) -> None:
     from engine.observability.logging import configure
     from engine.preflight import ServiceUnavailable, check_services
 
@@ -115,20 +121,57 @@ def _serve(config_path: Path, *, api: bool, engine: bool, port: int | None) -> N
         host = settings.worker.host or settings.server.host
         listen_port = settings.worker.port
         http_timeout = min(settings.server.shutdown_timeout, 2.0)  # health probes only
+    bind_port = listen_port if port is None else port
+    processes = settings.server.processes if processes is None else processes
+    if processes > 1:
+        if bind_port == 0:
+            raise Failure("--processes needs a fixed port (not 0)", EXIT_CONFIG)
+        from engine.processes import run_forked
+
+        def child() -> None:
+            try:
+                _run_app(
+                    settings, host, bind_port, http_timeout, api=api, engine=engine, shared=True
+                )
+            except click.ClickException as exc:
+                exc.show()
+                sys.exit(exc.exit_code)
+
+        sys.exit(run_forked(processes, child))
+    _run_app(settings, host, bind_port, http_timeout, api=api, engine=engine, shared=False)
+
+
+def _run_app(
+    settings: Settings,
+    host: str,
+    port: int,
+    http_timeout: float,
+    *,
+    api: bool,
+    engine: bool,
+    shared: bool,
+) -> None:
+    from aiohttp import web
+
+    from engine.app import StartupError, create_app
+    from engine.eventloop import new_event_loop
+
     try:
         web.run_app(
             create_app(settings, api=api, engine=engine),
             host=host,
-            port=listen_port if port is None else port,
+            port=port,
             shutdown_timeout=http_timeout,
             print=lambda msg: click.echo(msg, err=True),
             access_log=None,
+            loop=new_event_loop(settings.server.uvloop),
+            reuse_port=shared or None,
         )
     except StartupError as exc:
         raise Failure(str(exc), EXIT_UNAVAILABLE) from None
     except OSError as exc:  # e.g. the port is taken
         raise Failure(
-            f"cannot listen on {host}:{listen_port if port is None else port}: {exc.strerror}. "
+            f"cannot listen on {host}:{port}: {exc.strerror}. "
             "Pick another with --port (0 = any free port)",
             EXIT_UNAVAILABLE,
         ) from None

@@ -43,6 +43,27 @@ class ServerSettings(_Model):
     shutdown_timeout: float = Field(20.0, gt=0, description="Seconds to drain on shutdown.")
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Larger bodies get 413.")
     max_internal_key_ids: int = Field(10_000, ge=1, description="More ids get 413.")
+    batch_task_inserts: bool = Field(
+        True,
+        description="Insert the task rows of concurrent ForceResyncBatchTask requests together: "
+        "one INSERT and one commit per batch (a batch is whatever arrived while the previous "
+        "one was being written; no added delay).",
+    )
+    task_insert_batch_max: int = Field(
+        256, ge=1, le=10_000, description="Most task rows in one batched INSERT."
+    )
+    processes: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="`erpsync api` processes sharing the port (SO_REUSEPORT), each with its own "
+        "pool and broker connection; needs a fixed port. `--processes` overrides it.",
+    )
+    uvloop: bool = Field(
+        True,
+        description="Run api, worker and serve on uvloop's event loop (faster sockets); "
+        "false: the standard asyncio loop.",
+    )
 
 
 class DatabaseSettings(_Model):
@@ -62,6 +83,13 @@ class BrokerSettings(_Model):
         "erpsync", pattern=r"^[A-Za-z0-9_.\-]{1,100}$", description="Exchange/queue name prefix."
     )
     publish_timeout: float = Field(5.0, gt=0, description="Seconds to wait for a confirm.")
+    publisher_channels: int = Field(
+        2,
+        ge=1,
+        le=16,
+        description="Confirm channels the publisher spreads publishes over (the broker works "
+        "on each channel in its own process, so 2 use a second core).",
+    )
     prefetch: int = Field(8, ge=1, le=1000, description="Unacked deliveries per consumer.")
     delivery_limit: int = Field(10, ge=1, description="Deliveries before dead-lettering.")
     connect_timeout: float = Field(5.0, gt=0)

@@ -68,15 +68,25 @@ class Publisher:
         """Target connections with a push queue (declared at start)."""
         self._channel: AbstractRobustChannel | None = None
         self.topology: Topology | None = None
+        # Extra confirm channels (broker.publisher_channels > 1): publishes go round-robin.
+        self._extra: list[tuple[AbstractRobustChannel, Any]] = []
+        self._next = 0
 
     async def start(self) -> None:
-        """Open the confirm channel and declare the topology."""
-        channel = await self._connection.channel(publisher_confirms=True, on_return_raises=True)
-        assert isinstance(channel, AbstractRobustChannel)
+        """Open the confirm channel(s) and declare the topology."""
+        channel = await self._open_channel()
         self._channel = channel
         self.topology = await declare(
             channel, self.names, self._settings.delivery_limit, sorted(self.push_targets)
         )
+        for _ in range(self._settings.publisher_channels - 1):
+            extra = await self._open_channel()
+            self._extra.append((extra, await extra.get_exchange(self.names.exchange, ensure=False)))
+
+    async def _open_channel(self) -> AbstractRobustChannel:
+        channel = await self._connection.channel(publisher_confirms=True, on_return_raises=True)
+        assert isinstance(channel, AbstractRobustChannel)
+        return channel
 
     def chunk_routing_key(self, target: int | None) -> str:
         """Where a chunk goes: its target's push queue, else (target None) the chunk queue.
@@ -97,6 +107,9 @@ class Publisher:
         )
 
     async def close(self) -> None:
+        for extra, _ in self._extra:
+            if not extra.is_closed:
+                await extra.close()
         if self._channel is not None and not self._channel.is_closed:
             await self._channel.close()
 
@@ -131,11 +144,13 @@ class Publisher:
             correlation_id=correlation_id,
             headers=dict(headers or {}),
         )
-        target = (
-            self.topology.exchange
-            if exchange is None
-            else await self._channel.get_exchange(exchange, ensure=False)
-        )
+        if exchange is not None:
+            target = await self._channel.get_exchange(exchange, ensure=False)
+        elif self._extra:
+            self._next = (self._next + 1) % (len(self._extra) + 1)
+            target = self.topology.exchange if self._next == 0 else self._extra[self._next - 1][1]
+        else:
+            target = self.topology.exchange
         try:
             async with asyncio.timeout(self._settings.publish_timeout):
                 await target.publish(message, routing_key, mandatory=True)

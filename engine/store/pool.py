@@ -2,16 +2,45 @@
 
 from __future__ import annotations
 
-import json
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+import orjson
 
 from engine.settings import DatabaseSettings
 
 
+def _encode_json(value: object) -> str:
+    # Like json.dumps for the values we store (dicts may have int keys, as with json).
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
 async def _init_connection(conn: asyncpg.Connection) -> None:
-    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+    # orjson rather than the stdlib json: the same JSON, less CPU per row.
+    await conn.set_type_codec(
+        "jsonb", encoder=_encode_json, decoder=orjson.loads, schema="pg_catalog"
+    )
+
+
+async def _no_reset(conn: asyncpg.Connection) -> None:
+    """Release a connection without asyncpg's reset query.
+
+    asyncpg's default reset sends ``SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *;
+    RESET ALL;`` on *every* release: a second round trip per pool call (10% of the front door's
+    CPU in the profile). It is safe to skip because the service keeps no session state on pool
+    connections:
+
+    * an open transaction is still rolled back (asyncpg does that before calling this hook);
+    * no LISTEN (the service never listens), no session ``SET`` (only ``server_settings`` at
+      connect time, which ``RESET ALL`` would keep anyway), no ``WITH HOLD`` cursors;
+    * the one session-level advisory lock taken on a pool connection,
+      :func:`engine.store.recovery.planning_lock`, releases itself and *terminates* the
+      connection when the unlock cannot be confirmed, so a lock never outlives its block on a
+      connection that goes back to the pool. Migrations lock on their own connection.
+
+    Anything that adds session state on a pool connection must clean it up itself (or use a
+    dedicated connection).
+    """
 
 
 async def create_pool(settings: DatabaseSettings, *, max_size: int | None = None) -> asyncpg.Pool:
@@ -22,6 +51,7 @@ async def create_pool(settings: DatabaseSettings, *, max_size: int | None = None
         max_size=max_size or settings.pool_max_size,
         timeout=settings.connect_timeout,
         init=_init_connection,
+        reset=_no_reset,
     )
     assert pool is not None
     return pool

@@ -111,14 +111,31 @@ async def planning_lock(conn: Connection, task_id: int) -> AsyncIterator[None]:
 
     Two deliveries of one command can be in flight in different workers; the second waits here
     and then finds the command processed. The lock dies with the connection if the process does.
+
+    ``conn`` usually comes from the pool, whose connections are released *without* a reset
+    query (see :func:`engine.store.pool._no_reset`), so this lock must never outlive the block:
+    it is released in ``finally``, and when that cannot be confirmed (the lock or unlock call
+    failed or was cancelled half-way, or the unlock says the lock was not held) the connection
+    is terminated, which drops every session lock it holds; the pool then replaces it.
     """
     key = f"erpsync:plan:{task_id}"
-    await conn.execute("SELECT pg_advisory_lock(hashtextextended($1, 0))", key)
+    try:
+        await conn.execute("SELECT pg_advisory_lock(hashtextextended($1, 0))", key)
+    except BaseException:
+        conn.terminate()  # the lock may or may not have been granted
+        raise
+    unlocked = False
     try:
         yield
     finally:
-        with contextlib.suppress(Exception):  # a broken connection has released it already
-            await conn.execute("SELECT pg_advisory_unlock(hashtextextended($1, 0))", key)
+        try:
+            with contextlib.suppress(Exception):  # a broken connection: terminated below
+                unlocked = bool(
+                    await conn.fetchval("SELECT pg_advisory_unlock(hashtextextended($1, 0))", key)
+                )
+        finally:
+            if not unlocked:
+                conn.terminate()
 
 
 async def record_takeover(conn: Connection, task_id: int, dead_worker: str, worker: str) -> bool:

@@ -54,7 +54,7 @@ async def create(
         request,
         message_id,
         correlation_id,
-        _describe_source(source_connection_id),
+        describe_source(source_connection_id),
     )
     if task_id is None:
         task_id = await conn.fetchval(
@@ -64,7 +64,8 @@ async def create(
     return task_id
 
 
-def _describe_source(source_connection_id: int) -> str:
+def describe_source(source_connection_id: int) -> str:
+    """The task's description for a source connection."""
     source = "CRM" if source_connection_id <= 0 else f"connection {source_connection_id}"
     return f"Force resync from {source} to all other connections"
 
