@@ -111,8 +111,10 @@ async def _task_batcher(app: web.Application) -> AsyncIterator[None]:
 async def _publisher(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     connection = await connect(settings.broker, "publisher")
-    # Every ERP connection can be a push target: its push queue exists before anything is routed.
-    publisher = Publisher(connection, settings.broker, [c.id for c in settings.connections])
+    # Every ERP connection (id > 0; the CRM is the hub, never a push target) can be a push
+    # target: its push queue exists before anything is routed.
+    erps = [c.id for c in settings.connections if c.id > 0]
+    publisher = Publisher(connection, settings.broker, erps)
     try:
         await publisher.start()
     except aiormq.exceptions.ChannelPreconditionFailed as exc:
@@ -158,7 +160,7 @@ async def _engine(app: web.Application) -> AsyncIterator[None]:
         settings.broker,
         publisher,
         {"commands": on_command, "chunks": on_chunk},
-        push={c.id: settings.push_prefetch(c) for c in settings.connections},
+        push={c.id: settings.push_prefetch(c) for c in settings.connections if c.id > 0},
         push_handler=on_chunk,
         check_interval=settings.worker.consumer_check_interval,
     )

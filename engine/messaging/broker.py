@@ -106,6 +106,22 @@ class Publisher:
             message_id=f"chunk-{task_id}-{chunk_no}",
         )
 
+    async def backlogged(self) -> set[int]:
+        """Work queues holding ready messages: push queues by target id, -1 the chunk queue."""
+        queues = [(-1, self.names.chunks)]
+        queues += [(t, self.names.push(t)) for t in sorted(self.push_targets)]
+        channel = await self._connection.channel()
+        try:
+            busy = set()
+            for key, name in queues:
+                queue = await channel.declare_queue(name, passive=True)
+                if queue.declaration_result.message_count:
+                    busy.add(key)
+            return busy
+        finally:
+            if not channel.is_closed:
+                await channel.close()
+
     async def close(self) -> None:
         for extra, _ in self._extra:
             if not extra.is_closed:

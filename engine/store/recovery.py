@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from dataclasses import dataclass
 
 import asyncpg
@@ -206,33 +206,48 @@ async def unclaim_retry(conn: Executor, task_id: int, chunk_no: int) -> None:
     )
 
 
-async def claim_stale_tasks(conn: Connection, stale_after: float, limit: int) -> list[StaleTask]:
+async def claim_stale_tasks(
+    conn: Connection, stale_after: float, limit: int, backlogged: Collection[int] = ()
+) -> list[StaleTask]:
     """Restart Started tasks without a heartbeat for ``stale_after`` seconds that have work left.
 
-    A task only waiting for delayed retries that are not due yet is not stale. Claiming counts
-    the restart (of a planned task; the planner counts its own) and refreshes the heartbeat, so
-    concurrent sweepers pick each task up once.
+    A task only waiting for delayed retries that are not due yet is not stale. Nor is a planned
+    task with runnable chunks routed to a ``backlogged`` queue (ready messages waiting: target
+    ids for push queues, -1 for the chunk queue): its messages may be queued behind other work,
+    so republishing them would only add duplicates to the backlog and counting a start would
+    fail a task for being patient. Such a task only gets its heartbeat refreshed and is looked
+    at again after another ``stale_after``. Claiming counts the restart (of a planned task; the
+    planner counts its own) and refreshes the heartbeat, so concurrent sweepers pick each task
+    up once.
     """
     rows = await conn.fetch(
         """
+        WITH stale AS (
+            SELECT s.id, s.planned AND EXISTS (
+                       SELECT 1 FROM task_chunks c WHERE c.task_id = s.id AND c.state = 'pending'
+                         AND coalesce(c.not_before, '-infinity') <= now()
+                         AND coalesce(c.target_connection_id, -1) = ANY($3::int[])) AS waiting
+            FROM batch_tasks s
+            WHERE s.state = 'Started'
+              AND s.heartbeat_at < now() - make_interval(secs => $1)
+              AND (NOT s.planned OR EXISTS (
+                   SELECT 1 FROM task_chunks c WHERE c.task_id = s.id AND c.state = 'pending'
+                     AND coalesce(c.not_before, '-infinity') <= now()))
+            ORDER BY s.heartbeat_at LIMIT $2 FOR UPDATE OF s SKIP LOCKED)
         UPDATE batch_tasks t SET heartbeat_at = now(),
             -- an unplanned task is counted by the planner when it starts again
-            start_count = start_count + CASE WHEN t.planned THEN 1 ELSE 0 END,
-            last_started_at = CASE WHEN t.planned THEN now() ELSE last_started_at END
-        FROM (SELECT id FROM batch_tasks s
-              WHERE s.state = 'Started'
-                AND s.heartbeat_at < now() - make_interval(secs => $1)
-                AND (NOT s.planned OR EXISTS (
-                     SELECT 1 FROM task_chunks c WHERE c.task_id = s.id AND c.state = 'pending'
-                       AND coalesce(c.not_before, '-infinity') <= now()))
-              ORDER BY s.heartbeat_at LIMIT $2 FOR UPDATE SKIP LOCKED) stale
+            start_count = start_count + CASE WHEN t.planned AND NOT stale.waiting THEN 1 ELSE 0 END,
+            last_started_at = CASE WHEN t.planned AND NOT stale.waiting THEN now()
+                                   ELSE last_started_at END
+        FROM stale
         WHERE t.id = stale.id
-        RETURNING t.id, t.planned, t.request, t.message_id, t.start_count
+        RETURNING t.id, t.planned, t.request, t.message_id, t.start_count, stale.waiting
         """,
         stale_after,
         limit,
+        list(backlogged),
     )
-    return [StaleTask(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+    return [StaleTask(r[0], r[1], r[2], r[3], r[4]) for r in rows if not r[5]]
 
 
 async def due_pending_chunks(

@@ -4,7 +4,8 @@ Delayed retries live in PostgreSQL (``task_chunks`` with ``not_before``), so a r
 a delivery and the budget is visible in SQL. A Started task whose heartbeat is older than
 ``stale_after`` while it still has runnable work lost its messages or its worker: the sweeper
 counts a restart and publishes the work again (the command when planning was not finished, else
-its pending chunks). Duplicates this may cause are harmless: chunks commit once.
+its pending chunks). Duplicates this may cause are harmless: chunks commit once. A task whose
+work is routed to a queue with a backlog is waiting, not stale, and is left alone.
 """
 
 from __future__ import annotations
@@ -80,8 +81,11 @@ class Sweeper:
             await recovery.unclaim_retry(self.pool, task_id, chunk_no)
 
     async def restart_stale_tasks(self) -> int:
+        backlogged = await self.publisher.backlogged()
         async with self.pool.acquire() as conn, conn.transaction():
-            stale = await recovery.claim_stale_tasks(conn, self.settings.engine.stale_after, 10)
+            stale = await recovery.claim_stale_tasks(
+                conn, self.settings.engine.stale_after, 10, backlogged
+            )
         for task in stale:
             with structlog.contextvars.bound_contextvars(task_id=task.id):
                 await self._restart(task)

@@ -9,11 +9,12 @@ import asyncpg
 import pytest
 
 from connectors.memory import MemoryStore
+from engine.messaging.broker import Publisher, connect
 from engine.messaging.commands import ResyncCommand
-from engine.settings import Settings
+from engine.settings import BrokerSettings, Settings
 from engine.store import keys as keys_store
 from engine.store import pool as pool_module
-from engine.store import tasks
+from engine.store import recovery, tasks
 from engine.sync import planner as planner_module
 from engine.sync.planner import Planner
 from tests import support
@@ -144,6 +145,50 @@ async def test_lost_push_units_of_a_stuck_task_are_republished_to_their_targets(
         info = await service.finished(task_id)
     await check_completed_once(db, stores, info, 2)
     assert info["Statistics"]["ChunksDone"] == info["Statistics"]["Chunks"] == 3
+
+
+async def test_a_task_waiting_behind_a_queue_backlog_is_not_restarted(
+    db: asyncpg.Connection,
+) -> None:
+    """Its chunks may be queued behind other work: no duplicates, no start counted."""
+    task_id = await stale_task(db, planned=True, total=4)  # chunks on the chunk queue (-1)
+    async with db.transaction():
+        waiting = await recovery.claim_stale_tasks(db, 0.5, 10, backlogged={-1})
+    assert waiting == []
+    row = await db.fetchrow(
+        "SELECT start_count, heartbeat_at > now() - interval '10 seconds' AS fresh "
+        "FROM batch_tasks WHERE id = $1",
+        task_id,
+    )
+    assert (row["start_count"], row["fresh"]) == (1, True)  # looked at again after stale_after
+
+    # A backlog elsewhere (a push queue) does not hide this task's lost chunks.
+    await db.execute(
+        "UPDATE batch_tasks SET heartbeat_at = now() - interval '1 minute' WHERE id = $1", task_id
+    )
+    async with db.transaction():
+        stale = await recovery.claim_stale_tasks(db, 0.5, 10, backlogged={2})
+    assert [(t.id, t.start_count) for t in stale] == [(task_id, 2)]
+
+
+async def test_publisher_reports_the_work_queues_holding_ready_messages(
+    broker_prefix: str,
+) -> None:
+    settings = BrokerSettings.model_validate({"url": support.AMQP_URL, "prefix": broker_prefix})
+    connection = await connect(settings, "test")
+    try:
+        publisher = Publisher(connection, settings, [1, 2])
+        await publisher.start()
+        assert await publisher.backlogged() == set()
+        await publisher.publish_chunk(1, 0, 2)  # a push unit for target 2
+        await publisher.publish_chunk(1, 1, None)  # a planned chunk
+        busy = await support.wait_for(
+            publisher.backlogged, lambda b: b == {-1, 2}, what="both queues to hold a message"
+        )
+        assert busy == {-1, 2}
+        await publisher.close()
+    finally:
+        await connection.close()
 
 
 async def test_a_planner_that_died_mid_planning_is_resumed(
