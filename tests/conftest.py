@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Iterator
 import asyncpg
 import pytest
 
+from connectors.memory import MemoryStore
 from engine.store import migrate
 from tests import support
 
@@ -57,3 +58,12 @@ async def broker_prefix() -> AsyncIterator[str]:
     prefix = support.unique("erpsync-test").replace("_", "-")
     yield prefix
     await support.delete_broker_objects(prefix)
+
+
+@pytest.fixture
+def stores() -> Iterator[dict[int, MemoryStore]]:
+    """Fresh in-memory systems for connection ids 0 (the CRM), 1 and 2, dropped afterwards."""
+    names = {cid: support.unique(f"store{cid}") for cid in (0, 1, 2)}
+    yield {cid: MemoryStore.named(name) for cid, name in names.items()}
+    for name in names.values():
+        MemoryStore.drop(name)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import jwt
@@ -91,14 +91,6 @@ def auth_settings(rsa_key: rsa.RSAPrivateKey, *, online: bool = False) -> AuthSe
             ],
         }
     )
-
-
-@pytest.fixture
-def stores() -> Iterator[dict[int, MemoryStore]]:
-    names = {cid: support.unique(f"store{cid}") for cid in (0, 1, 2)}
-    yield {cid: MemoryStore.named(name) for cid, name in names.items()}
-    for name in names.values():
-        MemoryStore.drop(name)
 
 
 def api_settings(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import aio_pika
@@ -16,14 +15,6 @@ from tests.e2e.harness import Service, link, sync_log
 pytestmark = pytest.mark.e2e
 
 KEYS = range(1, 21)
-
-
-@pytest.fixture
-def stores() -> Iterator[dict[int, MemoryStore]]:
-    names = {cid: support.unique(f"dup{cid}") for cid in (0, 1, 2)}
-    yield {cid: MemoryStore.named(name) for cid, name in names.items()}
-    for name in names.values():
-        MemoryStore.drop(name)
 
 
 async def test_a_duplicate_chunk_in_another_worker_is_dropped_not_run_twice(

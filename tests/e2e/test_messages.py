@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-from collections.abc import Iterator
 from typing import Any
 
 import aio_pika
@@ -28,14 +27,6 @@ from tests.e2e.harness import Service, link, sync_log
 pytestmark = pytest.mark.e2e
 
 AMQP_PUBLISH = shutil.which("amqp-publish")
-
-
-@pytest.fixture
-def stores() -> Iterator[dict[int, MemoryStore]]:
-    names = {cid: support.unique(f"store{cid}") for cid in (0, 1, 2)}
-    yield {cid: MemoryStore.named(name) for cid, name in names.items()}
-    for name in names.values():
-        MemoryStore.drop(name)
 
 
 async def _seed(db: asyncpg.Connection, stores: dict[int, MemoryStore]) -> None:

@@ -47,14 +47,6 @@ CHUNK = 5
 
 
 @pytest.fixture
-def stores() -> Iterator[dict[int, MemoryStore]]:
-    names = {cid: support.unique(f"store{cid}") for cid in (0, 1, 2)}
-    yield {cid: MemoryStore.named(name) for cid, name in names.items()}
-    for name in names.values():
-        MemoryStore.drop(name)
-
-
-@pytest.fixture
 def gate() -> Iterator[str]:
     name = support.unique("gate")
     GATES[name] = asyncio.Event()

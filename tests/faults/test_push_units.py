@@ -8,7 +8,6 @@ publishing works again the sweeper delivers them and each change is logged exact
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import asyncpg
@@ -24,14 +23,6 @@ pytestmark = pytest.mark.e2e
 
 RECORDS = 30
 CHUNK = 5
-
-
-@pytest.fixture
-def stores() -> Iterator[dict[int, MemoryStore]]:
-    names = {cid: support.unique(f"store{cid}") for cid in (0, 1, 2)}
-    yield {cid: MemoryStore.named(name) for cid, name in names.items()}
-    for name in names.values():
-        MemoryStore.drop(name)
 
 
 def settings_for(database: str, prefix: str, stores: dict[int, MemoryStore]) -> Settings:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import asyncpg
@@ -16,14 +15,6 @@ from tests.e2e.harness import Service, link
 pytestmark = pytest.mark.e2e
 
 N = 12
-
-
-@pytest.fixture
-def stores() -> Iterator[dict[int, MemoryStore]]:
-    names = {cid: support.unique(f"store{cid}") for cid in (0, 1, 2)}
-    yield {cid: MemoryStore.named(name) for cid, name in names.items()}
-    for name in names.values():
-        MemoryStore.drop(name)
 
 
 async def seed(db: asyncpg.Connection, stores: dict[int, MemoryStore]) -> None:

@@ -2,24 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import asyncpg
-import pytest
 
 from connectors.memory import MemoryStore
 from engine.settings import Settings
 from tests import support
 from tests.e2e.harness import link
-
-
-@pytest.fixture
-def stores() -> Iterator[dict[int, MemoryStore]]:
-    names = {cid: support.unique(f"opstore{cid}") for cid in (0, 1, 2)}
-    yield {cid: MemoryStore.named(name) for cid, name in names.items()}
-    for name in names.values():
-        MemoryStore.drop(name)
 
 
 async def seed(db: asyncpg.Connection, stores: dict[int, MemoryStore], count: int = 3) -> None:
