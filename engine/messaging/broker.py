@@ -9,7 +9,7 @@ from typing import Any
 
 import aio_pika
 import structlog
-from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
+from aio_pika.abc import AbstractChannel, AbstractRobustChannel, AbstractRobustConnection
 
 from engine.messaging.commands import ChunkCommand
 from engine.messaging.topology import (
@@ -71,6 +71,7 @@ class Publisher:
         # Extra confirm channels (broker.publisher_channels > 1): publishes go round-robin.
         self._extra: list[tuple[AbstractRobustChannel, Any]] = []
         self._next = 0
+        self._inspect: AbstractChannel | None = None  # queue depths for the sweeper
 
     async def start(self) -> None:
         """Open the confirm channel(s) and declare the topology."""
@@ -107,22 +108,29 @@ class Publisher:
         )
 
     async def backlogged(self) -> set[int]:
-        """Work queues holding ready messages: push queues by target id, -1 the chunk queue."""
+        """Work queues holding ready messages: push queues by target id, -1 the chunk queue.
+
+        Uses one long-lived channel (opened on first use, again after a channel error): the
+        sweeper asks on every pass, and opening a channel per pass would churn channels (and
+        cancelling a task inside aio-pika's channel open is best avoided).
+        """
         queues = [(-1, self.names.chunks)]
         queues += [(t, self.names.push(t)) for t in sorted(self.push_targets)]
-        channel = await self._connection.channel()
-        try:
-            busy = set()
-            for key, name in queues:
-                queue = await channel.declare_queue(name, passive=True)
-                if queue.declaration_result.message_count:
-                    busy.add(key)
-            return busy
-        finally:
-            if not channel.is_closed:
-                await channel.close()
+        if self._inspect is None or self._inspect.is_closed:
+            self._inspect = await self._connection.channel()
+        # The underlying aiormq channel: aio-pika's robust channel caches a declared queue and
+        # would hand back its first declaration's message count every time.
+        channel = await self._inspect.get_underlay_channel()
+        busy = set()
+        for key, name in queues:
+            declared = await channel.queue_declare(name, passive=True)
+            if declared.message_count:
+                busy.add(key)
+        return busy
 
     async def close(self) -> None:
+        if self._inspect is not None and not self._inspect.is_closed:
+            await self._inspect.close()
         for extra, _ in self._extra:
             if not extra.is_closed:
                 await extra.close()

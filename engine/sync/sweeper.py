@@ -36,18 +36,24 @@ class Sweeper:
         self.pool = pool
         self.publisher = publisher
         self._loop: asyncio.Task[None] | None = None
+        self._stopping = False
 
     def start(self) -> None:
         self._loop = asyncio.create_task(self._run(), name="erpsync-sweeper")
 
     async def stop(self) -> None:
+        self._stopping = True
         if self._loop is not None:
-            self._loop.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop
+            # Cancel until it is done: a library that swallows one cancellation (seen in
+            # channel operations) must not keep the sweeper, and the shutdown, running.
+            while not self._loop.done():
+                self._loop.cancel()
+                await asyncio.wait({self._loop}, timeout=1.0)
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                self._loop.result()
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             await asyncio.sleep(self.settings.engine.sweep_interval)
             try:
                 await self.sweep()
