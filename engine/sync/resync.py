@@ -160,8 +160,9 @@ class ChunkResync:
         if target is None and not push:
             result.forward = [r.key.id for r in records]
             return result
-        one = [self.connections.get(target)] if target is not None else None
-        targets = one if one is not None else self.push_targets(source_id)
+        targets = (
+            [self.connections.get(target)] if target is not None else self.push_targets(source_id)
+        )
         pushed = await asyncio.gather(
             *(self._push(t, records, ChunkResult(attempt, target)) for t in targets)
         )
