@@ -1,8 +1,8 @@
 """SIGTERM a worker process during a batch: it drains, requeues, exits 0; another one finishes.
 
 The CRM connector stalls every read of CRM record "1" (a chunk or a push unit) while a marker
-file exists, so at SIGTERM the worker surely holds a delivery that cannot finish within the drain deadline
-(it must be requeued, never rejected) next to chunks that do finish.
+file exists, so at SIGTERM the worker surely holds a delivery that cannot finish within the
+drain deadline (it must be requeued, never rejected) next to deliveries that do finish.
 """
 
 from __future__ import annotations
