@@ -636,6 +636,7 @@ def profiled(directory: Path | None, name: str, pids: Sequence[int]) -> Iterator
                         "--rate",
                         "200",
                         "--nonblocking",
+                        "--subprocesses",  # `--processes N` forks the servers
                     ],
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
@@ -704,14 +705,15 @@ def trace_stats(path: Path, since: float, until: float | None = None) -> dict[in
 
 
 def cpu_ticks(groups: dict[str, int]) -> dict[str, float]:
-    """CPU seconds used so far, by group: ``groups`` maps a name to a process group id (our
-    children); every other process counts as ``postgres``, ``rabbitmq`` (beam.smp, epmd),
-    ``wrk`` or ``other`` by its command name. ``total`` is the machine's busy time (all cores).
+    """CPU seconds used so far, by group: ``groups`` maps a name to a session id (our children
+    start their own session, which their forked servers keep); every other process counts as
+    ``postgres``, ``rabbitmq`` (beam.smp, epmd), ``wrk`` or ``other`` by its command name.
+    ``total`` is the machine's busy time (all cores).
 
     Take two snapshots and subtract (:func:`cpu_split`). Shared services count everyone's work
     (e.g. other engineers' tests on the same PostgreSQL)."""
     hz = os.sysconf("SC_CLK_TCK")
-    by_pgid = {pgid: name for name, pgid in groups.items()}
+    by_session = {sid: name for name, sid in groups.items()}
     used: dict[str, float] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -722,8 +724,8 @@ def cpu_ticks(groups: dict[str, int]) -> dict[str, float]:
             continue
         comm = stat[stat.index("(") + 1 : stat.rindex(")")]
         fields = stat[stat.rindex(")") + 2 :].split()
-        pgid, utime, stime = int(fields[2]), int(fields[11]), int(fields[12])
-        name = by_pgid.get(pgid)
+        session, utime, stime = int(fields[3]), int(fields[11]), int(fields[12])
+        name = by_session.get(session)
         if name is None:
             if comm.startswith("postgres"):
                 name = "postgres"

@@ -111,6 +111,7 @@ class _Client:
         self.waiting: collections.deque[float] = collections.deque()
         self.outstanding = 0  # in flight + waiting for a connection
         self.latencies: list[float] = []
+        self.series: list[tuple[float, float]] | None = None  # (due, latency) when recorded
         self.lags: list[float] = []
         self.errors: Counter[str] = Counter()
         self.dropped = 0
@@ -132,7 +133,10 @@ class _Client:
 
     def completed(self, connection: _Connection, due: float, status: int) -> None:
         if 200 <= status < 300:
-            self.latencies.append(time.perf_counter() - due)
+            latency = time.perf_counter() - due
+            self.latencies.append(latency)
+            if self.series is not None:
+                self.series.append((due, latency))
         else:
             self.errors[str(status)] += 1
         self._release(connection)
@@ -159,10 +163,13 @@ async def load(
     max_inflight: int,
     auth: str | None,
     connections: int = 64,
+    series: str | None = None,
 ) -> dict[str, object]:
     loop = asyncio.get_running_loop()
     parts = urlsplit(url)
     client = _Client(request_bytes(url, auth), max_inflight)
+    if series:
+        client.series = []
     opened = await asyncio.gather(
         *(
             loop.create_connection(
@@ -195,6 +202,10 @@ async def load(
             client.errors["unanswered"] += client.outstanding
     for transport, _ in opened:
         transport.close()
+    if series and client.series is not None:
+        # One "due_offset_ms latency_ms" line per answered request, to see when the tail happens.
+        with open(series, "w") as out:  # noqa: ASYNC230  # after the run, outside the timing
+            out.writelines(f"{(d - start) * 1e3:.2f} {lat * 1e3:.2f}\n" for d, lat in client.series)
     elapsed = max(sent_until - start, 1e-9)
     latencies = sorted(client.latencies)
     lags = sorted(client.lags)
@@ -230,13 +241,24 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=64, help="keep-alive connections")
     parser.add_argument("--auth", default=None, help="Authorization header value")
     parser.add_argument("--no-uvloop", action="store_true", help="the standard asyncio loop")
+    parser.add_argument(
+        "--series", metavar="FILE", help="write 'due_offset_ms latency_ms' per request to FILE"
+    )
     args = parser.parse_args()
     from engine.eventloop import new_event_loop
 
     loop = new_event_loop(not args.no_uvloop)
     try:
         result = loop.run_until_complete(
-            load(args.url, args.rate, args.duration, args.max_inflight, args.auth, args.connections)
+            load(
+                args.url,
+                args.rate,
+                args.duration,
+                args.max_inflight,
+                args.auth,
+                args.connections,
+                args.series,
+            )
         )
     finally:
         loop.close()

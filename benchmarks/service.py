@@ -20,7 +20,7 @@ import asyncpg
 import orjson
 from aiohttp import web
 
-from engine.app import create_app
+from engine.app import create_app, freeze_heap_after_startup
 from engine.eventloop import new_event_loop
 from engine.messaging.broker import Publisher, connect
 from engine.messaging.topology import RESYNC_ROUTING_KEY
@@ -68,11 +68,18 @@ def apply_experiments(settings: Settings) -> Settings:
     * ``pool_reset``: asyncpg's default per-release reset query again;
     * ``no_batch``: one INSERT per request instead of the micro-batched inserts;
     * ``no_uvloop``: the standard asyncio event loop;
+    * ``no_gc_freeze``: no ``gc.freeze()`` after start-up;
     * ``stdlib_json``: the stdlib ``json`` codec for jsonb instead of orjson;
     * ``channelsN``: the publisher spreads publishes over N confirm channels;
-    * ``procsN``: N processes serve the port (``SO_REUSEPORT``, as ``erpsync api --processes``).
+    * ``procsN``: N processes serve the port (``SO_REUSEPORT``, as ``erpsync api --processes``);
+    * ``gc_log``: print garbage collections longer than 2 ms (diagnostics, not an A/B flag);
+    * ``stall_log``: print confirms and inserts slower than 30 ms, and event-loop lag.
     """
     flags = experiments()
+    if "gc_log" in flags:
+        _log_gc_pauses()
+    if "stall_log" in flags:
+        _log_slow_publishes()
     if "pool_reset" in flags:
         create_pool = asyncpg.create_pool
 
@@ -97,6 +104,8 @@ def apply_experiments(settings: Settings) -> Settings:
         server["batch_task_inserts"] = False
     if "no_uvloop" in flags:
         server["uvloop"] = False
+    if "no_gc_freeze" in flags:
+        server["gc_freeze"] = False
     for flag in flags:
         if flag.startswith("channels"):  # e.g. channels2: publisher_channels = 2
             broker = settings.broker.model_copy(update={"publisher_channels": int(flag[8:])})
@@ -104,6 +113,82 @@ def apply_experiments(settings: Settings) -> Settings:
     if server:
         settings = settings.model_copy(update={"server": settings.server.model_copy(update=server)})
     return settings
+
+
+def _log_gc_pauses(threshold: float = 0.002) -> None:
+    """Print every garbage collection longer than ``threshold`` seconds (diagnostics)."""
+    import gc
+    import time
+
+    started = [0.0]
+
+    def callback(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+        elif (took := time.perf_counter() - started[0]) >= threshold:
+            print(
+                f"gc pause {took * 1e3:.1f} ms generation {info['generation']} "
+                f"collected {info['collected']} at {time.monotonic():.3f} "
+                f"frozen {gc.get_freeze_count()} tracked {len(gc.get_objects())}",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    gc.callbacks.append(callback)
+
+
+def _log_slow_publishes(threshold: float = 0.03) -> None:
+    """Print confirms and task inserts slower than ``threshold`` seconds, and event-loop lag
+    above it (a loop blocked or starved of CPU): tells broker, database and CPU stalls apart."""
+    import asyncio
+    import time
+
+    publish = Publisher.publish
+
+    async def timed(self: Publisher, *args: Any, **kw: Any) -> str:
+        started = time.perf_counter()
+        try:
+            return await publish(self, *args, **kw)
+        finally:
+            if (took := time.perf_counter() - started) >= threshold:
+                print(
+                    f"slow publish {took * 1e3:.1f} ms at {time.monotonic():.3f}", file=sys.stderr
+                )
+
+    Publisher.publish = timed  # type: ignore[method-assign]
+
+    from engine.store.task_batch import TaskBatcher
+
+    insert = TaskBatcher._insert
+
+    async def timed_insert(self: TaskBatcher, batch: Any) -> dict[str, int]:
+        started = time.perf_counter()
+        try:
+            return await insert(self, batch)
+        finally:
+            if (took := time.perf_counter() - started) >= threshold:
+                print(
+                    f"slow insert {took * 1e3:.1f} ms ({len(batch)} rows) at "
+                    f"{time.monotonic():.3f}",
+                    file=sys.stderr,
+                )
+
+    TaskBatcher._insert = timed_insert  # type: ignore[method-assign]
+
+    async def watch_loop() -> None:
+        while True:
+            started = time.perf_counter()
+            await asyncio.sleep(0.01)
+            if (late := time.perf_counter() - started - 0.01) >= threshold:
+                print(f"loop lag {late * 1e3:.1f} ms at {time.monotonic():.3f}", file=sys.stderr)
+
+    original = web.Application.startup
+
+    async def startup(self: web.Application) -> None:
+        await original(self)
+        self["stall_watch"] = asyncio.get_running_loop().create_task(watch_loop())
+
+    web.Application.startup = startup  # type: ignore[method-assign]
 
 
 def main() -> None:
@@ -128,6 +213,8 @@ def serve(settings: Settings, role: str, *, shared: bool) -> None:
         app = ceiling_app(settings)
     else:
         app = create_app(settings, api=role in ("api", "serve"), engine=role in ("worker", "serve"))
+    if settings.server.gc_freeze:  # the ceiling handler too, so the comparison stays fair
+        freeze_heap_after_startup(app)
     web.run_app(
         app,
         host=settings.server.host,

@@ -153,12 +153,15 @@ def _run_app(
 ) -> None:
     from aiohttp import web
 
-    from engine.app import StartupError, create_app
+    from engine.app import StartupError, create_app, freeze_heap_after_startup
     from engine.eventloop import new_event_loop
 
+    app = create_app(settings, api=api, engine=engine)
+    if settings.server.gc_freeze:
+        freeze_heap_after_startup(app)
     try:
         web.run_app(
-            create_app(settings, api=api, engine=engine),
+            app,
             host=host,
             port=port,
             shutdown_timeout=http_timeout,
