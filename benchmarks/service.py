@@ -73,13 +73,16 @@ def apply_experiments(settings: Settings) -> Settings:
     * ``channelsN``: the publisher spreads publishes over N confirm channels;
     * ``procsN``: N processes serve the port (``SO_REUSEPORT``, as ``erpsync api --processes``);
     * ``gc_log``: print garbage collections longer than 2 ms (diagnostics, not an A/B flag);
-    * ``stall_log``: print confirms and inserts slower than 30 ms, and event-loop lag.
+    * ``stall_log``: print confirms and inserts slower than 30 ms, and event-loop lag;
+    * ``coalesce``: send the AMQP frames written in one event-loop iteration together.
     """
     flags = experiments()
     if "gc_log" in flags:
         _log_gc_pauses()
     if "stall_log" in flags:
         _log_slow_publishes()
+    if "coalesce" in flags:
+        _coalesce_amqp_writes()
     if "pool_reset" in flags:
         create_pool = asyncpg.create_pool
 
@@ -135,6 +138,51 @@ def _log_gc_pauses(threshold: float = 0.002) -> None:
             )
 
     gc.callbacks.append(callback)
+
+
+def _coalesce_amqp_writes() -> None:
+    """Experiment: aiormq sends every frame set with its own socket write; buffer the writes
+    of one event-loop iteration and send them together."""
+    import asyncio
+
+    import aiormq.connection
+
+    class Coalescing:
+        def __init__(self, writer: asyncio.StreamWriter) -> None:
+            self._writer = writer
+            self._chunks: list[bytes] = []
+            self._scheduled = False
+
+        def write(self, data: bytes) -> None:
+            self._chunks.append(data)
+            if not self._scheduled:
+                self._scheduled = True
+                asyncio.get_running_loop().call_soon(self._flush)
+
+        def _flush(self) -> None:
+            self._scheduled = False
+            if self._chunks:
+                chunks, self._chunks = self._chunks, []
+                if not self._writer.is_closing():
+                    self._writer.write(b"".join(chunks))
+
+        async def drain(self) -> None:
+            self._flush()
+            await self._writer.drain()
+
+        def close(self) -> None:
+            self._flush()
+            self._writer.close()
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._writer, name)
+
+    original = aiormq.connection.Connection._Connection__writer  # type: ignore[attr-defined]
+
+    async def writer(self: Any, stream: asyncio.StreamWriter) -> None:
+        await original(self, Coalescing(stream))
+
+    aiormq.connection.Connection._Connection__writer = writer  # type: ignore[attr-defined]
 
 
 def _log_slow_publishes(threshold: float = 0.03) -> None:
