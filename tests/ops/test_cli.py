@@ -190,6 +190,16 @@ async def test_errors_are_one_line_with_a_hint(service: Service, env: dict[str, 
     assert (code, out) == (0, "no batch tasks\n")
 
 
+# A shell starts background jobs with SIGINT ignored, and an ignored signal stays ignored across
+# exec: the CLI under test would never see the Ctrl-C. Restore the default before exec'ing it.
+_WITH_DEFAULT_SIGINT = (
+    sys.executable,
+    "-c",
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+    "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])",
+)
+
+
 async def test_ctrl_c_stops_following_not_the_task(
     database: str, db: asyncpg.Connection, broker_prefix: str, stores: dict[int, MemoryStore]
 ) -> None:
@@ -204,7 +214,7 @@ async def test_ctrl_c_stops_following_not_the_task(
             "ERPSYNC_PASSWORD": "Tje0",
         }
         proc = await asyncio.create_subprocess_exec(
-            sys.executable,
+            *_WITH_DEFAULT_SIGINT,
             *("-m", "engine", "resync", "--from", "0", "--keys", "1,2", "--follow"),
             env=env,
             stdout=asyncio.subprocess.PIPE,
