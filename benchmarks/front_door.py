@@ -118,6 +118,12 @@ async def wrk(url: str, duration: float, connections: int) -> dict[str, Any]:
     return data
 
 
+def children_cpu_seconds() -> float:
+    """User + system CPU of the child processes that have exited (e.g. a finished wrk)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 async def wrk_open_loop(url: str, rate: float, duration: float) -> dict[str, Any]:
     """wrk offering ``rate`` req/s on a constant schedule (open_loop.lua); same keys as
     :func:`openloop` (milliseconds), plus how many sends fell behind the schedule."""
@@ -131,9 +137,9 @@ async def wrk_open_loop(url: str, rate: float, duration: float) -> dict[str, Any
         str(OPEN_LOOP_LUA),
         url,
     ]
-    waited = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu_before = children_cpu_seconds()
     data = await bench_json(cmd, env)
-    done = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = children_cpu_seconds() - cpu_before
     seconds = data["duration_us"] / 1e6
     ms = 1000.0
     return {
@@ -154,9 +160,7 @@ async def wrk_open_loop(url: str, rate: float, duration: float) -> dict[str, Any
         "scheduled": data["scheduled"],
         "client_lag_p99_ms": data["late_p99_us"] / ms,
         "client_lag_max_ms": data["late_max_us"] / ms,
-        "client_cpu_share": round(
-            (done.ru_utime + done.ru_stime - waited.ru_utime - waited.ru_stime) / seconds, 3
-        ),
+        "client_cpu_share": round(cpu / seconds, 3),
     }
 
 
@@ -301,16 +305,12 @@ async def main() -> None:
                     if use_wrk:
                         groups = {child.name: child.pid for child in bench.children}
                         before, started = common.cpu_ticks(groups), time.monotonic()
-                        waited = resource.getrusage(resource.RUSAGE_CHILDREN)
+                        wrk_before = children_cpu_seconds()
                         data = await wrk(url, duration, args.connections)
                         seconds = time.monotonic() - started
                         cores = common.cpu_split(before, common.cpu_ticks(groups), seconds)
-                        done = resource.getrusage(resource.RUSAGE_CHILDREN)
-                        cores["wrk"] = round(  # it has exited: its CPU is in our rusage
-                            (done.ru_utime + done.ru_stime - waited.ru_utime - waited.ru_stime)
-                            / seconds,
-                            2,
-                        )
+                        # wrk has exited: its CPU is in our children's rusage.
+                        cores["wrk"] = round((children_cpu_seconds() - wrk_before) / seconds, 2)
                         data["cpu_cores"] = cores
                         # Requests per CPU-second of the server process(es): what the handler
                         # costs, less sensitive than req/s to how much CPU a loaded machine

@@ -25,6 +25,7 @@ import collections
 import sys
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
 import orjson
@@ -53,6 +54,20 @@ def request_bytes(url: str, auth: str | None, body: bytes = BODY) -> bytes:
     if auth:
         lines.append(f"Authorization: {auth}")
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+async def due_times(start: float, rate: float, total: int) -> AsyncIterator[float]:
+    """The due times ``start + i / rate`` of ``total`` requests, each yielded once it is due
+    (``time.perf_counter`` clock; a late wake-up yields the backlog at once)."""
+    clock = time.perf_counter  # uvloop's loop.time() has millisecond resolution
+    i = 0
+    while i < total:
+        now = clock()
+        while i < total and start + i / rate <= now:
+            yield start + i / rate
+            i += 1
+        if i < total:
+            await asyncio.sleep(max(0.0, start + i / rate - clock()))
 
 
 class _Connection(asyncio.Protocol):
@@ -181,18 +196,10 @@ async def load(
     client.idle = [protocol for _, protocol in opened]
     cpu_start = time.process_time()
     total = int(rate * duration)
-    clock = time.perf_counter  # uvloop's loop.time() has millisecond resolution
-    start = clock() + 0.05
-    i = 0
-    while i < total:
-        now = clock()
-        # Everything due by now goes out (a late wake-up sends the backlog at once).
-        while i < total and start + i / rate <= now:
-            client.submit(start + i / rate)
-            i += 1
-        if i < total:
-            await asyncio.sleep(max(0.0, start + i / rate - clock()))
-    sent_until = clock()
+    start = time.perf_counter() + 0.05
+    async for due in due_times(start, rate, total):
+        client.submit(due)
+    sent_until = time.perf_counter()
     cpu_sending = time.process_time() - cpu_start
     if client.outstanding:
         client.all_done.clear()

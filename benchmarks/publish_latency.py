@@ -18,7 +18,7 @@ import time
 
 from benchmarks import common
 from benchmarks.front_door import purge_commands
-from benchmarks.openloop import percentile
+from benchmarks.openloop import due_times, percentile
 from engine.messaging.broker import Publisher
 from engine.messaging.commands import ResyncCommand
 from engine.messaging.topology import RESYNC_ROUTING_KEY
@@ -42,17 +42,10 @@ async def run(publisher: Publisher, rate: float, duration: float) -> list[float]
         await publisher.publish(RESYNC_ROUTING_KEY, BODY)
         latencies.append(time.perf_counter() - due)
 
-    total = int(rate * duration)
-    start = time.perf_counter() + 0.05
-    sent = 0
-    while sent < total:
-        now = time.perf_counter()
-        while sent < total and start + sent / rate <= now:
-            task = asyncio.create_task(one(start + sent / rate))
-            pending.add(task)
-            task.add_done_callback(pending.discard)
-            sent += 1
-        await asyncio.sleep(max(0.0, start + sent / rate - time.perf_counter()))
+    async for due in due_times(time.perf_counter() + 0.05, rate, int(rate * duration)):
+        task = asyncio.create_task(one(due))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
     if pending:
         await asyncio.gather(*pending)
     return sorted(latencies)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -191,37 +191,24 @@ def _log_slow_publishes(threshold: float = 0.03) -> None:
     import asyncio
     import time
 
-    publish = Publisher.publish
-
-    async def timed(self: Publisher, *args: Any, **kw: Any) -> str:
-        started = time.perf_counter()
-        try:
-            return await publish(self, *args, **kw)
-        finally:
-            if (took := time.perf_counter() - started) >= threshold:
-                print(
-                    f"slow publish {took * 1e3:.1f} ms at {time.monotonic():.3f}", file=sys.stderr
-                )
-
-    Publisher.publish = timed  # type: ignore[method-assign]
-
     from engine.store.task_batch import TaskBatcher
 
-    insert = TaskBatcher._insert
+    def timed(what: str, method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        async def wrapper(*args: Any, **kw: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return await method(*args, **kw)
+            finally:
+                if (took := time.perf_counter() - started) >= threshold:
+                    print(
+                        f"slow {what} {took * 1e3:.1f} ms at {time.monotonic():.3f}",
+                        file=sys.stderr,
+                    )
 
-    async def timed_insert(self: TaskBatcher, batch: Any) -> dict[str, int]:
-        started = time.perf_counter()
-        try:
-            return await insert(self, batch)
-        finally:
-            if (took := time.perf_counter() - started) >= threshold:
-                print(
-                    f"slow insert {took * 1e3:.1f} ms ({len(batch)} rows) at "
-                    f"{time.monotonic():.3f}",
-                    file=sys.stderr,
-                )
+        return wrapper
 
-    TaskBatcher._insert = timed_insert  # type: ignore[method-assign]
+    Publisher.publish = timed("publish", Publisher.publish)  # type: ignore[method-assign]
+    TaskBatcher._insert = timed("insert", TaskBatcher._insert)  # type: ignore[method-assign]
 
     async def watch_loop() -> None:
         while True:
