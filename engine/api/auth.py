@@ -307,7 +307,12 @@ def auth_middleware(authenticator: Authenticator, prefix: str = "/api/") -> Midd
                 )
         request[PRINCIPAL] = principal
         request[USER_KEY] = principal.user
-        with structlog.contextvars.bound_contextvars(user=principal.user):
+        # bind/reset rather than bound_contextvars(): the same, without a generator-based
+        # context manager per request
+        tokens = structlog.contextvars.bind_contextvars(user=principal.user)
+        try:
             return await handler(request)
+        finally:
+            structlog.contextvars.reset_contextvars(**tokens)
 
     return middleware

@@ -204,6 +204,9 @@ def resync_request(args: dict[str, Any], max_ids: int) -> ResyncRequest:
         raise ApiError(413, f"InternalKeyIds has {len(raw)} ids; the maximum is {max_ids}")
     ids: dict[int, None] = {}
     for index, item in enumerate(raw):
+        if type(item) is int and 0 < item < 2**31:  # the common case, without building a name
+            ids[item] = None
+            continue
         value = as_int(item, f"InternalKeyIds[{index}]")
         if value <= 0:
             raise ApiError(400, f"InternalKeyIds[{index}] must be a positive id, got {value}")

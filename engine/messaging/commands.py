@@ -74,6 +74,15 @@ class ResyncCommand(_Command):
             seen[item] = None
         return tuple(seen)  # duplicates dropped, first-seen order kept
 
+    def to_body(self) -> bytes:
+        return resync_body(
+            self.erp_connection_id,
+            self.internal_key_ids,
+            task_id=self.task_id,
+            correlation_id=self.correlation_id,
+            schema_version=self.schema_version,
+        )
+
     def as_request(self) -> dict[str, Any]:
         """The task's stored ``Request``: the command as a SuperOffice client would send it."""
         return {
@@ -85,6 +94,31 @@ class ResyncCommand(_Command):
     def source_connection_id(self) -> int:
         """0 for the CRM, else the ERP connection."""
         return max(self.erp_connection_id, 0)
+
+
+def resync_body(
+    erp_connection_id: int,
+    internal_key_ids: tuple[int, ...],
+    *,
+    task_id: int | None = None,
+    correlation_id: str | None = None,
+    schema_version: int = SCHEMA_VERSION,
+) -> bytes:
+    """The JSON of a :class:`ResyncCommand` with these (already valid) values.
+
+    The same bytes as the generic ``model_dump`` (aliases, no nulls; a unit test checks), for a
+    tenth of the cost of building the model: the front door encodes one per request.
+    """
+    body: dict[str, Any] = {
+        "ErpConnectionId": erp_connection_id,
+        "InternalKeyIds": internal_key_ids,
+    }
+    if task_id is not None:
+        body["TaskId"] = task_id
+    if correlation_id is not None:
+        body["CorrelationId"] = correlation_id
+    body["SchemaVersion"] = schema_version
+    return orjson.dumps(body)
 
 
 class ChunkCommand(_Command):

@@ -34,6 +34,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}
 """Values of ``erpsync_breaker_state``."""
 
+_MAX_CHILDREN = 4096
+
 TASK_STATES = ("New", "Started", "Succeeded", "Failed", "SucceededManualCleanup")
 
 
@@ -43,6 +45,7 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self._handles: list[Any] = []
+        self._children: dict[tuple[Any, ...], Any] = {}
         r = self.registry
         self.http_requests = Counter(
             "erpsync_http_requests",
@@ -127,8 +130,23 @@ class Metrics:
 
     # -- events, one call per call site -------------------------------------------------------
 
+    def child(self, metric: Counter | Histogram, *labels: str) -> Any:
+        """``metric.labels(*labels)``, memoised: prometheus_client takes a lock and builds
+        the key on every call, which shows on the front door's hot path."""
+        key = (id(metric), *labels)
+        found = self._children.get(key)
+        if found is None:
+            found = metric.labels(*labels)
+            if len(self._children) < _MAX_CHILDREN:  # client-chosen labels (methods) stay bounded
+                self._children[key] = found
+        return found
+
+    def http_request(self, route: str, method: str, status: int, seconds: float) -> None:
+        self.child(self.http_requests, route, method, str(status)).inc()
+        self.child(self.http_latency, route, method).observe(seconds)
+
     def published(self, routing_key: str) -> None:
-        self.messages_published.labels(routing_key).inc()
+        self.child(self.messages_published, routing_key).inc()
 
     def publish_failed(self, routing_key: str) -> None:
         self.publish_failures.labels(routing_key).inc()
@@ -231,9 +249,7 @@ async def http_middleware(request: web.Request, handler: Handler) -> web.StreamR
         status = exc.status
         raise
     finally:
-        route = _route(request)
-        metrics.http_requests.labels(route, request.method, str(status)).inc()
-        metrics.http_latency.labels(route, request.method).observe(time.perf_counter() - start)
+        metrics.http_request(_route(request), request.method, status, time.perf_counter() - start)
 
 
 async def _refresh(app: web.Application, metrics: Metrics) -> None:

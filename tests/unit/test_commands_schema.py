@@ -118,3 +118,12 @@ def test_message_identity_prefers_message_id_then_body_digest() -> None:
     assert digest.startswith("sha256:") and len(digest) == len("sha256:") + 64
     assert digest == message_identity("", b'{"ErpConnectionId": 0}')
     assert digest != message_identity(None, b'{"ErpConnectionId": 1}')
+
+
+@pytest.mark.parametrize("data", VALID)
+def test_the_hand_written_body_is_what_pydantic_would_dump(data: Any) -> None:
+    """``resync_body`` (the front door's hot path) encodes exactly pydantic's own dump."""
+    command = ResyncCommand.model_validate(data)
+    dumped = orjson.dumps(command.model_dump(by_alias=True, exclude_none=True))
+    assert command.to_body() == dumped
+    VALIDATOR.validate(orjson.loads(command.to_body()))

@@ -1,0 +1,121 @@
+"""The confirmed publisher against the real broker: what a publish carries and when it fails.
+
+The publisher talks to aiormq directly (not through aio-pika's Message and Exchange), so these
+pin down what those layers used to guarantee: persistent messages with our properties, a
+returned (unroutable) message is a failure, and every confirm channel is used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import aio_pika
+import pytest
+
+from engine.messaging.broker import Publisher, PublishFailed, connect
+from engine.messaging.topology import RESYNC_ROUTING_KEY, Names
+from engine.settings import BrokerSettings
+from tests import support
+
+pytestmark = pytest.mark.e2e
+
+
+def _settings(prefix: str, channels: int = 1) -> BrokerSettings:
+    return BrokerSettings.model_validate(
+        {"url": support.AMQP_URL, "prefix": prefix, "publisher_channels": channels}
+    )
+
+
+@pytest.fixture
+async def publisher(broker_prefix: str) -> AsyncIterator[Publisher]:
+    connection = await connect(_settings(broker_prefix), "test-publisher")
+    publisher = Publisher(connection, _settings(broker_prefix))
+    await publisher.start()
+    yield publisher
+    await publisher.close()
+    await connection.close()
+
+
+async def _get(prefix: str, queue: str) -> aio_pika.abc.AbstractIncomingMessage:
+    """The next message of ``queue`` (acknowledged), waiting for it."""
+    connection = await aio_pika.connect(support.AMQP_URL)
+    async with connection:
+        channel = await connection.channel()
+        declared = await channel.get_queue(queue, ensure=False)
+        found: list[aio_pika.abc.AbstractIncomingMessage] = []
+
+        async def got_one() -> bool:
+            message = await declared.get(fail=False)
+            if message is not None:
+                await message.ack()
+                found.append(message)
+            return bool(found)
+
+        await support.wait_for(got_one, timeout=10, what=f"a message in {queue}")
+        return found[0]
+
+
+async def test_a_publish_is_persistent_and_carries_our_properties(
+    publisher: Publisher, broker_prefix: str
+) -> None:
+    message_id = await publisher.publish(
+        RESYNC_ROUTING_KEY,
+        b'{"ErpConnectionId": 0}',
+        message_id="m-1",
+        correlation_id="c-1",
+        headers={"x-test": "yes"},
+    )
+    assert message_id == "m-1"
+    message = await _get(broker_prefix, Names(broker_prefix).commands)
+    assert message.body == b'{"ErpConnectionId": 0}'
+    assert message.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
+    assert message.message_id == "m-1"
+    assert message.correlation_id == "c-1"
+    assert message.content_type == "application/json"
+    assert message.headers["x-test"] == "yes"
+
+
+async def test_without_a_message_id_one_is_made_up(
+    publisher: Publisher, broker_prefix: str
+) -> None:
+    message_id = await publisher.publish(RESYNC_ROUTING_KEY, b"{}")
+    assert len(message_id) == 32
+    message = await _get(broker_prefix, Names(broker_prefix).commands)
+    assert message.message_id == message_id
+
+
+async def test_an_unroutable_message_fails_the_publish(publisher: Publisher) -> None:
+    with pytest.raises(PublishFailed, match=r"(?i)return"):
+        await publisher.publish("nobody.listens.here", b"{}")
+    # The channel survives a returned message: the next publish is confirmed.
+    await publisher.publish(RESYNC_ROUTING_KEY, b"{}")
+
+
+async def test_publishing_after_close_fails_cleanly(broker_prefix: str) -> None:
+    connection = await connect(_settings(broker_prefix), "test-publisher")
+    publisher = Publisher(connection, _settings(broker_prefix))
+    await publisher.start()
+    await publisher.close()
+    try:
+        with pytest.raises(PublishFailed):
+            await publisher.publish(RESYNC_ROUTING_KEY, b"{}")
+    finally:
+        await connection.close()
+
+
+async def test_every_confirm_channel_carries_publishes(broker_prefix: str) -> None:
+    settings = _settings(broker_prefix, channels=3)
+    connection = await connect(settings, "test-publisher")
+    publisher = Publisher(connection, settings)
+    await publisher.start()
+    try:
+        channels = [publisher._channel, *publisher._extra]
+        underlays = [await c.get_underlay_channel() for c in channels if c is not None]
+        before = [u.delivery_tag for u in underlays]  # type: ignore[attr-defined]
+        for n in range(6):
+            await publisher.publish(RESYNC_ROUTING_KEY, b"{}", message_id=f"rr-{n}")
+        after = [u.delivery_tag for u in underlays]  # type: ignore[attr-defined]
+        assert [a - b for a, b in zip(after, before, strict=True)] == [2, 2, 2]
+    finally:
+        await publisher.close()
+        await connection.close()
