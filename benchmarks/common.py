@@ -489,7 +489,7 @@ class Bench:
             await delete_broker_objects(self.prefix)
         with contextlib.suppress(Exception):
             await drop_database(self.database)
-        if exc[0] is None or os.environ.get("BENCH_KEEP_LOGS") != "1":
+        if os.environ.get("BENCH_KEEP_LOGS") != "1":
             shutil.rmtree(self.scratch, ignore_errors=True)
         else:
             print(f"   logs kept in {self.scratch}", file=sys.stderr)

@@ -74,7 +74,9 @@ def apply_experiments(settings: Settings) -> Settings:
     * ``procsN``: N processes serve the port (``SO_REUSEPORT``, as ``erpsync api --processes``);
     * ``gc_log``: print garbage collections longer than 2 ms (diagnostics, not an A/B flag);
     * ``stall_log``: print confirms and inserts slower than 30 ms, and event-loop lag;
-    * ``coalesce``: send the AMQP frames written in one event-loop iteration together.
+    * ``coalesce``: send the AMQP frames written in one event-loop iteration together;
+    * ``publish_drain``: every publish waits for its socket write to drain (aiormq's
+      ``wait=True``, what aio-pika's ``Exchange.publish`` did) before waiting for the confirm.
     """
     flags = experiments()
     if "gc_log" in flags:
@@ -83,6 +85,8 @@ def apply_experiments(settings: Settings) -> Settings:
         _log_slow_publishes()
     if "coalesce" in flags:
         _coalesce_amqp_writes()
+    if "publish_drain" in flags:
+        _drain_every_publish()
     if "pool_reset" in flags:
         create_pool = asyncpg.create_pool
 
@@ -183,6 +187,19 @@ def _coalesce_amqp_writes() -> None:
         await original(self, Coalescing(stream))
 
     aiormq.connection.Connection._Connection__writer = writer  # type: ignore[attr-defined]
+
+
+def _drain_every_publish() -> None:
+    """Experiment: the publisher as it was, waiting for the write's drain on every publish."""
+    import aiormq
+
+    original = aiormq.Channel.basic_publish
+
+    async def basic_publish(self: Any, *args: Any, **kw: Any) -> Any:
+        kw["wait"] = True
+        return await original(self, *args, **kw)
+
+    aiormq.Channel.basic_publish = basic_publish  # type: ignore[method-assign]
 
 
 def _log_slow_publishes(threshold: float = 0.03) -> None:
