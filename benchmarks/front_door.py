@@ -256,12 +256,29 @@ async def main() -> None:
         "us of machine CPU per request (all processes, wrk run)",
         higher_is_better=False,
     )
+    open_cpu_us = report.figure(
+        "api_open_loop_machine_cpu_us_per_request",
+        "us of machine CPU per request, open loop at 80% of peak (all processes)",
+        higher_is_better=False,
+    )
     use_wrk_open_loop = use_wrk and args.open_loop_client == "wrk"
+    groups: dict[str, int] = {}  # server name -> pid, for the CPU split
 
     async def open_loop(url: str, rate: float) -> dict[str, Any]:
+        before, started = common.cpu_ticks(groups), time.monotonic()
         if use_wrk_open_loop:
-            return await wrk_open_loop(url, rate, duration)
-        return await openloop(url, rate, duration)
+            data = await wrk_open_loop(url, rate, duration)
+        else:
+            data = await openloop(url, rate, duration)
+        # All processes, the client included (as for the closed-loop wrk runs).
+        data["cpu_cores"] = common.cpu_split(
+            before, common.cpu_ticks(groups), time.monotonic() - started
+        )
+        if data.get("achieved_rate"):
+            data["machine_cpu_us_per_request"] = round(
+                data["cpu_cores"]["total"] * 1e6 / data["achieved_rate"]
+            )
+        return data
 
     processes = f"procs{args.api_processes}" if args.api_processes > 1 else ""
     async with common.Bench("frontdoor") as bench:
@@ -297,13 +314,13 @@ async def main() -> None:
                     ),
                 )
             )
+        groups.update({child.name: child.pid for child in bench.children})
         runs: list[dict[str, Any]] = []
         for _ in range(args.repeats):
             for name, url, rps, p99 in targets:
                 pids = [api.pid] if name == "api" else []
                 with common.profiled(args.profile, "front_door_api", pids):
                     if use_wrk:
-                        groups = {child.name: child.pid for child in bench.children}
                         before, started = common.cpu_ticks(groups), time.monotonic()
                         wrk_before = children_cpu_seconds()
                         data = await wrk(url, duration, args.connections)
@@ -347,6 +364,8 @@ async def main() -> None:
                     open_rate.add(data["achieved_rate"])
                     open_cpu.add(data["client_cpu_share"])
                     open_late.add(data["client_lag_p99_ms"])
+                    if "machine_cpu_us_per_request" in data:
+                        open_cpu_us.add(data["machine_cpu_us_per_request"])
                     # Each variant at the same offered rate: the A/B of the tail.
                     for flags, url, _, _ in targets[2:]:
                         variant_data = await open_loop(url, rate)
