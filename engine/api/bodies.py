@@ -103,7 +103,9 @@ def _json_arguments(text: str) -> dict[str, Any]:
         raise ApiError(
             400, f"Request body is not valid JSON: {exc.msg} at position {exc.pos}"
         ) from None
-    if _depth(data) > MAX_JSON_DEPTH:
+    # Nesting needs an opening bracket per level: a body with few brackets skips the walk.
+    brackets = text.count("[") + text.count("{")
+    if brackets > MAX_JSON_DEPTH and _depth(data) > MAX_JSON_DEPTH:
         raise ApiError(400, f"Request body is nested deeper than {MAX_JSON_DEPTH} levels")
     if not isinstance(data, dict):
         raise ApiError(400, "Request body must be a JSON object")
