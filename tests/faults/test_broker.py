@@ -35,6 +35,9 @@ def rabbit() -> Iterator[RabbitNode]:
         node.destroy()
 
 
+# The test's own waits add up past the default 120 s: a slow recovery must fail in the wait
+# that names the step (with the workers' logs), not in pytest-timeout's stack dump.
+@pytest.mark.timeout(300)
 @pytest.mark.parametrize("outage", ["stop_app", "kill"])
 async def test_broker_restart_mid_batch_loses_and_doubles_nothing(
     database: str, db: asyncpg.Connection, rabbit: RabbitNode, outage: str
@@ -75,12 +78,16 @@ async def test_broker_restart_mid_batch_loses_and_doubles_nothing(
         assert during is not None and during["state"] == "Started", "too late"
         await asyncio.to_thread(rabbit.start_app if outage == "stop_app" else rabbit.start)
 
-        done = await support.wait_for(
-            lambda: procs.task_progress(db, message_id),
-            lambda row: row is not None and row["state"] in ("Succeeded", "Failed"),
-            timeout=120,
-            what="the task to finish after the outage",
-        )
+        try:
+            done = await support.wait_for(
+                lambda: procs.task_progress(db, message_id),
+                lambda row: row is not None and row["state"] in ("Succeeded", "Failed"),
+                timeout=120,
+                what="the task to finish after the outage",
+            )
+        except AssertionError as exc:
+            tails = "\n".join(f"--- {w.name}\n{w.log()[-3000:]}" for w in workers)
+            raise AssertionError(f"{exc}\n{tails}") from None
         counts = await support.wait_for(
             lambda: procs.consumer_counts(rabbit.url, prefix),
             lambda c: c == procs.ALL_CONSUMED_BY_TWO,
