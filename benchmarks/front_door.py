@@ -357,7 +357,10 @@ async def main() -> None:
                 runs.append({"target": "ceiling-open-loop", "share": 0.8, **data})
             for share in [] if args.no_open_loop else args.open_loop_shares:
                 rate = 50.0 if args.smoke else share * api_rps.runs[-1]
-                data = await open_loop(api_url, rate)
+                # Profiled too: per-request costs differ from the closed loop's.
+                pids = [api.pid] if share == 0.8 else []
+                with common.profiled(args.profile, "front_door_api_open_loop", pids):
+                    data = await open_loop(api_url, rate)
                 if share == 0.8:
                     open_p50.add(data["p50_ms"])
                     open_p99.add(data["p99_ms"])
