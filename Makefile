@@ -10,10 +10,11 @@ CONFIG ?= config/erpsync.toml
 EXAMPLE := examples/tinyledger
 
 # The example third-party connector is installed too: the suite discovers it by entry point.
+# The bench extra too: `make test` runs every benchmark script in smoke mode.
 $(STAMP): pyproject.toml $(EXAMPLE)/pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]' -e $(EXAMPLE)
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]' -e $(EXAMPLE)
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -46,7 +47,6 @@ bench-smoke: install
 
 ## Front door and engine overhead under py-spy; raw stacks in benchmarks/results/profiles/.
 bench-profile: install
-	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
 	$(BIN)/python -m benchmarks.run --only engine_overhead front_door \
 		--profile benchmarks/results/profiles
 

@@ -1,8 +1,9 @@
 """Child process the benchmarks start: an erpsync role, or the design's ceiling handler.
 
 ``python -m benchmarks.service ROLE SETTINGS_JSON`` where ROLE is ``api`` (front door),
-``worker`` (engine), ``serve`` (both) or ``ceiling`` (an aiohttp handler that only does the
-front door's confirmed persistent publish: no auth, validation or database).
+``worker`` (engine), ``serve`` (both), ``ceiling`` (an aiohttp handler that only does the
+front door's confirmed persistent publish: no auth, validation or database) or ``reference``
+(a straightforward FastStream + aiohttp + asyncpg front door, :mod:`benchmarks.reference`).
 
 Experiments: ``BENCH_EXPERIMENT=flag,flag`` switches improvements off one at a time for
 interleaved A/B runs (see :func:`apply_experiments`).
@@ -263,6 +264,11 @@ def main() -> None:
 def serve(settings: Settings, role: str, *, shared: bool) -> None:
     if role == "ceiling":
         app = ceiling_app(settings)
+    elif role == "reference":
+        from benchmarks.common import PASSWORD, USER
+        from benchmarks.reference import reference_app
+
+        app = reference_app(settings, USER, PASSWORD)
     else:
         app = create_app(settings, api=role in ("api", "serve"), engine=role in ("worker", "serve"))
     if settings.server.gc_freeze:  # the ceiling handler too, so the comparison stays fair
