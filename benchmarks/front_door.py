@@ -76,6 +76,13 @@ def options(parser: argparse.ArgumentParser) -> None:
         "--no-open-loop", action="store_true", help="closed loop only (quicker A/B runs)"
     )
     parser.add_argument(
+        "--open-loop-capacity",
+        action="store_true",
+        help="also search the highest constant rate the front door keeps up with (open loop: "
+        "nearly all of it answered, sends on schedule; 5 probes of 5 s) and measure p99 at 80%% "
+        "of that rate (always in --smoke, with tiny probes)",
+    )
+    parser.add_argument(
         "--no-reference",
         action="store_true",
         help="skip the straightforward FastStream + aiohttp + asyncpg front door "
@@ -297,6 +304,25 @@ async def main() -> None:
             )
         return data
 
+    async def open_loop_capacity(url: str, peak: float) -> tuple[float, list[dict[str, Any]]]:
+        """Bisect between 0 and the closed-loop ``peak`` (to 1/32 of it) for the highest rate at
+        which 98% of the offered requests are answered and the sends stay on schedule (p99 of
+        the lag under 50 ms: the server is not falling behind)."""
+        low, high, probes = 0.0, peak, []
+        for _ in range(2 if args.smoke else 5):
+            rate = (low + high) / 2
+            if use_wrk_open_loop:
+                data = await wrk_open_loop(url, rate, 1.0 if args.smoke else 5.0)
+            else:
+                data = await openloop(url, rate, 1.0 if args.smoke else 5.0)
+            kept_up = (
+                data["achieved_rate"] >= 0.98 * rate
+                and data.get("client_lag_p99_ms", 0.0) <= TARGET_P99_MS
+            )
+            probes.append({"target": "api-capacity-probe", "kept_up": kept_up, **data})
+            low, high = (rate, high) if kept_up else (low, rate)
+        return low, probes
+
     processes = f"procs{args.api_processes}" if args.api_processes > 1 else ""
     async with common.Bench("frontdoor") as bench:
         config = bench.settings(log_level="warning")
@@ -409,6 +435,18 @@ async def main() -> None:
                     name = f"api_open_loop_p99_ms_at_{share:.0%}".replace("%", "pct")
                     report.figure(name, "ms", higher_is_better=False).add(data["p99_ms"])
                 runs.append({"target": "api-open-loop", "share": share, **data})
+        if args.open_loop_capacity or args.smoke:
+            capacity, probes = await open_loop_capacity(api_url, api_rps.median or 100.0)
+            runs += probes
+            report.figure(
+                "api_open_loop_capacity_per_s",
+                "req/s: the highest constant rate kept up with (open loop)",
+            ).add(capacity)
+            data = await open_loop(api_url, 0.8 * capacity)
+            report.figure(
+                "api_open_loop_p99_ms_at_80pct_of_capacity", "ms", higher_is_better=False
+            ).add(data["p99_ms"])
+            runs.append({"target": "api-open-loop", "share_of_capacity": 0.8, **data})
         if drain is not None:
             drain.cancel()
         accepted = await bench.conn.fetchval("SELECT count(*) FROM batch_tasks")
