@@ -436,17 +436,20 @@ async def main() -> None:
                     report.figure(name, "ms", higher_is_better=False).add(data["p99_ms"])
                 runs.append({"target": "api-open-loop", "share": share, **data})
         if args.open_loop_capacity or args.smoke:
-            capacity, probes = await open_loop_capacity(api_url, api_rps.median or 100.0)
+            # Smoke mode: tiny rates, as for the other open-loop steps.
+            peak = 100.0 if args.smoke else api_rps.median
+            capacity, probes = await open_loop_capacity(api_url, peak)
             runs += probes
             report.figure(
                 "api_open_loop_capacity_per_s",
                 "req/s: the highest constant rate kept up with (open loop)",
             ).add(capacity)
-            data = await open_loop(api_url, 0.8 * capacity)
-            report.figure(
-                "api_open_loop_p99_ms_at_80pct_of_capacity", "ms", higher_is_better=False
-            ).add(data["p99_ms"])
-            runs.append({"target": "api-open-loop", "share_of_capacity": 0.8, **data})
+            if capacity > 0:  # 0: not even the lowest probe kept up
+                data = await open_loop(api_url, 0.8 * capacity)
+                report.figure(
+                    "api_open_loop_p99_ms_at_80pct_of_capacity", "ms", higher_is_better=False
+                ).add(data["p99_ms"])
+                runs.append({"target": "api-open-loop", "share_of_capacity": 0.8, **data})
         if drain is not None:
             drain.cancel()
         accepted = await bench.conn.fetchval("SELECT count(*) FROM batch_tasks")
