@@ -25,6 +25,7 @@ from aiohttp import web
 from faststream.rabbit import ExchangeType, RabbitBroker, RabbitExchange
 from pydantic import BaseModel, Field, ValidationError
 
+from benchmarks.service import bare_app
 from engine.messaging.topology import RESYNC_ROUTING_KEY, Names
 from engine.settings import Settings
 
@@ -85,11 +86,4 @@ def reference_app(settings: Settings, user: str, password: str) -> web.Applicati
         )
         return web.Response(status=204, headers={"X-Batch-Task-Id": str(task_id)})
 
-    async def ready(request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
-
-    app = web.Application()
-    app.cleanup_ctx.append(resources)
-    app.router.add_post("/api/v1/Agents/ErpSync/ForceResyncBatchTask", handle)
-    app.router.add_get("/health/ready", ready)
-    return app
+    return bare_app(resources, handle)

@@ -48,11 +48,21 @@ def ceiling_app(settings: Settings) -> web.Application:
         await request.app[PUBLISHER].publish(RESYNC_ROUTING_KEY, CEILING_BODY)
         return web.Response(status=204)
 
+    return bare_app(publisher, handle)
+
+
+def bare_app(
+    resources: Callable[[web.Application], AsyncIterator[None]],
+    handle: Callable[[web.Request], Awaitable[web.StreamResponse]],
+) -> web.Application:
+    """An app with one resource context, ``handle`` on the resync route, and the readiness
+    route the benchmarks wait for: the ceiling handler and the reference implementation."""
+
     async def ready(request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
     app = web.Application()
-    app.cleanup_ctx.append(publisher)
+    app.cleanup_ctx.append(resources)
     app.router.add_post("/api/v1/Agents/ErpSync/ForceResyncBatchTask", handle)
     app.router.add_get("/health/ready", ready)
     return app
