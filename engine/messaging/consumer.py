@@ -157,23 +157,60 @@ class Consumer:
 
     async def start(self) -> None:
         """Open the channels, declare the topology, subscribe, and start the supervisor."""
-        names, limit = self._publisher.names, self._settings.delivery_limit
-        channel = await self._open_channel(self._settings.prefetch)
-        self._channel = channel
-        topology = await declare(channel, names, limit)
+        await self._set_up([s for s in self._subscriptions if s.target is None])
         for sub in self._subscriptions:
-            if sub.target is None:
-                sub.channel = channel
-                queue = getattr(topology, sub.attr)
-            else:
-                sub.channel = await self._open_channel(sub.prefetch)
-                queue = await declare_push_queue(sub.channel, names, limit, sub.target)
-            assert isinstance(queue, AbstractRobustQueue)
-            sub.queue = queue  # strong reference: robust objects are restored only while alive
+            if sub.target is not None:
+                await self._set_up([sub])
+        for sub in self._subscriptions:
             await self._subscribe(sub)
         self._connection.reconnect_callbacks.add(self._on_reconnect)
         self._supervisor = asyncio.create_task(self._supervise(), name="consumer-supervisor")
         log.info("consumer started", queues=[s.queue.name for s in self._subscriptions if s.queue])
+
+    async def _set_up(self, subs: list[_Subscription]) -> None:
+        """Open a channel for ``subs`` and declare their queues on it: the shared channel (the
+        whole topology, for the command and chunk queues), or one push queue's own channel."""
+        names, limit = self._publisher.names, self._settings.delivery_limit
+        target = subs[0].target if subs else None
+        if target is None:
+            channel = await self._open_channel(self._settings.prefetch)
+            self._channel = channel
+            topology = await declare(channel, names, limit)
+            queues = {sub.attr: getattr(topology, sub.attr) for sub in subs}
+        else:
+            channel = await self._open_channel(subs[0].prefetch)
+            queues = {subs[0].attr: await declare_push_queue(channel, names, limit, target)}
+        for sub in subs:
+            queue = queues[sub.attr]
+            assert isinstance(queue, AbstractRobustQueue)
+            sub.channel = channel
+            sub.queue = queue  # strong reference: robust objects are restored only while alive
+            sub.tag = None
+
+    async def _replace_channel(self, broken: AbstractRobustChannel) -> None:
+        """Give the subscriptions of ``broken`` a new channel.
+
+        After an RPC times out (e.g. ``basic.consume`` on a quorum queue still electing its
+        leader after a broker crash), aiormq refuses every further call on that channel
+        ("Channel closed by RPC timeout") until the broker confirms the close, which may never
+        happen; aio-pika does not reopen it either. Retrying on it would fail forever.
+        """
+        subs = [sub for sub in self._subscriptions if sub.channel is broken]
+        for sub in subs:
+            sub.channel, sub.queue, sub.tag = None, None, None  # set up again by the next pass
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(SETTLE_TIMEOUT):
+                await broken.close()
+        await self._set_up_missing()
+
+    async def _set_up_missing(self) -> None:
+        """Channels for the subscriptions that lost theirs in :meth:`_replace_channel`."""
+        missing = [sub for sub in self._subscriptions if sub.channel is None]
+        shared = [sub for sub in missing if sub.target is None]
+        groups = ([shared] if shared else []) + [[s] for s in missing if s.target is not None]
+        for group in groups:
+            await self._set_up(group)
+            log.info("consumer channel replaced", queues=[sub.attr for sub in group])
 
     async def _open_channel(self, prefetch: int) -> AbstractRobustChannel:
         channel = await self._connection.channel()
@@ -224,10 +261,15 @@ class Consumer:
         """Subscribe again to every queue whose subscription is gone; return how many."""
         if self._stopping.is_set():
             return 0
+        try:
+            await self._set_up_missing()
+        except Exception as exc:  # the broker is still away: the next pass tries again
+            log.warning("could not open a consumer channel", error=repr(exc))
         live_by_channel: dict[int, set[str] | None] = {}
         for channel in self._channels():
             live_by_channel[id(channel)] = await self._live_consumer_tags(channel)
         attached = 0
+        broken: dict[int, AbstractRobustChannel] = {}
         for sub in self._subscriptions:
             live = live_by_channel.get(id(sub.channel))
             if live is None:
@@ -240,10 +282,18 @@ class Consumer:
             except Exception as exc:
                 sub.tag = None
                 log.warning("could not subscribe; will retry", queue=sub.attr, error=repr(exc))
+                if isinstance(exc, aiormq.exceptions.ChannelInvalidStateError) and sub.channel:
+                    broken[id(sub.channel)] = sub.channel
                 continue
             attached += 1
             self.resubscriptions += 1
             log.info("consumer re-attached", queue=sub.queue.name if sub.queue else sub.attr)
+        for channel in broken.values():
+            try:
+                await self._replace_channel(channel)
+            except Exception as exc:  # the broker is still away: the next pass tries again
+                log.warning("could not open a consumer channel", error=repr(exc))
+            self._wake.set()  # subscribe on the new channel without waiting a whole interval
         return attached
 
     async def _supervise(self) -> None:

@@ -192,7 +192,8 @@ async def test_browser_session_with_xsrf_double_submit(
     assert me.status == 200 and await me.json() == {"User": "tje0"}
     body = {"InternalKeyIds": [1]}
     missing = await client.post(RESYNC, json=body)
-    wrong_token = await client.post(RESYNC, json=body, headers={"X-XSRF-TOKEN": xsrf[:-1] + "A"})
+    tampered = xsrf[:-1] + ("B" if xsrf.endswith("A") else "A")  # never the token itself
+    wrong_token = await client.post(RESYNC, json=body, headers={"X-XSRF-TOKEN": tampered})
     right = await client.post(RESYNC, json=body, headers={"X-XSRF-TOKEN": xsrf})
     cross_site = await client.post(
         RESYNC, json=body, headers={"X-XSRF-TOKEN": xsrf, "Sec-Fetch-Site": "cross-site"}

@@ -370,3 +370,30 @@ async def test_a_message_failing_every_time_is_dead_lettered_by_the_delivery_lim
 
 async def _seen(engine: _Engine) -> int:
     return len(engine.seen)
+
+
+async def test_a_channel_stuck_after_an_rpc_timeout_is_replaced(broker_prefix: str) -> None:
+    """After an RPC times out (``basic.consume`` on a quorum queue still electing a leader after
+    a broker crash), aiormq refuses every call on that channel until the broker confirms the
+    close: the supervisor must move the subscription to a new channel, not retry forever."""
+    async with _Engine(broker_prefix) as engine:
+        consumer = engine.consumer
+        old = consumer._channel
+        assert old is not None
+        underlay = await old.get_underlay_channel()
+        # The state aiormq leaves a channel in when an RPC times out and no close-ok comes,
+        # with the subscription lost: the supervisor has to subscribe again.
+        underlay._Channel__close_event.set()  # type: ignore[attr-defined]
+        consumer._subscriptions[0].tag = None
+
+        async def state() -> tuple[bool, bool]:
+            return consumer._channel is not old, consumer.is_attached
+
+        await support.wait_for(state, lambda s: s == (True, True), timeout=15, what="a new channel")
+        sub = consumer._subscriptions[0]
+        assert sub.channel is consumer._channel and sub.tag is not None
+        new = await consumer._channel.get_underlay_channel()
+        assert sub.tag in new.consumers  # subscribed on the new channel
+        # (The simulated old subscription never got a Channel.Close through to the broker, so
+        # it may linger there until the connection closes; after a real RPC timeout it is gone.)
+        assert await _consumers(f"{broker_prefix}.commands") >= 1
