@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
@@ -127,10 +128,19 @@ class Publisher:
         # would hand back its first declaration's message count every time.
         channel = await self._inspect.get_underlay_channel()
         busy = set()
-        for key, name in queues:
-            declared = await channel.queue_declare(name, passive=True)
-            if declared.message_count:
-                busy.add(key)
+        try:
+            for key, name in queues:
+                declared = await channel.queue_declare(name, passive=True)
+                if declared.message_count:
+                    busy.add(key)
+        except aiormq.exceptions.ChannelInvalidStateError:
+            # A timed-out call leaves the channel refusing every call, without closing it (see
+            # Consumer._replace_channel): the next pass opens a new one.
+            stuck, self._inspect = self._inspect, None
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(5):
+                    await stuck.close()
+            raise
         return busy
 
     async def close(self) -> None:

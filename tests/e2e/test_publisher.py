@@ -10,10 +10,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import aio_pika
+import aiormq
 import pytest
 
 from engine.messaging.broker import Publisher, PublishFailed, connect
-from engine.messaging.topology import RESYNC_ROUTING_KEY, Names
+from engine.messaging.topology import CHUNK_ROUTING_KEY, RESYNC_ROUTING_KEY, Names
 from engine.settings import BrokerSettings
 from tests import support
 
@@ -119,3 +120,16 @@ async def test_every_confirm_channel_carries_publishes(broker_prefix: str) -> No
     finally:
         await publisher.close()
         await connection.close()
+
+
+async def test_a_stuck_inspection_channel_is_replaced(publisher: Publisher) -> None:
+    """The sweeper's queue-depth channel, left refusing calls by a timed-out RPC, is dropped
+    and the next call opens a new one (instead of failing on every sweep)."""
+    assert await publisher.backlogged() == set()
+    assert publisher._inspect is not None
+    underlay = await publisher._inspect.get_underlay_channel()
+    underlay._Channel__close_event.set()  # type: ignore[attr-defined]  # aiormq's stuck state
+    with pytest.raises(aiormq.exceptions.ChannelInvalidStateError):
+        await publisher.backlogged()
+    await publisher.publish(CHUNK_ROUTING_KEY, b"{}")
+    assert await publisher.backlogged() == {-1}  # the chunk queue holds one message
