@@ -172,14 +172,21 @@ class Consumer:
         whole topology, for the command and chunk queues), or one push queue's own channel."""
         names, limit = self._publisher.names, self._settings.delivery_limit
         target = subs[0].target if subs else None
+        prefetch = self._settings.prefetch if target is None else subs[0].prefetch
+        channel = await self._open_channel(prefetch)
+        try:
+            if target is None:
+                topology = await declare(channel, names, limit)
+                queues = {sub.attr: getattr(topology, sub.attr) for sub in subs}
+            else:
+                queues = {subs[0].attr: await declare_push_queue(channel, names, limit, target)}
+        except BaseException:  # retried by the next pass: do not leave a channel per attempt
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(SETTLE_TIMEOUT):
+                    await channel.close()
+            raise
         if target is None:
-            channel = await self._open_channel(self._settings.prefetch)
             self._channel = channel
-            topology = await declare(channel, names, limit)
-            queues = {sub.attr: getattr(topology, sub.attr) for sub in subs}
-        else:
-            channel = await self._open_channel(subs[0].prefetch)
-            queues = {subs[0].attr: await declare_push_queue(channel, names, limit, target)}
         for sub in subs:
             queue = queues[sub.attr]
             assert isinstance(queue, AbstractRobustQueue)
