@@ -288,12 +288,10 @@ async def main() -> None:
     use_wrk_open_loop = use_wrk and args.open_loop_client == "wrk"
     groups: dict[str, int] = {}  # server name -> pid, for the CPU split
 
-    async def open_loop(url: str, rate: float) -> dict[str, Any]:
+    async def open_loop(url: str, rate: float, seconds: float | None = None) -> dict[str, Any]:
         before, started = common.cpu_ticks(groups), time.monotonic()
-        if use_wrk_open_loop:
-            data = await wrk_open_loop(url, rate, duration)
-        else:
-            data = await openloop(url, rate, duration)
+        client = wrk_open_loop if use_wrk_open_loop else openloop
+        data = await client(url, rate, seconds or duration)
         # All processes, the client included (as for the closed-loop wrk runs).
         data["cpu_cores"] = common.cpu_split(
             before, common.cpu_ticks(groups), time.monotonic() - started
@@ -311,10 +309,7 @@ async def main() -> None:
         low, high, probes = 0.0, peak, []
         for _ in range(2 if args.smoke else 5):
             rate = (low + high) / 2
-            if use_wrk_open_loop:
-                data = await wrk_open_loop(url, rate, 1.0 if args.smoke else 5.0)
-            else:
-                data = await openloop(url, rate, 1.0 if args.smoke else 5.0)
+            data = await open_loop(url, rate, 1.0 if args.smoke else 5.0)
             kept_up = (
                 data["achieved_rate"] >= 0.98 * rate
                 and data.get("client_lag_p99_ms", 0.0) <= TARGET_P99_MS

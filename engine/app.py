@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 
 import aiormq
 import structlog
@@ -26,7 +26,7 @@ from engine.api.auth import AUTHENTICATOR, Authenticator, auth_middleware
 from engine.api.errors import error_middleware
 from engine.api.routes import routes
 from engine.appkeys import CONSUMER, POOL, PUBLISHER, SETTINGS, TASK_BATCHER
-from engine.messaging.broker import Publisher, connect
+from engine.messaging.broker import Publisher, close_quietly, connect
 from engine.messaging.commands import ChunkCommand, ResyncCommand, parse
 from engine.messaging.consumer import Consumer, Delivery
 from engine.observability import metrics
@@ -146,8 +146,8 @@ async def _publisher(app: web.Application) -> AsyncIterator[None]:
     app[metrics.METRICS].bind(publisher)
     app[PUBLISHER] = publisher
     yield
-    await _close(publisher.close())
-    await _close(connection.close())
+    await close_quietly(publisher.close())
+    await close_quietly(connection.close())
 
 
 async def _engine(app: web.Application) -> AsyncIterator[None]:
@@ -192,18 +192,9 @@ async def _engine(app: web.Application) -> AsyncIterator[None]:
     finally:
         await sweeper.stop()
         await consumer.stop(settings.worker.drain_timeout)
-        await _close(connection.close())
+        await close_quietly(connection.close())
         await presence.stop()
         await connections.close()
-
-
-async def _close(closing: Awaitable[object]) -> None:
-    """Close a broker object without letting a dead broker hold up the exit."""
-    try:
-        async with asyncio.timeout(5):
-            await closing
-    except Exception as exc:
-        log.warning("close failed", error=repr(exc))
 
 
 async def _stop_taking_deliveries(app: web.Application) -> None:

@@ -39,6 +39,11 @@ class ResyncRequest:
     erp_connection_id: int
     internal_key_ids: tuple[int, ...]
 
+    @property
+    def source_connection_id(self) -> int:
+        """0 for the CRM, else the ERP connection."""
+        return max(self.erp_connection_id, 0)
+
 
 async def read_body(request: web.Request, max_bytes: int) -> bytes:
     """Read the body, refusing (413) before reading when the declared length is too large."""

@@ -77,7 +77,7 @@ async def force_resync_batch_task(request: web.Request) -> web.Response:
     resync = resync_request(args, settings.server.max_internal_key_ids)
     if resync.erp_connection_id > 0 and settings.connection(resync.erp_connection_id) is None:
         raise ApiError(400, f"ErpConnectionId {resync.erp_connection_id} is not a known connection")
-    source = max(resync.erp_connection_id, 0)  # 0 for the CRM
+    source = resync.source_connection_id
     stored = _stored_request(resync)
     created: dict[int, str] = {}  # task id -> message id of what this request created
 
@@ -186,7 +186,7 @@ async def _publish(
             "resync queued",
             task_id=task_id,
             message_id=message_id,
-            source=max(resync.erp_connection_id, 0),
+            source=resync.source_connection_id,
             keys=len(resync.internal_key_ids),
         )
 

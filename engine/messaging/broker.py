@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any, cast
 
 import aio_pika
@@ -30,6 +29,15 @@ log = structlog.get_logger(__name__)
 
 Properties = Basic.Properties
 PERSISTENT = 2  # delivery_mode of a persistent message
+
+
+async def close_quietly(closing: Awaitable[object], timeout: float = 5.0) -> None:
+    """Await a broker object's close without letting a dead broker hold anything up."""
+    try:
+        async with asyncio.timeout(timeout):
+            await closing
+    except Exception as exc:
+        log.warning("close failed", error=repr(exc))
 
 
 class PublishFailed(Exception):
@@ -137,9 +145,7 @@ class Publisher:
             # A timed-out call leaves the channel refusing every call, without closing it (see
             # Consumer._replace_channel): the next pass opens a new one.
             stuck, self._inspect = self._inspect, None
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(5):
-                    await stuck.close()
+            await close_quietly(stuck.close())
             raise
         return busy
 

@@ -43,7 +43,7 @@ from aio_pika.abc import (
     AbstractRobustQueue,
 )
 
-from engine.messaging.broker import Publisher, PublishFailed
+from engine.messaging.broker import Publisher, PublishFailed, close_quietly
 from engine.messaging.commands import InvalidMessage
 from engine.messaging.topology import (
     DEAD_LETTERED_AT_HEADER,
@@ -181,9 +181,7 @@ class Consumer:
             else:
                 queues = {subs[0].attr: await declare_push_queue(channel, names, limit, target)}
         except BaseException:  # retried by the next pass: do not leave a channel per attempt
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(SETTLE_TIMEOUT):
-                    await channel.close()
+            await close_quietly(channel.close(), SETTLE_TIMEOUT)
             raise
         if target is None:
             self._channel = channel
@@ -205,9 +203,7 @@ class Consumer:
         subs = [sub for sub in self._subscriptions if sub.channel is broken]
         for sub in subs:
             sub.channel, sub.queue, sub.tag = None, None, None  # set up again by the next pass
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(SETTLE_TIMEOUT):
-                await broken.close()
+        await close_quietly(broken.close(), SETTLE_TIMEOUT)
         await self._set_up_missing()
 
     async def _set_up_missing(self) -> None:
