@@ -252,7 +252,7 @@ def main() -> None:
         "--series", metavar="FILE", help="write 'due_offset_ms latency_ms' per request to FILE"
     )
     args = parser.parse_args()
-    from engine.eventloop import new_event_loop
+    from engine.runtime.eventloop import new_event_loop
 
     loop = new_event_loop(not args.no_uvloop)
     try:

@@ -22,10 +22,10 @@ import orjson
 from aiohttp import web
 
 from engine.app import create_app, freeze_heap_after_startup
-from engine.eventloop import new_event_loop
 from engine.messaging.broker import Publisher, connect
 from engine.messaging.topology import RESYNC_ROUTING_KEY
 from engine.observability.logging import configure
+from engine.runtime.eventloop import new_event_loop
 from engine.settings import Settings
 
 PUBLISHER = web.AppKey("publisher", Publisher)
@@ -262,7 +262,7 @@ def main() -> None:
         (int(f[5:]) for f in experiments() if f.startswith("procs")), 1
     )  # e.g. procs2: two front door processes on the port (SO_REUSEPORT)
     if processes > 1:
-        from engine.processes import run_forked
+        from engine.runtime.processes import run_forked
 
         def child() -> None:
             serve(settings, role, shared=True)

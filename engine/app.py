@@ -22,14 +22,23 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from engine.api import dashboard, health, housekeeping, openapi, sessions, ui
-from engine.api.auth import AUTHENTICATOR, Authenticator, auth_middleware
+from engine.api.appkeys import (
+    AUTHENTICATOR,
+    CONSUMER,
+    METRICS,
+    POOL,
+    PUBLISHER,
+    SETTINGS,
+    TASK_BATCHER,
+)
+from engine.api.auth import Authenticator, auth_middleware
 from engine.api.errors import error_middleware
 from engine.api.routes import routes
-from engine.appkeys import CONSUMER, POOL, PUBLISHER, SETTINGS, TASK_BATCHER
 from engine.messaging.broker import Publisher, close_quietly, connect
 from engine.messaging.commands import ChunkCommand, ResyncCommand, parse
 from engine.messaging.consumer import Consumer, Delivery
 from engine.observability import metrics
+from engine.observability.metrics import Metrics
 from engine.settings import Settings
 from engine.store import migrate
 from engine.store.pool import create_pool
@@ -51,24 +60,26 @@ class StartupError(Exception):
 def create_app(settings: Settings, *, api: bool = True, engine: bool = True) -> web.Application:
     """Build the service: the front door (``api``), the workers (``engine``), or both."""
     middlewares: list[Middleware] = [error_middleware]
-    authenticator = Authenticator(settings.auth) if api else None
+    # The pool exists once the app has started, before the first request.
+    authenticator = Authenticator(settings.auth, lambda: app[POOL]) if api else None
     if authenticator is not None:
         middlewares.append(auth_middleware(authenticator))
-    middlewares.insert(0, metrics.http_middleware)
+    app_metrics = Metrics()
+    middlewares.insert(0, metrics.http_middleware(app_metrics))
     app = web.Application(
         middlewares=middlewares,
         # Bodies are checked against the configured limit too; this is the hard cap.
         client_max_size=settings.server.max_body_bytes + 1,
     )
     app[SETTINGS] = settings
-    app[metrics.METRICS] = metrics.Metrics()
+    app[METRICS] = app_metrics
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_publisher)
     if engine:
         app.cleanup_ctx.append(_engine)
         app.on_shutdown.append(_stop_taking_deliveries)
     app.add_routes(health.routes)
-    app.add_routes(metrics.routes)
+    app.add_routes(metrics.routes(app_metrics))
     if authenticator is not None:
         app[AUTHENTICATOR] = authenticator
         if settings.server.batch_task_inserts:
@@ -111,6 +122,7 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
             "run `erpsync migrate` first"
         )
     app[POOL] = pool
+    app[METRICS].watch_store(pool)
     yield
     try:
         await asyncio.wait_for(pool.close(), timeout=10)
@@ -132,7 +144,7 @@ async def _publisher(app: web.Application) -> AsyncIterator[None]:
     # Every ERP connection (id > 0; the CRM is the hub, never a push target) can be a push
     # target: its push queue exists before anything is routed.
     erps = [c.id for c in settings.connections if c.id > 0]
-    publisher = Publisher(connection, settings.broker, erps)
+    publisher = Publisher(connection, settings.broker, erps, app[METRICS])
     try:
         await publisher.start()
     except aiormq.exceptions.ChannelPreconditionFailed as exc:
@@ -143,7 +155,7 @@ async def _publisher(app: web.Application) -> AsyncIterator[None]:
             "(rabbitmqctl delete_queue NAME), "
             "or set broker.prefix (ERPSYNC_BROKER_PREFIX) to a new prefix"
         ) from None
-    app[metrics.METRICS].bind(publisher)
+    app[METRICS].watch_queues(publisher)
     app[PUBLISHER] = publisher
     yield
     await close_quietly(publisher.close())
@@ -153,7 +165,8 @@ async def _publisher(app: web.Application) -> AsyncIterator[None]:
 async def _engine(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     pool, publisher = app[POOL], app[PUBLISHER]
-    connections = await Connections.open(settings)
+    app_metrics = app[METRICS]
+    connections = await Connections.open(settings, app_metrics)
     presence = Presence(settings, pool)
     planner = Planner(settings, pool, publisher, presence)
     runner = ChunkRunner(
@@ -163,6 +176,7 @@ async def _engine(app: web.Application) -> AsyncIterator[None]:
         publisher,
         # An unconfirmed unit publish (crash, broker away) is repaired by the sweeper after this.
         unit_publish_grace=2 * settings.broker.publish_timeout + settings.engine.sweep_interval,
+        metrics=app_metrics,
     )
     sweeper = Sweeper(settings, pool, publisher)
 
@@ -181,10 +195,11 @@ async def _engine(app: web.Application) -> AsyncIterator[None]:
         push={c.id: settings.push_prefetch(c) for c in settings.connections if c.id > 0},
         push_handler=on_chunk,
         check_interval=settings.worker.consumer_check_interval,
+        metrics=app_metrics,
     )
     try:
         await presence.start()
-        app[metrics.METRICS].bind_engine(consumer, runner, [connections.crm, *connections.erps()])
+        app_metrics.watch_breakers([connections.crm, *connections.erps()])
         await consumer.start()
         app[CONSUMER] = consumer
         sweeper.start()

@@ -395,7 +395,7 @@ class Settings(_Model):
         return max(2, 2 * -(-connection.concurrency // calls_per_unit))
 
 
-_SHORT_ENV = {
+SHORT_ENV = {
     "ERPSYNC_DATABASE_URL": ("database", "url"),
     "ERPSYNC_BROKER_URL": ("broker", "url"),
     "ERPSYNC_BROKER_PREFIX": ("broker", "prefix"),
@@ -404,7 +404,7 @@ _SHORT_ENV = {
     "ERPSYNC_LOG_LEVEL": ("logging", "level"),
     "ERPSYNC_LOG_FORMAT": ("logging", "format"),
 }
-_SECTIONS = ("server", "database", "broker", "engine", "worker", "logging")
+SECTIONS = ("server", "database", "broker", "engine", "worker", "logging")
 
 
 def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> dict[str, str]:
@@ -413,8 +413,8 @@ def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> dict[str, str]:
     for name, value in env.items():
         if not name.startswith("ERPSYNC_"):
             continue
-        if name in _SHORT_ENV:
-            section, key = _SHORT_ENV[name]
+        if name in SHORT_ENV:
+            section, key = SHORT_ENV[name]
             data.setdefault(section, {})[key] = value
             origin[f"{section}.{key}"] = name
             continue
@@ -423,7 +423,7 @@ def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> dict[str, str]:
         if not sep or not key:
             continue
         head, key = head.lower(), key.lower()
-        if head in _SECTIONS:
+        if head in SECTIONS:
             data.setdefault(head, {})[key] = value
             origin[f"{head}.{key}"] = name
         elif head.startswith("connection_") and head.removeprefix("connection_").isdigit():

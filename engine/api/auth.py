@@ -16,9 +16,11 @@ import hmac
 import secrets
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import asyncpg
 import jwt
 import structlog
 from aiohttp import web
@@ -26,7 +28,6 @@ from aiohttp.typedefs import Middleware
 
 from engine.api.errors import ApiError, Handler
 from engine.api.passwords import hash_password, verify_password
-from engine.appkeys import POOL
 from engine.settings import AuthSettings, JwtSettings
 from engine.store import sessions as session_store
 
@@ -94,23 +95,13 @@ class BrowserSession:
         return hmac.compare_digest(digest(header), self.xsrf_hash)
 
 
-async def current_session(request: web.Request) -> BrowserSession | None:
-    """The live session named by the request's session cookie, if any."""
-    token = request.cookies.get(SESSION_COOKIE)
-    if not token or len(token) > 200:
-        return None
-    token_hash = digest(token)
-    found = await session_store.find(request.app[POOL], "session", token_hash)
-    if found is None:
-        return None
-    return BrowserSession(found.user, token_hash, found.xsrf_hash)
-
-
 class Authenticator:
     """Checks credentials; Basic checks are cached so PBKDF2 runs once per credential."""
 
-    def __init__(self, settings: AuthSettings) -> None:
+    def __init__(self, settings: AuthSettings, pool: Callable[[], asyncpg.Pool]) -> None:
+        """``pool()``: the database pool holding sessions and issued tickets, once started."""
         self.online = settings.online
+        self._pool = pool
         self._users = {u.name: u.password_hash.get_secret_value() for u in settings.users}
         self._tickets = [
             (_hex_digest(t.ticket_sha256.get_secret_value()), t.user) for t in settings.tickets
@@ -173,8 +164,19 @@ class Authenticator:
         user: str | None = _find(self._tickets, value)
         if user is not None:
             return user
-        found = await session_store.find(request.app[POOL], "ticket", digest(value))
+        found = await session_store.find(self._pool(), "ticket", digest(value))
         return None if found is None else found.user
+
+    async def session(self, request: web.Request) -> BrowserSession | None:
+        """The live session named by the request's session cookie, if any."""
+        token = request.cookies.get(SESSION_COOKIE)
+        if not token or len(token) > 200:
+            return None
+        token_hash = digest(token)
+        found = await session_store.find(self._pool(), "session", token_hash)
+        if found is None:
+            return None
+        return BrowserSession(found.user, token_hash, found.xsrf_hash)
 
     def bearer(self, token: str) -> str:
         """Verify a JWT (signature, ``exp``, issuer, audience); the user claim, or 401."""
@@ -247,9 +249,6 @@ def _bearer_error(message: str) -> ApiError:
     )
 
 
-AUTHENTICATOR = web.AppKey("authenticator", Authenticator)
-
-
 def auth_middleware(authenticator: Authenticator, prefix: str = "/api/") -> Middleware:
     """Require valid credentials on every path under ``prefix`` (except the session routes)."""
 
@@ -261,7 +260,7 @@ def auth_middleware(authenticator: Authenticator, prefix: str = "/api/") -> Midd
     async def authenticate(request: web.Request) -> Principal:
         header = request.headers.get("Authorization")
         if header is None:
-            session = await current_session(request)
+            session = await authenticator.session(request)
             if session is None:
                 raise unauthorized("Authorization header missing")
             if not session.xsrf_matches(request.headers.get(XSRF_HEADER)):

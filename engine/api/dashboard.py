@@ -13,10 +13,9 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from engine.api.appkeys import CONSUMER, METRICS, POOL, SETTINGS
 from engine.api.errors import ApiError
 from engine.api.routes import batch_task_info
-from engine.appkeys import CONSUMER, POOL, SETTINGS
-from engine.observability.metrics import METRICS
 from engine.store import reports
 from engine.store import tasks as tasks_store
 

@@ -6,7 +6,7 @@ import asyncio
 
 from aiohttp import web
 
-from engine.appkeys import CONSUMER, POOL, PUBLISHER
+from engine.api.appkeys import CONSUMER, POOL, PUBLISHER
 
 routes = web.RouteTableDef()
 

@@ -10,8 +10,7 @@ from collections.abc import AsyncIterator
 import structlog
 from aiohttp import web
 
-from engine.api.auth import AUTHENTICATOR
-from engine.appkeys import POOL, SETTINGS
+from engine.api.appkeys import AUTHENTICATOR, POOL, SETTINGS
 from engine.store import idempotency, sessions
 
 log = structlog.get_logger(__name__)

@@ -17,6 +17,7 @@ import structlog
 from aiohttp import web
 
 from engine.api import idempotency
+from engine.api.appkeys import POOL, PUBLISHER, SETTINGS, TASK_BATCHER
 from engine.api.auth import PRINCIPAL
 from engine.api.bodies import (
     ResyncRequest,
@@ -28,7 +29,6 @@ from engine.api.bodies import (
 )
 from engine.api.errors import ApiError
 from engine.api.render import project, respond, select_paths
-from engine.appkeys import POOL, PUBLISHER, SETTINGS, TASK_BATCHER
 from engine.messaging.broker import PublishFailed
 from engine.messaging.commands import ResyncCommand, resync_body
 from engine.messaging.topology import RESYNC_ROUTING_KEY

@@ -21,19 +21,17 @@ from datetime import UTC, datetime, timedelta
 import structlog
 from aiohttp import web
 
+from engine.api.appkeys import AUTHENTICATOR, POOL, SETTINGS
 from engine.api.auth import (
-    AUTHENTICATOR,
     PRINCIPAL,
     SESSION_COOKIE,
     XSRF_COOKIE,
     XSRF_HEADER,
-    current_session,
     digest,
 )
 from engine.api.bodies import read_arguments, str_argument
 from engine.api.errors import ApiError
 from engine.api.render import respond
-from engine.appkeys import POOL, SETTINGS
 from engine.store import sessions as store
 
 log = structlog.get_logger(__name__)
@@ -100,7 +98,7 @@ async def login(request: web.Request) -> web.Response:
 @routes.get(SESSION)
 async def whoami(request: web.Request) -> web.Response:
     """The logged-in user, or 401."""
-    session = await current_session(request)
+    session = await request.app[AUTHENTICATOR].session(request)
     if session is None:
         raise _unauthorized("Not logged in")
     return respond(request, {"User": session.user}, root="Session")
@@ -109,7 +107,7 @@ async def whoami(request: web.Request) -> web.Response:
 @routes.post(LOGOUT)
 async def logout(request: web.Request) -> web.Response:
     """End the session (the XSRF token must match); its cookies are cleared."""
-    session = await current_session(request)
+    session = await request.app[AUTHENTICATOR].session(request)
     if session is None or not session.xsrf_matches(request.headers.get(XSRF_HEADER)):
         raise _unauthorized("Not logged in, or the X-XSRF-TOKEN header does not match")
     await store.delete(request.app[POOL], "session", session.token_hash)

@@ -21,7 +21,7 @@ from engine.messaging.topology import (
     declare,
     push_routing_key,
 )
-from engine.observability import metrics
+from engine.observability.metrics import Metrics
 from engine.settings import BrokerSettings, redact_url
 
 log = structlog.get_logger(__name__)
@@ -75,8 +75,10 @@ class Publisher:
         connection: AbstractRobustConnection,
         settings: BrokerSettings,
         push_targets: Sequence[int] = (),
+        metrics: Metrics | None = None,
     ) -> None:
         self._connection = connection
+        self.metrics = Metrics() if metrics is None else metrics
         self._settings = settings
         self.names = Names(settings.prefix)
         self.push_targets = frozenset(push_targets)
@@ -209,12 +211,12 @@ class Publisher:
                     wait=False,  # the confirm comes after the write anyway
                 )
         except TimeoutError:
-            metrics.of(self).publish_failed(routing_key)
+            self.metrics.publish_failed(routing_key)
             raise PublishFailed(
                 f"no confirm from the broker within {self._settings.publish_timeout:g}s"
             ) from None
         except Exception as exc:  # closed channel, connection lost, returned, nacked
-            metrics.of(self).publish_failed(routing_key)
+            self.metrics.publish_failed(routing_key)
             raise PublishFailed(f"{type(exc).__name__}: {exc}") from exc
-        metrics.of(self).published(routing_key)
+        self.metrics.published(routing_key)
         return message_id

@@ -52,7 +52,7 @@ from engine.messaging.topology import (
     declare,
     declare_push_queue,
 )
-from engine.observability import metrics
+from engine.observability.metrics import Metrics
 from engine.settings import BrokerSettings
 
 log = structlog.get_logger(__name__)
@@ -133,11 +133,13 @@ class Consumer:
         push_handler: Handler | None = None,
         check_interval: float = 5.0,
         hold_limit: float = 600.0,
+        metrics: Metrics | None = None,
     ) -> None:
         """``push``: target connection id -> prefetch of its push queue, run by ``push_handler``."""
         self._connection = connection
         self._settings = settings
         self._publisher = publisher
+        self.metrics = Metrics() if metrics is None else metrics
         self._subscriptions = [_Subscription(attr, handler) for attr, handler in handlers.items()]
         for target, prefetch in sorted((push or {}).items()):
             assert push_handler is not None
@@ -345,16 +347,16 @@ class Consumer:
                 await _settle(message.nack(requeue=True))
                 raise
             except InvalidMessage as exc:
-                metrics.of(self).consumed(message.routing_key, "dead_lettered")
+                self.metrics.consumed(message.routing_key, "dead_lettered")
                 await self._dead_letter(message, str(exc))
             except Exception:
                 delay = min(30.0, 0.5 * 2 ** min(delivery.delivery_count, 6))
                 log.exception("delivery failed; requeueing", retry_in=delay)
-                metrics.of(self).consumed(message.routing_key, "requeued")
+                self.metrics.consumed(message.routing_key, "requeued")
                 await self._pause(delay)
                 await _settle(message.nack(requeue=True))
             else:
-                metrics.of(self).consumed(message.routing_key, "acked")
+                self.metrics.consumed(message.routing_key, "acked")
                 await _settle(message.ack())
 
     @contextlib.asynccontextmanager

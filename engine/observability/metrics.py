@@ -1,10 +1,10 @@
 """Prometheus metrics: definitions, the ``/metrics`` route and the HTTP middleware.
 
 Every application gets its own :class:`Metrics` with its own ``CollectorRegistry`` (tests run many
-apps in one process). Objects that do the work (publisher, consumer, chunk runner, connection
-handles) are *bound* to their app's metrics once, in ``engine/app.py``; call sites then record with
-one line, ``metrics.of(self).<event>(...)``. An unbound object records into a throwaway registry,
-so code used outside an app (unit tests, scripts) needs no special casing.
+apps in one process). ``engine/app.py`` passes it to the objects that do the work (publisher,
+consumer, chunk runner, connection handles), which record with one line,
+``self.metrics.<event>(...)``; built without one (unit tests, scripts), they record into a
+registry of their own.
 
 Gauges that describe shared state (batch tasks by state, queue depth) are read when scraped.
 """
@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-import weakref
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import structlog
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import generate_latest
 
@@ -45,6 +45,8 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self._handles: list[Any] = []
+        self._pool: Any = None
+        self._publisher: Any = None
         self._children: dict[tuple[Any, ...], Any] = {}
         r = self.registry
         self.http_requests = Counter(
@@ -179,51 +181,24 @@ class Metrics:
                 out[int(sample.labels["connection"])] = names.get(int(sample.value), "unknown")
         return out
 
-    def bind_engine(self, consumer: Any, runner: Any, handles: Iterable[Any]) -> None:
-        """Bind the engine's objects; breaker states are read from the connection handles."""
-        self.bind(consumer, runner)
+    def watch_breakers(self, handles: Iterable[Any]) -> None:
+        """Read the breaker states from these connection handles (the engine's)."""
         self._handles = list(handles)
-        for handle in self._handles:
-            self.bind(handle)
         self.refresh_breakers()
+
+    def watch_store(self, pool: Any) -> None:
+        """Count the batch tasks by state in this pool's database when scraped."""
+        self._pool = pool
+
+    def watch_queues(self, publisher: Any) -> None:
+        """Read the queue depths through this publisher's topology when scraped."""
+        self._publisher = publisher
 
     def refresh_breakers(self) -> None:
         """Copy each connection breaker's current state into the gauge."""
         for handle in self._handles:
             breaker = getattr(handle, "breaker", None)
             self.breaker_state(handle.id, breaker.state if breaker is not None else "closed")
-
-    def bind(self, *objects: Any) -> None:
-        """Make ``of(obj)`` return these metrics for each object."""
-        for obj in objects:
-            bind(obj, self)
-
-
-_bound: dict[int, Metrics] = {}
-_unbound: Metrics | None = None
-
-
-def bind(obj: object, metrics: Metrics) -> None:
-    """Record ``obj``'s events into ``metrics`` (until ``obj`` is garbage collected)."""
-    key = id(obj)
-    _bound[key] = metrics
-    weakref.finalize(obj, _bound.pop, key, None)
-
-
-def of(obj: object) -> Metrics:
-    """The metrics ``obj`` is bound to, or a throwaway instance."""
-    metrics = _bound.get(id(obj))
-    if metrics is not None:
-        return metrics
-    global _unbound
-    if _unbound is None:
-        _unbound = Metrics()
-    return _unbound
-
-
-METRICS = web.AppKey("metrics", Metrics)
-
-routes = web.RouteTableDef()
 
 
 def _route(request: web.Request) -> str:
@@ -233,31 +208,31 @@ def _route(request: web.Request) -> str:
     return resource.canonical if resource is not None else "unmatched"
 
 
-@web.middleware
-async def http_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+def http_middleware(metrics: Metrics) -> Middleware:
     """Count and time every request by route template and status."""
-    metrics = request.app.get(METRICS)
-    if metrics is None:
-        return await handler(request)
-    start = time.perf_counter()
-    status = 500
-    try:
-        response = await handler(request)
-        status = response.status
-        return response
-    except web.HTTPException as exc:
-        status = exc.status
-        raise
-    finally:
-        metrics.http_request(_route(request), request.method, status, time.perf_counter() - start)
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        start = time.perf_counter()
+        status = 500
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        except web.HTTPException as exc:
+            status = exc.status
+            raise
+        finally:
+            elapsed = time.perf_counter() - start
+            metrics.http_request(_route(request), request.method, status, elapsed)
+
+    return middleware
 
 
-async def _refresh(app: web.Application, metrics: Metrics) -> None:
+async def _refresh(metrics: Metrics) -> None:
     """Read the scrape-time gauges; a part that does not answer keeps its last values."""
-    from engine.appkeys import POOL, PUBLISHER  # not at the top: appkeys imports the publisher
-
     metrics.refresh_breakers()
-    pool = app.get(POOL)
+    pool = metrics._pool
     if pool is not None:
         try:
             async with asyncio.timeout(2):
@@ -267,7 +242,7 @@ async def _refresh(app: web.Application, metrics: Metrics) -> None:
         else:
             for state in {*TASK_STATES, *counts}:
                 metrics.tasks.labels(state).set(counts.get(state, 0))
-    publisher = app.get(PUBLISHER)
+    publisher = metrics._publisher
     topology = publisher.topology if publisher is not None else None
     if topology is not None and publisher is not None and publisher.is_open:
         queues = (
@@ -288,11 +263,13 @@ async def _refresh(app: web.Application, metrics: Metrics) -> None:
             metrics.queue_consumers.labels(queue.name).set(result.consumer_count or 0)
 
 
-@routes.get("/metrics")
-async def metrics_endpoint(request: web.Request) -> web.Response:
-    """Prometheus text exposition of this process's metrics."""
-    metrics = request.app[METRICS]
-    await _refresh(request.app, metrics)
-    return web.Response(
-        body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
-    )
+def routes(metrics: Metrics) -> list[web.RouteDef]:
+    """``GET /metrics``: the Prometheus text exposition of ``metrics``."""
+
+    async def metrics_endpoint(request: web.Request) -> web.Response:
+        await _refresh(metrics)
+        return web.Response(
+            body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
+
+    return [web.get("/metrics", metrics_endpoint)]

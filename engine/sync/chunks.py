@@ -21,7 +21,7 @@ import structlog
 
 from engine.messaging.broker import Publisher
 from engine.messaging.commands import ChunkCommand
-from engine.observability import metrics
+from engine.observability.metrics import Metrics
 from engine.store import Connection, recovery, results, tasks
 from engine.store import keys as keys_store
 from engine.store.tasks import RetryChunk
@@ -47,6 +47,7 @@ class ChunkRunner:
         publisher: Publisher | None = None,
         *,
         unit_publish_grace: float = 30.0,
+        metrics: Metrics | None = None,
     ) -> None:
         """``unit_publish_grace``: seconds after its commit before the sweeper publishes a unit
         whose publish was not confirmed (a crash or a broker refusal after the commit)."""
@@ -55,6 +56,7 @@ class ChunkRunner:
         self.presence = presence
         self.publisher = publisher
         self.unit_publish_grace = unit_publish_grace
+        self.metrics = Metrics() if metrics is None else metrics
 
     async def run(self, command: ChunkCommand) -> None:
         with (
@@ -92,7 +94,7 @@ class ChunkRunner:
                 # the CRM values it pushes (a record missing in the CRM fails on each target).
                 result = ChunkResult(attempt, None, records=len(ids), forward=list(ids))
                 units = await self._commit(command, source, len(ids), result, conn)
-                metrics.of(self).chunk_committed(result.outcomes)
+                self.metrics.chunk_committed(result.outcomes)
                 return units
             # Stage 1 needs the source's links, a unit its target's.
             keys, links = await keys_store.load(conn, ids, source if target is None else target)
@@ -100,7 +102,7 @@ class ChunkRunner:
             source, keys, links, attempt=attempt, target=target, push=False
         )
         units = await self._commit(command, source, len(keys), result)
-        metrics.of(self).chunk_committed(result.outcomes)
+        self.metrics.chunk_committed(result.outcomes)
         return units
 
     async def _publish_units(self, task_id: int, units: list[tuple[int, int | None]]) -> None:

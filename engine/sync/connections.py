@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import structlog
@@ -17,7 +17,7 @@ from aiolimiter import AsyncLimiter
 
 from connectors.contract import ConnectorContext, ConnectorError, TransientError
 from connectors.registry import load as load_connector
-from engine.observability import metrics
+from engine.observability.metrics import Metrics
 from engine.settings import ConnectionSettings, Settings
 from engine.sync.backoff import full_jitter
 from engine.sync.breaker import CircuitBreaker
@@ -56,9 +56,12 @@ class ConnectionHandle:
     breaker: CircuitBreaker
     limiter: AsyncLimiter | None = None
     sleep: Sleep = asyncio.sleep
+    metrics: Metrics = field(default_factory=Metrics)
 
     @classmethod
-    def build(cls, settings: ConnectionSettings, connector: Any) -> ConnectionHandle:
+    def build(
+        cls, settings: ConnectionSettings, connector: Any, metrics: Metrics | None = None
+    ) -> ConnectionHandle:
         limiter = None
         rate = settings.rate_limit
         if rate is not None:
@@ -70,6 +73,7 @@ class ConnectionHandle:
             asyncio.Semaphore(settings.concurrency),
             CircuitBreaker(settings.breaker),
             limiter,
+            metrics=Metrics() if metrics is None else metrics,
         )
 
     @property
@@ -134,7 +138,7 @@ class ConnectionHandle:
                 attempt=attempt,
                 delay=round(delay, 3),
             )
-            metrics.of(self).connector_retry(self.id)
+            self.metrics.connector_retry(self.id)
             await self.sleep(delay)
 
 
@@ -145,11 +149,19 @@ class Connections:
         self._handles = handles
 
     @classmethod
-    async def open(cls, settings: Settings) -> Connections:
+    async def open(cls, settings: Settings, metrics: Metrics | None = None) -> Connections:
         handles: dict[int, ConnectionHandle] = {}
+        database_url = settings.database.url.get_secret_value()
         try:
             for conn in settings.all_connections:
-                handles[conn.id] = await _open_one(conn, settings)
+                connector = await open_connector(conn, database_url, log.bind(connection=conn.id))
+                log.info(
+                    "connection opened",
+                    connection=conn.id,
+                    name=conn.name,
+                    connector=conn.connector,
+                )
+                handles[conn.id] = ConnectionHandle.build(conn, connector, metrics)
         except BaseException:
             await cls(handles).close()
             raise
@@ -173,16 +185,25 @@ class Connections:
                 log.exception("connector failed to close", connection=handle.id)
 
 
-async def _open_one(conn: ConnectionSettings, settings: Settings) -> ConnectionHandle:
+def build_connector(conn: ConnectionSettings, database_url: str, logger: Any = None) -> Any:
+    """The connection's connector, configured but not opened (the one place connectors are made).
+
+    Raises :class:`~connectors.registry.ConnectorLoadError` when it cannot be loaded and
+    pydantic's ``ValidationError`` when its settings do not fit its config model.
+    """
     cls = load_connector(conn.connector)
     config = cls.config_model.model_validate(conn.settings)
     context = ConnectorContext(
         connection_id=conn.id,
         connection_name=conn.name,
-        logger=log.bind(connection=conn.id),
-        service_database_url=settings.database.url.get_secret_value(),
+        logger=logger,
+        service_database_url=database_url,
     )
-    connector = cls(config, context)
+    return cls(config, context)
+
+
+async def open_connector(conn: ConnectionSettings, database_url: str, logger: Any = None) -> Any:
+    """The connection's connector, opened."""
+    connector = build_connector(conn, database_url, logger)
     await connector.open()
-    log.info("connection opened", connection=conn.id, name=conn.name, connector=conn.connector)
-    return ConnectionHandle.build(conn, connector)
+    return connector

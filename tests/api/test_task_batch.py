@@ -9,7 +9,7 @@ import asyncpg
 import orjson
 import pytest
 
-from engine.appkeys import TASK_BATCHER
+from engine.api.appkeys import TASK_BATCHER
 from engine.store.task_batch import TaskBatcher
 from tests import support
 from tests.api.conftest import basic

@@ -26,7 +26,7 @@ from pydantic import Field
 
 from connectors.contract import GetActorsInput, GetActorsResult
 from connectors.postgres import PostgresConfig, PostgresConnector
-from engine import demo
+from engine.store import demo
 from tests import support
 from tests.nodes import free_port
 

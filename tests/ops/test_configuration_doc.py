@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from engine.cli_ops import configuration_markdown, settings_reference
+from engine.cli.config_reference import configuration_markdown, settings_reference
 from engine.settings import (
     ActorTypeMapping,
     AuthSettings,

@@ -4,28 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from collections.abc import Awaitable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import click
 
+from engine.cli.common import EXIT_CONFIG, CliError, config_option, settings_from
+from engine.settings import ConnectionSettings
+
 T = TypeVar("T")
-
-EXIT_FAILED = 1
-EXIT_CONFIG = 2
-
-
-class _Failure(click.ClickException):
-    """One line on stderr, no traceback, a chosen exit code."""
-
-    def __init__(self, message: str, exit_code: int = EXIT_FAILED) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code  # type: ignore[misc]  # click reads it per instance
-
-    def show(self, file: Any = None) -> None:
-        click.echo(f"erpsync: {self.format_message()}", err=True)
 
 
 @click.group()
@@ -77,67 +65,50 @@ def list_connectors(as_json: bool) -> None:
 
 @connectors.command("check")
 @click.argument("connection_id", type=int)
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=lambda: os.environ.get("ERPSYNC_CONFIG", "config/erpsync.toml"),
-    show_default="$ERPSYNC_CONFIG or config/erpsync.toml",
-    help="TOML configuration file.",
-)
+@config_option
 def check(connection_id: int, config_path: Path) -> None:
     """Validate a connection's settings, open it, test it, and show its actor types and fields.
 
     CONNECTION_ID is 0 for the CRM or an ERP connection's id. Exits non-zero on any failure.
     """
-    from engine.settings import ConfigError, load_settings
-
-    try:
-        settings = load_settings(config_path)
-    except ConfigError as exc:
-        raise _Failure(f"invalid configuration\n{exc}", EXIT_CONFIG) from None
+    settings = settings_from(config_path)
     conn = settings.connection(connection_id)
     if conn is None:
         ids = ", ".join(str(c.id) for c in settings.all_connections)
-        raise _Failure(f"no connection {connection_id} in {config_path} (ids: {ids})", EXIT_CONFIG)
+        raise CliError(f"no connection {connection_id} in {config_path} (ids: {ids})", EXIT_CONFIG)
     database_url = settings.database.url.get_secret_value()
     asyncio.run(_check(conn, database_url))
 
 
-async def _check(conn: Any, database_url: str) -> None:
+async def _check(conn: ConnectionSettings, database_url: str) -> None:
     from connectors.contract import (
         ActorTypesInput,
-        ConnectorContext,
         ConnectorError,
         FieldsInput,
         TestConnectionInput,
         capabilities,
     )
-    from connectors.registry import ConnectorLoadError, load
+    from connectors.registry import ConnectorLoadError
+    from engine.sync.connections import build_connector
 
     label = f"connection {conn.id} ({conn.name})"
     try:
-        cls = load(conn.connector)
+        connector = build_connector(conn, database_url)
     except ConnectorLoadError as exc:
-        raise _Failure(f"{label}: {exc}", EXIT_CONFIG) from None
-    config = cls.config_model.model_validate(conn.settings)
-    caps = ", ".join(sorted(capabilities(cls))) or "none"
+        raise CliError(f"{label}: {exc}", EXIT_CONFIG) from None
+    caps = ", ".join(sorted(capabilities(type(connector)))) or "none"
     click.echo(f"{label}: connector {conn.connector!r}, settings valid; capabilities: {caps}")
-    context = ConnectorContext(
-        connection_id=conn.id, connection_name=conn.name, service_database_url=database_url
-    )
-    connector = cls(config, context)
 
     async def step(what: str, call: Awaitable[T]) -> T:
         try:
             async with asyncio.timeout(conn.timeout):
                 return await call
         except TimeoutError:
-            raise _Failure(f"{label}: {what} timed out after {conn.timeout:g}s") from None
+            raise CliError(f"{label}: {what} timed out after {conn.timeout:g}s") from None
         except ConnectorError as exc:
-            raise _Failure(f"{label}: {what} failed ({exc.kind}): {exc.message}") from None
+            raise CliError(f"{label}: {what} failed ({exc.kind}): {exc.message}") from None
         except Exception as exc:
-            raise _Failure(
+            raise CliError(
                 f"{label}: {what} raised {type(exc).__name__}: {exc} (a connector bug)"
             ) from None
 
@@ -145,7 +116,7 @@ async def _check(conn: Any, database_url: str) -> None:
         await step("open", connector.open())
         result = await step("test connection", connector.test_connection(TestConnectionInput()))
         if not result.ok:
-            raise _Failure(f"{label}: test connection failed: {result.message}")
+            raise CliError(f"{label}: test connection failed: {result.message}")
         click.echo(f"test connection: ok{f' ({result.message})' if result.message else ''}")
         types = await step(
             "supported actor types", connector.supported_actor_types(ActorTypesInput())
@@ -182,7 +153,7 @@ async def _check(conn: Any, database_url: str) -> None:
         if unsupported or missing:
             problems = [f"actor type {t} is mapped but not supported" for t in unsupported]
             problems += [f"field {f} is mapped but unknown to the connector" for f in missing]
-            raise _Failure(f"{label}: {'; '.join(problems)}")
+            raise CliError(f"{label}: {'; '.join(problems)}")
         click.echo(f"{label}: ok")
     finally:
         try:

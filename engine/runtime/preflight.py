@@ -8,9 +8,8 @@ from pathlib import Path
 import aio_pika
 import asyncpg
 
-from engine import demo
 from engine.settings import Settings, redact_url
-from engine.store import migrate
+from engine.store import demo, migrate
 from engine.store.pool import ensure_database
 
 

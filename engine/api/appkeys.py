@@ -1,17 +1,21 @@
-"""Typed keys for what the aiohttp application holds."""
+"""Typed keys for what the aiohttp application holds; ``engine/app.py`` fills them."""
 
 from __future__ import annotations
 
 import asyncpg
 from aiohttp import web
 
+from engine.api.auth import Authenticator
 from engine.messaging.broker import Publisher
 from engine.messaging.consumer import Consumer
+from engine.observability.metrics import Metrics
 from engine.settings import Settings
 from engine.store.task_batch import TaskBatcher
 
 SETTINGS = web.AppKey("settings", Settings)
+METRICS = web.AppKey("metrics", Metrics)
 POOL = web.AppKey("pool", asyncpg.Pool)
 PUBLISHER = web.AppKey("publisher", Publisher)
 CONSUMER = web.AppKey("consumer", Consumer)
 TASK_BATCHER = web.AppKey("task_batcher", TaskBatcher)
+AUTHENTICATOR = web.AppKey("authenticator", Authenticator)

@@ -11,7 +11,13 @@ import aiormq
 import click
 import orjson
 
-from engine.cli import EXIT_UNAVAILABLE, Failure, _run, _settings, config_option
+from engine.cli.common import (
+    EXIT_UNAVAILABLE,
+    CliError,
+    config_option,
+    run,
+    settings_from,
+)
 
 T = TypeVar("T")
 
@@ -32,7 +38,7 @@ def dlq_list(config_path: Path, limit: int, as_json: bool) -> None:
     """Show dead letters, oldest first, without removing them."""
     from engine.messaging.dead_letters import list_dead_letters
 
-    settings = _settings(config_path)
+    settings = settings_from(config_path)
     _check_broker(config_path)
     letters, total = _guard(lambda: list_dead_letters(settings.broker, limit))
     if as_json:
@@ -67,8 +73,8 @@ def dlq_replay(config_path: Path, ids: tuple[str, ...], replay_all: bool) -> Non
     from engine.messaging.dead_letters import replay
 
     if bool(ids) == replay_all:
-        raise Failure("give --id ID (one or more) or --all\nhint: erpsync dlq list shows the ids")
-    settings = _settings(config_path)
+        raise CliError("give --id ID (one or more) or --all\nhint: erpsync dlq list shows the ids")
+    settings = settings_from(config_path)
     _check_broker(config_path)
     report = _guard(lambda: replay(settings.broker, None if replay_all else set(ids)))
     for message_id in report.replayed:
@@ -77,33 +83,33 @@ def dlq_replay(config_path: Path, ids: tuple[str, ...], replay_all: bool) -> Non
         click.echo(f"not found {message_id}", err=True)
     if report.failed:
         message_id, reason = report.failed[0]
-        raise Failure(
+        raise CliError(
             f"replay of {message_id} failed: {reason}; it and the rest stay in the dead-letter "
             f"queue ({len(report.replayed)} replayed)"
         )
     click.echo(f"{len(report.replayed)} replayed")
     if report.not_found:
-        raise Failure(f"{len(report.not_found)} ids not found in the dead-letter queue")
+        raise CliError(f"{len(report.not_found)} ids not found in the dead-letter queue")
 
 
 def _check_broker(config_path: Path) -> None:
-    from engine.preflight import ServiceUnavailable, check_broker
+    from engine.runtime.preflight import ServiceUnavailable, check_broker
 
     try:
-        _run(lambda: check_broker(_settings(config_path)))
+        run(lambda: check_broker(settings_from(config_path)))
     except ServiceUnavailable as exc:
-        raise Failure(str(exc), EXIT_UNAVAILABLE) from None
+        raise CliError(str(exc), EXIT_UNAVAILABLE) from None
 
 
 def _guard(call: Callable[[], Coroutine[Any, Any, T]]) -> T:
     from engine.messaging.dead_letters import DeadLetterError
 
     try:
-        return _run(call)
+        return run(call)
     except DeadLetterError as exc:
-        raise Failure(str(exc)) from None
+        raise CliError(str(exc)) from None
     except (OSError, TimeoutError, aiormq.exceptions.AMQPError) as exc:
-        raise Failure(
+        raise CliError(
             f"the broker failed during the operation ({type(exc).__name__}: {exc})\n"
             "hint: nothing was removed that was not republished; run the command again",
             EXIT_UNAVAILABLE,

@@ -1,0 +1,157 @@
+"""``erpsync resync``: start a force resync through the API, and follow its progress."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
+from rich.text import Text
+
+from engine.cli.client import DASHBOARD, RESYNC, TASK_INFO, Api, api_from, api_options, run
+from engine.cli.common import EXIT_TASK_FAILED, CliError
+from engine.cli.output import echo_json, print_task
+
+TERMINAL = ("Succeeded", "Failed", "SucceededManualCleanup")
+POLL_INTERVAL = 0.5
+PLAIN_INTERVAL = 10.0
+
+
+def _parse_keys(text: str, origin: str) -> list[int]:
+    keys = []
+    for token in text.replace(",", " ").replace(";", " ").split():
+        try:
+            value = int(token)
+        except ValueError:
+            raise CliError(f"{origin}: {token[:30]!r} is not an internal key id") from None
+        if value <= 0:
+            raise CliError(f"{origin}: internal key ids are positive, got {value}")
+        keys.append(value)
+    return keys
+
+
+class _RateColumn(ProgressColumn):
+    def render(self, task: Any) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text("" if speed is None else f"{speed:,.0f} rec/s", style="cyan")
+
+
+@click.command("resync")
+@click.option("--from", "source", type=int, required=True, help="Source connection id (0 = CRM).")
+@click.option("--keys", help="Comma-separated internal key ids.")
+@click.option(
+    "--keys-file",
+    type=click.File("r"),
+    help="File of internal key ids (whitespace/comma separated; '-' = stdin).",
+)
+@click.option("--all", "all_keys", is_flag=True, help="Every record linked to the source.")
+@click.option("--follow", is_flag=True, help="Show progress until the task ends.")
+@api_options
+def resync(
+    source: int,
+    keys: str | None,
+    keys_file: Any,
+    all_keys: bool,
+    follow: bool,
+    **kw: Any,
+) -> None:
+    """Start a force resync through the API (and follow it).
+
+    Exit code with --follow: 0 when the task Succeeded, 4 when it Failed.
+    """
+    as_json = kw.pop("as_json")
+    if [keys is not None, keys_file is not None, all_keys].count(True) != 1:
+        raise click.UsageError("give exactly one of --keys, --keys-file or --all")
+    if keys is not None:
+        ids = _parse_keys(keys, "--keys")
+    elif keys_file is not None:
+        ids = _parse_keys(keys_file.read(), getattr(keys_file, "name", "--keys-file"))
+    else:
+        ids = []
+    if not all_keys and not ids:
+        raise CliError("no internal key ids given", hint="use --all to resync every linked record")
+    api = api_from(kw)
+    run(api, lambda: _resync(api, source, ids, follow, as_json))
+
+
+async def _resync(api: Api, source: int, ids: list[int], follow: bool, as_json: bool) -> None:
+    response = await api.request(
+        "POST", RESYNC, json={"ErpConnectionId": source, "InternalKeyIds": ids}
+    )
+    if response.status != 204:
+        raise api.error(response.status, response.body)
+    task_id = int(response.headers["X-Batch-Task-Id"])
+    what = f"{len(ids)} record{'s' if len(ids) != 1 else ''}" if ids else "every linked record"
+    queued = f"queued task {task_id} ({what} from connection {source})"
+    if not follow:
+        if as_json:
+            echo_json({"Id": task_id})
+        else:
+            click.echo(queued)
+        return
+    if not as_json:
+        click.echo(queued, err=True)
+    try:
+        info = await _follow(api, task_id, show=not as_json)
+    except asyncio.CancelledError:  # Ctrl-C: stop watching, the task itself goes on
+        click.echo(
+            f"stopped following; task {task_id} goes on (erpsync tasks show {task_id})", err=True
+        )
+        raise
+    detail = await api.json("GET", f"{DASHBOARD}/tasks/{task_id}")
+    if as_json:
+        echo_json(detail)
+    else:
+        print_task(detail)
+    if info["State"] != "Succeeded":
+        raise SystemExit(EXIT_TASK_FAILED)
+
+
+async def _follow(api: Api, task_id: int, *, show: bool) -> dict[str, Any]:
+    """Poll the task until it ends, showing progress on standard error.
+
+    On a terminal: a live bar (records done/total, rate, ETA, failures). Elsewhere (logs, CI):
+    a plain line when the state changes and at most every ``PLAIN_INTERVAL`` seconds.
+    """
+    console = Console(stderr=True)
+    live = show and console.is_interactive
+    progress = Progress(
+        TextColumn("[bold]task {task.fields[id]}[/] {task.fields[state]:<9}"),
+        BarColumn(),
+        TextColumn("{task.completed:,.0f}/{task.fields[total_text]} records"),
+        _RateColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[failed]}"),
+        console=console,
+        disable=not live,
+    )
+    printed: tuple[str, float] = ("", 0.0)
+    with progress:
+        bar = progress.add_task("", total=None, id=task_id, state="New", total_text="?", failed="")
+        while True:
+            info: dict[str, Any] = await api.json("POST", TASK_INFO, json={"Id": task_id})
+            stats = info["Statistics"]
+            total, failed, state = stats["TotalRecords"], stats["Failed"], info["State"]
+            total_text = "?" if total is None else f"{total:,}"
+            progress.update(
+                bar,
+                completed=stats["DoneRecords"],
+                total=total,
+                state=state,
+                total_text=total_text,
+                failed=f"[red]{failed} failed[/]" if failed else "",
+            )
+            now = time.monotonic()
+            if show and not live and (state != printed[0] or now - printed[1] >= PLAIN_INTERVAL):
+                click.echo(
+                    f"task {task_id}: {state}, {stats['DoneRecords']:,}/{total_text} records, "
+                    f"{failed} failed",
+                    err=True,
+                )
+                printed = (state, now)
+            if state in TERMINAL:
+                return info
+            await asyncio.sleep(POLL_INTERVAL)

@@ -1,0 +1,81 @@
+"""``erpsync tasks list|show``: batch tasks, through the API."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import click
+from rich.table import Table
+
+from engine.cli.client import DASHBOARD, api_from, api_options, get_listing, run
+from engine.cli.output import console, echo_json, print_task, state_text, when
+
+
+@click.group("tasks")
+def tasks() -> None:
+    """Batch tasks: list them, show one."""
+
+
+@tasks.command("list")
+@click.option(
+    "--state",
+    "states",
+    multiple=True,
+    type=click.Choice(["New", "Started", "Succeeded", "Failed", "SucceededManualCleanup"]),
+    help="Only tasks in this state (repeatable).",
+)
+@click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True)
+@api_options
+def tasks_list(states: Sequence[str], limit: int, **kw: Any) -> None:
+    """Recent batch tasks, newest first."""
+    query = {"limit": str(limit)}
+    if states:
+        query["state"] = ",".join(states)
+    rows = get_listing(kw, f"{DASHBOARD}/tasks", query, "no batch tasks")
+    if not rows:
+        return
+    table = Table(box=None, pad_edge=False)
+    for column, justify in (
+        ("id", "right"),
+        ("state", "left"),
+        ("progress", "right"),
+        ("records", "right"),
+        ("failed", "right"),
+        ("created", "left"),
+        ("response", "left"),
+    ):
+        table.add_column(
+            column,
+            justify=justify,  # type: ignore[arg-type]
+            no_wrap=True,
+            overflow="ellipsis",
+            max_width=80 if column == "response" else None,
+        )
+    for t in rows:
+        stats = t["Statistics"]
+        total = "?" if stats["TotalRecords"] is None else stats["TotalRecords"]
+        table.add_row(
+            str(t["Id"]),
+            state_text(t["State"]),
+            f"{t['ProgressPercent']}%",
+            f"{stats['DoneRecords']}/{total}",
+            str(stats["Failed"]),
+            when(t["Created"]),
+            t["Response"] or t["ProgressDescription"],
+        )
+    console().print(table)
+
+
+@tasks.command("show")
+@click.argument("task_id", type=int)
+@api_options
+def tasks_show(task_id: int, **kw: Any) -> None:
+    """One task: its state, outcomes per target and its first failures."""
+    as_json = kw.pop("as_json")
+    api = api_from(kw)
+    detail = run(api, lambda: api.json("GET", f"{DASHBOARD}/tasks/{task_id}"))
+    if as_json:
+        echo_json(detail)
+    else:
+        print_task(detail)

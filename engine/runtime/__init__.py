@@ -1,0 +1,1 @@
+"""How a service process runs: its event loop, forked front doors and start-up checks."""
