@@ -22,11 +22,12 @@ from connectors.contract import (
     SaveActorsInput,
 )
 from connectors.model import Actor, FieldValue
-from engine.settings import ActorTypeMapping, Settings
+from engine.mapping import values as mp
+from engine.mapping.model import ActorTypeMapping
+from engine.settings import Settings
 from engine.store.keys import InternalKey, Link, LinkTouch
 from engine.store.results import FieldChange, Outcome
 from engine.store.tasks import ChunkCounts
-from engine.sync import mapping as mp
 from engine.sync.connections import CallFailed, ConnectionHandle, Connections
 
 log = structlog.get_logger(__name__)
@@ -193,7 +194,9 @@ class ChunkResync:
             by_type[record.key.crm_actor_type].append(record)
         found: list[_Record] = []
         for actor_type, group in by_type.items():
-            fields = mp.crm_fields_used(self.settings.connections, actor_type)
+            fields = mp.crm_fields_used(
+                (m for c in self.settings.connections for m in c.actor_types), actor_type
+            )
             for batch in _chunks(group, crm.settings.batch_size):
                 try:
                     response = await crm.call(
@@ -376,7 +379,9 @@ class ChunkResync:
                 desired = mp.erp_values_from_crm(mapping, record.crm)
                 updates[link.erp_actor_type].append(_Item(record, link, mapping, desired))
             else:
-                mapping = mp.creating_mapping(target.settings, record.key.crm_actor_type)
+                mapping = mp.creating_mapping(
+                    target.settings.actor_types, record.key.crm_actor_type
+                )
                 if mapping is not None:
                     desired = mp.erp_values_from_crm(mapping, record.crm)
                     creates.append(_Item(record, None, mapping, desired))

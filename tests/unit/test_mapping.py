@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from engine.settings import ActorTypeMapping
-from engine.sync import mapping as mp
+from engine.mapping import values as mp
+from engine.mapping.model import ActorTypeMapping
 
 MAPPING = ActorTypeMapping.model_validate(
     {

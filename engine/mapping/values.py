@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from connectors.model import FieldValue
-from engine.settings import ActorTypeMapping, ConnectionSettings
+from engine.mapping.model import ActorTypeMapping
 
 
 def same(a: FieldValue, b: FieldValue) -> bool:
@@ -48,22 +48,23 @@ def erp_field_of(mapping: ActorTypeMapping, crm_field: str) -> str:
     return mapping.erp_field_by_crm[crm_field]
 
 
-def crm_fields_used(connections: Iterable[ConnectionSettings], crm_actor_type: str) -> list[str]:
-    """Every CRM field of an actor type that some mapping syncs in any direction."""
+def crm_fields_used(mappings: Iterable[ActorTypeMapping], crm_actor_type: str) -> list[str]:
+    """Every CRM field of an actor type that one of ``mappings`` syncs in any direction."""
     fields: dict[str, None] = {}
-    for conn in connections:
-        for mapping in conn.actor_types:
-            if mapping.crm != crm_actor_type:
-                continue
-            for m in mapping.fields.values():
-                if m.direction.to_erp_enabled or m.direction.to_crm_enabled:
-                    fields[m.crm] = None
+    for mapping in mappings:
+        if mapping.crm != crm_actor_type:
+            continue
+        for m in mapping.fields.values():
+            if m.direction.to_erp_enabled or m.direction.to_crm_enabled:
+                fields[m.crm] = None
     return list(fields)
 
 
-def creating_mapping(conn: ConnectionSettings, crm_actor_type: str) -> ActorTypeMapping | None:
+def creating_mapping(
+    mappings: Iterable[ActorTypeMapping], crm_actor_type: str
+) -> ActorTypeMapping | None:
     """The mapping used to create a missing actor for this CRM type, if creation is enabled."""
-    for mapping in conn.actor_types:
+    for mapping in mappings:
         if mapping.crm == crm_actor_type and mapping.create_missing:
             return mapping
     return None
