@@ -5,6 +5,16 @@ A connector is a class with a ``name``, a pydantic ``config_model`` and async op
 each take one input object and return one result object (see :class:`Connector`). Register it
 in the ``erpsync.connectors`` entry-point group of your distribution, and test it with the
 conformance kit in :mod:`connectors.testing`. The tutorial is ``docs/connectors.md``.
+
+One import is all a connector needs::
+
+    import connectors as sdk
+
+    class MyConnector(sdk.BaseConnector[MyConfig]):
+        async def get_actors(self, request: sdk.GetActorsInput) -> sdk.GetActorsResult: ...
+
+The optional operations (changed-since, search, list items) are experimental: the engine does
+not call them yet.
 """
 
 from connectors.contract import (

@@ -5,6 +5,10 @@ GetSupportedActorTypeFields, GetActors, SaveActors, CreateActor; optionally
 GetActorsByTimestamp, SearchActors and GetList/GetListItems). A connector only talks to its
 system; the engine owns retries, batching, rate limits, timeouts, logging and metrics.
 
+The optional operations (changed-since, search, list items) are **experimental**: the engine
+does not call them yet (changed-since is meant for incremental sync, issue 18), so their inputs
+and results may still change.
+
 New optional fields may be added to every input and result class; connectors must accept
 inputs they do not fully understand, which keeps third-party connectors working across releases.
 """
@@ -309,7 +313,10 @@ class Connector(Protocol):
 
 @runtime_checkable
 class SupportsChangedSince(Protocol):
-    """Optional capability: list actors changed on or after a ``last_modified`` value."""
+    """Optional capability: list actors changed on or after a ``last_modified`` value.
+
+    Experimental: the engine does not call it yet (incremental sync, issue 18).
+    """
 
     async def get_actors_changed_since(self, request: ChangedSinceInput) -> ChangedSinceResult:
         """One page of actors changed on or after ``request.since``, oldest first."""
@@ -318,7 +325,10 @@ class SupportsChangedSince(Protocol):
 
 @runtime_checkable
 class SupportsSearch(Protocol):
-    """Optional capability: free-text search of actors."""
+    """Optional capability: free-text search of actors.
+
+    Experimental: the engine does not call it.
+    """
 
     async def search_actors(self, request: SearchActorsInput) -> SearchActorsResult:
         """Actors matching ``request.text`` (and parent, when given)."""
@@ -327,7 +337,10 @@ class SupportsSearch(Protocol):
 
 @runtime_checkable
 class SupportsListItems(Protocol):
-    """Optional capability: the items of named lists (options of List fields)."""
+    """Optional capability: the items of named lists (options of List fields).
+
+    Experimental: the engine does not call it.
+    """
 
     async def list_items(self, request: ListItemsInput) -> ListItemsResult:
         """Items of ``request.list_name``."""
@@ -373,8 +386,8 @@ class BaseConnector(abc.ABC, Generic[ConfigT]):
     Implement :meth:`supported_actor_types`, :meth:`fields`, :meth:`get_actors` and
     :meth:`save_actors`; override :meth:`open`/:meth:`aclose` to manage resources and
     :meth:`create_actor` when the system can create actors. Add optional operations
-    (``get_actors_changed_since``, ``search_actors``, ``list_items``) by defining them; the
-    engine detects them with :func:`capabilities`.
+    (``get_actors_changed_since``, ``search_actors``, ``list_items``; experimental, the engine
+    does not call them yet) by defining them; :func:`capabilities` detects them.
     """
 
     name: ClassVar[str] = ""

@@ -17,31 +17,7 @@ from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from connectors.contract import (
-    ActorFailure,
-    ActorTypesInput,
-    ActorTypesResult,
-    BaseConnector,
-    ChangedSinceInput,
-    ChangedSinceResult,
-    ConfigurationError,
-    ConnectorContext,
-    CreateActorInput,
-    CreateActorResult,
-    FieldsInput,
-    FieldsResult,
-    GetActorsInput,
-    GetActorsResult,
-    ListItemsInput,
-    ListItemsResult,
-    PermanentError,
-    SaveActorsInput,
-    SaveActorsResult,
-    SearchActorsInput,
-    SearchActorsResult,
-    TransientError,
-)
-from connectors.model import Actor, FieldMetadata, FieldValue, ListItem
+import connectors as sdk
 
 _clock = itertools.count(1)
 
@@ -51,7 +27,7 @@ class MemoryStore:
     """Actors by actor type and key, plus counters tests can assert on."""
 
     name: str
-    actors: dict[str, dict[str, dict[str, FieldValue]]] = field(default_factory=dict)
+    actors: dict[str, dict[str, dict[str, sdk.FieldValue]]] = field(default_factory=dict)
     modified: dict[tuple[str, str], int] = field(default_factory=dict)
     calls: int = 0
     saves: int = 0
@@ -73,12 +49,12 @@ class MemoryStore:
         """Forget a store (tests call this to clean up)."""
         cls._stores.pop(name, None)
 
-    def put(self, actor_type: str, key: str, values: Mapping[str, FieldValue]) -> None:
+    def put(self, actor_type: str, key: str, values: Mapping[str, sdk.FieldValue]) -> None:
         """Insert or replace an actor."""
         self.actors.setdefault(actor_type, {})[key] = dict(values)
         self.modified[(actor_type, key)] = next(_clock)
 
-    def get(self, actor_type: str, key: str) -> dict[str, FieldValue] | None:
+    def get(self, actor_type: str, key: str) -> dict[str, sdk.FieldValue] | None:
         """Return a copy of an actor's fields, or None."""
         values = self.actors.get(actor_type, {}).get(key)
         return None if values is None else dict(values)
@@ -109,13 +85,13 @@ class MemoryConfig(BaseModel):
     )
 
 
-class MemoryConnector(BaseConnector[MemoryConfig]):
+class MemoryConnector(sdk.BaseConnector[MemoryConfig]):
     """Connector over a :class:`MemoryStore`."""
 
     name = "memory"
     config_model = MemoryConfig
 
-    def __init__(self, config: MemoryConfig, context: ConnectorContext) -> None:
+    def __init__(self, config: MemoryConfig, context: sdk.ConnectorContext) -> None:
         super().__init__(config, context)
         self._rng = random.Random(config.seed)  # noqa: S311 - failure injection, not security
 
@@ -128,28 +104,28 @@ class MemoryConnector(BaseConnector[MemoryConfig]):
         if self.config.latency_ms:
             await asyncio.sleep(self.config.latency_ms / 1000)
         if self.config.fail == "transient":
-            raise TransientError(f"memory store {self.config.store!r} is unavailable")
+            raise sdk.TransientError(f"memory store {self.config.store!r} is unavailable")
         if self.config.fail == "permanent":
-            raise PermanentError(f"memory store {self.config.store!r} rejects the call")
+            raise sdk.PermanentError(f"memory store {self.config.store!r} rejects the call")
         if self.config.fail == "configuration":
-            raise ConfigurationError(f"memory store {self.config.store!r} is misconfigured")
+            raise sdk.ConfigurationError(f"memory store {self.config.store!r} is misconfigured")
         if self.config.fail_rate and self._rng.random() < self.config.fail_rate:
-            raise TransientError(f"memory store {self.config.store!r} failed (injected)")
+            raise sdk.TransientError(f"memory store {self.config.store!r} failed (injected)")
 
     def _check_type(self, actor_type: str) -> list[str]:
         try:
             return self.config.actor_types[actor_type]
         except KeyError:
-            raise PermanentError(f"unsupported actor type {actor_type!r}") from None
+            raise sdk.PermanentError(f"unsupported actor type {actor_type!r}") from None
 
-    async def supported_actor_types(self, request: ActorTypesInput) -> ActorTypesResult:
-        return ActorTypesResult(actor_types=list(self.config.actor_types))
+    async def supported_actor_types(self, request: sdk.ActorTypesInput) -> sdk.ActorTypesResult:
+        return sdk.ActorTypesResult(actor_types=list(self.config.actor_types))
 
-    async def fields(self, request: FieldsInput) -> FieldsResult:
+    async def fields(self, request: sdk.FieldsInput) -> sdk.FieldsResult:
         keys = self._check_type(request.actor_type)
-        return FieldsResult(fields=[FieldMetadata(key=k, display_name=k) for k in keys])
+        return sdk.FieldsResult(fields=[sdk.FieldMetadata(key=k, display_name=k) for k in keys])
 
-    async def get_actors(self, request: GetActorsInput) -> GetActorsResult:
+    async def get_actors(self, request: sdk.GetActorsInput) -> sdk.GetActorsResult:
         known = self._check_type(request.actor_type)
         await self._call()
         wanted = list(request.field_keys) if request.field_keys is not None else known
@@ -159,38 +135,42 @@ class MemoryConnector(BaseConnector[MemoryConfig]):
             values = table.get(key)
             if values is not None:
                 actors.append(
-                    Actor(
+                    sdk.Actor(
                         actor_type=request.actor_type,
                         key=key,
                         fields={f: values.get(f) for f in wanted},
                         last_modified=str(self.store.modified[(request.actor_type, key)]),
                     )
                 )
-        return GetActorsResult(actors=actors)
+        return sdk.GetActorsResult(actors=actors)
 
-    async def save_actors(self, request: SaveActorsInput) -> SaveActorsResult:
+    async def save_actors(self, request: sdk.SaveActorsInput) -> sdk.SaveActorsResult:
         known = set(self._check_type(request.actor_type))
         await self._call()
         table = self.store.actors.setdefault(request.actor_type, {})
-        saved: list[Actor] = []
-        failures: list[ActorFailure] = []
+        saved: list[sdk.Actor] = []
+        failures: list[sdk.ActorFailure] = []
         for actor in request.actors:
             unknown = set(actor.fields) - known
             if actor.key in self.config.fail_keys:
-                failures.append(ActorFailure(actor.key, "rejected by configuration"))
+                failures.append(sdk.ActorFailure(actor.key, "rejected by configuration"))
             elif actor.key not in table:
-                failures.append(ActorFailure(actor.key, f"no {request.actor_type} {actor.key!r}"))
+                failures.append(
+                    sdk.ActorFailure(actor.key, f"no {request.actor_type} {actor.key!r}")
+                )
             elif unknown:
-                failures.append(ActorFailure(actor.key, f"unknown fields {sorted(unknown)}"))
+                failures.append(sdk.ActorFailure(actor.key, f"unknown fields {sorted(unknown)}"))
             else:
                 table[actor.key].update(actor.fields)
                 stamp = next(_clock)
                 self.store.modified[(request.actor_type, actor.key)] = stamp
                 self.store.saves += 1
-                saved.append(Actor(request.actor_type, actor.key, dict(actor.fields), str(stamp)))
-        return SaveActorsResult(saved=saved, failures=failures)
+                saved.append(
+                    sdk.Actor(request.actor_type, actor.key, dict(actor.fields), str(stamp))
+                )
+        return sdk.SaveActorsResult(saved=saved, failures=failures)
 
-    async def create_actor(self, request: CreateActorInput) -> CreateActorResult:
+    async def create_actor(self, request: sdk.CreateActorInput) -> sdk.CreateActorResult:
         actor = request.actor
         self._check_type(actor.actor_type)
         await self._call()
@@ -207,18 +187,20 @@ class MemoryConnector(BaseConnector[MemoryConfig]):
             if request.idempotency_key:
                 store.created_by_idempotency_key[request.idempotency_key] = key
         stamp = str(store.modified[(actor.actor_type, key)])
-        return CreateActorResult(
-            actor=Actor(actor.actor_type, key, store.get(actor.actor_type, key) or {}, stamp)
+        return sdk.CreateActorResult(
+            actor=sdk.Actor(actor.actor_type, key, store.get(actor.actor_type, key) or {}, stamp)
         )
 
     # -- optional operations --------------------------------------------------------------------
 
-    def _actor(self, actor_type: str, key: str, wanted: list[str]) -> Actor:
+    def _actor(self, actor_type: str, key: str, wanted: list[str]) -> sdk.Actor:
         values = self.store.actors[actor_type][key]
         stamp = self.store.modified[(actor_type, key)]
-        return Actor(actor_type, key, {f: values.get(f) for f in wanted}, str(stamp))
+        return sdk.Actor(actor_type, key, {f: values.get(f) for f in wanted}, str(stamp))
 
-    async def get_actors_changed_since(self, request: ChangedSinceInput) -> ChangedSinceResult:
+    async def get_actors_changed_since(
+        self, request: sdk.ChangedSinceInput
+    ) -> sdk.ChangedSinceResult:
         """Actors whose stamp is on or after ``since``, oldest first, paged by stamp."""
         known = self._check_type(request.actor_type)
         await self._call()
@@ -227,7 +209,7 @@ class MemoryConnector(BaseConnector[MemoryConfig]):
             since = int(request.since) if request.since else 0
             after = int(request.cursor) if request.cursor else None
         except ValueError:
-            raise PermanentError(f"not a memory timestamp: {request.since!r}") from None
+            raise sdk.PermanentError(f"not a memory timestamp: {request.since!r}") from None
         stamps = sorted(
             (stamp, key)
             for (actor_type, key), stamp in self.store.modified.items()
@@ -238,9 +220,9 @@ class MemoryConnector(BaseConnector[MemoryConfig]):
         page = stamps[: request.limit] if request.limit else stamps
         more = len(page) < len(stamps)
         actors = [self._actor(request.actor_type, key, wanted) for _, key in page]
-        return ChangedSinceResult(actors=actors, next_cursor=str(page[-1][0]) if more else None)
+        return sdk.ChangedSinceResult(actors=actors, next_cursor=str(page[-1][0]) if more else None)
 
-    async def search_actors(self, request: SearchActorsInput) -> SearchActorsResult:
+    async def search_actors(self, request: sdk.SearchActorsInput) -> sdk.SearchActorsResult:
         """Actors with a field value containing ``text`` (case-insensitive)."""
         known = self._check_type(request.actor_type)
         await self._call()
@@ -254,15 +236,15 @@ class MemoryConnector(BaseConnector[MemoryConfig]):
         ]
         if request.limit:
             keys = keys[: request.limit]
-        return SearchActorsResult(
+        return sdk.SearchActorsResult(
             actors=[self._actor(request.actor_type, key, wanted) for key in keys]
         )
 
-    async def list_items(self, request: ListItemsInput) -> ListItemsResult:
+    async def list_items(self, request: sdk.ListItemsInput) -> sdk.ListItemsResult:
         """Items of a list from the ``lists`` setting."""
         try:
             items = self.config.lists[request.list_name]
         except KeyError:
-            raise PermanentError(f"unknown list {request.list_name!r}") from None
+            raise sdk.PermanentError(f"unknown list {request.list_name!r}") from None
         keys = list(items) if request.item_keys is None else request.item_keys
-        return ListItemsResult(items=[ListItem(k, items[k]) for k in keys if k in items])
+        return sdk.ListItemsResult(items=[sdk.ListItem(k, items[k]) for k in keys if k in items])

@@ -16,29 +16,7 @@ from typing import Any
 import asyncpg
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-from connectors.contract import (
-    ActorFailure,
-    ActorTypesInput,
-    ActorTypesResult,
-    BaseConnector,
-    ChangedSinceInput,
-    ChangedSinceResult,
-    ConfigurationError,
-    ConnectorError,
-    CreateActorInput,
-    CreateActorResult,
-    FieldsInput,
-    FieldsResult,
-    GetActorsInput,
-    GetActorsResult,
-    PermanentError,
-    SaveActorsInput,
-    SaveActorsResult,
-    TestConnectionInput,
-    TestConnectionResult,
-    TransientError,
-)
-from connectors.model import Actor, FieldMetadata, FieldType
+import connectors as sdk
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
@@ -121,11 +99,11 @@ _TRANSIENT = (
 )
 
 
-def _classify(exc: BaseException) -> ConnectorError:
-    if isinstance(exc, ConnectorError):
+def _classify(exc: BaseException) -> sdk.ConnectorError:
+    if isinstance(exc, sdk.ConnectorError):
         return exc
     if isinstance(exc, _TRANSIENT):
-        return TransientError(f"database unavailable: {type(exc).__name__}")
+        return sdk.TransientError(f"database unavailable: {type(exc).__name__}")
     if isinstance(
         exc,
         asyncpg.UndefinedTableError
@@ -134,13 +112,13 @@ def _classify(exc: BaseException) -> ConnectorError:
         | asyncpg.InvalidPasswordError
         | asyncpg.InvalidCatalogNameError,
     ):
-        return ConfigurationError(f"{type(exc).__name__}: {exc}")
+        return sdk.ConfigurationError(f"{type(exc).__name__}: {exc}")
     if isinstance(exc, asyncpg.PostgresError):
-        return PermanentError(f"{type(exc).__name__}: {exc}")
-    return PermanentError(f"{type(exc).__name__}: {exc}")
+        return sdk.PermanentError(f"{type(exc).__name__}: {exc}")
+    return sdk.PermanentError(f"{type(exc).__name__}: {exc}")
 
 
-class PostgresConnector(BaseConnector[PostgresConfig]):
+class PostgresConnector(sdk.BaseConnector[PostgresConfig]):
     """Connector over PostgreSQL tables."""
 
     name = "postgres"
@@ -153,7 +131,9 @@ class PostgresConnector(BaseConnector[PostgresConfig]):
         dsn = self.config.dsn.get_secret_value() if self.config.dsn else None
         dsn = dsn or self.context.service_database_url
         if not dsn:
-            raise ConfigurationError("no 'dsn' configured and no service database to default to")
+            raise sdk.ConfigurationError(
+                "no 'dsn' configured and no service database to default to"
+            )
         try:
             self._pool = await asyncpg.create_pool(
                 dsn, min_size=1, max_size=self.config.pool_max_size
@@ -187,7 +167,7 @@ class PostgresConnector(BaseConnector[PostgresConfig]):
             f"{self.config.schema_name}.{table.table}",
         )
         if not rows:
-            raise ConfigurationError(f"table {self.config.schema_name}.{table.table} not found")
+            raise sdk.ConfigurationError(f"table {self.config.schema_name}.{table.table} not found")
         types = {r["attname"]: r["type"] for r in rows}
         wanted = [table.key_column, *table.fields.values()]
         if table.modified_column:
@@ -196,7 +176,7 @@ class PostgresConnector(BaseConnector[PostgresConfig]):
             wanted.append(table.idempotency_column)
         missing = [c for c in wanted if c not in types]
         if missing:
-            raise ConfigurationError(
+            raise sdk.ConfigurationError(
                 f"table {self.config.schema_name}.{table.table} lacks columns {missing}"
             )
         modified_expr = None
@@ -222,29 +202,29 @@ class PostgresConnector(BaseConnector[PostgresConfig]):
         try:
             return self._tables[actor_type]
         except (KeyError, AttributeError):
-            raise PermanentError(f"unsupported actor type {actor_type!r}") from None
+            raise sdk.PermanentError(f"unsupported actor type {actor_type!r}") from None
 
     @property
     def pool(self) -> asyncpg.Pool:
         if self._pool is None:
-            raise ConfigurationError("connector is not open")
+            raise sdk.ConfigurationError("connector is not open")
         return self._pool
 
-    async def test_connection(self, request: TestConnectionInput) -> TestConnectionResult:
+    async def test_connection(self, request: sdk.TestConnectionInput) -> sdk.TestConnectionResult:
         try:
             version = await self.pool.fetchval("SHOW server_version")
         except Exception as exc:
-            return TestConnectionResult(ok=False, message=str(_classify(exc)))
-        return TestConnectionResult(ok=True, message=f"PostgreSQL {version}")
+            return sdk.TestConnectionResult(ok=False, message=str(_classify(exc)))
+        return sdk.TestConnectionResult(ok=True, message=f"PostgreSQL {version}")
 
-    async def supported_actor_types(self, request: ActorTypesInput) -> ActorTypesResult:
-        return ActorTypesResult(actor_types=list(self.config.actor_types))
+    async def supported_actor_types(self, request: sdk.ActorTypesInput) -> sdk.ActorTypesResult:
+        return sdk.ActorTypesResult(actor_types=list(self.config.actor_types))
 
-    async def fields(self, request: FieldsInput) -> FieldsResult:
+    async def fields(self, request: sdk.FieldsInput) -> sdk.FieldsResult:
         table = self._table(request.actor_type)
-        return FieldsResult(
+        return sdk.FieldsResult(
             fields=[
-                FieldMetadata(
+                sdk.FieldMetadata(
                     key=key,
                     display_name=key,
                     type=_field_type(table.types[column]),
@@ -264,7 +244,7 @@ class PostgresConnector(BaseConnector[PostgresConfig]):
                 cols.append(f'"{column}"::text')
         return ", ".join(cols)
 
-    async def get_actors(self, request: GetActorsInput) -> GetActorsResult:
+    async def get_actors(self, request: sdk.GetActorsInput) -> sdk.GetActorsResult:
         table = self._table(request.actor_type)
         keys = _field_keys(table, request.actor_type, request.field_keys)
         sql = (
@@ -275,41 +255,41 @@ class PostgresConnector(BaseConnector[PostgresConfig]):
             rows = await self.pool.fetch(sql, list(request.keys))
         except Exception as exc:
             raise _classify(exc) from exc
-        return GetActorsResult(actors=[_actor(request.actor_type, row, keys) for row in rows])
+        return sdk.GetActorsResult(actors=[_actor(request.actor_type, row, keys) for row in rows])
 
-    async def save_actors(self, request: SaveActorsInput) -> SaveActorsResult:
+    async def save_actors(self, request: sdk.SaveActorsInput) -> sdk.SaveActorsResult:
         table = self._table(request.actor_type)
         if not request.actors:
-            return SaveActorsResult(saved=[])
+            return sdk.SaveActorsResult(saved=[])
         try:
             return await self._save(table, request.actor_type, request.actors)
         except asyncpg.DataError:
             # One bad value fails the whole statement: isolate it by saving one at a time.
-            saved: list[Actor] = []
-            failures: list[ActorFailure] = []
+            saved: list[sdk.Actor] = []
+            failures: list[sdk.ActorFailure] = []
             for actor in request.actors:
                 try:
                     result = await self._save(table, request.actor_type, [actor])
                 except asyncpg.DataError as exc:
-                    failures.append(ActorFailure(actor.key, f"{type(exc).__name__}: {exc}"))
+                    failures.append(sdk.ActorFailure(actor.key, f"{type(exc).__name__}: {exc}"))
                 except Exception as exc:
                     raise _classify(exc) from exc
                 else:
                     saved.extend(result.saved)
                     failures.extend(result.failures)
-            return SaveActorsResult(saved=saved, failures=failures)
+            return sdk.SaveActorsResult(saved=saved, failures=failures)
         except Exception as exc:
             raise _classify(exc) from exc
 
     async def _save(
-        self, table: _Table, actor_type: str, actors: Sequence[Actor]
-    ) -> SaveActorsResult:
+        self, table: _Table, actor_type: str, actors: Sequence[sdk.Actor]
+    ) -> sdk.SaveActorsResult:
         field_keys = sorted({k for a in actors for k in a.fields})
         unknown = [k for k in field_keys if k not in table.columns]
         if unknown:
-            return SaveActorsResult(
+            return sdk.SaveActorsResult(
                 saved=[],
-                failures=[ActorFailure(a.key, f"unknown fields {unknown}") for a in actors],
+                failures=[sdk.ActorFailure(a.key, f"unknown fields {unknown}") for a in actors],
             )
         # unnest($1 keys, $2.. values, $n.. present flags): one statement per batch.
         params: list[list[Any]] = [[a.key for a in actors]]
@@ -326,7 +306,7 @@ class PostgresConnector(BaseConnector[PostgresConfig]):
         if table.modified_expr:
             sets.append(f'"{table.modified}" = {table.modified_expr}')
         if not sets:
-            return SaveActorsResult(saved=[])
+            return sdk.SaveActorsResult(saved=[])
         arrays = ", ".join(
             f"${n + 1}::{'text' if n == 0 or n % 2 == 1 else 'bool'}[]" for n in range(len(params))
         )
@@ -340,23 +320,23 @@ class PostgresConnector(BaseConnector[PostgresConfig]):
         rows = await self.pool.fetch(sql, *params)
         stamps = {row[0]: row[1] for row in rows}
         saved = [
-            Actor(actor_type, a.key, dict(a.fields), stamps[a.key])
+            sdk.Actor(actor_type, a.key, dict(a.fields), stamps[a.key])
             for a in actors
             if a.key in stamps
         ]
         failures = [
-            ActorFailure(a.key, f"no {actor_type} with key {a.key!r}")
+            sdk.ActorFailure(a.key, f"no {actor_type} with key {a.key!r}")
             for a in actors
             if a.key not in stamps
         ]
-        return SaveActorsResult(saved=saved, failures=failures)
+        return sdk.SaveActorsResult(saved=saved, failures=failures)
 
-    async def create_actor(self, request: CreateActorInput) -> CreateActorResult:
+    async def create_actor(self, request: sdk.CreateActorInput) -> sdk.CreateActorResult:
         actor = request.actor
         table = self._table(actor.actor_type)
         unknown = [k for k in actor.fields if k not in table.columns]
         if unknown:
-            raise PermanentError(f"unknown fields for {actor.actor_type}: {unknown}")
+            raise sdk.PermanentError(f"unknown fields for {actor.actor_type}: {unknown}")
         columns = [table.columns[k] for k in actor.fields]
         values: list[Any] = list(actor.fields.values())
         exprs = [f"${i + 1}::text::{table.types[c]}" for i, c in enumerate(columns)]
@@ -387,14 +367,16 @@ class PostgresConnector(BaseConnector[PostgresConfig]):
         except Exception as exc:
             raise _classify(exc) from exc
         assert row is not None
-        return CreateActorResult(actor=_actor(actor.actor_type, row, list(table.columns)))
+        return sdk.CreateActorResult(actor=_actor(actor.actor_type, row, list(table.columns)))
 
-    async def get_actors_changed_since(self, request: ChangedSinceInput) -> ChangedSinceResult:
+    async def get_actors_changed_since(
+        self, request: sdk.ChangedSinceInput
+    ) -> sdk.ChangedSinceResult:
         """Rows whose modified column is on or after ``since``, oldest first, paged by a
         cursor over (modified, key)."""
         table = self._table(request.actor_type)
         if not table.modified:
-            raise ConfigurationError(f"{request.actor_type} has no modified_column to page on")
+            raise sdk.ConfigurationError(f"{request.actor_type} has no modified_column to page on")
         keys = _field_keys(table, request.actor_type, request.field_keys)
         mtype = table.types[table.modified]
         order = f'"{table.modified}", "{table.key}"::text'
@@ -403,7 +385,7 @@ class PostgresConnector(BaseConnector[PostgresConfig]):
             try:
                 stamp, after = json.loads(request.cursor)
             except (ValueError, TypeError):
-                raise PermanentError("not a cursor this connector returned") from None
+                raise sdk.PermanentError("not a cursor this connector returned") from None
             params = [stamp, after]
             where = f"({order}) > ($1::text::{mtype}, $2::text)"
         elif request.since:
@@ -426,7 +408,7 @@ class PostgresConnector(BaseConnector[PostgresConfig]):
             if len(rows) > limit and actors
             else None
         )
-        return ChangedSinceResult(actors=actors, next_cursor=cursor)
+        return sdk.ChangedSinceResult(actors=actors, next_cursor=cursor)
 
 
 def _field_keys(table: _Table, actor_type: str, wanted: Sequence[str] | None) -> list[str]:
@@ -434,13 +416,13 @@ def _field_keys(table: _Table, actor_type: str, wanted: Sequence[str] | None) ->
     keys = list(wanted) if wanted is not None else list(table.columns)
     unknown = [k for k in keys if k not in table.columns]
     if unknown:
-        raise PermanentError(f"unknown fields for {actor_type}: {unknown}")
+        raise sdk.PermanentError(f"unknown fields for {actor_type}: {unknown}")
     return keys
 
 
-def _actor(actor_type: str, row: asyncpg.Record, keys: Sequence[str]) -> Actor:
+def _actor(actor_type: str, row: asyncpg.Record, keys: Sequence[str]) -> sdk.Actor:
     """An actor from a row selected with :meth:`PostgresConnector._select_list`."""
-    return Actor(
+    return sdk.Actor(
         actor_type=actor_type,
         key=row[0],
         fields={k: row[i + 2] for i, k in enumerate(keys)},
@@ -448,13 +430,13 @@ def _actor(actor_type: str, row: asyncpg.Record, keys: Sequence[str]) -> Actor:
     )
 
 
-def _field_type(sql_type: str) -> FieldType:
+def _field_type(sql_type: str) -> sdk.FieldType:
     if sql_type in ("integer", "bigint", "smallint"):
-        return FieldType.Integer
+        return sdk.FieldType.Integer
     if sql_type.startswith(("numeric", "double", "real")):
-        return FieldType.Double
+        return sdk.FieldType.Double
     if sql_type == "boolean":
-        return FieldType.Checkbox
+        return sdk.FieldType.Checkbox
     if sql_type.startswith(("date", "timestamp")):
-        return FieldType.Date
-    return FieldType.Text
+        return sdk.FieldType.Date
+    return sdk.FieldType.Text

@@ -37,29 +37,7 @@ import aiohttp
 import yarl
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from connectors.contract import (
-    ActorFailure,
-    ActorTypesInput,
-    ActorTypesResult,
-    BaseConnector,
-    ChangedSinceInput,
-    ChangedSinceResult,
-    ConfigurationError,
-    ConnectorError,
-    CreateActorInput,
-    CreateActorResult,
-    FieldsInput,
-    FieldsResult,
-    GetActorsInput,
-    GetActorsResult,
-    PermanentError,
-    SaveActorsInput,
-    SaveActorsResult,
-    TestConnectionInput,
-    TestConnectionResult,
-    TransientError,
-)
-from connectors.model import Actor, FieldAccess, FieldMetadata, FieldType, FieldValue
+import connectors as sdk
 
 _TRANSIENT_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 _ERROR_BODY_LIMIT = 64 * 1024
@@ -104,10 +82,10 @@ class RestField(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     json_name: str | None = Field(None, description="JSON property; defaults to the field key.")
-    type: FieldType = FieldType.Text
+    type: sdk.FieldType = sdk.FieldType.Text
     display_name: str = ""
     max_length: int = Field(0, ge=0)
-    access: FieldAccess = FieldAccess.Normal
+    access: sdk.FieldAccess = sdk.FieldAccess.Normal
 
 
 class RestActorType(BaseModel):
@@ -205,7 +183,7 @@ class RestConfig(BaseModel):
 # -- value conversion ---------------------------------------------------------------------------
 
 
-def _to_text(value: Any) -> FieldValue:
+def _to_text(value: Any) -> sdk.FieldValue:
     """JSON value -> the engine's text form."""
     if value is None:
         return None
@@ -218,18 +196,18 @@ def _to_text(value: Any) -> FieldValue:
     return json.dumps(value, separators=(",", ":"))
 
 
-def _to_json(value: FieldValue, kind: FieldType) -> Any:
+def _to_json(value: sdk.FieldValue, kind: sdk.FieldType) -> Any:
     """Engine text -> JSON typed by the field; ValueError when it does not parse."""
     if value is None:
         return None
-    if kind is FieldType.Integer:
+    if kind is sdk.FieldType.Integer:
         return int(value) if value.strip() else None
-    if kind is FieldType.Double:
+    if kind is sdk.FieldType.Double:
         number = float(value) if value.strip() else None
         if number is not None and not math.isfinite(number):
             raise ValueError(f"{value!r} is not a finite number")
         return number
-    if kind is FieldType.Checkbox:
+    if kind is sdk.FieldType.Checkbox:
         lowered = value.strip().lower()
         if lowered in ("1", "true", "yes"):
             return True
@@ -269,7 +247,7 @@ def _clean(text: str) -> str:
 # -- the connector ------------------------------------------------------------------------------
 
 
-class RestConnector(BaseConnector[RestConfig]):
+class RestConnector(sdk.BaseConnector[RestConfig]):
     """Connector over a JSON REST API (see the module documentation for the conventions)."""
 
     name = "rest"
@@ -309,7 +287,7 @@ class RestConnector(BaseConnector[RestConfig]):
     @property
     def session(self) -> aiohttp.ClientSession:
         if self._session is None:
-            raise ConfigurationError("connector is not open")
+            raise sdk.ConfigurationError("connector is not open")
         return self._session
 
     # -- HTTP -----------------------------------------------------------------------------------
@@ -354,16 +332,16 @@ class RestConnector(BaseConnector[RestConfig]):
                     raw = await self._read(response, min(_ERROR_BODY_LIMIT, self._limit), what)
                     raise self._status_error(what, response, raw)
                 raw = await self._read(response, self._limit, what)
-        except ConnectorError:
+        except sdk.ConnectorError:
             raise
         except TimeoutError:
-            raise TransientError(f"{what}: timed out") from None
+            raise sdk.TransientError(f"{what}: timed out") from None
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
-            raise TransientError(
+            raise sdk.TransientError(
                 f"{what}: {type(exc).__name__}: {self._redact(str(exc))}"
             ) from None
         except aiohttp.ClientError as exc:
-            raise PermanentError(
+            raise sdk.PermanentError(
                 f"{what}: {type(exc).__name__}: {self._redact(str(exc))}"
             ) from None
         if not raw.strip():
@@ -371,7 +349,7 @@ class RestConnector(BaseConnector[RestConfig]):
         try:
             return json.loads(raw)
         except ValueError:
-            raise PermanentError(f"{what}: the response is not JSON") from None
+            raise sdk.PermanentError(f"{what}: the response is not JSON") from None
 
     def _describe(self, exc: BaseException) -> str:
         return f"{type(exc).__name__}: {self._redact(_clean(str(exc)))}"
@@ -384,7 +362,7 @@ class RestConnector(BaseConnector[RestConfig]):
         """Read at most ``limit`` bytes, whatever Content-Length claims."""
         declared = response.content_length
         if declared is not None and declared > limit and response.status < 300:
-            raise PermanentError(f"{what}: response of {declared} bytes exceeds {limit}")
+            raise sdk.PermanentError(f"{what}: response of {declared} bytes exceeds {limit}")
         chunks: list[bytes] = []
         size = 0
         async for chunk in response.content.iter_chunked(64 * 1024):
@@ -393,22 +371,22 @@ class RestConnector(BaseConnector[RestConfig]):
                 if response.status >= 300:
                     chunks.append(chunk[: limit - (size - len(chunk))])
                     break
-                raise PermanentError(f"{what}: response exceeds {limit} bytes")
+                raise sdk.PermanentError(f"{what}: response exceeds {limit} bytes")
             chunks.append(chunk)
         return b"".join(chunks)
 
     def _status_error(
         self, what: str, response: aiohttp.ClientResponse, raw: bytes
-    ) -> ConnectorError:
+    ) -> sdk.ConnectorError:
         detail = self._detail(raw)
         message = f"{what}: HTTP {response.status}" + (f": {detail}" if detail else "")
         status = response.status
         if status in _TRANSIENT_STATUSES or status >= 500:
             retry = _retry_after(response.headers.get("Retry-After"), self.config.max_retry_after)
-            return TransientError(message, retry_after=retry)
+            return sdk.TransientError(message, retry_after=retry)
         if status in (401, 403):
-            return ConfigurationError(message + " (check the credentials in 'auth')")
-        return PermanentError(message)
+            return sdk.ConfigurationError(message + " (check the credentials in 'auth')")
+        return sdk.PermanentError(message)
 
     def _detail(self, raw: bytes) -> str:
         """The ERP's error message, if it sent a JSON one; never the whole body."""
@@ -429,7 +407,7 @@ class RestConnector(BaseConnector[RestConfig]):
         try:
             return self.config.actor_types[actor_type]
         except KeyError:
-            raise PermanentError(f"unsupported actor type {actor_type!r}") from None
+            raise sdk.PermanentError(f"unsupported actor type {actor_type!r}") from None
 
     def _items(self, spec: RestActorType, body: Any, what: str) -> list[dict[str, Any]]:
         if body is None:
@@ -440,13 +418,13 @@ class RestConnector(BaseConnector[RestConfig]):
             items = body
         if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
             where = f"under {spec.items_field!r}" if spec.items_field else "at the top level"
-            raise PermanentError(f"{what}: expected an array of objects {where}")
+            raise sdk.PermanentError(f"{what}: expected an array of objects {where}")
         return items
 
     def _actor(
         self, actor_type: str, spec: RestActorType, record: Mapping[str, Any], keys: Sequence[str]
-    ) -> Actor:
-        return Actor(
+    ) -> sdk.Actor:
+        return sdk.Actor(
             actor_type=actor_type,
             key=_to_text(record.get(spec.key_field)) or "",
             fields={k: _to_text(record.get(spec.fields[k].json_name or k)) for k in keys},
@@ -461,10 +439,10 @@ class RestConnector(BaseConnector[RestConfig]):
         keys = list(spec.fields) if wanted is None else list(wanted)
         unknown = [k for k in keys if k not in spec.fields]
         if unknown:
-            raise PermanentError(f"unknown fields for {actor_type}: {unknown}")
+            raise sdk.PermanentError(f"unknown fields for {actor_type}: {unknown}")
         return keys
 
-    def _record(self, spec: RestActorType, fields: Mapping[str, FieldValue]) -> dict[str, Any]:
+    def _record(self, spec: RestActorType, fields: Mapping[str, sdk.FieldValue]) -> dict[str, Any]:
         """Engine values -> a JSON record; ValueError names the first bad field."""
         record: dict[str, Any] = {}
         for key, value in fields.items():
@@ -479,7 +457,7 @@ class RestConnector(BaseConnector[RestConfig]):
 
     # -- operations -----------------------------------------------------------------------------
 
-    async def test_connection(self, request: TestConnectionInput) -> TestConnectionResult:
+    async def test_connection(self, request: sdk.TestConnectionInput) -> sdk.TestConnectionResult:
         """GET ``test_path``, or read no actors of the first actor type."""
         try:
             if self.config.test_path:
@@ -487,19 +465,19 @@ class RestConnector(BaseConnector[RestConfig]):
             else:
                 first = next(iter(self.config.actor_types), None)
                 if first is not None:
-                    await self.get_actors(GetActorsInput(first, ["-"], []))
-        except ConnectorError as exc:
-            return TestConnectionResult(ok=False, message=f"{exc.kind}: {exc.message}")
-        return TestConnectionResult(ok=True, message=f"{self.config.base_url} answers")
+                    await self.get_actors(sdk.GetActorsInput(first, ["-"], []))
+        except sdk.ConnectorError as exc:
+            return sdk.TestConnectionResult(ok=False, message=f"{exc.kind}: {exc.message}")
+        return sdk.TestConnectionResult(ok=True, message=f"{self.config.base_url} answers")
 
-    async def supported_actor_types(self, request: ActorTypesInput) -> ActorTypesResult:
-        return ActorTypesResult(actor_types=list(self.config.actor_types))
+    async def supported_actor_types(self, request: sdk.ActorTypesInput) -> sdk.ActorTypesResult:
+        return sdk.ActorTypesResult(actor_types=list(self.config.actor_types))
 
-    async def fields(self, request: FieldsInput) -> FieldsResult:
+    async def fields(self, request: sdk.FieldsInput) -> sdk.FieldsResult:
         spec = self._type(request.actor_type)
-        return FieldsResult(
+        return sdk.FieldsResult(
             fields=[
-                FieldMetadata(
+                sdk.FieldMetadata(
                     key=key,
                     display_name=field.display_name or key,
                     type=field.type,
@@ -510,11 +488,11 @@ class RestConnector(BaseConnector[RestConfig]):
             ]
         )
 
-    async def get_actors(self, request: GetActorsInput) -> GetActorsResult:
+    async def get_actors(self, request: sdk.GetActorsInput) -> sdk.GetActorsResult:
         spec = self._type(request.actor_type)
         keys = self._field_keys(spec, request.actor_type, request.field_keys)
         wanted = list(dict.fromkeys(request.keys))
-        found: dict[str, Actor] = {}
+        found: dict[str, sdk.Actor] = {}
         step = spec.max_keys_per_request
         for start in range(0, len(wanted), step):
             batch = wanted[start : start + step]
@@ -526,21 +504,21 @@ class RestConnector(BaseConnector[RestConfig]):
                 actor = self._actor(request.actor_type, spec, record, keys)
                 if actor.key in asked:  # never trust the ERP to answer only what we asked
                     found[actor.key] = actor
-        return GetActorsResult(actors=[found[k] for k in wanted if k in found])
+        return sdk.GetActorsResult(actors=[found[k] for k in wanted if k in found])
 
-    async def save_actors(self, request: SaveActorsInput) -> SaveActorsResult:
+    async def save_actors(self, request: sdk.SaveActorsInput) -> sdk.SaveActorsResult:
         """One request per ``max_keys_per_request`` actors; each request is the ERP's batch."""
         spec = self._type(request.actor_type)
-        failures: list[ActorFailure] = []
+        failures: list[sdk.ActorFailure] = []
         records: list[dict[str, Any]] = []
         for actor in request.actors:
             try:
                 record = self._record(spec, actor.fields)
             except ValueError as exc:
-                failures.append(ActorFailure(actor.key, str(exc)))
+                failures.append(sdk.ActorFailure(actor.key, str(exc)))
                 continue
             records.append({spec.key_field: actor.key, **record})
-        saved: list[Actor] = []
+        saved: list[sdk.Actor] = []
         originals = {a.key: a for a in request.actors}
         step = spec.max_keys_per_request
         for start in range(0, len(records), step):
@@ -555,7 +533,9 @@ class RestConnector(BaseConnector[RestConfig]):
                 if actor.key in sent and actor.key not in answered:
                     answered.add(actor.key)
                     fields = dict(originals[actor.key].fields)
-                    saved.append(Actor(request.actor_type, actor.key, fields, actor.last_modified))
+                    saved.append(
+                        sdk.Actor(request.actor_type, actor.key, fields, actor.last_modified)
+                    )
             errors = body.get(spec.errors_field) if isinstance(body, dict) else None
             for error in errors if isinstance(errors, list) else []:
                 key = _to_text(error.get(spec.key_field)) if isinstance(error, dict) else None
@@ -563,21 +543,21 @@ class RestConnector(BaseConnector[RestConfig]):
                     answered.add(key)
                     message = error.get("message") if isinstance(error, dict) else None
                     text = self._redact(_clean(message)) if isinstance(message, str) else "rejected"
-                    failures.append(ActorFailure(key, text))
+                    failures.append(sdk.ActorFailure(key, text))
             failures += [
-                ActorFailure(key, "not saved by the ERP") for key in sent if key not in answered
+                sdk.ActorFailure(key, "not saved by the ERP") for key in sent if key not in answered
             ]
-        return SaveActorsResult(saved=saved, failures=failures)
+        return sdk.SaveActorsResult(saved=saved, failures=failures)
 
-    async def create_actor(self, request: CreateActorInput) -> CreateActorResult:
+    async def create_actor(self, request: sdk.CreateActorInput) -> sdk.CreateActorResult:
         actor = request.actor
         spec = self._type(actor.actor_type)
         if spec.create is None:
-            raise PermanentError(f"creating {actor.actor_type} is not configured")
+            raise sdk.PermanentError(f"creating {actor.actor_type} is not configured")
         try:
             record = self._record(spec, actor.fields)
         except ValueError as exc:
-            raise PermanentError(str(exc)) from None
+            raise sdk.PermanentError(str(exc)) from None
         if actor.key:
             record[spec.key_field] = actor.key
         headers = (
@@ -588,17 +568,19 @@ class RestConnector(BaseConnector[RestConfig]):
         what = f"create {actor.actor_type}"
         body = await self._request(what, "POST", spec.create, body=record, headers=headers)
         if not isinstance(body, dict):
-            raise PermanentError(f"{what}: expected the created object")
+            raise sdk.PermanentError(f"{what}: expected the created object")
         created = self._actor(actor.actor_type, spec, body, list(spec.fields))
         if not created.key:
-            raise PermanentError(f"{what}: the answer has no {spec.key_field!r}")
-        return CreateActorResult(actor=created)
+            raise sdk.PermanentError(f"{what}: the answer has no {spec.key_field!r}")
+        return sdk.CreateActorResult(actor=created)
 
-    async def get_actors_changed_since(self, request: ChangedSinceInput) -> ChangedSinceResult:
+    async def get_actors_changed_since(
+        self, request: sdk.ChangedSinceInput
+    ) -> sdk.ChangedSinceResult:
         """Actors changed on or after ``since`` (needs the ``changed_since`` path)."""
         spec = self._type(request.actor_type)
         if spec.changed_since is None:
-            raise ConfigurationError(f"no 'changed_since' path for {request.actor_type}")
+            raise sdk.ConfigurationError(f"no 'changed_since' path for {request.actor_type}")
         keys = self._field_keys(spec, request.actor_type, request.field_keys)
         since = request.cursor or request.since or ""
         limit = request.limit or 1000
@@ -614,4 +596,4 @@ class RestConnector(BaseConnector[RestConfig]):
         more = len(actors) > limit
         actors = actors[:limit]
         cursor = actors[-1].last_modified if more and actors else None
-        return ChangedSinceResult(actors=actors, next_cursor=cursor)
+        return sdk.ChangedSinceResult(actors=actors, next_cursor=cursor)

@@ -8,6 +8,7 @@ transient errors with exponential backoff and full jitter.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -203,7 +204,13 @@ def build_connector(conn: ConnectionSettings, database_url: str, logger: Any = N
 
 
 async def open_connector(conn: ConnectionSettings, database_url: str, logger: Any = None) -> Any:
-    """The connection's connector, opened."""
+    """The connection's connector, opened (and closed again when opening fails, as the SDK
+    promises)."""
     connector = build_connector(conn, database_url, logger)
-    await connector.open()
+    try:
+        await connector.open()
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await connector.aclose()
+        raise
     return connector
