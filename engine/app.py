@@ -30,9 +30,11 @@ from engine.api.appkeys import (
     PUBLISHER,
     SETTINGS,
     TASK_BATCHER,
+    TASK_INTAKE,
 )
 from engine.api.auth import Authenticator, auth_middleware
 from engine.api.errors import error_middleware
+from engine.api.intake import TaskIntake
 from engine.api.routes import routes
 from engine.messaging.broker import Publisher, close_quietly, connect
 from engine.messaging.commands import ChunkCommand, ResyncCommand, parse
@@ -47,7 +49,6 @@ from engine.sync.chunks import ChunkRunner
 from engine.sync.connections import Connections
 from engine.sync.liveness import Presence
 from engine.sync.planner import Planner
-from engine.sync.resync import ChunkResync
 from engine.sync.sweeper import Sweeper
 
 log = structlog.get_logger(__name__)
@@ -82,8 +83,7 @@ def create_app(settings: Settings, *, api: bool = True, engine: bool = True) -> 
     app.add_routes(metrics.routes(app_metrics))
     if authenticator is not None:
         app[AUTHENTICATOR] = authenticator
-        if settings.server.batch_task_inserts:
-            app.cleanup_ctx.append(_task_batcher)
+        app.cleanup_ctx.append(_task_intake)
         app.cleanup_ctx.append(housekeeping.cleanup_ctx)
         app.add_routes(routes)
         app.add_routes(sessions.routes)
@@ -130,12 +130,18 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
         pool.terminate()
 
 
-async def _task_batcher(app: web.Application) -> AsyncIterator[None]:
-    """Batched task inserts for the front door; queued rows are written before the pool closes."""
-    batcher = TaskBatcher(app[POOL], max_batch=app[SETTINGS].server.task_insert_batch_max)
-    app[TASK_BATCHER] = batcher
+async def _task_intake(app: web.Application) -> AsyncIterator[None]:
+    """Task creation for the front door; batched inserts (``server.batch_task_inserts``) still
+    queued are written before the pool closes."""
+    settings, pool = app[SETTINGS], app[POOL]
+    batcher = None
+    if settings.server.batch_task_inserts:
+        batcher = TaskBatcher(pool, max_batch=settings.server.task_insert_batch_max)
+        app[TASK_BATCHER] = batcher
+    app[TASK_INTAKE] = TaskIntake(pool, batcher, publish_timeout=settings.broker.publish_timeout)
     yield
-    await batcher.close()
+    if batcher is not None:
+        await batcher.close()
 
 
 async def _publisher(app: web.Application) -> AsyncIterator[None]:
@@ -171,7 +177,7 @@ async def _engine(app: web.Application) -> AsyncIterator[None]:
     planner = Planner(settings, pool, publisher, presence)
     runner = ChunkRunner(
         pool,
-        ChunkResync(settings, connections),
+        connections,
         presence,
         publisher,
         # An unconfirmed unit publish (crash, broker away) is repaired by the sweeper after this.

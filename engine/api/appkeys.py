@@ -6,6 +6,7 @@ import asyncpg
 from aiohttp import web
 
 from engine.api.auth import Authenticator
+from engine.api.intake import TaskIntake
 from engine.messaging.broker import Publisher
 from engine.messaging.consumer import Consumer
 from engine.observability.metrics import Metrics
@@ -18,4 +19,5 @@ POOL = web.AppKey("pool", asyncpg.Pool)
 PUBLISHER = web.AppKey("publisher", Publisher)
 CONSUMER = web.AppKey("consumer", Consumer)
 TASK_BATCHER = web.AppKey("task_batcher", TaskBatcher)
+TASK_INTAKE = web.AppKey("task_intake", TaskIntake)
 AUTHENTICATOR = web.AppKey("authenticator", Authenticator)

@@ -7,7 +7,6 @@ Every agent call is a POST; other methods get 405. Bodies may be JSON, XML or fo
 from __future__ import annotations
 
 import logging
-import uuid
 from datetime import datetime
 from typing import Any
 
@@ -17,7 +16,7 @@ import structlog
 from aiohttp import web
 
 from engine.api import idempotency
-from engine.api.appkeys import POOL, PUBLISHER, SETTINGS, TASK_BATCHER
+from engine.api.appkeys import POOL, PUBLISHER, SETTINGS, TASK_INTAKE
 from engine.api.auth import PRINCIPAL
 from engine.api.bodies import (
     ResyncRequest,
@@ -30,10 +29,9 @@ from engine.api.bodies import (
 from engine.api.errors import ApiError
 from engine.api.render import project, respond, select_paths
 from engine.messaging.broker import PublishFailed
-from engine.messaging.commands import ResyncCommand, resync_body
+from engine.messaging.commands import resync_body
 from engine.messaging.topology import RESYNC_ROUTING_KEY
-from engine.store import Executor, tasks
-from engine.store.task_batch import BatcherClosed
+from engine.store import tasks
 
 log = structlog.get_logger(__name__)
 _level = logging.getLogger(__name__)  # what structlog's stdlib logger filters by
@@ -77,60 +75,12 @@ async def force_resync_batch_task(request: web.Request) -> web.Response:
     resync = resync_request(args, settings.server.max_internal_key_ids)
     if resync.erp_connection_id > 0 and settings.connection(resync.erp_connection_id) is None:
         raise ApiError(400, f"ErpConnectionId {resync.erp_connection_id} is not a known connection")
-    source = resync.source_connection_id
-    stored = _stored_request(resync)
-    created: dict[int, str] = {}  # task id -> message id of what this request created
-
-    async def create(conn: Executor) -> int:
-        message_id = uuid.uuid4().hex
-        task_id = await tasks.create(
-            conn,
-            source_connection_id=source,
-            request=stored,
-            message_id=message_id,
-        )
-        created[task_id] = message_id
-        return task_id
-
-    async def publish(task_id: int) -> None:
-        if task_id in created:
-            await _publish(request, resync, task_id, created[task_id])
-        else:
-            await _republish(request, task_id)
-
     key = request.headers.get(idempotency.HEADER)
-    batcher = request.app.get(TASK_BATCHER)
-    if key is None and batcher is not None:
-        # The common case: the task row goes in with those of concurrent requests (one INSERT,
-        # one commit per batch); the publish stays one confirmed publish per request.
-        message_id = uuid.uuid4().hex
-        try:
-            task_id = await batcher.create(
-                source_connection_id=source,
-                request=stored,
-                message_id=message_id,
-            )
-        except BatcherClosed:
-            raise ApiError(
-                503, "The service is shutting down; retry later.", headers={"Retry-After": "5"}
-            ) from None
-        created[task_id] = message_id
-        await publish(task_id)
-    elif key is None:
-        task_id = await create(request.app[POOL])
-        await publish(task_id)
-    else:
-        publish_timeout = settings.broker.publish_timeout
-        task_id = await idempotency.run_once(
-            request.app[POOL],
-            request[PRINCIPAL].user,
-            idempotency.validate_key(key),
-            idempotency.fingerprint(resync),
-            create,
-            publish,
-            wait_seconds=publish_timeout + 2,
-            stale_seconds=2 * publish_timeout + 30,
-        )
+    principal = request[PRINCIPAL].user if key is not None else ""
+    async with request.app[TASK_INTAKE].create(resync, principal=principal, key=key) as task:
+        if task.publish is not None:
+            await _publish(request, task.publish, task.task_id, task.message_id)
+    task_id = task.task_id
     return web.Response(
         status=204,
         headers={
@@ -138,25 +88,6 @@ async def force_resync_batch_task(request: web.Request) -> web.Response:
             "Location": f"{BATCH}/GetBatchTaskInfo?id={task_id}",
         },
     )
-
-
-def _stored_request(resync: ResyncRequest) -> dict[str, Any]:
-    """The task's ``Request``: the arguments as a SuperOffice client would send them."""
-    return {
-        "ErpConnectionId": resync.erp_connection_id,
-        "InternalKeyIds": list(resync.internal_key_ids),
-    }
-
-
-async def _republish(request: web.Request, task_id: int) -> None:
-    """After an Idempotency-Key takeover: publish the stored task's command again, with its
-    original message id (the engine runs a message id once)."""
-    task = await tasks.get(request.app[POOL], task_id)
-    if task is None or task["state"] != "New":
-        return  # the first publish did get through (or the task is gone)
-    command = ResyncCommand.model_validate(task["request"])
-    resync = ResyncRequest(command.erp_connection_id, command.internal_key_ids)
-    await _publish(request, resync, task_id, task["message_id"])
 
 
 async def _publish(

@@ -13,18 +13,14 @@ import structlog
 from aio_pika.abc import AbstractChannel, AbstractRobustChannel, AbstractRobustConnection
 from pamqp.commands import Basic
 
-from engine.messaging.commands import ChunkCommand
-from engine.messaging.topology import (
-    CHUNK_ROUTING_KEY,
-    Names,
-    Topology,
-    declare,
-    push_routing_key,
-)
+from engine.messaging.publishing import ChunkRouting, PublishFailed
+from engine.messaging.topology import Names, Topology, declare
 from engine.observability.metrics import Metrics
 from engine.settings import BrokerSettings, redact_url
 
 log = structlog.get_logger(__name__)
+
+__all__ = ["PublishFailed", "Publisher", "close_quietly", "connect"]
 
 
 Properties = Basic.Properties
@@ -38,10 +34,6 @@ async def close_quietly(closing: Awaitable[object], timeout: float = 5.0) -> Non
             await closing
     except Exception as exc:
         log.warning("close failed", error=repr(exc))
-
-
-class PublishFailed(Exception):
-    """The broker did not confirm the message (unreachable, returned, nacked or too slow)."""
 
 
 async def connect(settings: BrokerSettings, role: str) -> AbstractRobustConnection:
@@ -63,7 +55,7 @@ async def connect(settings: BrokerSettings, role: str) -> AbstractRobustConnecti
     return connection
 
 
-class Publisher:
+class Publisher(ChunkRouting):
     """Publishes persistent messages with publisher confirms and ``mandatory`` routing.
 
     Each publish waits for the broker's confirm, bounded by ``publish_timeout``; concurrent
@@ -104,24 +96,6 @@ class Publisher:
         channel = await self._connection.channel(publisher_confirms=True, on_return_raises=True)
         assert isinstance(channel, AbstractRobustChannel)
         return channel
-
-    def chunk_routing_key(self, target: int | None) -> str:
-        """Where a chunk goes: its target's push queue, else (target None) the chunk queue.
-
-        A target without a push queue here (a connection removed from the configuration) goes
-        to the chunk queue, where the runner reports it, rather than being unroutable forever.
-        """
-        if target is not None and target in self.push_targets:
-            return push_routing_key(target)
-        return CHUNK_ROUTING_KEY
-
-    async def publish_chunk(self, task_id: int, chunk_no: int, target: int | None) -> str:
-        """Publish a chunk command (a planned chunk, push unit or delayed retry)."""
-        return await self.publish(
-            self.chunk_routing_key(target),
-            ChunkCommand.model_validate({"TaskId": task_id, "ChunkNo": chunk_no}).to_body(),
-            message_id=f"chunk-{task_id}-{chunk_no}",
-        )
 
     async def backlogged(self) -> set[int]:
         """Work queues holding ready messages: push queues by target id, -1 the chunk queue.

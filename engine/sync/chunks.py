@@ -15,19 +15,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+from collections.abc import Sequence
 
 import asyncpg
 import structlog
 
-from engine.messaging.broker import Publisher
 from engine.messaging.commands import ChunkCommand
+from engine.messaging.publishing import ChunkPublisher
 from engine.observability.metrics import Metrics
 from engine.store import Connection, recovery, results, tasks
 from engine.store import keys as keys_store
-from engine.store.tasks import RetryChunk
-from engine.sync.backoff import full_jitter
+from engine.sync.bookkeeping import delayed_retries, push_units, work_done
+from engine.sync.connections import Connections
 from engine.sync.liveness import Presence
-from engine.sync.resync import ChunkResult, ChunkResync
+from engine.sync.push_stage import PushStage
+from engine.sync.records import ChunkResult
+from engine.sync.source_stage import SourceStage
 
 log = structlog.get_logger(__name__)
 
@@ -42,9 +45,9 @@ class ChunkRunner:
     def __init__(
         self,
         pool: asyncpg.Pool,
-        resync: ChunkResync,
+        connections: Connections,
         presence: Presence,
-        publisher: Publisher | None = None,
+        publisher: ChunkPublisher | None = None,
         *,
         unit_publish_grace: float = 30.0,
         metrics: Metrics | None = None,
@@ -52,11 +55,17 @@ class ChunkRunner:
         """``unit_publish_grace``: seconds after its commit before the sweeper publishes a unit
         whose publish was not confirmed (a crash or a broker refusal after the commit)."""
         self.pool = pool
-        self.resync = resync
+        self.connections = connections
+        self.source_stage = SourceStage(connections)
+        self.push_stage = PushStage(connections)
         self.presence = presence
         self.publisher = publisher
         self.unit_publish_grace = unit_publish_grace
         self.metrics = Metrics() if metrics is None else metrics
+
+    def targets(self, source: int) -> list[int]:
+        """The connections a task from ``source`` pushes to: every ERP but the source."""
+        return [h.id for h in self.connections.erps() if h.id != source]
 
     async def run(self, command: ChunkCommand) -> None:
         with (
@@ -98,9 +107,10 @@ class ChunkRunner:
                 return units
             # Stage 1 needs the source's links, a unit its target's.
             keys, links = await keys_store.load(conn, ids, source if target is None else target)
-        result = await self.resync.run(
-            source, keys, links, attempt=attempt, target=target, push=False
-        )
+        if target is None:
+            result = await self.source_stage.run(source, keys, links, attempt=attempt)
+        else:
+            result = await self.push_stage.run(target, keys, links, attempt=attempt)
         units = await self._commit(command, source, len(keys), result)
         self.metrics.chunk_committed(result.outcomes)
         return units
@@ -109,16 +119,7 @@ class ChunkRunner:
         """Publish the committed push units; one not confirmed is left to the sweeper."""
         if not units or self.publisher is None:
             return
-        publisher = self.publisher
-        sent = await asyncio.gather(
-            *(publisher.publish_chunk(task_id, no, target) for no, target in units),
-            return_exceptions=True,
-        )
-        failed = [r for r in sent if isinstance(r, BaseException)]
-        published = [no for (no, _), r in zip(units, sent, strict=True) if isinstance(r, str)]
-        for error in failed:
-            if not isinstance(error, Exception):
-                raise error  # cancelled: the commit is done, the sweeper publishes the units
+        published, failed = await publish_units(self.publisher, task_id, units)
         if failed:
             log.warning(
                 "push units not published; the sweeper publishes them",
@@ -164,28 +165,6 @@ class ChunkRunner:
             log.warning("continuing the task of a worker that died", dead_worker=previous)
         return claim
 
-    def _units(self, source: int, result: ChunkResult) -> list[RetryChunk]:
-        """Stage 2 of a stage-1 run: one push unit per target for the records it forwards."""
-        if result.target is not None or not result.forward:
-            return []
-        return [
-            RetryChunk(result.forward, t.id, result.attempt, self.unit_publish_grace, unit=True)
-            for t in self.resync.push_targets(source)
-        ]
-
-    def _work(self, source: int, chunk_keys: int, result: ChunkResult) -> int:
-        """(record, connection) steps this run finished for good (retried ones count later).
-
-        Stage 1: each record's source step, plus, for a record it does not forward (failed,
-        not linked), the pushes that will never run. A unit: one push per record.
-        """
-        retried = result.retries.get(result.target)
-        settled = chunk_keys - (len(retried.keys) if retried is not None else 0)
-        if result.target is not None:
-            return settled
-        targets = len(self.resync.push_targets(source))
-        return settled + targets * (settled - len(result.forward))
-
     async def _commit(
         self,
         command: ChunkCommand,
@@ -203,15 +182,15 @@ class ChunkRunner:
             if not await tasks.mark_chunk_done(conn, command.task_id, command.chunk_no, worker):
                 raise _AlreadyCommitted
             await results.write(conn, command.task_id, result.outcomes, result.changes)
-            retries = self._retries(result)
-            stored = await tasks.add_retry_chunks(
-                conn, command.task_id, retries + self._units(source, result)
-            )
-            units = stored[len(retries) :]
+            targets = self.targets(source)
+            retries = delayed_retries(result, self.connections)
+            units = push_units(result, targets, self.unit_publish_grace)
+            stored = await tasks.add_retry_chunks(conn, command.task_id, retries + units)
+            unit_numbers = stored[len(retries) :]
             counts = dataclasses.replace(
-                result.counts(), work=self._work(source, chunk_keys, result)
+                result.counts(), work=work_done(result, chunk_keys, len(targets))
             )
-            connections = 1 + len(self.resync.push_targets(source))
+            connections = 1 + len(targets)
             row = await tasks.add_counts(conn, command.task_id, counts, connections)
             await keys_store.touch_links(conn, result.touches)
             if result.crm_written:
@@ -247,7 +226,7 @@ class ChunkRunner:
                 return []
             if tasks.is_complete(row):
                 await self._finish(conn, command.task_id, row)
-        return units
+        return unit_numbers
 
     @staticmethod
     async def _finish(conn: Connection, task_id: int, row: asyncpg.Record) -> None:
@@ -263,29 +242,21 @@ class ChunkRunner:
         state = await tasks.finish(conn, row, detail)
         log.info("task finished", state=state, response=tasks.summary(row))
 
-    def _retries(self, result: ChunkResult) -> list[RetryChunk]:
-        """Delayed-retry chunks for the records that failed transiently, paced per connection."""
-        chunks = []
-        for target, pending in result.retries.items():
-            conn = self.resync.settings.connection(pending.connection_id)
-            assert conn is not None
-            attempt = result.attempt + 1
-            # Retry-After (a connector's, or an open breaker's cool-down) is honoured, capped so
-            # that a connector cannot park work forever; never cut below the breaker's cool-down,
-            # or the retry would find the circuit still open and waste its attempt.
-            delay = min(
-                max(conn.retry.delayed_max, conn.breaker.cooldown),
-                max(
-                    pending.retry_after,
-                    full_jitter(attempt, conn.retry.delayed_base, conn.retry.delayed_max),
-                ),
-            )
-            chunks.append(RetryChunk(list(pending.keys), target, attempt, delay))
-            log.info(
-                "records scheduled for a delayed retry",
-                target=target,
-                records=len(pending.keys),
-                attempt=attempt,
-                delay=round(delay, 3),
-            )
-        return chunks
+
+async def publish_units(
+    publisher: ChunkPublisher, task_id: int, units: Sequence[tuple[int, int | None]]
+) -> tuple[list[int], list[Exception]]:
+    """Publish committed push units ``(chunk_no, target)`` to their targets' queues, all at once.
+
+    Returns the numbers confirmed and the errors of the others (the sweeper publishes those);
+    a cancellation is raised once all publishes have ended.
+    """
+    sent = await asyncio.gather(
+        *(publisher.publish_chunk(task_id, no, target) for no, target in units),
+        return_exceptions=True,
+    )
+    for outcome in sent:
+        if isinstance(outcome, BaseException) and not isinstance(outcome, Exception):
+            raise outcome  # cancelled: the commit is done, the sweeper publishes the units
+    published = [no for (no, _), r in zip(units, sent, strict=True) if isinstance(r, str)]
+    return published, [r for r in sent if isinstance(r, Exception)]

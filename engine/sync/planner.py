@@ -8,14 +8,13 @@ planned key, so a planner crash loses nothing and plans nothing twice.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 
 import asyncpg
 import structlog
 
-from engine.messaging.broker import Publisher
-from engine.messaging.commands import ChunkCommand, ResyncCommand
-from engine.messaging.topology import CHUNK_ROUTING_KEY
+from engine.messaging.commands import ResyncCommand
+from engine.messaging.publishing import ChunkPublisher
 from engine.settings import Settings
 from engine.store import Connection, recovery, results, tasks
 from engine.store import keys as keys_store
@@ -36,7 +35,7 @@ class Planner:
         self,
         settings: Settings,
         pool: asyncpg.Pool,
-        publisher: Publisher,
+        publisher: ChunkPublisher,
         presence: Presence | None = None,
     ) -> None:
         self.settings = settings
@@ -118,7 +117,7 @@ class Planner:
         """
         await tasks.add_chunks(conn, task_id, first, window)
         numbers = range(first, first + len(window))
-        await asyncio.gather(*(self._publish(task_id, n) for n in numbers))
+        await publish_chunks(self.publisher, task_id, numbers)
         return first + len(window)
 
     async def _count(self, conn: Connection, task_id: int, command: ResyncCommand) -> None:
@@ -171,14 +170,16 @@ class Planner:
             page = await tasks.pending_planned(
                 conn, task_id, after, self.settings.engine.chunk_size
             )
-            await asyncio.gather(*(self._publish(task_id, n) for n in page))
+            await publish_chunks(self.publisher, task_id, page)
             if not page:
                 return
             after = page[-1]
 
-    async def _publish(self, task_id: int, chunk_no: int) -> None:
-        await self.publisher.publish(
-            CHUNK_ROUTING_KEY,
-            ChunkCommand.model_validate({"TaskId": task_id, "ChunkNo": chunk_no}).to_body(),
-            message_id=f"chunk-{task_id}-{chunk_no}",
-        )
+
+async def publish_chunks(publisher: ChunkPublisher, task_id: int, numbers: Iterable[int]) -> None:
+    """Publish planned chunks to the chunk queue with their confirms outstanding together.
+
+    Raises when one is not confirmed; the chunks are stored, so the redelivered command finds
+    them pending and publishes them again.
+    """
+    await asyncio.gather(*(publisher.publish_chunk(task_id, n, None) for n in numbers))

@@ -223,6 +223,9 @@ class RecordingPublisher:
         self.events.append(("publish", 1))
         return "id"
 
+    async def publish_chunk(self, task_id: int, chunk_no: int, target: int | None) -> str:
+        return await self.publish("", b"")
+
 
 async def test_planning_resync_all_streams_one_page_at_a_time(
     database: str, db: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch

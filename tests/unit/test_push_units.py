@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from engine.messaging.broker import Publisher
@@ -10,31 +9,26 @@ from engine.messaging.topology import CHUNK_ROUTING_KEY, Names, push_routing_key
 from engine.settings import BrokerSettings, Settings
 from engine.store import tasks
 from engine.store.results import Outcome
-from engine.sync.chunks import ChunkRunner
-from engine.sync.resync import ChunkResult, PendingRetry
+from engine.sync.bookkeeping import push_units, work_done
+from engine.sync.records import ChunkResult, PendingRetry
 
 
-@dataclass
-class _Handle:
-    id: int
+def _targets(source: int) -> list[int]:
+    """The push targets of a task from ``source`` with ERPs 1, 2 and 3."""
+    return [i for i in (1, 2, 3) if i != source]
 
 
-class _Resync:
-    """The part of ChunkResync the runner asks about targets (ERPs 1, 2, 3)."""
-
-    settings: Any = None
-
-    def push_targets(self, source_id: int) -> list[_Handle]:
-        return [_Handle(i) for i in (1, 2, 3) if i != source_id]
+def _units(source: int, result: ChunkResult) -> Any:
+    return push_units(result, _targets(source), grace=7.0)
 
 
-def _runner() -> ChunkRunner:
-    return ChunkRunner(None, _Resync(), None, unit_publish_grace=7.0)  # type: ignore[arg-type]
+def _work(source: int, chunk_keys: int, result: ChunkResult) -> int:
+    return work_done(result, chunk_keys, len(_targets(source)))
 
 
 def test_a_stage_one_run_makes_one_unit_per_target_of_the_forwarded_records() -> None:
     result = ChunkResult(attempt=0, target=None, records=4, forward=[1, 2, 4])
-    units = _runner()._units(source=2, result=result)
+    units = _units(source=2, result=result)
     assert [(u.target, list(u.internal_key_ids), u.attempt, u.unit) for u in units] == [
         (1, [1, 2, 4], 0, True),
         (3, [1, 2, 4], 0, True),
@@ -44,27 +38,26 @@ def test_a_stage_one_run_makes_one_unit_per_target_of_the_forwarded_records() ->
 
 def test_a_whole_record_retry_makes_units_with_its_attempt() -> None:
     result = ChunkResult(attempt=2, target=None, records=1, forward=[9])
-    assert [(u.target, u.attempt) for u in _runner()._units(0, result)] == [(1, 2), (2, 2), (3, 2)]
+    assert [(u.target, u.attempt) for u in _units(0, result)] == [(1, 2), (2, 2), (3, 2)]
 
 
 def test_no_units_from_a_unit_or_when_nothing_is_forwarded() -> None:
-    assert _runner()._units(0, ChunkResult(target=None, records=3, forward=[])) == []
-    assert _runner()._units(0, ChunkResult(target=1, forward=[1, 2])) == []
+    assert _units(0, ChunkResult(target=None, records=3, forward=[])) == []
+    assert _units(0, ChunkResult(target=1, forward=[1, 2])) == []
 
 
 def test_work_counts_each_record_and_connection_once() -> None:
-    runner = _runner()
     # Stage 1 from the CRM (3 targets): 5 records, 3 forwarded, 1 failed for good, 1 retried.
     stage1 = ChunkResult(target=None, records=5, forward=[1, 2, 3])
     stage1.outcomes.append(Outcome(4, 0, "failed", error="CRM record not found"))
     stage1.retries[None] = PendingRetry(0, {5: None})
     # the retried record counts later; the failed one counts its source step and its 3 pushes
-    assert runner._work(0, 5, stage1) == 4 + 3 * 1
+    assert _work(0, 5, stage1) == 4 + 3 * 1
     # A unit of 3 records on target 2, one to retry later: 2 pushes settled.
     unit = ChunkResult(target=2, retries={2: PendingRetry(2, {3: None})})
-    assert runner._work(0, 3, unit) == 2
+    assert _work(0, 3, unit) == 2
     # The retry settles the last one: over the task 5 x (1 + 3) = 20 once everything is done.
-    assert runner._work(0, 1, ChunkResult(attempt=1, target=2)) == 1
+    assert _work(0, 1, ChunkResult(attempt=1, target=2)) == 1
 
 
 def test_records_are_counted_by_stage_one_only() -> None:

@@ -1,0 +1,63 @@
+"""An in-memory :class:`~engine.messaging.publishing.ChunkPublisher`: unit tests run the planner
+and the chunk runner against it instead of RabbitMQ."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from engine.messaging.publishing import ChunkRouting, PublishFailed
+
+
+@dataclass(frozen=True, slots=True)
+class Published:
+    """One message as the broker would have queued it."""
+
+    routing_key: str
+    body: bytes
+    message_id: str
+    headers: Mapping[str, Any]
+    exchange: str | None
+    correlation_id: str | None
+
+
+class InMemoryPublisher(ChunkRouting):
+    """Keeps every published message in :attr:`messages`, in publish order.
+
+    ``refuse(routing_key, message_id)``, when given and true, makes that publish fail with
+    :class:`PublishFailed` (as an unconfirmed publish does) and keeps nothing.
+    """
+
+    def __init__(
+        self,
+        push_targets: Sequence[int] = (),
+        refuse: Callable[[str, str], bool] | None = None,
+    ) -> None:
+        self.push_targets = frozenset(push_targets)
+        self.messages: list[Published] = []
+        self._refuse = refuse
+
+    async def publish(
+        self,
+        routing_key: str,
+        body: bytes,
+        *,
+        message_id: str | None = None,
+        headers: Mapping[str, Any] | None = None,
+        exchange: str | None = None,
+        correlation_id: str | None = None,
+        content_type: str | None = "application/json",
+    ) -> str:
+        message_id = message_id or uuid.uuid4().hex
+        if self._refuse is not None and self._refuse(routing_key, message_id):
+            raise PublishFailed(f"refused {message_id}")
+        self.messages.append(
+            Published(routing_key, body, message_id, dict(headers or {}), exchange, correlation_id)
+        )
+        return message_id
+
+    def message_ids(self, routing_key: str | None = None) -> list[str]:
+        """Ids of the messages published (to ``routing_key`` only, when given)."""
+        return [m.message_id for m in self.messages if routing_key in (None, m.routing_key)]

@@ -1,0 +1,220 @@
+"""Stage 2 of a chunk: push the CRM values of its records to one target connection.
+
+A push unit (one per target for the records stage 1 forwarded) or a delayed retry on one target
+reads the records' CRM values, reads the target's actors and writes only the fields that differ,
+each logged; a record without a link is created there when its mapping says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import connectors as sdk
+from engine.mapping import values as mp
+from engine.mapping.model import ActorTypeMapping
+from engine.store.keys import InternalKey, Link, LinkTouch
+from engine.store.results import FieldChange, Outcome
+from engine.sync.connections import CallFailed, ConnectionHandle, Connections
+from engine.sync.records import ChunkResult, NewLink, Record, batches, fail, load_crm, records_of
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One record's desired values on one target actor."""
+
+    record: Record
+    link: Link | None
+    mapping: ActorTypeMapping
+    desired: dict[str, sdk.FieldValue]
+
+
+class PushStage:
+    """Runs stage 2 of a chunk (a push unit, or a delayed retry on one target)."""
+
+    def __init__(self, connections: Connections) -> None:
+        self.connections = connections
+
+    async def run(
+        self,
+        target_id: int,
+        keys: Sequence[InternalKey],
+        links: Sequence[Link],
+        *,
+        attempt: int = 0,
+    ) -> ChunkResult:
+        """Push the CRM values of ``keys`` to ``target_id`` (``links``: the target's)."""
+        result = ChunkResult(attempt, target_id)
+        records = await load_crm(self.connections, records_of(keys, links), result)
+        target = self.connections.get(target_id)
+        result.merge(await self._push(target, records, ChunkResult(attempt, target_id)))
+        return result
+
+    async def _push(
+        self, target: ConnectionHandle, records: Sequence[Record], result: ChunkResult
+    ) -> ChunkResult:
+        """Write the CRM values of ``records`` to one target into ``result``; never raises."""
+        updates: dict[str, list[Item]] = defaultdict(list)
+        creates: list[Item] = []
+        for record in records:
+            link = record.links.get(target.id)
+            if link is not None:
+                mapping = target.settings.mapping_for(link.erp_actor_type)
+                if mapping is None or mapping.crm != record.key.crm_actor_type:
+                    result.outcomes.append(
+                        Outcome(
+                            record.key.id,
+                            target.id,
+                            "failed",
+                            error=f"no mapping for {link.erp_actor_type} "
+                            f"<-> {record.key.crm_actor_type}",
+                        )
+                    )
+                    continue
+                desired = mp.erp_values_from_crm(mapping, record.crm)
+                updates[link.erp_actor_type].append(Item(record, link, mapping, desired))
+            else:
+                mapping = mp.creating_mapping(
+                    target.settings.actor_types, record.key.crm_actor_type
+                )
+                if mapping is not None:
+                    desired = mp.erp_values_from_crm(mapping, record.crm)
+                    creates.append(Item(record, None, mapping, desired))
+        jobs = [
+            self._update_batch(target, erp_type, batch, result)
+            for erp_type, items in updates.items()
+            for batch in batches(items, target.settings.batch_size)
+        ]
+        jobs += [self._create(target, item, result) for item in creates]
+        await asyncio.gather(*jobs)
+        return result
+
+    async def _update_batch(
+        self,
+        target: ConnectionHandle,
+        erp_type: str,
+        items: Sequence[Item],
+        result: ChunkResult,
+    ) -> None:
+        fields = sorted({f for item in items for f in item.desired})
+        if not fields:
+            for item in items:
+                result.outcomes.append(Outcome(item.record.key.id, target.id, "unchanged"))
+            return
+        keys = [item.link.erp_key for item in items if item.link is not None]
+        try:
+            current = await target.call(
+                target.connector.get_actors, sdk.GetActorsInput(erp_type, keys, fields)
+            )
+        except CallFailed as exc:
+            _fail_items(result, target, items, exc)
+            return
+        actors = {a.key: a for a in current.actors}
+        to_save: list[tuple[Item, dict[str, tuple[sdk.FieldValue, sdk.FieldValue]]]] = []
+        for item in items:
+            assert item.link is not None
+            actor = actors.get(item.link.erp_key)
+            if actor is None:
+                result.outcomes.append(
+                    Outcome(
+                        item.record.key.id,
+                        target.id,
+                        "failed",
+                        error=f"{erp_type} {item.link.erp_key!r} not found",
+                    )
+                )
+                continue
+            changed = mp.diff(actor.fields, item.desired)
+            if changed:
+                to_save.append((item, changed))
+            else:
+                result.outcomes.append(Outcome(item.record.key.id, target.id, "unchanged"))
+                result.touches.append(LinkTouch(item.link.id, actor.last_modified))
+        if not to_save:
+            return
+        try:
+            saved = await target.call(
+                target.connector.save_actors,
+                sdk.SaveActorsInput(
+                    erp_type,
+                    [
+                        sdk.Actor(
+                            erp_type, item.link.erp_key, {f: new for f, (_, new) in ch.items()}
+                        )
+                        for item, ch in to_save
+                        if item.link is not None
+                    ],
+                ),
+            )
+        except CallFailed as exc:
+            _fail_items(result, target, [item for item, _ in to_save], exc)
+            return
+        stamps = {a.key: a.last_modified for a in saved.saved}
+        failures = {f.key: f for f in saved.failures}
+        for item, changed in to_save:
+            assert item.link is not None
+            key = item.link.erp_key
+            if key not in stamps:
+                failure = failures.get(key)
+                error = failure.message if failure else "not saved by the connector"
+                kind = failure.kind if failure else "permanent"
+                _fail_items(
+                    result, target, [item], CallFailed(f"{target.settings.name}: {error}", kind)
+                )
+                continue
+            result.touches.append(LinkTouch(item.link.id, stamps[key]))
+            result.outcomes.append(Outcome(item.record.key.id, target.id, "updated", len(changed)))
+            result.changes += _log_to_erp(target.id, item, changed, erp_type)
+
+    async def _create(self, target: ConnectionHandle, item: Item, result: ChunkResult) -> None:
+        erp_type = item.mapping.erp
+        try:
+            created = await target.call(
+                target.connector.create_actor,
+                sdk.CreateActorInput(
+                    sdk.Actor(erp_type, "", dict(item.desired)),
+                    idempotency_key=f"erpsync:{item.record.key.id}:{target.id}",
+                ),
+            )
+        except CallFailed as exc:
+            _fail_items(result, target, [item], exc)
+            return
+        actor = created.actor
+        result.new_links.append(
+            NewLink(item.record.key.id, target.id, erp_type, actor.key, actor.last_modified)
+        )
+        changed: dict[str, tuple[sdk.FieldValue, sdk.FieldValue]] = {
+            f: (None, v) for f, v in item.desired.items() if not mp.same(None, v)
+        }
+        result.outcomes.append(Outcome(item.record.key.id, target.id, "created", len(changed)))
+        result.changes += _log_to_erp(target.id, item, changed, erp_type)
+
+
+def _fail_items(
+    result: ChunkResult, target: ConnectionHandle, items: Sequence[Item], exc: CallFailed
+) -> None:
+    fail(result, [item.record for item in items], target, exc, target_side=True)
+
+
+def _log_to_erp(
+    connection_id: int,
+    item: Item,
+    changed: dict[str, tuple[sdk.FieldValue, sdk.FieldValue]],
+    erp_type: str,
+) -> list[FieldChange]:
+    return [
+        FieldChange(
+            connection_id=connection_id,
+            internal_key_id=item.record.key.id,
+            external_key_id=item.link.id if item.link else None,
+            erp_actor_type=erp_type,
+            erp_field=erp_field,
+            crm_field=mp.crm_field_of(item.mapping, erp_field),
+            target_is_crm=False,
+            old_value=old,
+            new_value=new,
+        )
+        for erp_field, (old, new) in changed.items()
+    ]

@@ -1,0 +1,184 @@
+"""What both resync stages share: a chunk's records, their CRM values, and the result.
+
+A chunk runs in two stages (:mod:`engine.sync.source_stage`, :mod:`engine.sync.push_stage`).
+Nothing here touches the database: the chunk runner commits the returned :class:`ChunkResult` in
+one transaction.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import connectors as sdk
+from engine.mapping import values as mp
+from engine.store.keys import InternalKey, Link, LinkTouch
+from engine.store.results import FieldChange, Outcome
+from engine.store.tasks import ChunkCounts
+from engine.sync.connections import CallFailed, ConnectionHandle, Connections
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class NewLink:
+    """A link to an actor the engine just created."""
+
+    internal_key_id: int
+    connection_id: int
+    erp_actor_type: str
+    erp_key: str
+    last_modified: str | None
+
+
+@dataclass
+class PendingRetry:
+    """Records whose calls failed transiently: to run again later as a delayed-retry chunk."""
+
+    connection_id: int
+    """The connection that failed (its retry settings pace the retry)."""
+    keys: dict[int, None] = field(default_factory=dict)
+    retry_after: float = 0.0
+
+
+@dataclass
+class ChunkResult:
+    """Everything a chunk produced, to be committed at once.
+
+    ``attempt`` and ``target`` describe the run: None for a planned chunk (or a whole-record
+    retry), otherwise a push unit or a delayed retry of records on one ``target`` connection.
+    ``retries`` holds the records to retry later per target (None: the whole record, when the
+    source side failed). ``forward`` lists the records that passed the source stage, to be
+    pushed to the targets by push units, when the run did not push itself.
+    """
+
+    attempt: int = 0
+    target: int | None = None
+    retries: dict[int | None, PendingRetry] = field(default_factory=dict)
+    outcomes: list[Outcome] = field(default_factory=list)
+    changes: list[FieldChange] = field(default_factory=list)
+    touches: list[LinkTouch] = field(default_factory=list)
+    new_links: list[NewLink] = field(default_factory=list)
+    crm_written: list[int] = field(default_factory=list)
+    forward: list[int] = field(default_factory=list)
+    records: int = 0
+    configuration_error: str | None = None
+
+    def counts(self) -> ChunkCounts:
+        by_status: dict[str, int] = defaultdict(int)
+        for outcome in self.outcomes:
+            by_status[outcome.status] += 1
+        return ChunkCounts(
+            records=self.records,
+            unknown_keys=by_status["unknown_key"],
+            updated=by_status["updated"],
+            unchanged=by_status["unchanged"],
+            created=by_status["created"],
+            failed=by_status["failed"],
+            fields_changed=len(self.changes),
+        )
+
+    def merge(self, other: ChunkResult) -> None:
+        for target, pending in other.retries.items():
+            mine = self.retries.setdefault(target, PendingRetry(pending.connection_id))
+            mine.keys.update(pending.keys)
+            mine.retry_after = max(mine.retry_after, pending.retry_after)
+        self.outcomes += other.outcomes
+        self.changes += other.changes
+        self.touches += other.touches
+        self.new_links += other.new_links
+        self.configuration_error = self.configuration_error or other.configuration_error
+
+
+@dataclass
+class Record:
+    """A record moving through the chunk: its key, links and current CRM values."""
+
+    key: InternalKey
+    links: dict[int, Link]
+    crm: dict[str, sdk.FieldValue]
+
+
+def records_of(keys: Sequence[InternalKey], links: Sequence[Link]) -> list[Record]:
+    """The chunk's records, each with its links by connection id (no CRM values yet)."""
+    links_by_key: dict[int, dict[int, Link]] = defaultdict(dict)
+    for link in links:
+        links_by_key[link.internal_key_id][link.connection_id] = link
+    return [Record(k, links_by_key[k.id], {}) for k in keys]
+
+
+async def load_crm(
+    connections: Connections, records: list[Record], result: ChunkResult
+) -> list[Record]:
+    """Read the mapped CRM fields of every record; records missing in the CRM fail."""
+    crm = connections.crm
+    mappings = [m for erp in connections.erps() for m in erp.settings.actor_types]
+    by_type: dict[str, list[Record]] = defaultdict(list)
+    for record in records:
+        by_type[record.key.crm_actor_type].append(record)
+    found: list[Record] = []
+    for actor_type, group in by_type.items():
+        fields = mp.crm_fields_used(mappings, actor_type)
+        for batch in batches(group, crm.settings.batch_size):
+            try:
+                response = await crm.call(
+                    crm.connector.get_actors,
+                    sdk.GetActorsInput(actor_type, [r.key.crm_record_id for r in batch], fields),
+                )
+            except CallFailed as exc:
+                fail(result, batch, crm, exc)
+                continue
+            actors = {a.key: a for a in response.actors}
+            for record in batch:
+                actor = actors.get(record.key.crm_record_id)
+                if actor is None:
+                    result.outcomes.append(
+                        Outcome(
+                            record.key.id,
+                            0 if result.target is None else result.target,
+                            "failed",
+                            error="CRM record not found",
+                        )
+                    )
+                else:
+                    record.crm = dict(actor.fields)
+                    found.append(record)
+    return found
+
+
+def fail(
+    result: ChunkResult,
+    records: Sequence[Record],
+    connection: ConnectionHandle,
+    exc: CallFailed,
+    *,
+    target_side: bool = False,
+) -> None:
+    """Record failed calls: transient ones become delayed retries while attempts remain."""
+    connection_id = connection.id
+    on = connection_id if result.target is None else result.target
+    delayed = connection.settings.retry.delayed_attempts
+    error = exc.message
+    if exc.kind == "transient":
+        if result.attempt < delayed:
+            retry_as = result.target if result.target is not None else None
+            if target_side:
+                retry_as = connection_id
+            pending = result.retries.setdefault(retry_as, PendingRetry(connection_id))
+            pending.keys.update((r.key.id, None) for r in records)
+            pending.retry_after = max(pending.retry_after, exc.retry_after)
+            return
+        if delayed:
+            error = f"{error} (gave up after {result.attempt} delayed retries)"
+    for record in records:
+        result.outcomes.append(Outcome(record.key.id, on, "failed", error=error))
+    if exc.kind == "configuration":
+        result.configuration_error = exc.message
+
+
+def batches(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    """``items`` in slices of at most ``size``."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

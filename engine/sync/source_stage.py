@@ -1,0 +1,185 @@
+"""Stage 1 of a chunk: read the source, write its values into the CRM hub.
+
+A planned chunk (or a whole-record retry) from an ERP reads the records' CRM values and the
+source actors, and writes the fields that flow to the CRM (only those that differ, each logged).
+The records that came through are *forwarded*: the chunk runner stores one push unit per target
+for them (:mod:`engine.sync.push_stage`). A chunk from the CRM has nothing to read here.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+
+import connectors as sdk
+from engine.mapping import values as mp
+from engine.mapping.model import ActorTypeMapping
+from engine.store.keys import InternalKey, Link, LinkTouch
+from engine.store.results import FieldChange, Outcome
+from engine.sync.connections import CallFailed, ConnectionHandle, Connections
+from engine.sync.records import ChunkResult, Record, batches, fail, load_crm, records_of
+
+
+class SourceStage:
+    """Runs stage 1 of a chunk against open connections."""
+
+    def __init__(self, connections: Connections) -> None:
+        self.connections = connections
+
+    async def run(
+        self,
+        source_id: int,
+        keys: Sequence[InternalKey],
+        links: Sequence[Link],
+        *,
+        attempt: int = 0,
+    ) -> ChunkResult:
+        """Apply the source to the CRM for ``keys``; the records to push go in ``forward``."""
+        result = ChunkResult(attempt, None, records=len(keys))
+        records = records_of(keys, links)
+        if source_id > 0:
+            records = [r for r in records if self._linked_to_source(r, source_id, result)]
+        records = await load_crm(self.connections, records, result)
+        if source_id > 0:
+            records = await self._apply_source(source_id, records, result)
+        result.forward = [r.key.id for r in records]
+        return result
+
+    @staticmethod
+    def _linked_to_source(record: Record, source_id: int, result: ChunkResult) -> bool:
+        if source_id in record.links:
+            return True
+        result.outcomes.append(
+            Outcome(record.key.id, source_id, "not_linked", error="not linked to the source")
+        )
+        return False
+
+    async def _apply_source(
+        self, source_id: int, records: list[Record], result: ChunkResult
+    ) -> list[Record]:
+        """Read the source actors and write their to-CRM fields into the CRM records."""
+        source = self.connections.get(source_id)
+        by_type: dict[str, list[Record]] = defaultdict(list)
+        for record in records:
+            by_type[record.links[source_id].erp_actor_type].append(record)
+        ready: list[Record] = []
+        for erp_type, group in by_type.items():
+            mapping = source.settings.mapping_for(erp_type)
+            if mapping is None:
+                for record in group:
+                    result.outcomes.append(
+                        Outcome(
+                            record.key.id,
+                            source_id,
+                            "failed",
+                            error=f"no mapping for {erp_type} on the source",
+                        )
+                    )
+                continue
+            mismatched = [r for r in group if r.key.crm_actor_type != mapping.crm]
+            for record in mismatched:
+                result.outcomes.append(
+                    Outcome(
+                        record.key.id,
+                        source_id,
+                        "failed",
+                        error=f"{erp_type} maps to {mapping.crm}, not {record.key.crm_actor_type}",
+                    )
+                )
+            group = [r for r in group if r.key.crm_actor_type == mapping.crm]
+            erp_fields = list(mapping.fields)
+            for batch in batches(group, source.settings.batch_size):
+                try:
+                    response = await source.call(
+                        source.connector.get_actors,
+                        sdk.GetActorsInput(
+                            erp_type, [r.links[source_id].erp_key for r in batch], erp_fields
+                        ),
+                    )
+                except CallFailed as exc:
+                    fail(result, batch, source, exc)
+                    continue
+                actors = {a.key: a for a in response.actors}
+                ready += await self._write_crm(source, mapping, batch, actors, result)
+        return ready
+
+    async def _write_crm(
+        self,
+        source: ConnectionHandle,
+        mapping: ActorTypeMapping,
+        batch: Sequence[Record],
+        actors: dict[str, sdk.Actor],
+        result: ChunkResult,
+    ) -> list[Record]:
+        crm = self.connections.crm
+        to_save: list[tuple[Record, dict[str, tuple[sdk.FieldValue, sdk.FieldValue]]]] = []
+        ready: list[Record] = []
+        for record in batch:
+            link = record.links[source.id]
+            actor = actors.get(link.erp_key)
+            if actor is None:
+                result.outcomes.append(
+                    Outcome(
+                        record.key.id,
+                        source.id,
+                        "failed",
+                        error=f"{link.erp_actor_type} {link.erp_key!r} not found on source",
+                    )
+                )
+                continue
+            result.touches.append(LinkTouch(link.id, actor.last_modified))
+            changed = mp.diff(record.crm, mp.crm_values_from_erp(mapping, actor.fields))
+            if changed:
+                to_save.append((record, changed))
+            else:
+                result.outcomes.append(Outcome(record.key.id, 0, "unchanged"))
+                ready.append(record)
+        if not to_save:
+            return ready
+        crm_type = mapping.crm
+        try:
+            response = await crm.call(
+                crm.connector.save_actors,
+                sdk.SaveActorsInput(
+                    crm_type,
+                    [
+                        sdk.Actor(
+                            crm_type, r.key.crm_record_id, {f: new for f, (_, new) in ch.items()}
+                        )
+                        for r, ch in to_save
+                    ],
+                ),
+            )
+        except CallFailed as exc:
+            fail(result, [r for r, _ in to_save], crm, exc)
+            return ready
+        failures = {f.key: f for f in response.failures}
+        saved = {a.key for a in response.saved}
+        for record, changed in to_save:
+            crm_key = record.key.crm_record_id
+            if crm_key not in saved:
+                failure = failures.get(crm_key)
+                error = failure.message if failure else "not saved by the CRM connector"
+                kind = failure.kind if failure else "permanent"
+                fail(result, [record], crm, CallFailed(f"{crm.settings.name}: {error}", kind))
+                continue
+            link = record.links[source.id]
+            for crm_field, (old, new) in changed.items():
+                record.crm[crm_field] = new
+                result.changes.append(
+                    FieldChange(
+                        connection_id=source.id,
+                        internal_key_id=record.key.id,
+                        external_key_id=link.id,
+                        erp_actor_type=link.erp_actor_type,
+                        erp_field=mp.erp_field_of(mapping, crm_field),
+                        crm_field=crm_field,
+                        target_is_crm=True,
+                        old_value=old,
+                        new_value=new,
+                    )
+                )
+            result.outcomes.append(Outcome(record.key.id, 0, "updated", len(changed)))
+            result.crm_written.append(record.key.id)
+            ready.append(record)
+        return ready

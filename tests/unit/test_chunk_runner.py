@@ -1,0 +1,93 @@
+"""The chunk runner's parts without services: the two resync stages over in-memory connectors,
+and the push units' publishes against the in-memory publisher."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+
+from connectors.memory import MemoryStore
+from engine.messaging.memory import InMemoryPublisher
+from engine.messaging.topology import CHUNK_ROUTING_KEY, push_routing_key
+from engine.store.keys import InternalKey, Link
+from engine.sync.chunks import publish_units
+from engine.sync.connections import Connections
+from engine.sync.push_stage import PushStage
+from engine.sync.source_stage import SourceStage
+from tests import support
+
+
+@pytest.fixture
+async def stores() -> AsyncIterator[dict[int, MemoryStore]]:
+    names = {i: f"unit-{i}-{uuid.uuid4().hex[:8]}" for i in (0, 1, 2)}
+    yield {i: MemoryStore.named(name) for i, name in names.items()}
+    for name in names.values():
+        MemoryStore.drop(name)
+
+
+@pytest.fixture
+async def connections(stores: dict[int, MemoryStore]) -> AsyncIterator[Connections]:
+    names = {i: store.name for i, store in stores.items()}
+    opened = await Connections.open(support.memory_settings("unused", "unused", names))
+    yield opened
+    await opened.close()
+
+
+KEY = InternalKey(1, "Contact", "c1")
+LINKS = [Link(11, 1, 1, "Customer", "e1"), Link(12, 1, 2, "Customer", "k1")]
+
+
+async def test_stage_one_writes_the_sources_to_crm_fields_and_forwards_the_record(
+    stores: dict[int, MemoryStore], connections: Connections
+) -> None:
+    stores[0].put("Contact", "c1", {"name": "Old", "phone": "1", "email": "old@crm"})
+    stores[1].put("Customer", "e1", {"name": "New", "phone": "9", "email": "new@erp"})
+    result = await SourceStage(connections).run(1, [KEY], LINKS)
+    # name flows both ways and email to the CRM; phone flows only to the ERP
+    assert stores[0].get("Contact", "c1") == {"name": "New", "phone": "1", "email": "new@erp"}
+    assert result.forward == [1]
+    assert result.crm_written == [1]
+    assert sorted((c.crm_field, c.old_value, c.new_value) for c in result.changes) == [
+        ("email", "old@crm", "new@erp"),
+        ("name", "Old", "New"),
+    ]
+    assert stores[2].get("Customer", "k1") is None  # stage 1 pushes nothing
+
+
+async def test_stage_one_does_not_forward_a_record_not_linked_to_the_source(
+    connections: Connections,
+) -> None:
+    result = await SourceStage(connections).run(1, [KEY], [LINKS[1]])
+    assert result.forward == []
+    assert [(o.internal_key_id, o.status) for o in result.outcomes] == [(1, "not_linked")]
+
+
+async def test_stage_two_writes_only_the_differing_fields_to_its_target(
+    stores: dict[int, MemoryStore], connections: Connections
+) -> None:
+    stores[0].put("Contact", "c1", {"name": "Acme", "phone": "55", "email": "a@crm"})
+    stores[2].put("Customer", "k1", {"company": "Acme", "tel": "1", "mail": "x@erp"})
+    result = await PushStage(connections).run(2, [KEY], [LINKS[1]])
+    assert stores[2].get("Customer", "k1") == {"company": "Acme", "tel": "55", "mail": "a@crm"}
+    assert [(o.connection_id, o.status, o.changed_fields) for o in result.outcomes] == [
+        (2, "updated", 2)
+    ]
+    assert stores[1].get("Customer", "e1") is None  # only its own target
+    again = await PushStage(connections).run(2, [KEY], [LINKS[1]])
+    assert [o.status for o in again.outcomes] == ["unchanged"]
+
+
+async def test_push_units_go_to_their_targets_queues_and_refusals_are_reported() -> None:
+    publisher = InMemoryPublisher(
+        push_targets=[1, 2], refuse=lambda _, message_id: message_id == "chunk-5-8"
+    )
+    published, failed = await publish_units(publisher, 5, [(7, 1), (8, 2), (9, 3)])
+    assert published == [7, 9]  # unit 8 is left to the sweeper
+    assert len(failed) == 1
+    # target 3 has no push queue here (removed from the configuration): the chunk queue
+    assert [(m.routing_key, m.message_id) for m in publisher.messages] == [
+        (push_routing_key(1), "chunk-5-7"),
+        (CHUNK_ROUTING_KEY, "chunk-5-9"),
+    ]
