@@ -210,6 +210,13 @@ class PostgresConnector(sdk.BaseConnector[PostgresConfig]):
             raise sdk.ConfigurationError("connector is not open")
         return self._pool
 
+    async def _fetch(self, sql: str, *params: Any) -> list[asyncpg.Record]:
+        """Run a query; errors become the connector error taxonomy's."""
+        try:
+            return list(await self.pool.fetch(sql, *params))
+        except Exception as exc:
+            raise _classify(exc) from exc
+
     async def test_connection(self, request: sdk.TestConnectionInput) -> sdk.TestConnectionResult:
         try:
             version = await self.pool.fetchval("SHOW server_version")
@@ -251,10 +258,7 @@ class PostgresConnector(sdk.BaseConnector[PostgresConfig]):
             f"SELECT {self._select_list(table, keys)} FROM {table.qualified} "
             f'WHERE "{table.key}" = ANY($1::text[]::{table.key_type}[])'
         )
-        try:
-            rows = await self.pool.fetch(sql, list(request.keys))
-        except Exception as exc:
-            raise _classify(exc) from exc
+        rows = await self._fetch(sql, list(request.keys))
         return sdk.GetActorsResult(actors=[_actor(request.actor_type, row, keys) for row in rows])
 
     async def save_actors(self, request: sdk.SaveActorsInput) -> sdk.SaveActorsResult:
@@ -362,11 +366,8 @@ class PostgresConnector(sdk.BaseConnector[PostgresConfig]):
             f"INSERT INTO {table.qualified} ({quoted}) VALUES ({', '.join(exprs)}) {conflict} "
             f"RETURNING {self._select_list(table, list(table.columns))}"
         )
-        try:
-            row = await self.pool.fetchrow(sql, *values)
-        except Exception as exc:
-            raise _classify(exc) from exc
-        assert row is not None
+        rows = await self._fetch(sql, *values)
+        row = rows[0]
         return sdk.CreateActorResult(actor=_actor(actor.actor_type, row, list(table.columns)))
 
     async def get_actors_changed_since(
@@ -398,10 +399,7 @@ class PostgresConnector(sdk.BaseConnector[PostgresConfig]):
             f"SELECT {self._select_list(table, keys)} FROM {table.qualified} "
             f"WHERE {where} ORDER BY {order} LIMIT {int(limit) + 1}"
         )
-        try:
-            rows = await self.pool.fetch(sql, *params)
-        except Exception as exc:
-            raise _classify(exc) from exc
+        rows = await self._fetch(sql, *params)
         actors = [_actor(request.actor_type, row, keys) for row in rows[:limit]]
         cursor = (
             json.dumps([actors[-1].last_modified, actors[-1].key])

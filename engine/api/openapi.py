@@ -98,6 +98,19 @@ def _agent(
     }
 
 
+def _task_agent(summary: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    """A Batch agent method taking a task ``Id``: 200 with ``schema``, 404 for an unknown task."""
+    return _agent(
+        summary,
+        "IdRequest",
+        {
+            "200": {"description": description, "content": _content(schema)},
+            "404": _error("No such task."),
+        },
+        tag="Batch",
+    )
+
+
 def _query(name: str, description: str, kind: str = "integer") -> dict[str, Any]:
     return {
         "name": name,
@@ -220,17 +233,10 @@ def document() -> dict[str, Any]:
                     }
                 ],
             ),
-            "/api/v1/Agents/Batch/GetBatchTaskInfo": _agent(
+            "/api/v1/Agents/Batch/GetBatchTaskInfo": _task_agent(
                 "GetBatchTaskInfo: one batch task",
-                "IdRequest",
-                {
-                    "200": {
-                        "description": "The task.",
-                        "content": _content({"$ref": "#/components/schemas/BatchTaskInfo"}),
-                    },
-                    "404": _error("No such task."),
-                },
-                tag="Batch",
+                "The task.",
+                {"$ref": "#/components/schemas/BatchTaskInfo"},
             ),
             "/api/v1/Agents/Batch/GetBatchTaskInfosByNameAndState": _agent(
                 "GetBatchTaskInfosByNameAndState: tasks by name and state, newest first "
@@ -249,17 +255,10 @@ def document() -> dict[str, Any]:
                 },
                 tag="Batch",
             ),
-            "/api/v1/Agents/Batch/StopBatchJob": _agent(
+            "/api/v1/Agents/Batch/StopBatchJob": _task_agent(
                 "StopBatchJob: stop a running task between chunks",
-                "IdRequest",
-                {
-                    "200": {
-                        "description": "true when stopped now; false when already finished.",
-                        "content": _content({"type": "boolean"}),
-                    },
-                    "404": _error("No such task."),
-                },
-                tag="Batch",
+                "true when stopped now; false when already finished.",
+                {"type": "boolean"},
             ),
             "/api/session/login": {
                 "post": {

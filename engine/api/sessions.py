@@ -74,24 +74,17 @@ async def login(request: web.Request) -> web.Response:
     )
     response = web.Response(status=204)
     secure = settings.sessions.secure_cookies
-    response.set_cookie(
-        SESSION_COOKIE,
-        token,
-        httponly=True,
-        samesite="Strict",
-        path="/",
-        secure=secure,
-        max_age=int(ttl),
-    )
-    response.set_cookie(
-        XSRF_COOKIE,
-        xsrf,
-        httponly=False,
-        samesite="Strict",
-        path="/",
-        secure=secure,
-        max_age=int(ttl),
-    )
+    # The XSRF cookie is readable by the page's script, which echoes it in X-XSRF-TOKEN.
+    for name, value, httponly in ((SESSION_COOKIE, token, True), (XSRF_COOKIE, xsrf, False)):
+        response.set_cookie(
+            name,
+            value,
+            httponly=httponly,
+            samesite="Strict",
+            path="/",
+            secure=secure,
+            max_age=int(ttl),
+        )
     return response
 
 

@@ -4,7 +4,7 @@ and the chunk runner against it instead of RabbitMQ."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,9 +18,7 @@ class Published:
     routing_key: str
     body: bytes
     message_id: str
-    headers: Mapping[str, Any]
-    exchange: str | None
-    correlation_id: str | None
+    options: dict[str, Any]
 
 
 class InMemoryPublisher(ChunkRouting):
@@ -40,22 +38,13 @@ class InMemoryPublisher(ChunkRouting):
         self._refuse = refuse
 
     async def publish(
-        self,
-        routing_key: str,
-        body: bytes,
-        *,
-        message_id: str | None = None,
-        headers: Mapping[str, Any] | None = None,
-        exchange: str | None = None,
-        correlation_id: str | None = None,
-        content_type: str | None = "application/json",
+        self, routing_key: str, body: bytes, *, message_id: str | None = None, **options: Any
     ) -> str:
+        """Keep the message (``options``: the broker publisher's headers, exchange, ...)."""
         message_id = message_id or uuid.uuid4().hex
         if self._refuse is not None and self._refuse(routing_key, message_id):
             raise PublishFailed(f"refused {message_id}")
-        self.messages.append(
-            Published(routing_key, body, message_id, dict(headers or {}), exchange, correlation_id)
-        )
+        self.messages.append(Published(routing_key, body, message_id, options))
         return message_id
 
     def message_ids(self, routing_key: str | None = None) -> list[str]:

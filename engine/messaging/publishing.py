@@ -6,8 +6,8 @@ Two implementations: :class:`engine.messaging.broker.Publisher` (RabbitMQ, confi
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, Protocol
+import abc
+from typing import Protocol
 
 from engine.messaging.commands import ChunkCommand
 from engine.messaging.topology import CHUNK_ROUTING_KEY, push_routing_key
@@ -18,43 +18,31 @@ class PublishFailed(Exception):
 
 
 class ChunkPublisher(Protocol):
-    """Publishes a message and returns its id once it is safely queued; raises
-    :class:`PublishFailed` when it is not."""
+    """What the planner, the chunk runner and the front door need of a publisher.
 
-    async def publish(
-        self,
-        routing_key: str,
-        body: bytes,
-        *,
-        message_id: str | None = None,
-        headers: Mapping[str, Any] | None = None,
-        exchange: str | None = None,
-        correlation_id: str | None = None,
-        content_type: str | None = "application/json",
-    ) -> str: ...
+    ``publish`` returns the message id once the message is safely queued and raises
+    :class:`PublishFailed` when it is not.
+    """
 
-    async def publish_chunk(self, task_id: int, chunk_no: int, target: int | None) -> str: ...
+    async def publish(self, routing_key: str, body: bytes, *, message_id: str | None = None) -> str:
+        """Publish one message."""
+        ...
+
+    async def publish_chunk(self, task_id: int, chunk_no: int, target: int | None) -> str:
+        """Publish one chunk command to where it runs."""
+        ...
 
 
-class ChunkRouting:
-    """Where chunk commands go; a publisher that has ``publish`` and ``push_targets`` gets
-    :meth:`publish_chunk` from here."""
+class ChunkRouting(abc.ABC):
+    """Where chunk commands go: a publisher that implements ``publish`` and sets
+    ``push_targets`` gets :meth:`publish_chunk` from here."""
 
     push_targets: frozenset[int]
     """Target connections with a push queue."""
 
-    async def publish(
-        self,
-        routing_key: str,
-        body: bytes,
-        *,
-        message_id: str | None = None,
-        headers: Mapping[str, Any] | None = None,
-        exchange: str | None = None,
-        correlation_id: str | None = None,
-        content_type: str | None = "application/json",
-    ) -> str:
-        raise NotImplementedError
+    @abc.abstractmethod
+    async def publish(self, routing_key: str, body: bytes, *, message_id: str | None = None) -> str:
+        """Publish one message; see :class:`ChunkPublisher`."""
 
     def chunk_routing_key(self, target: int | None) -> str:
         """Where a chunk goes: its target's push queue, else (target None) the chunk queue.

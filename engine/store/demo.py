@@ -8,7 +8,9 @@ CRM so that a resync visibly changes them. Seeding is idempotent: it only fills 
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from engine.store import Connection
 
@@ -193,17 +195,14 @@ async def _fill(conn: Connection) -> None:
                 rnd.choice(["CEO", "CFO", "Buyer", "Engineer", "Sales"]),
             )
         )
-    await conn.copy_records_to_table(
-        "contact",
-        schema_name="demo_crm",
-        records=contacts,
-        columns=("id", "name", "orgnr", "phone", "email", "city"),
+    await _copy(
+        conn, "demo_crm.contact", contacts, ("id", "name", "orgnr", "phone", "email", "city")
     )
-    await conn.copy_records_to_table(
-        "person",
-        schema_name="demo_crm",
-        records=persons,
-        columns=("id", "contact_id", "firstname", "lastname", "email", "phone", "title"),
+    await _copy(
+        conn,
+        "demo_crm.person",
+        persons,
+        ("id", "contact_id", "firstname", "lastname", "email", "phone", "title"),
     )
 
     # ERP 1: every third phone (keys 1, 4, 7, ...) is stale and every 10th name is upper-case.
@@ -220,11 +219,11 @@ async def _fill(conn: Connection) -> None:
         )
         for (i, name, orgnr, phone, email, city) in contacts
     ]
-    await conn.copy_records_to_table(
-        "customer",
-        schema_name="demo_erp1",
-        records=erp1_customers,
-        columns=(
+    await _copy(
+        conn,
+        "demo_erp1.customer",
+        erp1_customers,
+        (
             "key",
             "name",
             "vat_no",
@@ -239,11 +238,11 @@ async def _fill(conn: Connection) -> None:
         (f"P{j:05d}", f"C{cid:05d}", first, last if j % 9 else last.upper(), email, phone, 1)
         for (j, cid, first, last, email, phone, _title) in persons
     ]
-    await conn.copy_records_to_table(
-        "person",
-        schema_name="demo_erp1",
-        records=erp1_persons,
-        columns=(
+    await _copy(
+        conn,
+        "demo_erp1.person",
+        erp1_persons,
+        (
             "key",
             "customer_key",
             "first_name",
@@ -266,21 +265,21 @@ async def _fill(conn: Connection) -> None:
         )
         for (i, name, orgnr, phone, email, city) in contacts
     ]
-    await conn.copy_records_to_table(
-        "customer",
-        schema_name="demo_erp2",
-        records=erp2_customers,
-        columns=("id", "company_name", "org_no", "telephone", "mail", "town"),
+    await _copy(
+        conn,
+        "demo_erp2.customer",
+        erp2_customers,
+        ("id", "company_name", "org_no", "telephone", "mail", "town"),
     )
     erp2_persons = [
         (50000 + j, 10000 + cid, first, last, email, phone if j % 4 else None)
         for (j, cid, first, last, email, phone, _title) in persons
     ]
-    await conn.copy_records_to_table(
-        "contact_person",
-        schema_name="demo_erp2",
-        records=erp2_persons,
-        columns=("id", "customer_id", "given_name", "family_name", "mail", "phone"),
+    await _copy(
+        conn,
+        "demo_erp2.contact_person",
+        erp2_persons,
+        ("id", "customer_id", "given_name", "family_name", "mail", "phone"),
     )
     await conn.execute(
         """
@@ -308,3 +307,11 @@ async def _fill(conn: Connection) -> None:
         records=links,
         columns=("internal_key_id", "connection_id", "erp_actor_type", "erp_key", "last_modified"),
     )
+
+
+async def _copy(
+    conn: Connection, table: str, records: Sequence[tuple[Any, ...]], columns: tuple[str, ...]
+) -> None:
+    """COPY ``records`` into ``schema.table``."""
+    schema, name = table.split(".")
+    await conn.copy_records_to_table(name, schema_name=schema, records=records, columns=columns)

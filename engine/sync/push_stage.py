@@ -15,10 +15,24 @@ from dataclasses import dataclass
 import connectors as sdk
 from engine.mapping import values as mp
 from engine.mapping.model import ActorTypeMapping
-from engine.store.keys import InternalKey, Link, LinkTouch
+from engine.store.keys import Link, LinkTouch
 from engine.store.results import FieldChange, Outcome
-from engine.sync.connections import CallFailed, ConnectionHandle, Connections
-from engine.sync.records import ChunkResult, NewLink, Record, batches, fail, load_crm, records_of
+from engine.sync.connections import CallFailed, ConnectionHandle
+from engine.sync.records import (
+    Changed,
+    ChunkResult,
+    Keys,
+    Links,
+    NewLink,
+    Record,
+    Stage,
+    batches,
+    fail,
+    load_crm,
+    not_saved,
+    records_of,
+    save_changes,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,20 +45,10 @@ class Item:
     desired: dict[str, sdk.FieldValue]
 
 
-class PushStage:
+class PushStage(Stage):
     """Runs stage 2 of a chunk (a push unit, or a delayed retry on one target)."""
 
-    def __init__(self, connections: Connections) -> None:
-        self.connections = connections
-
-    async def run(
-        self,
-        target_id: int,
-        keys: Sequence[InternalKey],
-        links: Sequence[Link],
-        *,
-        attempt: int = 0,
-    ) -> ChunkResult:
+    async def run(self, target_id: int, keys: Keys, links: Links, attempt: int = 0) -> ChunkResult:
         """Push the CRM values of ``keys`` to ``target_id`` (``links``: the target's)."""
         result = ChunkResult(attempt, target_id)
         records = await load_crm(self.connections, records_of(keys, links), result)
@@ -112,7 +116,7 @@ class PushStage:
             _fail_items(result, target, items, exc)
             return
         actors = {a.key: a for a in current.actors}
-        to_save: list[tuple[Item, dict[str, tuple[sdk.FieldValue, sdk.FieldValue]]]] = []
+        to_save: list[tuple[Item, Changed]] = []
         for item in items:
             assert item.link is not None
             actor = actors.get(item.link.erp_key)
@@ -135,18 +139,10 @@ class PushStage:
         if not to_save:
             return
         try:
-            saved = await target.call(
-                target.connector.save_actors,
-                sdk.SaveActorsInput(
-                    erp_type,
-                    [
-                        sdk.Actor(
-                            erp_type, item.link.erp_key, {f: new for f, (_, new) in ch.items()}
-                        )
-                        for item, ch in to_save
-                        if item.link is not None
-                    ],
-                ),
+            saved = await save_changes(
+                target,
+                erp_type,
+                [(item.link.erp_key, ch) for item, ch in to_save if item.link is not None],
             )
         except CallFailed as exc:
             _fail_items(result, target, [item for item, _ in to_save], exc)
@@ -157,11 +153,11 @@ class PushStage:
             assert item.link is not None
             key = item.link.erp_key
             if key not in stamps:
-                failure = failures.get(key)
-                error = failure.message if failure else "not saved by the connector"
-                kind = failure.kind if failure else "permanent"
                 _fail_items(
-                    result, target, [item], CallFailed(f"{target.settings.name}: {error}", kind)
+                    result,
+                    target,
+                    [item],
+                    not_saved(target, failures.get(key), "not saved by the connector"),
                 )
                 continue
             result.touches.append(LinkTouch(item.link.id, stamps[key]))
@@ -185,9 +181,7 @@ class PushStage:
         result.new_links.append(
             NewLink(item.record.key.id, target.id, erp_type, actor.key, actor.last_modified)
         )
-        changed: dict[str, tuple[sdk.FieldValue, sdk.FieldValue]] = {
-            f: (None, v) for f, v in item.desired.items() if not mp.same(None, v)
-        }
+        changed: Changed = {f: (None, v) for f, v in item.desired.items() if not mp.same(None, v)}
         result.outcomes.append(Outcome(item.record.key.id, target.id, "created", len(changed)))
         result.changes += _log_to_erp(target.id, item, changed, erp_type)
 
@@ -201,7 +195,7 @@ def _fail_items(
 def _log_to_erp(
     connection_id: int,
     item: Item,
-    changed: dict[str, tuple[sdk.FieldValue, sdk.FieldValue]],
+    changed: Changed,
     erp_type: str,
 ) -> list[FieldChange]:
     return [

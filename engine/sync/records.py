@@ -101,7 +101,18 @@ class Record:
     crm: dict[str, sdk.FieldValue]
 
 
-def records_of(keys: Sequence[InternalKey], links: Sequence[Link]) -> list[Record]:
+class Stage:
+    """A resync stage of a chunk, run against the open connections."""
+
+    def __init__(self, connections: Connections) -> None:
+        self.connections = connections
+
+
+Keys = Sequence[InternalKey]
+Links = Sequence[Link]
+
+
+def records_of(keys: Keys, links: Links) -> list[Record]:
     """The chunk's records, each with its links by connection id (no CRM values yet)."""
     links_by_key: dict[int, dict[int, Link]] = defaultdict(dict)
     for link in links:
@@ -146,6 +157,33 @@ async def load_crm(
                     record.crm = dict(actor.fields)
                     found.append(record)
     return found
+
+
+Changed = dict[str, tuple[sdk.FieldValue, sdk.FieldValue]]
+"""Fields whose value changes: field -> (old, new)."""
+
+
+async def save_changes(
+    connection: ConnectionHandle, actor_type: str, changes: Sequence[tuple[str, Changed]]
+) -> sdk.SaveActorsResult:
+    """Write the new values of ``changes`` (actor key, changed fields) in one call."""
+    actors = [
+        sdk.Actor(actor_type, key, {f: new for f, (_, new) in changed.items()})
+        for key, changed in changes
+    ]
+    return await connection.call(
+        connection.connector.save_actors, sdk.SaveActorsInput(actor_type, actors)
+    )
+
+
+def not_saved(
+    connection: ConnectionHandle, failure: sdk.ActorFailure | None, unexplained: str
+) -> CallFailed:
+    """The failure of an actor a save left out; ``unexplained`` (permanent) when the connector
+    gave no reason."""
+    if failure is None:
+        return CallFailed(f"{connection.settings.name}: {unexplained}", "permanent")
+    return CallFailed(f"{connection.settings.name}: {failure.message}", failure.kind)
 
 
 def fail(

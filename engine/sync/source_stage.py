@@ -14,26 +14,29 @@ from collections.abc import Sequence
 import connectors as sdk
 from engine.mapping import values as mp
 from engine.mapping.model import ActorTypeMapping
-from engine.store.keys import InternalKey, Link, LinkTouch
+from engine.store.keys import LinkTouch
 from engine.store.results import FieldChange, Outcome
-from engine.sync.connections import CallFailed, ConnectionHandle, Connections
-from engine.sync.records import ChunkResult, Record, batches, fail, load_crm, records_of
+from engine.sync.connections import CallFailed, ConnectionHandle
+from engine.sync.records import (
+    Changed,
+    ChunkResult,
+    Keys,
+    Links,
+    Record,
+    Stage,
+    batches,
+    fail,
+    load_crm,
+    not_saved,
+    records_of,
+    save_changes,
+)
 
 
-class SourceStage:
+class SourceStage(Stage):
     """Runs stage 1 of a chunk against open connections."""
 
-    def __init__(self, connections: Connections) -> None:
-        self.connections = connections
-
-    async def run(
-        self,
-        source_id: int,
-        keys: Sequence[InternalKey],
-        links: Sequence[Link],
-        *,
-        attempt: int = 0,
-    ) -> ChunkResult:
+    async def run(self, source_id: int, keys: Keys, links: Links, attempt: int = 0) -> ChunkResult:
         """Apply the source to the CRM for ``keys``; the records to push go in ``forward``."""
         result = ChunkResult(attempt, None, records=len(keys))
         records = records_of(keys, links)
@@ -112,7 +115,7 @@ class SourceStage:
         result: ChunkResult,
     ) -> list[Record]:
         crm = self.connections.crm
-        to_save: list[tuple[Record, dict[str, tuple[sdk.FieldValue, sdk.FieldValue]]]] = []
+        to_save: list[tuple[Record, Changed]] = []
         ready: list[Record] = []
         for record in batch:
             link = record.links[source.id]
@@ -138,17 +141,8 @@ class SourceStage:
             return ready
         crm_type = mapping.crm
         try:
-            response = await crm.call(
-                crm.connector.save_actors,
-                sdk.SaveActorsInput(
-                    crm_type,
-                    [
-                        sdk.Actor(
-                            crm_type, r.key.crm_record_id, {f: new for f, (_, new) in ch.items()}
-                        )
-                        for r, ch in to_save
-                    ],
-                ),
+            response = await save_changes(
+                crm, crm_type, [(r.key.crm_record_id, ch) for r, ch in to_save]
             )
         except CallFailed as exc:
             fail(result, [r for r, _ in to_save], crm, exc)
@@ -158,10 +152,12 @@ class SourceStage:
         for record, changed in to_save:
             crm_key = record.key.crm_record_id
             if crm_key not in saved:
-                failure = failures.get(crm_key)
-                error = failure.message if failure else "not saved by the CRM connector"
-                kind = failure.kind if failure else "permanent"
-                fail(result, [record], crm, CallFailed(f"{crm.settings.name}: {error}", kind))
+                fail(
+                    result,
+                    [record],
+                    crm,
+                    not_saved(crm, failures.get(crm_key), "not saved by the CRM connector"),
+                )
                 continue
             link = record.links[source.id]
             for crm_field, (old, new) in changed.items():
