@@ -20,7 +20,7 @@ import aio_pika
 import aiormq
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage, AbstractQueue
 
-from engine.messaging.consumer import message_identity
+from engine.messaging.deliveries import message_identity
 from engine.messaging.topology import (
     DEAD_LETTERED_AT_HEADER,
     ORIGINAL_ROUTING_KEY_HEADER,
