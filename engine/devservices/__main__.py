@@ -16,9 +16,8 @@ _config = click.option(
     "--config",
     "config_path",
     type=click.Path(dir_okay=False, path_type=Path),
-    default=lambda: os.environ.get("ERPSYNC_CONFIG", "config/erpsync.toml"),
-    show_default="$ERPSYNC_CONFIG or config/erpsync.toml",
-    help="Configuration whose database.url and broker.url (with ERPSYNC_* overrides) to serve.",
+    help="Configuration whose database.url and broker.url (with ERPSYNC_* overrides) to serve "
+    "[default: $ERPSYNC_CONFIG or config/erpsync.toml].",
 )
 _run_dir = click.option(
     "--run-dir",
@@ -47,7 +46,9 @@ def up(config_path: Path, run_dir: Path, database_url: str | None, broker_url: s
     """Use the configured services if they answer; otherwise start private ones."""
     if database_url is None or broker_url is None:
         try:
-            settings = load_settings(config_path)
+            settings = load_settings(
+                config_path or os.environ.get("ERPSYNC_CONFIG", "config/erpsync.toml")
+            )
         except ConfigError as exc:
             click.echo(str(exc), err=True)
             sys.exit(2)
@@ -65,16 +66,16 @@ def up(config_path: Path, run_dir: Path, database_url: str | None, broker_url: s
 @main.command()
 @_config
 @_run_dir
-def down(config_path: Path, run_dir: Path) -> None:
-    """Stop the private services (their data stays for the next run)."""
+def down(config_path: Path | None, run_dir: Path) -> None:
+    """Stop the private services (their data stays for the next run); --config is ignored."""
     DevServices(run_dir, _say).down()
 
 
 @main.command()
 @_config
 @_run_dir
-def status(config_path: Path, run_dir: Path) -> None:
-    """The private services and whether they run."""
+def status(config_path: Path | None, run_dir: Path) -> None:
+    """The private services and whether they run; --config is ignored."""
     lines = DevServices(run_dir, _say).status()
     click.echo("\n".join(lines) if lines else f"no private services in {run_dir}")
 

@@ -17,7 +17,7 @@ import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import SplitResult, unquote, urlsplit
 
 from engine.devservices import packages
 from engine.devservices.nodes import PostgresCluster, RabbitNode, answers, is_root
@@ -45,22 +45,21 @@ class Endpoint:
 
 def database_endpoint(url: str) -> Endpoint:
     parts = urlsplit(url)
-    return Endpoint(
-        host=parts.hostname or "127.0.0.1",
-        port=parts.port or 5432,
-        user=unquote(parts.username or "postgres"),
-        path=unquote(parts.path.lstrip("/")) or "postgres",
-    )
+    return _endpoint(parts, 5432, "postgres", unquote(parts.path.lstrip("/")) or "postgres")
 
 
 def broker_endpoint(url: str) -> Endpoint:
     parts = urlsplit(url)
+    return _endpoint(parts, 5672, "guest", unquote(parts.path[1:]) if len(parts.path) > 1 else "/")
+
+
+def _endpoint(parts: SplitResult, port: int, user: str, path: str) -> Endpoint:
     return Endpoint(
         host=parts.hostname or "127.0.0.1",
-        port=parts.port or 5672,
-        user=unquote(parts.username or "guest"),
-        path=unquote(parts.path[1:]) if len(parts.path) > 1 else "/",
-        password=unquote(parts.password or "guest"),
+        port=parts.port or port,
+        user=unquote(parts.username or user),
+        path=path,
+        password=unquote(parts.password or ""),
     )
 
 
