@@ -85,7 +85,7 @@ def status(config_path: Path | None, run_dir: Path) -> None:
 def packages_command(purpose: str) -> None:
     """Install the system packages `make PURPOSE` needs (as root), or say how."""
     try:
-        packages.ensure(packages.SETS[purpose], _say)
+        packages.ensure(packages.SETS[purpose], lambda line: click.echo(f"packages: {line}"))
     except packages.MissingPackages as exc:
         click.echo(f"packages: {exc}", err=True)
         sys.exit(1)
