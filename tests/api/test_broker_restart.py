@@ -1,6 +1,7 @@
 """A 204 is never lost: restart a (throwaway) RabbitMQ node between requests.
 
-Uses ``tests.nodes.RabbitNode`` on its own port; the shared broker on 5672 is never touched.
+Uses ``engine.devservices.nodes.RabbitNode`` on its own port; the shared broker on 5672 is never
+touched.
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from pydantic import SecretStr
 
 from connectors.memory import MemoryStore
+from engine.devservices.nodes import RabbitNode
 from tests import support
 from tests.api.conftest import api_settings, basic
 from tests.e2e.harness import RESYNC, TERMINAL, Service, link
-from tests.nodes import RabbitNode
 
 pytestmark = pytest.mark.e2e
 

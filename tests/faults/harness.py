@@ -25,9 +25,10 @@ import aio_pika
 import aiohttp
 import asyncpg
 
+from engine.devservices.nodes import PostgresCluster
+from engine.devservices.ports import free_port
 from engine.store import migrate
 from tests import support
-from tests.nodes import PostgresCluster, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 FLAKY = "tests.faults.flaky:FlakyConnector"
@@ -466,7 +467,8 @@ class Rig:
 async def rig(prefix: str, tmp: Path, amqp_url: str = support.AMQP_URL) -> Any:
     """A :class:`Rig` on a fresh cluster; processes and cluster are gone afterwards.
 
-    Pass a throwaway node's ``amqp_url`` (``tests.nodes.RabbitNode``) to fault the broker too.
+    Pass a throwaway node's ``amqp_url`` (``engine.devservices.nodes.RabbitNode``) to fault the
+    broker too.
     """
     cluster = PostgresCluster()
     await asyncio.to_thread(cluster.start)

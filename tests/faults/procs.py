@@ -26,9 +26,9 @@ from pydantic import Field
 
 from connectors.contract import GetActorsInput, GetActorsResult
 from connectors.postgres import PostgresConfig, PostgresConnector
+from engine.devservices.ports import free_port
 from engine.store import demo
 from tests import support
-from tests.nodes import free_port
 
 ROOT = Path(__file__).parents[2]
 DEMO_CONFIG = ROOT / "config" / "erpsync.toml"

@@ -18,9 +18,9 @@ from collections.abc import Iterator
 import asyncpg
 import pytest
 
+from engine.devservices.nodes import RabbitNode
 from tests import support
 from tests.faults import procs
-from tests.nodes import RabbitNode
 
 pytestmark = pytest.mark.e2e
 

@@ -16,7 +16,8 @@ import orjson
 import pytest
 
 from connectors.memory import MemoryStore
-from tests import nodes, support
+from engine.devservices.ports import free_port
+from tests import support
 from tests.e2e.harness import Service
 from tests.ops.conftest import seed, settings_for
 
@@ -166,7 +167,7 @@ async def test_errors_are_one_line_with_a_hint(service: Service, env: dict[str, 
     assert "refused the credentials of user 'tje0'" in err
     assert "not-the-password" not in err
 
-    nowhere = {**env, "ERPSYNC_URL": f"http://127.0.0.1:{nodes.free_port()}"}
+    nowhere = {**env, "ERPSYNC_URL": f"http://127.0.0.1:{free_port()}"}
     code, _, err = await cli("resync", "--from", "0", "--keys", "1", env=nowhere)
     assert code == 3
     assert err.splitlines()[0].startswith("erpsync: cannot reach the erpsync API at http://")

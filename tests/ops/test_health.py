@@ -10,9 +10,9 @@ import pytest
 from pydantic import SecretStr
 
 from connectors.memory import MemoryStore
+from engine.devservices.nodes import PostgresCluster, RabbitNode
 from engine.store import migrate
 from tests.e2e.harness import Service
-from tests.nodes import PostgresCluster, RabbitNode
 from tests.ops.conftest import seed, settings_for
 from tests.support import wait_for
 
