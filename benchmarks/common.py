@@ -38,7 +38,7 @@ from engine.messaging.commands import ResyncCommand
 from engine.messaging.topology import RESYNC_ROUTING_KEY
 from engine.settings import Settings
 from engine.store import migrate
-from tests import support
+from tests.support import services
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = Path(os.environ.get("BENCH_RESULTS_DIR", ROOT / "benchmarks" / "results"))
@@ -266,12 +266,12 @@ def unique(prefix: str) -> str:
 
 
 def database_url(name: str) -> str:
-    return support.database_url(name, ADMIN_DATABASE_URL)
+    return services.database_url(name, ADMIN_DATABASE_URL)
 
 
 async def create_database(name: str) -> str:
     """A new, migrated database."""
-    url = await support.create_database(name, admin_url=ADMIN_DATABASE_URL)
+    url = await services.create_database(name, admin_url=ADMIN_DATABASE_URL)
     conn = await asyncpg.connect(url)
     try:
         await migrate.migrate(conn)
@@ -281,11 +281,11 @@ async def create_database(name: str) -> str:
 
 
 async def drop_database(name: str) -> None:
-    await support.drop_database(name, ADMIN_DATABASE_URL)
+    await services.drop_database(name, ADMIN_DATABASE_URL)
 
 
 async def delete_broker_objects(prefix: str) -> None:
-    await support.delete_broker_objects(prefix, AMQP_URL)
+    await services.delete_broker_objects(prefix, AMQP_URL)
 
 
 async def seed_links(db: asyncpg.Connection, count: int, targets: Sequence[int] = (1, 2)) -> None:

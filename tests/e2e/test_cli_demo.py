@@ -14,10 +14,10 @@ import asyncpg
 import pytest
 
 from engine.store.migrate import migrations
-from tests import support
-from tests.e2e.harness import AUTH, RESYNC, TASK_INFO
-
-pytestmark = pytest.mark.e2e
+from tests.support import services
+from tests.support.cli import run_cli
+from tests.support.service import AUTH, RESYNC, TASK_INFO
+from tests.support.waiting import wait_for
 
 
 def _free_port() -> int:
@@ -27,14 +27,14 @@ def _free_port() -> int:
 
 
 async def _cli(*args: str, env: dict[str, str], timeout: float = 60) -> tuple[int, str, str]:
-    return await support.run_cli(*args, env=env, timeout=timeout)
+    return await run_cli(*args, env=env, timeout=timeout)
 
 
 @pytest.fixture
 async def empty_database() -> AsyncIterator[str]:
-    name = support.unique("erpsync_demo")
+    name = services.unique("erpsync_demo")
     yield name
-    await support.drop_database(name)
+    await services.drop_database(name)
 
 
 async def test_migrate_seed_serve_and_resync_the_demo(
@@ -43,8 +43,8 @@ async def test_migrate_seed_serve_and_resync_the_demo(
     port = _free_port()
     env = {
         **os.environ,
-        "ERPSYNC_DATABASE_URL": support.database_url(empty_database),
-        "ERPSYNC_BROKER_URL": support.AMQP_URL,
+        "ERPSYNC_DATABASE_URL": services.database_url(empty_database),
+        "ERPSYNC_BROKER_URL": services.AMQP_URL,
         "ERPSYNC_BROKER_PREFIX": broker_prefix,
         "ERPSYNC_SERVER_PORT": str(port),
         "ERPSYNC_LOG_FORMAT": "json",
@@ -59,7 +59,7 @@ async def test_migrate_seed_serve_and_resync_the_demo(
     code, out, _ = await _cli("demo", "seed", env=env)
     assert code == 0 and out.startswith("demo data already present")
 
-    db = await asyncpg.connect(support.database_url(empty_database))
+    db = await asyncpg.connect(services.database_url(empty_database))
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -80,7 +80,7 @@ async def test_migrate_seed_serve_and_resync_the_demo(
                 except aiohttp.ClientError:
                     return 0
 
-            await support.wait_for(ready, lambda s: s == 200, timeout=30, what="service ready")
+            await wait_for(ready, lambda s: s == 200, timeout=30, what="service ready")
             async with http.post(
                 RESYNC,
                 data=b'{"ErpConnectionId":0,"InternalKeyIds":[1,2,3]}',
@@ -93,7 +93,7 @@ async def test_migrate_seed_serve_and_resync_the_demo(
                 async with http.post(TASK_INFO, json={"Id": task_id}, headers=AUTH) as r:
                     return dict(await r.json())
 
-            done = await support.wait_for(
+            done = await wait_for(
                 info, lambda i: i["State"] == "Succeeded", timeout=30, what="demo task"
             )
         assert done["ProgressPercent"] == 100
@@ -139,7 +139,7 @@ async def test_migrate_seed_serve_and_resync_the_demo(
 async def test_unreachable_service_gives_one_clear_message(
     variable: str, value: str, expected: str, database: str
 ) -> None:
-    env = {**os.environ, "ERPSYNC_DATABASE_URL": support.database_url(database), variable: value}
+    env = {**os.environ, "ERPSYNC_DATABASE_URL": services.database_url(database), variable: value}
     code, _, err = await _cli("serve", env=env)
     assert code == 3
     assert expected in err

@@ -14,17 +14,17 @@ from typing import Any
 import aio_pika
 import asyncpg
 import orjson
-import pytest
 
 from connectors.memory import MemoryStore
 from engine.messaging.broker import Publisher, connect
 from engine.messaging.consumer import Consumer, Delivery
 from engine.messaging.topology import ORIGINAL_ROUTING_KEY_HEADER, REASON_HEADER
 from engine.settings import BrokerSettings
-from tests import support
-from tests.e2e.harness import Service, link, sync_log
-
-pytestmark = pytest.mark.e2e
+from tests.support import services
+from tests.support.cli import run_cli
+from tests.support.service import Service, link, sync_log
+from tests.support.settings import memory_settings
+from tests.support.waiting import wait_for
 
 AMQP_PUBLISH = shutil.which("amqp-publish")
 
@@ -43,7 +43,7 @@ async def amqp_publish(prefix: str, body: str, routing_key: str = "resync") -> N
         AMQP_PUBLISH,
         "--url",
         # librabbitmq reads a trailing "/" as the empty vhost; without a path it means "/".
-        support.AMQP_URL.removesuffix("/"),
+        services.AMQP_URL.removesuffix("/"),
         "--exchange",
         prefix,
         "--routing-key",
@@ -64,15 +64,15 @@ async def erpsync(prefix: str, *args: str) -> tuple[int, str, str]:
     """Run the CLI against the test broker/prefix."""
     env = {
         **os.environ,
-        "ERPSYNC_BROKER_URL": support.AMQP_URL,
+        "ERPSYNC_BROKER_URL": services.AMQP_URL,
         "ERPSYNC_BROKER_PREFIX": prefix,
     }
-    return await support.run_cli(*args, env=env)
+    return await run_cli(*args, env=env)
 
 
 async def dead_letters(prefix: str) -> list[aio_pika.abc.AbstractIncomingMessage]:
     """Peek at the dead-letter queue (everything is requeued when the connection closes)."""
-    connection = await aio_pika.connect(support.AMQP_URL)
+    connection = await aio_pika.connect(services.AMQP_URL)
     async with connection:
         channel = await connection.channel()
         queue = await channel.get_queue(f"{prefix}.dead-letters")
@@ -91,28 +91,26 @@ async def test_another_client_malformed_goes_to_the_dlq_and_valid_runs_once(
     database: str, db: asyncpg.Connection, broker_prefix: str, stores: dict[int, MemoryStore]
 ) -> None:
     await _seed(db, stores)
-    settings = support.memory_settings(
-        database, broker_prefix, {cid: s.name for cid, s in stores.items()}
-    )
+    settings = memory_settings(database, broker_prefix, {cid: s.name for cid, s in stores.items()})
     valid = '{"erpconnectionid": 0, "internalKeyIds": [1], "CorrelationId": "shell-42"}'
     async with Service(settings, api=False):
         await amqp_publish(broker_prefix, '{"ErpConnectionId": "zero", "InternalKeyIds": [1')
         await amqp_publish(broker_prefix, '{"ErpConnectionId": "zero"}')
         await amqp_publish(broker_prefix, valid)
         await amqp_publish(broker_prefix, valid)  # same body, no message_id: deduplicated
-        done = await support.wait_for(
+        done = await wait_for(
             lambda: tasks(db),
             lambda rows: len(rows) == 1 and rows[0]["state"] == "Succeeded",
             what="the valid command to run",
         )
-        letters = await support.wait_for(
+        letters = await wait_for(
             lambda: dead_letters(broker_prefix),
             lambda found: len(found) == 2,
             what="2 dead letters",
         )
         # The consumer survived both and still takes work.
         await amqp_publish(broker_prefix, '{"ErpConnectionId": 0, "InternalKeyIds": [1, 2]}')
-        await support.wait_for(
+        await wait_for(
             lambda: tasks(db),
             lambda rows: len(rows) == 2 and rows[1]["state"] == "Succeeded",
             what="a later command to run",
@@ -138,11 +136,9 @@ async def test_a_command_published_with_aio_pika_and_a_message_id_runs_once(
     database: str, db: asyncpg.Connection, broker_prefix: str, stores: dict[int, MemoryStore]
 ) -> None:
     await _seed(db, stores)
-    settings = support.memory_settings(
-        database, broker_prefix, {cid: s.name for cid, s in stores.items()}
-    )
+    settings = memory_settings(database, broker_prefix, {cid: s.name for cid, s in stores.items()})
     async with Service(settings, api=False):
-        connection = await aio_pika.connect(support.AMQP_URL)
+        connection = await aio_pika.connect(services.AMQP_URL)
         async with connection:
             channel = await connection.channel()
             exchange = await channel.get_exchange(broker_prefix)
@@ -156,12 +152,12 @@ async def test_a_command_published_with_aio_pika_and_a_message_id_runs_once(
                     ),
                     routing_key="resync",
                 )
-        rows = await support.wait_for(
+        rows = await wait_for(
             lambda: tasks(db),
             lambda rows: len(rows) == 1 and rows[0]["state"] == "Succeeded",
             what="the command to run",
         )
-        await support.wait_for(
+        await wait_for(
             lambda: _ready_messages(f"{broker_prefix}.commands"),
             lambda n: n == 0,
             what="the duplicate to be consumed",
@@ -177,13 +173,11 @@ async def test_dlq_list_and_replay(
     database: str, db: asyncpg.Connection, broker_prefix: str, stores: dict[int, MemoryStore]
 ) -> None:
     await _seed(db, stores)
-    settings = support.memory_settings(
-        database, broker_prefix, {cid: s.name for cid, s in stores.items()}
-    )
+    settings = memory_settings(database, broker_prefix, {cid: s.name for cid, s in stores.items()})
     async with Service(settings, api=False):
         await amqp_publish(broker_prefix, '{"ErpConnectionId": 0, "InternalKeyIds": "all"}')
         await amqp_publish(broker_prefix, "[]")
-        await support.wait_for(
+        await wait_for(
             lambda: _ready_messages(f"{broker_prefix}.dead-letters"),
             lambda n: n == 2,
             what="2 dead letters",
@@ -205,7 +199,7 @@ async def test_dlq_list_and_replay(
     assert await _ready_messages(f"{broker_prefix}.dead-letters") == 2  # listing moved nothing
 
     # Replay into a work exchange that cannot route: refused, nothing removed.
-    connection = await aio_pika.connect(support.AMQP_URL)
+    connection = await aio_pika.connect(services.AMQP_URL)
     async with connection:
         channel = await connection.channel()
         queue = await channel.get_queue(f"{broker_prefix}.commands")
@@ -234,7 +228,7 @@ async def test_dlq_list_and_replay(
 
     # A worker dead-letters the replayed invalid messages again, counting the replay.
     async with Service(settings, api=False):
-        letters = await support.wait_for(
+        letters = await wait_for(
             lambda: dead_letters(broker_prefix), lambda found: len(found) == 2, what="re-dead"
         )
     assert sorted(m.headers.get("x-erpsync-replay-count") for m in letters) == [1, 1]
@@ -251,24 +245,22 @@ async def test_a_consumer_cancelled_by_the_broker_is_attached_again(
 ) -> None:
     """Deleting the queue cancels the consumer (aio-pika#334); the supervisor restores it."""
     await _seed(db, stores)
-    settings = support.memory_settings(
-        database, broker_prefix, {cid: s.name for cid, s in stores.items()}
-    )
+    settings = memory_settings(database, broker_prefix, {cid: s.name for cid, s in stores.items()})
     worker = settings.worker.model_copy(update={"consumer_check_interval": 0.2})
     settings = settings.model_copy(update={"worker": worker})
     async with Service(settings, api=False):
-        connection = await aio_pika.connect(support.AMQP_URL)
+        connection = await aio_pika.connect(services.AMQP_URL)
         async with connection:
             channel = await connection.channel()
             await channel.queue_delete(f"{broker_prefix}.commands")
-        await support.wait_for(
+        await wait_for(
             lambda: _consumers(f"{broker_prefix}.commands"),
             lambda n: n == 1,
             timeout=30,
             what="the commands queue to be declared and consumed again",
         )
         await amqp_publish(broker_prefix, '{"InternalKeyIds": [1]}')
-        await support.wait_for(
+        await wait_for(
             lambda: tasks(db),
             lambda rows: len(rows) == 1 and rows[0]["state"] == "Succeeded",
             what="a command after the re-attach",
@@ -276,7 +268,7 @@ async def test_a_consumer_cancelled_by_the_broker_is_attached_again(
 
 
 async def _queue_info(name: str) -> tuple[int, int]:
-    connection = await aio_pika.connect(support.AMQP_URL)
+    connection = await aio_pika.connect(services.AMQP_URL)
     async with connection:
         channel = await connection.channel()
         try:
@@ -300,7 +292,7 @@ class _Engine:
 
     def __init__(self, prefix: str, delivery_limit: int = 10) -> None:
         self.settings = BrokerSettings.model_validate(
-            {"url": support.AMQP_URL, "prefix": prefix, "delivery_limit": delivery_limit}
+            {"url": services.AMQP_URL, "prefix": prefix, "delivery_limit": delivery_limit}
         )
         self.seen: list[int] = []
         self.failures: list[BaseException] = []
@@ -336,8 +328,8 @@ async def test_an_outage_is_retried_in_place_without_spending_deliveries(
     async with _Engine(broker_prefix, delivery_limit=1) as engine:
         engine.failures = [OSError("connection refused"), asyncpg.CannotConnectNowError("starting")]
         await engine.publisher.publish("resync", b"{}", message_id="m-1")
-        await support.wait_for(lambda: _seen(engine), lambda n: n == 3, what="3 attempts")
-        await support.wait_for(
+        await wait_for(lambda: _seen(engine), lambda n: n == 3, what="3 attempts")
+        await wait_for(
             lambda: _queue_info(f"{broker_prefix}.commands"),
             lambda info: info == (0, 1),
             what="the delivery to be acked",
@@ -352,7 +344,7 @@ async def test_a_message_failing_every_time_is_dead_lettered_by_the_delivery_lim
     async with _Engine(broker_prefix, delivery_limit=1) as engine:
         engine.failures = [RuntimeError("bug"), RuntimeError("bug"), RuntimeError("bug")]
         await engine.publisher.publish("resync", b'{"InternalKeyIds": [1]}', message_id="m-2")
-        await support.wait_for(
+        await wait_for(
             lambda: _ready_messages(f"{broker_prefix}.dead-letters"),
             lambda n: n == 1,
             what="RabbitMQ to dead-letter it after the limit",
@@ -389,7 +381,7 @@ async def test_a_channel_stuck_after_an_rpc_timeout_is_replaced(broker_prefix: s
         async def state() -> tuple[bool, bool]:
             return consumer._channel is not old, consumer.is_attached
 
-        await support.wait_for(state, lambda s: s == (True, True), timeout=15, what="a new channel")
+        await wait_for(state, lambda s: s == (True, True), timeout=15, what="a new channel")
         sub = consumer._subscriptions[0]
         assert sub.channel is consumer._channel and sub.tag is not None
         new = await consumer._channel.get_underlay_channel()

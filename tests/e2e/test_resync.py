@@ -7,14 +7,13 @@ from typing import Any
 
 import aio_pika
 import asyncpg
-import pytest
 
 from connectors.memory import MemoryStore
 from engine.settings import Settings
-from tests import support
-from tests.e2e.harness import AUTH, RESYNC, TASK_INFO, Service, link, sync_log
-
-pytestmark = pytest.mark.e2e
+from tests.support import services
+from tests.support.service import AUTH, RESYNC, TASK_INFO, Service, link, sync_log
+from tests.support.settings import memory_settings
+from tests.support.waiting import wait_for
 
 
 async def seed(db: asyncpg.Connection, stores: dict[int, MemoryStore]) -> None:
@@ -40,9 +39,7 @@ async def seed(db: asyncpg.Connection, stores: dict[int, MemoryStore]) -> None:
 
 
 def settings_for(database: str, prefix: str, stores: dict[int, MemoryStore], **kw: Any) -> Settings:
-    return support.memory_settings(
-        database, prefix, {cid: s.name for cid, s in stores.items()}, **kw
-    )
+    return memory_settings(database, prefix, {cid: s.name for cid, s in stores.items()}, **kw)
 
 
 async def outcomes(db: asyncpg.Connection, task_id: int) -> list[tuple[Any, ...]]:
@@ -214,7 +211,7 @@ async def test_duplicate_delivery_of_a_published_command_runs_once(
     await seed(db, stores)
     message_id = uuid.uuid4().hex
     async with Service(settings_for(database, broker_prefix, stores)):
-        connection = await aio_pika.connect(support.AMQP_URL)
+        connection = await aio_pika.connect(services.AMQP_URL)
         async with connection:
             channel = await connection.channel()
             exchange = await channel.get_exchange(broker_prefix)
@@ -233,7 +230,7 @@ async def test_duplicate_delivery_of_a_published_command_runs_once(
             rows = await db.fetch("SELECT id, state FROM batch_tasks")
             return [tuple(r) for r in rows]
 
-        tasks = await support.wait_for(
+        tasks = await wait_for(
             state, lambda rows: bool(rows) and rows[0][1] == "Succeeded", what="direct task"
         )
         processed = await db.fetchval(
@@ -272,7 +269,7 @@ async def test_unconfirmed_publish_answers_503_and_leaves_no_task_new(
 ) -> None:
     """With the command queue unbound the broker returns the message: nothing is queued."""
     async with Service(settings_for(database, broker_prefix, stores)) as service:
-        connection = await aio_pika.connect(support.AMQP_URL)
+        connection = await aio_pika.connect(services.AMQP_URL)
         async with connection:
             channel = await connection.channel()
             queue = await channel.get_queue(f"{broker_prefix}.commands")

@@ -16,10 +16,10 @@ from engine.store import pool as pool_module
 from engine.store import recovery, tasks
 from engine.sync import planner as planner_module
 from engine.sync.planner import Planner
-from tests import support
-from tests.e2e.harness import Service, link
-
-pytestmark = pytest.mark.e2e
+from tests.support import services
+from tests.support.service import Service, link
+from tests.support.settings import memory_settings
+from tests.support.waiting import wait_for
 
 
 async def seed(db: asyncpg.Connection, stores: dict[int, MemoryStore], n: int) -> None:
@@ -33,7 +33,7 @@ async def seed(db: asyncpg.Connection, stores: dict[int, MemoryStore], n: int) -
 def settings_for(
     database: str, prefix: str, stores: dict[int, MemoryStore], max_starts: int = 10
 ) -> Settings:
-    settings = support.memory_settings(
+    settings = memory_settings(
         database, prefix, {cid: s.name for cid, s in stores.items()}, chunk_size=2
     )
     engine = settings.engine.model_copy(
@@ -165,7 +165,7 @@ async def test_a_task_waiting_behind_a_queue_backlog_is_not_restarted(
 async def test_publisher_reports_the_work_queues_holding_ready_messages(
     broker_prefix: str,
 ) -> None:
-    settings = BrokerSettings.model_validate({"url": support.AMQP_URL, "prefix": broker_prefix})
+    settings = BrokerSettings.model_validate({"url": services.AMQP_URL, "prefix": broker_prefix})
     connection = await connect(settings, "test")
     try:
         publisher = Publisher(connection, settings, [1, 2])
@@ -173,7 +173,7 @@ async def test_publisher_reports_the_work_queues_holding_ready_messages(
         assert await publisher.backlogged() == set()
         await publisher.publish_chunk(1, 0, 2)  # a push unit for target 2
         await publisher.publish_chunk(1, 1, None)  # a planned chunk
-        busy = await support.wait_for(
+        busy = await wait_for(
             publisher.backlogged, lambda b: b == {-1, 2}, what="both queues to hold a message"
         )
         assert busy == {-1, 2}
@@ -250,9 +250,7 @@ async def test_planning_resync_all_streams_one_page_at_a_time(
     monkeypatch.setattr(keys_store, "page_linked", spy)
     window = 3
     monkeypatch.setattr(planner_module, "PUBLISH_WINDOW", window)
-    settings = support.memory_settings(
-        database, "unused", {0: "a", 1: "b", 2: "c"}, chunk_size=chunk
-    )
+    settings = memory_settings(database, "unused", {0: "a", 1: "b", 2: "c"}, chunk_size=chunk)
     settings = settings.model_copy(
         update={"engine": settings.engine.model_copy(update={"key_page_size": page})}
     )

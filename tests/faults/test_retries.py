@@ -5,14 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import asyncpg
-import pytest
 
 from connectors.memory import MemoryStore
 from engine.settings import Settings
-from tests import support
-from tests.e2e.harness import Service, link
-
-pytestmark = pytest.mark.e2e
+from tests.support.service import Service, link
+from tests.support.settings import memory_settings
 
 N = 12
 
@@ -28,7 +25,7 @@ async def seed(db: asyncpg.Connection, stores: dict[int, MemoryStore]) -> None:
 def settings_for(
     database: str, prefix: str, stores: dict[int, MemoryStore], erp2: dict[str, Any], **conn: Any
 ) -> Settings:
-    settings = support.memory_settings(
+    settings = memory_settings(
         database,
         prefix,
         {cid: s.name for cid, s in stores.items()},

@@ -1,0 +1,1 @@
+"""Private services and child processes for development, tests and benchmarks."""
