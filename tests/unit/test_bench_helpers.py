@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.common import Figure, trace_stats
+from benchmarks.measure import trace_stats
 from benchmarks.openloop import percentile
 from benchmarks.profile_summary import summarise
+from benchmarks.reporting import Figure
 
 
 def test_trace_stats_counts_calls_over_their_span(tmp_path: Path) -> None:
