@@ -15,6 +15,7 @@ import orjson
 from benchmarks.synthetic import REFERENCE as SYNTHETIC
 from engine.settings import Settings
 from tests.support import services
+from tests.support.settings import CRM_FIELDS, customers
 
 ADMIN_DATABASE_URL = os.environ.get(
     "BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -25,9 +26,6 @@ USER, PASSWORD = "bench", "bench-password"
 AUTH_HEADER = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
 RESYNC_PATH = "/api/v1/Agents/ErpSync/ForceResyncBatchTask"
 TASK_INFO_PATH = "/api/v1/Agents/Batch/GetBatchTaskInfo"
-
-
-CRM_FIELDS = ["name", "phone", "email", "city"]
 
 
 def settings(
@@ -70,18 +68,9 @@ def settings(
     erps = []
     for cid in targets:
         erp = conn(cid, ["phone"], CRM_FIELDS)
-        erp["actor_types"] = [
-            {
-                "erp": "Customer",
-                "crm": "Contact",
-                "fields": {
-                    "name": {"crm": "name", "direction": "to_erp"},
-                    "phone": {"crm": "phone", "direction": "to_erp"},
-                    "email": {"crm": "email", "direction": "to_erp"},
-                    "city": {"crm": "city", "direction": "none"},
-                },
-            }
-        ]
+        erp["actor_types"] = customers(
+            name="name to_erp", phone="phone to_erp", email="email to_erp", city="city none"
+        )
         erps.append(erp)
     return Settings.model_validate(
         {

@@ -70,6 +70,15 @@ async def erpsync(prefix: str, *args: str) -> tuple[int, str, str]:
     return await run_cli(*args, env=env)
 
 
+async def succeeded(db: asyncpg.Connection, count: int, what: str) -> list[dict[str, Any]]:
+    """Wait until there are ``count`` tasks and the latest has succeeded; return them."""
+    return await wait_for(
+        lambda: tasks(db),
+        lambda rows: len(rows) == count and rows[-1]["state"] == "Succeeded",
+        what=what,
+    )
+
+
 async def dead_letters(prefix: str) -> list[aio_pika.abc.AbstractIncomingMessage]:
     """Peek at the dead-letter queue (everything is requeued when the connection closes)."""
     connection = await aio_pika.connect(services.AMQP_URL)
@@ -98,11 +107,7 @@ async def test_another_client_malformed_goes_to_the_dlq_and_valid_runs_once(
         await amqp_publish(broker_prefix, '{"ErpConnectionId": "zero"}')
         await amqp_publish(broker_prefix, valid)
         await amqp_publish(broker_prefix, valid)  # same body, no message_id: deduplicated
-        done = await wait_for(
-            lambda: tasks(db),
-            lambda rows: len(rows) == 1 and rows[0]["state"] == "Succeeded",
-            what="the valid command to run",
-        )
+        done = await succeeded(db, 1, "the valid command to run")
         letters = await wait_for(
             lambda: dead_letters(broker_prefix),
             lambda found: len(found) == 2,
@@ -110,11 +115,7 @@ async def test_another_client_malformed_goes_to_the_dlq_and_valid_runs_once(
         )
         # The consumer survived both and still takes work.
         await amqp_publish(broker_prefix, '{"ErpConnectionId": 0, "InternalKeyIds": [1, 2]}')
-        await wait_for(
-            lambda: tasks(db),
-            lambda rows: len(rows) == 2 and rows[1]["state"] == "Succeeded",
-            what="a later command to run",
-        )
+        await succeeded(db, 2, "a later command to run")
         processed = await db.fetchval("SELECT count(*) FROM processed_messages")
 
     assert done[0]["message_id"].startswith("sha256:")
@@ -152,11 +153,7 @@ async def test_a_command_published_with_aio_pika_and_a_message_id_runs_once(
                     ),
                     routing_key="resync",
                 )
-        rows = await wait_for(
-            lambda: tasks(db),
-            lambda rows: len(rows) == 1 and rows[0]["state"] == "Succeeded",
-            what="the command to run",
-        )
+        rows = await succeeded(db, 1, "the command to run")
         await wait_for(
             lambda: _ready_messages(f"{broker_prefix}.commands"),
             lambda n: n == 0,
@@ -260,23 +257,14 @@ async def test_a_consumer_cancelled_by_the_broker_is_attached_again(
             what="the commands queue to be declared and consumed again",
         )
         await amqp_publish(broker_prefix, '{"InternalKeyIds": [1]}')
-        await wait_for(
-            lambda: tasks(db),
-            lambda rows: len(rows) == 1 and rows[0]["state"] == "Succeeded",
-            what="a command after the re-attach",
-        )
+        await succeeded(db, 1, "a command after the re-attach")
 
 
 async def _queue_info(name: str) -> tuple[int, int]:
-    connection = await aio_pika.connect(services.AMQP_URL)
-    async with connection:
-        channel = await connection.channel()
-        try:
-            queue = await channel.declare_queue(name, passive=True)
-        except aio_pika.exceptions.ChannelNotFoundEntity:
-            return -1, -1
-        result = queue.declaration_result
-        return result.message_count, result.consumer_count
+    try:
+        return (await services.queue_counts([name]))[name]
+    except aio_pika.exceptions.ChannelNotFoundEntity:
+        return -1, -1
 
 
 async def _ready_messages(name: str) -> int:

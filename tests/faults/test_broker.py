@@ -19,7 +19,7 @@ import asyncpg
 import pytest
 
 from tests.nodes import RabbitNode
-from tests.support import demo_workers
+from tests.support import demo_workers, services
 from tests.support.waiting import wait_for
 
 
@@ -57,8 +57,8 @@ async def test_broker_restart_mid_batch_loses_and_doubles_nothing(
             await demo_workers.consumer_counts(rabbit.url, prefix)
             == demo_workers.ALL_CONSUMED_BY_TWO
         )
-        await demo_workers.publish_resync(
-            rabbit.url, prefix, b'{"ErpConnectionId": 0, "InternalKeyIds": []}', message_id
+        await services.publish_command(
+            prefix, b'{"ErpConnectionId": 0, "InternalKeyIds": []}', message_id, rabbit.url
         )
         task = await wait_for(
             lambda: demo_workers.task_progress(db, message_id),

@@ -17,17 +17,9 @@ from engine.store import recovery, tasks
 from engine.sync import planner as planner_module
 from engine.sync.planner import Planner
 from tests.support import services
-from tests.support.service import Service, link
+from tests.support.service import Service, seed_stale
 from tests.support.settings import memory_settings
 from tests.support.waiting import wait_for
-
-
-async def seed(db: asyncpg.Connection, stores: dict[int, MemoryStore], n: int) -> None:
-    for i in range(1, n + 1):
-        stores[0].put("Contact", str(i), {"name": f"Co {i}", "phone": f"{i}", "email": f"{i}@c"})
-        stores[1].put("Customer", f"A{i}", {"name": "old", "phone": "old", "email": "x"})
-        stores[2].put("Customer", f"B{i}", {"company": "old", "tel": "old", "mail": "old"})
-        await link(db, i, "Contact", str(i), {1: ("Customer", f"A{i}"), 2: ("Customer", f"B{i}")})
 
 
 def settings_for(
@@ -98,7 +90,7 @@ async def check_completed_once(
 async def test_a_task_stuck_without_messages_is_picked_up_again(
     database: str, db: asyncpg.Connection, broker_prefix: str, stores: dict[int, MemoryStore]
 ) -> None:
-    await seed(db, stores, 4)
+    await seed_stale(db, stores, 4)
     task_id = await stale_task(db, planned=True, total=4)
     async with Service(settings_for(database, broker_prefix, stores)) as service:
         info = await service.finished(task_id)
@@ -109,7 +101,7 @@ async def test_lost_push_units_of_a_stuck_task_are_republished_to_their_targets(
     database: str, db: asyncpg.Connection, broker_prefix: str, stores: dict[int, MemoryStore]
 ) -> None:
     """Stage 1 committed and its units were published, then the messages were lost."""
-    await seed(db, stores, 2)
+    await seed_stale(db, stores, 2)
     task_id: int = await db.fetchval(
         """
         INSERT INTO batch_tasks (name, state, source_connection_id, request, message_id,
@@ -185,7 +177,7 @@ async def test_publisher_reports_the_work_queues_holding_ready_messages(
 async def test_a_planner_that_died_mid_planning_is_resumed(
     database: str, db: asyncpg.Connection, broker_prefix: str, stores: dict[int, MemoryStore]
 ) -> None:
-    await seed(db, stores, 5)
+    await seed_stale(db, stores, 5)
     task_id = await stale_task(db, planned=False, total=None)  # chunk 0 = keys 1, 2 stored
     async with Service(settings_for(database, broker_prefix, stores)) as service:
         info = await service.finished(task_id)
@@ -203,7 +195,7 @@ async def test_a_planner_that_died_mid_planning_is_resumed(
 async def test_a_task_that_keeps_stalling_fails_instead_of_looping(
     database: str, db: asyncpg.Connection, broker_prefix: str, stores: dict[int, MemoryStore]
 ) -> None:
-    await seed(db, stores, 4)
+    await seed_stale(db, stores, 4)
     task_id = await stale_task(db, planned=True, total=4)
     settings = settings_for(database, broker_prefix, stores, max_starts=1)
     async with Service(settings) as service:

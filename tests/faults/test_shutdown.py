@@ -39,8 +39,7 @@ async def test_sigterm_drains_requeues_and_another_worker_completes(
         ERPSYNC_WORKER__DRAIN_TIMEOUT=str(DRAIN_TIMEOUT),
     ) as group:
         first = await group.start("first")
-        await demo_workers.publish_resync(
-            services.AMQP_URL,
+        await services.publish_command(
             broker_prefix,
             b'{"ErpConnectionId": 0, "InternalKeyIds": []}',
             message_id,
@@ -49,7 +48,7 @@ async def test_sigterm_drains_requeues_and_another_worker_completes(
             lambda: _exists(Path(f"{stall}.hit")), what="the first worker to hold a stalled chunk"
         )
         task = await wait_for(
-            lambda: demo_workers.task_progress(db, message_id),
+            lambda: demo_workers.task_progress(db, message_id, services.AMQP_URL),
             lambda row: row is not None and row["done_chunks"] >= 2,
             what="the first worker to finish some chunks",
         )

@@ -151,41 +151,9 @@ NOTHING_QUEUED = dict.fromkeys((*WORK_QUEUES, "dead-letters"), 0)
 
 
 async def consumer_counts(broker_url: str, prefix: str) -> dict[str, int]:
-    """Consumers per work queue, as the broker sees them (passive declare)."""
-    import aio_pika
-
-    connection = await aio_pika.connect(broker_url)
-    try:
-        counts: dict[str, int] = {}
-        for suffix in WORK_QUEUES:
-            channel = await connection.channel()
-            queue = await channel.declare_queue(f"{prefix}.{suffix}", passive=True)
-            counts[suffix] = queue.declaration_result.consumer_count
-            await channel.close()
-        return counts
-    finally:
-        await connection.close()
-
-
-async def publish_resync(broker_url: str, prefix: str, body: bytes, message_id: str) -> None:
-    """Publish a resync command straight to the exchange, as another service would."""
-    import aio_pika
-
-    connection = await aio_pika.connect(broker_url)
-    try:
-        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-        exchange = await channel.get_exchange(prefix)
-        await exchange.publish(
-            aio_pika.Message(
-                body,
-                message_id=message_id,
-                content_type="application/json",
-                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            ),
-            routing_key="resync",
-        )
-    finally:
-        await connection.close()
+    """Consumers per work queue, as the broker sees them."""
+    counts = await services.queue_counts([f"{prefix}.{s}" for s in WORK_QUEUES], broker_url)
+    return {suffix: counts[f"{prefix}.{suffix}"][1] for suffix in WORK_QUEUES}
 
 
 async def task_progress(db: asyncpg.Connection, message_id: str) -> asyncpg.Record | None:
@@ -228,17 +196,7 @@ async def accounting(db: asyncpg.Connection, task_id: int) -> dict[str, int]:
 
 
 async def queue_depths(broker_url: str, prefix: str) -> dict[str, int]:
-    """Ready messages per queue (passive declare)."""
-    import aio_pika
-
-    connection = await aio_pika.connect(broker_url)
-    try:
-        depths: dict[str, int] = {}
-        for suffix in (*WORK_QUEUES, "dead-letters"):
-            channel = await connection.channel()
-            queue = await channel.declare_queue(f"{prefix}.{suffix}", passive=True)
-            depths[suffix] = queue.declaration_result.message_count
-            await channel.close()
-        return depths
-    finally:
-        await connection.close()
+    """Ready messages per queue."""
+    suffixes = (*WORK_QUEUES, "dead-letters")
+    counts = await services.queue_counts([f"{prefix}.{s}" for s in suffixes], broker_url)
+    return {suffix: counts[f"{prefix}.{suffix}"][0] for suffix in suffixes}

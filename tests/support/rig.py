@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aio_pika
 import asyncpg
 
 from engine.devservices.processes import Child, Children
@@ -270,19 +269,7 @@ class Rig:
         body = json.dumps(
             {"ErpConnectionId": erp_connection_id, "InternalKeyIds": keys or []}
         ).encode()
-        connection = await aio_pika.connect(self.amqp_url)
-        async with connection:
-            channel = await connection.channel()
-            exchange = await channel.get_exchange(self.prefix)
-            await exchange.publish(
-                aio_pika.Message(
-                    body,
-                    message_id=message_id,
-                    content_type="application/json",
-                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                ),
-                routing_key="resync",
-            )
+        await services.publish_command(self.prefix, body, message_id, self.amqp_url)
         conn = await self.connect()
         try:
             task_id: int = await wait_for(

@@ -8,6 +8,7 @@ from typing import Any
 import asyncpg
 from aiohttp.test_utils import TestClient, TestServer
 
+from connectors.memory import MemoryStore
 from engine.app import create_app
 from engine.settings import Settings
 from engine.store.tasks import TERMINAL_STATES
@@ -84,6 +85,19 @@ async def link(
             erp_key,
         )
     await db.execute("SELECT setval('internal_keys_id_seq', (SELECT max(id) FROM internal_keys))")
+
+
+async def seed_stale(
+    db: asyncpg.Connection, stores: dict[int, MemoryStore], n: int, phone: str = "{i}"
+) -> None:
+    """CRM contacts 1..n (phone ``phone`` formatted with i), each linked to a stale customer:
+    ``A<i>`` on ERP 1 and ``B<i>`` on ERP 2."""
+    for i in range(1, n + 1):
+        crm = {"name": f"Co {i}", "phone": phone.format(i=i), "email": f"{i}@c"}
+        stores[0].put("Contact", str(i), crm)
+        stores[1].put("Customer", f"A{i}", {"name": "old", "phone": "old", "email": "x"})
+        stores[2].put("Customer", f"B{i}", {"company": "old", "tel": "old", "mail": "old"})
+        await link(db, i, "Contact", str(i), {1: ("Customer", f"A{i}"), 2: ("Customer", f"B{i}")})
 
 
 async def sync_log(db: asyncpg.Connection, task_id: int | None = None) -> list[tuple[Any, ...]]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
+from collections.abc import Sequence
 from urllib.parse import urlsplit, urlunsplit
 
 import aio_pika
@@ -85,5 +86,45 @@ async def delete_broker_objects(prefix: str, url: str = AMQP_URL) -> None:
             channel = await connection.channel()
             with contextlib.suppress(Exception):
                 await channel.exchange_delete(name)
+    finally:
+        await connection.close()
+
+
+async def queue_counts(names: Sequence[str], url: str = AMQP_URL) -> dict[str, tuple[int, int]]:
+    """(ready messages, consumers) per queue, as the broker sees them (passive declare)."""
+    connection = await aio_pika.connect(url)
+    try:
+        counts = {}
+        for name in names:
+            channel = await connection.channel()
+            result = (await channel.declare_queue(name, passive=True)).declaration_result
+            counts[name] = (result.message_count or 0, result.consumer_count or 0)
+            await channel.close()
+        return counts
+    finally:
+        await connection.close()
+
+
+async def ready_messages(queue: str, url: str = AMQP_URL) -> int:
+    """Messages ready in ``queue``."""
+    return (await queue_counts([queue], url))[queue][0]
+
+
+async def publish_command(prefix: str, body: bytes, message_id: str, url: str = AMQP_URL) -> None:
+    """Publish a persistent resync command straight to the exchange (confirmed), as another
+    service would."""
+    connection = await aio_pika.connect(url)
+    try:
+        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+        exchange = await channel.get_exchange(prefix)
+        await exchange.publish(
+            aio_pika.Message(
+                body,
+                message_id=message_id,
+                content_type="application/json",
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            ),
+            routing_key="resync",
+        )
     finally:
         await connection.close()

@@ -11,6 +11,17 @@ PASSWORD_HASH_TJE0 = (
     "pbkdf2_sha256$600000$Eey+IAGano5qtxeGQimnXQ==$glqsW8c4s7tBrFoS+Mv838bJMOV66jz3b09Q+pdt868="
 )
 
+CRM_FIELDS = ["name", "phone", "email", "city"]
+
+
+def customers(**fields: str) -> list[dict[str, Any]]:
+    """One ``Customer`` <-> ``Contact`` mapping; each field is ``"<crm field> <direction>"``."""
+    mapped = {}
+    for erp_field, spec in fields.items():
+        crm_field, direction = spec.split()
+        mapped[erp_field] = {"crm": crm_field, "direction": direction}
+    return [{"erp": "Customer", "crm": "Contact", "fields": mapped}]
+
 
 def memory_settings(
     database: str,
@@ -28,62 +39,27 @@ def memory_settings(
     """
     overrides = overrides or {}
     connection_options = connection_options or {}
+
+    def memory(cid: int, actor_types: dict[str, list[str]]) -> dict[str, Any]:
+        settings = {"store": stores[cid], "actor_types": actor_types, **overrides.get(cid, {})}
+        return {"id": cid, "connector": "memory", "settings": settings}
+
     crm = {
-        "id": 0,
+        **memory(0, {"Contact": CRM_FIELDS, "Person": ["firstname", "lastname", "email"]}),
         "name": "CRM",
-        "connector": "memory",
-        "settings": {
-            "store": stores[0],
-            "actor_types": {
-                "Contact": ["name", "phone", "email", "city"],
-                "Person": ["firstname", "lastname", "email"],
-            },
-            **overrides.get(0, {}),
-        },
     }
     erp1 = {
-        "id": 1,
+        **memory(1, {"Customer": ["name", "phone", "email", "city"]}),
         "name": "ERP one",
-        "connector": "memory",
-        "settings": {
-            "store": stores[1],
-            "actor_types": {"Customer": ["name", "phone", "email", "city"]},
-            **overrides.get(1, {}),
-        },
-        "actor_types": [
-            {
-                "erp": "Customer",
-                "crm": "Contact",
-                "fields": {
-                    "name": {"crm": "name", "direction": "both"},
-                    "phone": {"crm": "phone", "direction": "to_erp"},
-                    "email": {"crm": "email", "direction": "to_crm"},
-                    "city": {"crm": "city", "direction": "none"},
-                },
-            }
-        ],
+        "actor_types": customers(
+            name="name both", phone="phone to_erp", email="email to_crm", city="city none"
+        ),
         **connection_options.get(1, {}),
     }
     erp2 = {
-        "id": 2,
+        **memory(2, {"Customer": ["company", "tel", "mail"]}),
         "name": "ERP two",
-        "connector": "memory",
-        "settings": {
-            "store": stores[2],
-            "actor_types": {"Customer": ["company", "tel", "mail"]},
-            **overrides.get(2, {}),
-        },
-        "actor_types": [
-            {
-                "erp": "Customer",
-                "crm": "Contact",
-                "fields": {
-                    "company": {"crm": "name", "direction": "to_erp"},
-                    "tel": {"crm": "phone", "direction": "both"},
-                    "mail": {"crm": "email", "direction": "to_erp"},
-                },
-            }
-        ],
+        "actor_types": customers(company="name to_erp", tel="phone both", mail="email to_erp"),
         **connection_options.get(2, {}),
     }
     return Settings.model_validate(

@@ -19,6 +19,14 @@ def breaker(clock: Clock, probes: int = 1) -> CircuitBreaker:
     return CircuitBreaker(settings, clock)
 
 
+def opened(clock: Clock, probes: int = 1) -> CircuitBreaker:
+    """A breaker just opened by three failures in a row."""
+    b = breaker(clock, probes)
+    for _ in range(3):
+        b.failure()
+    return b
+
+
 def test_opens_after_consecutive_failures_only() -> None:
     b = breaker(Clock())
     b.failure()
@@ -34,9 +42,7 @@ def test_opens_after_consecutive_failures_only() -> None:
 
 def test_refuses_during_cooldown_then_lets_one_probe_through() -> None:
     clock = Clock()
-    b = breaker(clock)
-    for _ in range(3):
-        b.failure()
+    b = opened(clock)
     clock.now += 9.5
     assert not b.allow()
     assert b.remaining() == 0.5
@@ -51,9 +57,7 @@ def test_refuses_during_cooldown_then_lets_one_probe_through() -> None:
 
 def test_failed_probe_opens_again_for_a_full_cooldown() -> None:
     clock = Clock()
-    b = breaker(clock)
-    for _ in range(3):
-        b.failure()
+    b = opened(clock)
     clock.now += 10
     assert b.allow()
     b.failure()
@@ -65,9 +69,7 @@ def test_failed_probe_opens_again_for_a_full_cooldown() -> None:
 
 def test_all_probes_must_succeed_to_close() -> None:
     clock = Clock()
-    b = breaker(clock, probes=2)
-    for _ in range(3):
-        b.failure()
+    b = opened(clock, probes=2)
     clock.now += 10
     assert b.allow() and b.allow() and not b.allow()
     b.success()
@@ -78,9 +80,7 @@ def test_all_probes_must_succeed_to_close() -> None:
 
 def test_cancelled_probe_frees_its_slot() -> None:
     clock = Clock()
-    b = breaker(clock)
-    for _ in range(3):
-        b.failure()
+    b = opened(clock)
     clock.now += 10
     assert b.allow()
     b.abandon()

@@ -29,14 +29,6 @@ async def send(
     return response.status, response.headers.get("X-Batch-Task-Id")
 
 
-async def queued_commands(prefix: str) -> int:
-    connection = await aio_pika.connect(services.AMQP_URL)
-    async with connection:
-        channel = await connection.channel()
-        queue = await channel.declare_queue(f"{prefix}.commands", passive=True)
-        return queue.declaration_result.message_count or 0
-
-
 async def test_same_key_same_body_sequentially_and_concurrently(
     front_door: Service, db: asyncpg.Connection, broker_prefix: str
 ) -> None:
@@ -65,7 +57,9 @@ async def test_same_key_same_body_sequentially_and_concurrently(
     assert concurrent[0][1] != sequential[0][1]
     assert await db.fetchval("SELECT count(*) FROM batch_tasks") == 2
     commands = await wait_for(
-        lambda: queued_commands(broker_prefix), lambda n: n == 2, what="two queued commands"
+        lambda: services.ready_messages(f"{broker_prefix}.commands"),
+        lambda n: n == 2,
+        what="two queued commands",
     )
     assert commands == 2
 

@@ -94,15 +94,8 @@ async def test_batch_task_info_in_json_and_xml_with_select(
     assert projected["Statistics"]["Chunks"] == 0
     assert projected["Statistics"]["DoneRecords"] is None
 
-    as_xml = await front_door.client.post(
-        TASK_INFO,
-        data=f"Id={task_id}",
-        headers={
-            **AUTH,
-            "Content-Type": "application/x-www-form-urlencoded",
-            "Accept": "application/xml",
-        },
-    )
+    form = {"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/xml"}
+    as_xml = await front_door.client.post(TASK_INFO, data=f"Id={task_id}", headers={**AUTH, **form})
     assert as_xml.content_type == "application/xml"
     root = fromstring(await as_xml.read())
     assert root.tag == "BatchTaskInfo"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import aio_pika
 import asyncpg
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -16,14 +15,6 @@ from tests.support.waiting import wait_for
 AUTH = basic("tje0", "Tje0")
 STOP = "/api/v1/Agents/Batch/StopBatchJob"
 RECORDS = 40
-
-
-async def queued_chunks(prefix: str) -> int:
-    connection = await aio_pika.connect(services.AMQP_URL)
-    async with connection:
-        channel = await connection.channel()
-        queue = await channel.declare_queue(f"{prefix}.chunks", passive=True)
-        return queue.declaration_result.message_count or 0
 
 
 async def test_stop_between_chunks(
@@ -60,7 +51,9 @@ async def test_stop_between_chunks(
         assert stopped.status == 200 and await stopped.json() is True
         # The remaining chunk messages are consumed and skipped (the task is terminal).
         await wait_for(
-            lambda: queued_chunks(broker_prefix), lambda n: n == 0, what="chunks drained"
+            lambda: services.ready_messages(f"{broker_prefix}.chunks"),
+            lambda n: n == 0,
+            what="chunks drained",
         )
     # Leaving the service drained the chunk that was running when the stop came.
 

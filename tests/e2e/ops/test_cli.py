@@ -7,7 +7,6 @@ import os
 import re
 import signal
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -26,18 +25,6 @@ async def cli(
     *args: str, env: dict[str, str], stdin: bytes | None = None, timeout: float = 60
 ) -> tuple[int, str, str]:
     return await run_cli(*args, env=env, stdin=stdin, timeout=timeout)
-
-
-@pytest.fixture
-async def service(
-    database: str, db: asyncpg.Connection, broker_prefix: str, stores: dict[int, MemoryStore]
-) -> AsyncIterator[Service]:
-    await seed(db, stores)
-    # ERP 2 rejects internal key 3's actor, which differs, so tasks with key 3 fail.
-    stores[2].put("Customer", "E2-3", {"company": "Co 3", "tel": "300", "mail": "stale@x"})
-    settings = settings_for(database, broker_prefix, stores, overrides={2: {"fail_keys": ["E2-3"]}})
-    async with Service(settings) as running:
-        yield running
 
 
 @pytest.fixture

@@ -6,12 +6,9 @@ import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import asyncpg
 import pytest
 from playwright.async_api import Browser, async_playwright, expect
 
-from connectors.memory import MemoryStore
-from tests.support.ops import seed, settings_for
 from tests.support.service import AUTH, Service
 
 # A shared 2-core machine can be slow; every expectation still waits on a condition.
@@ -31,14 +28,8 @@ CHROMIUM_ARGS = [
 
 
 @pytest.fixture
-async def service(
-    database: str, db: asyncpg.Connection, broker_prefix: str, stores: dict[int, MemoryStore]
-) -> AsyncIterator[Service]:
-    await seed(db, stores, count=6)
-    stores[2].put("Customer", "E2-3", {"company": "Co 3", "tel": "300", "mail": "stale@x"})
-    settings = settings_for(database, broker_prefix, stores, overrides={2: {"fail_keys": ["E2-3"]}})
-    async with Service(settings) as running:
-        yield running
+def records() -> int:
+    return 6
 
 
 @pytest.fixture

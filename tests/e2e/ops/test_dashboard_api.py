@@ -2,28 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
-import asyncpg
-import pytest
-
 from connectors.memory import MemoryStore
-from tests.support.ops import seed, settings_for
+from tests.support.ops import settings_for
 from tests.support.service import AUTH, Service
 
 API = "/api/v1/erpsync"
-
-
-@pytest.fixture
-async def service(
-    database: str, db: asyncpg.Connection, broker_prefix: str, stores: dict[int, MemoryStore]
-) -> AsyncIterator[Service]:
-    await seed(db, stores)
-    stores[2].put("Customer", "E2-3", {"company": "Co 3", "tel": "300", "mail": "stale@x"})
-    settings = settings_for(database, broker_prefix, stores, overrides={2: {"fail_keys": ["E2-3"]}})
-    async with Service(settings) as running:
-        yield running
 
 
 async def get(service: Service, path: str, status: int = 200) -> Any:
