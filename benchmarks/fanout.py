@@ -22,7 +22,7 @@ import time
 import asyncpg
 
 from benchmarks.measure import trace_stats
-from benchmarks.reporting import Report, arguments, fmt
+from benchmarks.reporting import Report, arguments, fmt, target_options
 from benchmarks.scenario import Bench, run_main, seed_links
 from engine.messaging.broker import Publisher
 from engine.messaging.commands import ResyncCommand
@@ -33,12 +33,8 @@ FAST_KEEPS = 0.9
 
 
 def options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--records", type=int, default=None, help="default 2000 (slow case: half)")
-    parser.add_argument("--latency-ms", type=float, default=None, help="default 100")
+    target_options(parser, "default 2000 (slow case: half)", "C per target")
     parser.add_argument("--slow-ms", type=float, default=None, help="default 5x latency")
-    parser.add_argument("--concurrency", type=int, default=10, help="C per target")
-    parser.add_argument("--batch-size", type=int, default=10)
-    parser.add_argument("--chunk-size", type=int, default=100)
 
 
 async def main() -> None:

@@ -59,6 +59,17 @@ def arguments(
     return args
 
 
+def target_options(
+    parser: argparse.ArgumentParser, records_help: str, concurrency_help: str
+) -> None:
+    """Options of the scenarios whose synthetic targets answer after a fixed latency."""
+    parser.add_argument("--records", type=int, default=None, help=records_help)
+    parser.add_argument("--latency-ms", type=float, default=None, help="default 100")
+    parser.add_argument("--concurrency", type=int, default=10, help=concurrency_help)
+    parser.add_argument("--batch-size", type=int, default=10)
+    parser.add_argument("--chunk-size", type=int, default=100)
+
+
 @dataclass
 class Figure:
     """One measured quantity over repeated runs."""

@@ -13,18 +13,14 @@ import argparse
 import time
 
 from benchmarks.measure import trace_stats
-from benchmarks.reporting import Report, arguments, fmt
+from benchmarks.reporting import Report, arguments, fmt, target_options
 from benchmarks.scenario import Bench, run_main, seed_links
 
 TARGET_SPEEDUP = 1.8
 
 
 def options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--records", type=int, default=None, help="default 4000")
-    parser.add_argument("--latency-ms", type=float, default=None, help="default 100")
-    parser.add_argument("--concurrency", type=int, default=10, help="C per target and process")
-    parser.add_argument("--batch-size", type=int, default=10)
-    parser.add_argument("--chunk-size", type=int, default=100)
+    target_options(parser, "default 4000", "C per target and process")
 
 
 async def main() -> None:

@@ -14,12 +14,13 @@ from typing import Any
 import aio_pika
 import asyncpg
 import orjson
+import pytest
 
 from connectors.memory import MemoryStore
 from engine.messaging.broker import Publisher, connect
 from engine.messaging.consumer import Consumer, Delivery
 from engine.messaging.topology import ORIGINAL_ROUTING_KEY_HEADER, REASON_HEADER
-from engine.settings import BrokerSettings
+from engine.settings import BrokerSettings, Settings
 from tests.support import services
 from tests.support.cli import run_cli
 from tests.support.service import Service, link, sync_log
@@ -96,13 +97,20 @@ async def tasks(db: asyncpg.Connection) -> list[dict[str, Any]]:
     return [dict(r) for r in rows]
 
 
-async def test_another_client_malformed_goes_to_the_dlq_and_valid_runs_once(
+@pytest.fixture
+async def seeded(
     database: str, db: asyncpg.Connection, broker_prefix: str, stores: dict[int, MemoryStore]
-) -> None:
+) -> Settings:
+    """Contacts seeded; the memory settings on this test's database, broker prefix and stores."""
     await _seed(db, stores)
-    settings = memory_settings(database, broker_prefix, {cid: s.name for cid, s in stores.items()})
+    return memory_settings(database, broker_prefix, {cid: s.name for cid, s in stores.items()})
+
+
+async def test_another_client_malformed_goes_to_the_dlq_and_valid_runs_once(
+    db: asyncpg.Connection, broker_prefix: str, seeded: Settings
+) -> None:
     valid = '{"erpconnectionid": 0, "internalKeyIds": [1], "CorrelationId": "shell-42"}'
-    async with Service(settings, api=False):
+    async with Service(seeded, api=False):
         await amqp_publish(broker_prefix, '{"ErpConnectionId": "zero", "InternalKeyIds": [1')
         await amqp_publish(broker_prefix, '{"ErpConnectionId": "zero"}')
         await amqp_publish(broker_prefix, valid)
@@ -134,11 +142,9 @@ async def test_another_client_malformed_goes_to_the_dlq_and_valid_runs_once(
 
 
 async def test_a_command_published_with_aio_pika_and_a_message_id_runs_once(
-    database: str, db: asyncpg.Connection, broker_prefix: str, stores: dict[int, MemoryStore]
+    db: asyncpg.Connection, broker_prefix: str, stores: dict[int, MemoryStore], seeded: Settings
 ) -> None:
-    await _seed(db, stores)
-    settings = memory_settings(database, broker_prefix, {cid: s.name for cid, s in stores.items()})
-    async with Service(settings, api=False):
+    async with Service(seeded, api=False):
         connection = await aio_pika.connect(services.AMQP_URL)
         async with connection:
             channel = await connection.channel()
@@ -166,12 +172,8 @@ async def test_a_command_published_with_aio_pika_and_a_message_id_runs_once(
     assert len(await sync_log(db)) == 1  # ERP 1 phone 999 -> 111, logged once
 
 
-async def test_dlq_list_and_replay(
-    database: str, db: asyncpg.Connection, broker_prefix: str, stores: dict[int, MemoryStore]
-) -> None:
-    await _seed(db, stores)
-    settings = memory_settings(database, broker_prefix, {cid: s.name for cid, s in stores.items()})
-    async with Service(settings, api=False):
+async def test_dlq_list_and_replay(broker_prefix: str, seeded: Settings) -> None:
+    async with Service(seeded, api=False):
         await amqp_publish(broker_prefix, '{"ErpConnectionId": 0, "InternalKeyIds": "all"}')
         await amqp_publish(broker_prefix, "[]")
         await wait_for(
@@ -224,7 +226,7 @@ async def test_dlq_list_and_replay(
     assert code == 1 and "not found" in err
 
     # A worker dead-letters the replayed invalid messages again, counting the replay.
-    async with Service(settings, api=False):
+    async with Service(seeded, api=False):
         letters = await wait_for(
             lambda: dead_letters(broker_prefix), lambda found: len(found) == 2, what="re-dead"
         )
@@ -238,13 +240,11 @@ async def test_dlq_list_names_a_missing_queue_in_one_line(broker_prefix: str) ->
 
 
 async def test_a_consumer_cancelled_by_the_broker_is_attached_again(
-    database: str, db: asyncpg.Connection, broker_prefix: str, stores: dict[int, MemoryStore]
+    db: asyncpg.Connection, broker_prefix: str, seeded: Settings
 ) -> None:
     """Deleting the queue cancels the consumer (aio-pika#334); the supervisor restores it."""
-    await _seed(db, stores)
-    settings = memory_settings(database, broker_prefix, {cid: s.name for cid, s in stores.items()})
-    worker = settings.worker.model_copy(update={"consumer_check_interval": 0.2})
-    settings = settings.model_copy(update={"worker": worker})
+    worker = seeded.worker.model_copy(update={"consumer_check_interval": 0.2})
+    settings = seeded.model_copy(update={"worker": worker})
     async with Service(settings, api=False):
         connection = await aio_pika.connect(services.AMQP_URL)
         async with connection:

@@ -7,6 +7,7 @@ from typing import Any
 
 import aio_pika
 import asyncpg
+import pytest
 
 from connectors.memory import MemoryStore
 from engine.settings import Settings
@@ -51,11 +52,19 @@ async def outcomes(db: asyncpg.Connection, task_id: int) -> list[tuple[Any, ...]
     return sorted((tuple(r) for r in rows), key=lambda r: (r[0], r[1] or -1))
 
 
-async def test_resync_from_crm_writes_only_changed_fields_to_both_erps(
+@pytest.fixture
+async def seeded(
     database: str, db: asyncpg.Connection, broker_prefix: str, stores: dict[int, MemoryStore]
-) -> None:
+) -> Settings:
+    """The three contacts seeded; the default settings on this test's database and stores."""
     await seed(db, stores)
-    async with Service(settings_for(database, broker_prefix, stores)) as service:
+    return settings_for(database, broker_prefix, stores)
+
+
+async def test_resync_from_crm_writes_only_changed_fields_to_both_erps(
+    db: asyncpg.Connection, stores: dict[int, MemoryStore], seeded: Settings
+) -> None:
+    async with Service(seeded) as service:
         task_id = await service.resync(0, [1, 2, 3])
         info = await service.finished(task_id)
 
@@ -96,10 +105,9 @@ async def test_resync_from_crm_writes_only_changed_fields_to_both_erps(
 
 
 async def test_resync_from_erp_flows_through_the_crm_by_direction(
-    database: str, db: asyncpg.Connection, broker_prefix: str, stores: dict[int, MemoryStore]
+    db: asyncpg.Connection, stores: dict[int, MemoryStore], seeded: Settings
 ) -> None:
-    await seed(db, stores)
-    async with Service(settings_for(database, broker_prefix, stores)) as service:
+    async with Service(seeded) as service:
         task_id = await service.resync(1, [1, 2])
         info = await service.finished(task_id)
 
@@ -155,10 +163,9 @@ async def test_empty_internal_key_ids_means_every_linked_record(
 
 
 async def test_unknown_internal_keys_are_reported_not_fatal(
-    database: str, db: asyncpg.Connection, broker_prefix: str, stores: dict[int, MemoryStore]
+    db: asyncpg.Connection, seeded: Settings
 ) -> None:
-    await seed(db, stores)
-    async with Service(settings_for(database, broker_prefix, stores)) as service:
+    async with Service(seeded) as service:
         info = await service.finished(await service.resync(0, [1, 999, 1000]))
 
     assert info["State"] == "Succeeded"
@@ -188,10 +195,9 @@ async def test_failing_target_does_not_block_the_other(
 
 
 async def test_running_the_same_resync_twice_changes_nothing_more(
-    database: str, db: asyncpg.Connection, broker_prefix: str, stores: dict[int, MemoryStore]
+    db: asyncpg.Connection, stores: dict[int, MemoryStore], seeded: Settings
 ) -> None:
-    await seed(db, stores)
-    async with Service(settings_for(database, broker_prefix, stores)) as service:
+    async with Service(seeded) as service:
         first = await service.finished(await service.resync(0, [1, 2, 3]))
         saves = (stores[1].saves, stores[2].saves)
         second = await service.finished(await service.resync(0, [1, 2, 3]))

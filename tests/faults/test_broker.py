@@ -108,15 +108,8 @@ async def test_broker_restart_mid_batch_loses_and_doubles_nothing(
         f"consumers after {counts}, queues after {depths}, "
         f"re-subscriptions {logs.count('consumer re-attached')}"
     )
-    assert done["state"] == "Succeeded", done["response"]
-    assert done["total_chunks"] == 30 and done["push_units"] == 60  # 2 targets
-    assert done["done_chunks"] == done["total_chunks"] + done["retry_chunks"]
+    demo_workers.assert_whole_batch_done(done, figures)
     assert done["start_count"] == 1
-    assert figures["lost"] == 0
-    assert figures["records"] == 3000
-    assert figures["duplicate_outcomes"] == 0
-    assert figures["duplicate_sync_log"] == 0
-    assert figures["failed"] == 0
     assert depths == demo_workers.NOTHING_QUEUED
     assert "broker reconnected" in logs
     # The supervisor, not aio-pika's restore, re-attached each worker's four subscriptions

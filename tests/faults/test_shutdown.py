@@ -94,14 +94,7 @@ async def test_sigterm_drains_requeues_and_another_worker_completes(
     assert done is not None
     figures = await demo_workers.accounting(db, done["id"])
     print(f"SIGTERM drain: {figures}, first worker exited in {took:.1f}s")
-    assert done["state"] == "Succeeded", done["response"]
-    assert done["total_chunks"] == 30 and done["push_units"] == 60  # 2 targets
-    assert done["done_chunks"] == done["total_chunks"] + done["retry_chunks"]
-    assert figures["lost"] == 0
-    assert figures["records"] == 3000
-    assert figures["duplicate_outcomes"] == 0
-    assert figures["duplicate_sync_log"] == 0
-    assert figures["failed"] == 0
+    demo_workers.assert_whole_batch_done(done, figures)
     depths = await demo_workers.queue_depths(services.AMQP_URL, broker_prefix)
     assert depths == demo_workers.NOTHING_QUEUED
 

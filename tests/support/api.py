@@ -16,11 +16,9 @@ from engine.settings import AuthSettings, ConnectionSettings, Settings
 from tests.support.settings import PASSWORD_HASH_TJE0, memory_settings
 
 HS_SECRET = "test-only-hmac-secret-0123456789abcdef"  # demo value for tests
-ISSUER = "https://sod.superoffice.test"
-AUDIENCE = "erpsync-test"
+ISSUER, AUDIENCE = "https://sod.superoffice.test", "erpsync-test"
 TICKET = "7T:dGVzdC10aWNrZXQ="
-APP_TOKEN = "app-secret-with-grant"
-APP_TOKEN_NO_GRANT = "app-secret-without-grant"
+APP_TOKEN, APP_TOKEN_NO_GRANT = "app-secret-with-grant", "app-secret-without-grant"
 
 
 def sha256_hex(value: str) -> str:

@@ -200,3 +200,16 @@ async def queue_depths(broker_url: str, prefix: str) -> dict[str, int]:
     suffixes = (*WORK_QUEUES, "dead-letters")
     counts = await services.queue_counts([f"{prefix}.{s}" for s in suffixes], broker_url)
     return {suffix: counts[f"{prefix}.{suffix}"][0] for suffix in suffixes}
+
+
+def assert_whole_batch_done(task: asyncpg.Record, figures: dict[str, int]) -> None:
+    """A "resync all" of the demo data succeeded with nothing lost, duplicated or failed
+    (``figures`` from :func:`accounting`)."""
+    assert task["state"] == "Succeeded", task["response"]
+    assert task["total_chunks"] == 30 and task["push_units"] == 60  # 2 targets
+    assert task["done_chunks"] == task["total_chunks"] + task["retry_chunks"]
+    assert figures["lost"] == 0
+    assert figures["records"] == 3000
+    assert figures["duplicate_outcomes"] == 0
+    assert figures["duplicate_sync_log"] == 0
+    assert figures["failed"] == 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import asyncpg
 import pytest
 
@@ -11,9 +13,13 @@ from engine.store.pool import create_pool
 from tests.support import services
 
 
-async def _pool(database: str) -> asyncpg.Pool:
+@pytest.fixture
+async def pool(database: str) -> AsyncIterator[asyncpg.Pool]:
+    """The service's pool on the test database, one connection at most."""
     settings = DatabaseSettings.model_validate({"url": services.database_url(database)})
-    return await create_pool(settings, max_size=1)
+    pool = await create_pool(settings, max_size=1)
+    yield pool
+    await pool.close()
 
 
 async def _advisory_locks(db: asyncpg.Connection) -> int:
@@ -29,58 +35,46 @@ async def _advisory_locks(db: asyncpg.Connection) -> int:
 
 
 async def test_the_planning_lock_is_released_on_the_pooled_connection(
-    database: str, db: asyncpg.Connection
+    db: asyncpg.Connection, pool: asyncpg.Pool
 ) -> None:
-    pool = await _pool(database)
-    try:
-        async with pool.acquire() as conn:
-            pid = conn.get_server_pid()
-            async with recovery.planning_lock(conn, 7):
-                assert await _advisory_locks(db) == 1
-        assert await _advisory_locks(db) == 0
-        async with pool.acquire() as conn:  # the same connection, reused
-            assert conn.get_server_pid() == pid
-    finally:
-        await pool.close()
+    async with pool.acquire() as conn:
+        pid = conn.get_server_pid()
+        async with recovery.planning_lock(conn, 7):
+            assert await _advisory_locks(db) == 1
+    assert await _advisory_locks(db) == 0
+    async with pool.acquire() as conn:  # the same connection, reused
+        assert conn.get_server_pid() == pid
 
 
 async def test_an_unconfirmed_unlock_terminates_the_connection(
-    database: str, db: asyncpg.Connection
+    db: asyncpg.Connection, pool: asyncpg.Pool
 ) -> None:
-    pool = await _pool(database)
-    try:
-        pid = 0
+    pid = 0
 
-        async def plan() -> None:
-            nonlocal pid
-            async with pool.acquire() as conn:
-                pid = conn.get_server_pid()
-                async with recovery.planning_lock(conn, 8):
-                    # Someone released the lock behind the context manager's back: the unlock
-                    # returns false, so the connection's state is unknown and it must go.
-                    await conn.execute("SELECT pg_advisory_unlock_all()")
-                    await conn.execute("SELECT pg_advisory_lock(42)")  # leaked session state
-                    raise RuntimeError("planning failed")
-
-        with pytest.raises(RuntimeError, match="planning failed"):
-            await plan()
-        assert await _advisory_locks(db) == 0
+    async def plan() -> None:
+        nonlocal pid
         async with pool.acquire() as conn:
-            assert conn.get_server_pid() != pid
-    finally:
-        await pool.close()
+            pid = conn.get_server_pid()
+            async with recovery.planning_lock(conn, 8):
+                # Someone released the lock behind the context manager's back: the unlock
+                # returns false, so the connection's state is unknown and it must go.
+                await conn.execute("SELECT pg_advisory_unlock_all()")
+                await conn.execute("SELECT pg_advisory_lock(42)")  # leaked session state
+                raise RuntimeError("planning failed")
+
+    with pytest.raises(RuntimeError, match="planning failed"):
+        await plan()
+    assert await _advisory_locks(db) == 0
+    async with pool.acquire() as conn:
+        assert conn.get_server_pid() != pid
 
 
 async def test_an_open_transaction_is_still_rolled_back_on_release(
-    database: str, db: asyncpg.Connection
+    db: asyncpg.Connection, pool: asyncpg.Pool
 ) -> None:
-    pool = await _pool(database)
-    try:
-        async with pool.acquire() as conn:
-            await conn.execute("BEGIN")
-            await conn.execute("CREATE TABLE leaked (x int)")
-        async with pool.acquire() as conn:
-            assert not conn.is_in_transaction()
-            assert await conn.fetchval("SELECT to_regclass('leaked')") is None
-    finally:
-        await pool.close()
+    async with pool.acquire() as conn:
+        await conn.execute("BEGIN")
+        await conn.execute("CREATE TABLE leaked (x int)")
+    async with pool.acquire() as conn:
+        assert not conn.is_in_transaction()
+        assert await conn.fetchval("SELECT to_regclass('leaked')") is None
