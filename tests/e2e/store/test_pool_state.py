@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import asyncpg
 import pytest
 
-from engine.settings import DatabaseSettings
 from engine.store import recovery
-from engine.store.pool import create_pool
-from tests.support import services
 
 
 @pytest.fixture
-async def pool(database: str) -> AsyncIterator[asyncpg.Pool]:
-    """The service's pool on the test database, one connection at most."""
-    settings = DatabaseSettings.model_validate({"url": services.database_url(database)})
-    pool = await create_pool(settings, max_size=1)
-    yield pool
-    await pool.close()
+def pool_size() -> int:
+    return 1  # so that a released connection is the one reused
 
 
 async def _advisory_locks(db: asyncpg.Connection) -> int:

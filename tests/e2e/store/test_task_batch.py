@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
@@ -15,14 +14,6 @@ from engine.store import tasks
 from engine.store.pool import create_pool
 from engine.store.task_batch import BatcherClosed, TaskBatcher
 from tests.support import services
-
-
-@pytest.fixture
-async def pool(database: str) -> AsyncIterator[asyncpg.Pool]:
-    settings = DatabaseSettings.model_validate({"url": services.database_url(database)})
-    pool = await create_pool(settings, max_size=2)
-    yield pool
-    await pool.close()
 
 
 async def _create(batcher: TaskBatcher, n: int, message_id: str | None = None) -> int:
