@@ -23,7 +23,7 @@ from connectors.rest import RestConfig
 from engine.settings import ConnectionSettings
 from tests.support.distributions import make_distribution
 
-DOC = Path(__file__).resolve().parents[3] / "docs" / "connectors.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "connectors.md"
 FENCE = re.compile(r"^```(\w+)([^\n]*)\n(.*?)^```\s*$", re.MULTILINE | re.DOTALL)
 
 
