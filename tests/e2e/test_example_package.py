@@ -1,13 +1,8 @@
-"""The example third-party package: installed, discovered, conformant, and a real resync target.
-
-``make install`` installs ``examples/tinyledger`` next to erpsync (editable); these tests fail,
-never skip, when it is missing.
-"""
+"""The example third-party package as a real resync target (its discovery and conformance:
+``tests/contract/test_example_package.py``)."""
 
 from __future__ import annotations
 
-import asyncio
-import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +10,6 @@ from typing import Any
 import asyncpg
 import pytest
 
-from connectors import Capability, discover, load
 from connectors.memory import MemoryStore
 from connectors.testing.fake_erp import Auth, FakeErp
 from engine.settings import Settings
@@ -25,42 +19,7 @@ from tests.support.rest import rest_settings
 from tests.support.service import Service, link, sync_log
 from tests.support.settings import PASSWORD_HASH_TJE0
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "tinyledger"
 LEDGER_TOKEN = "ledger-e2e-token"
-
-
-def test_the_example_is_installed_and_found_by_its_entry_point() -> None:
-    found = {info.name: info for info in discover()}
-    assert "tinyledger" in found, "examples/tinyledger is not installed: run `make install`"
-    info = found["tinyledger"]
-    assert (info.distribution, info.version, info.error) == ("erpsync-tinyledger", "0.1.0", None)
-    assert info.reference == "erpsync_tinyledger:TinyLedgerConnector"
-    assert info.capabilities == {Capability.create}
-    cls = load("tinyledger")
-    assert cls.__module__ == "erpsync_tinyledger"
-    assert Path(sys.modules[cls.__module__].__file__ or "").is_relative_to(EXAMPLE)
-
-
-async def test_the_examples_own_tests_run_the_conformance_kit() -> None:
-    """Run the package's tests as its author would: pytest in its folder, the kit marker on."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "pytest",
-        "-q",
-        "-p",
-        "no:cacheprovider",
-        "-m",
-        "connector_contract",  # registered by the erpsync_connectors plugin (pytest11)
-        cwd=EXAMPLE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    async with asyncio.timeout(110):
-        out, _ = await proc.communicate()
-    output = out.decode()
-    assert proc.returncode == 0, output
-    assert "14 passed" in output, output
 
 
 @pytest.fixture
