@@ -48,7 +48,7 @@ async def test_sigterm_drains_requeues_and_another_worker_completes(
             lambda: _exists(Path(f"{stall}.hit")), what="the first worker to hold a stalled chunk"
         )
         task = await wait_for(
-            lambda: demo_workers.task_progress(db, message_id, services.AMQP_URL),
+            lambda: demo_workers.task_progress(db, message_id),
             lambda row: row is not None and row["done_chunks"] >= 2,
             what="the first worker to finish some chunks",
         )
