@@ -1,10 +1,11 @@
 """Fault-test rig: a throwaway PostgreSQL cluster, seeded CRM/ERP schemas, worker processes.
 
 The CRM (connection 0) and two ERPs live as schemas of the service's own database on the
-cluster, served by the ``postgres`` connector (or ``tests.support.flaky:FlakyConnector``), so
-every process sees the same targets. ERP 1 has every record (with stale values); ERP 2 has the
-even records and must get the odd ones created (``create_missing`` with an idempotency key).
-:meth:`Rig.audit` counts what a run lost or duplicated.
+cluster (``tests.support.rig_systems``), served by the ``postgres`` connector (or
+``tests.support.flaky:FlakyConnector``), so every process sees the same targets. ERP 1 has every
+record (with stale values); ERP 2 has the even records and must get the odd ones created
+(``create_missing`` with an idempotency key). :meth:`Rig.audit` counts what a run lost or
+duplicated.
 """
 
 from __future__ import annotations
@@ -25,42 +26,8 @@ from engine.store import migrate
 from engine.store.tasks import TERMINAL_STATES
 from tests.nodes import PostgresCluster
 from tests.support import services
+from tests.support.rig_systems import SCHEMAS, erp_connection, table, toml
 from tests.support.waiting import wait_for
-
-FLAKY = "tests.support.flaky:FlakyConnector"
-
-_SCHEMAS = """
-CREATE SCHEMA crm;
-CREATE TABLE crm.contact (id integer PRIMARY KEY, name text, phone text, email text,
-                          updated_at timestamptz NOT NULL DEFAULT now());
-CREATE SCHEMA erp1;
-CREATE TABLE erp1.customer (key text PRIMARY KEY, name text, phone text, email text,
-                            last_modified timestamptz, erpsync_ref text UNIQUE);
-CREATE SCHEMA erp2;
-CREATE TABLE erp2.customer (id bigserial PRIMARY KEY, company text, tel text, mail text,
-                            changed_at timestamptz, erpsync_ref text UNIQUE);
-"""
-
-
-def _table(table: str, key: str, modified: str, fields: list[str], ref: bool) -> dict[str, Any]:
-    spec: dict[str, Any] = {"table": table, "key_column": key, "modified_column": modified}
-    if ref:
-        spec["idempotency_column"] = "erpsync_ref"
-    return {**spec, "fields": fields}
-
-
-def _toml(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{json.dumps(k)} = {_toml(v)}" for k, v in value.items()) + "}"
-    raise TypeError(type(value))
 
 
 @dataclass
@@ -117,7 +84,7 @@ class Rig:
         conn = await self.connect()
         try:
             await migrate.migrate(conn)
-            await conn.execute(_SCHEMAS)
+            await conn.execute(SCHEMAS)
             await conn.execute(
                 """
                 INSERT INTO crm.contact (id, name, phone, email)
@@ -155,7 +122,7 @@ class Rig:
         crm_settings = {
             "schema": "crm",
             "actor_types": {
-                "Contact": _table("contact", "id", "updated_at", ["name", "phone", "email"], False)
+                "Contact": table("contact", "id", "updated_at", ["name", "phone", "email"], False)
             },
         }
         data: dict[str, Any] = {
@@ -177,60 +144,13 @@ class Rig:
             "server": {"host": "127.0.0.1", "port": 0, "shutdown_timeout": 5},
             "crm": {"id": 0, "name": "CRM", "connector": "postgres", "settings": crm_settings},
             "connections": [
-                self._erp(1, "erp1", "key", "last_modified", ["name", "phone", "email"], erp1),
-                self._erp(2, "erp2", "id", "changed_at", ["company", "tel", "mail"], erp2),
+                erp_connection(1, "erp1", "key", "last_modified", ["name", "phone", "email"], erp1),
+                erp_connection(2, "erp2", "id", "changed_at", ["company", "tel", "mail"], erp2),
             ],
         }
         path = self.tmp / f"erpsync-{uuid.uuid4().hex[:6]}.toml"
-        path.write_text("".join(f"{k} = {_toml(v)}\n" for k, v in data.items()))
+        path.write_text("".join(f"{k} = {toml(v)}\n" for k, v in data.items()))
         return path
-
-    @staticmethod
-    def _erp(
-        cid: int,
-        schema: str,
-        key: str,
-        modified: str,
-        fields: list[str],
-        options: dict[str, Any] | None,
-    ) -> dict[str, Any]:
-        options = dict(options or {})
-        faults = options.pop("faults", None)
-        crm_fields = ["name", "phone", "email"]
-        conn: dict[str, Any] = {
-            "id": cid,
-            "name": f"ERP {cid}",
-            "connector": "postgres" if faults is None else FLAKY,
-            "settings": {
-                "schema": schema,
-                "actor_types": {"Customer": _table("customer", key, modified, fields, True)},
-                **(faults or {}),
-            },
-            "concurrency": 4,
-            "batch_size": 25,
-            "timeout": 10,
-            "retry": {
-                "attempts": 3,
-                "base_delay": 0.05,
-                "max_delay": 0.5,
-                "delayed_base": 0.2,
-                "delayed_max": 2.0,
-                "delayed_attempts": 10,
-            },
-            "actor_types": [
-                {
-                    "erp": "Customer",
-                    "crm": "Contact",
-                    "create_missing": cid == 2,
-                    "fields": {
-                        f: {"crm": c, "direction": "to_erp"}
-                        for f, c in zip(fields, crm_fields, strict=True)
-                    },
-                }
-            ],
-        }
-        conn.update(options)
-        return conn
 
     async def start_worker(self, config: Path, name: str | None = None) -> Child:
         """Start a worker process (``python -m engine serve``) and wait until it is ready."""
