@@ -170,7 +170,7 @@ class Children:
         argv = [sys.executable, "-m", module, *(a.replace("{port}", str(port)) for a in args)]
         log_path = self.directory / f"{name}.log"
         with log_path.open("wb") as log:
-            process = subprocess.Popen(  # noqa: S603, ASYNC220 - our interpreter; returns at once
+            process = subprocess.Popen(  # noqa: ASYNC220 - returns at once
                 argv,
                 cwd=REPO,
                 env={**self.env, **(env or {})},

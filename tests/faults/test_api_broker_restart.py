@@ -1,6 +1,7 @@
 """A 204 is never lost: restart a (throwaway) RabbitMQ node between requests.
 
-Uses ``tests.nodes.RabbitNode`` on its own port; the shared broker on 5672 is never touched.
+Uses ``engine.devservices.nodes.RabbitNode`` on its own port; the shared broker on 5672 is never
+touched.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from pydantic import SecretStr
 
 from connectors.memory import MemoryStore
+from engine.devservices.nodes import RabbitNode
 from engine.store.tasks import TERMINAL_STATES
-from tests.nodes import RabbitNode
 from tests.support.api import api_settings, basic
 from tests.support.service import RESYNC, Service, link
 from tests.support.waiting import wait_for

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 import asyncpg
 import pytest
 
-from tests.nodes import RabbitNode
+from engine.devservices.nodes import RabbitNode
 from tests.support import demo_workers, services
 from tests.support.waiting import wait_for
 

@@ -10,8 +10,8 @@ import pytest
 from pydantic import SecretStr
 
 from connectors.memory import MemoryStore
+from engine.devservices.nodes import PostgresCluster, RabbitNode
 from engine.store import migrate
-from tests.nodes import PostgresCluster, RabbitNode
 from tests.support.ops import seed, settings_for
 from tests.support.service import Service
 from tests.support.waiting import wait_for

@@ -21,10 +21,10 @@ from typing import Any
 
 import asyncpg
 
+from engine.devservices.nodes import PostgresCluster
 from engine.devservices.processes import Child, Children
 from engine.store import migrate
 from engine.store.tasks import TERMINAL_STATES
-from tests.nodes import PostgresCluster
 from tests.support import services
 from tests.support.rig_systems import SCHEMAS, erp_connection, table, toml
 from tests.support.waiting import wait_for
@@ -317,7 +317,8 @@ class Rig:
 async def rig(prefix: str, tmp: Path, amqp_url: str = services.AMQP_URL) -> Any:
     """A :class:`Rig` on a fresh cluster; processes and cluster are gone afterwards.
 
-    Pass a throwaway node's ``amqp_url`` (``tests.nodes.RabbitNode``) to fault the broker too.
+    Pass a throwaway node's ``amqp_url`` (``engine.devservices.nodes.RabbitNode``) to fault the
+    broker too.
     """
     cluster = PostgresCluster()
     await asyncio.to_thread(cluster.start)

@@ -15,7 +15,7 @@ import orjson
 import pytest
 
 from connectors.memory import MemoryStore
-from tests import nodes
+from engine.devservices.ports import free_port
 from tests.support.cli import run_cli
 from tests.support.ops import seed, settings_for
 from tests.support.service import Service
@@ -152,7 +152,7 @@ async def test_errors_are_one_line_with_a_hint(service: Service, env: dict[str, 
     assert "refused the credentials of user 'tje0'" in err
     assert "not-the-password" not in err
 
-    nowhere = {**env, "ERPSYNC_URL": f"http://127.0.0.1:{nodes.free_port()}"}
+    nowhere = {**env, "ERPSYNC_URL": f"http://127.0.0.1:{free_port()}"}
     code, _, err = await cli("resync", "--from", "0", "--keys", "1", env=nowhere)
     assert code == 3
     assert err.splitlines()[0].startswith("erpsync: cannot reach the erpsync API at http://")

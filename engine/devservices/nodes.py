@@ -1,13 +1,18 @@
-"""Throwaway RabbitMQ nodes and PostgreSQL clusters on their own ports, for fault tests.
+"""Private RabbitMQ nodes and PostgreSQL clusters on their own ports.
 
-Fault tests stop, kill and restart these; they never touch the shared services on the standard
-ports. Recipes from ../shared/docs/test-infrastructure.md (Debian packages, run as root).
+Fault tests start, stop, kill and restart throwaway ones (temporary directories, free ports); they
+never touch the shared services on the standard ports. :mod:`engine.devservices.services` keeps
+one of each under the project's ``.run/`` as the default services of ``make run``/``make test``.
+Recipes: ../shared/docs/test-infrastructure.md (Debian packages). As root, PostgreSQL runs as the
+``postgres`` user (initdb refuses root) and Debian's ``rabbitmq-server`` drops to ``rabbitmq``, so
+their directories belong to those users; otherwise both run as the current user.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -18,30 +23,52 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from engine.devservices.ports import free_port
+
 PG_BIN = (
     Path(sorted(Path("/usr/lib/postgresql").glob("*/bin"))[-1])
-    if Path("/usr/lib/postgresql").exists()
+    if list(Path("/usr/lib/postgresql").glob("*/bin"))
     else Path("/usr/lib/postgresql/15/bin")
 )
+# Debian's wrappers in /usr/sbin switch to the rabbitmq user and refuse anyone but root/rabbitmq;
+# the scripts behind them run as whoever calls them.
+RABBITMQ_LIB_BIN = Path("/usr/lib/rabbitmq/bin")
 
 
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def is_root() -> bool:
+    return os.geteuid() == 0
 
 
-def _wait_port(port: int, up: bool, timeout: float) -> None:
+def answers(host: str, port: int, timeout: float = 0.5) -> bool:
+    """Something accepts TCP connections on ``host:port``."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _wait_port(host: str, port: int, up: bool, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        with socket.socket() as s:
-            s.settimeout(0.2)
-            listening = s.connect_ex(("127.0.0.1", port)) == 0
-        if listening == up:
+        if answers(host, port, timeout=0.2) == up:
             return
         time.sleep(0.1)
     raise TimeoutError(f"port {port} did not go {'up' if up else 'down'} within {timeout}s")
+
+
+def _pid_alive(pid_file: Path) -> bool:
+    try:
+        pid = int(pid_file.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return False
+    return Path(f"/proc/{pid}").exists()
+
+
+def _rabbit_command(name: str) -> str:
+    if is_root() or not (RABBITMQ_LIB_BIN / name).exists():
+        return shutil.which(name) or f"/usr/sbin/{name}"
+    return str(RABBITMQ_LIB_BIN / name)
 
 
 @dataclass
@@ -52,10 +79,11 @@ class RabbitNode:
     dist_port: int = field(default_factory=free_port)
     name: str = field(default_factory=lambda: f"faults{uuid.uuid4().hex[:8]}@localhost")
     base: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="erpsync-rmq-")))
+    host: str = "127.0.0.1"
 
     @property
     def url(self) -> str:
-        return f"amqp://guest:guest@127.0.0.1:{self.port}/"
+        return f"amqp://guest:guest@{self.host}:{self.port}/"
 
     def _env(self) -> dict[str, str]:
         return {
@@ -71,18 +99,26 @@ class RabbitNode:
             "RABBITMQ_CONFIG_FILE": str(self.base / "rabbitmq.conf"),
         }
 
+    def running(self) -> bool:
+        """The node's process is alive (its AMQP port may still be coming up)."""
+        return _pid_alive(self.base / "pid")
+
     def start(self, timeout: float = 90) -> None:
         (self.base / "mnesia").mkdir(parents=True, exist_ok=True)
         (self.base / "log").mkdir(parents=True, exist_ok=True)
         (self.base / "plugins").write_text("[].")
         (self.base / "rabbitmq.conf").write_text(f"listeners.tcp.local = 127.0.0.1:{self.port}\n")
-        subprocess.run(["chown", "-R", "rabbitmq:rabbitmq", str(self.base)], check=True)
+        if is_root():
+            subprocess.run(["chown", "-R", "rabbitmq:rabbitmq", str(self.base)], check=True)
         subprocess.run(
-            ["rabbitmq-server", "-detached"], env=self._env(), check=True, capture_output=True
+            [_rabbit_command("rabbitmq-server"), "-detached"],
+            env=self._env(),
+            check=True,
+            capture_output=True,
         )
         subprocess.run(
             [
-                "rabbitmqctl",
+                _rabbit_command("rabbitmqctl"),
                 "-n",
                 self.name,
                 "wait",
@@ -95,11 +131,11 @@ class RabbitNode:
             capture_output=True,
             timeout=timeout + 10,
         )
-        _wait_port(self.port, up=True, timeout=timeout)
+        _wait_port(self.host, self.port, up=True, timeout=timeout)
 
     def ctl(self, *args: str, timeout: float = 60) -> str:
         result = subprocess.run(
-            ["rabbitmqctl", "-n", self.name, *args],
+            [_rabbit_command("rabbitmqctl"), "-n", self.name, *args],
             env=self._env(),
             check=True,
             capture_output=True,
@@ -111,11 +147,11 @@ class RabbitNode:
     def stop_app(self) -> None:
         """Outage with the Erlang node kept (fast to restart with ``start_app``)."""
         self.ctl("stop_app")
-        _wait_port(self.port, up=False, timeout=30)
+        _wait_port(self.host, self.port, up=False, timeout=30)
 
     def start_app(self) -> None:
         self.ctl("start_app")
-        _wait_port(self.port, up=True, timeout=60)
+        _wait_port(self.host, self.port, up=True, timeout=60)
 
     def kill(self) -> None:
         """SIGKILL the node (a crash)."""
@@ -123,7 +159,7 @@ class RabbitNode:
         if pid_file.exists():
             with contextlib.suppress(ProcessLookupError, ValueError):
                 os.kill(int(pid_file.read_text().strip()), signal.SIGKILL)
-        _wait_port(self.port, up=False, timeout=30)
+        _wait_port(self.host, self.port, up=False, timeout=30)
 
     def stop(self) -> None:
         try:
@@ -142,29 +178,42 @@ class PostgresCluster:
 
     port: int = field(default_factory=free_port)
     base: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="erpsync-pg-")))
+    host: str = "127.0.0.1"
 
     @property
     def data(self) -> Path:
         return self.base / "data"
 
     def url(self, database: str = "postgres") -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+        return f"postgresql://postgres@{self.host}:{self.port}/{database}"
 
-    def _as_postgres(self, command: str, timeout: float = 60) -> None:
-        subprocess.run(
-            ["su", "postgres", "-c", command], check=True, capture_output=True, timeout=timeout
-        )
+    def _as_postgres(self, command: str, timeout: float = 60) -> str:
+        argv = ["su", "postgres", "-c", command] if is_root() else ["sh", "-c", command]
+        result = subprocess.run(argv, check=True, capture_output=True, text=True, timeout=timeout)
+        return result.stdout
+
+    def running(self) -> bool:
+        return _pid_alive(self.data / "postmaster.pid")
 
     def init(self) -> None:
-        subprocess.run(["chown", "postgres", str(self.base)], check=True)
+        if is_root():
+            subprocess.run(["chown", "postgres", str(self.base)], check=True)
         self._as_postgres(f"{PG_BIN}/initdb -D {self.data} -A trust -U postgres")
 
     def start(self) -> None:
         if not self.data.exists():
             self.init()
+        listen = "localhost" if self.host == "localhost" else self.host
+        options = shlex.quote(f"-p {self.port} -k {self.base} -c listen_addresses={listen}")
         self._as_postgres(
-            f"{PG_BIN}/pg_ctl -D {self.data} -o '-p {self.port} -k {self.base} "
-            f"-c listen_addresses=127.0.0.1' -l {self.base}/log -w start"
+            f"{PG_BIN}/pg_ctl -D {self.data} -o {options} -l {self.base}/log -w start"
+        )
+
+    def psql(self, sql: str, database: str = "postgres") -> str:
+        """Run ``sql`` over the cluster's Unix socket as ``postgres``."""
+        return self._as_postgres(
+            f"{PG_BIN}/psql -h {self.base} -p {self.port} -U postgres -d {database} -Atqc "
+            + shlex.quote(sql)
         )
 
     def stop(self, mode: str = "fast") -> None:
