@@ -16,17 +16,19 @@ import sys
 
 import orjson
 
-from benchmarks import common
+from benchmarks.config import AUTH_HEADER, RESYNC_PATH
 from benchmarks.front_door import bench_json, purge_commands, warm_up
+from benchmarks.reporting import ROOT
+from benchmarks.scenario import Bench
 
 
 async def compare(old: str, rates: list[float], repeats: int, duration: float) -> None:
-    async with common.Bench("clients") as bench:
+    async with Bench("clients") as bench:
         api = await bench.start("api", bench.settings(log_level="warning"), "api")
-        url = f"http://127.0.0.1:{api.port}{common.RESYNC_PATH}"
+        url = f"http://127.0.0.1:{api.port}{RESYNC_PATH}"
         drain = asyncio.create_task(purge_commands(bench.prefix))
         await warm_up(url)
-        env = {**os.environ, "PYTHONPATH": str(common.ROOT)}
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
         clients = [
             ("old", [sys.executable, old]),
             ("new", [sys.executable, "-m", "benchmarks.openloop"]),
@@ -35,7 +37,7 @@ async def compare(old: str, rates: list[float], repeats: int, duration: float) -
             for _ in range(repeats):
                 for name, cmd in clients:
                     args = [url, "--rate", str(rate), "--duration", str(duration)]
-                    data = await bench_json([*cmd, *args, "--auth", common.AUTH_HEADER], env)
+                    data = await bench_json([*cmd, *args, "--auth", AUTH_HEADER], env)
                     keys = ("achieved_rate", "p50_ms", "p99_ms", "client_cpu_share")
                     line = {"client": name, "rate": rate, "load": os.getloadavg()[0]}
                     line |= {k: data[k] for k in (*keys, "client_lag_p99_ms", "dropped")}

@@ -20,7 +20,10 @@ from typing import Any
 import aiohttp
 import orjson
 
-from benchmarks import common
+from benchmarks.config import AUTH_HEADER, RESYNC_PATH, TASK_INFO_PATH
+from benchmarks.reporting import Report, arguments, fmt
+from benchmarks.scenario import Bench, run_main, seed_links
+from engine.store.tasks import TERMINAL_STATES
 
 
 def options(parser: argparse.ArgumentParser) -> None:
@@ -43,13 +46,13 @@ def last_engine_rate(args: argparse.Namespace) -> float | None:
 
 
 async def main() -> None:
-    args = common.arguments(__doc__ or "", options)
+    args = arguments(__doc__ or "", options)
     records = args.records or (200 if args.smoke else 10_000)
     latency = args.latency_ms or (10.0 if args.smoke else 100.0)
     c, batch = args.concurrency, args.batch_size
     latency_limit = records * 2 / batch / (c / (latency / 1000))
     engine_rate = last_engine_rate(args)
-    report = common.Report(
+    report = Report(
         "e2e",
         args,
         {
@@ -70,20 +73,20 @@ async def main() -> None:
         "seconds_to_succeeded", "s (POST sent -> Succeeded seen)", higher_is_better=False
     )
     post = report.figure("post_ms", "ms (204 received)", higher_is_better=False)
-    async with common.Bench("e2e") as bench:
-        await common.seed_links(bench.conn, records)
+    async with Bench("e2e") as bench:
+        await seed_links(bench.conn, records)
         config = bench.settings(
             latency_ms={1: latency, 2: latency}, concurrency=c, batch_size=batch
         )
         api = await bench.start("api", config, "api")
         await bench.start("worker", config, "worker")
         base = f"http://127.0.0.1:{api.port}"
-        headers = {"Authorization": common.AUTH_HEADER}
+        headers = {"Authorization": AUTH_HEADER}
         async with aiohttp.ClientSession(headers=headers) as session:
             for _ in range(args.repeats):
                 t0 = time.perf_counter()
                 async with session.post(
-                    base + common.RESYNC_PATH,
+                    base + RESYNC_PATH,
                     json={"ErpConnectionId": 0, "InternalKeyIds": list(range(1, records + 1))},
                 ) as response:
                     assert response.status == 204, await response.text()
@@ -91,10 +94,10 @@ async def main() -> None:
                 post.add((time.perf_counter() - t0) * 1000)
                 while True:
                     async with session.post(
-                        base + common.TASK_INFO_PATH, json={"Id": task_id}
+                        base + TASK_INFO_PATH, json={"Id": task_id}
                     ) as response:
                         info = await response.json()
-                    if info["State"] in common.TERMINAL:
+                    if info["State"] in TERMINAL_STATES:
                         break
                     if time.perf_counter() - t0 > 600:
                         raise TimeoutError(f"task {task_id} not finished: {info}")
@@ -105,24 +108,24 @@ async def main() -> None:
     engine_s = records * 2 / engine_rate if engine_rate else 0.0
     limit = post.median / 1000 + latency_limit + engine_s
     overlapped = post.median / 1000 + max(latency_limit, engine_s)
-    parts = f"POST {common.fmt(post.median)} ms + latency limit {common.fmt(latency_limit)} s"
+    parts = f"POST {fmt(post.median)} ms + latency limit {fmt(latency_limit)} s"
     if engine_rate:
-        parts += f" + {records * 2:,} writes at {common.fmt(engine_rate)}/s"
+        parts += f" + {records * 2:,} writes at {fmt(engine_rate)}/s"
     else:
         report.notes.append("no engine_overhead result in the results file: limit without it")
     report.notes.append(
-        f"fully overlapped (POST + max of the two) the floor would be {common.fmt(overlapped)} s"
+        f"fully overlapped (POST + max of the two) the floor would be {fmt(overlapped)} s"
     )
     report.extra["sum_of_limits_s"] = round(limit, 3)
     report.extra["overlapped_limit_s"] = round(overlapped, 3)
     report.check(
         "time to Succeeded vs the sum of the scenario limits",
-        f"{common.fmt(limit)} s ({parts}) (informative)",
-        f"{common.fmt(total.median)} s = {total.median / limit:.2f}x",
+        f"{fmt(limit)} s ({parts}) (informative)",
+        f"{fmt(total.median)} s = {total.median / limit:.2f}x",
         True,
     )
     report.finish()
 
 
 if __name__ == "__main__":
-    common.run(main)
+    run_main(main)

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import argparse
 
-from benchmarks import common
+from benchmarks.measure import profiled
+from benchmarks.reporting import Report, arguments
+from benchmarks.scenario import Bench, run_main, seed_links
 
 TARGET_WRITES_PER_S = 5_000
 
@@ -22,10 +24,10 @@ def options(parser: argparse.ArgumentParser) -> None:
 
 
 async def main() -> None:
-    args = common.arguments(__doc__ or "", options)
+    args = arguments(__doc__ or "", options)
     records = args.records or (200 if args.smoke else 20_000)
     targets = 2
-    report = common.Report(
+    report = Report(
         "engine_overhead",
         args,
         {
@@ -42,14 +44,14 @@ async def main() -> None:
     writes = report.figure("writes_per_s", "record x target writes/s")
     seconds = report.figure("task_seconds", "s (created -> finished)", higher_is_better=False)
     cpu = report.figure("worker_cpu_us_per_write", "worker CPU us/write", higher_is_better=False)
-    async with common.Bench("overhead") as bench:
-        await common.seed_links(bench.conn, records)
+    async with Bench("overhead") as bench:
+        await seed_links(bench.conn, records)
         config = bench.settings()
         worker = await bench.start("worker", config)
         async with bench.publisher(config) as publisher:
             # Warm-up run (connections, caches), not reported.
             await bench.wait_task(message_id=await bench.resync_all(publisher))
-            with common.profiled(args.profile, "engine_overhead", [worker.pid]):
+            with profiled(args.profile, "engine_overhead", [worker.pid]):
                 for _ in range(args.repeats):
                     cpu_before = worker.cpu_seconds()
                     task = await bench.wait_task(message_id=await bench.resync_all(publisher))
@@ -70,4 +72,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    common.run(main)
+    run_main(main)

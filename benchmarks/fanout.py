@@ -21,7 +21,9 @@ import time
 
 import asyncpg
 
-from benchmarks import common
+from benchmarks.measure import trace_stats
+from benchmarks.reporting import Report, arguments, fmt, target_options
+from benchmarks.scenario import Bench, run_main, seed_links
 from engine.messaging.broker import Publisher
 from engine.messaging.commands import ResyncCommand
 from engine.messaging.topology import RESYNC_ROUTING_KEY
@@ -31,22 +33,18 @@ FAST_KEEPS = 0.9
 
 
 def options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--records", type=int, default=None, help="default 2000 (slow case: half)")
-    parser.add_argument("--latency-ms", type=float, default=None, help="default 100")
+    target_options(parser, "default 2000 (slow case: half)", "C per target")
     parser.add_argument("--slow-ms", type=float, default=None, help="default 5x latency")
-    parser.add_argument("--concurrency", type=int, default=10, help="C per target")
-    parser.add_argument("--batch-size", type=int, default=10)
-    parser.add_argument("--chunk-size", type=int, default=100)
 
 
 async def main() -> None:
-    args = common.arguments(__doc__ or "", options)
+    args = arguments(__doc__ or "", options)
     records = args.records or (100 if args.smoke else 2_000)
     latency = args.latency_ms or (10.0 if args.smoke else 100.0)
     slow = args.slow_ms or 5 * latency
     c = args.concurrency
     limit = c / (latency / 1000)
-    report = common.Report(
+    report = Report(
         "fanout",
         args,
         {
@@ -68,8 +66,8 @@ async def main() -> None:
     fast = report.figure("slow_case_fast_target_calls_per_s", "calls/s (span)")
     slow_fig = report.figure("slow_case_slow_target_calls_per_s", "calls/s (span)")
     task_rate = report.figure("equal_records_per_s", "records/s (task)")
-    async with common.Bench("fanout") as bench:
-        await common.seed_links(bench.conn, records)
+    async with Bench("fanout") as bench:
+        await seed_links(bench.conn, records)
         trace = bench.scratch / "trace.txt"
         for case, latencies, count in (
             ("equal", {1: latency, 2: latency}, records),
@@ -92,7 +90,7 @@ async def main() -> None:
                         # Resync the first `count` keys only: an explicit list.
                         task = await resync_keys(bench, publisher, count)
                     assert task["state"] == "Succeeded", dict(task)
-                    stats = common.trace_stats(trace, since)
+                    stats = trace_stats(trace, since)
                     if case == "equal":
                         for t in (1, 2):
                             equal[t].add(stats[t].calls_per_s)
@@ -105,22 +103,22 @@ async def main() -> None:
             await bench.stop(worker)
     for t in (1, 2):
         report.check(
-            f"equal case, target {t}: share of C/L = {common.fmt(limit)} calls/s",
+            f"equal case, target {t}: share of C/L = {fmt(limit)} calls/s",
             f">= {SHARE_OF_LIMIT:.0%}",
             f"{equal[t].median / limit:.0%}",
             equal[t].median >= SHARE_OF_LIMIT * limit,
         )
     kept = fast.median / equal[1].median if equal[1].median else 0.0
     report.check(
-        f"fast target next to a {common.fmt(slow)} ms target keeps its throughput",
+        f"fast target next to a {fmt(slow)} ms target keeps its throughput",
         f">= {FAST_KEEPS:.0%} of the equal case",
-        f"{kept:.0%} ({common.fmt(fast.median)} of {common.fmt(equal[1].median)} calls/s)",
+        f"{kept:.0%} ({fmt(fast.median)} of {fmt(equal[1].median)} calls/s)",
         kept >= FAST_KEEPS,
     )
     report.finish()
 
 
-async def resync_keys(bench: common.Bench, publisher: Publisher, count: int) -> asyncpg.Record:
+async def resync_keys(bench: Bench, publisher: Publisher, count: int) -> asyncpg.Record:
     """Resync internal keys 1..count (an explicit id list) and wait for the task."""
     body = ResyncCommand.model_validate(
         {"ErpConnectionId": 0, "InternalKeyIds": list(range(1, count + 1))}
@@ -129,4 +127,4 @@ async def resync_keys(bench: common.Bench, publisher: Publisher, count: int) -> 
 
 
 if __name__ == "__main__":
-    common.run(main)
+    run_main(main)

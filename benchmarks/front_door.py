@@ -30,7 +30,10 @@ import aio_pika
 import aiohttp
 import orjson
 
-from benchmarks import common
+from benchmarks.config import AMQP_URL, AUTH_HEADER, RESYNC_PATH
+from benchmarks.measure import cpu_split, cpu_ticks, profiled
+from benchmarks.reporting import ROOT, Report, arguments, fmt
+from benchmarks.scenario import Bench, run_main
 
 TARGET_RPS = 3_500
 TARGET_CEILING_SHARE = 0.5
@@ -119,7 +122,7 @@ async def bench_json(cmd: list[str], env: dict[str, str] | None = None) -> dict[
 
 async def wrk(url: str, duration: float, connections: int) -> dict[str, Any]:
     """One closed-loop wrk run; accepted = responses that were not errors (204)."""
-    env = {**os.environ, "BENCH_AUTH": common.AUTH_HEADER}
+    env = {**os.environ, "BENCH_AUTH": AUTH_HEADER}
     cmd = [
         "wrk",
         "-t1",
@@ -145,7 +148,7 @@ def children_cpu_seconds() -> float:
 async def wrk_open_loop(url: str, rate: float, duration: float) -> dict[str, Any]:
     """wrk offering ``rate`` req/s on a constant schedule (open_loop.lua); same keys as
     :func:`openloop` (milliseconds), plus how many sends fell behind the schedule."""
-    env = {**os.environ, "BENCH_AUTH": common.AUTH_HEADER, "BENCH_RATE": f"{rate:.1f}"}
+    env = {**os.environ, "BENCH_AUTH": AUTH_HEADER, "BENCH_RATE": f"{rate:.1f}"}
     cmd = [
         "wrk",
         "-t1",
@@ -193,14 +196,14 @@ async def openloop(url: str, rate: float, duration: float) -> dict[str, Any]:
         "--duration",
         str(duration),
         "--auth",
-        common.AUTH_HEADER,
+        AUTH_HEADER,
     ]
-    return await bench_json(cmd, {**os.environ, "PYTHONPATH": str(common.ROOT)})
+    return await bench_json(cmd, {**os.environ, "PYTHONPATH": str(ROOT)})
 
 
 async def purge_commands(prefix: str) -> None:
     """Empty the commands queue every 0.5 s: no worker runs in this scenario."""
-    connection = await aio_pika.connect(common.AMQP_URL)
+    connection = await aio_pika.connect(AMQP_URL)
     try:
         channel = await connection.channel()
         queue = await channel.get_queue(f"{prefix}.commands", ensure=False)
@@ -217,18 +220,18 @@ async def warm_up(url: str) -> None:
             async with session.post(
                 url,
                 json={"ErpConnectionId": 0, "InternalKeyIds": list(range(1, 11))},
-                headers={"Authorization": common.AUTH_HEADER},
+                headers={"Authorization": AUTH_HEADER},
             ) as response:
                 assert response.status == 204, await response.text()
 
 
 async def main() -> None:
-    args = common.arguments(__doc__ or "", options)
+    args = arguments(__doc__ or "", options)
     duration = args.duration or (1.0 if args.smoke else 10.0)
     use_wrk = shutil.which("wrk") is not None
     if not use_wrk and not args.smoke:
         sys.exit("front_door: wrk is not installed (apt-get install -y wrk)")
-    report = common.Report(
+    report = Report(
         "front_door",
         args,
         {
@@ -289,13 +292,11 @@ async def main() -> None:
     groups: dict[str, int] = {}  # server name -> pid, for the CPU split
 
     async def open_loop(url: str, rate: float, seconds: float | None = None) -> dict[str, Any]:
-        before, started = common.cpu_ticks(groups), time.monotonic()
+        before, started = cpu_ticks(groups), time.monotonic()
         client = wrk_open_loop if use_wrk_open_loop else openloop
         data = await client(url, rate, seconds or duration)
         # All processes, the client included (as for the closed-loop wrk runs).
-        data["cpu_cores"] = common.cpu_split(
-            before, common.cpu_ticks(groups), time.monotonic() - started
-        )
+        data["cpu_cores"] = cpu_split(before, cpu_ticks(groups), time.monotonic() - started)
         if data.get("achieved_rate"):
             data["machine_cpu_us_per_request"] = round(
                 data["cpu_cores"]["total"] * 1e6 / data["achieved_rate"]
@@ -319,7 +320,7 @@ async def main() -> None:
         return low, probes
 
     processes = f"procs{args.api_processes}" if args.api_processes > 1 else ""
-    async with common.Bench("frontdoor") as bench:
+    async with Bench("frontdoor") as bench:
         config = bench.settings(log_level="warning")
         api = await bench.start("api", config, "api", processes)
         ceiling = await bench.start("ceiling", config, "ceiling", processes)
@@ -328,8 +329,8 @@ async def main() -> None:
             if args.no_reference
             else await bench.start("reference", config, "reference", processes)
         )
-        api_url = f"http://127.0.0.1:{api.port}{common.RESYNC_PATH}"
-        ceiling_url = f"http://127.0.0.1:{ceiling.port}{common.RESYNC_PATH}"
+        api_url = f"http://127.0.0.1:{api.port}{RESYNC_PATH}"
+        ceiling_url = f"http://127.0.0.1:{ceiling.port}{RESYNC_PATH}"
         drain = None if args.no_drain else asyncio.create_task(purge_commands(bench.prefix))
         await warm_up(api_url)
         await warm_up(ceiling_url)
@@ -338,7 +339,7 @@ async def main() -> None:
             ("api", api_url, api_rps, api_p99),
         ]
         if reference is not None:
-            reference_url = f"http://127.0.0.1:{reference.port}{common.RESYNC_PATH}"
+            reference_url = f"http://127.0.0.1:{reference.port}{RESYNC_PATH}"
             await warm_up(reference_url)
             targets.append(("reference", reference_url, reference_rps, reference_p99))
         variants_from = len(targets)  # the targets after this are --variants
@@ -350,7 +351,7 @@ async def main() -> None:
             variant = await bench.start(
                 role or "api", config, flags.replace(",", "+").replace(":", "-"), experiment
             )
-            variant_url = f"http://127.0.0.1:{variant.port}{common.RESYNC_PATH}"
+            variant_url = f"http://127.0.0.1:{variant.port}{RESYNC_PATH}"
             await warm_up(variant_url)
             targets.append(
                 (
@@ -367,13 +368,13 @@ async def main() -> None:
         for _ in range(args.repeats):
             for name, url, rps, p99 in targets:
                 pids = [api.pid] if name == "api" else []
-                with common.profiled(args.profile, "front_door_api", pids):
+                with profiled(args.profile, "front_door_api", pids):
                     if use_wrk:
-                        before, started = common.cpu_ticks(groups), time.monotonic()
+                        before, started = cpu_ticks(groups), time.monotonic()
                         wrk_before = children_cpu_seconds()
                         data = await wrk(url, duration, args.connections)
                         seconds = time.monotonic() - started
-                        cores = common.cpu_split(before, common.cpu_ticks(groups), seconds)
+                        cores = cpu_split(before, cpu_ticks(groups), seconds)
                         # wrk has exited: its CPU is in our children's rusage.
                         cores["wrk"] = round((children_cpu_seconds() - wrk_before) / seconds, 2)
                         data["cpu_cores"] = cores
@@ -407,7 +408,7 @@ async def main() -> None:
                 rate = 50.0 if args.smoke else share * api_rps.runs[-1]
                 # Profiled too: per-request costs differ from the closed loop's.
                 pids = [api.pid] if share == 0.8 else []
-                with common.profiled(args.profile, "front_door_api_open_loop", pids):
+                with profiled(args.profile, "front_door_api_open_loop", pids):
                     data = await open_loop(api_url, rate)
                 if share == 0.8:
                     open_p50.add(data["p50_ms"])
@@ -483,14 +484,13 @@ async def main() -> None:
             "front door vs the straightforward implementation, same run (the target's basis: "
             f"{TARGET_RPS:,} / {REFERENCE_RPS:,})",
             f">= {TARGET_REFERENCE_RATIO:.2f}x",
-            f"{ratio:.2f}x ({common.fmt(api_rps.median)} against "
-            f"{common.fmt(reference_rps.median)} req/s)",
+            f"{ratio:.2f}x ({fmt(api_rps.median)} against {fmt(reference_rps.median)} req/s)",
             ratio >= TARGET_REFERENCE_RATIO,
         )
     report.check(
         "share of the ceiling handler",
         f">= {TARGET_CEILING_SHARE:.0%}",
-        f"{share:.0%} of {common.fmt(ceiling_rps.median)}",
+        f"{share:.0%} of {fmt(ceiling_rps.median)}",
         share >= TARGET_CEILING_SHARE,
     )
     if ceiling_open_p99.runs:
@@ -502,7 +502,7 @@ async def main() -> None:
         )
     if open_p99.runs:
         report.check(
-            f"open-loop p99 at 80% of each run's peak ({common.fmt(open_rate.median)} req/s)",
+            f"open-loop p99 at 80% of each run's peak ({fmt(open_rate.median)} req/s)",
             f"<= {TARGET_P99_MS:g} ms",
             open_p99.median,
             open_p99.median <= TARGET_P99_MS,
@@ -511,4 +511,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    common.run(main)
+    run_main(main)

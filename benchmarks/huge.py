@@ -16,7 +16,10 @@ import time
 
 import aiohttp
 
-from benchmarks import common
+from benchmarks.config import AUTH_HEADER, RESYNC_PATH
+from benchmarks.reporting import Report, arguments
+from benchmarks.scenario import Bench, run_main, seed_links
+from engine.devservices.processes import Child
 
 TARGET_RSS_MB = 256.0
 
@@ -26,9 +29,9 @@ def options(parser: argparse.ArgumentParser) -> None:
 
 
 async def main() -> None:
-    args = common.arguments(__doc__ or "", options, default_repeats=1)
+    args = arguments(__doc__ or "", options, default_repeats=1)
     records = args.records or (2_000 if args.smoke else 1_000_000)
-    report = common.Report(
+    report = Report(
         "huge",
         args,
         {
@@ -48,21 +51,21 @@ async def main() -> None:
         name: report.figure(f"peak_rss_{name}_mb", "MiB (VmHWM)", higher_is_better=False)
         for name in ("api", "worker")
     }
-    async with common.Bench("huge") as bench:
+    async with Bench("huge") as bench:
         t0 = time.monotonic()
-        await common.seed_links(bench.conn, records)
+        await seed_links(bench.conn, records)
         report.extra["seed_seconds"] = round(time.monotonic() - t0, 1)
         config = bench.settings()
         for _ in range(args.repeats):
             api = await bench.start("api", config, "api")
             worker = await bench.start("worker", config, "worker")
-            url = f"http://127.0.0.1:{api.port}{common.RESYNC_PATH}"
+            url = f"http://127.0.0.1:{api.port}{RESYNC_PATH}"
             async with (
                 aiohttp.ClientSession() as session,
                 session.post(
                     url,
                     json={"ErpConnectionId": 0, "InternalKeyIds": []},
-                    headers={"Authorization": common.AUTH_HEADER},
+                    headers={"Authorization": AUTH_HEADER},
                 ) as response,
             ):
                 assert response.status == 204, await response.text()
@@ -89,7 +92,7 @@ async def main() -> None:
     report.finish()
 
 
-async def sample_rss(children: list[common.Child]) -> None:
+async def sample_rss(children: list[Child]) -> None:
     """Print the RSS every 15 s, so a long run shows progress."""
     while True:
         await asyncio.sleep(15)
@@ -99,4 +102,4 @@ async def sample_rss(children: list[common.Child]) -> None:
 
 
 if __name__ == "__main__":
-    common.run(main)
+    run_main(main)

@@ -16,9 +16,10 @@ import argparse
 import asyncio
 import time
 
-from benchmarks import common
 from benchmarks.front_door import purge_commands
 from benchmarks.openloop import due_times, percentile
+from benchmarks.reporting import Report, arguments
+from benchmarks.scenario import Bench, run_main
 from engine.messaging.broker import Publisher
 from engine.messaging.commands import ResyncCommand
 from engine.messaging.topology import RESYNC_ROUTING_KEY
@@ -52,10 +53,10 @@ async def run(publisher: Publisher, rate: float, duration: float) -> list[float]
 
 
 async def main() -> None:
-    args = common.arguments(__doc__ or "", options)
+    args = arguments(__doc__ or "", options)
     rate = args.rate or (100.0 if args.smoke else 1500.0)
     duration = args.duration or (1.0 if args.smoke else 10.0)
-    report = common.Report(
+    report = Report(
         "publish_latency",
         args,
         {"rate": rate, "duration_s": duration, "publisher": "engine Publisher, 1 process"},
@@ -63,7 +64,7 @@ async def main() -> None:
     p50 = report.figure("confirm_p50_ms", "ms from due time", higher_is_better=False)
     p99 = report.figure("confirm_p99_ms", "ms from due time", higher_is_better=False)
     worst = report.figure("confirm_max_ms", "ms from due time", higher_is_better=False)
-    async with common.Bench("publish") as bench:
+    async with Bench("publish") as bench:
         config = bench.settings(log_level="warning")
         drain = asyncio.create_task(purge_commands(bench.prefix))
         try:
@@ -85,4 +86,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    common.run(main)
+    run_main(main)

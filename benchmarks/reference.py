@@ -25,7 +25,7 @@ from aiohttp import web
 from faststream.rabbit import ExchangeType, RabbitBroker, RabbitExchange
 from pydantic import BaseModel, Field, ValidationError
 
-from benchmarks.service import bare_app
+from benchmarks.bare_app import bare_app
 from engine.messaging.topology import RESYNC_ROUTING_KEY, Names
 from engine.settings import Settings
 

@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.common import RESULTS_DIR, ROOT
+from benchmarks.reporting import RESULTS_DIR, ROOT
 
 ORDER = ["engine_overhead", "front_door", "fanout", "scaleout", "e2e", "huge"]
 PROFILED = {"engine_overhead", "front_door"}

@@ -12,26 +12,24 @@ from __future__ import annotations
 import argparse
 import time
 
-from benchmarks import common
+from benchmarks.measure import trace_stats
+from benchmarks.reporting import Report, arguments, fmt, target_options
+from benchmarks.scenario import Bench, run_main, seed_links
 
 TARGET_SPEEDUP = 1.8
 
 
 def options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--records", type=int, default=None, help="default 4000")
-    parser.add_argument("--latency-ms", type=float, default=None, help="default 100")
-    parser.add_argument("--concurrency", type=int, default=10, help="C per target and process")
-    parser.add_argument("--batch-size", type=int, default=10)
-    parser.add_argument("--chunk-size", type=int, default=100)
+    target_options(parser, "default 4000", "C per target and process")
 
 
 async def main() -> None:
-    args = common.arguments(__doc__ or "", options)
+    args = arguments(__doc__ or "", options)
     records = args.records or (100 if args.smoke else 4_000)
     latency = args.latency_ms or (10.0 if args.smoke else 100.0)
     c = args.concurrency
     per_worker = c / (latency / 1000) * args.batch_size / 2
-    report = common.Report(
+    report = Report(
         "scaleout",
         args,
         {
@@ -48,8 +46,8 @@ async def main() -> None:
     rates = {n: report.figure(f"workers{n}_records_per_s", "records/s (task)") for n in (1, 2)}
     calls = {n: report.figure(f"workers{n}_target1_calls_per_s", "calls/s (span)") for n in (1, 2)}
     rss: dict[str, float] = {}
-    async with common.Bench("scaleout") as bench:
-        await common.seed_links(bench.conn, records)
+    async with Bench("scaleout") as bench:
+        await seed_links(bench.conn, records)
         trace = bench.scratch / "trace.txt"
         config = bench.settings(
             latency_ms={1: latency, 2: latency},
@@ -69,7 +67,7 @@ async def main() -> None:
                     assert task["state"] == "Succeeded", dict(task)
                     elapsed = (task["finished_at"] - task["created_at"]).total_seconds()
                     rates[n].add(records / elapsed)
-                    calls[n].add(common.trace_stats(trace, since)[1].calls_per_s)
+                    calls[n].add(trace_stats(trace, since)[1].calls_per_s)
         for w in workers:
             rss[w.name] = round(w.peak_rss_mb(), 1)
     report.extra["peak_rss_mb"] = rss
@@ -77,7 +75,7 @@ async def main() -> None:
     report.check(
         "1 worker: share of its limit",
         "(informative)",
-        f"{rates[1].median / per_worker:.0%} of {common.fmt(per_worker)} records/s",
+        f"{rates[1].median / per_worker:.0%} of {fmt(per_worker)} records/s",
         True,
     )
     report.check(
@@ -87,4 +85,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    common.run(main)
+    run_main(main)

@@ -21,6 +21,7 @@ import asyncpg
 import orjson
 from aiohttp import web
 
+from benchmarks.bare_app import bare_app
 from engine.app import create_app, freeze_heap_after_startup
 from engine.messaging.broker import Publisher, connect
 from engine.messaging.topology import RESYNC_ROUTING_KEY
@@ -49,23 +50,6 @@ def ceiling_app(settings: Settings) -> web.Application:
         return web.Response(status=204)
 
     return bare_app(publisher, handle)
-
-
-def bare_app(
-    resources: Callable[[web.Application], AsyncIterator[None]],
-    handle: Callable[[web.Request], Awaitable[web.StreamResponse]],
-) -> web.Application:
-    """An app with one resource context, ``handle`` on the resync route, and the readiness
-    route the benchmarks wait for: the ceiling handler and the reference implementation."""
-
-    async def ready(request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
-
-    app = web.Application()
-    app.cleanup_ctx.append(resources)
-    app.router.add_post("/api/v1/Agents/ErpSync/ForceResyncBatchTask", handle)
-    app.router.add_get("/health/ready", ready)
-    return app
 
 
 def experiments() -> set[str]:
@@ -275,7 +259,7 @@ def serve(settings: Settings, role: str, *, shared: bool) -> None:
     if role == "ceiling":
         app = ceiling_app(settings)
     elif role == "reference":
-        from benchmarks.common import PASSWORD, USER
+        from benchmarks.config import PASSWORD, USER
         from benchmarks.reference import reference_app
 
         app = reference_app(settings, USER, PASSWORD)

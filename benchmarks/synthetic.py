@@ -78,10 +78,10 @@ class SyntheticConnector(BaseConnector[SyntheticConfig]):
             self._trace.flush()
 
     def _fields(self, actor_type: str) -> list[str]:
-        try:
-            return self.config.actor_types[actor_type]
-        except KeyError:
-            raise PermanentError(f"unsupported actor type {actor_type!r}") from None
+        fields = self.config.actor_types.get(actor_type)
+        if fields is None:
+            raise PermanentError(f"unsupported actor type {actor_type!r}")
+        return fields
 
     async def supported_actor_types(self, request: ActorTypesInput) -> ActorTypesResult:
         return ActorTypesResult(actor_types=list(self.config.actor_types))

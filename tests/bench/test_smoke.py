@@ -17,8 +17,6 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = ["engine_overhead", "front_door", "fanout", "scaleout", "huge", "e2e", "publish_latency"]
 
-pytestmark = pytest.mark.e2e
-
 
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize("script", SCRIPTS)

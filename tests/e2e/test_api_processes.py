@@ -11,11 +11,8 @@ import aiohttp
 import asyncpg
 import pytest
 
-from tests import support
-from tests.e2e.harness import AUTH, RESYNC
-from tests.faults import procs
-
-pytestmark = pytest.mark.e2e
+from tests.support import demo_workers, services
+from tests.support.service import AUTH, RESYNC
 
 
 def children(pid: int) -> list[int]:
@@ -26,7 +23,7 @@ def children(pid: int) -> list[int]:
 async def test_two_api_processes_share_the_port_and_stop_together(
     database: str, db: asyncpg.Connection, broker_prefix: str
 ) -> None:
-    async with procs.workers(database, support.AMQP_URL, broker_prefix) as group:
+    async with demo_workers.workers(database, services.AMQP_URL, broker_prefix) as group:
         api = await group.start("api", "api", ERPSYNC_SERVER__PROCESSES="2")
         servers = children(api.process.pid)
         assert len(servers) == 2, api.log()[-3000:]

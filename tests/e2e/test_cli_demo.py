@@ -2,49 +2,43 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
-import socket
-import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiohttp
 import asyncpg
 import pytest
 
+from engine.devservices.ports import free_port
+from engine.devservices.processes import Children
 from engine.store.migrate import migrations
-from tests import support
-from tests.e2e.harness import AUTH, RESYNC, TASK_INFO
-
-pytestmark = pytest.mark.e2e
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.support import services
+from tests.support.cli import run_cli
+from tests.support.service import AUTH, RESYNC, TASK_INFO
+from tests.support.waiting import wait_for
 
 
 async def _cli(*args: str, env: dict[str, str], timeout: float = 60) -> tuple[int, str, str]:
-    return await support.run_cli(*args, env=env, timeout=timeout)
+    return await run_cli(*args, env=env, timeout=timeout)
 
 
 @pytest.fixture
 async def empty_database() -> AsyncIterator[str]:
-    name = support.unique("erpsync_demo")
+    name = services.unique("erpsync_demo")
     yield name
-    await support.drop_database(name)
+    await services.drop_database(name)
 
 
 async def test_migrate_seed_serve_and_resync_the_demo(
-    empty_database: str, broker_prefix: str
+    empty_database: str, broker_prefix: str, tmp_path: Path
 ) -> None:
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
-        "ERPSYNC_DATABASE_URL": support.database_url(empty_database),
-        "ERPSYNC_BROKER_URL": support.AMQP_URL,
+        "ERPSYNC_DATABASE_URL": services.database_url(empty_database),
+        "ERPSYNC_BROKER_URL": services.AMQP_URL,
         "ERPSYNC_BROKER_PREFIX": broker_prefix,
         "ERPSYNC_SERVER_PORT": str(port),
         "ERPSYNC_LOG_FORMAT": "json",
@@ -59,28 +53,12 @@ async def test_migrate_seed_serve_and_resync_the_demo(
     code, out, _ = await _cli("demo", "seed", env=env)
     assert code == 0 and out.startswith("demo data already present")
 
-    db = await asyncpg.connect(support.database_url(empty_database))
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "engine",
-        "serve",
-        env=env,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    db = await asyncpg.connect(services.database_url(empty_database))
+    children = Children(tmp_path, env)
     try:
+        serve = await children.start("serve", "engine", ["serve"], port=port)
         base = f"http://127.0.0.1:{port}"
         async with aiohttp.ClientSession(base) as http:
-
-            async def ready() -> int:
-                try:
-                    async with http.get("/health/ready") as r:
-                        return r.status
-                except aiohttp.ClientError:
-                    return 0
-
-            await support.wait_for(ready, lambda s: s == 200, timeout=30, what="service ready")
             async with http.post(
                 RESYNC,
                 data=b'{"ErpConnectionId":0,"InternalKeyIds":[1,2,3]}',
@@ -93,7 +71,7 @@ async def test_migrate_seed_serve_and_resync_the_demo(
                 async with http.post(TASK_INFO, json={"Id": task_id}, headers=AUTH) as r:
                     return dict(await r.json())
 
-            done = await support.wait_for(
+            done = await wait_for(
                 info, lambda i: i["State"] == "Succeeded", timeout=30, what="demo task"
             )
         assert done["ProgressPercent"] == 100
@@ -114,11 +92,11 @@ async def test_migrate_seed_serve_and_resync_the_demo(
         assert [tuple(r) for r in changed] == [(1, 1, "phone"), (2, 2, "mail"), (2, 3, "telephone")]
     finally:
         await db.close()
-        proc.send_signal(signal.SIGINT)
-        await asyncio.wait_for(proc.wait(), 30)
-    stderr = (await proc.stderr.read()).decode() if proc.stderr else ""
-    assert proc.returncode == 0, stderr
-    assert "Traceback" not in stderr
+        for child in children.started:
+            child.signal(signal.SIGINT)
+    code = await serve.wait(30)
+    assert code == 0, serve.tail()
+    assert "Traceback" not in serve.log()
 
 
 @pytest.mark.parametrize(
@@ -139,7 +117,7 @@ async def test_migrate_seed_serve_and_resync_the_demo(
 async def test_unreachable_service_gives_one_clear_message(
     variable: str, value: str, expected: str, database: str
 ) -> None:
-    env = {**os.environ, "ERPSYNC_DATABASE_URL": support.database_url(database), variable: value}
+    env = {**os.environ, "ERPSYNC_DATABASE_URL": services.database_url(database), variable: value}
     code, _, err = await _cli("serve", env=env)
     assert code == 3
     assert expected in err

@@ -6,13 +6,11 @@ from typing import Any
 
 import aio_pika
 import asyncpg
-import pytest
 
 from connectors.memory import MemoryStore
-from tests import support
-from tests.e2e.harness import Service, link, sync_log
-
-pytestmark = pytest.mark.e2e
+from tests.support import services
+from tests.support.service import Service, link, sync_log
+from tests.support.settings import memory_settings
 
 KEYS = range(1, 21)
 
@@ -27,12 +25,12 @@ async def test_a_duplicate_chunk_in_another_worker_is_dropped_not_run_twice(
         await link(db, i, "Contact", str(i), {1: ("Customer", f"A{i}"), 2: ("Customer", f"B{i}")})
     names = {cid: s.name for cid, s in stores.items()}
     # Slow targets keep both copies of the chunk in flight at the same time.
-    settings = support.memory_settings(
+    settings = memory_settings(
         database, broker_prefix, names, overrides={1: {"latency_ms": 300}, 2: {"latency_ms": 300}}
     )
     async with Service(settings) as first, Service(settings, api=False):
         task_id = await first.resync(0, list(KEYS))
-        connection = await aio_pika.connect(support.AMQP_URL)
+        connection = await aio_pika.connect(services.AMQP_URL)
         async with connection:
             channel = await connection.channel()
             exchange = await channel.get_exchange(broker_prefix)

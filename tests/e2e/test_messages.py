@@ -20,11 +20,12 @@ from connectors.memory import MemoryStore
 from engine.messaging.broker import Publisher, connect
 from engine.messaging.consumer import Consumer, Delivery
 from engine.messaging.topology import ORIGINAL_ROUTING_KEY_HEADER, REASON_HEADER
-from engine.settings import BrokerSettings
-from tests import support
-from tests.e2e.harness import Service, link, sync_log
-
-pytestmark = pytest.mark.e2e
+from engine.settings import BrokerSettings, Settings
+from tests.support import services
+from tests.support.cli import run_cli
+from tests.support.service import Service, link, sync_log
+from tests.support.settings import memory_settings
+from tests.support.waiting import wait_for
 
 AMQP_PUBLISH = shutil.which("amqp-publish")
 
@@ -43,7 +44,7 @@ async def amqp_publish(prefix: str, body: str, routing_key: str = "resync") -> N
         AMQP_PUBLISH,
         "--url",
         # librabbitmq reads a trailing "/" as the empty vhost; without a path it means "/".
-        support.AMQP_URL.removesuffix("/"),
+        services.AMQP_URL.removesuffix("/"),
         "--exchange",
         prefix,
         "--routing-key",
@@ -64,15 +65,24 @@ async def erpsync(prefix: str, *args: str) -> tuple[int, str, str]:
     """Run the CLI against the test broker/prefix."""
     env = {
         **os.environ,
-        "ERPSYNC_BROKER_URL": support.AMQP_URL,
+        "ERPSYNC_BROKER_URL": services.AMQP_URL,
         "ERPSYNC_BROKER_PREFIX": prefix,
     }
-    return await support.run_cli(*args, env=env)
+    return await run_cli(*args, env=env)
+
+
+async def succeeded(db: asyncpg.Connection, count: int, what: str) -> list[dict[str, Any]]:
+    """Wait until there are ``count`` tasks and the latest has succeeded; return them."""
+    return await wait_for(
+        lambda: tasks(db),
+        lambda rows: len(rows) == count and rows[-1]["state"] == "Succeeded",
+        what=what,
+    )
 
 
 async def dead_letters(prefix: str) -> list[aio_pika.abc.AbstractIncomingMessage]:
     """Peek at the dead-letter queue (everything is requeued when the connection closes)."""
-    connection = await aio_pika.connect(support.AMQP_URL)
+    connection = await aio_pika.connect(services.AMQP_URL)
     async with connection:
         channel = await connection.channel()
         queue = await channel.get_queue(f"{prefix}.dead-letters")
@@ -87,36 +97,33 @@ async def tasks(db: asyncpg.Connection) -> list[dict[str, Any]]:
     return [dict(r) for r in rows]
 
 
-async def test_another_client_malformed_goes_to_the_dlq_and_valid_runs_once(
+@pytest.fixture
+async def seeded(
     database: str, db: asyncpg.Connection, broker_prefix: str, stores: dict[int, MemoryStore]
-) -> None:
+) -> Settings:
+    """Contacts seeded; the memory settings on this test's database, broker prefix and stores."""
     await _seed(db, stores)
-    settings = support.memory_settings(
-        database, broker_prefix, {cid: s.name for cid, s in stores.items()}
-    )
+    return memory_settings(database, broker_prefix, {cid: s.name for cid, s in stores.items()})
+
+
+async def test_another_client_malformed_goes_to_the_dlq_and_valid_runs_once(
+    db: asyncpg.Connection, broker_prefix: str, seeded: Settings
+) -> None:
     valid = '{"erpconnectionid": 0, "internalKeyIds": [1], "CorrelationId": "shell-42"}'
-    async with Service(settings, api=False):
+    async with Service(seeded, api=False):
         await amqp_publish(broker_prefix, '{"ErpConnectionId": "zero", "InternalKeyIds": [1')
         await amqp_publish(broker_prefix, '{"ErpConnectionId": "zero"}')
         await amqp_publish(broker_prefix, valid)
         await amqp_publish(broker_prefix, valid)  # same body, no message_id: deduplicated
-        done = await support.wait_for(
-            lambda: tasks(db),
-            lambda rows: len(rows) == 1 and rows[0]["state"] == "Succeeded",
-            what="the valid command to run",
-        )
-        letters = await support.wait_for(
+        done = await succeeded(db, 1, "the valid command to run")
+        letters = await wait_for(
             lambda: dead_letters(broker_prefix),
             lambda found: len(found) == 2,
             what="2 dead letters",
         )
         # The consumer survived both and still takes work.
         await amqp_publish(broker_prefix, '{"ErpConnectionId": 0, "InternalKeyIds": [1, 2]}')
-        await support.wait_for(
-            lambda: tasks(db),
-            lambda rows: len(rows) == 2 and rows[1]["state"] == "Succeeded",
-            what="a later command to run",
-        )
+        await succeeded(db, 2, "a later command to run")
         processed = await db.fetchval("SELECT count(*) FROM processed_messages")
 
     assert done[0]["message_id"].startswith("sha256:")
@@ -135,14 +142,10 @@ async def test_another_client_malformed_goes_to_the_dlq_and_valid_runs_once(
 
 
 async def test_a_command_published_with_aio_pika_and_a_message_id_runs_once(
-    database: str, db: asyncpg.Connection, broker_prefix: str, stores: dict[int, MemoryStore]
+    db: asyncpg.Connection, broker_prefix: str, stores: dict[int, MemoryStore], seeded: Settings
 ) -> None:
-    await _seed(db, stores)
-    settings = support.memory_settings(
-        database, broker_prefix, {cid: s.name for cid, s in stores.items()}
-    )
-    async with Service(settings, api=False):
-        connection = await aio_pika.connect(support.AMQP_URL)
+    async with Service(seeded, api=False):
+        connection = await aio_pika.connect(services.AMQP_URL)
         async with connection:
             channel = await connection.channel()
             exchange = await channel.get_exchange(broker_prefix)
@@ -156,12 +159,8 @@ async def test_a_command_published_with_aio_pika_and_a_message_id_runs_once(
                     ),
                     routing_key="resync",
                 )
-        rows = await support.wait_for(
-            lambda: tasks(db),
-            lambda rows: len(rows) == 1 and rows[0]["state"] == "Succeeded",
-            what="the command to run",
-        )
-        await support.wait_for(
+        rows = await succeeded(db, 1, "the command to run")
+        await wait_for(
             lambda: _ready_messages(f"{broker_prefix}.commands"),
             lambda n: n == 0,
             what="the duplicate to be consumed",
@@ -173,17 +172,11 @@ async def test_a_command_published_with_aio_pika_and_a_message_id_runs_once(
     assert len(await sync_log(db)) == 1  # ERP 1 phone 999 -> 111, logged once
 
 
-async def test_dlq_list_and_replay(
-    database: str, db: asyncpg.Connection, broker_prefix: str, stores: dict[int, MemoryStore]
-) -> None:
-    await _seed(db, stores)
-    settings = support.memory_settings(
-        database, broker_prefix, {cid: s.name for cid, s in stores.items()}
-    )
-    async with Service(settings, api=False):
+async def test_dlq_list_and_replay(broker_prefix: str, seeded: Settings) -> None:
+    async with Service(seeded, api=False):
         await amqp_publish(broker_prefix, '{"ErpConnectionId": 0, "InternalKeyIds": "all"}')
         await amqp_publish(broker_prefix, "[]")
-        await support.wait_for(
+        await wait_for(
             lambda: _ready_messages(f"{broker_prefix}.dead-letters"),
             lambda n: n == 2,
             what="2 dead letters",
@@ -205,7 +198,7 @@ async def test_dlq_list_and_replay(
     assert await _ready_messages(f"{broker_prefix}.dead-letters") == 2  # listing moved nothing
 
     # Replay into a work exchange that cannot route: refused, nothing removed.
-    connection = await aio_pika.connect(support.AMQP_URL)
+    connection = await aio_pika.connect(services.AMQP_URL)
     async with connection:
         channel = await connection.channel()
         queue = await channel.get_queue(f"{broker_prefix}.commands")
@@ -233,8 +226,8 @@ async def test_dlq_list_and_replay(
     assert code == 1 and "not found" in err
 
     # A worker dead-letters the replayed invalid messages again, counting the replay.
-    async with Service(settings, api=False):
-        letters = await support.wait_for(
+    async with Service(seeded, api=False):
+        letters = await wait_for(
             lambda: dead_letters(broker_prefix), lambda found: len(found) == 2, what="re-dead"
         )
     assert sorted(m.headers.get("x-erpsync-replay-count") for m in letters) == [1, 1]
@@ -247,44 +240,31 @@ async def test_dlq_list_names_a_missing_queue_in_one_line(broker_prefix: str) ->
 
 
 async def test_a_consumer_cancelled_by_the_broker_is_attached_again(
-    database: str, db: asyncpg.Connection, broker_prefix: str, stores: dict[int, MemoryStore]
+    db: asyncpg.Connection, broker_prefix: str, seeded: Settings
 ) -> None:
     """Deleting the queue cancels the consumer (aio-pika#334); the supervisor restores it."""
-    await _seed(db, stores)
-    settings = support.memory_settings(
-        database, broker_prefix, {cid: s.name for cid, s in stores.items()}
-    )
-    worker = settings.worker.model_copy(update={"consumer_check_interval": 0.2})
-    settings = settings.model_copy(update={"worker": worker})
+    worker = seeded.worker.model_copy(update={"consumer_check_interval": 0.2})
+    settings = seeded.model_copy(update={"worker": worker})
     async with Service(settings, api=False):
-        connection = await aio_pika.connect(support.AMQP_URL)
+        connection = await aio_pika.connect(services.AMQP_URL)
         async with connection:
             channel = await connection.channel()
             await channel.queue_delete(f"{broker_prefix}.commands")
-        await support.wait_for(
+        await wait_for(
             lambda: _consumers(f"{broker_prefix}.commands"),
             lambda n: n == 1,
             timeout=30,
             what="the commands queue to be declared and consumed again",
         )
         await amqp_publish(broker_prefix, '{"InternalKeyIds": [1]}')
-        await support.wait_for(
-            lambda: tasks(db),
-            lambda rows: len(rows) == 1 and rows[0]["state"] == "Succeeded",
-            what="a command after the re-attach",
-        )
+        await succeeded(db, 1, "a command after the re-attach")
 
 
 async def _queue_info(name: str) -> tuple[int, int]:
-    connection = await aio_pika.connect(support.AMQP_URL)
-    async with connection:
-        channel = await connection.channel()
-        try:
-            queue = await channel.declare_queue(name, passive=True)
-        except aio_pika.exceptions.ChannelNotFoundEntity:
-            return -1, -1
-        result = queue.declaration_result
-        return result.message_count, result.consumer_count
+    try:
+        return (await services.queue_counts([name]))[name]
+    except aio_pika.exceptions.ChannelNotFoundEntity:
+        return -1, -1
 
 
 async def _ready_messages(name: str) -> int:
@@ -300,7 +280,7 @@ class _Engine:
 
     def __init__(self, prefix: str, delivery_limit: int = 10) -> None:
         self.settings = BrokerSettings.model_validate(
-            {"url": support.AMQP_URL, "prefix": prefix, "delivery_limit": delivery_limit}
+            {"url": services.AMQP_URL, "prefix": prefix, "delivery_limit": delivery_limit}
         )
         self.seen: list[int] = []
         self.failures: list[BaseException] = []
@@ -336,8 +316,8 @@ async def test_an_outage_is_retried_in_place_without_spending_deliveries(
     async with _Engine(broker_prefix, delivery_limit=1) as engine:
         engine.failures = [OSError("connection refused"), asyncpg.CannotConnectNowError("starting")]
         await engine.publisher.publish("resync", b"{}", message_id="m-1")
-        await support.wait_for(lambda: _seen(engine), lambda n: n == 3, what="3 attempts")
-        await support.wait_for(
+        await wait_for(lambda: _seen(engine), lambda n: n == 3, what="3 attempts")
+        await wait_for(
             lambda: _queue_info(f"{broker_prefix}.commands"),
             lambda info: info == (0, 1),
             what="the delivery to be acked",
@@ -352,7 +332,7 @@ async def test_a_message_failing_every_time_is_dead_lettered_by_the_delivery_lim
     async with _Engine(broker_prefix, delivery_limit=1) as engine:
         engine.failures = [RuntimeError("bug"), RuntimeError("bug"), RuntimeError("bug")]
         await engine.publisher.publish("resync", b'{"InternalKeyIds": [1]}', message_id="m-2")
-        await support.wait_for(
+        await wait_for(
             lambda: _ready_messages(f"{broker_prefix}.dead-letters"),
             lambda n: n == 1,
             what="RabbitMQ to dead-letter it after the limit",
@@ -389,7 +369,7 @@ async def test_a_channel_stuck_after_an_rpc_timeout_is_replaced(broker_prefix: s
         async def state() -> tuple[bool, bool]:
             return consumer._channel is not old, consumer.is_attached
 
-        await support.wait_for(state, lambda s: s == (True, True), timeout=15, what="a new channel")
+        await wait_for(state, lambda s: s == (True, True), timeout=15, what="a new channel")
         sub = consumer._subscriptions[0]
         assert sub.channel is consumer._channel and sub.tag is not None
         new = await consumer._channel.get_underlay_channel()

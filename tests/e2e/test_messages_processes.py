@@ -12,22 +12,20 @@ from typing import Any
 
 import aiohttp
 import asyncpg
-import pytest
 
-from tests import support
-from tests.e2e.harness import AUTH, RESYNC, TASK_INFO, TERMINAL
-from tests.faults import procs
-
-pytestmark = pytest.mark.e2e
+from engine.store.tasks import TERMINAL_STATES
+from tests.support import demo_workers, services
+from tests.support.service import AUTH, RESYNC, TASK_INFO
+from tests.support.waiting import wait_for
 
 
 async def test_api_and_two_workers_share_one_batch(
     database: str, db: asyncpg.Connection, broker_prefix: str
 ) -> None:
-    await procs.seed_demo(database)
-    async with procs.workers(
+    await demo_workers.seed_demo(database)
+    async with demo_workers.workers(
         database,
-        support.AMQP_URL,
+        services.AMQP_URL,
         broker_prefix,
         delay_ms=300,
         ERPSYNC_ENGINE__CHUNK_SIZE="100",
@@ -37,8 +35,8 @@ async def test_api_and_two_workers_share_one_batch(
         one = await group.start("one")
         two = await group.start("two")
         assert len({api.port, one.port, two.port}) == 3
-        counts = await procs.consumer_counts(support.AMQP_URL, broker_prefix)
-        assert counts == procs.ALL_CONSUMED_BY_TWO  # the front door does not consume
+        counts = await demo_workers.consumer_counts(services.AMQP_URL, broker_prefix)
+        assert counts == demo_workers.ALL_CONSUMED_BY_TWO  # the front door does not consume
 
         base = f"http://127.0.0.1:{api.port}"
         async with aiohttp.ClientSession(headers=AUTH) as http:
@@ -53,15 +51,15 @@ async def test_api_and_two_workers_share_one_batch(
                     body: dict[str, Any] = await r.json()
                     return body
 
-            done = await support.wait_for(
-                info, lambda i: i["State"] in TERMINAL, timeout=90, what="the batch"
+            done = await wait_for(
+                info, lambda i: i["State"] in TERMINAL_STATES, timeout=90, what="the batch"
             )
         for process in (api, one, two):
             process.signal(signal.SIGINT)
             assert await process.wait(timeout=30) == 0, process.log()[-3000:]
         committed = {p.name: p.log().count('"chunk committed"') for p in (api, one, two)}
 
-    figures = await procs.accounting(db, task_id)
+    figures = await demo_workers.accounting(db, task_id)
     print(f"api + 2 workers: chunks committed per process {committed}, {figures}")
     assert done["State"] == "Succeeded", done
     assert done["StartCount"] == 1

@@ -9,17 +9,15 @@ import asyncpg
 import pytest
 
 from engine.store import migrate
-from tests import support
-
-pytestmark = pytest.mark.e2e
+from tests.support import services
 
 
 @pytest.fixture
 async def empty_database() -> AsyncIterator[str]:
-    name = support.unique("erpsync_mig")
-    await support.create_database(name)
-    yield support.database_url(name)
-    await support.drop_database(name)
+    name = services.unique("erpsync_mig")
+    await services.create_database(name)
+    yield services.database_url(name)
+    await services.drop_database(name)
 
 
 async def test_concurrent_migrations_apply_each_file_once(empty_database: str) -> None:

@@ -16,14 +16,13 @@ import pytest
 from engine.messaging.broker import Publisher, PublishFailed, connect
 from engine.messaging.topology import CHUNK_ROUTING_KEY, RESYNC_ROUTING_KEY, Names
 from engine.settings import BrokerSettings
-from tests import support
-
-pytestmark = pytest.mark.e2e
+from tests.support import services
+from tests.support.waiting import wait_for
 
 
 def _settings(prefix: str, channels: int = 1) -> BrokerSettings:
     return BrokerSettings.model_validate(
-        {"url": support.AMQP_URL, "prefix": prefix, "publisher_channels": channels}
+        {"url": services.AMQP_URL, "prefix": prefix, "publisher_channels": channels}
     )
 
 
@@ -39,7 +38,7 @@ async def publisher(broker_prefix: str) -> AsyncIterator[Publisher]:
 
 async def _get(prefix: str, queue: str) -> aio_pika.abc.AbstractIncomingMessage:
     """The next message of ``queue`` (acknowledged), waiting for it."""
-    connection = await aio_pika.connect(support.AMQP_URL)
+    connection = await aio_pika.connect(services.AMQP_URL)
     async with connection:
         channel = await connection.channel()
         declared = await channel.get_queue(queue, ensure=False)
@@ -52,7 +51,7 @@ async def _get(prefix: str, queue: str) -> aio_pika.abc.AbstractIncomingMessage:
                 found.append(message)
             return bool(found)
 
-        await support.wait_for(got_one, timeout=10, what=f"a message in {queue}")
+        await wait_for(got_one, timeout=10, what=f"a message in {queue}")
         return found[0]
 
 

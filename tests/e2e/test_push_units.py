@@ -16,10 +16,10 @@ from pydantic import Field
 
 from connectors.memory import MemoryConfig, MemoryConnector, MemoryStore
 from engine.settings import Settings
-from tests import support
-from tests.e2e.harness import Service, link
-
-pytestmark = pytest.mark.e2e
+from tests.support import services
+from tests.support.service import Service, link
+from tests.support.settings import memory_settings
+from tests.support.waiting import wait_for
 
 GATES: dict[str, asyncio.Event] = {}
 """Gate name -> event; a connector with that gate waits for the event before each call."""
@@ -48,7 +48,7 @@ CHUNK = 5
 
 @pytest.fixture
 def gate() -> Iterator[str]:
-    name = support.unique("gate")
+    name = services.unique("gate")
     GATES[name] = asyncio.Event()
     yield name
     GATES.pop(name).set()
@@ -64,7 +64,7 @@ async def seed(db: asyncpg.Connection, stores: dict[int, MemoryStore]) -> None:
 
 
 def settings_for(database: str, prefix: str, stores: dict[int, MemoryStore], gate: str) -> Settings:
-    settings = support.memory_settings(
+    settings = memory_settings(
         database,
         prefix,
         {cid: s.name for cid, s in stores.items()},
@@ -106,7 +106,7 @@ async def test_a_blocked_target_does_not_hold_back_the_other(
     async with Service(settings_for(database, broker_prefix, stores, gate)) as service:
         task_id = await service.resync(0, [])
         # Every ERP 1 unit completes although not one ERP 2 call has returned.
-        by_target = await support.wait_for(
+        by_target = await wait_for(
             lambda: units(db, task_id),
             lambda u: u[1].get("done") == chunks,
             timeout=60,

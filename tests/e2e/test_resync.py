@@ -11,10 +11,10 @@ import pytest
 
 from connectors.memory import MemoryStore
 from engine.settings import Settings
-from tests import support
-from tests.e2e.harness import AUTH, RESYNC, TASK_INFO, Service, link, sync_log
-
-pytestmark = pytest.mark.e2e
+from tests.support import services
+from tests.support.service import AUTH, RESYNC, TASK_INFO, Service, link, sync_log
+from tests.support.settings import memory_settings
+from tests.support.waiting import wait_for
 
 
 async def seed(db: asyncpg.Connection, stores: dict[int, MemoryStore]) -> None:
@@ -40,9 +40,7 @@ async def seed(db: asyncpg.Connection, stores: dict[int, MemoryStore]) -> None:
 
 
 def settings_for(database: str, prefix: str, stores: dict[int, MemoryStore], **kw: Any) -> Settings:
-    return support.memory_settings(
-        database, prefix, {cid: s.name for cid, s in stores.items()}, **kw
-    )
+    return memory_settings(database, prefix, {cid: s.name for cid, s in stores.items()}, **kw)
 
 
 async def outcomes(db: asyncpg.Connection, task_id: int) -> list[tuple[Any, ...]]:
@@ -54,11 +52,19 @@ async def outcomes(db: asyncpg.Connection, task_id: int) -> list[tuple[Any, ...]
     return sorted((tuple(r) for r in rows), key=lambda r: (r[0], r[1] or -1))
 
 
-async def test_resync_from_crm_writes_only_changed_fields_to_both_erps(
+@pytest.fixture
+async def seeded(
     database: str, db: asyncpg.Connection, broker_prefix: str, stores: dict[int, MemoryStore]
-) -> None:
+) -> Settings:
+    """The three contacts seeded; the default settings on this test's database and stores."""
     await seed(db, stores)
-    async with Service(settings_for(database, broker_prefix, stores)) as service:
+    return settings_for(database, broker_prefix, stores)
+
+
+async def test_resync_from_crm_writes_only_changed_fields_to_both_erps(
+    db: asyncpg.Connection, stores: dict[int, MemoryStore], seeded: Settings
+) -> None:
+    async with Service(seeded) as service:
         task_id = await service.resync(0, [1, 2, 3])
         info = await service.finished(task_id)
 
@@ -99,10 +105,9 @@ async def test_resync_from_crm_writes_only_changed_fields_to_both_erps(
 
 
 async def test_resync_from_erp_flows_through_the_crm_by_direction(
-    database: str, db: asyncpg.Connection, broker_prefix: str, stores: dict[int, MemoryStore]
+    db: asyncpg.Connection, stores: dict[int, MemoryStore], seeded: Settings
 ) -> None:
-    await seed(db, stores)
-    async with Service(settings_for(database, broker_prefix, stores)) as service:
+    async with Service(seeded) as service:
         task_id = await service.resync(1, [1, 2])
         info = await service.finished(task_id)
 
@@ -158,10 +163,9 @@ async def test_empty_internal_key_ids_means_every_linked_record(
 
 
 async def test_unknown_internal_keys_are_reported_not_fatal(
-    database: str, db: asyncpg.Connection, broker_prefix: str, stores: dict[int, MemoryStore]
+    db: asyncpg.Connection, seeded: Settings
 ) -> None:
-    await seed(db, stores)
-    async with Service(settings_for(database, broker_prefix, stores)) as service:
+    async with Service(seeded) as service:
         info = await service.finished(await service.resync(0, [1, 999, 1000]))
 
     assert info["State"] == "Succeeded"
@@ -191,10 +195,9 @@ async def test_failing_target_does_not_block_the_other(
 
 
 async def test_running_the_same_resync_twice_changes_nothing_more(
-    database: str, db: asyncpg.Connection, broker_prefix: str, stores: dict[int, MemoryStore]
+    db: asyncpg.Connection, stores: dict[int, MemoryStore], seeded: Settings
 ) -> None:
-    await seed(db, stores)
-    async with Service(settings_for(database, broker_prefix, stores)) as service:
+    async with Service(seeded) as service:
         first = await service.finished(await service.resync(0, [1, 2, 3]))
         saves = (stores[1].saves, stores[2].saves)
         second = await service.finished(await service.resync(0, [1, 2, 3]))
@@ -214,7 +217,7 @@ async def test_duplicate_delivery_of_a_published_command_runs_once(
     await seed(db, stores)
     message_id = uuid.uuid4().hex
     async with Service(settings_for(database, broker_prefix, stores)):
-        connection = await aio_pika.connect(support.AMQP_URL)
+        connection = await aio_pika.connect(services.AMQP_URL)
         async with connection:
             channel = await connection.channel()
             exchange = await channel.get_exchange(broker_prefix)
@@ -233,7 +236,7 @@ async def test_duplicate_delivery_of_a_published_command_runs_once(
             rows = await db.fetch("SELECT id, state FROM batch_tasks")
             return [tuple(r) for r in rows]
 
-        tasks = await support.wait_for(
+        tasks = await wait_for(
             state, lambda rows: bool(rows) and rows[0][1] == "Succeeded", what="direct task"
         )
         processed = await db.fetchval(
@@ -272,7 +275,7 @@ async def test_unconfirmed_publish_answers_503_and_leaves_no_task_new(
 ) -> None:
     """With the command queue unbound the broker returns the message: nothing is queued."""
     async with Service(settings_for(database, broker_prefix, stores)) as service:
-        connection = await aio_pika.connect(support.AMQP_URL)
+        connection = await aio_pika.connect(services.AMQP_URL)
         async with connection:
             channel = await connection.channel()
             queue = await channel.get_queue(f"{broker_prefix}.commands")

@@ -19,10 +19,8 @@ import asyncpg
 import pytest
 
 from engine.devservices.nodes import RabbitNode
-from tests import support
-from tests.faults import procs
-
-pytestmark = pytest.mark.e2e
+from tests.support import demo_workers, services
+from tests.support.waiting import wait_for
 
 
 @pytest.fixture
@@ -43,10 +41,10 @@ async def test_broker_restart_mid_batch_loses_and_doubles_nothing(
     database: str, db: asyncpg.Connection, rabbit: RabbitNode, outage: str
 ) -> None:
     """``stop_app``: the broker shuts down cleanly; ``kill``: SIGKILL of the node (a crash)."""
-    await procs.seed_demo(database)
+    await demo_workers.seed_demo(database)
     prefix = "erpsync-faults"
     message_id = uuid.uuid4().hex
-    async with procs.workers(
+    async with demo_workers.workers(
         database,
         rabbit.url,
         prefix,
@@ -55,12 +53,15 @@ async def test_broker_restart_mid_batch_loses_and_doubles_nothing(
         ERPSYNC_BROKER__PREFETCH="2",
     ) as group:
         workers = [await group.start("one"), await group.start("two")]
-        assert await procs.consumer_counts(rabbit.url, prefix) == procs.ALL_CONSUMED_BY_TWO
-        await procs.publish_resync(
-            rabbit.url, prefix, b'{"ErpConnectionId": 0, "InternalKeyIds": []}', message_id
+        assert (
+            await demo_workers.consumer_counts(rabbit.url, prefix)
+            == demo_workers.ALL_CONSUMED_BY_TWO
         )
-        task = await support.wait_for(
-            lambda: procs.task_progress(db, message_id),
+        await services.publish_command(
+            prefix, b'{"ErpConnectionId": 0, "InternalKeyIds": []}', message_id, rabbit.url
+        )
+        task = await wait_for(
+            lambda: demo_workers.task_progress(db, message_id),
             # planned (total_chunks is set when planning ends: an outage during planning would
             # count a second start) and some chunks and units done
             lambda row: row is not None and row["total_chunks"] > 0 and row["done_chunks"] >= 4,
@@ -71,16 +72,16 @@ async def test_broker_restart_mid_batch_loses_and_doubles_nothing(
 
         await asyncio.to_thread(rabbit.stop_app if outage == "stop_app" else rabbit.kill)
         for worker in workers:
-            await support.wait_for(
+            await wait_for(
                 worker.ready, lambda ok: not ok, timeout=30, what=f"{worker.name} to see it"
             )
-        during = await procs.task_progress(db, message_id)
+        during = await demo_workers.task_progress(db, message_id)
         assert during is not None and during["state"] == "Started", "too late"
         await asyncio.to_thread(rabbit.start_app if outage == "stop_app" else rabbit.start)
 
         try:
-            done = await support.wait_for(
-                lambda: procs.task_progress(db, message_id),
+            done = await wait_for(
+                lambda: demo_workers.task_progress(db, message_id),
                 lambda row: row is not None and row["state"] in ("Succeeded", "Failed"),
                 timeout=120,
                 what="the task to finish after the outage",
@@ -88,9 +89,9 @@ async def test_broker_restart_mid_batch_loses_and_doubles_nothing(
         except AssertionError as exc:
             tails = "\n".join(f"--- {w.name}\n{w.log()[-3000:]}" for w in workers)
             raise AssertionError(f"{exc}\n{tails}") from None
-        counts = await support.wait_for(
-            lambda: procs.consumer_counts(rabbit.url, prefix),
-            lambda c: c == procs.ALL_CONSUMED_BY_TWO,
+        counts = await wait_for(
+            lambda: demo_workers.consumer_counts(rabbit.url, prefix),
+            lambda c: c == demo_workers.ALL_CONSUMED_BY_TWO,
             timeout=30,
             what="one consumer per worker on each queue",
         )
@@ -99,24 +100,17 @@ async def test_broker_restart_mid_batch_loses_and_doubles_nothing(
         logs = "".join(worker.log() for worker in workers)
 
     assert done is not None and during is not None
-    figures = await procs.accounting(db, done["id"])
-    depths = await procs.queue_depths(rabbit.url, prefix)
+    figures = await demo_workers.accounting(db, done["id"])
+    depths = await demo_workers.queue_depths(rabbit.url, prefix)
     print(
         f"broker {outage}: {figures}, chunks and units done at the outage "
         f"{during['done_chunks']}/{during['total_chunks'] + during['retry_chunks']}, "
         f"consumers after {counts}, queues after {depths}, "
         f"re-subscriptions {logs.count('consumer re-attached')}"
     )
-    assert done["state"] == "Succeeded", done["response"]
-    assert done["total_chunks"] == 30 and done["push_units"] == 60  # 2 targets
-    assert done["done_chunks"] == done["total_chunks"] + done["retry_chunks"]
+    demo_workers.assert_whole_batch_done(done, figures)
     assert done["start_count"] == 1
-    assert figures["lost"] == 0
-    assert figures["records"] == 3000
-    assert figures["duplicate_outcomes"] == 0
-    assert figures["duplicate_sync_log"] == 0
-    assert figures["failed"] == 0
-    assert depths == procs.NOTHING_QUEUED
+    assert depths == demo_workers.NOTHING_QUEUED
     assert "broker reconnected" in logs
     # The supervisor, not aio-pika's restore, re-attached each worker's four subscriptions
     # (commands, chunks and the push queues of ERP 1 and 2, each push queue on its own channel).
@@ -126,14 +120,14 @@ async def test_broker_restart_mid_batch_loses_and_doubles_nothing(
 async def test_sigterm_while_the_broker_is_down_still_exits_within_the_drain_deadline(
     database: str, rabbit: RabbitNode
 ) -> None:
-    await procs.seed_demo(database)
+    await demo_workers.seed_demo(database)
     drain = 6.0
-    async with procs.workers(
+    async with demo_workers.workers(
         database, rabbit.url, "erpsync-faults", ERPSYNC_WORKER__DRAIN_TIMEOUT=str(drain)
     ) as group:
         worker = await group.start("lonely")
         await asyncio.to_thread(rabbit.stop_app)
-        await support.wait_for(worker.ready, lambda ok: not ok, timeout=30, what="the outage")
+        await wait_for(worker.ready, lambda ok: not ok, timeout=30, what="the outage")
         sent = worker.signal(signal.SIGTERM)
         code = await worker.wait(timeout=drain + 30)
         took = time.monotonic() - sent

@@ -16,17 +16,16 @@ import pytest
 from connectors.memory import MemoryStore
 from engine.messaging.broker import Publisher, PublishFailed
 from engine.settings import Settings
-from tests import support
-from tests.e2e.harness import Service, link
-
-pytestmark = pytest.mark.e2e
+from tests.support.service import Service, link
+from tests.support.settings import memory_settings
+from tests.support.waiting import wait_for
 
 RECORDS = 30
 CHUNK = 5
 
 
 def settings_for(database: str, prefix: str, stores: dict[int, MemoryStore]) -> Settings:
-    settings = support.memory_settings(
+    settings = memory_settings(
         database, prefix, {cid: s.name for cid, s in stores.items()}, chunk_size=CHUNK
     )
     # publish grace = 2 x publish_timeout + sweep_interval = 2.3 s
@@ -91,13 +90,13 @@ async def test_units_whose_publish_failed_are_published_by_the_sweeper(
 
     async with Service(settings_for(database, broker_prefix, stores)) as service:
         task_id = await service.resync(0, [])
-        stored = await support.wait_for(
+        stored = await wait_for(
             lambda: chunk_states(db, task_id),
             lambda s: s["stage1"] == chunks and s["units"] == 2 * chunks,
             what="stage 1 to commit every chunk and its units",
         )
         # The sweeper tried too, once the grace had passed, and was refused as well.
-        await support.wait_for(
+        await wait_for(
             lambda: _value(refused.refused),
             lambda n: n > 2 * chunks,
             timeout=30,

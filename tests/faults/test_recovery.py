@@ -16,24 +16,16 @@ from engine.store import pool as pool_module
 from engine.store import recovery, tasks
 from engine.sync import planner as planner_module
 from engine.sync.planner import Planner
-from tests import support
-from tests.e2e.harness import Service, link
-
-pytestmark = pytest.mark.e2e
-
-
-async def seed(db: asyncpg.Connection, stores: dict[int, MemoryStore], n: int) -> None:
-    for i in range(1, n + 1):
-        stores[0].put("Contact", str(i), {"name": f"Co {i}", "phone": f"{i}", "email": f"{i}@c"})
-        stores[1].put("Customer", f"A{i}", {"name": "old", "phone": "old", "email": "x"})
-        stores[2].put("Customer", f"B{i}", {"company": "old", "tel": "old", "mail": "old"})
-        await link(db, i, "Contact", str(i), {1: ("Customer", f"A{i}"), 2: ("Customer", f"B{i}")})
+from tests.support import services
+from tests.support.service import Service, seed_stale
+from tests.support.settings import memory_settings
+from tests.support.waiting import wait_for
 
 
 def settings_for(
     database: str, prefix: str, stores: dict[int, MemoryStore], max_starts: int = 10
 ) -> Settings:
-    settings = support.memory_settings(
+    settings = memory_settings(
         database, prefix, {cid: s.name for cid, s in stores.items()}, chunk_size=2
     )
     engine = settings.engine.model_copy(
@@ -98,7 +90,7 @@ async def check_completed_once(
 async def test_a_task_stuck_without_messages_is_picked_up_again(
     database: str, db: asyncpg.Connection, broker_prefix: str, stores: dict[int, MemoryStore]
 ) -> None:
-    await seed(db, stores, 4)
+    await seed_stale(db, stores, 4)
     task_id = await stale_task(db, planned=True, total=4)
     async with Service(settings_for(database, broker_prefix, stores)) as service:
         info = await service.finished(task_id)
@@ -109,7 +101,7 @@ async def test_lost_push_units_of_a_stuck_task_are_republished_to_their_targets(
     database: str, db: asyncpg.Connection, broker_prefix: str, stores: dict[int, MemoryStore]
 ) -> None:
     """Stage 1 committed and its units were published, then the messages were lost."""
-    await seed(db, stores, 2)
+    await seed_stale(db, stores, 2)
     task_id: int = await db.fetchval(
         """
         INSERT INTO batch_tasks (name, state, source_connection_id, request, message_id,
@@ -165,7 +157,7 @@ async def test_a_task_waiting_behind_a_queue_backlog_is_not_restarted(
 async def test_publisher_reports_the_work_queues_holding_ready_messages(
     broker_prefix: str,
 ) -> None:
-    settings = BrokerSettings.model_validate({"url": support.AMQP_URL, "prefix": broker_prefix})
+    settings = BrokerSettings.model_validate({"url": services.AMQP_URL, "prefix": broker_prefix})
     connection = await connect(settings, "test")
     try:
         publisher = Publisher(connection, settings, [1, 2])
@@ -173,7 +165,7 @@ async def test_publisher_reports_the_work_queues_holding_ready_messages(
         assert await publisher.backlogged() == set()
         await publisher.publish_chunk(1, 0, 2)  # a push unit for target 2
         await publisher.publish_chunk(1, 1, None)  # a planned chunk
-        busy = await support.wait_for(
+        busy = await wait_for(
             publisher.backlogged, lambda b: b == {-1, 2}, what="both queues to hold a message"
         )
         assert busy == {-1, 2}
@@ -185,7 +177,7 @@ async def test_publisher_reports_the_work_queues_holding_ready_messages(
 async def test_a_planner_that_died_mid_planning_is_resumed(
     database: str, db: asyncpg.Connection, broker_prefix: str, stores: dict[int, MemoryStore]
 ) -> None:
-    await seed(db, stores, 5)
+    await seed_stale(db, stores, 5)
     task_id = await stale_task(db, planned=False, total=None)  # chunk 0 = keys 1, 2 stored
     async with Service(settings_for(database, broker_prefix, stores)) as service:
         info = await service.finished(task_id)
@@ -203,7 +195,7 @@ async def test_a_planner_that_died_mid_planning_is_resumed(
 async def test_a_task_that_keeps_stalling_fails_instead_of_looping(
     database: str, db: asyncpg.Connection, broker_prefix: str, stores: dict[int, MemoryStore]
 ) -> None:
-    await seed(db, stores, 4)
+    await seed_stale(db, stores, 4)
     task_id = await stale_task(db, planned=True, total=4)
     settings = settings_for(database, broker_prefix, stores, max_starts=1)
     async with Service(settings) as service:
@@ -253,9 +245,7 @@ async def test_planning_resync_all_streams_one_page_at_a_time(
     monkeypatch.setattr(keys_store, "page_linked", spy)
     window = 3
     monkeypatch.setattr(planner_module, "PUBLISH_WINDOW", window)
-    settings = support.memory_settings(
-        database, "unused", {0: "a", 1: "b", 2: "c"}, chunk_size=chunk
-    )
+    settings = memory_settings(database, "unused", {0: "a", 1: "b", 2: "c"}, chunk_size=chunk)
     settings = settings.model_copy(
         update={"engine": settings.engine.model_copy(update={"key_page_size": page})}
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import asyncpg
@@ -9,26 +10,16 @@ import pytest
 
 from connectors.memory import MemoryStore
 from engine.settings import Settings
-from tests import support
-from tests.e2e.harness import Service, link
-
-pytestmark = pytest.mark.e2e
+from tests.support.service import Service, seed_stale
+from tests.support.settings import memory_settings
 
 N = 12
-
-
-async def seed(db: asyncpg.Connection, stores: dict[int, MemoryStore]) -> None:
-    for i in range(1, N + 1):
-        stores[0].put("Contact", str(i), {"name": f"Co {i}", "phone": f"{i}00", "email": f"{i}@c"})
-        stores[1].put("Customer", f"A{i}", {"name": "old", "phone": "old", "email": "x"})
-        stores[2].put("Customer", f"B{i}", {"company": "old", "tel": "old", "mail": "old"})
-        await link(db, i, "Contact", str(i), {1: ("Customer", f"A{i}"), 2: ("Customer", f"B{i}")})
 
 
 def settings_for(
     database: str, prefix: str, stores: dict[int, MemoryStore], erp2: dict[str, Any], **conn: Any
 ) -> Settings:
-    settings = support.memory_settings(
+    settings = memory_settings(
         database,
         prefix,
         {cid: s.name for cid, s in stores.items()},
@@ -38,6 +29,22 @@ def settings_for(
     )
     engine = settings.engine.model_copy(update={"sweep_interval": 0.05})
     return settings.model_copy(update={"engine": engine})
+
+
+SettingsFor = Callable[..., Settings]
+
+
+@pytest.fixture
+async def seeded(
+    database: str, db: asyncpg.Connection, broker_prefix: str, stores: dict[int, MemoryStore]
+) -> SettingsFor:
+    """Seed the N records; build settings (ERP 2's store settings, its connection options)."""
+    await seed_stale(db, stores, N, phone="{i}00")
+
+    def make(erp2: dict[str, Any], **conn: Any) -> Settings:
+        return settings_for(database, broker_prefix, stores, erp2, **conn)
+
+    return make
 
 
 async def outcome_counts(db: asyncpg.Connection, task_id: int) -> dict[tuple[int, int], int]:
@@ -50,13 +57,9 @@ async def outcome_counts(db: asyncpg.Connection, task_id: int) -> dict[tuple[int
 
 
 async def test_transient_failures_go_through_delayed_retries_until_they_succeed(
-    database: str, db: asyncpg.Connection, broker_prefix: str, stores: dict[int, MemoryStore]
+    db: asyncpg.Connection, stores: dict[int, MemoryStore], seeded: SettingsFor
 ) -> None:
-    await seed(db, stores)
-    settings = settings_for(
-        database,
-        broker_prefix,
-        stores,
+    settings = seeded(
         {"fail_rate": 0.5, "seed": 7},
         retry={"attempts": 1, "delayed_attempts": 30, "delayed_base": 0.02, "delayed_max": 0.1},
         breaker={"failure_threshold": 1000},
@@ -85,13 +88,9 @@ async def test_transient_failures_go_through_delayed_retries_until_they_succeed(
 
 
 async def test_a_target_that_stays_down_fails_its_records_after_the_retries(
-    database: str, db: asyncpg.Connection, broker_prefix: str, stores: dict[int, MemoryStore]
+    db: asyncpg.Connection, stores: dict[int, MemoryStore], seeded: SettingsFor
 ) -> None:
-    await seed(db, stores)
-    settings = settings_for(
-        database,
-        broker_prefix,
-        stores,
+    settings = seeded(
         {"fail": "transient"},
         retry={"attempts": 2, "base_delay": 0, "delayed_attempts": 2, "delayed_base": 0.02},
         breaker={"failure_threshold": 3, "cooldown": 0.2},
@@ -125,10 +124,9 @@ async def test_a_target_that_stays_down_fails_its_records_after_the_retries(
 
 
 async def test_a_configuration_error_fails_the_task_fast(
-    database: str, db: asyncpg.Connection, broker_prefix: str, stores: dict[int, MemoryStore]
+    seeded: SettingsFor,
 ) -> None:
-    await seed(db, stores)
-    settings = settings_for(database, broker_prefix, stores, {"fail": "configuration"})
+    settings = seeded({"fail": "configuration"})
     async with Service(settings) as service:
         info = await service.finished(await service.resync(0, []), timeout=30)
 

@@ -13,12 +13,9 @@ import uuid
 from pathlib import Path
 
 import asyncpg
-import pytest
 
-from tests import support
-from tests.faults import procs
-
-pytestmark = pytest.mark.e2e
+from tests.support import demo_workers, services
+from tests.support.waiting import wait_for
 
 DRAIN_TIMEOUT = 6.0
 
@@ -26,13 +23,13 @@ DRAIN_TIMEOUT = 6.0
 async def test_sigterm_drains_requeues_and_another_worker_completes(
     database: str, db: asyncpg.Connection, broker_prefix: str, tmp_path: Path
 ) -> None:
-    await procs.seed_demo(database)
+    await demo_workers.seed_demo(database)
     stall = tmp_path / "stall"
     stall.touch()
     message_id = uuid.uuid4().hex
-    async with procs.workers(
+    async with demo_workers.workers(
         database,
-        support.AMQP_URL,
+        services.AMQP_URL,
         broker_prefix,
         delay_ms=150,
         stall_keys=["1"],
@@ -42,17 +39,16 @@ async def test_sigterm_drains_requeues_and_another_worker_completes(
         ERPSYNC_WORKER__DRAIN_TIMEOUT=str(DRAIN_TIMEOUT),
     ) as group:
         first = await group.start("first")
-        await procs.publish_resync(
-            support.AMQP_URL,
+        await services.publish_command(
             broker_prefix,
             b'{"ErpConnectionId": 0, "InternalKeyIds": []}',
             message_id,
         )
-        await support.wait_for(
+        await wait_for(
             lambda: _exists(Path(f"{stall}.hit")), what="the first worker to hold a stalled chunk"
         )
-        task = await support.wait_for(
-            lambda: procs.task_progress(db, message_id),
+        task = await wait_for(
+            lambda: demo_workers.task_progress(db, message_id),
             lambda row: row is not None and row["done_chunks"] >= 2,
             what="the first worker to finish some chunks",
         )
@@ -70,42 +66,37 @@ async def test_sigterm_drains_requeues_and_another_worker_completes(
 
         # Nothing was rejected: the stalled work waits in its queue, the DLQ is empty. Push
         # units read the CRM too, so the stalled delivery is a chunk or a push unit.
-        depths = await procs.queue_depths(support.AMQP_URL, broker_prefix)
+        depths = await demo_workers.queue_depths(services.AMQP_URL, broker_prefix)
         assert depths["dead-letters"] == 0, depths
-        assert sum(depths[queue] for queue in procs.WORK_QUEUES if queue != "commands") >= 1, depths
-        after_first = await procs.task_progress(db, message_id)
+        assert (
+            sum(depths[queue] for queue in demo_workers.WORK_QUEUES if queue != "commands") >= 1
+        ), depths
+        after_first = await demo_workers.task_progress(db, message_id)
         assert after_first is not None and after_first["state"] == "Started"
 
         stall.unlink()
         await group.start("second")
-        done = await support.wait_for(
-            lambda: procs.task_progress(db, message_id),
+        done = await wait_for(
+            lambda: demo_workers.task_progress(db, message_id),
             lambda row: row is not None and row["state"] in ("Succeeded", "Failed"),
             timeout=90,
             what="the second worker to complete the task",
         )
         # A chunk requeued by the drain and republished by the takeover may still be queued
         # when the task finishes; the running worker must consume and drop it, leaving nothing.
-        await support.wait_for(
-            lambda: procs.queue_depths(support.AMQP_URL, broker_prefix),
-            lambda depths: depths == procs.NOTHING_QUEUED,
+        await wait_for(
+            lambda: demo_workers.queue_depths(services.AMQP_URL, broker_prefix),
+            lambda depths: depths == demo_workers.NOTHING_QUEUED,
             timeout=30,
             what="the queues to drain",
         )
 
     assert done is not None
-    figures = await procs.accounting(db, done["id"])
+    figures = await demo_workers.accounting(db, done["id"])
     print(f"SIGTERM drain: {figures}, first worker exited in {took:.1f}s")
-    assert done["state"] == "Succeeded", done["response"]
-    assert done["total_chunks"] == 30 and done["push_units"] == 60  # 2 targets
-    assert done["done_chunks"] == done["total_chunks"] + done["retry_chunks"]
-    assert figures["lost"] == 0
-    assert figures["records"] == 3000
-    assert figures["duplicate_outcomes"] == 0
-    assert figures["duplicate_sync_log"] == 0
-    assert figures["failed"] == 0
-    depths = await procs.queue_depths(support.AMQP_URL, broker_prefix)
-    assert depths == procs.NOTHING_QUEUED
+    demo_workers.assert_whole_batch_done(done, figures)
+    depths = await demo_workers.queue_depths(services.AMQP_URL, broker_prefix)
+    assert depths == demo_workers.NOTHING_QUEUED
 
 
 async def _exists(path: Path) -> bool:

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.harness import Report, Rig, rig
+from tests.support.rig import Report, Rig, rig
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
+pytestmark = pytest.mark.timeout(300)
 
 
 @pytest.fixture

@@ -19,6 +19,21 @@ def breaker(clock: Clock, probes: int = 1) -> CircuitBreaker:
     return CircuitBreaker(settings, clock)
 
 
+def opened(clock: Clock, probes: int = 1) -> CircuitBreaker:
+    """A breaker just opened by three failures in a row."""
+    b = breaker(clock, probes)
+    for _ in range(3):
+        b.failure()
+    return b
+
+
+def half_open(clock: Clock, probes: int = 1) -> CircuitBreaker:
+    """A breaker whose cooldown has just run out."""
+    b = opened(clock, probes)
+    clock.now += 10
+    return b
+
+
 def test_opens_after_consecutive_failures_only() -> None:
     b = breaker(Clock())
     b.failure()
@@ -34,9 +49,7 @@ def test_opens_after_consecutive_failures_only() -> None:
 
 def test_refuses_during_cooldown_then_lets_one_probe_through() -> None:
     clock = Clock()
-    b = breaker(clock)
-    for _ in range(3):
-        b.failure()
+    b = opened(clock)
     clock.now += 9.5
     assert not b.allow()
     assert b.remaining() == 0.5
@@ -51,10 +64,7 @@ def test_refuses_during_cooldown_then_lets_one_probe_through() -> None:
 
 def test_failed_probe_opens_again_for_a_full_cooldown() -> None:
     clock = Clock()
-    b = breaker(clock)
-    for _ in range(3):
-        b.failure()
-    clock.now += 10
+    b = half_open(clock)
     assert b.allow()
     b.failure()
     assert b.state == "open"
@@ -65,10 +75,7 @@ def test_failed_probe_opens_again_for_a_full_cooldown() -> None:
 
 def test_all_probes_must_succeed_to_close() -> None:
     clock = Clock()
-    b = breaker(clock, probes=2)
-    for _ in range(3):
-        b.failure()
-    clock.now += 10
+    b = half_open(clock, probes=2)
     assert b.allow() and b.allow() and not b.allow()
     b.success()
     assert b.state == "half_open"
@@ -78,10 +85,7 @@ def test_all_probes_must_succeed_to_close() -> None:
 
 def test_cancelled_probe_frees_its_slot() -> None:
     clock = Clock()
-    b = breaker(clock)
-    for _ in range(3):
-        b.failure()
-    clock.now += 10
+    b = half_open(clock)
     assert b.allow()
     b.abandon()
     assert b.allow()

@@ -16,7 +16,7 @@ from engine.sync.chunks import publish_units
 from engine.sync.connections import Connections
 from engine.sync.push_stage import PushStage
 from engine.sync.source_stage import SourceStage
-from tests import support
+from tests.support.settings import memory_settings
 
 
 @pytest.fixture
@@ -30,7 +30,7 @@ async def stores() -> AsyncIterator[dict[int, MemoryStore]]:
 @pytest.fixture
 async def connections(stores: dict[int, MemoryStore]) -> AsyncIterator[Connections]:
     names = {i: store.name for i, store in stores.items()}
-    opened = await Connections.open(support.memory_settings("unused", "unused", names))
+    opened = await Connections.open(memory_settings("unused", "unused", names))
     yield opened
     await opened.close()
 

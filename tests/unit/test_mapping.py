@@ -4,18 +4,10 @@ from __future__ import annotations
 
 from engine.mapping import values as mp
 from engine.mapping.model import ActorTypeMapping
+from tests.support.settings import customers
 
 MAPPING = ActorTypeMapping.model_validate(
-    {
-        "erp": "Customer",
-        "crm": "Contact",
-        "fields": {
-            "n": {"crm": "name", "direction": "both"},
-            "p": {"crm": "phone", "direction": "to_erp"},
-            "e": {"crm": "email", "direction": "to_crm"},
-            "c": {"crm": "city", "direction": "none"},
-        },
-    }
+    customers(n="name both", p="phone to_erp", e="email to_crm", c="city none")[0]
 )
 
 

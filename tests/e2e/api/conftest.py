@@ -1,0 +1,30 @@
+"""Front-door fixtures: an API service (real HTTP, RabbitMQ, PostgreSQL) with every auth scheme.
+
+``front_door`` runs the API only (no workers), so accepted commands stay queued and their task
+rows keep the exact request the front door bound; tests that need tasks to run use
+``tests.support.service.Service`` with the engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from connectors.memory import MemoryStore
+from tests.support.api import api_settings
+from tests.support.service import Service
+
+
+@pytest.fixture
+async def front_door(
+    database: str,
+    broker_prefix: str,
+    stores: dict[int, MemoryStore],
+    rsa_key: rsa.RSAPrivateKey,
+) -> AsyncIterator[Service]:
+    """The API alone (no workers) with Basic, tickets, JWT and app tokens configured."""
+    settings = api_settings(database, broker_prefix, stores, rsa_key)
+    async with Service(settings, engine=False) as service:
+        yield service

@@ -1,0 +1,184 @@
+"""Error JSON/XML, 405s, content negotiation, $select, the Batch agent, the OpenAPI document."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import asyncpg
+from defusedxml.ElementTree import fromstring
+
+from engine.api import openapi
+from tests.support.api import basic
+from tests.support.service import RESYNC, TASK_INFO, Service
+
+AUTH = basic("tje0", "Tje0")
+BATCH = "/api/v1/Agents/Batch"
+LIST = f"{BATCH}/GetBatchTaskInfosByNameAndState"
+STOP = f"{BATCH}/StopBatchJob"
+AGENT_URLS = [RESYNC, TASK_INFO, LIST, STOP]
+XSI_NIL = "{http://www.w3.org/2001/XMLSchema-instance}nil"
+
+
+async def test_errors_are_xml_when_accept_prefers_xml(front_door: Service) -> None:
+    cases = {
+        "application/xml": "xml",
+        "text/xml": "xml",
+        "application/json;q=0.5, application/xml": "xml",
+        "application/xml;q=0.4, application/json;q=0.9": "json",
+        "*/*": "json",
+        "text/*": "json",  # text/json and text/xml tie: JSON wins
+        "": "json",
+        "image/png": "json",
+    }
+    for accept, kind in cases.items():
+        response = await front_door.client.post(
+            TASK_INFO, json={"Id": 999}, headers={**AUTH, "Accept": accept}
+        )
+        assert response.status == 404
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
+        if kind == "json":
+            assert response.content_type == "application/json", accept
+            assert (await response.json())["ErrorType"] == "SoNotFoundException"
+        else:
+            assert response.content_type == "application/xml", accept
+            root = fromstring(await response.read())
+            assert root.tag == "ErrorInfo"
+            assert {child.tag: child.text for child in root} == {
+                "Error": "true",
+                "ErrorType": "SoNotFoundException",
+                "ErrorMessage": "BatchTask id 999 not found",
+                "ErrorSource": "erpsync",
+            }
+    unauthorized = await front_door.client.post(RESYNC, headers={"Accept": "application/xml"})
+    assert unauthorized.status == 401 and unauthorized.content_type == "application/xml"
+
+
+async def test_other_methods_on_agent_urls_get_405(front_door: Service) -> None:
+    for url in AGENT_URLS:
+        for method in ("GET", "PUT", "DELETE", "PATCH"):
+            response = await front_door.client.request(method, url, headers=AUTH)
+            assert response.status == 405, (method, url)
+            assert response.headers["Allow"] == "POST"
+            body = await response.json()
+            assert body["ErrorType"] == "MethodNotAllowedException"
+            assert method in body["ErrorMessage"]
+
+
+async def test_batch_task_info_in_json_and_xml_with_select(
+    front_door: Service, db: asyncpg.Connection
+) -> None:
+    queued = await front_door.client.post(RESYNC, json={"InternalKeyIds": [3, 1]}, headers=AUTH)
+    task_id = int(queued.headers["X-Batch-Task-Id"])
+
+    info = await (
+        await front_door.client.post(TASK_INFO, json={"id": task_id}, headers=AUTH)
+    ).json()
+    assert info["Id"] == task_id and info["State"] == "New"
+    assert json.loads(info["Request"]) == {"ErpConnectionId": 0, "InternalKeyIds": [3, 1]}
+    assert info["Statistics"]["Stopped"] is False
+
+    by_query = await front_door.client.post(f"{TASK_INFO}?id={task_id}", headers=AUTH)
+    assert (await by_query.json())["Id"] == task_id
+
+    selected = await front_door.client.post(
+        TASK_INFO,
+        params={"$select": "id,STATE,statistics/chunks"},
+        data=f"<r><Id>{task_id}</Id></r>",
+        headers={**AUTH, "Content-Type": "application/xml"},
+    )
+    projected = await selected.json()
+    assert set(projected) == set(info)  # keys kept, others nulled (SuperOffice's $select)
+    assert projected["Id"] == task_id and projected["State"] == "New"
+    assert projected["Name"] is None and projected["Response"] is None
+    assert projected["Statistics"]["Chunks"] == 0
+    assert projected["Statistics"]["DoneRecords"] is None
+
+    form = {"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/xml"}
+    as_xml = await front_door.client.post(TASK_INFO, data=f"Id={task_id}", headers={**AUTH, **form})
+    assert as_xml.content_type == "application/xml"
+    root = fromstring(await as_xml.read())
+    assert root.tag == "BatchTaskInfo"
+    assert root.findtext("Id") == str(task_id) and root.findtext("IsSystemTask") == "false"
+    assert root.find("LastStarted").get(XSI_NIL) == "true"  # type: ignore[union-attr]
+
+
+async def test_list_by_name_and_state_validates_and_filters(
+    front_door: Service, db: asyncpg.Connection
+) -> None:
+    for _ in range(2):
+        await front_door.client.post(RESYNC, json={}, headers=AUTH)
+    await db.execute(
+        "UPDATE batch_tasks SET state = 'Succeeded' WHERE id = (SELECT min(id) FROM batch_tasks)"
+    )
+
+    async def listed(body: object) -> tuple[int, object]:
+        response = await front_door.client.post(LIST, json=body, headers=AUTH)
+        return response.status, await response.json()
+
+    assert [len(x) for _, x in [await listed({}), await listed({"State": "All"})]] == [2, 2]  # type: ignore[arg-type]
+    for state in ("Succeeded", "succeeded", "SUCCEEDED", 4, "4"):
+        status, tasks = await listed({"Name": "ForceResyncBatchTask", "State": state})
+        assert status == 200 and [t["State"] for t in tasks] == ["Succeeded"], state  # type: ignore[union-attr]
+    status, tasks = await listed({"State": "New"})
+    assert [t["State"] for t in tasks] == ["New"]  # type: ignore[union-attr]
+    status, tasks = await listed({"Name": "SomethingElse"})
+    assert tasks == []
+    for bad in (
+        {"State": "Finished"},
+        {"State": True},
+        {"State": [1]},
+        {"Name": 5},
+        {"Name": "x" * 300},
+        {"State": 7},
+    ):
+        status, error = await listed(bad)
+        assert status == 400, bad
+        assert error["Error"] is True  # type: ignore[index]
+    xml = await front_door.client.post(LIST, json={}, headers={**AUTH, "Accept": "text/xml"})
+    root = fromstring(await xml.read())
+    assert root.tag == "ArrayOfBatchTaskInfo"
+    assert [child.tag for child in root] == ["BatchTaskInfo", "BatchTaskInfo"]
+
+
+async def test_stop_batch_job_answers(front_door: Service, db: asyncpg.Connection) -> None:
+    unknown = await front_door.client.post(STOP, json={"Id": 12345}, headers=AUTH)
+    assert unknown.status == 404
+    missing = await front_door.client.post(STOP, json={}, headers=AUTH)
+    assert missing.status == 400
+    queued = await front_door.client.post(RESYNC, json={}, headers=AUTH)
+    task_id = int(queued.headers["X-Batch-Task-Id"])
+    first = await front_door.client.post(STOP, json={"Id": task_id}, headers=AUTH)
+    second = await front_door.client.post(STOP, json={"Id": task_id}, headers=AUTH)
+    assert [await first.json(), await second.json()] == [True, False]
+    info = await (
+        await front_door.client.post(TASK_INFO, json={"Id": task_id}, headers=AUTH)
+    ).json()
+    assert info["State"] == "Failed"
+    assert info["ProgressDescription"] == "Stopped"
+    assert info["Response"].startswith("Stopped by tje0")
+    assert info["Statistics"]["Stopped"] is True and info["Statistics"]["StoppedBy"] == "tje0"
+
+
+async def test_openapi_is_served_kept_in_the_repo_and_covers_every_route(
+    front_door: Service,
+) -> None:
+    response = await front_door.client.get("/openapi.json")  # public, like the health probes
+    assert response.status == 200
+    served = await response.json()
+    assert served["openapi"].startswith("3.1")
+    repo_copy = json.loads(Path(__file__).parents[3].joinpath("docs/openapi.json").read_text())
+    assert served == repo_copy, "docs/openapi.json is stale: python -m engine.api.openapi"
+    assert served == json.loads(openapi.render())
+
+    documented = {
+        (method.upper(), path) for path, item in served["paths"].items() for method in item
+    }
+    routed = {
+        (route.method, route.resource.canonical)
+        for route in front_door.app.router.routes()
+        if route.resource is not None
+        and route.resource.canonical.startswith("/api/")
+        and route.method != "HEAD"
+    }
+    assert routed == documented

@@ -1,0 +1,80 @@
+"""StopBatchJob cancels a running resync between chunks and records what was done."""
+
+from __future__ import annotations
+
+import asyncpg
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from connectors.memory import MemoryStore
+from engine.api.routes import batch_task_info
+from tests.support import services
+from tests.support.api import api_settings, basic
+from tests.support.service import Service, link
+from tests.support.waiting import wait_for
+
+AUTH = basic("tje0", "Tje0")
+STOP = "/api/v1/Agents/Batch/StopBatchJob"
+RECORDS = 40
+
+
+async def test_stop_between_chunks(
+    database: str,
+    db: asyncpg.Connection,
+    broker_prefix: str,
+    stores: dict[int, MemoryStore],
+    rsa_key: rsa.RSAPrivateKey,
+) -> None:
+    for i in range(1, RECORDS + 1):
+        stores[0].put("Contact", str(i), {"name": f"New {i}", "phone": str(i)})
+        stores[1].put("Customer", f"E{i}", {"name": f"Old {i}", "phone": "0"})
+        await link(db, i, "Contact", str(i), {1: ("Customer", f"E{i}")})
+    settings = api_settings(
+        database,
+        broker_prefix,
+        stores,
+        rsa_key,
+        chunk_size=1,
+        overrides={1: {"latency_ms": 100}},
+    )
+    # One chunk at a time, so "between chunks" is well defined.
+    settings = settings.model_copy(
+        update={"broker": settings.broker.model_copy(update={"prefetch": 1})}
+    )
+    async with Service(settings) as service:
+        task_id = await service.resync(1, [])
+        await wait_for(
+            lambda: service.task(task_id),
+            lambda info: info["Statistics"]["ChunksDone"] >= 2,
+            what="two chunks done",
+        )
+        stopped = await service.client.post(STOP, json={"Id": task_id}, headers=AUTH)
+        assert stopped.status == 200 and await stopped.json() is True
+        # The remaining chunk messages are consumed and skipped (the task is terminal).
+        await wait_for(
+            lambda: services.ready_messages(f"{broker_prefix}.chunks"),
+            lambda n: n == 0,
+            what="chunks drained",
+        )
+    # Leaving the service drained the chunk that was running when the stop came.
+
+    task = await db.fetchrow("SELECT * FROM batch_tasks WHERE id = $1", task_id)
+    info = batch_task_info(task)
+    assert info["State"] == "Failed"
+    assert info["Statistics"]["Stopped"] is True
+    # one record per chunk; each chunk's units (ERP 2, 589: nothing linked there) count too
+    done = info["Statistics"]["DoneRecords"]
+    assert 1 <= done < RECORDS, done
+    assert done <= info["Statistics"]["ChunksDone"] <= 3 * done
+    outcomes = await db.fetchval("SELECT count(*) FROM record_outcomes WHERE task_id = $1", task_id)
+    assert outcomes == done  # one target (the CRM) per record: nothing recorded beyond done
+    written = sum(
+        1
+        for i in range(1, RECORDS + 1)
+        if stores[0].get("Contact", str(i))["name"].startswith("Old")
+    )  # type: ignore[index]
+    assert written == done  # ERP 1 -> CRM name (both): only done chunks reached the CRM
+    assert info["Response"].startswith(
+        f"Stopped by tje0 after {info['Statistics']['ChunksDone']} of "
+        f"{info['Statistics']['Chunks']} chunks and push units"
+    )
+    assert f"{done} records" in info["Response"]

@@ -1,0 +1,137 @@
+"""The dashboard: the session + XSRF contract, and the page in a real headless Chromium."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from playwright.async_api import Browser, async_playwright, expect
+
+from tests.support.service import AUTH, Service
+
+# A shared 2-core machine can be slow; every expectation still waits on a condition.
+expect.set_options(timeout=15_000)
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@pytest.fixture
+def records() -> int:
+    return 6
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    assert shutil.which(CHROMIUM), f"{CHROMIUM} is missing: apt-get install -y chromium"
+    async with async_playwright() as playwright:
+        # Playwright gives every launch a fresh temporary profile (--user-data-dir).
+        launched = await playwright.chromium.launch(
+            executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
+        )
+        yield launched
+        await launched.close()
+
+
+async def test_session_contract_guards_the_read_endpoints(service: Service) -> None:
+    client = service.client
+    tasks = "/api/v1/erpsync/tasks"
+    wrong = await client.post("/api/session/login", json={"Username": "tje0", "Password": "x"})
+    assert wrong.status == 401
+    assert (await wrong.json())["Error"] is True
+    assert (await client.get("/api/session")).status == 401
+
+    login = await client.post("/api/session/login", json={"Username": "tje0", "Password": "Tje0"})
+    assert login.status == 204
+    session_cookie = login.cookies["erpsync_session"]
+    assert session_cookie["httponly"]
+    xsrf = login.cookies["XSRF-TOKEN"].value
+    assert not login.cookies["XSRF-TOKEN"]["httponly"]
+    assert await (await client.get("/api/session")).json() == {"User": "tje0"}
+
+    assert (await client.get(tasks)).status == 401  # the cookie alone is not enough
+    assert (await client.get(tasks, headers={"X-XSRF-TOKEN": "forged"})).status == 401
+    assert (await client.get(tasks, headers={"X-XSRF-TOKEN": xsrf})).status == 200
+    assert (await client.get(tasks, headers=AUTH)).status == 200  # Basic works as before
+
+    assert (await client.post("/api/session/logout")).status == 401
+    assert (await client.post("/api/session/logout", headers={"X-XSRF-TOKEN": xsrf})).status == 204
+    assert (await client.get(tasks, headers={"X-XSRF-TOKEN": xsrf})).status == 401
+
+
+async def test_dashboard_in_headless_chromium(service: Service, browser: Browser) -> None:
+    failed = await service.finished(await service.resync(0, [2, 3, 4]))  # history to show
+    assert failed["State"] == "Failed"
+    ARTIFACTS.mkdir(exist_ok=True)
+    page = await browser.new_page(viewport={"width": 1280, "height": 860})
+    console_errors: list[str] = []
+    page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
+
+    await page.goto(str(service.server.make_url("/ui/")))
+    await expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    await page.get_by_label("User name").fill("tje0")
+    await page.get_by_label("Password").fill("wrong")
+    await page.get_by_role("button", name="Sign in").click()
+    await expect(page.locator("#error")).to_have_text("Wrong user name or password.")
+    await page.get_by_label("Password").fill("Tje0")
+    await page.get_by_role("button", name="Sign in").click()
+    await expect(page.locator("#user")).to_have_text("tje0")
+    assert "Tje0" not in await page.content()
+
+    # Start a resync from the CRM for keys 1 and 2 through the form.
+    await page.get_by_label("From").select_option(label="CRM (0)")
+    await page.get_by_label("Internal key ids").fill("1, 2")
+    await page.get_by_role("button", name="Start resync").click()
+    await expect(page.locator("#resync-result")).to_have_text("Queued as task #2.")
+    row = page.locator('tr[data-task-id="2"]')
+    await expect(row.locator(".state")).to_have_text("Succeeded", timeout=30_000)
+    await expect(row.locator(".progress")).to_contain_text("100%")
+    await expect(page.locator('tr[data-task-id="1"] .state')).to_have_text("Failed")
+    await page.screenshot(path=ARTIFACTS / "dashboard-tasks.png", full_page=True)
+
+    # Its detail: outcomes per target and the field changes it made.
+    await row.locator("td").nth(3).click()
+    await expect(page.locator("#task-title")).to_contain_text("Task #2")
+    await expect(page.locator("#task-state")).to_have_text("Succeeded")
+    erp1 = page.locator('#targets tr[data-connection-id="1"]')
+    await expect(erp1.locator("td")).to_have_text(["ERP one (1)", "2", "1", "1", "0", "0", "", "1"])
+    await expect(page.locator("#failures-empty")).to_be_visible()
+    # Key 2 was fixed by task 1 already; key 1 differed on both ERPs.
+    await expect(page.locator("#changes tr")).to_have_count(2)
+    await expect(page.locator("#changes")).to_contain_text("999")
+    await page.screenshot(path=ARTIFACTS / "dashboard-task.png", full_page=True)
+
+    # The failed task's detail names the failing record and the reason.
+    await page.get_by_role("link", name="← All tasks").click()
+    await page.locator('tr[data-task-id="1"] a').click()
+    await expect(page.locator("#failures tr")).to_have_count(1)
+    await expect(page.locator("#failures")).to_contain_text("rejected by configuration")
+    await page.screenshot(path=ARTIFACTS / "dashboard-failed-task.png", full_page=True)
+
+    await page.get_by_role("link", name="Connections").click()
+    await expect(
+        page.locator('#connections tr[data-connection-id="1"] .health').first
+    ).to_have_text("ok")
+    await expect(
+        page.locator('#connections tr[data-connection-id="2"] .health').first
+    ).to_have_text("degraded")
+    await expect(
+        page.locator('#connections tr[data-connection-id="2"] .health').nth(1)
+    ).to_have_text("closed")
+    await page.screenshot(path=ARTIFACTS / "dashboard-connections.png", full_page=True)
+
+    await page.get_by_role("button", name="Log out").click()
+    await expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    # 401s are expected (the session probe before login, the wrong password); nothing else.
+    assert [e for e in console_errors if "status of 401" not in e] == []

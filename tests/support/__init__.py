@@ -1,0 +1,1 @@
+"""Helpers shared by every lane: services, settings, processes, waiting (see tests/README.md)."""

@@ -1,0 +1,29 @@
+"""The ``erpsync`` command line as a real process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+
+
+async def run_cli(
+    *args: str,
+    env: dict[str, str] | None = None,
+    stdin: bytes | None = None,
+    timeout: float = 60.0,
+) -> tuple[int, str, str]:
+    """Run ``python -m engine ARGS`` as a real process: (exit code, stdout, stderr)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "engine",
+        *args,
+        env=dict(os.environ) if env is None else env,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(stdin), timeout)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
