@@ -61,11 +61,11 @@ class StartupError(Exception):
 def create_app(settings: Settings, *, api: bool = True, engine: bool = True) -> web.Application:
     """Build the service: the front door (``api``), the workers (``engine``), or both."""
     middlewares: list[Middleware] = [error_middleware]
+    app_metrics = Metrics()
     # The pool exists once the app has started, before the first request.
-    authenticator = Authenticator(settings.auth, lambda: app[POOL]) if api else None
+    authenticator = Authenticator(settings.auth, lambda: app[POOL], app_metrics) if api else None
     if authenticator is not None:
         middlewares.append(auth_middleware(authenticator))
-    app_metrics = Metrics()
     middlewares.insert(0, metrics.http_middleware(app_metrics))
     app = web.Application(
         middlewares=middlewares,

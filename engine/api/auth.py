@@ -1,7 +1,9 @@
 """Who is calling: Basic, SOTicket, Bearer (JWT), or a browser session with its XSRF token.
 
 Also enforces the "Online Restricted" rule: in online mode every ErpSync agent call needs an
-``SO-AppToken`` naming a registered application that holds the ``ErpSync`` grant (else 403).
+``SO-AppToken`` naming a registered application that holds the ``ErpSync`` grant (else 403);
+scopes the caller to the connections its user entry and application allow (403 for others);
+and throttles failed password checks (429, see :mod:`engine.api.throttle`).
 Secrets (passwords, tickets, tokens, cookies) are compared as digests in constant time and
 never logged or echoed.
 """
@@ -28,6 +30,8 @@ from aiohttp.typedefs import Middleware
 
 from engine.api.errors import ApiError, Handler
 from engine.api.passwords import hash_password, verify_password
+from engine.api.throttle import LoginThrottle, client_address
+from engine.observability.metrics import Metrics
 from engine.settings import AuthSettings, JwtSettings
 from engine.store import sessions as session_store
 
@@ -48,10 +52,34 @@ _CACHE_TTL = 300.0
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """The authenticated caller: a user name and the scheme that proved it."""
+    """The authenticated caller: a user name, the scheme that proved it, and the connections it
+    may touch (None: all)."""
 
     user: str
     scheme: str  # "basic" | "ticket" | "bearer" | "session"
+    connections: frozenset[int] | None = None
+
+    def may_touch(self, connection_id: int) -> bool:
+        return self.connections is None or connection_id in self.connections
+
+
+@dataclass(frozen=True, slots=True)
+class RegisteredApp:
+    """A registered application (``SO-AppToken``): its grants and allowed connections."""
+
+    name: str
+    grants: frozenset[str]
+    connections: frozenset[int] | None
+
+
+def require_connection(principal: Principal, connection_id: int, action: str) -> None:
+    """403 (SoSecurityException) unless ``principal`` may touch ``connection_id``."""
+    if not principal.may_touch(connection_id):
+        raise ApiError(
+            403,
+            f"User {principal.user!r} (or the calling application) may not {action} "
+            f"connection {connection_id}",
+        )
 
 
 PRINCIPAL = web.RequestKey("principal", Principal)
@@ -98,18 +126,37 @@ class BrowserSession:
 class Authenticator:
     """Checks credentials; Basic checks are cached so PBKDF2 runs once per credential."""
 
-    def __init__(self, settings: AuthSettings, pool: Callable[[], asyncpg.Pool]) -> None:
+    def __init__(
+        self,
+        settings: AuthSettings,
+        pool: Callable[[], asyncpg.Pool],
+        metrics: Metrics,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         """``pool()``: the database pool holding sessions and issued tickets, once started."""
         self.online = settings.online
         self._pool = pool
+        self._metrics = metrics
         self._users = {u.name: u.password_hash.get_secret_value() for u in settings.users}
+        self._user_connections = {
+            u.name: frozenset(u.connections) for u in settings.users if u.connections is not None
+        }
         self._tickets = [
             (_hex_digest(t.ticket_sha256.get_secret_value()), t.user) for t in settings.tickets
         ]
         self._apps = [
-            (_hex_digest(a.token_sha256.get_secret_value()), {g.lower() for g in a.grants})
+            (
+                _hex_digest(a.token_sha256.get_secret_value()),
+                RegisteredApp(
+                    a.name,
+                    frozenset(g.lower() for g in a.grants),
+                    None if a.connections is None else frozenset(a.connections),
+                ),
+            )
             for a in settings.apps
         ]
+        self._throttle = LoginThrottle(settings.login_throttle, clock)
+        self._client_header = settings.login_throttle.client_header
         self._jwt = settings.jwt
         self._secret = secrets.token_bytes(32)
         self._cache: OrderedDict[bytes, tuple[str, float]] = OrderedDict()
@@ -130,16 +177,57 @@ class Authenticator:
         if self._dummy_hash is None:
             self._dummy_hash = await asyncio.to_thread(hash_password, secrets.token_hex(8))
 
-    async def check_password(self, user: str, password: str) -> bool:
-        """Verify a user's password (constant time; unknown users cost the same)."""
+    def client(self, request: web.Request) -> str:
+        """The calling client's address (the trusted proxy's header only when configured)."""
+        header = request.headers.get(self._client_header) if self._client_header else None
+        return client_address(request.remote, header)
+
+    def _refuse_if_throttled(self, client: str, user: str | None) -> None:
+        """429 without looking at the password while the client (or user) has failed too often."""
+        throttled = self._throttle.retry_after(client, user)
+        if throttled is None:
+            return
+        what, seconds = throttled
+        self._metrics.login_throttled(what)
+        log.debug("login throttled", client=client, by=what)
+        subject = "from this client" if what == "client" else "for this user name"
+        raise ApiError(
+            429,
+            f"Too many failed logins {subject}; retry in {seconds} s",
+            headers={"Retry-After": str(seconds)},
+        )
+
+    async def check_password(self, user: str, password: str, client: str) -> bool:
+        """Verify a user's password (constant time; unknown users cost the same); 429 while
+        ``client`` or ``user`` is throttled."""
+        self._refuse_if_throttled(client, user)
         encoded = self._users.get(user)
         if encoded is None:
             await self.prepare()
         ok = await asyncio.to_thread(verify_password, password, encoded or self._dummy_hash or "")
-        return ok and encoded is not None
+        ok = ok and encoded is not None
+        if ok:
+            self._throttle.succeeded(client, user)
+        else:
+            self._throttle.failed(client, user)
+        return ok
 
-    async def basic(self, value: str) -> str | None:
-        """Verify a Basic credential (the part after the scheme); return the user name."""
+    def scope(self, principal: Principal, app: RegisteredApp | None) -> Principal:
+        """The principal with the connections its user entry and its application allow."""
+        allowed = self._user_connections.get(principal.user)
+        if app is not None and app.connections is not None:
+            allowed = app.connections if allowed is None else allowed & app.connections
+        if allowed is None:
+            return principal
+        return Principal(principal.user, principal.scheme, allowed)
+
+    async def basic(self, value: str, client: str) -> str | None:
+        """Verify a Basic credential (the part after the scheme); return the user name.
+
+        A throttled client is refused even with a cached credential; a throttled user name only
+        when its password would have to be checked (a cached credential was verified already).
+        """
+        self._refuse_if_throttled(client, None)
         fingerprint = hmac.new(self._secret, value.encode(), hashlib.sha256).digest()
         cached = self._cache.get(fingerprint)
         now = time.monotonic()
@@ -151,7 +239,7 @@ class Authenticator:
         except (binascii.Error, UnicodeDecodeError):
             return None
         user, sep, password = decoded.partition(":")
-        if not sep or not await self.check_password(user, password):
+        if not sep or not await self.check_password(user, password, client):
             return None
         self._cache[fingerprint] = (user, now + _CACHE_TTL)
         if len(self._cache) > _CACHE_SIZE:
@@ -182,12 +270,12 @@ class Authenticator:
         """Verify a JWT (signature, ``exp``, issuer, audience); the user claim, or 401."""
         return verify_jwt(self._jwt, token.strip())
 
-    def app_grants(self, token: str | None) -> set[str] | None:
-        """The grants of the registered application with this token; None when unknown."""
+    def app(self, token: str | None) -> RegisteredApp | None:
+        """The registered application with this token; None when unknown."""
         if not token:
             return None
-        grants: set[str] | None = _find(self._apps, token.strip())
-        return grants
+        found: RegisteredApp | None = _find(self._apps, token.strip())
+        return found
 
 
 def verify_jwt(settings: JwtSettings, token: str) -> str:
@@ -276,7 +364,7 @@ def auth_middleware(authenticator: Authenticator, prefix: str = "/api/") -> Midd
         if scheme == "basic":
             if authenticator.online:
                 raise unauthorized("Basic authentication is not available in online mode")
-            user = await authenticator.basic(value)
+            user = await authenticator.basic(value, authenticator.client(request))
             if user is None:
                 raise unauthorized("Invalid user name or password")
             return Principal(user, "basic")
@@ -295,15 +383,16 @@ def auth_middleware(authenticator: Authenticator, prefix: str = "/api/") -> Midd
         if not request.path.startswith(prefix) or request.path in SELF_AUTHENTICATED:
             return await handler(request)
         principal = await authenticate(request)
-        if authenticator.online and request.path.startswith(ERPSYNC_PREFIX):
-            grants = authenticator.app_grants(request.headers.get(APP_TOKEN_HEADER))
-            if grants is None or ERPSYNC_GRANT not in grants:
-                log.warning("online restricted call refused", user=principal.user)
-                raise ApiError(
-                    403,
-                    "The ErpSync agent is Online Restricted: the calling application "
-                    f"({APP_TOKEN_HEADER}) must be registered with the ErpSync grant",
-                )
+        app = authenticator.app(request.headers.get(APP_TOKEN_HEADER))
+        restricted = authenticator.online and request.path.startswith(ERPSYNC_PREFIX)
+        if restricted and (app is None or ERPSYNC_GRANT not in app.grants):
+            log.warning("online restricted call refused", user=principal.user)
+            raise ApiError(
+                403,
+                "The ErpSync agent is Online Restricted: the calling application "
+                f"({APP_TOKEN_HEADER}) must be registered with the ErpSync grant",
+            )
+        principal = authenticator.scope(principal, app)
         request[PRINCIPAL] = principal
         request[USER_KEY] = principal.user
         # bind/reset rather than bound_contextvars(): the same, without a generator-based

@@ -17,7 +17,7 @@ from aiohttp import web
 
 from engine.api import idempotency
 from engine.api.appkeys import POOL, PUBLISHER, SETTINGS, TASK_INTAKE
-from engine.api.auth import PRINCIPAL
+from engine.api.auth import PRINCIPAL, require_connection
 from engine.api.bodies import (
     ResyncRequest,
     as_int,
@@ -75,6 +75,7 @@ async def force_resync_batch_task(request: web.Request) -> web.Response:
     resync = resync_request(args, settings.server.max_internal_key_ids)
     if resync.erp_connection_id > 0 and settings.connection(resync.erp_connection_id) is None:
         raise ApiError(400, f"ErpConnectionId {resync.erp_connection_id} is not a known connection")
+    require_connection(request[PRINCIPAL], resync.source_connection_id, "resync from")
     key = request.headers.get(idempotency.HEADER)
     principal = request[PRINCIPAL].user if key is not None else ""
     async with request.app[TASK_INTAKE].create(resync, principal=principal, key=key) as task:
@@ -129,9 +130,7 @@ async def get_batch_task_info(request: web.Request) -> web.Response:
     if "id" not in args and "id" in request.query:
         args["id"] = request.query["id"]
     task_id = int_argument(args, "Id")
-    task = await tasks.get(request.app[POOL], task_id)
-    if task is None:
-        raise ApiError(404, f"BatchTask id {task_id} not found", "SoNotFoundException")
+    task = await _visible_task(request, task_id, "read the tasks of")
     info = batch_task_info(task)
     return respond(request, project(info, select) if select else info, root="BatchTaskInfo")
 
@@ -144,7 +143,11 @@ async def get_batch_task_infos_by_name_and_state(request: web.Request) -> web.Re
     state = _state(args.get("state"))
     states = None if state in (None, "All") else [state]
     rows = await tasks.list_by_name_and_state(
-        request.app[POOL], name or None, states, limit=MAX_TASKS_LISTED
+        request.app[POOL],
+        name or None,
+        states,
+        limit=MAX_TASKS_LISTED,
+        sources=request[PRINCIPAL].connections,  # only the tasks the caller may see
     )
     infos = [batch_task_info(row) for row in rows]
     return respond(
@@ -176,12 +179,20 @@ async def stop_batch_job(request: web.Request) -> web.Response:
     args, _ = await _arguments(request)
     task_id = int_argument(args, "Id")
     pool = request.app[POOL]
-    if await tasks.get(pool, task_id) is None:
-        raise ApiError(404, f"BatchTask id {task_id} not found", "SoNotFoundException")
+    await _visible_task(request, task_id, "stop the tasks of")
     stopped = await tasks.stop(pool, task_id, request[PRINCIPAL].user)
     if stopped is not None:
         log.info("task stopped", task_id=task_id)
     return respond(request, stopped is not None, root="boolean")
+
+
+async def _visible_task(request: web.Request, task_id: int, action: str) -> asyncpg.Record:
+    """The task; 404 when unknown, 403 when its source is not a connection the caller may touch."""
+    task = await tasks.get(request.app[POOL], task_id)
+    if task is None:
+        raise ApiError(404, f"BatchTask id {task_id} not found", "SoNotFoundException")
+    require_connection(request[PRINCIPAL], task["source_connection_id"], action)
+    return task
 
 
 def batch_task_info(task: asyncpg.Record) -> dict[str, Any]:

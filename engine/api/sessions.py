@@ -59,7 +59,8 @@ async def login(request: web.Request) -> web.Response:
     password = str_argument(args, "Password", max_length=1024)
     if not user or password is None:
         raise ApiError(400, "Username and Password are required")
-    if not await request.app[AUTHENTICATOR].check_password(user, password):
+    authenticator = request.app[AUTHENTICATOR]
+    if not await authenticator.check_password(user, password, authenticator.client(request)):
         log.warning("login failed", user=user[:100])
         raise _unauthorized("Invalid user name or password")
     token, xsrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)

@@ -87,6 +87,13 @@ class Metrics:
             ["routing_key"],
             registry=r,
         )
+        self.logins_throttled = Counter(
+            "erpsync_logins_throttled",
+            "Password checks refused with 429 before checking, by what was throttled "
+            "(client, user).",
+            ["by"],
+            registry=r,
+        )
         self.chunks = Counter(
             "erpsync_chunks_processed",
             "Chunks committed by this process.",
@@ -146,6 +153,9 @@ class Metrics:
     def http_request(self, route: str, method: str, status: int, seconds: float) -> None:
         self.child(self.http_requests, route, method, str(status)).inc()
         self.child(self.http_latency, route, method).observe(seconds)
+
+    def login_throttled(self, by: str) -> None:
+        self.logins_throttled.labels(by).inc()
 
     def published(self, routing_key: str) -> None:
         self.child(self.messages_published, routing_key).inc()

@@ -154,11 +154,20 @@ class LoggingSettings(_Model):
     format: Literal["auto", "console", "json"] = "auto"
 
 
+_CONNECTIONS_DOC = (
+    "Connection ids (0 is the CRM) this {who} may resync and whose tasks it may read or stop; "
+    "unset: every connection (SuperOffice's AllAccess)."
+)
+
+
 class User(_Model):
     """A Basic-auth user; ``password_hash`` comes from ``erpsync hash-password``."""
 
     name: str = Field(min_length=1)
     password_hash: SecretStr
+    connections: list[int] | None = Field(
+        None, description=_CONNECTIONS_DOC.format(who="user (by name, whatever the scheme)")
+    )
 
 
 class Ticket(_Model):
@@ -196,6 +205,43 @@ class App(_Model):
     name: str = Field(min_length=1, description="The application's name (shown in logs).")
     token_sha256: SecretStr = Field(description="sha256 hex of the application token.")
     grants: list[str] = Field(default_factory=list, description='e.g. ["ErpSync"].')
+    connections: list[int] | None = Field(
+        None,
+        description=_CONNECTIONS_DOC.format(who="application")
+        + " A request carrying its SO-AppToken gets what both the user and the app may touch.",
+    )
+
+
+class LoginThrottleSettings(_Model):
+    """Failed password checks (Basic, dashboard login) per client and per user name."""
+
+    client_failures: int = Field(
+        10,
+        ge=1,
+        description="Failed password checks from one client within `window` after which that "
+        "client gets 429 (the password is not checked) until the oldest failure ages out.",
+    )
+    user_failures: int = Field(
+        50,
+        ge=0,
+        description="Failed password checks for one user name within `window`, from any client, "
+        "after which unverified password checks for that name get 429 (0: no per-user limit). "
+        "Higher than client_failures, so that one client cannot lock a user out.",
+    )
+    window: float = Field(60.0, gt=0, le=86_400, description="Sliding window, seconds.")
+    max_tracked: int = Field(
+        10_000,
+        ge=100,
+        description="Clients and user names tracked at most, per api process (least recently "
+        "failed forgotten first).",
+    )
+    client_header: str | None = Field(
+        None,
+        min_length=1,
+        description="Header a trusted reverse proxy sets to the client address (e.g. "
+        "X-Forwarded-For; its last entry is used). Unset: the TCP peer address. Set it only "
+        "when every request comes through that proxy: clients can write the header themselves.",
+    )
 
 
 class AuthSettings(_Model):
@@ -214,6 +260,10 @@ class AuthSettings(_Model):
     )
     apps: list[App] = Field(
         default_factory=list, description="Registered applications (SO-AppToken) and grants."
+    )
+    login_throttle: LoginThrottleSettings = Field(
+        default_factory=LoginThrottleSettings,
+        description="Throttling of failed password checks (429 with Retry-After).",
     )
 
 
@@ -296,6 +346,15 @@ class Settings(_Model):
             erp_types = [m.erp for m in conn.actor_types]
             if len(set(erp_types)) != len(erp_types):
                 raise ValueError(f"connections[{i}].actor_types lists an ERP actor type twice")
+        known = seen | {0}
+        lists = [("users", i, u.connections) for i, u in enumerate(self.auth.users)]
+        lists += [("apps", i, a.connections) for i, a in enumerate(self.auth.apps)]
+        for kind, i, connections in lists:
+            unknown = sorted(set(connections or ()) - known)
+            if unknown:
+                raise ValueError(
+                    f"auth.{kind}[{i}].connections names unknown connection ids {unknown}"
+                )
         return self
 
     def connection(self, connection_id: int) -> ConnectionSettings | None:

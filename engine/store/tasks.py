@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,19 +93,25 @@ async def get(conn: Executor, task_id: int) -> asyncpg.Record | None:
 
 
 async def list_by_name_and_state(
-    pool: asyncpg.Pool, name: str | None, states: Sequence[str] | None, limit: int = 1000
+    pool: asyncpg.Pool,
+    name: str | None,
+    states: Sequence[str] | None,
+    limit: int = 1000,
+    sources: Collection[int] | None = None,
 ) -> list[asyncpg.Record]:
-    """Tasks filtered by name and state, newest first."""
+    """Tasks filtered by name, state and (unless None) source connection, newest first."""
     return list(
         await pool.fetch(
             """
             SELECT * FROM batch_tasks
             WHERE ($1::text IS NULL OR name = $1) AND ($2::text[] IS NULL OR state = ANY($2))
+              AND ($4::int[] IS NULL OR source_connection_id = ANY($4))
             ORDER BY id DESC LIMIT $3
             """,
             name,
             list(states) if states is not None else None,
             limit,
+            sorted(sources) if sources is not None else None,
         )
     )
 
