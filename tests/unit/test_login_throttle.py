@@ -7,10 +7,9 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from engine.api import auth
 from engine.api.auth import Authenticator, Principal, RegisteredApp
 from engine.api.errors import ApiError
-from engine.api.passwords import hash_password
+from engine.api.passwords import hash_password, verify_password
 from engine.api.throttle import LoginThrottle, client_address
 from engine.observability.metrics import Metrics
 from engine.settings import AuthSettings, LoginThrottleSettings, Settings
@@ -103,13 +102,11 @@ async def test_a_throttled_check_costs_no_hashing_and_refuses_the_right_password
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     calls: list[str] = []
-    verify = auth.verify_password
-
     def counting(password: str, encoded: str) -> bool:
         calls.append(password)
-        return verify(password, encoded)
+        return verify_password(password, encoded)
 
-    monkeypatch.setattr(auth, "verify_password", counting)
+    monkeypatch.setattr("engine.api.auth.verify_password", counting)
     clock, metrics = Clock(), Metrics()
     checker = authenticator(clock, metrics)
     assert [await checker.check_password("ada", "wrong", "c1") for _ in range(3)] == [False] * 3
@@ -129,11 +126,11 @@ def test_scope_intersects_the_user_and_the_app() -> None:
     ada, bob = Principal("ada", "basic"), Principal("bob", "bearer")
     narrow = RegisteredApp("narrow", frozenset(), frozenset({1, 2}))
     wide = RegisteredApp("wide", frozenset(), None)
-    assert checker.scope(ada, None).connections == {0, 1}
-    assert checker.scope(ada, narrow).connections == {1}
-    assert checker.scope(ada, wide).connections == {0, 1}
+    assert checker.scope(ada, None).connections == frozenset({0, 1})
+    assert checker.scope(ada, narrow).connections == frozenset({1})
+    assert checker.scope(ada, wide).connections == frozenset({0, 1})
     assert checker.scope(bob, None) is bob and bob.may_touch(7)  # no entry: every connection
-    assert checker.scope(bob, narrow).connections == {1, 2}
+    assert checker.scope(bob, narrow).connections == frozenset({1, 2})
     assert not checker.scope(bob, narrow).may_touch(0)
 
 
