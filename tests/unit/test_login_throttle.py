@@ -102,6 +102,7 @@ async def test_a_throttled_check_costs_no_hashing_and_refuses_the_right_password
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     calls: list[str] = []
+
     def counting(password: str, encoded: str) -> bool:
         calls.append(password)
         return verify_password(password, encoded)
