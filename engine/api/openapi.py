@@ -44,12 +44,18 @@ _COMMON_ERRORS = {
     "400": _error("Malformed body or invalid argument; the message names the problem."),
     "401": _error("Missing or invalid credentials, or a session request without X-XSRF-TOKEN."),
     "403": _error(
-        "Online mode: SO-AppToken missing or without the ErpSync grant (ErpSync calls); "
-        "or a cross-site request riding the browser session."
+        "The caller's user entry or application (auth.users/auth.apps `connections`) does not "
+        "allow the connection named (ErpConnectionId) or the task's source connection; online "
+        "mode: SO-AppToken missing or without the ErpSync grant (ErpSync calls); or a "
+        "cross-site request riding the browser session."
     ),
     "405": _error("Only POST is allowed on agent URLs."),
     "413": _error("Body larger than server.max_body_bytes, or too many ids."),
     "415": _error("Unsupported Content-Type or charset."),
+    "429": _error(
+        "Too many failed password checks from this client (or for this user name): refused "
+        "without checking the password until Retry-After seconds have passed."
+    ),
     "503": _error("The database or the broker is unreachable; retry later (Retry-After)."),
 }
 _SELECT = {
@@ -278,6 +284,10 @@ def document() -> dict[str, Any]:
                         "204": {"description": "Logged in; cookies set."},
                         "400": _error("Username or Password missing or malformed."),
                         "401": _error("Wrong user name or password."),
+                        "429": _error(
+                            "Too many failed logins from this client or for this user name; "
+                            "retry after Retry-After seconds."
+                        ),
                         "413": _error("Body larger than server.max_body_bytes."),
                         "415": _error("Unsupported Content-Type."),
                     },
