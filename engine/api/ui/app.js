@@ -232,6 +232,9 @@ $("login-form").addEventListener("submit", async (ev) => {
     body: JSON.stringify({ Username: form.username.value, Password: form.password.value }),
   });
   form.password.value = "";
+  if (r.status === 429) {  // too many failed logins: the server says how long to wait
+    showError(new Error((await r.json()).ErrorMessage)); return;
+  }
   if (r.status !== 204) { showError(new Error("Wrong user name or password.")); return; }
   showError(null);
   await start();
