@@ -160,6 +160,7 @@ class Authenticator:
         self._jwt = settings.jwt
         self._secret = secrets.token_bytes(32)
         self._cache: OrderedDict[bytes, tuple[str, float]] = OrderedDict()
+        self._checking: dict[tuple[bytes, str], asyncio.Future[str | None]] = {}
         # Verified against when the user is unknown, so timing does not reveal user names.
         self._dummy_hash: str | None = None
 
@@ -201,6 +202,8 @@ class Authenticator:
         """Verify a user's password (constant time; unknown users cost the same); 429 while
         ``client`` or ``user`` is throttled."""
         self._refuse_if_throttled(client, user)
+        # Counted as failed until it succeeds: concurrent guesses cannot all pass the check above.
+        self._throttle.failed(client, user)
         encoded = self._users.get(user)
         if encoded is None:
             await self.prepare()
@@ -208,8 +211,6 @@ class Authenticator:
         ok = ok and encoded is not None
         if ok:
             self._throttle.succeeded(client, user)
-        else:
-            self._throttle.failed(client, user)
         return ok
 
     def scope(self, principal: Principal, app: RegisteredApp | None) -> Principal:
@@ -230,10 +231,19 @@ class Authenticator:
         self._refuse_if_throttled(client, None)
         fingerprint = hmac.new(self._secret, value.encode(), hashlib.sha256).digest()
         cached = self._cache.get(fingerprint)
-        now = time.monotonic()
-        if cached is not None and cached[1] > now:
+        if cached is not None and cached[1] > time.monotonic():
             self._cache.move_to_end(fingerprint)
             return cached[0]
+        # Concurrent requests with the same credential from the same client share one check.
+        key = (fingerprint, client)
+        check = self._checking.get(key)
+        if check is None:
+            check = asyncio.ensure_future(self._check_basic(value, fingerprint, client))
+            self._checking[key] = check
+            check.add_done_callback(lambda _: self._checking.pop(key, None))
+        return await asyncio.shield(check)
+
+    async def _check_basic(self, value: str, fingerprint: bytes, client: str) -> str | None:
         try:
             decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
         except (binascii.Error, UnicodeDecodeError):
@@ -241,7 +251,7 @@ class Authenticator:
         user, sep, password = decoded.partition(":")
         if not sep or not await self.check_password(user, password, client):
             return None
-        self._cache[fingerprint] = (user, now + _CACHE_TTL)
+        self._cache[fingerprint] = (user, time.monotonic() + _CACHE_TTL)
         if len(self._cache) > _CACHE_SIZE:
             self._cache.popitem(last=False)
         return user

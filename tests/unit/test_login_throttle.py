@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
 from typing import Any
 
 import pytest
@@ -120,6 +122,38 @@ async def test_a_throttled_check_costs_no_hashing_and_refuses_the_right_password
     assert metrics.logins_throttled.labels("client")._value.get() == 1
     clock.now += 60
     assert await checker.check_password("ada", "right", "c1") is True
+
+
+async def test_concurrent_guesses_cannot_outrun_the_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+
+    def counting(password: str, encoded: str) -> bool:
+        calls.append(password)
+        return verify_password(password, encoded)
+
+    monkeypatch.setattr("engine.api.auth.verify_password", counting)
+    checker = authenticator(Clock(), Metrics())
+
+    async def guess(i: int) -> int:
+        try:
+            return (
+                401 if await checker.basic(basic_value("ada", f"wrong{i}"), "c1") is None else 200
+            )
+        except ApiError as exc:
+            return exc.status
+
+    assert sorted(await asyncio.gather(*(guess(i) for i in range(30)))) == [401] * 3 + [429] * 27
+    assert len(calls) == 3
+    # The same credential sent concurrently (a client starting up) is checked once.
+    calls.clear()
+    users = await asyncio.gather(
+        *(checker.basic(basic_value("ada", "right"), "c2") for _ in range(30))
+    )
+    assert users == ["ada"] * 30 and calls == ["right"]
+
+
+def basic_value(user: str, password: str) -> str:
+    return base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
 def test_scope_intersects_the_user_and_the_app() -> None:
