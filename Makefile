@@ -10,11 +10,12 @@ CONFIG ?= config/erpsync.toml
 EXAMPLE := examples/tinyledger
 
 # The example third-party connector is installed too: the suite discovers it by entry point.
-# The bench extra too: `make test` runs every benchmark script in smoke mode.
+# The bench extra too: `make test` runs every benchmark script in smoke mode. The tryton extra
+# too: the tryton connector's tests start a real Tryton server.
 $(STAMP): pyproject.toml $(EXAMPLE)/pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,bench]' -e $(EXAMPLE)
+	$(BIN)/python -m pip install --quiet -e '.[test,bench,tryton]' -e $(EXAMPLE)
 	@touch $(STAMP)
 
 install: $(STAMP)
