@@ -30,12 +30,15 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import aiohttp
+
+from connectors.model import FieldValue
+from connectors.tryton import ADDRESS_FIELDS, CONTACT_TYPES, DEFAULT_FIELDS
 
 PARTY_ADMIN_GROUP = "Party Administration"
 _START_TIMEOUT = 60.0
@@ -120,11 +123,14 @@ def _script(name: str) -> str:
 class TrytonServer:
     """``trytond`` on a fresh SQLite database (see the module docstring)."""
 
-    def __init__(self, database: str = "erpsync", *, modules: Sequence[str] = ("party",)) -> None:
+    def __init__(
+        self, database: str = "erpsync", *, port: int = 0, modules: Sequence[str] = ("party",)
+    ) -> None:
         self.database = database
         self.modules = tuple(modules)
         self.admin_password = secrets.token_urlsafe(16)
-        self.port = 0
+        self.fixed_port = port
+        self.port = port
         self.passwords: dict[str, str] = {"admin": self.admin_password}
         self.dir: Path | None = None
         self._process: subprocess.Popen[bytes] | None = None
@@ -164,7 +170,7 @@ class TrytonServer:
             (self.dir / "admin-password").write_text(self.admin_password + "\n")
             (self.dir / "admin-password").chmod(0o600)
             (self.dir / f"{self.database}.sqlite").touch()
-            self.port = _free_port()
+            self.port = self.fixed_port or _free_port()
             self._write_config()
             admin = subprocess.run(  # noqa: S603 - our own scripts and arguments
                 [
@@ -215,6 +221,8 @@ class TrytonServer:
             if self._wait_ready():
                 return
             self._terminate()
+            if self.fixed_port:
+                break
             self.port = _free_port()
             self._write_config()
         raise RuntimeError(f"trytond did not start: {self.log_path.read_text()[-2000:]}")
@@ -248,6 +256,10 @@ class TrytonServer:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=10)
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
 
     def stop(self) -> None:
         """Stop the server and remove its directory (database, config, password file)."""
@@ -313,21 +325,86 @@ class TrytonServer:
         return self._sessions_of(login, "DELETE FROM ir_session")
 
 
+# -- parties, read and written directly -------------------------------------------------------
+
+
+def party_values(values: Mapping[str, FieldValue]) -> dict[str, Any]:
+    """``create`` values of a party with its first address and contact mechanisms."""
+    party: dict[str, Any] = {
+        k: v for k, v in values.items() if k not in CONTACT_TYPES and k not in ADDRESS_FIELDS
+    }
+    address = {k: v for k, v in values.items() if k in ADDRESS_FIELDS}
+    if address:
+        party["addresses"] = [["create", [address]]]
+    mechanisms = [
+        {"type": k, "value": v} for k, v in values.items() if k in CONTACT_TYPES and v is not None
+    ]
+    if mechanisms:
+        party["contact_mechanisms"] = [["create", mechanisms]]
+    return party
+
+
+async def create_parties(
+    admin: TrytonClient, many: Sequence[Mapping[str, FieldValue]]
+) -> list[str]:
+    """Create parties directly in Tryton; their ids as keys."""
+    ids = await admin.call("model.party.party.create", [party_values(v) for v in many])
+    return [str(i) for i in ids]
+
+
+async def read_parties(
+    admin: TrytonClient, keys: Sequence[str], fields: Sequence[str] = DEFAULT_FIELDS
+) -> dict[str, dict[str, FieldValue]]:
+    """Parties read directly from Tryton, as {key: {field: text}} (first address, first
+    contact mechanism of each type)."""
+    names = [k for k in fields if k not in CONTACT_TYPES and k not in ADDRESS_FIELDS]
+    names += [f"addresses.{k}" for k in fields if k in ADDRESS_FIELDS]
+    names += ["contact_mechanisms.type", "contact_mechanisms.value"]
+    records = await admin.call(
+        "model.party.party.search_read",
+        [["id", "in", [int(k) for k in keys]]],
+        0,
+        None,
+        None,
+        names,
+    )
+    found = {}
+    for record in records:
+        address = (record.get("addresses.") or [{}])[0]
+        mechanisms: dict[str, Any] = {}
+        for mechanism in record.get("contact_mechanisms.") or []:
+            mechanisms.setdefault(mechanism["type"], mechanism["value"])
+        found[str(record["id"])] = {
+            k: mechanisms.get(k)
+            if k in CONTACT_TYPES
+            else address.get(k)
+            if k in ADDRESS_FIELDS
+            else record.get(k)
+            for k in fields
+        }
+    return found
+
+
 def main() -> None:
-    """Serve a Tryton database until Ctrl-C and print a connection's settings."""
+    """Serve a Tryton database until Ctrl-C, with a user ``erpsync`` for erpsync's connection."""
+    import argparse
     import asyncio
 
-    with TrytonServer() as server:
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--database", default="erpsync")
+    args = parser.parse_args()
+    with TrytonServer(args.database, port=args.port) as server:
         password = asyncio.run(server.create_user("erpsync"))
+        # The point of this command: show the throwaway server's credentials to its user.
         print(
-            "Tryton serves; a connection's settings:\n"
-            f'url = "{server.url}"\ndatabase = "{server.database}"\n'
-            f'username = "erpsync"\npassword = "{password}"\n'
-            f"(admin password: {server.admin_password}) Ctrl-C stops it.",
+            f"Tryton serves {server.url}, database {server.database!r}; Ctrl-C stops it and "
+            f"deletes the database.\nerpsync's connection: username 'erpsync', password "
+            f"{password}\n  export ERPSYNC_CONNECTION_3__PASSWORD='{password}'",
             flush=True,
         )
         with contextlib.suppress(KeyboardInterrupt):
-            while server._process is not None and server._process.poll() is None:
+            while server.running:
                 time.sleep(1)
 
 

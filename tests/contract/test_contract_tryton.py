@@ -9,15 +9,14 @@ import pytest
 
 from connectors import Connector, FieldValue
 from connectors.testing import ConnectorContract, Harness, make_context
-from connectors.testing.tryton_server import TrytonClient, TrytonServer
-from connectors.tryton import TrytonConfig, TrytonConnector
-from tests.contract.tryton_support import (
-    PARTY_FIELDS,
-    PERSON_FIELDS,
+from connectors.testing.tryton_server import (
+    TrytonClient,
+    TrytonServer,
     create_parties,
     read_parties,
-    tryton_settings,
 )
+from connectors.tryton import TrytonConfig, TrytonConnector
+from tests.contract.tryton_support import PARTY_FIELDS, PERSON_FIELDS, tryton_settings
 
 
 class TrytonHarness(Harness):

@@ -18,9 +18,14 @@ from connectors import (
     TransientError,
 )
 from connectors.testing import make_context
-from connectors.testing.tryton_server import PARTY_ADMIN_GROUP, TrytonServer
+from connectors.testing.tryton_server import (
+    PARTY_ADMIN_GROUP,
+    TrytonServer,
+    create_parties,
+    read_parties,
+)
 from connectors.tryton import TrytonConfig, TrytonConnector
-from tests.contract.tryton_support import create_parties, read_parties, tryton_settings
+from tests.contract.tryton_support import tryton_settings
 
 
 class Events:

@@ -9,10 +9,10 @@ import asyncpg
 import pytest
 
 from connectors.memory import MemoryStore
-from connectors.testing.tryton_server import TrytonServer
+from connectors.testing.tryton_server import TrytonServer, create_parties, read_parties
 from engine.settings import Settings
 from tests import support
-from tests.contract.tryton_support import create_parties, read_parties, tryton_settings
+from tests.contract.tryton_support import tryton_settings
 from tests.e2e.harness import Service, link, sync_log
 
 pytestmark = pytest.mark.e2e
