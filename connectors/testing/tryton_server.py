@@ -271,8 +271,9 @@ class TrytonServer:
     # -- helpers --------------------------------------------------------------------------------
 
     def client(self, login: str = "admin", password: str | None = None) -> TrytonClient:
-        """A bare JSON-RPC client (``async with``), by default as the admin."""
-        return TrytonClient(self.url, self.database, login, password or self.admin_password)
+        """A bare JSON-RPC client (``async with``), by default as the admin; the password
+        defaults to the one :meth:`create_user` made."""
+        return TrytonClient(self.url, self.database, login, password or self.passwords[login])
 
     async def create_user(self, login: str, groups: Sequence[str] = (PARTY_ADMIN_GROUP,)) -> str:
         """Create a user in the given groups (by name); return its new random password (also
