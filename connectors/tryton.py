@@ -399,11 +399,12 @@ class TrytonConnector(BaseConnector[TrytonConfig]):
             result = await self._post(
                 "login", "common.db.login", [self.config.username, {"password": password}], None
             )
-            if not (isinstance(result, list) and len(result) == 2 and isinstance(result[1], str)):
+            # [user_id, session] (7.0); later versions append more (7.8: the bus URL).
+            if not (isinstance(result, list) and len(result) >= 2 and isinstance(result[1], str)):
                 raise ConfigurationError(
                     f"login: Tryton refused the login of user {self.config.username!r}"
                 )
-            user_id, session = result
+            user_id, session = result[:2]
             self._session_secret = session
             token = f"{self.config.username}:{user_id}:{session}".encode()
             self._auth = "Session " + base64.b64encode(token).decode()

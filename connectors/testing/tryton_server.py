@@ -72,10 +72,11 @@ class TrytonClient:
             connector=aiohttp.TCPConnector(limit=100), timeout=aiohttp.ClientTimeout(total=60)
         )
         try:
-            user_id, session = await self.post("common.db.login", [self.login, self._password])
+            answer = await self.post("common.db.login", [self.login, self._password])
         except BaseException:
             await self._http.close()
             raise
+        user_id, session = answer[:2]
         token = f"{self.login}:{user_id}:{session}".encode()
         self._auth = "Session " + base64.b64encode(token).decode()
         return self
@@ -112,8 +113,9 @@ def _free_port() -> int:
 
 
 def _script(name: str) -> str:
-    """A console script of the running interpreter's environment."""
-    beside = Path(sys.executable).parent / name
+    """A console script of ``$ERPSYNC_TRYTOND_BIN`` (another trytond's bin directory, to test
+    against another version) or of the running interpreter's environment."""
+    beside = Path(os.environ.get("ERPSYNC_TRYTOND_BIN") or Path(sys.executable).parent) / name
     found = str(beside) if beside.exists() else shutil.which(name)
     if not found:
         raise RuntimeError(f"{name} not found: pip install 'erpsync[tryton]'")

@@ -93,9 +93,13 @@ async def read_only_group(server: TrytonServer) -> str:
         [admins] = await admin.call(
             "model.res.group.search", [["name", "=", PARTY_ADMIN_GROUP]], 0, None, None
         )
-        [model] = await admin.call(
-            "model.ir.model.search", [["model", "=", "party.party"]], 0, None, None
-        )
+        # ir.model.access.model: a Many2One to ir.model in 7.0, the model's name from 7.8 on
+        described = await admin.call("model.ir.model.access.fields_get", ["model"])
+        model: int | str = "party.party"
+        if described["model"]["type"] == "many2one":
+            [model] = await admin.call(
+                "model.ir.model.search", [["model", "=", "party.party"]], 0, None, None
+            )
         rights = ("perm_read", "perm_write", "perm_create", "perm_delete")
         await admin.call(
             "model.ir.model.access.create",
