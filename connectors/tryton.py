@@ -595,21 +595,17 @@ class TrytonConnector(BaseConnector[TrytonConfig]):
 
         names = self._read_names({k: described[k] for k in keys})
         what = f"changes of {request.actor_type}"
-        written = await self._search_read(
-            what,
-            [["write_date", "!=", None], newer("write_date")],
-            names,
-            limit=limit + 1,
-            order=[["write_date", "ASC"], ["id", "ASC"]],
-        )
-        created = await self._search_read(
-            what,
-            [["write_date", "=", None], newer("create_date")],
-            names,
-            limit=limit + 1,
-            order=[["create_date", "ASC"], ["id", "ASC"]],
-        )
-        actors = [self._actor(request.actor_type, r, described, keys) for r in written + created]
+        records: list[dict[str, Any]] = []
+        # Parties written since (by write_date), then those never written (by create_date).
+        for stamp, written in (("write_date", "!="), ("create_date", "=")):
+            records += await self._search_read(
+                what,
+                [["write_date", written, None], newer(stamp)],
+                names,
+                limit=limit + 1,
+                order=[[stamp, "ASC"], ["id", "ASC"]],
+            )
+        actors = [self._actor(request.actor_type, r, described, keys) for r in records]
         actors.sort(key=lambda a: (a.last_modified or "", int(a.key)))
         page = actors[:limit]
         cursor = None
