@@ -23,6 +23,7 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -397,6 +398,9 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--database", default="erpsync")
     args = parser.parse_args()
+    # SIGTERM (and SIGINT, which a background job ignores) end the loop below and so stop and
+    # delete the server through the with-statement.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     with TrytonServer(args.database, port=args.port) as server:
         password = asyncio.run(server.create_user("erpsync"))
         # The point of this command: show the throwaway server's credentials to its user.
