@@ -251,6 +251,18 @@ def _clean(text: str) -> str:
     return printable[:_MESSAGE_LIMIT]
 
 
+async def _read(response: aiohttp.ClientResponse, limit: int) -> bytes | None:
+    """The whole body, or None once it exceeds ``limit`` bytes (whatever it declares)."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def _party_id(key: str) -> int | None:
     """A party id from an actor key; None when the key cannot be one."""
     return int(key) if key.isascii() and key.isdigit() and len(key) < 19 else None
@@ -325,7 +337,7 @@ class TrytonConnector(BaseConnector[TrytonConfig]):
             ) as response:
                 status = response.status
                 retry_after = response.headers.get("Retry-After")
-                raw = await response.content.read(limit + 1)
+                raw = await _read(response, limit)
         except TimeoutError:
             raise TransientError(f"{what}: timed out") from None
         except aiohttp.ClientError as exc:
@@ -336,7 +348,7 @@ class TrytonConnector(BaseConnector[TrytonConfig]):
             raise _SessionRefused
         if status != 200:
             raise self._status_error(what, method, status, retry_after)
-        if len(raw) > limit:
+        if raw is None:
             raise PermanentError(f"{what}: response exceeds {limit} bytes")
         try:
             answer = json.loads(raw)

@@ -213,3 +213,21 @@ async def test_an_unreachable_server_is_a_transient_error(tryton_server: TrytonS
                 await connector.get_actors(GetActorsInput("Customer", ["1"]))
         finally:
             await connector.aclose()
+
+
+async def test_large_answers_are_read_whole_and_capped(tryton_server: TrytonServer) -> None:
+    """A batch read of ~400 KB arrives in many chunks; max_response_bytes still caps it."""
+    async with tryton_server.client() as admin:
+        keys = await create_parties(admin, [{"name": f"{i:04d} " + "x" * 2000} for i in range(200)])
+    request = GetActorsInput("Customer", keys, ["name"])
+    connector = await opened(tryton_settings(tryton_server))
+    small = await opened(tryton_settings(tryton_server, max_response_bytes=100_000))
+    try:
+        got = await connector.get_actors(request)
+        with pytest.raises(PermanentError, match="exceeds 100000 bytes"):
+            await small.get_actors(request)
+    finally:
+        await connector.aclose()
+        await small.aclose()
+    assert [a.key for a in got.actors] == keys
+    assert all(len(a.fields["name"] or "") == 2005 for a in got.actors)
