@@ -19,7 +19,7 @@ from pathlib import Path
 
 from benchmarks.reporting import RESULTS_DIR, ROOT
 
-ORDER = ["engine_overhead", "front_door", "fanout", "scaleout", "e2e", "huge"]
+ORDER = ["engine_overhead", "front_door", "fanout", "scaleout", "e2e", "tryton", "huge"]
 PROFILED = {"engine_overhead", "front_door"}
 
 
