@@ -154,6 +154,13 @@ class SystemUserAuth(_Auth):
         return _http_url(value)
 
 
+CrmType = Literal["Contact", "Person", "Project", "Sale"]
+
+
+def _all_types() -> dict[CrmType, list[str] | None]:
+    return {"Contact": None, "Person": None, "Project": None, "Sale": None}
+
+
 class SuperOfficeConfig(BaseModel):
     """Settings of a ``superoffice`` connection."""
 
@@ -167,8 +174,8 @@ class SuperOfficeConfig(BaseModel):
         BasicAuth | TicketAuth | BearerAuth | SystemUserAuth, Field(discriminator="type")
     ]
     app_token: SecretStr | None = Field(None, description="SO-AppToken (Online client secret).")
-    actor_types: dict[Literal["Contact", "Person", "Project", "Sale"], list[str] | None] = Field(
-        default_factory=lambda: dict.fromkeys(("Contact", "Person", "Project", "Sale")),
+    actor_types: dict[CrmType, list[str] | None] = Field(
+        default_factory=_all_types,
         description="CRM actor types offered, each with its field keys (None: every column).",
     )
     timeout: float = Field(30.0, gt=0, description="Seconds per request.")
@@ -250,6 +257,18 @@ def _value(value: FieldValue, kind: FieldType) -> Any:
     return _to_json(value, kind)
 
 
+async def _read(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    """At most ``limit`` + 1 bytes of the body, whatever Content-Length claims."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_chunked(64 * 1024):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            break
+    return b"".join(chunks)
+
+
 # -- the connector ------------------------------------------------------------------------------
 
 
@@ -278,7 +297,11 @@ class SuperOfficeConnector(BaseConnector[SuperOfficeConfig]):
         self._background: set[asyncio.Task[Any]] = set()
         rate = self.config.rate_limit
         self._limiter = (
-            None if rate is None else AsyncLimiter(rate, 1.0) if rate >= 1 else AsyncLimiter(1, 1 / rate)
+            None
+            if rate is None
+            else AsyncLimiter(rate, 1.0)
+            if rate >= 1
+            else AsyncLimiter(1, 1 / rate)
         )
 
     async def aclose(self) -> None:
@@ -366,7 +389,9 @@ class SuperOfficeConnector(BaseConnector[SuperOfficeConfig]):
         if not isinstance(answer, dict) or not answer.get("IsSuccessful"):
             reason = answer.get("ErrorMessage") if isinstance(answer, dict) else None
             detail = self._redact(_clean(reason)) if isinstance(reason, str) and reason else ""
-            raise ConfigurationError("system user login refused" + (f": {detail}" if detail else ""))
+            raise ConfigurationError(
+                "system user login refused" + (f": {detail}" if detail else "")
+            )
         try:
             claims = jwt.decode(
                 str(answer.get("Token", "")),
@@ -394,7 +419,7 @@ class SuperOfficeConnector(BaseConnector[SuperOfficeConfig]):
                 return await self._send(what, method, url, body, authorization)
             except _Unauthorized as exc:
                 if not renewable or attempt == 2:
-                    raise ConfigurationError(f"{what}: {exc.message} (check 'auth')") from None
+                    raise ConfigurationError(f"{exc.message} (check 'auth')") from None
                 await self._renew(used)
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -415,11 +440,11 @@ class SuperOfficeConnector(BaseConnector[SuperOfficeConfig]):
             async with self.session.request(
                 method, url, data=data, headers=headers, allow_redirects=False
             ) as response:
-                limit = self.config.max_response_bytes
                 if response.status >= 300:
-                    raw = await response.content.read(_ERROR_BODY_LIMIT)
-                    raise self._status_error(what, response, raw)
-                raw = await response.content.read(limit + 1)
+                    raw = await _read(response, _ERROR_BODY_LIMIT)
+                    raise self._status_error(what, response, raw[:_ERROR_BODY_LIMIT])
+                limit = self.config.max_response_bytes
+                raw = await _read(response, limit)
                 if len(raw) > limit:
                     raise PermanentError(f"{what}: response exceeds {limit} bytes")
         except ConnectorError:
@@ -513,10 +538,12 @@ class SuperOfficeConnector(BaseConnector[SuperOfficeConfig]):
         self, actor_type: str, columns: Sequence[_Column], params: dict[str, str]
     ) -> list[Actor]:
         """Run one archive query (following nextLink) and return its rows as actors."""
-        provider, id_column, updated = self._entity(actor_type)
+        _, id_column, updated = self._entity(actor_type)
         select = ",".join([id_column, updated, *(c.column for c in columns)])
         query = {"$select": select, "$mode": "FULL", **params}
-        path: str | None = f"/api/v1/{actor_type}?{urlencode(query, quote_via=quote, safe='$,/:()')}"
+        path: str | None = (
+            f"/api/v1/{actor_type}?{urlencode(query, quote_via=quote, safe='$,/:()')}"
+        )
         actors: list[Actor] = []
         while path is not None:
             body = await self._api(f"read {actor_type}", "GET", path)
@@ -627,7 +654,9 @@ class SuperOfficeConnector(BaseConnector[SuperOfficeConfig]):
             try:
                 converted = _value(value, column.meta.type)
             except ValueError:
-                raise ValueError(f"field {key!r}: {value!r} is not a valid {column.meta.type}") from None
+                raise ValueError(
+                    f"field {key!r}: {value!r} is not a valid {column.meta.type}"
+                ) from None
             ops.append({"op": "replace", "path": f"/{column.path}", "value": converted})
         return ops
 
@@ -648,7 +677,9 @@ class SuperOfficeConnector(BaseConnector[SuperOfficeConfig]):
                 except PermanentError as exc:
                     return ActorFailure(actor.key, exc.message)
             stamp = body.get("Updated") if isinstance(body, dict) else None
-            return Actor(actor_type, actor.key, dict(actor.fields), None if stamp is None else str(stamp))
+            return Actor(
+                actor_type, actor.key, dict(actor.fields), None if stamp is None else str(stamp)
+            )
 
         results = await asyncio.gather(*(one(a, ops) for a, ops in patches))
         saved = [r for r in results if isinstance(r, Actor)]

@@ -34,10 +34,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import datetime as dt
 import hmac
 import itertools
-import json
 import math
 import re
 import secrets
@@ -129,8 +129,9 @@ ENTITIES: dict[str, EntityKind] = {
                 Column("lastname", "Lastname", "string", "Last name"),
                 Column("title", "Title", "string", "Title"),
                 Column("personEmail/emailAddress", "Emails/0/Value", "string", "E-mail"),
-                Column("personMobilePhone/formattedNumber", "MobilePhones/0/Value", "string",
-                       "Mobile"),
+                Column(
+                    "personMobilePhone/formattedNumber", "MobilePhones/0/Value", "string", "Mobile"
+                ),
                 Column("position", "Position/Id", "listAny", "Position", "position"),
                 *_udfs("person", {1: ("Employee number", "string")}),
             ),
@@ -288,7 +289,9 @@ class SuperOfficeFake:
         """The PEM public key that verifies the system-user JWTs this fake issues."""
         return (
             self.jwt_key.public_key()
-            .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+            .public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
             .decode()
         )
 
@@ -340,8 +343,11 @@ class SuperOfficeFake:
         if column.type == "listAny":
             item = int(value or 0)
             _set(record, column.path, item)
-            _set(record, column.path.rsplit("/", 1)[0] + "/Value",
-                 LISTS[column.list_name].get(item, ""))
+            _set(
+                record,
+                column.path.rsplit("/", 1)[0] + "/Value",
+                LISTS[column.list_name].get(item, ""),
+            )
         else:
             _set(record, column.path, "" if column.type == "string" and value is None else value)
 
@@ -445,9 +451,7 @@ class SuperOfficeFake:
             raise _ApiError(400, "ArgumentException", "The id must be an integer") from None
         record = self.records[kind.name].get(record_id)
         if record is None:
-            raise _ApiError(
-                404, "SoNotFoundException", f"{kind.name} id {record_id} not found"
-            )
+            raise _ApiError(404, "SoNotFoundException", f"{kind.name} id {record_id} not found")
         return kind, record
 
     # -- handlers -------------------------------------------------------------------------------
@@ -490,7 +494,8 @@ class SuperOfficeFake:
             raise _ApiError(400, "ArgumentException", f"Unknown column(s) {unknown}")
         columns = [by_name[s.lower()] for s in select] or list(kind.columns)
         rows = list(self.records[kind.name].values())
-        for clause in filter(None, re.split(r"\s+and\s+", query.get("$filter", ""), flags=re.I)):
+        clauses: list[str] = re.split(r"\s+and\s+", query.get("$filter", ""), flags=re.IGNORECASE)
+        for clause in (c for c in clauses if c):
             rows = _restrict(rows, clause, by_name)
         order = [o.strip() for o in query.get("$orderby", "").split(",") if o.strip()]
         for name in reversed(order or [kind.id_column]):
@@ -535,8 +540,15 @@ class SuperOfficeFake:
             raise _ApiError(400, "ArgumentException", "Unknown list name")
         return web.json_response(
             [
-                {"Id": i, "Name": n, "ToolTip": "", "Deleted": False, "Rank": i, "FullName": n,
-                 "ChildItems": []}
+                {
+                    "Id": i,
+                    "Name": n,
+                    "ToolTip": "",
+                    "Deleted": False,
+                    "Rank": i,
+                    "FullName": n,
+                    "ChildItems": [],
+                }
                 for i, n in items.items()
             ]
         )
@@ -687,7 +699,7 @@ def _check(column: Column, value: Any) -> str | None:
         return f"{column.name} must be {column.type}"
     if not isinstance(value, types):
         return f"{column.name} must be {column.type}"
-    if column.type == "date" and not _DATE.match(value):
+    if column.type == "date" and not (isinstance(value, str) and _DATE.match(value)):
         return f"{column.name} must be a date (yyyy-MM-dd)"
     if column.type == "listAny" and value and value not in LISTS[column.list_name]:
         return f"{column.name}: no item {value} in list {column.list_name!r}"
@@ -796,8 +808,11 @@ def seed(fake: SuperOfficeFake, count: int) -> None:
     for n in range(1, count + 1):
         fake.put(
             "Person",
-            {"firstname": f"Kari{n}", "lastname": "Nordmann", "personEmail/emailAddress":
-             f"kari{n}@company{n}.example"},
+            {
+                "firstname": f"Kari{n}",
+                "lastname": "Nordmann",
+                "personEmail/emailAddress": f"kari{n}@company{n}.example",
+            },
             count + n,
         )
 
@@ -810,8 +825,10 @@ async def _serve(args: argparse.Namespace) -> None:
     )
     seed(fake, args.seed)
     url = await fake.start(args.host, args.port)
-    print(f"fake SuperOffice WebAPI on {url}/api/v1 (Basic user {args.user!r}); Ctrl-C stops it",
-          flush=True)
+    print(
+        f"fake SuperOffice WebAPI on {url}/api/v1 (Basic user {args.user!r}); Ctrl-C stops it",
+        flush=True,
+    )
     try:
         await asyncio.Event().wait()
     finally:
@@ -828,10 +845,8 @@ def main() -> None:
     parser.add_argument("--latency-ms", type=float, default=0.0)
     parser.add_argument("--rate-limit", type=float, default=None, help="calls/s (429 beyond)")
     args = parser.parse_args()
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve(args))
-    except KeyboardInterrupt:
-        pass
 
 
 if __name__ == "__main__":
