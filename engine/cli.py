@@ -14,6 +14,7 @@ import click
 
 from engine import cli_ops
 from engine.cli_connectors import connectors
+from engine.keyregistry.command import keys_group
 from engine.settings import DEFAULT_CONFIG, ConfigError, Settings, load_settings
 
 T = TypeVar("T")
@@ -260,6 +261,7 @@ main.add_command(cli_ops.resync)
 main.add_command(cli_ops.tasks)
 main.add_command(cli_ops.synclog)
 main.add_command(cli_ops.config_reference)
+main.add_command(keys_group(config_option, _settings, Failure))
 
 if __name__ == "__main__":  # pragma: no cover
     main()
