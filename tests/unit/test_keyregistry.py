@@ -96,7 +96,7 @@ def test_json_and_csv_read_alike_and_missing_columns_are_refused(tmp_path: Path)
     assert [r.values["erpinternalkey_id"] for r in again] == ["7001", "7003", "7010", "7020"]
     assert again[0].where == "ErpInternalKey.json[1]"
     (keys / "ErpInternalKey.json").write_text('[{"erpinternalkey_id": 1, "tableId": 5}]')
-    with pytest.raises(exports.ExportError, match="missing column.*recordId"):
+    with pytest.raises(exports.ExportError, match=r"missing column.*recordId"):
         tables(keys)
     (keys / "ErpInternalKey.json").unlink()
     with pytest.raises(exports.ExportError, match="no export of ErpInternalKey"):
