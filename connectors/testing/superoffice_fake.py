@@ -401,6 +401,13 @@ class SuperOfficeFake:
                 headers = dict(fault.headers)
                 if fault.retry_after:
                     headers["Retry-After"] = fault.retry_after
+                if fault.body is not None:
+                    return web.Response(
+                        body=fault.body,
+                        status=fault.status,
+                        headers=headers,
+                        content_type="application/json",
+                    )
                 return error(fault.status, "InjectedFault", f"injected {fault.status}", headers)
         if request.path != SYSTEM_USER_PATH and not self._authorized(request):
             return error(
