@@ -46,7 +46,7 @@ import yarl
 from aiolimiter import AsyncLimiter
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from connectors.contract import (
     ActorFailure,
@@ -71,7 +71,7 @@ from connectors.contract import (
     TransientError,
 )
 from connectors.model import Actor, FieldMetadata, FieldType, FieldValue, ListItem
-from connectors.rest import _clean, _retry_after, _to_json
+from connectors.rest import _clean, _retry_after, _to_json, nest_flat_keys
 
 TICKET_CLAIM = "http://schemes.superoffice.net/identity/ticket"
 _TRANSIENT = frozenset({408, 425, 429, 500, 502, 503, 504})
@@ -185,6 +185,8 @@ class SuperOfficeConfig(BaseModel):
     max_connections: int = Field(20, ge=1, le=1000)
     max_response_bytes: int = Field(10 * 1024 * 1024, ge=1024)
     max_retry_after: float = Field(60.0, ge=0, description="Cap on an honoured Retry-After.")
+
+    _nest_flat_keys = model_validator(mode="before")(nest_flat_keys)
 
     @field_validator("base_url")
     @classmethod

@@ -37,7 +37,6 @@ import base64
 import contextlib
 import datetime as dt
 import hmac
-import itertools
 import math
 import re
 import secrets
@@ -238,7 +237,6 @@ class SuperOfficeFake:
         self.faults: list[Fault] = []
         self.throttled = 0
         self.jwt_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        self._ids = itertools.count(1)
         self._last_stamp = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
         self._tokens = float(rate_limit or 0)
         self._refilled = time.monotonic()
@@ -306,7 +304,7 @@ class SuperOfficeFake:
     def put(self, entity: str, values: Mapping[str, Any], record_id: int | None = None) -> int:
         """Insert or replace a record given by archive column -> typed value; return its id."""
         kind = ENTITIES[entity]
-        record_id = record_id or next(self._ids)
+        record_id = record_id or max(self.records[entity], default=0) + 1
         record: dict[str, Any] = {kind.id_property: record_id, "UserDefinedFields": {}}
         for column in kind.columns:
             value = values.get(column.name)
@@ -797,9 +795,10 @@ def _column_info(column: Column) -> dict[str, Any]:
 # -- command line -------------------------------------------------------------------------------
 
 
-def seed(fake: SuperOfficeFake, count: int) -> None:
-    """``count`` contacts with ids 1..count and one person each (ids count+1..2*count)."""
-    for n in range(1, count + 1):
+def seed(fake: SuperOfficeFake, contacts: int, persons: int) -> None:
+    """Contacts with ids 1..contacts and persons with ids 1..persons (the demo's CRM records)."""
+    cities = ("Oslo", "Bergen", "Trondheim", "Stavanger", "Tromsø")
+    for n in range(1, contacts + 1):
         fake.put(
             "Contact",
             {
@@ -807,20 +806,21 @@ def seed(fake: SuperOfficeFake, count: int) -> None:
                 "orgNr": f"NO{900000 + n}",
                 "email/emailAddress": f"post@company{n}.example",
                 "contactPhone/formattedNumber": f"+47 2200 {n:04d}",
-                "postAddress/city": "Oslo",
+                "postAddress/city": cities[n % len(cities)],
                 "category": 1,
             },
             n,
         )
-    for n in range(1, count + 1):
+    for n in range(1, persons + 1):
         fake.put(
             "Person",
             {
                 "firstname": f"Kari{n}",
                 "lastname": "Nordmann",
-                "personEmail/emailAddress": f"kari{n}@company{n}.example",
+                "personEmail/emailAddress": f"kari{n}@example.com",
+                "personMobilePhone/formattedNumber": f"+47 900 {n:05d}",
             },
-            count + n,
+            n,
         )
 
 
@@ -830,7 +830,7 @@ async def _serve(args: argparse.Namespace) -> None:
         latency=args.latency_ms / 1000,
         rate_limit=args.rate_limit,
     )
-    seed(fake, args.seed)
+    seed(fake, args.contacts, args.persons)
     url = await fake.start(args.host, args.port)
     print(
         f"fake SuperOffice WebAPI on {url}/api/v1 (Basic user {args.user!r}); Ctrl-C stops it",
@@ -848,7 +848,8 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8090)
     parser.add_argument("--user", default="erpsync")
     parser.add_argument("--password", default="erpsync-demo")
-    parser.add_argument("--seed", type=int, default=100, help="contacts (and persons) to create")
+    parser.add_argument("--contacts", type=int, default=1000, help="contacts 1..N to create")
+    parser.add_argument("--persons", type=int, default=2000, help="persons 1..N to create")
     parser.add_argument("--latency-ms", type=float, default=0.0)
     parser.add_argument("--rate-limit", type=float, default=None, help="calls/s (429 beyond)")
     args = parser.parse_args()
