@@ -19,7 +19,7 @@ from pathlib import Path
 
 from benchmarks.common import RESULTS_DIR, ROOT
 
-ORDER = ["engine_overhead", "front_door", "fanout", "scaleout", "e2e", "huge"]
+ORDER = ["engine_overhead", "front_door", "fanout", "scaleout", "e2e", "superoffice", "huge"]
 PROFILED = {"engine_overhead", "front_door"}
 
 

@@ -15,7 +15,16 @@ import orjson
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SCRIPTS = ["engine_overhead", "front_door", "fanout", "scaleout", "huge", "e2e", "publish_latency"]
+SCRIPTS = [
+    "engine_overhead",
+    "front_door",
+    "fanout",
+    "scaleout",
+    "huge",
+    "e2e",
+    "publish_latency",
+    "superoffice",
+]
 
 pytestmark = pytest.mark.e2e
 
