@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import datetime as dt
 import json
 import time
@@ -230,6 +231,18 @@ def _column(info: Mapping[str, Any]) -> _Column | None:
     display = str(info.get("DisplayName") or key)
     meta = FieldMetadata(key, display, kind, list_name=list_name, description=name)
     return _Column(key, name, path, meta)
+
+
+def _udf_aliases(found: Mapping[str, _Column], keys: Sequence[str]) -> dict[str, _Column]:
+    """User-defined fields asked for by their label rather than their ProgId."""
+    by_label = {c.meta.display_name.casefold(): c for c in found.values() if "Udef/" in c.column}
+    aliases = {}
+    for key in keys:
+        column = by_label.get(key.casefold())
+        if column is not None:
+            meta = dataclasses.replace(column.meta, key=key)
+            aliases[key] = dataclasses.replace(column, key=key, meta=meta)
+    return aliases
 
 
 def _text(value: Any, kind: FieldType) -> FieldValue:
@@ -516,6 +529,7 @@ class SuperOfficeConnector(BaseConnector[SuperOfficeConfig]):
                         found.setdefault(column.key, column)
                 wanted = self.config.actor_types[actor_type]  # type: ignore[index]
                 if wanted is not None:
+                    found.update(_udf_aliases(found, [k for k in wanted if k not in found]))
                     missing = [k for k in wanted if k not in found]
                     if missing:
                         raise ConfigurationError(
@@ -626,11 +640,12 @@ class SuperOfficeConnector(BaseConnector[SuperOfficeConfig]):
 
     async def save_actors(self, request: SaveActorsInput) -> SaveActorsResult:
         columns = await self._fields_of(request.actor_type)
+        names = await self._item_names(columns, request.actors)
         failures: list[ActorFailure] = []
         patches: list[tuple[Actor, list[dict[str, Any]]]] = []
         for actor in request.actors:
             try:
-                patches.append((actor, self._patch(columns, actor)))
+                patches.append((actor, self._patch(columns, actor, names)))
             except ValueError as exc:
                 failures.append(ActorFailure(actor.key, str(exc)))
         if patches:
@@ -644,8 +659,29 @@ class SuperOfficeConnector(BaseConnector[SuperOfficeConfig]):
             saved = []
         return SaveActorsResult(saved=saved, failures=failures)
 
+    async def _item_names(
+        self, columns: Mapping[str, _Column], actors: Sequence[Actor]
+    ) -> dict[str, dict[str, str]]:
+        """Item name -> id of each list whose items the actors give by name, not by id."""
+        lists = {
+            column.meta.list_name
+            for actor in actors
+            for key, value in actor.fields.items()
+            if (column := columns.get(key)) is not None
+            and column.meta.type is FieldType.List
+            and value
+            and not value.strip().isdigit()
+        }
+        names: dict[str, dict[str, str]] = {}
+        for name in sorted(lists):
+            items = (await self.list_items(ListItemsInput(name))).items
+            names[name] = {i.text.casefold(): i.key for i in items}
+        return names
+
     @staticmethod
-    def _patch(columns: Mapping[str, _Column], actor: Actor) -> list[dict[str, Any]]:
+    def _patch(
+        columns: Mapping[str, _Column], actor: Actor, names: Mapping[str, Mapping[str, str]]
+    ) -> list[dict[str, Any]]:
         if not actor.key.isdigit():
             raise ValueError(f"no record {actor.key!r}")
         ops = []
@@ -653,6 +689,11 @@ class SuperOfficeConnector(BaseConnector[SuperOfficeConfig]):
             column = columns.get(key)
             if column is None:
                 raise ValueError(f"unknown field {key!r}")
+            items = names.get(column.meta.list_name)
+            if items is not None and value and not value.strip().isdigit():
+                if value.strip().casefold() not in items:
+                    raise ValueError(f"field {key!r}: no item {value!r} in list")
+                value = items[value.strip().casefold()]
             try:
                 converted = _value(value, column.meta.type)
             except ValueError:
@@ -666,7 +707,6 @@ class SuperOfficeConnector(BaseConnector[SuperOfficeConfig]):
         self, actor_type: str, patches: Sequence[tuple[Actor, list[dict[str, Any]]]]
     ) -> tuple[list[Actor], list[ActorFailure]]:
         gate = asyncio.Semaphore(self.config.write_concurrency)
-        _, _, _ = self._entity(actor_type)
 
         async def one(actor: Actor, ops: list[dict[str, Any]]) -> Actor | ActorFailure:
             async with gate:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
@@ -144,7 +143,3 @@ class SuperOfficeHarness(Harness):
 
 def basic_header(password: str = PASSWORD) -> str:
     return base64.b64encode(f"erpsync:{password}".encode()).decode()
-
-
-def today() -> str:
-    return dt.date.today().isoformat()

@@ -242,3 +242,34 @@ def test_settings_refuse_credentials_in_urls() -> None:
     )
     assert config.base_url == "https://sod.superoffice.com/Cust1"
     assert "7T:x" not in repr(config) and "7T:x" not in config.model_dump_json()
+
+
+async def test_udfs_by_label_and_list_items_by_name(fake: SuperOfficeFake) -> None:
+    key = fake.put("Contact", {"name": "A", "category": 1, "contactUdef/SuperOffice:1": "K-1"})
+    settings = basic_settings(fake, actor_types={"Contact": ["category", "Customer number"]})
+    so = connector(settings)
+    await so.open()
+    try:
+        fields = {f.key: f for f in (await so.fields(FieldsInput("Contact"))).fields}
+        got = await so.get_actors(GetActorsInput("Contact", [str(key)]))
+        result = await so.save_actors(
+            SaveActorsInput(
+                "Contact",
+                [Actor("Contact", str(key), {"category": "vendor", "Customer number": "K-2"})],
+            )
+        )
+        bad = await so.save_actors(
+            SaveActorsInput("Contact", [Actor("Contact", str(key), {"category": "Nobody"})])
+        )
+    finally:
+        await so.aclose()
+    assert set(fields) == {"category", "Customer number"}
+    assert fields["Customer number"].description == "contactUdef/SuperOffice:1"
+    assert got.actors[0].fields == {"category": "1", "Customer number": "K-1"}
+    assert not result.failures
+    assert fake.calls("PATCH")[0].body == [
+        {"op": "replace", "path": "/category/Id", "value": 3},
+        {"op": "replace", "path": "/UserDefinedFields/SuperOffice:1", "value": "K-2"},
+    ]
+    assert [f.message for f in bad.failures] == ["field 'category': no item 'Nobody' in list"]
+    assert len(fake.calls("PATCH")) == 1
