@@ -327,12 +327,6 @@ class SuperOfficeConnector(BaseConnector[SuperOfficeConfig]):
         session, self._session = self._session, None
         await session.close()
 
-    @property
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            raise ConfigurationError("connector is not open")
-        return self._session
-
     # -- secrets and auth -----------------------------------------------------------------------
 
     def _secrets(self) -> list[str]:
@@ -451,8 +445,10 @@ class SuperOfficeConnector(BaseConnector[SuperOfficeConfig]):
             await asyncio.sleep(wait)
         if self._limiter is not None:
             await self._limiter.acquire()
+        if self._session is None:
+            raise ConfigurationError("connector is not open")
         try:
-            async with self.session.request(
+            async with self._session.request(
                 method, url, data=data, headers=headers, allow_redirects=False
             ) as response:
                 if response.status >= 300:

@@ -41,17 +41,8 @@ COLUMNS: dict[str, tuple[str, ...]] = {
         "MostRecentTimestamp",
     ),
 }
-REQUIRED: dict[str, tuple[str, ...]] = {
-    "ErpConnection": ("erpconnection_id",),
-    "ErpInternalKey": ("erpinternalkey_id", "tableId", "recordId"),
-    "ErpExternalKey": (
-        "erpexternalkey_id",
-        "ErpInternalKeyId",
-        "ErpConnectionId",
-        "ErpKey",
-        "ActorType",
-    ),
-}
+OPTIONAL = frozenset({"DisplayName", "Active", "ConnectionId", "Deleted", "MostRecentTimestamp"})
+REQUIRED = {t: tuple(c for c in columns if c not in OPTIONAL) for t, columns in COLUMNS.items()}
 
 
 class ExportError(Exception):

@@ -224,31 +224,9 @@ async def compare(conn: Connection, parsed: _Parsed) -> Plan:
     by_pair = {(r.crm_actor_type, r.crm_record_id): r for r in found}
     for row, wanted in parsed.internal:
         have = by_id.get(wanted.id)
-        other = by_pair.get((wanted.crm_actor_type, wanted.crm_record_id))
-        if have is not None and (have.crm_actor_type, have.crm_record_id) != (
-            wanted.crm_actor_type,
-            wanted.crm_record_id,
-        ):
-            plan.problems.append(
-                Problem(
-                    row.where,
-                    (
-                        f"erpinternalkey_id {wanted.id} is {have.crm_actor_type} "
-                        f"{have.crm_record_id} in erpsync, {wanted.crm_actor_type} "
-                        f"{wanted.crm_record_id} here"
-                    ),
-                )
-            )
-        elif other is not None and other.id != wanted.id:
-            plan.problems.append(
-                Problem(
-                    row.where,
-                    (
-                        f"{wanted.crm_actor_type} {wanted.crm_record_id} already has internal key "
-                        f"{other.id} in erpsync, not {wanted.id}"
-                    ),
-                )
-            )
+        clash = _internal_clash(wanted, have, by_pair.get(_record(wanted)))
+        if clash:
+            plan.problems.append(Problem(row.where, clash))
         elif have is None:
             plan.new_internal.append(wanted)
         elif have.most_recent_timestamp != wanted.most_recent_timestamp:
@@ -257,6 +235,27 @@ async def compare(conn: Connection, parsed: _Parsed) -> Plan:
             plan.same_internal += 1
     await _compare_external(conn, parsed, {r.id for r in internal}, plan)
     return plan
+
+
+def _record(row: InternalRow) -> tuple[str, str]:
+    return (row.crm_actor_type, row.crm_record_id)
+
+
+def _internal_clash(
+    wanted: InternalRow, have: InternalRow | None, other: InternalRow | None
+) -> str | None:
+    """Why ``wanted`` cannot go in next to erpsync's rows with its id or its record."""
+    if have is not None and _record(have) != _record(wanted):
+        return (
+            f"erpinternalkey_id {wanted.id} is {' '.join(_record(have))} in erpsync, "
+            f"{' '.join(_record(wanted))} here"
+        )
+    if other is not None and other.id != wanted.id:
+        return (
+            f"{' '.join(_record(wanted))} already has internal key {other.id} in erpsync, "
+            f"not {wanted.id}"
+        )
+    return None
 
 
 async def _compare_external(
@@ -278,51 +277,49 @@ async def _compare_external(
     by_link = {(r.connection_id, r.internal_key_id): r for r in found}
     by_key = {(r.connection_id, r.erp_actor_type, r.erp_key): r for r in found}
     for row, wanted in parsed.external:
-        if wanted.internal_key_id not in known:
-            plan.problems.append(
-                Problem(row.where, f"dangling: no ErpInternalKey {wanted.internal_key_id}")
-            )
-            continue
         have = by_id.get(wanted.id)
-        link = by_link.get((wanted.connection_id, wanted.internal_key_id))
-        actor = by_key.get((wanted.connection_id, wanted.erp_actor_type, wanted.erp_key))
-        if have is not None and _identity(have) != _identity(wanted):
-            plan.problems.append(
-                Problem(
-                    row.where,
-                    (
-                        f"erpexternalkey_id {wanted.id} links {_identity(have)} in erpsync, "
-                        f"{_identity(wanted)} here"
-                    ),
-                )
+        if wanted.internal_key_id not in known:
+            clash: str | None = f"dangling: no ErpInternalKey {wanted.internal_key_id}"
+        else:
+            clash = _external_clash(
+                wanted,
+                have,
+                by_link.get((wanted.connection_id, wanted.internal_key_id)),
+                by_key.get((wanted.connection_id, wanted.erp_actor_type, wanted.erp_key)),
             )
-        elif link is not None and link.id != wanted.id:
-            plan.problems.append(
-                Problem(
-                    row.where,
-                    (
-                        f"internal key {wanted.internal_key_id} is already linked on connection "
-                        f"{wanted.connection_id} (to {link.erp_actor_type} {link.erp_key!r})"
-                    ),
-                )
-            )
-        elif actor is not None and actor.id != wanted.id:
-            plan.problems.append(
-                Problem(
-                    row.where,
-                    (
-                        f"{wanted.erp_actor_type} {wanted.erp_key!r} on connection "
-                        f"{wanted.connection_id} is already linked to internal key "
-                        f"{actor.internal_key_id}"
-                    ),
-                )
-            )
+        if clash:
+            plan.problems.append(Problem(row.where, clash))
         elif have is None:
             plan.new_external.append(wanted)
         elif have.last_modified != wanted.last_modified:
             plan.changed_external.append(wanted)
         else:
             plan.same_external += 1
+
+
+def _external_clash(
+    wanted: ExternalRow,
+    have: ExternalRow | None,
+    link: ExternalRow | None,
+    actor: ExternalRow | None,
+) -> str | None:
+    """Why ``wanted`` breaks a uniqueness rule together with erpsync's links."""
+    if have is not None and _identity(have) != _identity(wanted):
+        return (
+            f"erpexternalkey_id {wanted.id} links {_identity(have)} in erpsync, "
+            f"{_identity(wanted)} here"
+        )
+    if link is not None and link.id != wanted.id:
+        return (
+            f"internal key {wanted.internal_key_id} is already linked on connection "
+            f"{wanted.connection_id} (to {link.erp_actor_type} {link.erp_key!r})"
+        )
+    if actor is not None and actor.id != wanted.id:
+        return (
+            f"{wanted.erp_actor_type} {wanted.erp_key!r} on connection {wanted.connection_id} "
+            f"is already linked to internal key {actor.internal_key_id}"
+        )
+    return None
 
 
 def _identity(row: ExternalRow) -> tuple[int, int, str, str]:
