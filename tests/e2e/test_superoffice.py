@@ -17,8 +17,10 @@ import pytest_asyncio
 
 from connectors.memory import MemoryStore
 from connectors.testing.fake_erp import Fault
-from connectors.testing.superoffice_fake import SYSTEM_USER_PATH, SuperOfficeFake
-from engine.settings import Settings
+from connectors.testing.superoffice_fake import SYSTEM_USER_PATH, Credentials, SuperOfficeFake
+from connectors.testing.superoffice_fake import seed as seed_fake
+from engine import demo
+from engine.settings import Settings, load_settings
 from tests import support
 from tests.contract.superoffice_support import (
     APP_TOKEN,
@@ -255,3 +257,44 @@ async def test_superoffice_crm_end_to_end(
     secrets.append(PARTNER_PEM.splitlines()[1])
     for secret in secrets:
         assert secret not in text
+
+
+async def test_the_superoffice_demo_configuration(
+    database: str, db: asyncpg.Connection, broker_prefix: str
+) -> None:
+    """config/superoffice.toml with the fake as started by the documented command."""
+    async with SuperOfficeFake(Credentials(users={"erpsync": "erpsync-demo"})) as so:
+        seed_fake(so, 1000, 2000)
+        config = load_settings(
+            ROOT / "config" / "superoffice.toml",
+            env={
+                "ERPSYNC_DATABASE_URL": support.database_url(database),
+                "ERPSYNC_BROKER_URL": support.AMQP_URL,
+                "ERPSYNC_BROKER_PREFIX": broker_prefix,
+                "ERPSYNC_CONNECTION_0__BASE_URL": so.url,
+            },
+        )
+        await demo.seed(db)
+        async with Service(config) as service:
+            info = await service.finished(await service.resync(0, [1, 2, 1001]))
+            assert info["State"] == "Succeeded", info
+            customer = await db.fetchrow(
+                "SELECT name, vat_no, phone, email FROM demo_erp1.customer WHERE key = 'C00002'"
+            )
+            assert tuple(customer or ()) == (
+                "Company 2",
+                "NO900002",
+                "+47 2200 0002",
+                "post@company2.example",
+            )
+            company = await db.fetchrow(
+                "SELECT company_name, org_no, mail FROM demo_erp2.customer WHERE id = 10002"
+            )
+            assert tuple(company or ()) == ("Company 2", "NO900002", "post@company2.example")
+            assert so.calls("PATCH") == []
+            city = await db.fetchval("SELECT city FROM demo_erp1.customer WHERE key = 'C00002'")
+            info = await service.finished(await service.resync(1, [2]))
+            assert info["State"] == "Succeeded", info
+        assert [(r.path, r.body) for r in so.calls("PATCH")] == [
+            ("/api/v1/Contact/2", [{"op": "replace", "path": "/PostalAddress/City", "value": city}])
+        ]
