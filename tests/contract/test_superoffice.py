@@ -19,6 +19,7 @@ from connectors import (
     FieldType,
     GetActorsInput,
     ListItemsInput,
+    PermanentError,
     SaveActorsInput,
     TransientError,
 )
@@ -273,3 +274,19 @@ async def test_udfs_by_label_and_list_items_by_name(fake: SuperOfficeFake) -> No
     ]
     assert [f.message for f in bad.failures] == ["field 'category': no item 'Nobody' in list"]
     assert len(fake.calls("PATCH")) == 1
+
+
+async def test_odata_next_links_are_followed_on_the_same_origin_only() -> None:
+    async with SuperOfficeFake(Credentials(users={"erpsync": PASSWORD}), page_size=2) as fake:
+        ids = [str(fake.put("Contact", {"name": f"C{n}"})) for n in range(5)]
+        so = connector(basic_settings(fake))
+        await so.open()
+        try:
+            got = await so.get_actors(GetActorsInput("Contact", ids, ["name"]))
+            assert [a.key for a in got.actors] == ids
+            assert [r.query.get("$skip") for r in fake.calls("GET")] == [None, "2", "4"]
+            elsewhere = {"value": [], "odata.nextLink": "http://elsewhere.example/api/v1/Contact"}
+            with pytest.raises(PermanentError, match="nextLink leaves"):
+                so._next(elsewhere, "Contact")
+        finally:
+            await so.aclose()
