@@ -3,6 +3,7 @@ reads, minimal JSON Patches, ticket renewal, Retry-After, metadata and secrets."
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -290,3 +291,22 @@ async def test_odata_next_links_are_followed_on_the_same_origin_only() -> None:
                 so._next(elsewhere, "Contact")
         finally:
             await so.aclose()
+
+
+async def test_calls_that_meet_an_expired_ticket_together_share_one_renewal(
+    fake: SuperOfficeFake,
+) -> None:
+    key = fake.put("Contact", {"name": "A"})
+    so = connector(system_user_settings(fake))
+    await so.open()
+    try:
+        request = GetActorsInput("Contact", [str(key)], ["name"])
+        await so.get_actors(request)
+        fake.expire_tickets()
+        results = await asyncio.gather(*(so.get_actors(request) for _ in range(5)))
+    finally:
+        await so.aclose()
+    assert all(len(r.actors) == 1 for r in results)
+    assert len([r for r in fake.requests if r.path == SYSTEM_USER_PATH]) == 2
+    statuses = [r.status for r in fake.calls("GET")]
+    assert 1 <= statuses.count(401) <= 5 and statuses.count(200) == 6  # each retried once
