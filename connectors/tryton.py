@@ -41,6 +41,7 @@ import aiohttp
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 import connectors as sdk
+from connectors import httpkit
 
 PARTY = "party.party"
 ADDRESS = "party.address"
@@ -61,9 +62,6 @@ _TYPES = {
     "boolean": sdk.FieldType.Checkbox,
     "date": sdk.FieldType.Date,
 }
-_TRANSIENT_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
-_MESSAGE_LIMIT = 200
-_ERROR_BODY_LIMIT = 64 * 1024
 
 
 # -- configuration ------------------------------------------------------------------------------
@@ -217,23 +215,6 @@ def _to_tryton(value: sdk.FieldValue, kind: str) -> Any:
     return value
 
 
-def _clean(text: str) -> str:
-    printable = "".join(ch if ch.isprintable() else " " for ch in text)
-    return printable[:_MESSAGE_LIMIT]
-
-
-async def _read(response: aiohttp.ClientResponse, limit: int) -> bytes | None:
-    """The whole body, or None once it exceeds ``limit`` bytes (whatever it declares)."""
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in response.content.iter_chunked(64 * 1024):
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def _party_id(key: str) -> int | None:
     """A party id from an actor key; None when the key cannot be one."""
     return int(key) if key.isascii() and key.isdigit() and len(key) < 19 else None
@@ -308,18 +289,18 @@ class TrytonConnector(sdk.BaseConnector[TrytonConfig]):
             ) as response:
                 status = response.status
                 retry_after = response.headers.get("Retry-After")
-                raw = await _read(response, limit)
+                raw = await httpkit.read_at_most(response, limit)
         except TimeoutError:
             raise sdk.TransientError(f"{what}: timed out") from None
         except aiohttp.ClientError as exc:
-            text = f"{what}: {type(exc).__name__}: {self._redact(_clean(str(exc)))}"
+            text = f"{what}: {type(exc).__name__}: {self._redact(httpkit.clean(str(exc)))}"
             lost = isinstance(exc, aiohttp.ClientConnectionError | aiohttp.ClientPayloadError)
             raise (sdk.TransientError(text) if lost else sdk.PermanentError(text)) from None
         if status == 401 and auth is not None and method != "common.db.login":
             raise _SessionRefused
         if status != 200:
             raise self._status_error(what, method, status, retry_after)
-        if raw is None:
+        if len(raw) > limit:
             raise sdk.PermanentError(f"{what}: response exceeds {limit} bytes")
         try:
             answer = json.loads(raw)
@@ -345,10 +326,8 @@ class TrytonConnector(sdk.BaseConnector[TrytonConfig]):
             return sdk.ConfigurationError(
                 f"{what}: HTTP 404: is {self.config.database!r} a database of this server?"
             )
-        if status in _TRANSIENT_STATUSES or status >= 500:
-            seconds = None
-            if retry_after and retry_after.strip().isdigit():
-                seconds = min(float(retry_after), self.config.max_retry_after)
+        if status in httpkit.TRANSIENT_STATUSES or status >= 500:
+            seconds = httpkit.retry_after(retry_after, self.config.max_retry_after)
             return sdk.TransientError(f"{what}: HTTP {status}", retry_after=seconds)
         return sdk.PermanentError(f"{what}: HTTP {status}")
 
@@ -358,7 +337,7 @@ class TrytonConnector(sdk.BaseConnector[TrytonConfig]):
         message = args[0] if isinstance(args, list) and args and isinstance(args[0], str) else ""
         if not isinstance(name, str):
             return sdk.PermanentError(f"{what}: malformed error from Tryton")
-        text = f"{what}: {self._redact(_clean(message or name))}"
+        text = f"{what}: {self._redact(httpkit.clean(message or name))}"
         if name == "UserError":
             if message.startswith(("You are not allowed", "Calling method")):
                 return sdk.ConfigurationError(

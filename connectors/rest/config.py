@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 import connectors as sdk
+from connectors import httpkit
 
 
 class BearerAuth(BaseModel):
@@ -111,25 +112,7 @@ class RestConfig(BaseModel):
     test_path: str | None = Field(None, description="GET path for test_connection.")
     actor_types: dict[str, RestActorType]
 
-    @model_validator(mode="before")
-    @classmethod
-    def _nest_flat_keys(cls, data: Any) -> Any:
-        """Accept ``auth__token = ...`` for ``auth.token``: that is how an environment
-        variable such as ``ERPSYNC_CONNECTION_2__AUTH__TOKEN`` reaches nested settings."""
-        if not isinstance(data, dict) or not any("__" in str(k) for k in data):
-            return data
-        nested: dict[str, Any] = {k: v for k, v in data.items() if "__" not in str(k)}
-        for key, value in data.items():
-            if "__" not in str(key):
-                continue
-            *path, last = str(key).split("__")
-            target = nested
-            for part in path:
-                inner = target.get(part)
-                target[part] = dict(inner) if isinstance(inner, dict) else {}
-                target = target[part]
-            target[last] = value
-        return nested
+    _nest_flat_keys = model_validator(mode="before")(httpkit.nest_flat_keys)
 
     @field_validator("base_url")
     @classmethod

@@ -24,6 +24,7 @@ SCRIPTS = [
     "e2e",
     "publish_latency",
     "tryton",
+    "superoffice",
 ]
 
 
