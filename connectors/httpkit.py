@@ -1,6 +1,6 @@
-"""What the built-in HTTP connectors (``rest``, ``superoffice``, ``tryton``) share: which statuses
-are transient, bounded reads, ``Retry-After``, printable excerpts of what a server said, JSON typed
-by field type, and nested settings from flat environment keys.
+"""What the built-in HTTP connectors (``rest``, ``superoffice``, ``tryton``) share: URL settings,
+nested settings from flat environment keys, which statuses are transient, bounded reads,
+``Retry-After``, printable excerpts of what a server said, and JSON typed by field type.
 
 Shared by the connectors in this package; not part of the SDK (``import connectors as sdk``).
 Not named ``http``: a script run from this folder would shadow the standard library's module.
@@ -13,6 +13,7 @@ import json
 import math
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 from pydantic import BaseModel
@@ -25,6 +26,19 @@ ERROR_BODY_LIMIT = 64 * 1024
 """Bytes of an error answer read for its message."""
 MESSAGE_LIMIT = 200
 """Characters of a server's message kept in an error."""
+
+
+def http_url(value: str, name: str, credentials: str) -> str:
+    """``value`` if it is an http(s) URL with a host and no credentials (they go in
+    ``credentials``), query or fragment; ValueError naming the setting ``name`` if not."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{name} must be an http:// or https:// URL")
+    if parts.username or parts.password:
+        raise ValueError(f"put credentials in {credentials}, not in {name}")
+    if parts.query or parts.fragment:
+        raise ValueError(f"{name} takes no query or fragment")
+    return value
 
 
 def to_text(value: Any) -> sdk.FieldValue:

@@ -39,7 +39,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import quote, urlencode
 
 import aiohttp
 import jwt
@@ -128,7 +128,7 @@ class SystemUserAuth(_Auth):
     @field_validator("login_url")
     @classmethod
     def _url(cls, value: str) -> str:
-        return _http_url(value)
+        return httpkit.http_url(value, "login_url", "the other auth settings")
 
 
 CrmType = Literal["Contact", "Person", "Project", "Sale"]
@@ -168,16 +168,7 @@ class SuperOfficeConfig(BaseModel):
     @field_validator("base_url")
     @classmethod
     def _base(cls, value: str) -> str:
-        return _http_url(value).rstrip("/")
-
-
-def _http_url(value: str) -> str:
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError("must be an http:// or https:// URL")
-    if parts.username or parts.password or parts.query or parts.fragment:
-        raise ValueError("takes no credentials, query or fragment")
-    return value
+        return httpkit.http_url(value, "base_url", "'auth'").rstrip("/")
 
 
 # -- values -------------------------------------------------------------------------------------

@@ -35,7 +35,7 @@ import itertools
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import aiohttp
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
@@ -108,14 +108,7 @@ class TrytonConfig(BaseModel):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("url must be an http:// or https:// URL")
-        if parts.username or parts.password:
-            raise ValueError("put credentials in 'username' and 'password', not in url")
-        if parts.query or parts.fragment:
-            raise ValueError("url takes no query or fragment")
-        return value.rstrip("/")
+        return httpkit.http_url(value, "url", "'username' and 'password'").rstrip("/")
 
     @field_validator("actor_types")
     @classmethod

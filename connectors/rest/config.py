@@ -4,7 +4,6 @@ JSON names of its records (see :mod:`connectors.rest`)."""
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
@@ -117,11 +116,4 @@ class RestConfig(BaseModel):
     @field_validator("base_url")
     @classmethod
     def _base_url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("base_url must be an http:// or https:// URL")
-        if parts.username or parts.password:
-            raise ValueError("put credentials in 'auth', not in base_url")
-        if parts.query or parts.fragment:
-            raise ValueError("base_url takes no query or fragment")
-        return value.rstrip("/")
+        return httpkit.http_url(value, "base_url", "'auth'").rstrip("/")

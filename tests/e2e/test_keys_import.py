@@ -39,10 +39,8 @@ async def registry(db: asyncpg.Connection) -> tuple[list[tuple[object, ...]], ..
 
 @pytest.fixture
 async def second_database(template_database: str) -> AsyncIterator[str]:
-    name = services.unique("erpsync_t2")
-    await services.create_database(name, template=template_database)
-    yield name
-    await services.drop_database(name)
+    async with services.copied_database(template_database, "erpsync_t2") as name:
+        yield name
 
 
 async def test_import_keeps_ids_and_a_second_import_changes_nothing(
