@@ -11,7 +11,8 @@ TEST_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
 TEST_AMQP_URL     ?= amqp://guest:guest@127.0.0.1:5672/
 
 # Exact versions with hashes of everything installed: runtime only for `make run`, plus test and
-# benchmark tooling for `make test`. `make lock` regenerates them from pyproject.toml's ranges.
+# benchmark tooling and a Tryton server (the tryton connector's tests) for `make test`.
+# `make lock` regenerates them from pyproject.toml's ranges.
 RUN_LOCK   := requirements/run.txt
 TEST_LOCK  := requirements/test.txt
 RUN_STAMP  := $(VENV)/.run-stamp
@@ -81,7 +82,7 @@ lock:
 	@test -x $(LOCK_VENV)/bin/pip-compile || { $(PYTHON) -m venv $(LOCK_VENV) && \
 		$(LOCK_ENV) $(LOCK_VENV)/bin/pip install --quiet pip-tools==7.7.0; }
 	$(LOCK_RUN) --output-file $(RUN_LOCK) pyproject.toml
-	$(LOCK_RUN) --extra test --extra bench --constraint $(RUN_LOCK) --output-file $(TEST_LOCK) \
+	$(LOCK_RUN) --extra test --extra bench --extra tryton --constraint $(RUN_LOCK) --output-file $(TEST_LOCK) \
 		pyproject.toml
 
 ## Benchmarks (docs/benchmarks.md): every scenario, figures appended to benchmarks/results/.

@@ -19,7 +19,16 @@ from pathlib import Path
 
 from benchmarks.reporting import RESULTS_DIR, ROOT
 
-ORDER = ["engine_overhead", "front_door", "fanout", "scaleout", "e2e", "huge"]
+ORDER = [
+    "engine_overhead",
+    "front_door",
+    "fanout",
+    "scaleout",
+    "e2e",
+    "tryton",
+    "superoffice",
+    "huge",
+]
 PROFILED = {"engine_overhead", "front_door"}
 
 

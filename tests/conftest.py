@@ -47,10 +47,8 @@ def template_database() -> Iterator[str]:
 @pytest.fixture
 async def database(template_database: str) -> AsyncIterator[str]:
     """The name of a fresh, migrated database for this test (dropped afterwards)."""
-    name = services.unique("erpsync_t")
-    await services.create_database(name, template=template_database)
-    yield name
-    await services.drop_database(name)
+    async with services.copied_database(template_database) as name:
+        yield name
 
 
 @pytest.fixture

@@ -4,11 +4,11 @@ JSON names of its records (see :mod:`connectors.rest`)."""
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 import connectors as sdk
+from connectors import httpkit
 
 
 class BearerAuth(BaseModel):
@@ -111,34 +111,9 @@ class RestConfig(BaseModel):
     test_path: str | None = Field(None, description="GET path for test_connection.")
     actor_types: dict[str, RestActorType]
 
-    @model_validator(mode="before")
-    @classmethod
-    def _nest_flat_keys(cls, data: Any) -> Any:
-        """Accept ``auth__token = ...`` for ``auth.token``: that is how an environment
-        variable such as ``ERPSYNC_CONNECTION_2__AUTH__TOKEN`` reaches nested settings."""
-        if not isinstance(data, dict) or not any("__" in str(k) for k in data):
-            return data
-        nested: dict[str, Any] = {k: v for k, v in data.items() if "__" not in str(k)}
-        for key, value in data.items():
-            if "__" not in str(key):
-                continue
-            *path, last = str(key).split("__")
-            target = nested
-            for part in path:
-                inner = target.get(part)
-                target[part] = dict(inner) if isinstance(inner, dict) else {}
-                target = target[part]
-            target[last] = value
-        return nested
+    _nest_flat_keys = model_validator(mode="before")(httpkit.nest_flat_keys)
 
     @field_validator("base_url")
     @classmethod
     def _base_url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("base_url must be an http:// or https:// URL")
-        if parts.username or parts.password:
-            raise ValueError("put credentials in 'auth', not in base_url")
-        if parts.query or parts.fragment:
-            raise ValueError("base_url takes no query or fragment")
-        return value.rstrip("/")
+        return httpkit.http_url(value, "base_url", "'auth'").rstrip("/")

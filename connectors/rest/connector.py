@@ -4,10 +4,7 @@
 from __future__ import annotations
 
 import base64
-import email.utils
 import json
-import math
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
@@ -16,76 +13,8 @@ import aiohttp
 import yarl
 
 import connectors as sdk
+from connectors import httpkit
 from connectors.rest.config import ApiKeyAuth, BasicAuth, BearerAuth, RestActorType, RestConfig
-
-_TRANSIENT_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
-_ERROR_BODY_LIMIT = 64 * 1024
-_MESSAGE_LIMIT = 200
-
-
-# -- value conversion ---------------------------------------------------------------------------
-
-
-def _to_text(value: Any) -> sdk.FieldValue:
-    """JSON value -> the engine's text form."""
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        return "1" if value else "0"
-    if isinstance(value, str):
-        return value
-    if isinstance(value, int | float):
-        return str(value)
-    return json.dumps(value, separators=(",", ":"))
-
-
-def _to_json(value: sdk.FieldValue, kind: sdk.FieldType) -> Any:
-    """Engine text -> JSON typed by the field; ValueError when it does not parse."""
-    if value is None:
-        return None
-    if kind is sdk.FieldType.Integer:
-        return int(value) if value.strip() else None
-    if kind is sdk.FieldType.Double:
-        number = float(value) if value.strip() else None
-        if number is not None and not math.isfinite(number):
-            raise ValueError(f"{value!r} is not a finite number")
-        return number
-    if kind is sdk.FieldType.Checkbox:
-        lowered = value.strip().lower()
-        if lowered in ("1", "true", "yes"):
-            return True
-        if lowered in ("0", "false", "no", ""):
-            return False
-        raise ValueError(f"{value!r} is not a boolean")
-    return value
-
-
-def _retry_after(header: str | None, cap: float) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta or HTTP date), clamped to ``[0, cap]``."""
-    if not header:
-        return None
-    header = header.strip()
-    try:
-        seconds = float(header)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(header)
-        except (TypeError, ValueError, IndexError):
-            return None
-        seconds = when.timestamp() - time.time()
-    if not math.isfinite(seconds):
-        return None
-    return min(max(seconds, 0.0), cap)
-
-
-def _clean(text: str) -> str:
-    """A short, printable excerpt of text that came from the ERP."""
-    printable = "".join(ch if ch.isprintable() else " " for ch in text)
-    excerpt = " ".join(printable.split())
-    if len(excerpt) > _MESSAGE_LIMIT:
-        excerpt = excerpt[:_MESSAGE_LIMIT] + "…"
-    return excerpt
-
 
 # -- the connector ------------------------------------------------------------------------------
 
@@ -172,7 +101,9 @@ class RestConnector(sdk.BaseConnector[RestConfig]):
                 method, url, data=data, headers=send_headers, allow_redirects=False
             ) as response:
                 if response.status >= 300:
-                    raw = await self._read(response, min(_ERROR_BODY_LIMIT, self._limit), what)
+                    raw = await self._read(
+                        response, min(httpkit.ERROR_BODY_LIMIT, self._limit), what
+                    )
                     raise self._status_error(what, response, raw)
                 raw = await self._read(response, self._limit, what)
         except sdk.ConnectorError:
@@ -195,7 +126,7 @@ class RestConnector(sdk.BaseConnector[RestConfig]):
             raise sdk.PermanentError(f"{what}: the response is not JSON") from None
 
     def _describe(self, exc: BaseException) -> str:
-        return f"{type(exc).__name__}: {self._redact(_clean(str(exc)))}"
+        return f"{type(exc).__name__}: {self._redact(httpkit.clean(str(exc)))}"
 
     @property
     def _limit(self) -> int:
@@ -224,8 +155,10 @@ class RestConnector(sdk.BaseConnector[RestConfig]):
         detail = self._detail(raw)
         message = f"{what}: HTTP {response.status}" + (f": {detail}" if detail else "")
         status = response.status
-        if status in _TRANSIENT_STATUSES or status >= 500:
-            retry = _retry_after(response.headers.get("Retry-After"), self.config.max_retry_after)
+        if status in httpkit.TRANSIENT_STATUSES or status >= 500:
+            retry = httpkit.retry_after(
+                response.headers.get("Retry-After"), self.config.max_retry_after
+            )
             return sdk.TransientError(message, retry_after=retry)
         if status in (401, 403):
             return sdk.ConfigurationError(message + " (check the credentials in 'auth')")
@@ -241,7 +174,7 @@ class RestConnector(sdk.BaseConnector[RestConfig]):
             for key in ("message", "error", "detail", "title"):
                 value = body.get(key)
                 if isinstance(value, str):
-                    return self._redact(_clean(value))
+                    return self._redact(httpkit.clean(value))
         return ""
 
     # -- helpers --------------------------------------------------------------------------------
@@ -269,10 +202,10 @@ class RestConnector(sdk.BaseConnector[RestConfig]):
     ) -> sdk.Actor:
         return sdk.Actor(
             actor_type=actor_type,
-            key=_to_text(record.get(spec.key_field)) or "",
-            fields={k: _to_text(record.get(spec.fields[k].json_name or k)) for k in keys},
+            key=httpkit.to_text(record.get(spec.key_field)) or "",
+            fields={k: httpkit.to_text(record.get(spec.fields[k].json_name or k)) for k in keys},
             last_modified=(
-                _to_text(record.get(spec.modified_field)) if spec.modified_field else None
+                httpkit.to_text(record.get(spec.modified_field)) if spec.modified_field else None
             ),
         )
 
@@ -293,7 +226,7 @@ class RestConnector(sdk.BaseConnector[RestConfig]):
             if field is None:
                 raise ValueError(f"unknown field {key!r}")
             try:
-                record[field.json_name or key] = _to_json(value, field.type)
+                record[field.json_name or key] = httpkit.to_json(value, field.type)
             except ValueError:
                 raise ValueError(f"field {key!r}: {value!r} is not a valid {field.type}") from None
         return record
@@ -381,11 +314,17 @@ class RestConnector(sdk.BaseConnector[RestConfig]):
                     )
             errors = body.get(spec.errors_field) if isinstance(body, dict) else None
             for error in errors if isinstance(errors, list) else []:
-                key = _to_text(error.get(spec.key_field)) if isinstance(error, dict) else None
+                key = (
+                    httpkit.to_text(error.get(spec.key_field)) if isinstance(error, dict) else None
+                )
                 if key in sent and key not in answered:
                     answered.add(key)
                     message = error.get("message") if isinstance(error, dict) else None
-                    text = self._redact(_clean(message)) if isinstance(message, str) else "rejected"
+                    text = (
+                        self._redact(httpkit.clean(message))
+                        if isinstance(message, str)
+                        else "rejected"
+                    )
                     failures.append(sdk.ActorFailure(key, text))
             failures += [
                 sdk.ActorFailure(key, "not saved by the ERP") for key in sent if key not in answered

@@ -1,6 +1,6 @@
 """A small ERP REST API on a local port, for testing and benchmarking the ``rest`` connector.
 
-It speaks the conventions the ``rest`` connector's defaults expect (see ``connectors/rest.py``):
+It speaks the conventions the ``rest`` connector's defaults expect (see ``connectors/rest/``):
 
 * ``GET  /api/{collection}?ids=a,b``        -> ``{"items": [record, ...]}`` (unknown ids left out)
 * ``POST /api/{collection}/batch``          ``{"items": [record, ...]}`` -> saved items + errors

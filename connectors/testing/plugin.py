@@ -3,7 +3,14 @@ installed: marks the conformance checks and helps authors wire the kit up."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
 import pytest
+
+if TYPE_CHECKING:
+    from connectors.testing.tryton_server import TrytonServer
 
 MARKER = "connector_contract"
 
@@ -31,3 +38,14 @@ def harness() -> None:
         "ConnectorContract subclass (or in conftest.py) returning a connectors.testing.Harness",
         pytrace=False,
     )
+
+
+@pytest.fixture(scope="session")
+def tryton_server() -> Iterator[TrytonServer]:
+    """A real Tryton server (``party`` module, fresh SQLite database) for the whole session,
+    with a user ``erpsync`` in the party administrators (``tryton_server.passwords``)."""
+    from connectors.testing.tryton_server import TrytonServer
+
+    with TrytonServer() as server:
+        server.passwords["erpsync"] = asyncio.run(server.create_user("erpsync"))
+        yield server

@@ -2,8 +2,10 @@
 
 ``serve``/``api``/``worker`` (:mod:`.serve`), ``migrate``/``check-config``/``hash-password``
 (:mod:`.setup`), ``demo`` (:mod:`.demo`), ``dlq`` (:mod:`.dlq`), ``connectors``
-(:mod:`.connectors`), the operator commands ``resync``, ``tasks`` and ``synclog`` (over the HTTP
-API, :mod:`.client`), and ``config-reference`` (:mod:`.config_reference`). Errors are
+(:mod:`.connectors`), ``keys`` (the key registry's import and export, :mod:`.keys`),
+``services`` (development PostgreSQL/RabbitMQ, :mod:`.services`), the operator commands
+``resync``, ``tasks`` and ``synclog`` (over the HTTP API, :mod:`.client`), and
+``config-reference`` (:mod:`.config_reference`). Errors are
 :class:`~engine.cli.common.CliError` with the exit codes of :mod:`.common`.
 """
 
@@ -11,7 +13,19 @@ from __future__ import annotations
 
 import click
 
-from engine.cli import config_reference, connectors, demo, dlq, resync, serve, setup, synclog, tasks
+from engine.cli import (
+    config_reference,
+    connectors,
+    demo,
+    dlq,
+    keys,
+    resync,
+    serve,
+    services,
+    setup,
+    synclog,
+    tasks,
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -29,6 +43,8 @@ for command in (
     setup.hash_password,
     setup.check_config,
     connectors.connectors,
+    keys.keys,
+    services.services,
     dlq.dlq,
     resync.resync,
     tasks.tasks,

@@ -46,17 +46,22 @@ def _broker_error(settings: Settings, exc: BaseException) -> ServiceUnavailable:
     )
 
 
-async def check_database(settings: Settings) -> None:
-    """Connect once; raise :class:`ServiceUnavailable` with a hint when it fails."""
+async def connect_database(settings: Settings) -> asyncpg.Connection:
+    """One connection; raise :class:`ServiceUnavailable` with a hint when it fails."""
     url = settings.database.url.get_secret_value()
     try:
-        conn = await asyncpg.connect(url, timeout=settings.database.connect_timeout)
+        return await asyncpg.connect(url, timeout=settings.database.connect_timeout)
     except asyncpg.InvalidCatalogNameError:
         raise ServiceUnavailable(
             f"the database at {redact_url(url)} does not exist; run `erpsync migrate`"
         ) from None
     except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
         raise _database_error(settings, exc) from None
+
+
+async def check_database(settings: Settings) -> None:
+    """Connect once; raise :class:`ServiceUnavailable` with a hint when it fails."""
+    conn = await connect_database(settings)
     await conn.close()
 
 

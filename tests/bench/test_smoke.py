@@ -15,7 +15,17 @@ import orjson
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SCRIPTS = ["engine_overhead", "front_door", "fanout", "scaleout", "huge", "e2e", "publish_latency"]
+SCRIPTS = [
+    "engine_overhead",
+    "front_door",
+    "fanout",
+    "scaleout",
+    "huge",
+    "e2e",
+    "publish_latency",
+    "tryton",
+    "superoffice",
+]
 
 
 @pytest.mark.timeout(180)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
 import aio_pika
@@ -66,6 +66,17 @@ async def drop_database(name: str, admin_url: str = ADMIN_DATABASE_URL) -> None:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await admin.close()
+
+
+@contextlib.asynccontextmanager
+async def copied_database(template: str, prefix: str = "erpsync_t") -> AsyncIterator[str]:
+    """The name of a fresh copy of ``template``, dropped on exit."""
+    name = unique(prefix)
+    await create_database(name, template=template)
+    try:
+        yield name
+    finally:
+        await drop_database(name)
 
 
 PUSH_TARGETS_TO_DELETE = (*range(17), 589)  # ids the tests configure (589: API samples)

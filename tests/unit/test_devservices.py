@@ -88,3 +88,18 @@ def test_an_answering_local_port_is_used_as_it_is(tmp_path: Path) -> None:
         )
     assert said == [f"RabbitMQ on 127.0.0.1:{port}: answers, using it"]
     assert not (tmp_path / ".run").exists()
+
+
+def test_erpsync_services_and_python_m_engine_devservices_are_the_same_commands(
+    tmp_path: Path,
+) -> None:
+    from click.testing import CliRunner
+
+    from engine.cli import main
+    from engine.devservices.__main__ import main as devservices_main
+
+    for group, args in ((main, ["services", "status"]), (devservices_main, ["status"])):
+        result = CliRunner().invoke(group, [*args, "--run-dir", str(tmp_path)])
+        assert result.exit_code == 0, result.output
+        assert result.output == f"no private services in {tmp_path}\n"
+    assert set(devservices_main.commands) == {"up", "down", "status", "packages"}
