@@ -123,7 +123,13 @@ def _form_arguments(text: str) -> dict[str, Any]:
     try:
         pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=True, errors="strict")
     except ValueError as exc:  # includes UnicodeDecodeError of %-escapes
-        raise ApiError(400, f"Request body is not valid form data: {exc}") from None
+        hint = ""
+        if text.lstrip()[:1] in ("{", "["):  # e.g. curl -d '{...}' without -H Content-Type
+            hint = (
+                "; the body looks like JSON: send it with 'Content-Type: application/json' "
+                "(curl -d sends application/x-www-form-urlencoded)"
+            )
+        raise ApiError(400, f"Request body is not valid form data: {exc}{hint}") from None
     args: dict[str, Any] = {}
     for raw_name, value in pairs:
         match = _FORM_NAME.match(raw_name.strip().lower())

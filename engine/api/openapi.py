@@ -52,14 +52,23 @@ _COMMON_ERRORS = {
     "415": _error("Unsupported Content-Type or charset."),
     "503": _error("The database or the broker is unreachable; retry later (Retry-After)."),
 }
+_SELECT_ITEM = "[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*"
 _SELECT = {
     "name": "$select",
     "in": "query",
     "required": False,
     "description": "Comma-separated property names or paths (a/b). Other properties are "
-    "returned as null. Validated; no effect on 204 responses.",
-    "schema": {"type": "string", "maxLength": 2000},
+    "returned as null; a name that is no property selects nothing. Validated (the pattern); "
+    "no effect on 204 responses.",
+    "schema": {
+        "type": "string",
+        "maxLength": 2000,
+        "pattern": f"^ *({_SELECT_ITEM} *(, *{_SELECT_ITEM} *)*)?$",
+    },
 }
+INT32 = {"type": "integer", "format": "int32", "minimum": -(2**31), "maximum": 2**31 - 1}
+INT64 = {"type": "integer", "format": "int64", "minimum": -(2**63), "maximum": 2**63 - 1}
+_TASK_STATE = "(All|Unknown|New|Aquired|Started|Succeeded|Failed|SucceededManualCleanup)"
 _AGENT_HEADERS = [
     {
         "name": "X-XSRF-TOKEN",
@@ -111,13 +120,32 @@ def _task_agent(summary: str, description: str, schema: dict[str, Any]) -> dict[
     )
 
 
-def _query(name: str, description: str, kind: str = "integer") -> dict[str, Any]:
+def _task_info_by_query() -> dict[str, Any]:
+    """``GET GetBatchTaskInfo?id=N``: erpsync's extension, so the 204's Location answers GET."""
+    task_id = {"name": "id", "in": "query", "required": True, "schema": INT32}
+    return {
+        "tags": ["Batch"],
+        "summary": "GetBatchTaskInfo by query (erpsync's): the URL in ForceResync's Location",
+        "operationId": "GetBatchTaskInfoByQuery",
+        "parameters": [task_id, _SELECT, _AGENT_HEADERS[0]],
+        "responses": {
+            "200": {
+                "description": "The task.",
+                "content": _content({"$ref": "#/components/schemas/BatchTaskInfo"}),
+            },
+            **{status: _COMMON_ERRORS[status] for status in ("400", "401", "403", "503")},
+            "404": _error("No such task."),
+        },
+    }
+
+
+def _query(name: str, description: str, schema: dict[str, Any] = INT64) -> dict[str, Any]:
     return {
         "name": name,
         "in": "query",
         "required": False,
         "description": description,
-        "schema": {"type": kind},
+        "schema": schema,
     }
 
 
@@ -143,8 +171,17 @@ def _read(
 def _dashboard_paths() -> dict[str, Any]:
     """The read-only endpoints behind the dashboard and the operator CLI (docs/operations.md)."""
     prefix = "/api/v1/erpsync"
-    task_id = {"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}
-    limit = _query("limit", "Rows to return (1..1000).")
+    task_id = {
+        "name": "id",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "integer", "format": "int64", "minimum": 0, "maximum": 2**63 - 1},
+    }
+    limit = _query(
+        "limit", "Rows to return (1..1000).", {"type": "integer", "minimum": 1, "maximum": 1000}
+    )
+    connection = _query("connection", "Only this connection.", INT32)
+    text = {"type": "string", "maxLength": 255}
     info = {"$ref": "#/components/schemas/BatchTaskInfo"}
     objects = {"type": "array", "items": {"type": "object"}}
     return {
@@ -152,9 +189,15 @@ def _dashboard_paths() -> dict[str, Any]:
             "Batch tasks, newest first",
             "listTasks",
             [
-                _query("state", "Comma-separated BatchTaskState names.", "string"),
+                _query(
+                    "state",
+                    "Comma-separated BatchTaskState names (exact casing; All = any).",
+                    {"type": "string", "pattern": f"^{_TASK_STATE}?(,{_TASK_STATE}?)*$"},
+                ),
                 limit,
                 _query("before", "Only tasks with a smaller id (paging)."),
+                _query("correlation_id", "Only tasks of commands with this CorrelationId.", text),
+                _query("message_id", "Only the task of the command with this message id.", text),
             ],
             {"type": "array", "items": info},
         ),
@@ -171,7 +214,7 @@ def _dashboard_paths() -> dict[str, Any]:
         f"{prefix}/tasks/{{id}}/failures": _read(
             "A task's failed outcomes with reasons",
             "taskFailures",
-            [task_id, limit, _query("connection", "Only this target connection.")],
+            [task_id, limit, connection],
             objects,
         ),
         f"{prefix}/synclog": _read(
@@ -180,7 +223,7 @@ def _dashboard_paths() -> dict[str, Any]:
             [
                 _query("task", "Only this task."),
                 _query("key", "Only this internal key."),
-                _query("connection", "Only this connection."),
+                connection,
                 limit,
                 _query("before", "Only rows with a smaller id (paging)."),
             ],
@@ -199,7 +242,10 @@ def document() -> dict[str, Any]:
     """The whole OpenAPI document."""
     task_id_header = {
         "X-Batch-Task-Id": {"schema": {"type": "integer"}, "description": "The batch task id."},
-        "Location": {"schema": {"type": "string"}, "description": "GetBatchTaskInfo URL."},
+        "Location": {
+            "schema": {"type": "string"},
+            "description": "GetBatchTaskInfo?id=<task id>: answers GET (and POST).",
+        },
     }
     return {
         "openapi": "3.1.0",
@@ -233,11 +279,14 @@ def document() -> dict[str, Any]:
                     }
                 ],
             ),
-            "/api/v1/Agents/Batch/GetBatchTaskInfo": _task_agent(
-                "GetBatchTaskInfo: one batch task",
-                "The task.",
-                {"$ref": "#/components/schemas/BatchTaskInfo"},
-            ),
+            "/api/v1/Agents/Batch/GetBatchTaskInfo": {
+                **_task_agent(
+                    "GetBatchTaskInfo: one batch task",
+                    "The task.",
+                    {"$ref": "#/components/schemas/BatchTaskInfo"},
+                ),
+                "get": _task_info_by_query(),
+            },
             "/api/v1/Agents/Batch/GetBatchTaskInfosByNameAndState": _agent(
                 "GetBatchTaskInfosByNameAndState: tasks by name and state, newest first "
                 "(at most 1000)",
@@ -405,13 +454,29 @@ def document() -> dict[str, Any]:
                                 None,
                             ],
                         },
+                        "CorrelationId": {
+                            "type": ["string", "null"],
+                            "maxLength": 255,
+                            "description": "erpsync's: only tasks of commands published with "
+                            "this CorrelationId (messages.md).",
+                        },
+                        "MessageId": {
+                            "type": ["string", "null"],
+                            "maxLength": 255,
+                            "description": "erpsync's: only the task of the command message "
+                            "with this message id.",
+                        },
                     },
                 },
                 "LoginRequest": {
                     "type": "object",
                     "properties": {
-                        "Username": {"type": "string"},
-                        "Password": {"type": "string"},
+                        "Username": {
+                            "type": "string",
+                            "maxLength": 255,
+                            "description": "An empty or unknown name is a failed login (401).",
+                        },
+                        "Password": {"type": "string", "maxLength": 1024},
                     },
                     "required": ["Username", "Password"],
                 },
@@ -456,6 +521,14 @@ def _batch_task_info_schema() -> dict[str, Any]:
             "ProgressPercent": integer,
             "FileName": {"type": "string"},
             "CancellationBehaviour": {"type": "string"},
+            "CorrelationId": {
+                "type": ["string", "null"],
+                "description": "erpsync's: the command message's CorrelationId.",
+            },
+            "MessageId": {
+                "type": ["string", "null"],
+                "description": "erpsync's: the id of the message that carried the command.",
+            },
             "Statistics": {
                 "type": "object",
                 "properties": {

@@ -57,8 +57,10 @@ async def login(request: web.Request) -> web.Response:
     args = await read_arguments(request, settings.server.max_body_bytes)
     user = str_argument(args, "Username")
     password = str_argument(args, "Password", max_length=1024)
-    if not user or password is None:
+    if user is None or password is None:
         raise ApiError(400, "Username and Password are required")
+    if not user:  # an empty name is a wrong name: the same answer as any failed login
+        raise _unauthorized("Invalid user name or password")
     if not await request.app[AUTHENTICATOR].check_password(user, password):
         log.warning("login failed", user=user[:100])
         raise _unauthorized("Invalid user name or password")

@@ -93,19 +93,29 @@ async def get(conn: Executor, task_id: int) -> asyncpg.Record | None:
 
 
 async def list_by_name_and_state(
-    pool: asyncpg.Pool, name: str | None, states: Sequence[str] | None, limit: int = 1000
+    pool: asyncpg.Pool,
+    name: str | None,
+    states: Sequence[str] | None,
+    limit: int = 1000,
+    *,
+    correlation_id: str | None = None,
+    message_id: str | None = None,
 ) -> list[asyncpg.Record]:
-    """Tasks filtered by name and state, newest first."""
+    """Tasks filtered by name, state and the command's correlation/message id, newest first."""
     return list(
         await pool.fetch(
             """
             SELECT * FROM batch_tasks
             WHERE ($1::text IS NULL OR name = $1) AND ($2::text[] IS NULL OR state = ANY($2))
+              AND ($4::text IS NULL OR correlation_id = $4)
+              AND ($5::text IS NULL OR message_id = $5)
             ORDER BY id DESC LIMIT $3
             """,
             name,
             list(states) if states is not None else None,
             limit,
+            correlation_id,
+            message_id,
         )
     )
 
