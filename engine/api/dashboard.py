@@ -14,6 +14,7 @@ import orjson
 from aiohttp import web
 
 from engine.api.appkeys import CONSUMER, METRICS, POOL, SETTINGS
+from engine.api.bodies import integer_text
 from engine.api.errors import ApiError
 from engine.api.routes import batch_task_info
 from engine.store import reports
@@ -38,12 +39,13 @@ def _int(
     raw = request.query.get(name, "")
     if raw == "":
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ApiError(400, f"Query parameter {name!r} must be an integer") from None
+    value = integer_text(raw)
+    if value is None:
+        raise ApiError(400, f"Query parameter {name!r} must be an integer")
     if not -maximum - 1 <= value <= maximum:
-        raise ApiError(400, f"Query parameter {name!r} must be between {-maximum - 1} and {maximum}")
+        raise ApiError(
+            400, f"Query parameter {name!r} must be between {-maximum - 1} and {maximum}"
+        )
     return value
 
 

@@ -14,6 +14,7 @@ import orjson
 from aiohttp import web
 
 from engine.api.bodies import SUPPORTED_TYPES
+from engine.api.routes import BATCH_TASK_STATES
 
 PATH = "/openapi.json"
 REPO_COPY = Path("docs/openapi.json")
@@ -109,7 +110,7 @@ def _agent(
 
 def _task_agent(summary: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
     """A Batch agent method taking a task ``Id``: 200 with ``schema``, 404 for an unknown task."""
-    return _agent(
+    operation = _agent(
         summary,
         "IdRequest",
         {
@@ -118,6 +119,8 @@ def _task_agent(summary: str, description: str, schema: dict[str, Any]) -> dict[
         },
         tag="Batch",
     )
+    operation["post"]["requestBody"]["required"] = True  # the Id has no default
+    return operation
 
 
 def _task_info_by_query() -> dict[str, Any]:
@@ -257,143 +260,154 @@ def document() -> dict[str, Any]:
         },
         "servers": [{"url": "/"}],
         "security": [{"basic": []}, {"soTicket": []}, {"bearer": []}, {"session": []}],
-        "paths": {
-            "/api/v1/Agents/ErpSync/ForceResyncBatchTask": _agent(
-                "ForceResyncBatchTask: resync from the CRM (ErpConnectionId <= 0) or an ERP "
-                "connection to all other connections",
-                "ForceResyncRequest",
-                {
-                    "204": {"description": "Queued (broker confirmed).", "headers": task_id_header},
-                    "409": _error("The same Idempotency-Key is still being processed."),
-                    "422": _error("Idempotency-Key reused with a different request."),
-                    "503": _error("The broker did not confirm the command; nothing started."),
-                },
-                tag="ErpSync",
-                extra_parameters=[
+        "paths": _with_parser_errors(
+            {
+                "/api/v1/Agents/ErpSync/ForceResyncBatchTask": _agent(
+                    "ForceResyncBatchTask: resync from the CRM (ErpConnectionId <= 0) or an ERP "
+                    "connection to all other connections",
+                    "ForceResyncRequest",
                     {
-                        "name": "Idempotency-Key",
-                        "in": "header",
-                        "required": False,
-                        "description": "Same key + same command: same task, nothing new.",
-                        "schema": {"type": "string", "minLength": 1, "maxLength": 255},
-                    }
-                ],
-            ),
-            "/api/v1/Agents/Batch/GetBatchTaskInfo": {
-                **_task_agent(
-                    "GetBatchTaskInfo: one batch task",
-                    "The task.",
-                    {"$ref": "#/components/schemas/BatchTaskInfo"},
+                        "204": {
+                            "description": "Queued (broker confirmed).",
+                            "headers": task_id_header,
+                        },
+                        "404": _error("ErpConnectionId is not a configured connection."),
+                        "409": _error("The same Idempotency-Key is still being processed."),
+                        "422": _error("Idempotency-Key reused with a different request."),
+                        "503": _error("The broker did not confirm the command; nothing started."),
+                    },
+                    tag="ErpSync",
+                    extra_parameters=[
+                        {
+                            "name": "Idempotency-Key",
+                            "in": "header",
+                            "required": False,
+                            "description": "Same key + same command: same task, nothing new. "
+                            "1-255 printable ASCII characters.",
+                            "schema": {
+                                "type": "string",
+                                "maxLength": 255,
+                                "pattern": "^[!-~]([ -~]*[!-~])?$",
+                            },
+                        }
+                    ],
                 ),
-                "get": _task_info_by_query(),
-            },
-            "/api/v1/Agents/Batch/GetBatchTaskInfosByNameAndState": _agent(
-                "GetBatchTaskInfosByNameAndState: tasks by name and state, newest first "
-                "(at most 1000)",
-                "NameAndStateRequest",
-                {
-                    "200": {
-                        "description": "The tasks.",
-                        "content": _content(
-                            {
-                                "type": "array",
-                                "items": {"$ref": "#/components/schemas/BatchTaskInfo"},
-                            }
-                        ),
+                "/api/v1/Agents/Batch/GetBatchTaskInfo": {
+                    **_task_agent(
+                        "GetBatchTaskInfo: one batch task",
+                        "The task.",
+                        {"$ref": "#/components/schemas/BatchTaskInfo"},
+                    ),
+                    "get": _task_info_by_query(),
+                },
+                "/api/v1/Agents/Batch/GetBatchTaskInfosByNameAndState": _agent(
+                    "GetBatchTaskInfosByNameAndState: tasks by name and state, newest first "
+                    "(at most 1000)",
+                    "NameAndStateRequest",
+                    {
+                        "200": {
+                            "description": "The tasks.",
+                            "content": _content(
+                                {
+                                    "type": "array",
+                                    "items": {"$ref": "#/components/schemas/BatchTaskInfo"},
+                                }
+                            ),
+                        }
+                    },
+                    tag="Batch",
+                ),
+                "/api/v1/Agents/Batch/StopBatchJob": _task_agent(
+                    "StopBatchJob: stop a running task between chunks",
+                    "true when stopped now; false when already finished.",
+                    {"type": "boolean"},
+                ),
+                "/api/session/login": {
+                    "post": {
+                        "tags": ["Session"],
+                        "summary": "Log in: sets erpsync_session (HttpOnly) and XSRF-TOKEN cookies",
+                        "operationId": "login",
+                        "security": [],
+                        "requestBody": {
+                            "required": True,
+                            "content": {
+                                "application/json": {
+                                    "schema": {"$ref": "#/components/schemas/LoginRequest"}
+                                }
+                            },
+                        },
+                        "responses": {
+                            "204": {"description": "Logged in; cookies set."},
+                            "400": _error("Username or Password missing or malformed."),
+                            "401": _error("Wrong user name or password."),
+                            "413": _error("Body larger than server.max_body_bytes."),
+                            "415": _error("Unsupported Content-Type."),
+                        },
                     }
                 },
-                tag="Batch",
-            ),
-            "/api/v1/Agents/Batch/StopBatchJob": _task_agent(
-                "StopBatchJob: stop a running task between chunks",
-                "true when stopped now; false when already finished.",
-                {"type": "boolean"},
-            ),
-            "/api/session/login": {
-                "post": {
-                    "tags": ["Session"],
-                    "summary": "Log in: sets erpsync_session (HttpOnly) and XSRF-TOKEN cookies",
-                    "operationId": "login",
-                    "security": [],
-                    "requestBody": {
-                        "required": True,
-                        "content": {
-                            "application/json": {
-                                "schema": {"$ref": "#/components/schemas/LoginRequest"}
-                            }
+                "/api/session": {
+                    "get": {
+                        "tags": ["Session"],
+                        "summary": "The logged-in user",
+                        "operationId": "session",
+                        "security": [{"session": []}],
+                        "responses": {
+                            "200": {
+                                "description": "Logged in.",
+                                "content": _content(
+                                    {
+                                        "type": "object",
+                                        "properties": {"User": {"type": "string"}},
+                                        "required": ["User"],
+                                    }
+                                ),
+                            },
+                            "401": _error("Not logged in."),
                         },
-                    },
-                    "responses": {
-                        "204": {"description": "Logged in; cookies set."},
-                        "400": _error("Username or Password missing or malformed."),
-                        "401": _error("Wrong user name or password."),
-                        "413": _error("Body larger than server.max_body_bytes."),
-                        "415": _error("Unsupported Content-Type."),
-                    },
-                }
-            },
-            "/api/session": {
-                "get": {
-                    "tags": ["Session"],
-                    "summary": "The logged-in user",
-                    "operationId": "session",
-                    "security": [{"session": []}],
-                    "responses": {
-                        "200": {
-                            "description": "Logged in.",
-                            "content": _content(
-                                {
-                                    "type": "object",
-                                    "properties": {"User": {"type": "string"}},
-                                    "required": ["User"],
-                                }
-                            ),
+                    }
+                },
+                "/api/session/logout": {
+                    "post": {
+                        "tags": ["Session"],
+                        "summary": "Log out (needs X-XSRF-TOKEN); the session and token end",
+                        "operationId": "logout",
+                        "security": [{"session": []}],
+                        "parameters": [_AGENT_HEADERS[0]],
+                        "responses": {
+                            "204": {"description": "Logged out; cookies cleared."},
+                            "401": _error("No session, or the XSRF token does not match."),
                         },
-                        "401": _error("Not logged in."),
-                    },
-                }
-            },
-            "/api/session/logout": {
-                "post": {
-                    "tags": ["Session"],
-                    "summary": "Log out (needs X-XSRF-TOKEN); the session and token end",
-                    "operationId": "logout",
-                    "security": [{"session": []}],
-                    "parameters": [_AGENT_HEADERS[0]],
-                    "responses": {
-                        "204": {"description": "Logged out; cookies cleared."},
-                        "401": _error("No session, or the XSRF token does not match."),
-                    },
-                }
-            },
-            "/api/session/ticket": {
-                "post": {
-                    "tags": ["Session"],
-                    "summary": "Issue an SOTicket for the caller (sessions.ticket_ttl seconds)",
-                    "operationId": "ticket",
-                    "responses": {
-                        "200": {
-                            "description": "The ticket (send as 'Authorization: SOTicket <t>').",
-                            "content": _content(
-                                {
-                                    "type": "object",
-                                    "properties": {
-                                        "Ticket": {"type": "string"},
-                                        "Expires": {"type": "string", "format": "date-time"},
-                                    },
-                                    "required": ["Ticket", "Expires"],
-                                }
-                            ),
+                    }
+                },
+                "/api/session/ticket": {
+                    "post": {
+                        "tags": ["Session"],
+                        "summary": "Issue an SOTicket for the caller (sessions.ticket_ttl seconds)",
+                        "operationId": "ticket",
+                        "responses": {
+                            "200": {
+                                "description": "The ticket (send as 'Authorization: SOTicket <t>').",
+                                "content": _content(
+                                    {
+                                        "type": "object",
+                                        "properties": {
+                                            "Ticket": {"type": "string"},
+                                            "Expires": {"type": "string", "format": "date-time"},
+                                        },
+                                        "required": ["Ticket", "Expires"],
+                                    }
+                                ),
+                            },
+                            "400": _error("Malformed body (the body is optional and unused)."),
+                            "401": _error("Not authenticated."),
+                            "413": _error("Body larger than server.max_body_bytes."),
+                            "415": _error("Unsupported Content-Type."),
                         },
-                        "400": _error("Malformed body (the body is optional and unused)."),
-                        "401": _error("Not authenticated."),
-                        "413": _error("Body larger than server.max_body_bytes."),
-                        "415": _error("Unsupported Content-Type."),
-                    },
-                }
-            },
-            **_dashboard_paths(),
-        },
+                    }
+                },
+                **_dashboard_paths(),
+            }
+        ),
         "components": {
             "securitySchemes": {
                 "basic": {"type": "http", "scheme": "basic", "description": "Onsite only."},
@@ -441,16 +455,13 @@ def document() -> dict[str, Any]:
                     "properties": {
                         "Name": {"type": ["string", "null"], "maxLength": 255},
                         "State": {
-                            "type": ["string", "null"],
+                            "description": "A BatchTaskState name (any casing) or its number; "
+                            "missing, empty or All: any state.",
                             "enum": [
-                                "Unknown",
-                                "New",
-                                "Aquired",
-                                "Started",
-                                "Succeeded",
-                                "Failed",
-                                "SucceededManualCleanup",
-                                "All",
+                                *BATCH_TASK_STATES,
+                                *BATCH_TASK_STATES.values(),
+                                *(str(number) for number in BATCH_TASK_STATES.values()),
+                                "",
                                 None,
                             ],
                         },
@@ -497,30 +508,32 @@ def document() -> dict[str, Any]:
 
 
 def _batch_task_info_schema() -> dict[str, Any]:
+    """Every property may be null: ``$select`` nulls the properties it does not name."""
     nullable_time = {"type": ["string", "null"], "format": "date-time"}
-    integer = {"type": "integer"}
-    nullable_integer = {"type": ["integer", "null"]}
+    integer = {"type": ["integer", "null"]}
+    string = {"type": ["string", "null"]}
+    boolean = {"type": ["boolean", "null"]}
     return {
         "type": "object",
         "properties": {
             "Id": integer,
-            "Name": {"type": "string"},
+            "Name": string,
             "AssociateId": integer,
             "DetailsTable": integer,
             "DetailsRecord": integer,
-            "IsSystemTask": {"type": "boolean"},
-            "IsInternalTask": {"type": "boolean"},
+            "IsSystemTask": boolean,
+            "IsInternalTask": boolean,
             "LastStarted": nullable_time,
             "Created": nullable_time,
             "StartCount": integer,
-            "State": {"type": "string"},
-            "Description": {"type": "string"},
-            "Response": {"type": "string"},
-            "Request": {"type": "string"},
-            "ProgressDescription": {"type": "string"},
+            "State": string,
+            "Description": string,
+            "Response": string,
+            "Request": string,
+            "ProgressDescription": string,
             "ProgressPercent": integer,
-            "FileName": {"type": "string"},
-            "CancellationBehaviour": {"type": "string"},
+            "FileName": string,
+            "CancellationBehaviour": string,
             "CorrelationId": {
                 "type": ["string", "null"],
                 "description": "erpsync's: the command message's CorrelationId.",
@@ -530,10 +543,10 @@ def _batch_task_info_schema() -> dict[str, Any]:
                 "description": "erpsync's: the id of the message that carried the command.",
             },
             "Statistics": {
-                "type": "object",
+                "type": ["object", "null"],
                 "properties": {
                     "SourceConnectionId": integer,
-                    "TotalRecords": nullable_integer,
+                    "TotalRecords": integer,
                     "DoneRecords": integer,
                     "UnknownKeys": integer,
                     "Updated": integer,
@@ -546,13 +559,25 @@ def _batch_task_info_schema() -> dict[str, Any]:
                     "RetryChunks": integer,
                     "ChunksDone": integer,
                     "Finished": nullable_time,
-                    "Stopped": {"type": "boolean"},
+                    "Stopped": boolean,
                     "StoppedBy": {"type": ["string", "null"]},
                     "StoppedAt": nullable_time,
                 },
             },
         },
     }
+
+
+def _with_parser_errors(paths: dict[str, Any]) -> dict[str, Any]:
+    """Every operation may get aiohttp's plain-text 400 for a request its HTTP parser refuses
+    (a request line or header over 8190 bytes, a NUL in a header) before any handler runs."""
+    plain = {"text/plain": {"schema": {"type": "string"}}}
+    for operations in paths.values():
+        for operation in operations.values():
+            responses = operation["responses"]
+            error = responses.get("400", _error("Malformed request."))
+            responses["400"] = {**error, "content": {**error["content"], **plain}}
+    return paths
 
 
 def render() -> bytes:

@@ -78,7 +78,11 @@ async def force_resync_batch_task(request: web.Request) -> web.Response:
     args, _ = await _arguments(request)  # $select has no effect on a 204
     resync = resync_request(args, settings.server.max_internal_key_ids)
     if resync.erp_connection_id > 0 and settings.connection(resync.erp_connection_id) is None:
-        raise ApiError(400, f"ErpConnectionId {resync.erp_connection_id} is not a known connection")
+        raise ApiError(  # like an unknown task id: the request is well-formed, the id unknown
+            404,
+            f"ErpConnectionId {resync.erp_connection_id} is not a known connection",
+            "SoNotFoundException",
+        )
     key = request.headers.get(idempotency.HEADER)
     principal = request[PRINCIPAL].user if key is not None else ""
     async with request.app[TASK_INTAKE].create(resync, principal=principal, key=key) as task:
