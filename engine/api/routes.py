@@ -139,7 +139,7 @@ async def get_batch_task_info(request: web.Request) -> web.Response:
     return await _task_info(request, int_argument(args, "Id"), select)
 
 
-@routes.get(f"{BATCH}/GetBatchTaskInfo")
+@routes.get(f"{BATCH}/GetBatchTaskInfo", allow_head=False)
 async def get_batch_task_info_by_query(request: web.Request) -> web.Response:
     """``GET ...?id=N`` (erpsync's extension): the 204's ``Location`` answers a plain GET."""
     args = {"id": request.query.get("id")}

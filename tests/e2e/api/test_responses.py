@@ -57,9 +57,11 @@ async def test_errors_are_xml_when_accept_prefers_xml(front_door: Service) -> No
 async def test_other_methods_on_agent_urls_get_405(front_door: Service) -> None:
     for url in AGENT_URLS:
         for method in ("GET", "PUT", "DELETE", "PATCH"):
+            if (method, url) == ("GET", TASK_INFO):
+                continue  # GET ...?id= answers: the 204's Location (test_bodies)
             response = await front_door.client.request(method, url, headers=AUTH)
             assert response.status == 405, (method, url)
-            assert response.headers["Allow"] == "POST"
+            assert response.headers["Allow"] == ("GET,POST" if url == TASK_INFO else "POST")
             body = await response.json()
             assert body["ErrorType"] == "MethodNotAllowedException"
             assert method in body["ErrorMessage"]
