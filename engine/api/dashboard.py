@@ -123,9 +123,12 @@ async def show_task(request: web.Request) -> web.Response:
                 "Outcomes": {},
                 "Records": 0,
                 "FieldsChanged": 0,
+                "NotLinked": 0,  # records skipped there for want of a link (no create_missing)
             },
         )
         target["Outcomes"][row["status"]] = row["n"]
+        if row["status"] == "not_linked":
+            target["NotLinked"] = row["n"]
         target["Records"] += row["n"]
         target["FieldsChanged"] += row["fields"] or 0
     failures = await reports.failures(pool, task_id, _limit(request, 20))

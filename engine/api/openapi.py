@@ -250,7 +250,7 @@ def document() -> dict[str, Any]:
             "description": "GetBatchTaskInfo?id=<task id>: answers GET (and POST).",
         },
     }
-    return {
+    doc: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {
             "title": "erpsync",
@@ -260,154 +260,152 @@ def document() -> dict[str, Any]:
         },
         "servers": [{"url": "/"}],
         "security": [{"basic": []}, {"soTicket": []}, {"bearer": []}, {"session": []}],
-        "paths": _with_parser_errors(
-            {
-                "/api/v1/Agents/ErpSync/ForceResyncBatchTask": _agent(
-                    "ForceResyncBatchTask: resync from the CRM (ErpConnectionId <= 0) or an ERP "
-                    "connection to all other connections",
-                    "ForceResyncRequest",
-                    {
-                        "204": {
-                            "description": "Queued (broker confirmed).",
-                            "headers": task_id_header,
-                        },
-                        "404": _error("ErpConnectionId is not a configured connection."),
-                        "409": _error("The same Idempotency-Key is still being processed."),
-                        "422": _error("Idempotency-Key reused with a different request."),
-                        "503": _error("The broker did not confirm the command; nothing started."),
+        "paths": {
+            "/api/v1/Agents/ErpSync/ForceResyncBatchTask": _agent(
+                "ForceResyncBatchTask: resync from the CRM (ErpConnectionId <= 0) or an ERP "
+                "connection to all other connections",
+                "ForceResyncRequest",
+                {
+                    "204": {
+                        "description": "Queued (broker confirmed).",
+                        "headers": task_id_header,
                     },
-                    tag="ErpSync",
-                    extra_parameters=[
-                        {
-                            "name": "Idempotency-Key",
-                            "in": "header",
-                            "required": False,
-                            "description": "Same key + same command: same task, nothing new. "
-                            "1-255 printable ASCII characters.",
-                            "schema": {
-                                "type": "string",
-                                "maxLength": 255,
-                                "pattern": "^[!-~]([ -~]*[!-~])?$",
-                            },
-                        }
-                    ],
-                ),
-                "/api/v1/Agents/Batch/GetBatchTaskInfo": {
-                    **_task_agent(
-                        "GetBatchTaskInfo: one batch task",
-                        "The task.",
-                        {"$ref": "#/components/schemas/BatchTaskInfo"},
-                    ),
-                    "get": _task_info_by_query(),
+                    "404": _error("ErpConnectionId is not a configured connection."),
+                    "409": _error("The same Idempotency-Key is still being processed."),
+                    "422": _error("Idempotency-Key reused with a different request."),
+                    "503": _error("The broker did not confirm the command; nothing started."),
                 },
-                "/api/v1/Agents/Batch/GetBatchTaskInfosByNameAndState": _agent(
-                    "GetBatchTaskInfosByNameAndState: tasks by name and state, newest first "
-                    "(at most 1000)",
-                    "NameAndStateRequest",
+                tag="ErpSync",
+                extra_parameters=[
                     {
+                        "name": "Idempotency-Key",
+                        "in": "header",
+                        "required": False,
+                        "description": "Same key + same command: same task, nothing new. "
+                        "1-255 printable ASCII characters.",
+                        "schema": {
+                            "type": "string",
+                            "maxLength": 255,
+                            "pattern": "^[!-~]([ -~]*[!-~])?$",
+                        },
+                    }
+                ],
+            ),
+            "/api/v1/Agents/Batch/GetBatchTaskInfo": {
+                **_task_agent(
+                    "GetBatchTaskInfo: one batch task",
+                    "The task.",
+                    {"$ref": "#/components/schemas/BatchTaskInfo"},
+                ),
+                "get": _task_info_by_query(),
+            },
+            "/api/v1/Agents/Batch/GetBatchTaskInfosByNameAndState": _agent(
+                "GetBatchTaskInfosByNameAndState: tasks by name and state, newest first "
+                "(at most 1000)",
+                "NameAndStateRequest",
+                {
+                    "200": {
+                        "description": "The tasks.",
+                        "content": _content(
+                            {
+                                "type": "array",
+                                "items": {"$ref": "#/components/schemas/BatchTaskInfo"},
+                            }
+                        ),
+                    }
+                },
+                tag="Batch",
+            ),
+            "/api/v1/Agents/Batch/StopBatchJob": _task_agent(
+                "StopBatchJob: stop a running task between chunks",
+                "true when stopped now; false when already finished.",
+                {"type": "boolean"},
+            ),
+            "/api/session/login": {
+                "post": {
+                    "tags": ["Session"],
+                    "summary": "Log in: sets erpsync_session (HttpOnly) and XSRF-TOKEN cookies",
+                    "operationId": "login",
+                    "security": [],
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {"$ref": "#/components/schemas/LoginRequest"}
+                            }
+                        },
+                    },
+                    "responses": {
+                        "204": {"description": "Logged in; cookies set."},
+                        "400": _error("Username or Password missing or malformed."),
+                        "401": _error("Wrong user name or password."),
+                        "413": _error("Body larger than server.max_body_bytes."),
+                        "415": _error("Unsupported Content-Type."),
+                    },
+                }
+            },
+            "/api/session": {
+                "get": {
+                    "tags": ["Session"],
+                    "summary": "The logged-in user",
+                    "operationId": "session",
+                    "security": [{"session": []}],
+                    "responses": {
                         "200": {
-                            "description": "The tasks.",
+                            "description": "Logged in.",
                             "content": _content(
                                 {
-                                    "type": "array",
-                                    "items": {"$ref": "#/components/schemas/BatchTaskInfo"},
+                                    "type": "object",
+                                    "properties": {"User": {"type": "string"}},
+                                    "required": ["User"],
                                 }
                             ),
-                        }
+                        },
+                        "401": _error("Not logged in."),
                     },
-                    tag="Batch",
-                ),
-                "/api/v1/Agents/Batch/StopBatchJob": _task_agent(
-                    "StopBatchJob: stop a running task between chunks",
-                    "true when stopped now; false when already finished.",
-                    {"type": "boolean"},
-                ),
-                "/api/session/login": {
-                    "post": {
-                        "tags": ["Session"],
-                        "summary": "Log in: sets erpsync_session (HttpOnly) and XSRF-TOKEN cookies",
-                        "operationId": "login",
-                        "security": [],
-                        "requestBody": {
-                            "required": True,
-                            "content": {
-                                "application/json": {
-                                    "schema": {"$ref": "#/components/schemas/LoginRequest"}
+                }
+            },
+            "/api/session/logout": {
+                "post": {
+                    "tags": ["Session"],
+                    "summary": "Log out (needs X-XSRF-TOKEN); the session and token end",
+                    "operationId": "logout",
+                    "security": [{"session": []}],
+                    "parameters": [_AGENT_HEADERS[0]],
+                    "responses": {
+                        "204": {"description": "Logged out; cookies cleared."},
+                        "401": _error("No session, or the XSRF token does not match."),
+                    },
+                }
+            },
+            "/api/session/ticket": {
+                "post": {
+                    "tags": ["Session"],
+                    "summary": "Issue an SOTicket for the caller (sessions.ticket_ttl seconds)",
+                    "operationId": "ticket",
+                    "responses": {
+                        "200": {
+                            "description": "The ticket (send as 'Authorization: SOTicket <t>').",
+                            "content": _content(
+                                {
+                                    "type": "object",
+                                    "properties": {
+                                        "Ticket": {"type": "string"},
+                                        "Expires": {"type": "string", "format": "date-time"},
+                                    },
+                                    "required": ["Ticket", "Expires"],
                                 }
-                            },
+                            ),
                         },
-                        "responses": {
-                            "204": {"description": "Logged in; cookies set."},
-                            "400": _error("Username or Password missing or malformed."),
-                            "401": _error("Wrong user name or password."),
-                            "413": _error("Body larger than server.max_body_bytes."),
-                            "415": _error("Unsupported Content-Type."),
-                        },
-                    }
-                },
-                "/api/session": {
-                    "get": {
-                        "tags": ["Session"],
-                        "summary": "The logged-in user",
-                        "operationId": "session",
-                        "security": [{"session": []}],
-                        "responses": {
-                            "200": {
-                                "description": "Logged in.",
-                                "content": _content(
-                                    {
-                                        "type": "object",
-                                        "properties": {"User": {"type": "string"}},
-                                        "required": ["User"],
-                                    }
-                                ),
-                            },
-                            "401": _error("Not logged in."),
-                        },
-                    }
-                },
-                "/api/session/logout": {
-                    "post": {
-                        "tags": ["Session"],
-                        "summary": "Log out (needs X-XSRF-TOKEN); the session and token end",
-                        "operationId": "logout",
-                        "security": [{"session": []}],
-                        "parameters": [_AGENT_HEADERS[0]],
-                        "responses": {
-                            "204": {"description": "Logged out; cookies cleared."},
-                            "401": _error("No session, or the XSRF token does not match."),
-                        },
-                    }
-                },
-                "/api/session/ticket": {
-                    "post": {
-                        "tags": ["Session"],
-                        "summary": "Issue an SOTicket for the caller (sessions.ticket_ttl seconds)",
-                        "operationId": "ticket",
-                        "responses": {
-                            "200": {
-                                "description": "The ticket (send as 'Authorization: SOTicket <t>').",
-                                "content": _content(
-                                    {
-                                        "type": "object",
-                                        "properties": {
-                                            "Ticket": {"type": "string"},
-                                            "Expires": {"type": "string", "format": "date-time"},
-                                        },
-                                        "required": ["Ticket", "Expires"],
-                                    }
-                                ),
-                            },
-                            "400": _error("Malformed body (the body is optional and unused)."),
-                            "401": _error("Not authenticated."),
-                            "413": _error("Body larger than server.max_body_bytes."),
-                            "415": _error("Unsupported Content-Type."),
-                        },
-                    }
-                },
-                **_dashboard_paths(),
-            }
-        ),
+                        "400": _error("Malformed body (the body is optional and unused)."),
+                        "401": _error("Not authenticated."),
+                        "413": _error("Body larger than server.max_body_bytes."),
+                        "415": _error("Unsupported Content-Type."),
+                    },
+                }
+            },
+            **_dashboard_paths(),
+        },
         "components": {
             "securitySchemes": {
                 "basic": {"type": "http", "scheme": "basic", "description": "Onsite only."},
@@ -505,6 +503,8 @@ def document() -> dict[str, Any]:
             },
         },
     }
+    _with_parser_errors(doc["paths"])
+    return doc
 
 
 def _batch_task_info_schema() -> dict[str, Any]:
