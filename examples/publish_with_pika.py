@@ -6,7 +6,8 @@
         --api http://127.0.0.1:8080 --user tje0 --wait
 
 The contract is docs/messages.md. Two things pika wants that aio-pika does not: the default
-vhost ``/`` is written ``%2F`` in the URL (``amqp://guest:guest@host:5672/%2F``), and publisher
+vhost ``/`` is written ``%2F`` in the URL (``amqp://guest:guest@host:5672/%2F``; a literal
+``//`` is the vhost named empty, which the broker refuses), and publisher
 confirms are switched on per channel with ``confirm_delivery()``, after which ``basic_publish``
 returns once the broker confirmed and raises when it refused or could not route the message.
 Only the standard library and pika are used, so the file can be copied into any service.
