@@ -108,6 +108,7 @@ async def list_tasks(request: web.Request) -> web.Response:
 async def show_task(request: web.Request) -> web.Response:
     """One task with its outcomes per target and its first failures."""
     task_id = _task_id(request)
+    limit = _limit(request, 20)  # a bad query is 400 whether or not the task exists
     pool = request.app[POOL]
     task = await tasks_store.get(pool, task_id)
     if task is None:
@@ -131,7 +132,7 @@ async def show_task(request: web.Request) -> web.Response:
             target["NotLinked"] = row["n"]
         target["Records"] += row["n"]
         target["FieldsChanged"] += row["fields"] or 0
-    failures = await reports.failures(pool, task_id, _limit(request, 20))
+    failures = await reports.failures(pool, task_id, limit)
     return _json(
         {
             "Task": batch_task_info(task),

@@ -100,7 +100,7 @@ def _error_message(status: int, body: bytes) -> str:
 
 def _hint(status: int) -> str:
     if status == 404:
-        return "check the id (`erpsync tasks list` lists the tasks)"
+        return "list tasks with `erpsync tasks list`"
     if status == 503:
         return "the service cannot reach RabbitMQ or PostgreSQL; check /health/ready"
     if status == 413:

@@ -15,6 +15,7 @@ import asyncpg
 
 from connectors.memory import MemoryStore
 from engine.settings import Settings
+from tests.support.cli import run_cli
 from tests.support.service import AUTH, Service, link
 from tests.support.services import AMQP_URL, publish_command
 from tests.support.settings import memory_settings
@@ -23,6 +24,16 @@ from tests.support.waiting import wait_for
 LIST = "/api/v1/Agents/Batch/GetBatchTaskInfosByNameAndState"
 DASHBOARD = "/api/v1/erpsync"
 EXAMPLE = Path(__file__).parents[2] / "examples" / "publish_with_pika.py"
+
+
+def cli_env(service: Service) -> dict[str, str]:
+    return {
+        **os.environ,
+        "ERPSYNC_URL": str(service.server.make_url("/")),
+        "ERPSYNC_USER": "tje0",
+        "ERPSYNC_PASSWORD": "Tje0",
+        "COLUMNS": "400",
+    }
 
 
 def settings_for(database: str, prefix: str, stores: dict[int, MemoryStore]) -> Settings:
@@ -47,6 +58,9 @@ async def test_records_not_linked_to_a_target_are_reported_on_the_task(
         detail = await (
             await service.client.get(f"{DASHBOARD}/tasks/{task_id}", headers=AUTH)
         ).json()
+        code, shown, err = await run_cli("tasks", "show", str(task_id), env=cli_env(service))
+    assert code == 0, err
+    assert "3 records not linked to connection 2 (ERP two)" in shown, shown
 
     assert info["State"] == "Succeeded", info
     response = info["Response"]
@@ -140,6 +154,17 @@ async def test_a_publishing_service_finds_its_task_by_correlation_or_message_id(
         none = await (
             await service.client.post(LIST, json={"CorrelationId": "nobody"}, headers=AUTH)
         ).json()
+        env = cli_env(service)
+        code, out, err = await run_cli(
+            "tasks", "list", "--correlation-id", correlation, "--json", env=env
+        )
+        assert code == 0, err
+        assert [t["MessageId"] for t in json.loads(out)] == ["order-second", message_id]
+        code, out, err = await run_cli(
+            "tasks", "list", "--message-id", message_id, "--json", env=env
+        )
+        assert code == 0, err
+        assert [t["CorrelationId"] for t in json.loads(out)] == [correlation]
 
     assert [t["MessageId"] for t in tasks] == ["order-second", message_id]  # newest first
     assert {t["CorrelationId"] for t in tasks} == {correlation}
