@@ -15,7 +15,7 @@ import asyncpg
 
 from connectors.memory import MemoryStore
 from engine.settings import Settings
-from tests.support.cli import run_cli
+from tests.support.cli import operator_env, run_cli
 from tests.support.service import AUTH, Service, link
 from tests.support.services import AMQP_URL, publish_command
 from tests.support.settings import memory_settings
@@ -27,13 +27,7 @@ EXAMPLE = Path(__file__).parents[2] / "examples" / "publish_with_pika.py"
 
 
 def cli_env(service: Service) -> dict[str, str]:
-    return {
-        **os.environ,
-        "ERPSYNC_URL": str(service.server.make_url("/")),
-        "ERPSYNC_USER": "tje0",
-        "ERPSYNC_PASSWORD": "Tje0",
-        "COLUMNS": "400",
-    }
+    return {**operator_env(str(service.server.make_url("/"))), "COLUMNS": "400"}
 
 
 def settings_for(database: str, prefix: str, stores: dict[int, MemoryStore]) -> Settings:
