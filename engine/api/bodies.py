@@ -28,6 +28,18 @@ SUPPORTED_TYPES = tuple(sorted(JSON_TYPES | XML_TYPES | {FORM_TYPE}))
 MAX_JSON_DEPTH = 32
 # Properties whose value is an array: XML children and repeated/indexed/comma form fields.
 LIST_PROPERTIES = frozenset({"internalkeyids"})
+# Every property an endpoint binds: one given twice (XML/form) is refused; other names are
+# ignored however often they come, like any unknown property.
+PROPERTIES = LIST_PROPERTIES | {
+    "erpconnectionid",
+    "id",
+    "name",
+    "state",
+    "correlationid",
+    "messageid",
+    "username",
+    "password",
+}
 _FORM_NAME = re.compile(r"^([a-z_][a-z0-9_]*)(\[\d{0,9}\])?$")
 _BOM = b"\xef\xbb\xbf"
 
@@ -69,7 +81,7 @@ async def read_arguments(request: web.Request, max_bytes: int) -> dict[str, Any]
     if not supported:
         raise _unsupported(content_type)
     if content_type in XML_TYPES:
-        return xml_arguments(body, LIST_PROPERTIES)
+        return xml_arguments(body, LIST_PROPERTIES, PROPERTIES)
     text = _decode(body, charset)
     if content_type == FORM_TYPE:
         return _form_arguments(text)
@@ -123,7 +135,13 @@ def _form_arguments(text: str) -> dict[str, Any]:
     try:
         pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=True, errors="strict")
     except ValueError as exc:  # includes UnicodeDecodeError of %-escapes
-        raise ApiError(400, f"Request body is not valid form data: {exc}") from None
+        hint = ""
+        if text.lstrip()[:1] in ("{", "["):  # e.g. curl -d '{...}' without -H Content-Type
+            hint = (
+                "; the body looks like JSON: send it with 'Content-Type: application/json' "
+                "(curl -d sends application/x-www-form-urlencoded)"
+            )
+        raise ApiError(400, f"Request body is not valid form data: {exc}{hint}") from None
     args: dict[str, Any] = {}
     for raw_name, value in pairs:
         match = _FORM_NAME.match(raw_name.strip().lower())
@@ -134,7 +152,8 @@ def _form_arguments(text: str) -> dict[str, Any]:
             items = args.setdefault(name, [])
             items.extend(part.strip() for part in value.split(",") if part.strip())
         elif name in args:
-            raise ApiError(400, f"{raw_name[:60]} is given more than once")
+            if name in PROPERTIES:
+                raise ApiError(400, f"{raw_name[:60]} is given more than once")
         else:
             args[name] = value
     return args
@@ -185,8 +204,8 @@ def as_int(value: Any, name: str) -> int:
         result = value
     elif isinstance(value, float) and value.is_integer():
         result = int(value)
-    elif isinstance(value, str) and _is_decimal(value.strip()):
-        result = int(value.strip())
+    elif isinstance(value, str) and (parsed := integer_text(value)) is not None:
+        result = parsed
     else:
         raise ApiError(400, f"{name} must be an integer")
     if not -(2**31) <= result < 2**31:
@@ -194,9 +213,17 @@ def as_int(value: Any, name: str) -> int:
     return result
 
 
-def _is_decimal(text: str) -> bool:
-    digits = text[1:] if text[:1] in ("+", "-") else text
-    return 0 < len(digits) <= 12 and digits.isascii() and digits.isdigit()
+def integer_text(text: str) -> int | None:
+    """The integer a text spells (``-12``, ``+5``, ``5.0`` as JSON Schema counts 5.0 an
+    integer), at most 20 digits; None for anything else."""
+    text = text.strip()
+    whole, dot, zeros = text.partition(".")
+    if dot and (zeros.strip("0") or not zeros):
+        return None
+    digits = whole[1:] if whole[:1] in ("+", "-") else whole
+    if not (0 < len(digits) <= 20 and digits.isascii() and digits.isdigit()):
+        return None
+    return int(whole)
 
 
 def resync_request(args: dict[str, Any], max_ids: int) -> ResyncRequest:

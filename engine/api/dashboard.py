@@ -14,6 +14,7 @@ import orjson
 from aiohttp import web
 
 from engine.api.appkeys import CONSUMER, METRICS, POOL, SETTINGS
+from engine.api.bodies import integer_text
 from engine.api.errors import ApiError
 from engine.api.routes import batch_task_info
 from engine.store import reports
@@ -23,18 +24,43 @@ PREFIX = "/api/v1/erpsync"
 MAX_LIMIT = 1000
 STATES = ("Unknown", "New", "Aquired", "Started", "Succeeded", "Failed", "SucceededManualCleanup")
 ACTIVITY_WINDOW = 3600
+INT32_MAX = 2**31 - 1
+INT64_MAX = 2**63 - 1
+"""Bounds of the columns a query parameter is compared with (connection ids are Int32)."""
+MAX_TEXT = 255
 
 routes = web.RouteTableDef()
 
 
-def _int(request: web.Request, name: str, default: int | None = None) -> int | None:
+def _int(
+    request: web.Request, name: str, default: int | None = None, maximum: int = INT64_MAX
+) -> int | None:
+    """An integer query parameter within ``-maximum - 1 .. maximum`` (the column's range)."""
     raw = request.query.get(name, "")
     if raw == "":
         return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise ApiError(400, f"Query parameter {name!r} must be an integer") from None
+    value = integer_text(raw)
+    if value is None:
+        raise ApiError(400, f"Query parameter {name!r} must be an integer")
+    if not -maximum - 1 <= value <= maximum:
+        raise ApiError(
+            400, f"Query parameter {name!r} must be between {-maximum - 1} and {maximum}"
+        )
+    return value
+
+
+def _text(request: web.Request, name: str) -> str | None:
+    value = request.query.get(name, "")
+    if len(value) > MAX_TEXT:
+        raise ApiError(400, f"Query parameter {name!r} is longer than {MAX_TEXT} characters")
+    return value or None
+
+
+def _task_id(request: web.Request) -> int:
+    task_id = int(request.match_info["id"])
+    if task_id > INT64_MAX:  # no task has such an id (the column is a bigint)
+        raise ApiError(404, f"BatchTask id {task_id} not found")
+    return task_id
 
 
 def _limit(request: web.Request, default: int) -> int:
@@ -68,7 +94,12 @@ async def list_tasks(request: web.Request) -> web.Response:
     if unknown:
         raise ApiError(400, f"Unknown state {unknown[0]!r}; use one of {', '.join(STATES)}")
     rows = await reports.tasks(
-        request.app[POOL], states or None, _limit(request, 50), _int(request, "before")
+        request.app[POOL],
+        states or None,
+        _limit(request, 50),
+        _int(request, "before"),
+        correlation_id=_text(request, "correlation_id"),
+        message_id=_text(request, "message_id"),
     )
     return _json([batch_task_info(r) for r in rows])
 
@@ -76,7 +107,8 @@ async def list_tasks(request: web.Request) -> web.Response:
 @routes.get(PREFIX + "/tasks/{id:\\d+}")
 async def show_task(request: web.Request) -> web.Response:
     """One task with its outcomes per target and its first failures."""
-    task_id = int(request.match_info["id"])
+    task_id = _task_id(request)
+    limit = _limit(request, 20)  # a bad query is 400 whether or not the task exists
     pool = request.app[POOL]
     task = await tasks_store.get(pool, task_id)
     if task is None:
@@ -92,12 +124,15 @@ async def show_task(request: web.Request) -> web.Response:
                 "Outcomes": {},
                 "Records": 0,
                 "FieldsChanged": 0,
+                "NotLinked": 0,  # records skipped there for want of a link (no create_missing)
             },
         )
         target["Outcomes"][row["status"]] = row["n"]
+        if row["status"] == "not_linked":
+            target["NotLinked"] = row["n"]
         target["Records"] += row["n"]
         target["FieldsChanged"] += row["fields"] or 0
-    failures = await reports.failures(pool, task_id, _limit(request, 20))
+    failures = await reports.failures(pool, task_id, limit)
     return _json(
         {
             "Task": batch_task_info(task),
@@ -121,9 +156,11 @@ def _failure(request: web.Request, row: Any) -> dict[str, Any]:
 @routes.get(PREFIX + "/tasks/{id:\\d+}/failures")
 async def task_failures(request: web.Request) -> web.Response:
     """A task's outcomes with a reason; ``connection`` filters by target, ``limit`` caps."""
-    task_id = int(request.match_info["id"])
     rows = await reports.failures(
-        request.app[POOL], task_id, _limit(request, 100), _int(request, "connection")
+        request.app[POOL],
+        _task_id(request),
+        _limit(request, 100),
+        _int(request, "connection", maximum=INT32_MAX),
     )
     return _json([_failure(request, r) for r in rows])
 
@@ -135,7 +172,7 @@ async def sync_log(request: web.Request) -> web.Response:
         request.app[POOL],
         task_id=_int(request, "task"),
         internal_key_id=_int(request, "key"),
-        connection_id=_int(request, "connection"),
+        connection_id=_int(request, "connection", maximum=INT32_MAX),
         limit=_limit(request, 100),
         before_id=_int(request, "before"),
     )

@@ -14,6 +14,7 @@ import orjson
 from aiohttp import web
 
 from engine.api.bodies import SUPPORTED_TYPES
+from engine.api.routes import BATCH_TASK_STATES
 
 PATH = "/openapi.json"
 REPO_COPY = Path("docs/openapi.json")
@@ -58,14 +59,23 @@ _COMMON_ERRORS = {
     ),
     "503": _error("The database or the broker is unreachable; retry later (Retry-After)."),
 }
+_SELECT_ITEM = "[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*"
 _SELECT = {
     "name": "$select",
     "in": "query",
     "required": False,
     "description": "Comma-separated property names or paths (a/b). Other properties are "
-    "returned as null. Validated; no effect on 204 responses.",
-    "schema": {"type": "string", "maxLength": 2000},
+    "returned as null; a name that is no property selects nothing. Validated (the pattern); "
+    "no effect on 204 responses.",
+    "schema": {
+        "type": "string",
+        "maxLength": 2000,
+        "pattern": f"^ *({_SELECT_ITEM} *(, *{_SELECT_ITEM} *)*)?$",
+    },
 }
+INT32 = {"type": "integer", "format": "int32", "minimum": -(2**31), "maximum": 2**31 - 1}
+INT64 = {"type": "integer", "format": "int64", "minimum": -(2**63), "maximum": 2**63 - 1}
+_TASK_STATE = "(All|Unknown|New|Aquired|Started|Succeeded|Failed|SucceededManualCleanup)"
 _AGENT_HEADERS = [
     {
         "name": "X-XSRF-TOKEN",
@@ -106,7 +116,7 @@ def _agent(
 
 def _task_agent(summary: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
     """A Batch agent method taking a task ``Id``: 200 with ``schema``, 404 for an unknown task."""
-    return _agent(
+    operation = _agent(
         summary,
         "IdRequest",
         {
@@ -115,15 +125,36 @@ def _task_agent(summary: str, description: str, schema: dict[str, Any]) -> dict[
         },
         tag="Batch",
     )
+    operation["post"]["requestBody"]["required"] = True  # the Id has no default
+    return operation
 
 
-def _query(name: str, description: str, kind: str = "integer") -> dict[str, Any]:
+def _task_info_by_query() -> dict[str, Any]:
+    """``GET GetBatchTaskInfo?id=N``: erpsync's extension, so the 204's Location answers GET."""
+    task_id = {"name": "id", "in": "query", "required": True, "schema": INT32}
+    return {
+        "tags": ["Batch"],
+        "summary": "GetBatchTaskInfo by query (erpsync's): the URL in ForceResync's Location",
+        "operationId": "GetBatchTaskInfoByQuery",
+        "parameters": [task_id, _SELECT, _AGENT_HEADERS[0]],
+        "responses": {
+            "200": {
+                "description": "The task.",
+                "content": _content({"$ref": "#/components/schemas/BatchTaskInfo"}),
+            },
+            **{status: _COMMON_ERRORS[status] for status in ("400", "401", "403", "503")},
+            "404": _error("No such task."),
+        },
+    }
+
+
+def _query(name: str, description: str, schema: dict[str, Any] = INT64) -> dict[str, Any]:
     return {
         "name": name,
         "in": "query",
         "required": False,
         "description": description,
-        "schema": {"type": kind},
+        "schema": schema,
     }
 
 
@@ -149,8 +180,17 @@ def _read(
 def _dashboard_paths() -> dict[str, Any]:
     """The read-only endpoints behind the dashboard and the operator CLI (docs/operations.md)."""
     prefix = "/api/v1/erpsync"
-    task_id = {"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}
-    limit = _query("limit", "Rows to return (1..1000).")
+    task_id = {
+        "name": "id",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "integer", "format": "int64", "minimum": 0, "maximum": 2**63 - 1},
+    }
+    limit = _query(
+        "limit", "Rows to return (1..1000).", {"type": "integer", "minimum": 1, "maximum": 1000}
+    )
+    connection = _query("connection", "Only this connection.", INT32)
+    text = {"type": "string", "maxLength": 255}
     info = {"$ref": "#/components/schemas/BatchTaskInfo"}
     objects = {"type": "array", "items": {"type": "object"}}
     return {
@@ -158,9 +198,15 @@ def _dashboard_paths() -> dict[str, Any]:
             "Batch tasks, newest first",
             "listTasks",
             [
-                _query("state", "Comma-separated BatchTaskState names.", "string"),
+                _query(
+                    "state",
+                    "Comma-separated BatchTaskState names (exact casing; All = any).",
+                    {"type": "string", "pattern": f"^{_TASK_STATE}?(,{_TASK_STATE}?)*$"},
+                ),
                 limit,
                 _query("before", "Only tasks with a smaller id (paging)."),
+                _query("correlation_id", "Only tasks of commands with this CorrelationId.", text),
+                _query("message_id", "Only the task of the command with this message id.", text),
             ],
             {"type": "array", "items": info},
         ),
@@ -177,7 +223,7 @@ def _dashboard_paths() -> dict[str, Any]:
         f"{prefix}/tasks/{{id}}/failures": _read(
             "A task's failed outcomes with reasons",
             "taskFailures",
-            [task_id, limit, _query("connection", "Only this target connection.")],
+            [task_id, limit, connection],
             objects,
         ),
         f"{prefix}/synclog": _read(
@@ -186,7 +232,7 @@ def _dashboard_paths() -> dict[str, Any]:
             [
                 _query("task", "Only this task."),
                 _query("key", "Only this internal key."),
-                _query("connection", "Only this connection."),
+                connection,
                 limit,
                 _query("before", "Only rows with a smaller id (paging)."),
             ],
@@ -205,9 +251,12 @@ def document() -> dict[str, Any]:
     """The whole OpenAPI document."""
     task_id_header = {
         "X-Batch-Task-Id": {"schema": {"type": "integer"}, "description": "The batch task id."},
-        "Location": {"schema": {"type": "string"}, "description": "GetBatchTaskInfo URL."},
+        "Location": {
+            "schema": {"type": "string"},
+            "description": "GetBatchTaskInfo?id=<task id>: answers GET (and POST).",
+        },
     }
-    return {
+    doc: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {
             "title": "erpsync",
@@ -223,7 +272,11 @@ def document() -> dict[str, Any]:
                 "connection to all other connections",
                 "ForceResyncRequest",
                 {
-                    "204": {"description": "Queued (broker confirmed).", "headers": task_id_header},
+                    "204": {
+                        "description": "Queued (broker confirmed).",
+                        "headers": task_id_header,
+                    },
+                    "404": _error("ErpConnectionId is not a configured connection."),
                     "409": _error("The same Idempotency-Key is still being processed."),
                     "422": _error("Idempotency-Key reused with a different request."),
                     "503": _error("The broker did not confirm the command; nothing started."),
@@ -234,16 +287,24 @@ def document() -> dict[str, Any]:
                         "name": "Idempotency-Key",
                         "in": "header",
                         "required": False,
-                        "description": "Same key + same command: same task, nothing new.",
-                        "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+                        "description": "Same key + same command: same task, nothing new. "
+                        "1-255 printable ASCII characters.",
+                        "schema": {
+                            "type": "string",
+                            "maxLength": 255,
+                            "pattern": "^[!-~]([ -~]*[!-~])?$",
+                        },
                     }
                 ],
             ),
-            "/api/v1/Agents/Batch/GetBatchTaskInfo": _task_agent(
-                "GetBatchTaskInfo: one batch task",
-                "The task.",
-                {"$ref": "#/components/schemas/BatchTaskInfo"},
-            ),
+            "/api/v1/Agents/Batch/GetBatchTaskInfo": {
+                **_task_agent(
+                    "GetBatchTaskInfo: one batch task",
+                    "The task.",
+                    {"$ref": "#/components/schemas/BatchTaskInfo"},
+                ),
+                "get": _task_info_by_query(),
+            },
             "/api/v1/Agents/Batch/GetBatchTaskInfosByNameAndState": _agent(
                 "GetBatchTaskInfosByNameAndState: tasks by name and state, newest first "
                 "(at most 1000)",
@@ -402,26 +463,39 @@ def document() -> dict[str, Any]:
                     "properties": {
                         "Name": {"type": ["string", "null"], "maxLength": 255},
                         "State": {
-                            "type": ["string", "null"],
+                            "description": "A BatchTaskState name (any casing) or its number; "
+                            "missing, empty or All: any state.",
                             "enum": [
-                                "Unknown",
-                                "New",
-                                "Aquired",
-                                "Started",
-                                "Succeeded",
-                                "Failed",
-                                "SucceededManualCleanup",
-                                "All",
+                                *BATCH_TASK_STATES,
+                                *BATCH_TASK_STATES.values(),
+                                *(str(number) for number in BATCH_TASK_STATES.values()),
+                                "",
                                 None,
                             ],
+                        },
+                        "CorrelationId": {
+                            "type": ["string", "null"],
+                            "maxLength": 255,
+                            "description": "erpsync's: only tasks of commands published with "
+                            "this CorrelationId (messages.md).",
+                        },
+                        "MessageId": {
+                            "type": ["string", "null"],
+                            "maxLength": 255,
+                            "description": "erpsync's: only the task of the command message "
+                            "with this message id.",
                         },
                     },
                 },
                 "LoginRequest": {
                     "type": "object",
                     "properties": {
-                        "Username": {"type": "string"},
-                        "Password": {"type": "string"},
+                        "Username": {
+                            "type": "string",
+                            "maxLength": 255,
+                            "description": "An empty or unknown name is a failed login (401).",
+                        },
+                        "Password": {"type": "string", "maxLength": 1024},
                     },
                     "required": ["Username", "Password"],
                 },
@@ -439,38 +513,50 @@ def document() -> dict[str, Any]:
             },
         },
     }
+    _with_parser_errors(doc["paths"])
+    return doc
 
 
 def _batch_task_info_schema() -> dict[str, Any]:
+    """Every property may be null: ``$select`` nulls the properties it does not name."""
     nullable_time = {"type": ["string", "null"], "format": "date-time"}
-    integer = {"type": "integer"}
-    nullable_integer = {"type": ["integer", "null"]}
+    integer = {"type": ["integer", "null"]}
+    string = {"type": ["string", "null"]}
+    boolean = {"type": ["boolean", "null"]}
     return {
         "type": "object",
         "properties": {
             "Id": integer,
-            "Name": {"type": "string"},
+            "Name": string,
             "AssociateId": integer,
             "DetailsTable": integer,
             "DetailsRecord": integer,
-            "IsSystemTask": {"type": "boolean"},
-            "IsInternalTask": {"type": "boolean"},
+            "IsSystemTask": boolean,
+            "IsInternalTask": boolean,
             "LastStarted": nullable_time,
             "Created": nullable_time,
             "StartCount": integer,
-            "State": {"type": "string"},
-            "Description": {"type": "string"},
-            "Response": {"type": "string"},
-            "Request": {"type": "string"},
-            "ProgressDescription": {"type": "string"},
+            "State": string,
+            "Description": string,
+            "Response": string,
+            "Request": string,
+            "ProgressDescription": string,
             "ProgressPercent": integer,
-            "FileName": {"type": "string"},
-            "CancellationBehaviour": {"type": "string"},
+            "FileName": string,
+            "CancellationBehaviour": string,
+            "CorrelationId": {
+                "type": ["string", "null"],
+                "description": "erpsync's: the command message's CorrelationId.",
+            },
+            "MessageId": {
+                "type": ["string", "null"],
+                "description": "erpsync's: the id of the message that carried the command.",
+            },
             "Statistics": {
-                "type": "object",
+                "type": ["object", "null"],
                 "properties": {
                     "SourceConnectionId": integer,
-                    "TotalRecords": nullable_integer,
+                    "TotalRecords": integer,
                     "DoneRecords": integer,
                     "UnknownKeys": integer,
                     "Updated": integer,
@@ -483,13 +569,25 @@ def _batch_task_info_schema() -> dict[str, Any]:
                     "RetryChunks": integer,
                     "ChunksDone": integer,
                     "Finished": nullable_time,
-                    "Stopped": {"type": "boolean"},
+                    "Stopped": boolean,
                     "StoppedBy": {"type": ["string", "null"]},
                     "StoppedAt": nullable_time,
                 },
             },
         },
     }
+
+
+def _with_parser_errors(paths: dict[str, Any]) -> dict[str, Any]:
+    """Every operation may get aiohttp's plain-text 400 for a request its HTTP parser refuses
+    (a request line or header over 8190 bytes, a NUL in a header) before any handler runs."""
+    plain = {"text/plain": {"schema": {"type": "string"}}}
+    for operations in paths.values():
+        for operation in operations.values():
+            responses = operation["responses"]
+            error = responses.get("400", _error("Malformed request."))
+            responses["400"] = {**error, "content": {**error["content"], **plain}}
+    return paths
 
 
 def render() -> bytes:

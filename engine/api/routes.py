@@ -57,12 +57,16 @@ _STATE_BY_KEY = {name.lower(): name for name in BATCH_TASK_STATES} | {
 routes = web.RouteTableDef()
 
 
-async def _arguments(request: web.Request) -> tuple[dict[str, Any], list[list[str]] | None]:
-    """Validate ``$select`` and bind the body."""
+def _select(request: web.Request) -> list[list[str]] | None:
     try:
-        select = select_paths(request.query)
+        return select_paths(request.query)
     except ValueError as exc:
         raise ApiError(400, str(exc)) from None
+
+
+async def _arguments(request: web.Request) -> tuple[dict[str, Any], list[list[str]] | None]:
+    """Validate ``$select`` and bind the body."""
+    select = _select(request)
     settings = request.app[SETTINGS]
     return await read_arguments(request, settings.server.max_body_bytes), select
 
@@ -74,7 +78,11 @@ async def force_resync_batch_task(request: web.Request) -> web.Response:
     args, _ = await _arguments(request)  # $select has no effect on a 204
     resync = resync_request(args, settings.server.max_internal_key_ids)
     if resync.erp_connection_id > 0 and settings.connection(resync.erp_connection_id) is None:
-        raise ApiError(400, f"ErpConnectionId {resync.erp_connection_id} is not a known connection")
+        raise ApiError(  # like an unknown task id: the request is well-formed, the id unknown
+            404,
+            f"ErpConnectionId {resync.erp_connection_id} is not a known connection",
+            "SoNotFoundException",
+        )
     require_connection(request[PRINCIPAL], resync.source_connection_id, "resync from")
     key = request.headers.get(idempotency.HEADER)
     principal = request[PRINCIPAL].user if key is not None else ""
@@ -129,7 +137,19 @@ async def get_batch_task_info(request: web.Request) -> web.Response:
     args, select = await _arguments(request)
     if "id" not in args and "id" in request.query:
         args["id"] = request.query["id"]
-    task_id = int_argument(args, "Id")
+    return await _task_info(request, int_argument(args, "Id"), select)
+
+
+@routes.get(f"{BATCH}/GetBatchTaskInfo", allow_head=False)
+async def get_batch_task_info_by_query(request: web.Request) -> web.Response:
+    """``GET ...?id=N`` (erpsync's extension): the 204's ``Location`` answers a plain GET."""
+    args = {"id": request.query.get("id")}
+    return await _task_info(request, int_argument(args, "Id"), _select(request))
+
+
+async def _task_info(
+    request: web.Request, task_id: int, select: list[list[str]] | None
+) -> web.Response:
     task = await _visible_task(request, task_id, "read the tasks of")
     info = batch_task_info(task)
     return respond(request, project(info, select) if select else info, root="BatchTaskInfo")
@@ -148,6 +168,8 @@ async def get_batch_task_infos_by_name_and_state(request: web.Request) -> web.Re
         states,
         limit=MAX_TASKS_LISTED,
         sources=request[PRINCIPAL].connections,  # only the tasks the caller may see
+        correlation_id=str_argument(args, "CorrelationId") or None,
+        message_id=str_argument(args, "MessageId") or None,
     )
     infos = [batch_task_info(row) for row in rows]
     return respond(
@@ -220,6 +242,9 @@ def batch_task_info(task: asyncpg.Record) -> dict[str, Any]:
         "ProgressPercent": task["progress_percent"],
         "FileName": "",
         "CancellationBehaviour": "CanCancel",
+        # erpsync's: the command message's ids, so a publishing service finds its task
+        "CorrelationId": task["correlation_id"],
+        "MessageId": task["message_id"],
         "Statistics": {
             "SourceConnectionId": task["source_connection_id"],
             "TotalRecords": task["total_records"],

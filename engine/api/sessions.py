@@ -57,8 +57,9 @@ async def login(request: web.Request) -> web.Response:
     args = await read_arguments(request, settings.server.max_body_bytes)
     user = str_argument(args, "Username")
     password = str_argument(args, "Password", max_length=1024)
-    if not user or password is None:
+    if user is None or password is None:
         raise ApiError(400, "Username and Password are required")
+    # An empty name is a wrong name: the same answer (and throttling) as any failed login.
     authenticator = request.app[AUTHENTICATOR]
     if not await authenticator.check_password(user, password, authenticator.client(request)):
         log.warning("login failed", user=user[:100])

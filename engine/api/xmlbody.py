@@ -31,8 +31,14 @@ def _is_nil(element: ET.Element) -> bool:
     return element.get(f"{{{XSI}}}nil", "").strip().lower() == "true"
 
 
-def xml_arguments(body: bytes, list_properties: Collection[str]) -> dict[str, Any]:
-    """The root element's children as arguments; array properties from their child elements."""
+def xml_arguments(
+    body: bytes, list_properties: Collection[str], properties: Collection[str]
+) -> dict[str, Any]:
+    """The root element's children as arguments; array properties from their child elements.
+
+    Other names are ignored, like any unknown property; one of ``properties`` given twice is
+    refused.
+    """
     try:
         root = fromstring(body, forbid_dtd=True, forbid_entities=True, forbid_external=True)
     except DefusedXmlException:
@@ -42,17 +48,33 @@ def xml_arguments(body: bytes, list_properties: Collection[str]) -> dict[str, An
     args: dict[str, Any] = {}
     for child in root:
         name = _local(child.tag).lower()
-        if not name:
+        if name not in properties:
+            continue
+        if name in list_properties and not _is_nil(child):
+            # DataContract wraps items (<InternalKeyIds><int>1</int></InternalKeyIds>); an
+            # OpenAPI/XML client repeats the element (<InternalKeyIds>1</InternalKeyIds> twice).
+            items = args.get(name)
+            if not isinstance(items, list):
+                items = args[name] = []
+            items.extend(_items(child, name))
             continue
         if name in args:
             raise ApiError(400, f"{_local(child.tag)} is given more than once")
         if _is_nil(child):
             args[name] = None
-        elif name in list_properties or len(child):
-            args[name] = [_scalar(item, name) for item in child if _local(item.tag)]
+        elif len(child):
+            raise ApiError(400, f"{_local(child.tag)} must be a simple value, not nested elements")
         else:
             args[name] = (child.text or "").strip()
     return args
+
+
+def _items(element: ET.Element, name: str) -> list[str | None]:
+    """A list property's items: its child elements, or its own text when it has none."""
+    if len(element):
+        return [_scalar(item, name) for item in element if _local(item.tag)]
+    text = (element.text or "").strip()
+    return [text] if text else []
 
 
 def _scalar(element: ET.Element, parent: str) -> str | None:

@@ -60,7 +60,8 @@ def resync(
 ) -> None:
     """Start a force resync through the API (and follow it).
 
-    Exit code with --follow: 0 when the task Succeeded, 4 when it Failed.
+    Exit code with --follow: 0 when the task Succeeded, 4 when it Failed (also when every
+    given key was unknown: nothing was resynced).
     """
     as_json = kw.pop("as_json")
     if [keys is not None, keys_file is not None, all_keys].count(True) != 1:

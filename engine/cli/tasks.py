@@ -26,12 +26,24 @@ def tasks() -> None:
     help="Only tasks in this state (repeatable).",
 )
 @click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True)
+@click.option("--correlation-id", help="Only tasks of commands with this CorrelationId.")
+@click.option("--message-id", help="Only the task of the command message with this id.")
 @api_options
-def tasks_list(states: Sequence[str], limit: int, **kw: Any) -> None:
+def tasks_list(
+    states: Sequence[str],
+    limit: int,
+    correlation_id: str | None,
+    message_id: str | None,
+    **kw: Any,
+) -> None:
     """Recent batch tasks, newest first."""
     query = {"limit": str(limit)}
     if states:
         query["state"] = ",".join(states)
+    if correlation_id:
+        query["correlation_id"] = correlation_id
+    if message_id:
+        query["message_id"] = message_id
     rows = get_listing(kw, f"{DASHBOARD}/tasks", query, "no batch tasks")
     if not rows:
         return

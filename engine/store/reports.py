@@ -16,20 +16,31 @@ async def task_counts_by_state(conn: Executor) -> dict[str, int]:
 
 
 async def tasks(
-    conn: Executor, states: Sequence[str] | None, limit: int, before_id: int | None = None
+    conn: Executor,
+    states: Sequence[str] | None,
+    limit: int,
+    before_id: int | None = None,
+    *,
+    correlation_id: str | None = None,
+    message_id: str | None = None,
 ) -> list[asyncpg.Record]:
-    """Tasks newest first, optionally in some states, optionally older than ``before_id``."""
+    """Tasks newest first, optionally in some states, optionally older than ``before_id``,
+    optionally only those of a command's ``CorrelationId`` or message id."""
     return list(
         await conn.fetch(
             """
             SELECT * FROM batch_tasks
             WHERE ($1::text[] IS NULL OR state = ANY($1))
               AND ($2::bigint IS NULL OR id < $2)
+              AND ($4::text IS NULL OR correlation_id = $4)
+              AND ($5::text IS NULL OR message_id = $5)
             ORDER BY id DESC LIMIT $3
             """,
             list(states) if states else None,
             before_id,
             limit,
+            correlation_id,
+            message_id,
         )
     )
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,21 +97,29 @@ async def list_by_name_and_state(
     name: str | None,
     states: Sequence[str] | None,
     limit: int = 1000,
+    *,
     sources: Collection[int] | None = None,
+    correlation_id: str | None = None,
+    message_id: str | None = None,
 ) -> list[asyncpg.Record]:
-    """Tasks filtered by name, state and (unless None) source connection, newest first."""
+    """Tasks filtered by name, state, (unless None) source connection and the command's
+    correlation/message id, newest first."""
     return list(
         await pool.fetch(
             """
             SELECT * FROM batch_tasks
             WHERE ($1::text IS NULL OR name = $1) AND ($2::text[] IS NULL OR state = ANY($2))
               AND ($4::int[] IS NULL OR source_connection_id = ANY($4))
+              AND ($5::text IS NULL OR correlation_id = $5)
+              AND ($6::text IS NULL OR message_id = $6)
             ORDER BY id DESC LIMIT $3
             """,
             name,
             list(states) if states is not None else None,
             limit,
             sorted(sources) if sources is not None else None,
+            correlation_id,
+            message_id,
         )
     )
 
@@ -323,25 +331,77 @@ def is_complete(task: asyncpg.Record) -> bool:
     )
 
 
-def summary(task: asyncpg.Record) -> str:
-    """The short ``Response`` text of a finished task (SuperOffice keeps it to 254 chars)."""
+def counted(n: int, noun: str) -> str:
+    """``1 record``, ``2 records``."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def summary(task: asyncpg.Record, not_linked: Mapping[str, int] | None = None) -> str:
+    """The short ``Response`` text of a finished task (SuperOffice keeps it to 254 chars).
+
+    ``not_linked``: per connection label, the records skipped there for want of a link.
+    """
     writes = [f"{task['writes_updated']} updated", f"{task['writes_unchanged']} unchanged"]
     if task["writes_created"]:
         writes.append(f"{task['writes_created']} created")
     writes.append(f"{task['writes_failed']} failed")
     text = (
-        f"{task['done_records']} records; writes: {', '.join(writes)}; "
-        f"{task['fields_changed']} fields changed"
+        f"{counted(task['done_records'], 'record')}; writes: {', '.join(writes)}; "
+        f"{counted(task['fields_changed'], 'field')} changed"
     )
     if task["unknown_keys"]:
-        text += f"; {task['unknown_keys']} unknown internal keys"
+        text += f"; {counted(task['unknown_keys'], 'unknown internal key')}"
+    if not_linked:
+        text += "; " + ", ".join(
+            f"{counted(n, 'record')} not linked to {label}" for label, n in not_linked.items()
+        )
+        text += " (link them, or set create_missing to create them)"
     return text[:254]
 
 
-async def finish(conn: Connection, task: asyncpg.Record, failure_detail: str = "") -> str:
-    """Move a complete task to Succeeded or Failed with its summary; returns the state."""
-    state = "Failed" if task["writes_failed"] else "Succeeded"
-    text = summary(task)
+def only_unknown_keys(task: asyncpg.Record) -> bool:
+    """Every requested internal key was unknown: there was nothing to resync."""
+    return bool(task["unknown_keys"]) and not task["total_records"]
+
+
+async def not_linked_by_connection(conn: Executor, task_id: int) -> dict[int, int]:
+    """Per connection, how many of the task's records were skipped for want of a link."""
+    rows = await conn.fetch(
+        """
+        SELECT connection_id, count(*) AS n FROM record_outcomes
+        WHERE task_id = $1 AND status = 'not_linked' AND connection_id IS NOT NULL
+        GROUP BY connection_id ORDER BY connection_id
+        """,
+        task_id,
+    )
+    return {r["connection_id"]: r["n"] for r in rows}
+
+
+async def finish(
+    conn: Connection,
+    task: asyncpg.Record,
+    failure_detail: str = "",
+    names: Mapping[int, str] | None = None,
+) -> tuple[str, str]:
+    """Move a complete task to Succeeded or Failed with its summary; returns both.
+
+    A task whose every requested key was unknown fails (nothing was resynced, and a caller
+    watching only the state must notice); records without a link to a connection are named in
+    the summary (``names``: connection names by id).
+    """
+    if only_unknown_keys(task):
+        state = "Failed"
+        n = task["unknown_keys"]
+        keys = "the requested internal key is" if n == 1 else f"all {n} requested internal keys are"
+        text = f"Nothing resynced: {keys} unknown (no such record); see the task's failures"
+    else:
+        state = "Failed" if task["writes_failed"] else "Succeeded"
+        names = names or {}
+        not_linked = {
+            f"connection {cid}" + (f" ({names[cid]})" if cid in names else ""): n
+            for cid, n in (await not_linked_by_connection(conn, task["id"])).items()
+        }
+        text = summary(task, not_linked)
     if failure_detail:
         text = f"{text}; {failure_detail}"[:254]
     await conn.execute(
@@ -354,7 +414,7 @@ async def finish(conn: Connection, task: asyncpg.Record, failure_detail: str = "
         state,
         text,
     )
-    return state
+    return state, text
 
 
 async def fail(conn: Executor, task_id: int, reason: str) -> None:

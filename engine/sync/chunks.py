@@ -228,8 +228,7 @@ class ChunkRunner:
                 await self._finish(conn, command.task_id, row)
         return unit_numbers
 
-    @staticmethod
-    async def _finish(conn: Connection, task_id: int, row: asyncpg.Record) -> None:
+    async def _finish(self, conn: Connection, task_id: int, row: asyncpg.Record) -> None:
         detail = ""
         if row["writes_failed"]:
             first = await tasks.first_failures(conn, task_id, limit=1)
@@ -239,8 +238,8 @@ class ChunkRunner:
                     f"first failure: key {f['internal_key_id']} on connection "
                     f"{f['connection_id']}: {f['error']}"
                 )
-        state = await tasks.finish(conn, row, detail)
-        log.info("task finished", state=state, response=tasks.summary(row))
+        state, response = await tasks.finish(conn, row, detail, self.connections.names())
+        log.info("task finished", state=state, response=response)
 
 
 async def publish_units(

@@ -175,6 +175,10 @@ class Connections:
     def crm(self) -> ConnectionHandle:
         return self._handles[0]
 
+    def names(self) -> dict[int, str]:
+        """Connection names by id (for task summaries)."""
+        return {cid: handle.settings.name for cid, handle in self._handles.items()}
+
     def erps(self) -> list[ConnectionHandle]:
         return [h for cid, h in sorted(self._handles.items()) if cid > 0]
 

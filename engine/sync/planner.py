@@ -102,8 +102,9 @@ class Planner:
         async with conn.transaction():
             row = await tasks.mark_planned(conn, task_id, chunk_no)
             if tasks.is_complete(row):
-                state = await tasks.finish(conn, row)
-                log.info("task finished", state=state, response=tasks.summary(row))
+                names = {c.id: c.name for c in self.settings.all_connections}
+                state, response = await tasks.finish(conn, row, names=names)
+                log.info("task finished", state=state, response=response)
             await results.mark_processed(conn, message_id, task_id)
         log.info("planned", chunks=chunk_no)
 

@@ -86,6 +86,16 @@ class PushStage(Stage):
                 if mapping is not None:
                     desired = mp.erp_values_from_crm(mapping, record.crm)
                     creates.append(Item(record, None, mapping, desired))
+                else:  # said in the task's Response and per target, never silently skipped
+                    result.outcomes.append(
+                        Outcome(
+                            record.key.id,
+                            target.id,
+                            "not_linked",
+                            error=f"not linked to {target.settings.name}, and no actor type "
+                            f"for {record.key.crm_actor_type} sets create_missing",
+                        )
+                    )
         jobs = [
             self._update_batch(target, erp_type, batch, result)
             for erp_type, items in updates.items()

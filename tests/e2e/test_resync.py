@@ -260,12 +260,12 @@ async def test_front_door_errors_use_the_superoffice_error_json(
         wrong = await client.post(RESYNC, json={}, headers={"Authorization": "Basic dGplMDp4"})
         bodies = [await r.json() for r in (unknown, missing, anonymous, wrong)]
 
-    assert [unknown.status, missing.status, anonymous.status, wrong.status] == [400, 404, 401, 401]
+    assert [unknown.status, missing.status, anonymous.status, wrong.status] == [404, 404, 401, 401]
     for body in bodies:
         assert body["Error"] is True
         assert set(body) == {"Error", "ErrorType", "ErrorMessage", "ErrorSource"}
     assert "77" in bodies[0]["ErrorMessage"]
-    assert bodies[1]["ErrorType"] == "SoNotFoundException"
+    assert bodies[0]["ErrorType"] == bodies[1]["ErrorType"] == "SoNotFoundException"
     assert anonymous.headers["WWW-Authenticate"].startswith("Basic")
     assert await db.fetchval("SELECT count(*) FROM batch_tasks") == 0
 

@@ -27,3 +27,15 @@ async def run_cli(
     out, err = await asyncio.wait_for(proc.communicate(stdin), timeout)
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
+
+
+def operator_env(url: str) -> dict[str, str]:
+    """The environment of an operator's ``erpsync`` against the service at ``url`` (wide
+    terminal, so tables and long responses are not wrapped)."""
+    return {
+        **os.environ,
+        "ERPSYNC_URL": url,
+        "ERPSYNC_USER": "tje0",
+        "ERPSYNC_PASSWORD": "Tje0",
+        "COLUMNS": "200",
+    }

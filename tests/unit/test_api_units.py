@@ -12,7 +12,14 @@ from aiohttp.test_utils import TestClient, TestServer
 from multidict import MultiDict
 
 from engine.api.auth import verify_jwt
-from engine.api.bodies import LIST_PROPERTIES, _depth, _form_arguments, as_int
+from engine.api.bodies import (
+    LIST_PROPERTIES,
+    PROPERTIES,
+    _depth,
+    _form_arguments,
+    as_int,
+    integer_text,
+)
 from engine.api.errors import ApiError, error_middleware
 from engine.api.render import _quality, project, select_paths, to_xml
 from engine.api.xmlbody import xml_arguments
@@ -61,6 +68,42 @@ def test_form_binding() -> None:
     }
     with pytest.raises(ApiError, match="more than once"):
         _form_arguments("Id=1&id=2")
+    # a name no endpoint binds is ignored however often it comes
+    assert _form_arguments("x=1&x=2&Id=3") == {"x": "1", "id": "3"}
+
+
+def test_integer_text_accepts_what_json_schema_calls_an_integer() -> None:
+    assert [integer_text(t) for t in ("5", " -12 ", "+7", "5.0", "5.000", "9" * 20)] == [
+        5,
+        -12,
+        7,
+        5,
+        5,
+        int("9" * 20),
+    ]
+    for text in ("5.5", "5.", "", "-", "1e3", "1_000", "٣", "9" * 21, "0x10", ".0"):
+        assert integer_text(text) is None, text
+
+
+def test_form_body_that_looks_like_json_gets_a_content_type_hint() -> None:
+    with pytest.raises(ApiError, match="Content-Type: application/json"):
+        _form_arguments('{"ErpConnectionId": 589}')
+    with pytest.raises(ApiError) as plain:
+        _form_arguments("a=1&b")
+    assert "application/json" not in plain.value.message
+
+
+def test_xml_list_property_repeated_as_elements_or_wrapping_items() -> None:
+    repeated = b"<r><InternalKeyIds>574</InternalKeyIds><InternalKeyIds>137</InternalKeyIds></r>"
+    wrapped = b"<r><InternalKeyIds><int>574</int><int>137</int></InternalKeyIds></r>"
+    for body in (repeated, wrapped):
+        assert xml_arguments(body, LIST_PROPERTIES, PROPERTIES) == {
+            "internalkeyids": ["574", "137"]
+        }
+    unknown_twice = b"<r><x>1</x><x>2</x><Id>3</Id></r>"
+    assert xml_arguments(unknown_twice, LIST_PROPERTIES, PROPERTIES) == {"id": "3"}
+    with pytest.raises(ApiError, match="more than once"):
+        xml_arguments(b"<r><Id>1</Id><Id>2</Id></r>", LIST_PROPERTIES, PROPERTIES)
 
 
 def test_xml_binding_ignores_comments_and_reads_nil() -> None:
@@ -68,7 +111,10 @@ def test_xml_binding_ignores_comments_and_reads_nil() -> None:
         b"<r xmlns:i='http://www.w3.org/2001/XMLSchema-instance'><!-- c --><Id>5</Id>"
         b"<Name i:nil='true'/><Other><x>1</x></Other></r>"
     )
-    assert xml_arguments(body, LIST_PROPERTIES) == {"id": "5", "name": None, "other": ["1"]}
+    assert xml_arguments(body, LIST_PROPERTIES, PROPERTIES) == {
+        "id": "5",
+        "name": None,
+    }
 
 
 def test_depth_and_int32() -> None:

@@ -11,6 +11,7 @@ from tests.support.api import basic
 from tests.support.service import RESYNC, Service
 
 AUTH = basic("tje0", "Tje0")
+AUTH_HEADER = "Basic dGplMDpUamUw"  # tje0:Tje0, as a SuperOffice client sends it
 SAMPLE = {"ErpConnectionId": 589, "InternalKeyIds": [574, 137]}
 ARRAYS = "http://schemas.microsoft.com/2003/10/Serialization/Arrays"
 SERVICES = "http://www.superoffice.net/ws/crm/NetServer/Services88"
@@ -50,6 +51,13 @@ SAME_COMMAND: list[tuple[str, str, bytes]] = [
         f'<request xmlns="{SERVICES}"><ErpConnectionId>589</ErpConnectionId>'
         f'<InternalKeyIds xmlns:b="{ARRAYS}"><b:int>574</b:int><b:int>137</b:int>'
         "</InternalKeyIds></request>".encode(),
+    ),
+    (
+        "xml repeated elements (OpenAPI's XML for an array, issue 20)",
+        "application/xml",
+        b"<ForceResyncRequest><ErpConnectionId>589</ErpConnectionId>"
+        b"<InternalKeyIds>574</InternalKeyIds><InternalKeyIds>137</InternalKeyIds>"
+        b"<Unknown>1</Unknown><Unknown><x>2</x></Unknown></ForceResyncRequest>",
     ),
     (
         "form repeated",
@@ -96,7 +104,7 @@ async def test_the_spec_sample_request_verbatim(
         RESYNC,
         data=b'{\n  "ErpConnectionId": 589,\n  "InternalKeyIds": [\n    574,\n    137\n  ]\n}',
         headers={
-            "Authorization": "Basic dGplMDpUamUw",
+            "Authorization": AUTH_HEADER,
             "Accept": "application/json; charset=utf-8",
             "Accept-Language": "sv",
             "Content-Type": "application/json; charset=utf-8",
@@ -105,8 +113,22 @@ async def test_the_spec_sample_request_verbatim(
     assert response.status == 204, await response.text()
     assert await response.read() == b""
     task_id = int(response.headers["X-Batch-Task-Id"])
-    assert response.headers["Location"].endswith(f"GetBatchTaskInfo?id={task_id}")
+    location = response.headers["Location"]
+    assert location.endswith(f"GetBatchTaskInfo?id={task_id}")
     assert await requests(db) == [SAMPLE]
+    # the Location answers a plain GET (issue 20), in JSON or XML, with $select
+    followed = await front_door.client.get(location, headers={"Authorization": AUTH_HEADER})
+    assert followed.status == 200 and (await followed.json())["Id"] == task_id
+    as_xml = await front_door.client.get(
+        location + "&$select=Id",
+        headers={"Authorization": AUTH_HEADER, "Accept": "application/xml"},
+    )
+    xml = await as_xml.text()
+    assert as_xml.status == 200 and f"<Id>{task_id}</Id>" in xml and 'i:nil="true"' in xml
+    missing = await front_door.client.get(
+        location.replace(f"id={task_id}", "id=999999"), headers={"Authorization": AUTH_HEADER}
+    )
+    assert missing.status == 404
 
 
 async def test_every_format_binds_the_same_command(
@@ -188,7 +210,7 @@ BAD_REQUESTS: list[tuple[str, str | None, bytes, int, str]] = [
     ("not an array", "application/json", b'{"InternalKeyIds": 5}', 400, "array"),
     ("int32 overflow", "application/json", b'{"InternalKeyIds": [2147483648]}', 400, "Int32"),
     ("huge number", "application/json", b'{"ErpConnectionId": 1e400}', 400, ""),
-    ("unknown connection", "application/json", b'{"ErpConnectionId": 77}', 400, "77"),
+    ("unknown connection", "application/json", b'{"ErpConnectionId": 77}', 404, "77"),
     ("truncated", "application/json", b'{"ErpConnectionId": 1', 400, "JSON"),
     ("array body", "application/json", b"[1, 2]", 400, "object"),
     ("null body", "application/json", b"null", 400, "object"),
@@ -233,6 +255,13 @@ BAD_REQUESTS: list[tuple[str, str | None, bytes, int, str]] = [
         "InternalKeyIds[1]",
     ),
     ("form garbage", "application/x-www-form-urlencoded", b"&&&===", 400, "form"),
+    (
+        "json sent as form (curl -d without -H)",
+        "application/x-www-form-urlencoded",
+        b'{"ErpConnectionId": 589, "InternalKeyIds": [574]}',
+        400,
+        "Content-Type: application/json",
+    ),
     ("text/plain", "text/plain", b'{"ErpConnectionId": 1}', 415, "text/plain"),
     ("no content type", None, b'{"ErpConnectionId": 1}', 415, "application/octet-stream"),
     ("multipart", "multipart/form-data; boundary=x", b"--x--", 415, "multipart"),

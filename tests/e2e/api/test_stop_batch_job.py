@@ -65,8 +65,17 @@ async def test_stop_between_chunks(
     done = info["Statistics"]["DoneRecords"]
     assert 1 <= done < RECORDS, done
     assert done <= info["Statistics"]["ChunksDone"] <= 3 * done
-    outcomes = await db.fetchval("SELECT count(*) FROM record_outcomes WHERE task_id = $1", task_id)
+    outcomes = await db.fetchval(
+        "SELECT count(*) FROM record_outcomes WHERE task_id = $1 AND status <> 'not_linked'",
+        task_id,
+    )
     assert outcomes == done  # one target (the CRM) per record: nothing recorded beyond done
+    unlinked = await db.fetch(
+        "SELECT DISTINCT connection_id FROM record_outcomes "
+        "WHERE task_id = $1 AND status = 'not_linked'",
+        task_id,
+    )
+    assert {r["connection_id"] for r in unlinked} <= {2, 589}  # the units' targets
     written = sum(
         1
         for i in range(1, RECORDS + 1)
@@ -77,4 +86,4 @@ async def test_stop_between_chunks(
         f"Stopped by tje0 after {info['Statistics']['ChunksDone']} of "
         f"{info['Statistics']['Chunks']} chunks and push units"
     )
-    assert f"{done} records" in info["Response"]
+    assert f"{done} record{'' if done == 1 else 's'}; writes" in info["Response"]

@@ -16,7 +16,7 @@ import pytest
 
 from connectors.memory import MemoryStore
 from engine.devservices.ports import free_port
-from tests.support.cli import run_cli
+from tests.support.cli import operator_env, run_cli
 from tests.support.ops import seed, settings_for
 from tests.support.service import Service
 
@@ -29,13 +29,7 @@ async def cli(
 
 @pytest.fixture
 def env(service: Service) -> dict[str, str]:
-    return {
-        **os.environ,
-        "ERPSYNC_URL": str(service.server.make_url("/")),
-        "ERPSYNC_USER": "tje0",
-        "ERPSYNC_PASSWORD": "Tje0",
-        "COLUMNS": "200",
-    }
+    return operator_env(str(service.server.make_url("/")))
 
 
 async def test_resync_follow_prints_the_summary_and_exits_zero(

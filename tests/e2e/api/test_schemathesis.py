@@ -1,0 +1,66 @@
+"""The served ``/openapi.json`` against the running front door, checked by a fuzzer nobody here
+wrote: schemathesis (every check, Basic auth, positive and negative data).
+
+It must report no server error, no schema-valid request rejected, no undocumented status
+code, content type or header, no response outside its schema: the document states every
+constraint the server enforces. Requests outside the document that the lenient binding
+accepts are tolerated (see below).
+Bounded: ``SCHEMATHESIS_EXAMPLES`` cases per operation (default 60, as in issue 20): about 60 s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+
+from tests.support.service import Service
+
+EXAMPLES = int(os.environ.get("SCHEMATHESIS_EXAMPLES", "60"))
+TIME_LIMIT = 240.0
+CONFIG = Path(__file__).with_name("schemathesis.toml")
+
+
+async def test_schemathesis_finds_nothing_in_the_served_document(
+    front_door: Service, tmp_path: Path
+) -> None:
+    url = str(front_door.server.make_url("/openapi.json"))
+    report_path = tmp_path / "report.json"
+    process = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).with_name("st")),
+        f"--config-file={CONFIG}",
+        "run",
+        url,
+        "--checks=all",
+        "--auth=tje0:Tje0",
+        "--mode=all",
+        f"--max-examples={EXAMPLES}",
+        "--workers=1",
+        "--generation-database=none",
+        "--request-timeout=10",
+        "--no-color",
+        "--output-truncate=false",
+        "--report=json",
+        f"--report-json-path={report_path}",
+        cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        output, _ = await asyncio.wait_for(process.communicate(), TIME_LIMIT)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise
+    text = output.decode(errors="replace")
+    report = json.loads(report_path.read_text())
+    assert report["complete"] and report["test_cases"]["generated"] > 0, text
+    assert report["errors"] == [], text
+    failures = {failure["code"]: failure["title"] for failure in report["failures"]}
+    # Binding is lenient on purpose, like .NET model binding and SuperOffice: numeric strings,
+    # any XML root, unknown properties ignored. So some requests outside the document are
+    # accepted (ST201 "schema-violating request accepted"); every other check must pass.
+    failures.pop("ST201", None)
+    assert failures == {}, text
