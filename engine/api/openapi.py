@@ -514,6 +514,7 @@ def document() -> dict[str, Any]:
         },
     }
     _with_parser_errors(doc["paths"])
+    _with_login_throttle(doc["paths"])
     return doc
 
 
@@ -587,6 +588,17 @@ def _with_parser_errors(paths: dict[str, Any]) -> dict[str, Any]:
             responses = operation["responses"]
             error = responses.get("400", _error("Malformed request."))
             responses["400"] = {**error, "content": {**error["content"], **plain}}
+    return paths
+
+
+def _with_login_throttle(paths: dict[str, Any]) -> dict[str, Any]:
+    """Every operation that checks credentials may answer 429: a client (or user name) with too
+    many failed password checks is refused before its password is checked."""
+    for operations in paths.values():
+        for operation in operations.values():
+            responses = operation["responses"]
+            if "401" in responses:
+                responses.setdefault("429", _COMMON_ERRORS["429"])
     return paths
 
 
