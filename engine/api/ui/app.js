@@ -91,6 +91,20 @@ function progressBar(task) {
     h("span", {}, `${pct}%`));
 }
 
+// Records are counted when read from the source; each chunk then pushes to every target, so
+// "3000 of 3000 records read" can come well before the task ends: say what is still to run.
+function progressText(t) {
+  const s = t.Statistics;
+  const parts = [`${t.ProgressPercent}%`, `${s.DoneRecords} of ${s.TotalRecords ?? "?"} records read`];
+  if (!s.Chunks) parts.push("planning");
+  else {
+    const left = s.Chunks - s.ChunksDone;
+    const running = t.State === "Started" && left > 0 ? `, ${left} still to run` : "";
+    parts.push(`${s.ChunksDone} of ${s.Chunks} chunks and push units done${running}`);
+  }
+  return parts.join(" · ");
+}
+
 // ---- views ------------------------------------------------------------------------------
 
 async function renderTasks() {
@@ -124,9 +138,7 @@ async function renderTask(id) {
   const bar = $("task-bar");
   bar.style.width = `${t.ProgressPercent}%`;
   bar.className = s.Failed ? "bad" : "";
-  $("task-progress").textContent =
-    `${t.ProgressPercent}% · ${s.DoneRecords} of ${s.TotalRecords ?? "?"} records · ` +
-    `chunks ${s.ChunksDone} of ${s.Chunks || "?"}`;
+  $("task-progress").textContent = progressText(t);
   const facts = [
     ["Source", connName(s.SourceConnectionId)], ["Created", fmtTime(t.Created)],
     ["Started", fmtTime(t.LastStarted)], ["Finished", fmtTime(s.Finished)],
