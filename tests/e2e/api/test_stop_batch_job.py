@@ -100,8 +100,9 @@ async def test_a_stop_that_skips_nothing_ends_succeeded(
         task_id = await service.resync(0, [1])
         await wait_for(
             lambda: service.task(task_id),
-            lambda info: (s := info["Statistics"])["Chunks"] > 0
-            and s["ChunksDone"] == s["Chunks"] - 1,
+            lambda info: (
+                (s := info["Statistics"])["Chunks"] > 0 and s["ChunksDone"] == s["Chunks"] - 1
+            ),
             what="all but the slow push unit done",
         )
         stopped = await service.client.post(STOP, json={"Id": task_id}, headers=AUTH)
