@@ -235,11 +235,11 @@ async def test_every_erpsync_command_shown_exists(
 async def test_a_resync_writes_to_the_installed_connector_after_linking(
     installed: Path,
     environment: Environment,
+    monkeypatch: pytest.MonkeyPatch,
     database: str,
     db: asyncpg.Connection,
     broker_prefix: str,
     stores: dict[int, MemoryStore],
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The tutorial's connection (step 5), linked as step 6 says, in the whole service."""
     # This process finds the connector as erpsync would in that environment: by its entry point.

@@ -173,15 +173,22 @@ async def test_a_command_published_with_aio_pika_and_a_message_id_runs_once(
     assert len(await sync_log(db)) == 1  # ERP 1 phone 999 -> 111, logged once
 
 
-async def test_dlq_list_and_replay(broker_prefix: str, seeded: Settings) -> None:
-    async with Service(seeded, api=False):
-        await amqp_publish(broker_prefix, '{"ErpConnectionId": 0, "InternalKeyIds": "all"}')
-        await amqp_publish(broker_prefix, "[]")
+async def dead_lettered(prefix: str, settings: Settings, *bodies: str) -> None:
+    """Publish invalid ``bodies`` and wait until a worker has dead-lettered them all."""
+    async with Service(settings, api=False):
+        for body in bodies:
+            await amqp_publish(prefix, body)
         await wait_for(
-            lambda: _ready_messages(f"{broker_prefix}.dead-letters"),
-            lambda n: n == 2,
-            what="2 dead letters",
+            lambda: _ready_messages(f"{prefix}.dead-letters"),
+            lambda n: n == len(bodies),
+            what=f"{len(bodies)} dead letters",
         )
+
+
+async def test_dlq_list_and_replay(broker_prefix: str, seeded: Settings) -> None:
+    await dead_lettered(
+        broker_prefix, seeded, '{"ErpConnectionId": 0, "InternalKeyIds": "all"}', "[]"
+    )
 
     code, table, err = await erpsync(broker_prefix, "dlq", "list")
     assert code == 0, err
@@ -244,14 +251,7 @@ async def test_dlq_outside_a_checkout_lists_and_discards(
     broker_prefix: str, seeded: Settings, tmp_path: Path
 ) -> None:
     """No configuration file: the broker comes from the environment, and the CLI says so."""
-    async with Service(seeded, api=False):
-        await amqp_publish(broker_prefix, "[]")
-        await amqp_publish(broker_prefix, "not json")
-        await wait_for(
-            lambda: _ready_messages(f"{broker_prefix}.dead-letters"),
-            lambda n: n == 2,
-            what="2 dead letters",
-        )
+    await dead_lettered(broker_prefix, seeded, "[]", "not json")
     env = {
         **{k: v for k, v in os.environ.items() if k != "ERPSYNC_CONFIG"},
         "ERPSYNC_BROKER_URL": services.AMQP_URL,

@@ -17,7 +17,7 @@ import pytest
 from connectors.memory import MemoryStore
 from engine.devservices.ports import free_port
 from tests.support.cli import run_cli
-from tests.support.ops import seed, settings_for
+from tests.support.ops import seed, settings_for, slow_push_settings
 from tests.support.service import Service
 from tests.support.waiting import wait_for
 
@@ -234,16 +234,7 @@ async def test_tasks_stop_stops_a_running_task(
     database: str, db: asyncpg.Connection, broker_prefix: str, stores: dict[int, MemoryStore]
 ) -> None:
     await seed(db, stores)
-    # Each record is its own chunk, and ERP 1 takes its push units one at a time, slowly: the
-    # stop comes while one runs and the others wait (a stop that skips nothing would succeed).
-    settings = settings_for(
-        database,
-        broker_prefix,
-        stores,
-        chunk_size=1,
-        overrides={1: {"latency_ms": 1000}},
-        connection_options={1: {"push_prefetch": 1}},
-    )
+    settings = slow_push_settings(database, broker_prefix, stores)  # Stop finds it running
     async with Service(settings) as service:
         env = {
             **os.environ,

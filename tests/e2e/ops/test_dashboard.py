@@ -11,7 +11,7 @@ import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
 
 from connectors.memory import MemoryStore
-from tests.support.ops import seed, settings_for
+from tests.support.ops import seed, slow_push_settings
 from tests.support.service import AUTH, Service
 from tests.support.waiting import wait_for
 
@@ -164,16 +164,7 @@ async def test_errors_stay_unknown_tasks_show_alone_and_stop_stops(
     browser: Browser,
 ) -> None:
     await seed(db, stores, count=6)
-    # One record per chunk, and ERP 1 takes its push units one at a time, slowly: the task
-    # runs for about 12 s, so Stop finds it running with units still waiting.
-    settings = settings_for(
-        database,
-        broker_prefix,
-        stores,
-        chunk_size=1,
-        overrides={1: {"latency_ms": 1000}},
-        connection_options={1: {"push_prefetch": 1}},
-    )
+    settings = slow_push_settings(database, broker_prefix, stores)  # Stop finds it running
     async with Service(settings) as service:
         page = await browser.new_page(viewport={"width": 1280, "height": 860})
         await page.goto(str(service.server.make_url("/ui/")))
