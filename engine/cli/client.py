@@ -37,6 +37,7 @@ T = TypeVar("T")
 
 RESYNC = "/api/v1/Agents/ErpSync/ForceResyncBatchTask"
 TASK_INFO = "/api/v1/Agents/Batch/GetBatchTaskInfo"
+STOP = "/api/v1/Agents/Batch/StopBatchJob"
 DASHBOARD = "/api/v1/erpsync"
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,6 +57,7 @@ class SettingDoc:
 
 def _type_name(annotation: Any) -> str:
     import enum
+    import types
     import typing
 
     from pydantic import SecretStr
@@ -67,6 +69,10 @@ def _type_name(annotation: Any) -> str:
         return " \\| ".join(f"`{a}`" for a in typing.get_args(annotation))
     if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
         return " \\| ".join(f"`{m.value}`" for m in annotation)
+    if origin in (typing.Union, types.UnionType):
+        return " \\| ".join(_type_name(a) for a in typing.get_args(annotation))
+    if annotation is type(None):
+        return "None"
     if origin in (list, tuple):
         return f"list of {_type_name(typing.get_args(annotation)[0])}"
     if origin is dict:
@@ -93,6 +99,11 @@ def _default(field: Any, key: str) -> str:
     if hasattr(value, "value"):
         value = value.value
     return "" if value in ({}, []) else f"`{value}`"
+
+
+def _cell(text: str) -> str:
+    """A table cell: a bare ``|`` would end it, so escape any not escaped yet."""
+    return re.sub(r"(?<!\\)\|", r"\\|", text)
 
 
 def settings_reference() -> list[SettingDoc]:
@@ -171,7 +182,8 @@ def configuration_markdown() -> str:
     ]
     for doc in settings_reference():
         env = ", ".join(f"`{e.strip()}`" for e in doc.env.split(",")) if doc.env else ""
-        lines.append(f"| `{doc.key}` | {doc.type} | {doc.default} | {env} | {doc.description} |")
+        cells = (f"`{doc.key}`", doc.type, doc.default, env, doc.description)
+        lines.append("| " + " | ".join(map(_cell, cells)) + " |")
     return "\n".join(lines) + "\n"
 
 

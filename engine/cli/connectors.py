@@ -15,6 +15,9 @@ from engine.settings import ConnectionSettings
 
 T = TypeVar("T")
 
+# How a mapped field flows, seen from the ERP field: to_erp is CRM -> ERP.
+ARROWS = {"to_erp": "<-", "to_crm": "->", "both": "<->", "none": "-- not synced:"}
+
 
 @click.group()
 def connectors() -> None:
@@ -138,9 +141,8 @@ async def _check(conn: ConnectionSettings, database_url: str) -> None:
                 if str(f.access) != "Normal":
                     details.append(str(f.access))
                 if mapped and f.key in mapped.fields:
-                    details.append(
-                        f"<-> {mapped.fields[f.key].crm} ({mapped.fields[f.key].direction})"
-                    )
+                    m = mapped.fields[f.key]
+                    details.append(f"{ARROWS[m.direction]} CRM {m.crm} ({m.direction})")
                 click.echo(f"    {f.key:<24} {', '.join(details)}")
         missing = [
             f"{m.erp}.{key}"

@@ -45,10 +45,12 @@ def print_task(detail: dict[str, Any]) -> None:
         )
     )
     total = "?" if stats["TotalRecords"] is None else stats["TotalRecords"]
-    out.print(
-        f"progress {task['ProgressPercent']}% ({stats['DoneRecords']} of {total} records, "
-        f"chunks {stats['ChunksDone']} of {stats['Chunks']}); created {when(task['Created'])}, "
-        f"finished {when(stats['Finished']) or '-'}",
+    left = stats["Chunks"] - stats["ChunksDone"]
+    running = f", {left} still to run" if task["State"] == "Started" and left > 0 else ""
+    out.print(  # records count when read from the source; push units to the targets follow
+        f"progress {task['ProgressPercent']}% ({stats['DoneRecords']} of {total} records read, "
+        f"{stats['ChunksDone']} of {stats['Chunks']} chunks and push units done{running}); "
+        f"created {when(task['Created'])}, finished {when(stats['Finished']) or '-'}",
         highlight=False,
     )
     if task["Response"]:

@@ -8,8 +8,8 @@ import click
 from rich.table import Table
 from rich.text import Text
 
-from engine.cli.client import DASHBOARD, api_options, get_listing
-from engine.cli.output import console, when
+from engine.cli.client import DASHBOARD, api_from, api_options, run
+from engine.cli.output import console, echo_json, when
 
 
 @click.command("synclog")
@@ -29,9 +29,12 @@ def synclog(
 ) -> None:
     """Field values the engine changed (old -> new), newest first.
 
-    Page back with --before (the Id of the oldest change shown; see --json).
+    Page back with --before ID: the id of the oldest change shown (the last line says it).
     """
-    query = {"limit": str(limit)}
+    as_json = kw.pop("as_json")
+    api = api_from(kw)
+    # One row more than shown tells whether there are more (the API gives at most 1000).
+    query = {"limit": str(min(limit + 1, 1000))}
     filters = (
         ("task", task_id),
         ("key", key_id),
@@ -41,12 +44,17 @@ def synclog(
     for name, value in filters:
         if value is not None:
             query[name] = str(value)
-    rows = get_listing(kw, f"{DASHBOARD}/synclog", query, "no field changes")
+    fetched: list[Any] = run(api, lambda: api.json("GET", f"{DASHBOARD}/synclog", params=query))
+    rows = fetched[:limit]
+    if as_json:
+        echo_json(rows)
+        return
     if not rows:
+        click.echo("no field changes")
         return
     table = Table(box=None, pad_edge=False)
-    for column in ("when", "task", "key", "connection", "field", "change"):
-        table.add_column(column, justify="right" if column in ("task", "key") else "left")
+    for column in ("id", "when", "task", "key", "connection", "field", "change"):
+        table.add_column(column, justify="right" if column in ("id", "task", "key") else "left")
     for r in rows:
         target = "CRM" if r["Direction"] == "to_crm" else "ERP"
         field = f"{r['ErpActorType']}.{r['ErpField']} ({r['CrmField']}) -> {target}"
@@ -56,6 +64,7 @@ def synclog(
             (str(r["NewValue"]) if r["NewValue"] is not None else "(empty)", "bold"),
         )
         table.add_row(
+            str(r["Id"]),
             when(r["At"]),
             str(r["TaskId"] or ""),
             str(r["InternalKeyId"]),
@@ -64,3 +73,8 @@ def synclog(
             change,
         )
     console().print(table)
+    oldest = rows[-1]["Id"]
+    if len(fetched) > limit:
+        click.echo(f"\n{len(rows)} shown, there are more: add --before {oldest} for older ones")
+    elif len(fetched) == limit == 1000:  # the API gives no more than 1000: cannot tell
+        click.echo(f"\n{len(rows)} shown, there may be more: add --before {oldest} for older ones")

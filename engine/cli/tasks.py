@@ -8,13 +8,13 @@ from typing import Any
 import click
 from rich.table import Table
 
-from engine.cli.client import DASHBOARD, api_from, api_options, get_listing, run
+from engine.cli.client import DASHBOARD, STOP, TASK_INFO, api_from, api_options, get_listing, run
 from engine.cli.output import console, echo_json, print_task, state_text, when
 
 
 @click.group("tasks")
 def tasks() -> None:
-    """Batch tasks: list them, show one."""
+    """Batch tasks: list them, show one, stop one."""
 
 
 @tasks.command("list")
@@ -91,3 +91,28 @@ def tasks_show(task_id: int, **kw: Any) -> None:
         echo_json(detail)
     else:
         print_task(detail)
+
+
+@tasks.command("stop")
+@click.argument("task_id", type=int)
+@api_options
+def tasks_stop(task_id: int, **kw: Any) -> None:
+    """Stop a task between chunks (StopBatchJob): chunks not yet started are skipped.
+
+    A chunk already running still commits; a task whose work had all begun ends as it would
+    have. Exits 0 also when the task had already ended (it says so).
+    """
+    as_json = kw.pop("as_json")
+    api = api_from(kw)
+
+    async def stop() -> tuple[bool, dict[str, Any]]:
+        stopped = await api.json("POST", STOP, json={"Id": task_id})
+        return bool(stopped), await api.json("POST", TASK_INFO, json={"Id": task_id})
+
+    stopped, info = run(api, stop)
+    if as_json:
+        echo_json({"Stopped": stopped, "Task": info})
+    elif stopped:
+        click.echo(f"stopped task {task_id} ({info['State']}): {info['Response']}")
+    else:
+        click.echo(f"task {task_id} had already ended ({info['State']}); nothing to stop")

@@ -1,4 +1,4 @@
-"""Inspect and replay the dead-letter queue (``erpsync dlq``).
+"""Inspect, replay and discard the dead-letter queue (``erpsync dlq``).
 
 Listing peeks: messages are fetched with ``basic.get`` and manual acks, then all handed back with
 ``nack(requeue=True)``, so the queue is unchanged. Replaying moves a message: it is republished to
@@ -72,6 +72,14 @@ class ReplayReport:
 
     replayed: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
+    not_found: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class DiscardReport:
+    """What ``discard`` did."""
+
+    discarded: list[str] = field(default_factory=list)
     not_found: list[str] = field(default_factory=list)
 
 
@@ -217,6 +225,32 @@ async def replay(
     if wanted is not None:
         done = set(report.replayed) | {i for i, _ in report.failed}
         report.not_found = sorted(wanted - done)
+    return report
+
+
+async def discard(settings: BrokerSettings, ids: set[str] | None) -> DiscardReport:
+    """Remove dead letters (``ids``, or all when None) for good, acking them; the rest stay.
+
+    Only the messages present when it starts are considered; every message with a given id
+    goes (identical bodies without ``message_id`` share their digest id).
+    """
+    report = DiscardReport()
+    async with _session(settings) as (_, _, queue):
+        kept: list[AbstractIncomingMessage] = []
+        try:
+            async for message in _fetch(queue, _message_count(queue)):
+                letter_id = dead_letter_id(message)
+                if ids is not None and letter_id not in ids:
+                    kept.append(message)
+                    continue
+                await message.ack()
+                report.discarded.append(letter_id)
+        finally:
+            for message in kept:
+                with contextlib.suppress(Exception):
+                    await message.nack(requeue=True)
+    if ids is not None:
+        report.not_found = sorted(ids - set(report.discarded))
     return report
 
 

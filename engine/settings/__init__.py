@@ -10,6 +10,7 @@ from engine.settings.load import (
     SECTIONS,
     SHORT_ENV,
     ConfigError,
+    environment_section,
     load_settings,
 )
 from engine.settings.model import (
@@ -60,6 +61,7 @@ __all__ = [
     "Ticket",
     "User",
     "WorkerSettings",
+    "environment_section",
     "load_settings",
     "redact_url",
 ]

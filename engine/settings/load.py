@@ -70,6 +70,15 @@ def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> dict[str, str]:
     return origin
 
 
+def environment_section(section: str, env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """One section's ``ERPSYNC_*`` values without a file, for tools that need only that section
+    (``erpsync dlq`` needs only the broker)."""
+    data: dict[str, Any] = {}
+    _apply_env(data, os.environ if env is None else env)
+    section_data = data.get(section, {})
+    return section_data if isinstance(section_data, dict) else {}
+
+
 def _find_connection(data: dict[str, Any], conn_id: int) -> dict[str, Any] | None:
     if conn_id == 0:
         crm = data.get("crm")

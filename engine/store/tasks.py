@@ -303,7 +303,8 @@ async def add_counts(
             heartbeat_at = now(),
             progress_percent = LEAST(99, ((done_work + $8) * 100
                 / GREATEST(coalesce(total_records, 0) * $9::bigint, 1)))::smallint,
-            progress_description = format('%s of %s records; %s of %s chunks and push units',
+            progress_description = format(
+                '%s of %s records read; %s of %s chunks and push units done',
                 done_records + $2, coalesce(total_records::text, '?'), done_chunks + 1,
                 CASE WHEN planned THEN (total_chunks + retry_chunks)::text ELSE '?' END)
         WHERE id = $1 RETURNING *
@@ -323,9 +324,14 @@ async def add_counts(
 
 
 def is_complete(task: asyncpg.Record) -> bool:
-    """All chunks (planned and delayed retries) of a fully planned, running task are done."""
+    """All chunks (planned and delayed retries) of a fully planned, running task are done.
+
+    A task stopped while its last chunks ran counts as running: when those commit, nothing
+    was skipped, so it finishes like any other (see :func:`finish`).
+    """
+    stopped = task["state"] == "Failed" and task["stopped_at"] is not None
     return bool(
-        task["state"] == "Started"
+        (task["state"] == "Started" or stopped)
         and task["planned"]
         and task["done_chunks"] >= task["total_chunks"] + task["retry_chunks"]
     )
@@ -402,17 +408,20 @@ async def finish(
             for cid, n in (await not_linked_by_connection(conn, task["id"])).items()
         }
         text = summary(task, not_linked)
+        if task["stopped_at"] is not None:  # the stop skipped nothing: it is not a failure
+            by = task["stopped_by"] or "request"
+            text = f"Stop by {by} came after all work had begun; {text}"
     if failure_detail:
-        text = f"{text}; {failure_detail}"[:254]
+        text = f"{text}; {failure_detail}"
     await conn.execute(
         """
         UPDATE batch_tasks SET state = $2, response = $3, finished_at = now(),
-            progress_percent = 100, progress_description = 'Finished'
-        WHERE id = $1 AND state = 'Started'
+            progress_percent = 100, progress_description = 'Finished', stopped_at = NULL
+        WHERE id = $1 AND (state = 'Started' OR (state = 'Failed' AND stopped_at IS NOT NULL))
         """,
         task["id"],
         state,
-        text,
+        text[:254],
     )
     return state, text
 

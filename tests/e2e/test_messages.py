@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+from pathlib import Path
 from typing import Any
 
 import aio_pika
@@ -172,15 +173,22 @@ async def test_a_command_published_with_aio_pika_and_a_message_id_runs_once(
     assert len(await sync_log(db)) == 1  # ERP 1 phone 999 -> 111, logged once
 
 
-async def test_dlq_list_and_replay(broker_prefix: str, seeded: Settings) -> None:
-    async with Service(seeded, api=False):
-        await amqp_publish(broker_prefix, '{"ErpConnectionId": 0, "InternalKeyIds": "all"}')
-        await amqp_publish(broker_prefix, "[]")
+async def dead_lettered(prefix: str, settings: Settings, *bodies: str) -> None:
+    """Publish invalid ``bodies`` and wait until a worker has dead-lettered them all."""
+    async with Service(settings, api=False):
+        for body in bodies:
+            await amqp_publish(prefix, body)
         await wait_for(
-            lambda: _ready_messages(f"{broker_prefix}.dead-letters"),
-            lambda n: n == 2,
-            what="2 dead letters",
+            lambda: _ready_messages(f"{prefix}.dead-letters"),
+            lambda n: n == len(bodies),
+            what=f"{len(bodies)} dead letters",
         )
+
+
+async def test_dlq_list_and_replay(broker_prefix: str, seeded: Settings) -> None:
+    await dead_lettered(
+        broker_prefix, seeded, '{"ErpConnectionId": 0, "InternalKeyIds": "all"}', "[]"
+    )
 
     code, table, err = await erpsync(broker_prefix, "dlq", "list")
     assert code == 0, err
@@ -237,6 +245,47 @@ async def test_dlq_list_names_a_missing_queue_in_one_line(broker_prefix: str) ->
     code, _, err = await erpsync(broker_prefix, "dlq", "list")
     assert code == 1
     assert err.count("\n") == 1 and "no dead-letter queue" in err and "broker.prefix" in err
+
+
+async def test_dlq_outside_a_checkout_lists_and_discards(
+    broker_prefix: str, seeded: Settings, tmp_path: Path
+) -> None:
+    """No configuration file: the broker comes from the environment, and the CLI says so."""
+    await dead_lettered(broker_prefix, seeded, "[]", "not json")
+    env = {
+        **{k: v for k, v in os.environ.items() if k != "ERPSYNC_CONFIG"},
+        "ERPSYNC_BROKER_URL": services.AMQP_URL,
+        "ERPSYNC_BROKER_PREFIX": broker_prefix,
+    }
+
+    async def dlq(*args: str, stdin: bytes | None = None) -> tuple[int, str, str]:
+        return await run_cli("dlq", *args, env=env, stdin=stdin, cwd=tmp_path)
+
+    code, out, err = await dlq("list", "--json")
+    assert code == 0, err
+    assert "no configuration file config/erpsync.toml" in err and "from ERPSYNC_BROKER_URL" in err
+    assert "guest:guest" not in err  # the URL's password is not shown
+    first, second = (orjson.loads(line)["id"] for line in out.splitlines())
+
+    code, out, err = await dlq("discard", "--id", first, stdin=b"n\n")
+    assert code == 1 and "nothing discarded" in err and out == ""
+    code, out, err = await dlq("discard", "--id", first, stdin=b"")  # no answer at all
+    assert code == 1 and "nothing discarded" in err
+    assert await _ready_messages(f"{broker_prefix}.dead-letters") == 2
+    code, out, err = await dlq("discard", "--id", first, stdin=b"y\n")
+    assert code == 0, err
+    assert out.splitlines() == [f"discarded {first}", "1 discarded"]
+    code, out, err = await dlq("list", "--json")
+    assert [orjson.loads(line)["id"] for line in out.splitlines()] == [second]
+    code, out, err = await dlq("discard", "--all", "--yes")
+    assert code == 0 and out.splitlines() == [f"discarded {second}", "1 discarded"], err
+    assert await _ready_messages(f"{broker_prefix}.dead-letters") == 0
+    code, _, err = await dlq("discard", "--id", "nope", "--yes")
+    assert code == 1 and "1 ids not found" in err
+
+    # A configuration named but missing is an error naming it, not a silent default.
+    code, _, err = await dlq("list", "--config", "elsewhere.toml")
+    assert code == 2 and "elsewhere.toml: file not found" in err
 
 
 async def test_a_consumer_cancelled_by_the_broker_is_attached_again(

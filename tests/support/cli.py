@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from pathlib import Path
 
 
 async def run_cli(
@@ -12,13 +13,16 @@ async def run_cli(
     env: dict[str, str] | None = None,
     stdin: bytes | None = None,
     timeout: float = 60.0,
+    cwd: Path | None = None,
 ) -> tuple[int, str, str]:
-    """Run ``python -m engine ARGS`` as a real process: (exit code, stdout, stderr)."""
+    """Run ``python -m engine ARGS`` as a real process (in ``cwd``, else here): (exit code,
+    stdout, stderr)."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "engine",
         *args,
+        cwd=cwd,
         env=dict(os.environ) if env is None else env,
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,

@@ -29,3 +29,16 @@ async def seed(db: asyncpg.Connection, stores: dict[int, MemoryStore], count: in
 
 def settings_for(database: str, prefix: str, stores: dict[int, MemoryStore], **kw: Any) -> Settings:
     return memory_settings(database, prefix, {cid: s.name for cid, s in stores.items()}, **kw)
+
+
+def slow_push_settings(database: str, prefix: str, stores: dict[int, MemoryStore]) -> Settings:
+    """A task that runs for seconds: one record per chunk, and ERP 1 takes its push units one
+    at a time, 2 s each; a stop then finds units waiting (one that skips nothing succeeds)."""
+    return settings_for(
+        database,
+        prefix,
+        stores,
+        chunk_size=1,
+        overrides={1: {"latency_ms": 1000}},
+        connection_options={1: {"push_prefetch": 1}},
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -59,3 +60,12 @@ def test_the_committed_reference_is_current() -> None:
     assert DOC.read_text(encoding="utf-8") == configuration_markdown(), (
         "regenerate it: erpsync config-reference > docs/configuration.md"
     )
+
+
+def test_every_row_of_the_table_has_five_cells() -> None:
+    rows = [line for line in configuration_markdown().splitlines() if line.startswith("| `")]
+    assert len(rows) > 50
+    for row in rows:
+        cells = re.split(r"(?<!\\)\|", row.strip())[1:-1]  # an unescaped | ends a cell
+        assert len(cells) == 5, row
+    assert any("int \\| None" in row for row in rows)

@@ -8,6 +8,8 @@ const CHANGES_SHOWN = 200;
 const $ = (id) => document.getElementById(id);
 let connections = [];
 let timer = null;
+let shownTask = null; // the task whose page is rendered, so another id's failure never shows it
+let refreshes = 0; // rendered refreshes, exposed as <body data-refreshes> for the browser test
 
 function h(tag, attrs = {}, ...children) {
   const el = document.createElement(tag);
@@ -31,6 +33,10 @@ function xsrf() {
 
 class Unauthorized extends Error {}
 
+class ApiError extends Error {
+  constructor(message, status) { super(message); this.status = status; }
+}
+
 async function call(method, path, body) {
   const headers = { "X-XSRF-TOKEN": xsrf(), Accept: "application/json" };
   if (body !== undefined) headers["Content-Type"] = "application/json";
@@ -42,7 +48,7 @@ async function call(method, path, body) {
   if (!r.ok) {
     let msg = `${r.status} ${r.statusText}`;
     try { msg = (await r.json()).ErrorMessage || msg; } catch (_) { /* not JSON */ }
-    throw new Error(msg);
+    throw new ApiError(msg, r.status);
   }
   return r;
 }
@@ -56,6 +62,23 @@ function showError(err) {
   el.hidden = false;
 }
 
+// A message of the user's own action (a rejected resync, a failed stop): it stays, through
+// the refreshes, until their next action, which clears it.
+function showActionResult(el, content, failed) {
+  el.replaceChildren(...[].concat(content));
+  el.classList.toggle("error", failed);
+  el.setAttribute("role", failed ? "alert" : "status");
+  el.hidden = false;
+}
+
+function clearActionResults() {
+  for (const el of document.querySelectorAll(".action-result")) {
+    el.replaceChildren();
+    el.classList.remove("error");
+  }
+}
+
+// "none": only the error banner (e.g. an unknown task id), never a stale page beneath it.
 function show(view) {
   for (const id of ["login-view", "tasks-view", "task-view", "connections-view"]) {
     $(id).hidden = id !== view;
@@ -91,6 +114,20 @@ function progressBar(task) {
     h("span", {}, `${pct}%`));
 }
 
+// Records are counted when read from the source; each chunk then pushes to every target, so
+// "3000 of 3000 records read" can come well before the task ends: say what is still to run.
+function progressText(t) {
+  const s = t.Statistics;
+  const parts = [`${t.ProgressPercent}%`, `${s.DoneRecords} of ${s.TotalRecords ?? "?"} records read`];
+  if (!s.Chunks) parts.push("planning");
+  else {
+    const left = s.Chunks - s.ChunksDone;
+    const running = t.State === "Started" && left > 0 ? `, ${left} still to run` : "";
+    parts.push(`${s.ChunksDone} of ${s.Chunks} chunks and push units done${running}`);
+  }
+  return parts.join(" · ");
+}
+
 // ---- views ------------------------------------------------------------------------------
 
 async function renderTasks() {
@@ -119,14 +156,16 @@ async function renderTask(id) {
   ]);
   const t = detail.Task;
   const s = t.Statistics;
+  if (shownTask !== t.Id) clearActionResults(); // a stop message belongs to its task
+  shownTask = t.Id;
+  $("task-stop").hidden = !["New", "Started"].includes(t.State);
+  $("task-stop").dataset.taskId = t.Id;
   $("task-title").textContent = `Task #${t.Id}: ${t.Description}`;
   $("task-state").replaceChildren(stateBadge(t.State));
   const bar = $("task-bar");
   bar.style.width = `${t.ProgressPercent}%`;
   bar.className = s.Failed ? "bad" : "";
-  $("task-progress").textContent =
-    `${t.ProgressPercent}% · ${s.DoneRecords} of ${s.TotalRecords ?? "?"} records · ` +
-    `chunks ${s.ChunksDone} of ${s.Chunks || "?"}`;
+  $("task-progress").textContent = progressText(t);
   const facts = [
     ["Source", connName(s.SourceConnectionId)], ["Created", fmtTime(t.Created)],
     ["Started", fmtTime(t.LastStarted)], ["Finished", fmtTime(s.Finished)],
@@ -199,7 +238,7 @@ async function route() {
   let view;
   let render;
   const m = hash.match(/^#\/tasks\/(\d+)$/);
-  if (m) { view = "task-view"; render = () => renderTask(m[1]); }
+  if (m) { view = "task-view"; render = () => renderTask(Number(m[1])); }
   else if (hash === "#/connections") { view = "connections-view"; render = renderConnections; }
   else { view = "tasks-view"; render = renderTasks; }
   try {
@@ -209,8 +248,15 @@ async function route() {
     showError(null);
   } catch (err) {
     if (err instanceof Unauthorized) { show("login-view"); return; }
+    // Not found, or a task other than the one on screen: show the error alone.
+    if (err.status === 404 || (m && shownTask !== Number(m[1]))) {
+      shownTask = null;
+      show("none");
+    }
     showError(err);
   }
+  refreshes += 1;
+  document.body.dataset.refreshes = refreshes;
   timer = setTimeout(route, REFRESH_MS);
 }
 
@@ -249,21 +295,51 @@ $("logout").addEventListener("click", async () => {
 
 $("resync-form").addEventListener("submit", async (ev) => {
   ev.preventDefault();
+  const result = $("resync-result");
   const raw = $("resync-keys").value.trim();
   const keys = raw ? raw.split(/[\s,;]+/).filter(Boolean).map(Number) : [];
-  if (keys.some((k) => !Number.isInteger(k) || k <= 0)) {
-    showError(new Error("Internal key ids must be positive whole numbers."));
+  if (keys.some((k) => !Number.isSafeInteger(k) || k <= 0)) {
+    showActionResult(result, "Not queued: internal key ids must be positive whole numbers.", true);
     return;
   }
   try {
     const r = await call("POST", "/api/v1/Agents/ErpSync/ForceResyncBatchTask",
       { ErpConnectionId: Number($("resync-source").value), InternalKeyIds: keys });
     const id = r.headers.get("X-Batch-Task-Id");
-    $("resync-result").replaceChildren("Queued as ", h("a", { href: `#/tasks/${id}` }, `task #${id}`), ".");
-    showError(null);
+    showActionResult(result,
+      ["Queued as ", h("a", { href: `#/tasks/${id}` }, `task #${id}`), "."], false);
     await route();
   } catch (err) {
-    if (err instanceof Unauthorized) show("login-view"); else showError(err);
+    if (err instanceof Unauthorized) show("login-view");
+    else showActionResult(result, `Not queued: ${err.message}`, true);
+  }
+});
+
+// The user's next action ends the previous action's message.
+for (const type of ["input", "change"]) {
+  $("resync-form").addEventListener(type, () => clearActionResults());
+}
+document.addEventListener("click", (ev) => {
+  if (!ev.target.closest("button[type=submit], #task-stop")) clearActionResults();
+}, true);
+
+$("task-stop").addEventListener("click", async () => {
+  const button = $("task-stop");
+  const id = Number(button.dataset.taskId);
+  const result = $("task-action");
+  button.disabled = true;
+  try {
+    const r = await call("POST", "/api/v1/Agents/Batch/StopBatchJob", { Id: id });
+    const stopped = await r.json();
+    showActionResult(result, stopped
+      ? "Stopped: chunks not yet started are skipped; one already running still commits."
+      : "The task had already ended; nothing to stop.", false);
+    await route();
+  } catch (err) {
+    if (err instanceof Unauthorized) show("login-view");
+    else showActionResult(result, `Not stopped: ${err.message}`, true);
+  } finally {
+    button.disabled = false;
   }
 });
 

@@ -87,3 +87,42 @@ async def test_stop_between_chunks(
         f"{info['Statistics']['Chunks']} chunks and push units"
     )
     assert f"{done} record{'' if done == 1 else 's'}; writes" in info["Response"]
+
+
+async def test_a_stop_that_skips_nothing_ends_succeeded(
+    database: str,
+    db: asyncpg.Connection,
+    stores: dict[int, MemoryStore],
+    broker_prefix: str,
+    rsa_key: rsa.RSAPrivateKey,
+) -> None:
+    """Stopped while its last push unit runs: that unit commits, nothing was skipped."""
+    stores[0].put("Contact", "1", {"name": "New", "phone": "1"})
+    stores[1].put("Customer", "E1", {"name": "Old", "phone": "0"})
+    stores[2].put("Customer", "F1", {"company": "Old", "tel": "0"})
+    await link(db, 1, "Contact", "1", {1: ("Customer", "E1"), 2: ("Customer", "F1")})
+    # ERP 2 answers slowly, so its push unit is the last one running.
+    settings = api_settings(
+        database, broker_prefix, stores, rsa_key, overrides={2: {"latency_ms": 1500}}
+    )
+    async with Service(settings) as service:
+        task_id = await service.resync(0, [1])
+        await wait_for(
+            lambda: service.task(task_id),
+            lambda info: (
+                (s := info["Statistics"])["Chunks"] > 0 and s["ChunksDone"] == s["Chunks"] - 1
+            ),
+            what="all but the slow push unit done",
+        )
+        stopped = await service.client.post(STOP, json={"Id": task_id}, headers=AUTH)
+        assert stopped.status == 200 and await stopped.json() is True
+        info = await wait_for(  # the running unit commits after the stop
+            lambda: service.task(task_id),
+            lambda info: (s := info["Statistics"])["ChunksDone"] == s["Chunks"],
+            what="the last push unit committed",
+        )
+    assert info["State"] == "Succeeded", info
+    assert info["Statistics"]["Stopped"] is False
+    assert info["Statistics"]["ChunksDone"] == info["Statistics"]["Chunks"]
+    assert info["Response"].startswith("Stop by tje0 came after all work had begun; 1 record;")
+    assert stores[2].get("Customer", "F1")["company"] == "New"  # type: ignore[index]

@@ -17,8 +17,9 @@ import pytest
 from connectors.memory import MemoryStore
 from engine.devservices.ports import free_port
 from tests.support.cli import operator_env, run_cli
-from tests.support.ops import seed, settings_for
+from tests.support.ops import seed, settings_for, slow_push_settings
 from tests.support.service import Service
+from tests.support.waiting import wait_for
 
 
 async def cli(
@@ -131,6 +132,15 @@ async def test_keys_file_tasks_list_and_synclog(
     code, out, _ = await cli("synclog", "--task", "2", env=env)
     assert (code, out) == (0, "no field changes\n")  # the second run found nothing to change
 
+    # One page of one change: the table shows its id and the last line says how to page on.
+    code, out, _ = await cli("synclog", "--key", "1", "--limit", "1", env=env)
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].split()[:2] == ["id", "when"] and lines[1].split()[0] == str(newest)
+    assert lines[-1] == f"1 shown, there are more: add --before {newest} for older ones"
+    code, out, _ = await cli("synclog", "--key", "1", "--limit", "2", env=env)
+    assert "there are more" not in out and "--before" not in out, out
+
 
 async def test_errors_are_one_line_with_a_hint(service: Service, env: dict[str, str]) -> None:
     code, out, err = await cli("tasks", "show", "999", env=env)
@@ -212,3 +222,34 @@ async def test_ctrl_c_stops_following_not_the_task(
         assert b"Traceback" not in err
         info = await service.finished(1)
     assert info["State"] == "Succeeded"
+
+
+async def test_tasks_stop_stops_a_running_task(
+    database: str, db: asyncpg.Connection, broker_prefix: str, stores: dict[int, MemoryStore]
+) -> None:
+    await seed(db, stores)
+    settings = slow_push_settings(database, broker_prefix, stores)  # Stop finds it running
+    async with Service(settings) as service:
+        env = {
+            **os.environ,
+            "ERPSYNC_URL": str(service.server.make_url("/")),
+            "ERPSYNC_USER": "tje0",
+            "ERPSYNC_PASSWORD": "Tje0",
+        }
+        task_id = await service.resync(0, [1, 2, 3])
+        await wait_for(
+            lambda: service.task(task_id),
+            lambda info: info["State"] == "Started" and info["Statistics"]["ChunksDone"] >= 1,
+            what="the task running",
+        )
+        code, out, _ = await cli("tasks", "show", str(task_id), env=env)
+        assert code == 0 and "records read, " in out and "still to run" in out, out
+        code, out, err = await cli("tasks", "stop", str(task_id), env=env)
+        assert code == 0, err
+        assert out.startswith(f"stopped task {task_id} (Failed): Stopped by tje0 after "), out
+        info = await service.task(task_id)
+        assert info["State"] == "Failed" and info["Statistics"]["Stopped"] is True
+        code, out, err = await cli("tasks", "stop", str(task_id), env=env)
+        assert (code, out) == (0, f"task {task_id} had already ended (Failed); nothing to stop\n")
+        code, out, err = await cli("tasks", "stop", "999", env=env)
+        assert code == 1 and "999 not found" in err

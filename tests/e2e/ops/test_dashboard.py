@@ -6,10 +6,14 @@ import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import asyncpg
 import pytest
-from playwright.async_api import Browser, async_playwright, expect
+from playwright.async_api import Browser, Page, async_playwright, expect
 
+from connectors.memory import MemoryStore
+from tests.support.ops import seed, slow_push_settings
 from tests.support.service import AUTH, Service
+from tests.support.waiting import wait_for
 
 # A shared 2-core machine can be slow; every expectation still waits on a condition.
 expect.set_options(timeout=15_000)
@@ -42,6 +46,23 @@ async def browser() -> AsyncIterator[Browser]:
         )
         yield launched
         await launched.close()
+
+
+async def sign_in(page: Page) -> None:
+    await page.get_by_label("User name").fill("tje0")
+    await page.get_by_label("Password").fill("Tje0")
+    await page.get_by_role("button", name="Sign in").click()
+    await expect(page.locator("#user")).to_have_text("tje0")
+
+
+async def refreshed(page: Page, times: int = 2) -> None:
+    """Wait until the page's 1-s refresh has run ``times`` more times (it counts them)."""
+
+    async def count() -> int:
+        return int(await page.evaluate("Number(document.body.dataset.refreshes || 0)"))
+
+    now = await count()
+    await wait_for(count, lambda n: n >= now + times, timeout=15, what=f"{times} refreshes")
 
 
 async def test_session_contract_guards_the_read_endpoints(service: Service) -> None:
@@ -84,9 +105,7 @@ async def test_dashboard_in_headless_chromium(service: Service, browser: Browser
     await page.get_by_label("Password").fill("wrong")
     await page.get_by_role("button", name="Sign in").click()
     await expect(page.locator("#error")).to_have_text("Wrong user name or password.")
-    await page.get_by_label("Password").fill("Tje0")
-    await page.get_by_role("button", name="Sign in").click()
-    await expect(page.locator("#user")).to_have_text("tje0")
+    await sign_in(page)
     assert "Tje0" not in await page.content()
 
     # Start a resync from the CRM for keys 1 and 2 through the form.
@@ -135,3 +154,58 @@ async def test_dashboard_in_headless_chromium(service: Service, browser: Browser
     await expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
     # 401s are expected (the session probe before login, the wrong password); nothing else.
     assert [e for e in console_errors if "status of 401" not in e] == []
+
+
+async def test_errors_stay_unknown_tasks_show_alone_and_stop_stops(
+    database: str,
+    db: asyncpg.Connection,
+    broker_prefix: str,
+    stores: dict[int, MemoryStore],
+    browser: Browser,
+) -> None:
+    await seed(db, stores, count=6)
+    settings = slow_push_settings(database, broker_prefix, stores)  # Stop finds it running
+    async with Service(settings) as service:
+        page = await browser.new_page(viewport={"width": 1280, "height": 860})
+        await page.goto(str(service.server.make_url("/ui/")))
+        await sign_in(page)
+        result = page.locator("#resync-result")
+
+        # Stop stops a running task (StopBatchJob).
+        await page.get_by_label("From").select_option(label="CRM (0)")
+        await page.get_by_label("Internal key ids").fill("1 2 3 4 5 6")
+        await page.get_by_role("button", name="Start resync").click()
+        await expect(result).to_have_text("Queued as task #1.")
+        await page.locator('tr[data-task-id="1"] a').click()
+        await expect(page.locator("#task-state")).to_have_text("Started")
+        await page.get_by_role("button", name="Stop").click()
+        await expect(page.locator("#task-action")).to_contain_text("Stopped")
+        await expect(page.locator("#task-state")).to_have_text("Failed")
+        await expect(page.get_by_role("button", name="Stop")).to_be_hidden()
+        info = await service.task(1)
+        assert info["Statistics"]["Stopped"] is True and info["Statistics"]["StoppedBy"] == "tje0"
+
+        # An unknown task id shows the error alone, not the previous task's page beneath it.
+        await page.evaluate("location.hash = '#/tasks/999'")
+        await expect(page.locator("#error")).to_contain_text("999 not found")
+        await expect(page.locator("#task-view")).to_be_hidden()
+        await refreshed(page)
+        await expect(page.locator("#task-view")).to_be_hidden()
+        await expect(page.locator("#error")).to_contain_text("999 not found")
+
+        # A queued task's note, then a bad id list: the error replaces it and outlives the
+        # refreshes, until the user's next action.
+        await page.get_by_role("link", name="Batch tasks").click()
+        await page.get_by_label("Internal key ids").fill("1")
+        await page.get_by_role("button", name="Start resync").click()
+        await expect(result).to_have_text("Queued as task #2.")
+        await page.get_by_label("Internal key ids").fill("1, x")
+        await page.get_by_role("button", name="Start resync").click()
+        bad = "Not queued: internal key ids must be positive whole numbers."
+        await expect(result).to_have_text(bad)
+        await refreshed(page)
+        await expect(result).to_have_text(bad)
+        await expect(page.locator('tr[data-task-id="3"]')).to_have_count(0)  # nothing queued
+        await page.get_by_label("Internal key ids").fill("1")  # the next action
+        await expect(result).to_have_text("")
+        await page.close()

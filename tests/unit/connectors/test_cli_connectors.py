@@ -45,8 +45,10 @@ def toml_value(value: Any) -> str:
 
 
 def write_config(path: Path, erp_settings: dict[str, Any], fields: dict[str, str]) -> Path:
+    """``fields``: ERP field -> ``"crm_field [direction]"`` (default both)."""
+    specs = {k: [*v.split(), "both"][:2] for k, v in fields.items()}
     mapped = "\n".join(
-        f'fields.{k} = {{ crm = "{v}", direction = "both" }}' for k, v in fields.items()
+        f'fields.{k} = {{ crm = "{crm}", direction = "{d}" }}' for k, (crm, d) in specs.items()
     )
     path.write_text(
         f"""
@@ -105,7 +107,9 @@ async def test_check_validates_tests_and_describes_a_connection(
     erp: FakeErp, tmp_path: Path
 ) -> None:
     config = write_config(
-        tmp_path / "c.toml", rest_settings(erp), {"name": "name", "email": "email"}
+        tmp_path / "c.toml",
+        rest_settings(erp),
+        {"name": "name to_erp", "email": "email both", "active": "name none"},
     )
     result = await run("connectors", "check", "1", "--config", str(config))
     assert result.exit_code == 0, result.output
@@ -115,7 +119,9 @@ async def test_check_validates_tests_and_describes_a_connection(
     assert "actor types: Customer, Person" in out
     assert "Customer (mapped to CRM Contact):" in out
     assert "credit_limit" in out and "Integer" in out
-    assert "<-> email (both)" in out
+    assert "<- CRM name (to_erp)" in out  # the direction of each field, not always <->
+    assert "<-> CRM email (both)" in out
+    assert "-- not synced: CRM name (none)" in out
     assert out.rstrip().endswith("connection 1 (Shop ERP): ok")
     assert TOKEN not in result.output
 
