@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import asyncpg
 import structlog
@@ -23,13 +23,14 @@ import structlog
 from engine.messaging.commands import ChunkCommand
 from engine.messaging.publishing import ChunkPublisher
 from engine.observability.metrics import Metrics
-from engine.store import Connection, recovery, results, tasks
+from engine.store import Connection, intents, recovery, results, tasks
 from engine.store import keys as keys_store
+from engine.store.results import FieldChange
 from engine.sync.bookkeeping import delayed_retries, push_units, work_done
 from engine.sync.connections import Connections
 from engine.sync.liveness import Presence
 from engine.sync.push_stage import PushStage
-from engine.sync.records import ChunkResult
+from engine.sync.records import ChunkResult, Intents
 from engine.sync.source_stage import SourceStage
 
 log = structlog.get_logger(__name__)
@@ -107,13 +108,29 @@ class ChunkRunner:
                 return units
             # Stage 1 needs the source's links, a unit its target's.
             keys, links = await keys_store.load(conn, ids, source if target is None else target)
+            run_intents = Intents(
+                self._intent_recorder(command), await intents.unsettled(conn, command.task_id, ids)
+            )
         if target is None:
-            result = await self.source_stage.run(source, keys, links, attempt=attempt)
+            result = await self.source_stage.run(
+                source, keys, links, attempt=attempt, intents=run_intents
+            )
         else:
-            result = await self.push_stage.run(target, keys, links, attempt=attempt)
+            result = await self.push_stage.run(
+                target, keys, links, attempt=attempt, intents=run_intents
+            )
         units = await self._commit(command, source, len(keys), result)
         self.metrics.chunk_committed(result.outcomes)
         return units
+
+    def _intent_recorder(
+        self, command: ChunkCommand
+    ) -> Callable[[Sequence[FieldChange]], Awaitable[None]]:
+        async def record(changes: Sequence[FieldChange]) -> None:
+            async with self.pool.acquire() as conn:
+                await intents.record(conn, command.task_id, command.chunk_no, changes)
+
+        return record
 
     async def _publish_units(self, task_id: int, units: list[tuple[int, int | None]]) -> None:
         """Publish the committed push units; one not confirmed is left to the sweeper."""
@@ -182,6 +199,14 @@ class ChunkRunner:
             if not await tasks.mark_chunk_done(conn, command.task_id, command.chunk_no, worker):
                 raise _AlreadyCommitted
             await results.write(conn, command.task_id, result.outcomes, result.changes)
+            # Records with a final outcome: their applied intents are logged, the rest not written.
+            await intents.settle(
+                conn,
+                command.task_id,
+                result.target is None,
+                result.target,
+                {o.internal_key_id for o in result.outcomes},
+            )
             targets = self.targets(source)
             retries = delayed_retries(result, self.connections)
             units = push_units(result, targets, self.unit_publish_grace)
@@ -240,6 +265,7 @@ class ChunkRunner:
                     f"{f['connection_id']}: {f['error']}"
                 )
         state = await tasks.finish(conn, row, detail)
+        await intents.settle_task(conn, task_id)
         log.info("task finished", state=state, response=tasks.summary(row))
 
 
