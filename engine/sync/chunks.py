@@ -244,11 +244,6 @@ class ChunkRunner:
                 retries=sum(len(p.keys) for p in result.retries.values()),
                 attempt=result.attempt,
             )
-            if result.configuration_error:
-                reason = f"Configuration error on {result.configuration_error}"
-                log.error("connection misconfigured; task failed", error=reason)
-                await tasks.fail(conn, command.task_id, reason)
-                return []
             if tasks.is_complete(row):
                 await self._finish(conn, command.task_id, row)
         return unit_numbers

@@ -114,7 +114,9 @@ class ConnectionHandle:
             else:
                 self.breaker.success()
                 return result
-            if error.kind == "transient":
+            if error.kind != "permanent":
+                # A configuration error mid-run (a table renamed away, a revoked privilege, a
+                # password changed) is an outage of this target: its breaker paces the retries.
                 self.breaker.failure()
             else:
                 self.breaker.success()  # the target answered; the request was the problem

@@ -64,7 +64,6 @@ class ChunkResult:
     crm_written: list[int] = field(default_factory=list)
     forward: list[int] = field(default_factory=list)
     records: int = 0
-    configuration_error: str | None = None
 
     def counts(self) -> ChunkCounts:
         by_status: dict[str, int] = defaultdict(int)
@@ -89,7 +88,6 @@ class ChunkResult:
         self.changes += other.changes
         self.touches += other.touches
         self.new_links += other.new_links
-        self.configuration_error = self.configuration_error or other.configuration_error
 
 
 @dataclass
@@ -246,12 +244,20 @@ def fail(
     *,
     target_side: bool = False,
 ) -> None:
-    """Record failed calls: transient ones become delayed retries while attempts remain."""
+    """Record failed calls: transient ones become delayed retries while attempts remain.
+
+    So do configuration errors: what is misconfigured is decided when the connection is checked
+    at start; one raised mid-run (a table renamed away, a privilege revoked, a password changed)
+    is retried like an outage of that connection and, if it persists past the retry budget,
+    fails that connection's records only, with the reason.
+    """
     connection_id = connection.id
     on = connection_id if result.target is None else result.target
     delayed = connection.settings.retry.delayed_attempts
     error = exc.message
-    if exc.kind == "transient":
+    if exc.kind == "configuration":
+        error = f"Configuration error on {error}"
+    if exc.kind in ("transient", "configuration"):
         if result.attempt < delayed:
             retry_as = result.target if result.target is not None else None
             if target_side:
@@ -264,8 +270,6 @@ def fail(
             error = f"{error} (gave up after {result.attempt} delayed retries)"
     for record in records:
         result.outcomes.append(Outcome(record.key.id, on, "failed", error=error))
-    if exc.kind == "configuration":
-        result.configuration_error = exc.message
 
 
 def batches(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
