@@ -184,7 +184,7 @@ async def _engine(app: web.Application) -> AsyncIterator[None]:
         unit_publish_grace=2 * settings.broker.publish_timeout + settings.engine.sweep_interval,
         metrics=app_metrics,
     )
-    sweeper = Sweeper(settings, pool, publisher)
+    sweeper = Sweeper(settings, pool, publisher, presence.worker)
 
     async def on_command(delivery: Delivery) -> None:
         await planner.plan(parse(ResyncCommand, delivery.body), delivery.message_id)

@@ -205,11 +205,13 @@ async def mark_planned(conn: Connection, task_id: int, total_chunks: int) -> asy
 
 
 async def mark_chunk_done(conn: Connection, task_id: int, chunk_no: int, worker: str) -> bool:
-    """Mark a chunk done by ``worker``; False if it was already done (duplicate delivery)."""
+    """Mark a chunk done by ``worker``; False if it was already done (duplicate delivery) or
+    another worker has taken it over since (this one froze and its lease ran out)."""
     marked = await conn.fetchval(
         """
         UPDATE task_chunks SET state = 'done', done_at = now(), done_by = $3
-        WHERE task_id = $1 AND chunk_no = $2 AND state = 'pending' RETURNING 1
+        WHERE task_id = $1 AND chunk_no = $2 AND state = 'pending'
+          AND (started_by IS NULL OR started_by = $3) RETURNING 1
         """,
         task_id,
         chunk_no,

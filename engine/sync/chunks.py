@@ -174,7 +174,7 @@ class ChunkRunner:
         previous = claim.previous_worker
         if previous is None or previous == me:
             return claim
-        if await recovery.worker_alive(conn, previous):
+        if await self.presence.alive(conn, previous):
             await recovery.give_back_claim(conn, command.task_id, command.chunk_no, me, previous)
             log.info("chunk is being run by another live worker; duplicate dropped")
             return None

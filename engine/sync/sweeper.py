@@ -31,10 +31,14 @@ _BATCH = 100
 class Sweeper:
     """Runs :meth:`sweep` every ``engine.sweep_interval`` seconds until stopped."""
 
-    def __init__(self, settings: Settings, pool: asyncpg.Pool, publisher: Publisher) -> None:
+    def __init__(
+        self, settings: Settings, pool: asyncpg.Pool, publisher: Publisher, worker: str = "sweeper"
+    ) -> None:
+        """``worker``: this process's worker id (recorded as taking over a dead one's chunks)."""
         self.settings = settings
         self.pool = pool
         self.publisher = publisher
+        self.worker = worker
         self._loop: asyncio.Task[None] | None = None
         self._stopping = False
 
@@ -62,7 +66,27 @@ class Sweeper:
 
     async def sweep(self) -> tuple[int, int]:
         """One pass; returns (delayed retries published, stale tasks restarted)."""
+        await self.take_over_orphaned_chunks()
         return await self.publish_due_retries(), await self.restart_stale_tasks()
+
+    async def take_over_orphaned_chunks(self) -> int:
+        """Publish again the pending chunks of workers whose lease ran out (dead or frozen)."""
+        stale_after = self.settings.engine.stale_after
+        async with self.pool.acquire() as conn:
+            async with conn.transaction():
+                orphans = await recovery.release_orphaned_chunks(conn, stale_after, _BATCH)
+            for task_id, dead in sorted({(o[0], o[3]) for o in orphans}):
+                if await recovery.record_takeover(conn, task_id, dead, self.worker):
+                    log.warning(
+                        "taking over the chunks of a worker whose lease ran out",
+                        task_id=task_id,
+                        dead_worker=dead,
+                    )
+            # Leases of workers dead for long only matter to nobody.
+            await recovery.drop_stale_leases(conn, max(3600.0, 10 * stale_after))
+        for task_id, chunk_no, target, _ in orphans:
+            await self.publisher.publish_chunk(task_id, chunk_no, target)
+        return len(orphans)
 
     async def publish_due_retries(self) -> int:
         published = 0

@@ -26,3 +26,7 @@ CREATE TABLE worker_leases (
     worker     text        PRIMARY KEY,
     renewed_at timestamptz NOT NULL DEFAULT now()
 );
+
+-- The sweeper looks for pending chunks started by a worker whose lease ran out.
+CREATE INDEX task_chunks_started_pending ON task_chunks (started_by)
+    WHERE state = 'pending' AND started_by IS NOT NULL;
