@@ -126,3 +126,16 @@ async def was_processed(conn: Executor, message_id: str) -> bool:
     return bool(
         await conn.fetchval("SELECT 1 FROM processed_messages WHERE message_id = $1", message_id)
     )
+
+
+async def purge_processed(conn: Executor, older_than: float) -> int:
+    """Forget handled message ids older than ``older_than`` seconds; returns how many.
+
+    A late duplicate of a command is still recognised by its task (``batch_tasks.message_id``),
+    which the planner finds finished; this table only has to cover the time a task runs.
+    """
+    done = await conn.execute(
+        "DELETE FROM processed_messages WHERE processed_at < now() - make_interval(secs => $1)",
+        older_than,
+    )
+    return int(done.split()[-1])

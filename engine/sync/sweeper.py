@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 
 import asyncpg
 import structlog
@@ -20,12 +21,16 @@ from engine.messaging.broker import Publisher
 from engine.messaging.commands import ResyncCommand
 from engine.messaging.topology import RESYNC_ROUTING_KEY
 from engine.settings import Settings
-from engine.store import recovery, tasks
+from engine.store import recovery, results, tasks
 from engine.store.recovery import StaleTask
 
 log = structlog.get_logger(__name__)
 
 _BATCH = 100
+HOUSEKEEPING_INTERVAL = 3600.0
+PROCESSED_MESSAGES_KEPT = 7 * 24 * 3600.0
+"""Handled command ids are kept a week: far longer than a task runs (see
+:func:`engine.store.results.purge_processed`)."""
 
 
 class Sweeper:
@@ -39,6 +44,7 @@ class Sweeper:
         self.pool = pool
         self.publisher = publisher
         self.worker = worker
+        self._housekept = -HOUSEKEEPING_INTERVAL
         self._loop: asyncio.Task[None] | None = None
         self._stopping = False
 
@@ -67,7 +73,18 @@ class Sweeper:
     async def sweep(self) -> tuple[int, int]:
         """One pass; returns (delayed retries published, stale tasks restarted)."""
         await self.take_over_orphaned_chunks()
+        if time.monotonic() - self._housekept >= HOUSEKEEPING_INTERVAL:
+            await self.housekeeping()
         return await self.publish_due_retries(), await self.restart_stale_tasks()
+
+    async def housekeeping(self) -> None:
+        """Forget what only grows: leases of workers long dead, old handled message ids."""
+        self._housekept = time.monotonic()
+        stale_after = self.settings.engine.stale_after
+        await recovery.drop_stale_leases(self.pool, max(HOUSEKEEPING_INTERVAL, 10 * stale_after))
+        purged = await results.purge_processed(self.pool, PROCESSED_MESSAGES_KEPT)
+        if purged:
+            log.info("old handled message ids forgotten", count=purged)
 
     async def take_over_orphaned_chunks(self) -> int:
         """Publish again the pending chunks of workers whose lease ran out (dead or frozen)."""
@@ -82,8 +99,6 @@ class Sweeper:
                         task_id=task_id,
                         dead_worker=dead,
                     )
-            # Leases of workers dead for long only matter to nobody.
-            await recovery.drop_stale_leases(conn, max(3600.0, 10 * stale_after))
         for task_id, chunk_no, target, _ in orphans:
             await self.publisher.publish_chunk(task_id, chunk_no, target)
         return len(orphans)
