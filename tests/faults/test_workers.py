@@ -60,6 +60,7 @@ async def test_postgres_restart_mid_batch(the_rig: Rig) -> None:
 
     task = await the_rig.finished(task_id, timeout=180)
     assert task["state"] == "Succeeded", task["response"]
+    assert task["start_count"] == 1  # no worker died: no restart counted
     assert_nothing_lost(await the_rig.audit(task_id), "postgres-restart")
 
 
