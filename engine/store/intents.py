@@ -12,21 +12,9 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 
 from engine.store import Connection, Executor
-from engine.store.results import FieldChange
+from engine.store.results import CHANGE_COLUMNS, FieldChange, change_row
 
-_COLUMNS = (
-    "task_id",
-    "chunk_no",
-    "connection_id",
-    "internal_key_id",
-    "external_key_id",
-    "erp_actor_type",
-    "erp_field",
-    "crm_field",
-    "target_is_crm",
-    "old_value",
-    "new_value",
-)
+_COLUMNS = ("task_id", "chunk_no", *CHANGE_COLUMNS)
 
 
 async def record(
@@ -38,22 +26,7 @@ async def record(
     await conn.copy_records_to_table(
         "change_intents",
         columns=_COLUMNS,
-        records=[
-            (
-                task_id,
-                chunk_no,
-                c.connection_id,
-                c.internal_key_id,
-                c.external_key_id,
-                c.erp_actor_type,
-                c.erp_field,
-                c.crm_field,
-                c.target_is_crm,
-                c.old_value,
-                c.new_value,
-            )
-            for c in changes
-        ],
+        records=[(task_id, chunk_no, *change_row(c)) for c in changes],
     )
 
 
@@ -62,9 +35,8 @@ async def unsettled(
 ) -> list[FieldChange]:
     """The task's unsettled intents on these records (oldest first)."""
     rows = await conn.fetch(
-        """
-        SELECT connection_id, internal_key_id, external_key_id, erp_actor_type, erp_field,
-               crm_field, target_is_crm, old_value, new_value
+        f"""
+        SELECT {", ".join(CHANGE_COLUMNS)}
         FROM change_intents WHERE task_id = $1 AND internal_key_id = ANY($2::bigint[])
         ORDER BY recorded_at
         """,

@@ -12,27 +12,14 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.support.rig import Report, Rig, rig
+from tests.support.rig import Rig, assert_nothing_lost
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.timeout(300)
-
-
-@pytest.fixture
-async def the_rig(broker_prefix: str, tmp_path: Path) -> AsyncIterator[Rig]:
-    async with rig(broker_prefix, tmp_path) as r:
-        yield r
-
-
-def assert_nothing_lost(report: Report, name: str, failed: int = 0) -> None:
-    report.show(name)
-    assert report == Report(0, 0, 0, 0, 0, failed, missing_sync_log=0)
 
 
 async def sql(the_rig: Rig, query: str, *args: Any) -> Any:

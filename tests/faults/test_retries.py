@@ -57,6 +57,21 @@ async def outcome_counts(db: asyncpg.Connection, task_id: int) -> dict[tuple[int
     return {(r[0], r[1]): r[2] for r in rows}
 
 
+async def erp1_updated(db: asyncpg.Connection, task_id: int) -> list[asyncpg.Record]:
+    """The task's outcomes, after asserting one per record and target and that the healthy
+    target (ERP 1) updated every record."""
+    rows = await db.fetch(
+        "SELECT internal_key_id, connection_id, status, error FROM record_outcomes "
+        "WHERE task_id = $1",
+        task_id,
+    )
+    assert sorted((r[0], r[1]) for r in rows) == sorted(
+        (i, c) for i in range(1, N + 1) for c in (1, 2)
+    )
+    assert {r[2] for r in rows if r[1] == 1} == {"updated"}  # the healthy target is unaffected
+    return list(rows)
+
+
 async def test_transient_failures_go_through_delayed_retries_until_they_succeed(
     db: asyncpg.Connection, stores: dict[int, MemoryStore], seeded: SettingsFor
 ) -> None:
@@ -103,15 +118,7 @@ async def test_a_target_that_stays_down_fails_its_records_after_the_retries(
 
     assert info["State"] == "Failed", info
     assert f"{N} failed" in info["Response"]
-    rows = await db.fetch(
-        "SELECT internal_key_id, connection_id, status, error FROM record_outcomes "
-        "WHERE task_id = $1",
-        info["Id"],
-    )
-    assert sorted((r[0], r[1]) for r in rows) == sorted(
-        (i, c) for i in range(1, N + 1) for c in (1, 2)
-    )
-    assert {r[2] for r in rows if r[1] == 1} == {"updated"}  # the healthy target is unaffected
+    rows = await erp1_updated(db, info["Id"])
     erp2 = [r for r in rows if r[1] == 2]
     assert {r[2] for r in erp2} == {"failed"}
     assert all("gave up after 2 delayed retries" in r[3] for r in erp2)
@@ -140,15 +147,7 @@ async def test_a_configuration_error_fails_only_that_targets_records_with_the_re
     assert info["State"] == "Failed", info
     assert f"{N} failed" in info["Response"]
     assert "on connection 2: Configuration error on ERP two: memory store" in info["Response"]
-    rows = await db.fetch(
-        "SELECT internal_key_id, connection_id, status, error FROM record_outcomes "
-        "WHERE task_id = $1",
-        info["Id"],
-    )
-    assert sorted((r[0], r[1]) for r in rows) == sorted(
-        (i, c) for i in range(1, N + 1) for c in (1, 2)
-    )
-    assert {r[2] for r in rows if r[1] == 1} == {"updated"}  # the healthy target is unaffected
+    rows = await erp1_updated(db, info["Id"])
     assert {(r[2], r[3]) for r in rows if r[1] == 2} == {
         (
             "failed",

@@ -8,25 +8,12 @@ lost/duplicated figures it asserts to be 0.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
-from tests.support.rig import Report, Rig, rig
+from tests.support.rig import Rig, assert_nothing_lost
 
 pytestmark = pytest.mark.timeout(300)
-
-
-@pytest.fixture
-async def the_rig(broker_prefix: str, tmp_path: Path) -> AsyncIterator[Rig]:
-    async with rig(broker_prefix, tmp_path) as r:
-        yield r
-
-
-def assert_nothing_lost(report: Report, name: str, failed: int = 0) -> None:
-    report.show(name)
-    assert report == Report(0, 0, 0, 0, 0, failed, missing_sync_log=0)
 
 
 async def test_sigkill_a_worker_mid_batch_and_start_another(the_rig: Rig) -> None:
