@@ -169,20 +169,9 @@ class Rig:
         return self.children.started
 
     async def kill(self, worker: Child) -> None:
-        """SIGKILL the worker and wait until PostgreSQL has dropped its presence connection."""
+        """SIGKILL the worker and wait until it is gone (its lease then runs out on its own)."""
         worker.kill()
-        conn = await self.connect()
-        try:
-            await wait_for(
-                lambda: conn.fetchval(
-                    "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE $1",
-                    f"erpsync-worker:%-{worker.pid}-%",
-                ),
-                lambda n: n == 0,
-                what=f"{worker.name}'s sessions to end",
-            )
-        finally:
-            await conn.close()
+        await worker.wait(timeout=30)
 
     # -- driving a batch ------------------------------------------------------------------------
 
