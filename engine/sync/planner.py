@@ -81,7 +81,11 @@ class Planner:
     async def _plan(
         self, conn: Connection, task_id: int, command: ResyncCommand, message_id: str
     ) -> None:
-        task = await tasks.start(conn, task_id)
+        presence = self.presence
+        if presence is None:
+            task = await tasks.start(conn, task_id)
+        else:
+            task = await tasks.start(conn, task_id, presence.worker, presence.stale_after)
         if task is None:
             log.info("task already finished; command ignored")
             await results.mark_processed(conn, message_id, task_id)

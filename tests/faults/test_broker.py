@@ -248,8 +248,10 @@ async def test_broker_flapping_under_2000_posts(
         f"sync log {logged}, error lines {len(errors)}"
     )
     assert len(accepted) + len(refused) == POSTS and answered.count(503) >= 48
-    assert all(r["state"] == "Succeeded" and r["start_count"] == 1 for r in accepted)
-    assert all(r["state"] == "Failed" and "Not queued" in r["response"] for r in refused)
+    odd = [dict(r) for r in accepted if (r["state"], r["start_count"]) != ("Succeeded", 1)]
+    assert odd == [], odd[:3]
+    odd = [dict(r) for r in refused if r["state"] != "Failed" or "Not queued" not in r["response"]]
+    assert odd == [], odd[:3]
     assert (duplicated, doubled) == (0, 0)
     assert logged == demo_workers.DEMO_CLEAN_CHANGES
     assert last == 0  # nothing left differing

@@ -30,3 +30,7 @@ CREATE TABLE worker_leases (
 -- The sweeper looks for pending chunks started by a worker whose lease ran out.
 CREATE INDEX task_chunks_started_pending ON task_chunks (started_by)
     WHERE state = 'pending' AND started_by IS NOT NULL;
+
+-- The worker that last started planning the task: a command redelivered while that worker is
+-- alive (a closed channel, a broker restart) is not a restart.
+ALTER TABLE batch_tasks ADD COLUMN planned_by text;

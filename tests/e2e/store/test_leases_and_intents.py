@@ -83,3 +83,24 @@ async def test_old_processed_message_ids_are_purged(pool: asyncpg.Pool) -> None:
         assert await results.purge_processed(conn, 7 * 24 * 3600) == 1
         assert not await results.was_processed(conn, "old")
         assert await results.was_processed(conn, "new")
+
+
+async def test_a_command_delivered_again_while_its_planner_lives_is_no_restart(
+    pool: asyncpg.Pool,
+) -> None:
+    task_id = await tasks.create(pool, source_connection_id=0, request={})
+    await recovery.renew_lease(pool, "p1")
+    await recovery.renew_lease(pool, "p2")
+    async with pool.acquire() as conn:
+
+        async def start(worker: str) -> int:
+            row = await tasks.start(conn, task_id, worker, 60)
+            assert row is not None
+            return int(row["start_count"])
+
+        assert await start("p1") == 1  # the first start
+        assert await start("p2") == 1  # p1 lives: a redelivery (channel closed), not a restart
+        await conn.execute("UPDATE worker_leases SET renewed_at = now() - interval '2 minutes'")
+        assert await start("p1") == 2  # p2's lease ran out: it died planning
+        row = await tasks.start(conn, task_id)  # no worker: every start counts
+        assert row is not None and row["start_count"] == 3
