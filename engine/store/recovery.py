@@ -19,6 +19,8 @@ class ChunkClaim:
     target: int | None
     source: int
     """The task's source connection."""
+    previous_alive: bool = False
+    """``previous_worker`` is another worker with a current lease: the chunk stays its own."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,46 +78,40 @@ async def drop_stale_leases(conn: Executor, older_than: float) -> None:
 
 
 async def claim_chunk(
-    conn: Executor, task_id: int, chunk_no: int, worker: str
+    conn: Executor, task_id: int, chunk_no: int, worker: str, stale_after: float = 0.0
 ) -> ChunkClaim | None:
     """Record that ``worker`` starts a pending chunk of an unfinished task (one round trip).
 
     Returns the chunk and who had started it before; None when the chunk is done, its task is
-    finished (or stopped), or either is unknown.
+    finished (or stopped), or either is unknown. When that worker is another one whose lease is
+    current (renewed within ``stale_after``), the chunk stays its own and ``previous_alive`` is
+    set: the check and the claim are one statement, so the owner's commit never sees the chunk
+    claimed away for a moment.
     """
     row = await conn.fetchrow(
         """
-        UPDATE task_chunks c SET started_by = $3, started_at = now()
-        FROM (SELECT c2.started_by, t.source_connection_id FROM task_chunks c2
+        UPDATE task_chunks c
+        SET started_by = CASE WHEN p.alive THEN p.started_by ELSE $3 END,
+            started_at = CASE WHEN p.alive THEN c.started_at ELSE now() END
+        FROM (SELECT c2.started_by, t.source_connection_id,
+                     c2.started_by IS NOT NULL AND c2.started_by <> $3 AND EXISTS (
+                         SELECT 1 FROM worker_leases l WHERE l.worker = c2.started_by
+                           AND l.renewed_at > now() - make_interval(secs => $4)) AS alive
+              FROM task_chunks c2
               JOIN batch_tasks t ON t.id = c2.task_id
               WHERE c2.task_id = $1 AND c2.chunk_no = $2 AND c2.state = 'pending'
                 AND t.state NOT IN ('Succeeded', 'Failed', 'SucceededManualCleanup')
               FOR UPDATE OF c2) p
         WHERE c.task_id = $1 AND c.chunk_no = $2
         RETURNING p.started_by, c.internal_key_ids, c.attempt, c.target_connection_id,
-                  p.source_connection_id
+                  p.source_connection_id, p.alive
         """,
         task_id,
         chunk_no,
         worker,
+        stale_after,
     )
     return None if row is None else ChunkClaim(*row)
-
-
-async def give_back_claim(
-    conn: Executor, task_id: int, chunk_no: int, worker: str, previous: str
-) -> None:
-    """Undo :func:`claim_chunk` when ``previous`` turned out to be alive and running the chunk."""
-    await conn.execute(
-        """
-        UPDATE task_chunks SET started_by = $4
-        WHERE task_id = $1 AND chunk_no = $2 AND started_by = $3 AND state = 'pending'
-        """,
-        task_id,
-        chunk_no,
-        worker,
-        previous,
-    )
 
 
 async def release_claim(conn: Executor, task_id: int, chunk_no: int, worker: str) -> None:

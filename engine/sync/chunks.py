@@ -167,15 +167,16 @@ class ChunkRunner:
         original's worker die before committing, the sweeper republishes the chunk.
         """
         me = self.presence.worker
-        claim = await recovery.claim_chunk(conn, command.task_id, command.chunk_no, me)
+        claim = await recovery.claim_chunk(
+            conn, command.task_id, command.chunk_no, me, self.presence.stale_after
+        )
         if claim is None:
             log.info("chunk done, its task finished or unknown; delivery dropped")
             return None
         previous = claim.previous_worker
         if previous is None or previous == me:
             return claim
-        if await self.presence.alive(conn, previous):
-            await recovery.give_back_claim(conn, command.task_id, command.chunk_no, me, previous)
+        if claim.previous_alive:
             log.info("chunk is being run by another live worker; duplicate dropped")
             return None
         if await recovery.record_takeover(conn, command.task_id, previous, me):

@@ -21,7 +21,7 @@ import asyncpg
 import structlog
 
 from engine.settings import Settings
-from engine.store import Executor, recovery
+from engine.store import recovery
 
 log = structlog.get_logger(__name__)
 
@@ -59,10 +59,6 @@ class Presence:
     @property
     def stale_after(self) -> float:
         return self.settings.engine.stale_after
-
-    async def alive(self, conn: Executor, worker: str) -> bool:
-        """Is ``worker``'s lease current?"""
-        return await recovery.worker_alive(conn, worker, self.stale_after)
 
     async def start(self) -> None:
         await recovery.renew_lease(self.pool, self.worker)

@@ -34,8 +34,18 @@ async def test_chunks_of_a_dead_worker_are_released_once_and_it_cannot_commit_th
     task_id = await started_task(pool)
     await recovery.renew_lease(pool, "frozen")
     await recovery.renew_lease(pool, "alive")
-    assert await recovery.claim_chunk(pool, task_id, 0, "frozen")
-    assert await recovery.claim_chunk(pool, task_id, 1, "alive")
+    assert await recovery.claim_chunk(pool, task_id, 0, "frozen", 60)
+    assert await recovery.claim_chunk(pool, task_id, 1, "alive", 60)
+    # A duplicate delivery while the owner lives leaves the chunk to it.
+    duplicate = await recovery.claim_chunk(pool, task_id, 0, "alive", 60)
+    assert duplicate is not None
+    assert (duplicate.previous_worker, duplicate.previous_alive) == ("frozen", True)
+    assert (
+        await pool.fetchval(
+            "SELECT started_by FROM task_chunks WHERE task_id = $1 AND chunk_no = 0", task_id
+        )
+        == "frozen"
+    )
     async with pool.acquire() as conn:
         assert await recovery.release_orphaned_chunks(conn, 60, 10) == []
         await conn.execute(
@@ -46,8 +56,8 @@ async def test_chunks_of_a_dead_worker_are_released_once_and_it_cannot_commit_th
             (task_id, 0, None, "frozen")
         ]
         assert await recovery.release_orphaned_chunks(conn, 60, 10) == []
-        claim = await recovery.claim_chunk(conn, task_id, 0, "alive")
-        assert claim is not None and claim.previous_worker is None
+        claim = await recovery.claim_chunk(conn, task_id, 0, "alive", 60)
+        assert claim is not None and (claim.previous_worker, claim.previous_alive) == (None, False)
         # The frozen worker resumes: its commit of the chunk taken from it does nothing.
         assert not await tasks.mark_chunk_done(conn, task_id, 0, "frozen")
         assert await tasks.mark_chunk_done(conn, task_id, 0, "alive")
