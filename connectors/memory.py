@@ -33,6 +33,8 @@ class MemoryStore:
     saves: int = 0
     creates: int = 0
     created_by_idempotency_key: dict[str, str] = field(default_factory=dict)
+    outage: Literal["transient", "permanent", "configuration"] | None = None
+    """Like the connection's ``fail``, switched on and off while a resync runs (tests)."""
 
     _stores: ClassVar[dict[str, MemoryStore]] = {}
 
@@ -103,11 +105,12 @@ class MemoryConnector(sdk.BaseConnector[MemoryConfig]):
         self.store.calls += 1
         if self.config.latency_ms:
             await asyncio.sleep(self.config.latency_ms / 1000)
-        if self.config.fail == "transient":
+        fail = self.store.outage or self.config.fail
+        if fail == "transient":
             raise sdk.TransientError(f"memory store {self.config.store!r} is unavailable")
-        if self.config.fail == "permanent":
+        if fail == "permanent":
             raise sdk.PermanentError(f"memory store {self.config.store!r} rejects the call")
-        if self.config.fail == "configuration":
+        if fail == "configuration":
             raise sdk.ConfigurationError(f"memory store {self.config.store!r} is misconfigured")
         if self.config.fail_rate and self._rng.random() < self.config.fail_rate:
             raise sdk.TransientError(f"memory store {self.config.store!r} failed (injected)")

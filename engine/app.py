@@ -37,7 +37,7 @@ from engine.api.errors import error_middleware
 from engine.api.intake import TaskIntake
 from engine.api.routes import routes
 from engine.messaging.broker import Publisher, close_quietly, connect
-from engine.messaging.commands import ChunkCommand, ResyncCommand, parse
+from engine.messaging.commands import ChunkCommand, InvalidMessage, ResyncCommand, parse
 from engine.messaging.consumer import Consumer, Delivery
 from engine.observability import metrics
 from engine.observability.metrics import Metrics
@@ -184,10 +184,15 @@ async def _engine(app: web.Application) -> AsyncIterator[None]:
         unit_publish_grace=2 * settings.broker.publish_timeout + settings.engine.sweep_interval,
         metrics=app_metrics,
     )
-    sweeper = Sweeper(settings, pool, publisher)
+    sweeper = Sweeper(settings, pool, publisher, presence.worker)
 
     async def on_command(delivery: Delivery) -> None:
-        await planner.plan(parse(ResyncCommand, delivery.body), delivery.message_id)
+        try:
+            command = parse(ResyncCommand, delivery.body)
+        except InvalidMessage as exc:
+            await planner.reject(delivery.body, str(exc))
+            raise
+        await planner.plan(command, delivery.message_id)
 
     async def on_chunk(delivery: Delivery) -> None:
         await runner.run(parse(ChunkCommand, delivery.body))

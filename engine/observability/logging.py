@@ -52,6 +52,26 @@ def configure(settings: LoggingSettings) -> None:
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     logging.getLogger("aiormq").setLevel(max(level, logging.WARNING))
     logging.getLogger("aio_pika").setLevel(max(level, logging.WARNING))
+    tools = logging.getLogger("aio_pika.tools")
+    if not any(isinstance(f, HandledReconnects) for f in tools.filters):
+        tools.addFilter(HandledReconnects())
+
+
+class HandledReconnects(logging.Filter):
+    """aio-pika logs a channel's close callback failing while the broker connection is lost
+    ("Callback … RobustChannel._on_close … RuntimeError") at error level, dozens per broker
+    restart. The consumer's supervisor handles the reconnect, so nobody should be paged: such a
+    line is logged as a warning."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if (
+            record.levelno >= logging.ERROR
+            and str(record.msg).startswith("Callback %r error")
+            and record.args
+            and "_on_close" in repr(record.args)
+        ):
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
 
 
 def _dumps(obj: object, default: object = None) -> str:

@@ -6,8 +6,6 @@ import contextlib
 from collections.abc import AsyncIterator, Collection, Sequence
 from dataclasses import dataclass
 
-import asyncpg
-
 from engine.store import Connection, Executor
 
 
@@ -21,6 +19,8 @@ class ChunkClaim:
     target: int | None
     source: int
     """The task's source connection."""
+    previous_alive: bool = False
+    """``previous_worker`` is another worker with a current lease: the chunk stays its own."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,62 +34,84 @@ class StaleTask:
     start_count: int
 
 
-def presence_name(worker: str) -> str:
-    """The ``application_name`` of a worker's presence connection."""
-    return f"erpsync-worker:{worker}"[:63]
+async def renew_lease(conn: Executor, worker: str) -> None:
+    """The worker is alive now (its lease runs for ``stale_after`` from here)."""
+    await conn.execute(
+        """
+        INSERT INTO worker_leases (worker) VALUES ($1)
+        ON CONFLICT (worker) DO UPDATE SET renewed_at = now()
+        """,
+        worker,
+    )
 
 
-async def worker_alive(conn: Executor, worker: str) -> bool:
-    """Is the worker's presence connection open? (It closes the moment its process dies.)"""
+async def end_lease(conn: Executor, worker: str) -> None:
+    """The worker stopped cleanly: its unfinished chunks may be taken over at once."""
+    await conn.execute("DELETE FROM worker_leases WHERE worker = $1", worker)
+
+
+async def worker_alive(conn: Executor, worker: str, stale_after: float) -> bool:
+    """Has the worker renewed its lease within ``stale_after`` seconds?
+
+    A lease, not the worker's sessions in ``pg_stat_activity``: a frozen process (SIGSTOP) or a
+    vanished host keeps its TCP connections, and so its backends, for a long time, and behind a
+    pooler the backends are not the worker's at all.
+    """
     return bool(
         await conn.fetchval(
-            "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE application_name = $1)",
-            presence_name(worker),
+            """
+            SELECT EXISTS (SELECT 1 FROM worker_leases WHERE worker = $1
+                           AND renewed_at > now() - make_interval(secs => $2))
+            """,
+            worker,
+            stale_after,
         )
     )
 
 
+async def drop_stale_leases(conn: Executor, older_than: float) -> None:
+    """Forget leases of workers dead for long (takeovers are counted in ``task_takeovers``)."""
+    await conn.execute(
+        "DELETE FROM worker_leases WHERE renewed_at < now() - make_interval(secs => $1)",
+        older_than,
+    )
+
+
 async def claim_chunk(
-    conn: Executor, task_id: int, chunk_no: int, worker: str
+    conn: Executor, task_id: int, chunk_no: int, worker: str, stale_after: float = 0.0
 ) -> ChunkClaim | None:
     """Record that ``worker`` starts a pending chunk of an unfinished task (one round trip).
 
     Returns the chunk and who had started it before; None when the chunk is done, its task is
-    finished (or stopped), or either is unknown.
+    finished (or stopped), or either is unknown. When that worker is another one whose lease is
+    current (renewed within ``stale_after``), the chunk stays its own and ``previous_alive`` is
+    set: the check and the claim are one statement, so the owner's commit never sees the chunk
+    claimed away for a moment.
     """
     row = await conn.fetchrow(
         """
-        UPDATE task_chunks c SET started_by = $3, started_at = now()
-        FROM (SELECT c2.started_by, t.source_connection_id FROM task_chunks c2
+        UPDATE task_chunks c
+        SET started_by = CASE WHEN p.alive THEN p.started_by ELSE $3 END,
+            started_at = CASE WHEN p.alive THEN c.started_at ELSE now() END
+        FROM (SELECT c2.started_by, t.source_connection_id,
+                     c2.started_by IS NOT NULL AND c2.started_by <> $3 AND EXISTS (
+                         SELECT 1 FROM worker_leases l WHERE l.worker = c2.started_by
+                           AND l.renewed_at > now() - make_interval(secs => $4)) AS alive
+              FROM task_chunks c2
               JOIN batch_tasks t ON t.id = c2.task_id
               WHERE c2.task_id = $1 AND c2.chunk_no = $2 AND c2.state = 'pending'
                 AND t.state NOT IN ('Succeeded', 'Failed', 'SucceededManualCleanup')
               FOR UPDATE OF c2) p
         WHERE c.task_id = $1 AND c.chunk_no = $2
         RETURNING p.started_by, c.internal_key_ids, c.attempt, c.target_connection_id,
-                  p.source_connection_id
+                  p.source_connection_id, p.alive
         """,
         task_id,
         chunk_no,
         worker,
+        stale_after,
     )
     return None if row is None else ChunkClaim(*row)
-
-
-async def give_back_claim(
-    conn: Executor, task_id: int, chunk_no: int, worker: str, previous: str
-) -> None:
-    """Undo :func:`claim_chunk` when ``previous`` turned out to be alive and running the chunk."""
-    await conn.execute(
-        """
-        UPDATE task_chunks SET started_by = $4
-        WHERE task_id = $1 AND chunk_no = $2 AND started_by = $3 AND state = 'pending'
-        """,
-        task_id,
-        chunk_no,
-        worker,
-        previous,
-    )
 
 
 async def release_claim(conn: Executor, task_id: int, chunk_no: int, worker: str) -> None:
@@ -161,6 +183,34 @@ async def record_takeover(conn: Connection, task_id: int, dead_worker: str, work
             task_id,
         )
         return True
+
+
+async def release_orphaned_chunks(
+    conn: Connection, stale_after: float, limit: int
+) -> list[tuple[int, int, int | None, str]]:
+    """Take pending chunks away from workers whose lease ran out, to publish them again.
+
+    Returns (task, chunk number, target, the dead worker). RabbitMQ does not redeliver a frozen
+    worker's unacked messages while its connection stays open, so the sweeper republishes the
+    chunks it had started; clearing ``started_by`` also keeps that worker, should it resume,
+    from committing a chunk another worker has claimed since.
+    """
+    rows = await conn.fetch(
+        """
+        UPDATE task_chunks c SET started_by = NULL
+        FROM (SELECT c2.task_id, c2.chunk_no, c2.started_by FROM task_chunks c2
+              JOIN batch_tasks t ON t.id = c2.task_id AND t.state = 'Started'
+              WHERE c2.state = 'pending' AND c2.started_by IS NOT NULL
+                AND NOT EXISTS (SELECT 1 FROM worker_leases l WHERE l.worker = c2.started_by
+                                  AND l.renewed_at > now() - make_interval(secs => $1))
+              LIMIT $2 FOR UPDATE OF c2 SKIP LOCKED) o
+        WHERE c.task_id = o.task_id AND c.chunk_no = o.chunk_no
+        RETURNING c.task_id, c.chunk_no, c.target_connection_id, o.started_by
+        """,
+        stale_after,
+        limit,
+    )
+    return [(r[0], r[1], r[2], r[3]) for r in rows]
 
 
 async def heartbeat(conn: Executor, task_ids: Sequence[int]) -> None:
@@ -278,11 +328,4 @@ async def mark_published(conn: Executor, task_id: int, chunk_nos: Sequence[int])
         """,
         task_id,
         list(chunk_nos),
-    )
-
-
-async def open_presence(url: str, worker: str, timeout: float) -> asyncpg.Connection:
-    """A connection that exists exactly as long as the worker does."""
-    return await asyncpg.connect(
-        url, timeout=timeout, server_settings={"application_name": presence_name(worker)}
     )

@@ -54,8 +54,7 @@ _OUTCOME_COLUMNS = (
     "changed_fields",
     "error",
 )
-_LOG_COLUMNS = (
-    "task_id",
+CHANGE_COLUMNS = (
     "connection_id",
     "internal_key_id",
     "external_key_id",
@@ -63,10 +62,26 @@ _LOG_COLUMNS = (
     "erp_field",
     "crm_field",
     "target_is_crm",
-    "direction",
     "old_value",
     "new_value",
 )
+"""The columns of a :class:`FieldChange`, in :func:`change_row` order."""
+_LOG_COLUMNS = ("task_id", "direction", *CHANGE_COLUMNS)
+
+
+def change_row(c: FieldChange) -> tuple[object, ...]:
+    """A change's values for :data:`CHANGE_COLUMNS`."""
+    return (
+        c.connection_id,
+        c.internal_key_id,
+        c.external_key_id,
+        c.erp_actor_type,
+        c.erp_field,
+        c.crm_field,
+        c.target_is_crm,
+        c.old_value,
+        c.new_value,
+    )
 
 
 async def write(
@@ -89,22 +104,7 @@ async def write(
         await conn.copy_records_to_table(
             "sync_log",
             columns=_LOG_COLUMNS,
-            records=[
-                (
-                    task_id,
-                    c.connection_id,
-                    c.internal_key_id,
-                    c.external_key_id,
-                    c.erp_actor_type,
-                    c.erp_field,
-                    c.crm_field,
-                    c.target_is_crm,
-                    c.direction,
-                    c.old_value,
-                    c.new_value,
-                )
-                for c in changes
-            ],
+            records=[(task_id, c.direction, *change_row(c)) for c in changes],
         )
 
 
@@ -126,3 +126,16 @@ async def was_processed(conn: Executor, message_id: str) -> bool:
     return bool(
         await conn.fetchval("SELECT 1 FROM processed_messages WHERE message_id = $1", message_id)
     )
+
+
+async def purge_processed(conn: Executor, older_than: float) -> int:
+    """Forget handled message ids older than ``older_than`` seconds; returns how many.
+
+    A late duplicate of a command is still recognised by its task (``batch_tasks.message_id``),
+    which the planner finds finished; this table only has to cover the time a task runs.
+    """
+    done = await conn.execute(
+        "DELETE FROM processed_messages WHERE processed_at < now() - make_interval(secs => $1)",
+        older_than,
+    )
+    return int(done.split()[-1])

@@ -124,17 +124,32 @@ async def list_by_name_and_state(
     )
 
 
-async def start(conn: Connection, task_id: int) -> asyncpg.Record | None:
-    """Mark a task Started (counting the start); None when it is already finished."""
+async def start(
+    conn: Connection, task_id: int, worker: str | None = None, stale_after: float = 0.0
+) -> asyncpg.Record | None:
+    """Mark a task Started by ``worker``'s planner; None when it is already finished.
+
+    The start is counted unless the task's last planner is another worker whose lease is
+    current (renewed within ``stale_after``): then the command was only delivered again (a
+    channel closed, the broker restarted) and nothing restarted. Without a ``worker`` every
+    start counts.
+    """
     return await conn.fetchrow(
         """
-        UPDATE batch_tasks
-        SET state = 'Started', start_count = start_count + 1, last_started_at = now(),
-            heartbeat_at = now(), progress_description = 'Planning'
+        UPDATE batch_tasks t
+        SET state = 'Started', last_started_at = now(), heartbeat_at = now(),
+            progress_description = 'Planning', planned_by = $2,
+            start_count = start_count + CASE
+                WHEN t.state <> 'New' AND $2::text IS NOT NULL AND EXISTS (
+                    SELECT 1 FROM worker_leases l WHERE l.worker = t.planned_by
+                      AND l.renewed_at > now() - make_interval(secs => $3))
+                THEN 0 ELSE 1 END
         WHERE id = $1 AND state NOT IN ('Succeeded', 'Failed', 'SucceededManualCleanup')
         RETURNING *
         """,
         task_id,
+        worker,
+        stale_after,
     )
 
 
@@ -219,11 +234,13 @@ async def mark_planned(conn: Connection, task_id: int, total_chunks: int) -> asy
 
 
 async def mark_chunk_done(conn: Connection, task_id: int, chunk_no: int, worker: str) -> bool:
-    """Mark a chunk done by ``worker``; False if it was already done (duplicate delivery)."""
+    """Mark a chunk done by ``worker``; False if it was already done (duplicate delivery) or
+    another worker has taken it over since (this one froze and its lease ran out)."""
     marked = await conn.fetchval(
         """
         UPDATE task_chunks SET state = 'done', done_at = now(), done_by = $3
-        WHERE task_id = $1 AND chunk_no = $2 AND state = 'pending' RETURNING 1
+        WHERE task_id = $1 AND chunk_no = $2 AND state = 'pending'
+          AND (started_by IS NULL OR started_by = $3) RETURNING 1
         """,
         task_id,
         chunk_no,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import asyncpg
 import structlog
@@ -23,13 +23,14 @@ import structlog
 from engine.messaging.commands import ChunkCommand
 from engine.messaging.publishing import ChunkPublisher
 from engine.observability.metrics import Metrics
-from engine.store import Connection, recovery, results, tasks
+from engine.store import Connection, intents, recovery, results, tasks
 from engine.store import keys as keys_store
+from engine.store.results import FieldChange
 from engine.sync.bookkeeping import delayed_retries, push_units, work_done
 from engine.sync.connections import Connections
 from engine.sync.liveness import Presence
 from engine.sync.push_stage import PushStage
-from engine.sync.records import ChunkResult
+from engine.sync.records import ChunkResult, Intents
 from engine.sync.source_stage import SourceStage
 
 log = structlog.get_logger(__name__)
@@ -107,13 +108,29 @@ class ChunkRunner:
                 return units
             # Stage 1 needs the source's links, a unit its target's.
             keys, links = await keys_store.load(conn, ids, source if target is None else target)
+            run_intents = Intents(
+                self._intent_recorder(command), await intents.unsettled(conn, command.task_id, ids)
+            )
         if target is None:
-            result = await self.source_stage.run(source, keys, links, attempt=attempt)
+            result = await self.source_stage.run(
+                source, keys, links, attempt=attempt, intents=run_intents
+            )
         else:
-            result = await self.push_stage.run(target, keys, links, attempt=attempt)
+            result = await self.push_stage.run(
+                target, keys, links, attempt=attempt, intents=run_intents
+            )
         units = await self._commit(command, source, len(keys), result)
         self.metrics.chunk_committed(result.outcomes)
         return units
+
+    def _intent_recorder(
+        self, command: ChunkCommand
+    ) -> Callable[[Sequence[FieldChange]], Awaitable[None]]:
+        async def record(changes: Sequence[FieldChange]) -> None:
+            async with self.pool.acquire() as conn:
+                await intents.record(conn, command.task_id, command.chunk_no, changes)
+
+        return record
 
     async def _publish_units(self, task_id: int, units: list[tuple[int, int | None]]) -> None:
         """Publish the committed push units; one not confirmed is left to the sweeper."""
@@ -150,15 +167,16 @@ class ChunkRunner:
         original's worker die before committing, the sweeper republishes the chunk.
         """
         me = self.presence.worker
-        claim = await recovery.claim_chunk(conn, command.task_id, command.chunk_no, me)
+        claim = await recovery.claim_chunk(
+            conn, command.task_id, command.chunk_no, me, self.presence.stale_after
+        )
         if claim is None:
             log.info("chunk done, its task finished or unknown; delivery dropped")
             return None
         previous = claim.previous_worker
         if previous is None or previous == me:
             return claim
-        if await recovery.worker_alive(conn, previous):
-            await recovery.give_back_claim(conn, command.task_id, command.chunk_no, me, previous)
+        if claim.previous_alive:
             log.info("chunk is being run by another live worker; duplicate dropped")
             return None
         if await recovery.record_takeover(conn, command.task_id, previous, me):
@@ -182,6 +200,14 @@ class ChunkRunner:
             if not await tasks.mark_chunk_done(conn, command.task_id, command.chunk_no, worker):
                 raise _AlreadyCommitted
             await results.write(conn, command.task_id, result.outcomes, result.changes)
+            # Records with a final outcome: their applied intents are logged, the rest not written.
+            await intents.settle(
+                conn,
+                command.task_id,
+                result.target is None,
+                result.target,
+                {o.internal_key_id for o in result.outcomes},
+            )
             targets = self.targets(source)
             retries = delayed_retries(result, self.connections)
             units = push_units(result, targets, self.unit_publish_grace)
@@ -219,11 +245,6 @@ class ChunkRunner:
                 retries=sum(len(p.keys) for p in result.retries.values()),
                 attempt=result.attempt,
             )
-            if result.configuration_error:
-                reason = f"Configuration error on {result.configuration_error}"
-                log.error("connection misconfigured; task failed", error=reason)
-                await tasks.fail(conn, command.task_id, reason)
-                return []
             if tasks.is_complete(row):
                 await self._finish(conn, command.task_id, row)
         return unit_numbers
@@ -239,6 +260,7 @@ class ChunkRunner:
                     f"{f['connection_id']}: {f['error']}"
                 )
         state, response = await tasks.finish(conn, row, detail, self.connections.names())
+        await intents.settle_task(conn, task_id)
         log.info("task finished", state=state, response=response)
 
 

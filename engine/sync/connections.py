@@ -58,6 +58,8 @@ class ConnectionHandle:
     limiter: AsyncLimiter | None = None
     sleep: Sleep = asyncio.sleep
     metrics: Metrics = field(default_factory=Metrics)
+    last_failure: ConnectorError | None = None
+    """The failure that counted last against the breaker: the reason an open breaker gives."""
 
     @classmethod
     def build(
@@ -89,9 +91,11 @@ class ConnectionHandle:
         while True:
             attempt += 1
             if not self.breaker.allow():
+                last = self.last_failure
                 raise CallFailed(
-                    f"{self.settings.name}: circuit open, not called",
-                    "transient",
+                    f"{self.settings.name}: circuit open, not called"
+                    + ("" if last is None else f" (last error: {last.message})"),
+                    "transient" if last is None else last.kind,
                     retry_after=self.breaker.remaining(),
                 )
             try:
@@ -114,8 +118,11 @@ class ConnectionHandle:
             else:
                 self.breaker.success()
                 return result
-            if error.kind == "transient":
+            if error.kind != "permanent":
+                # A configuration error mid-run (a table renamed away, a revoked privilege, a
+                # password changed) is an outage of this target: its breaker paces the retries.
                 self.breaker.failure()
+                self.last_failure = error
             else:
                 self.breaker.success()  # the target answered; the request was the problem
             retry_after = error.retry_after or 0.0

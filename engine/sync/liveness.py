@@ -1,9 +1,10 @@
 """Who this worker is, that it is alive, and which tasks it is working on (heartbeats).
 
-A worker keeps one PostgreSQL connection open whose ``application_name`` names it: PostgreSQL
-drops it the moment the process dies, so another worker can tell a dead worker's chunk from a
-duplicate delivery. Every ``heartbeat_interval`` the worker refreshes ``heartbeat_at`` of the
-tasks it is planning or running, so the sweeper only restarts tasks nobody works on.
+Every ``heartbeat_interval`` a worker renews its lease (``worker_leases``) and refreshes
+``heartbeat_at`` of the tasks it is planning or running, so the sweeper only restarts tasks
+nobody works on. A worker whose lease is older than ``stale_after`` is dead, so another worker
+can tell a dead (or frozen) worker's chunk from a duplicate delivery; a worker that stops cleanly
+ends its lease.
 """
 
 from __future__ import annotations
@@ -38,7 +39,6 @@ class Presence:
         self.pool = pool
         self.worker = worker or new_worker_id()
         self._active: Counter[int] = Counter()
-        self._connection: asyncpg.Connection | None = None
         self._loop: asyncio.Task[None] | None = None
 
     @contextlib.contextmanager
@@ -56,8 +56,12 @@ class Presence:
     def active_tasks(self) -> list[int]:
         return sorted(self._active)
 
+    @property
+    def stale_after(self) -> float:
+        return self.settings.engine.stale_after
+
     async def start(self) -> None:
-        await self._connect()
+        await recovery.renew_lease(self.pool, self.worker)
         self._loop = asyncio.create_task(self._run(), name="erpsync-heartbeat")
         log.info("worker present", worker=self.worker)
 
@@ -66,15 +70,8 @@ class Presence:
             self._loop.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop
-        if self._connection is not None and not self._connection.is_closed():
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._connection.close(), timeout=5)
-
-    async def _connect(self) -> None:
-        db = self.settings.database
-        self._connection = await recovery.open_presence(
-            db.url.get_secret_value(), self.worker, db.connect_timeout
-        )
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(recovery.end_lease(self.pool, self.worker), timeout=5)
 
     async def _run(self) -> None:
         while True:
@@ -85,13 +82,6 @@ class Presence:
                 log.warning("heartbeat failed", error=f"{type(exc).__name__}: {exc}")
 
     async def beat(self) -> None:
-        """Reopen the presence connection if it was lost, and heartbeat the active tasks."""
-        try:
-            assert self._connection is not None
-            await self._connection.fetchval("SELECT 1", timeout=5)
-        except Exception:
-            if self._connection is not None:
-                self._connection.terminate()
-            await self._connect()
-            log.info("presence connection reopened", worker=self.worker)
+        """Renew the lease and heartbeat the active tasks."""
+        await recovery.renew_lease(self.pool, self.worker)
         await recovery.heartbeat(self.pool, self.active_tasks)

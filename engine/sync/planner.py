@@ -11,6 +11,7 @@ import asyncio
 from collections.abc import AsyncIterator, Iterable
 
 import asyncpg
+import orjson
 import structlog
 
 from engine.messaging.commands import ResyncCommand
@@ -43,6 +44,14 @@ class Planner:
         self.publisher = publisher
         self.presence = presence
 
+    async def reject(self, body: bytes, reason: str) -> None:
+        """An invalid command is about to be dead-lettered: fail the task it names (created by
+        the front door and still New), so nobody waits for it."""
+        task_id = named_task(body)
+        if task_id is not None:
+            await tasks.fail(self.pool, task_id, f"Invalid command (dead-lettered): {reason}")
+            log.warning("invalid command; its task failed", task_id=task_id)
+
     async def plan(self, command: ResyncCommand, message_id: str) -> None:
         async with self.pool.acquire() as conn:
             task_id = command.task_id or await tasks.create(
@@ -72,7 +81,11 @@ class Planner:
     async def _plan(
         self, conn: Connection, task_id: int, command: ResyncCommand, message_id: str
     ) -> None:
-        task = await tasks.start(conn, task_id)
+        presence = self.presence
+        if presence is None:
+            task = await tasks.start(conn, task_id)
+        else:
+            task = await tasks.start(conn, task_id, presence.worker, presence.stale_after)
         if task is None:
             log.info("task already finished; command ignored")
             await results.mark_processed(conn, message_id, task_id)
@@ -184,3 +197,17 @@ async def publish_chunks(publisher: ChunkPublisher, task_id: int, numbers: Itera
     them pending and publishes them again.
     """
     await asyncio.gather(*(publisher.publish_chunk(task_id, n, None) for n in numbers))
+
+
+def named_task(body: bytes) -> int | None:
+    """The ``TaskId`` of a command body that may be invalid otherwise (None if it has none)."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    for key, value in data.items():
+        if str(key).lower() == "taskid" and type(value) is int and 1 <= value < 2**63:
+            return value
+    return None

@@ -21,6 +21,7 @@ from engine.sync.connections import CallFailed, ConnectionHandle
 from engine.sync.records import (
     Changed,
     ChunkResult,
+    Intents,
     Keys,
     Links,
     NewLink,
@@ -48,18 +49,34 @@ class Item:
 class PushStage(Stage):
     """Runs stage 2 of a chunk (a push unit, or a delayed retry on one target)."""
 
-    async def run(self, target_id: int, keys: Keys, links: Links, attempt: int = 0) -> ChunkResult:
+    async def run(
+        self,
+        target_id: int,
+        keys: Keys,
+        links: Links,
+        attempt: int = 0,
+        intents: Intents | None = None,
+    ) -> ChunkResult:
         """Push the CRM values of ``keys`` to ``target_id`` (``links``: the target's)."""
         result = ChunkResult(attempt, target_id)
         records = await load_crm(self.connections, records_of(keys, links), result)
         target = self.connections.get(target_id)
-        result.merge(await self._push(target, records, ChunkResult(attempt, target_id)))
+        pushed = ChunkResult(attempt, target_id)
+        result.merge(await self._push(target, records, pushed, intents or Intents()))
         return result
 
     async def _push(
-        self, target: ConnectionHandle, records: Sequence[Record], result: ChunkResult
+        self,
+        target: ConnectionHandle,
+        records: Sequence[Record],
+        result: ChunkResult,
+        intents: Intents,
     ) -> ChunkResult:
-        """Write the CRM values of ``records`` to one target into ``result``; never raises."""
+        """Write the CRM values of ``records`` to one target into ``result``.
+
+        Connector failures become outcomes or retries; only a failure to record the intents
+        (PostgreSQL away) raises, before anything is written.
+        """
         updates: dict[str, list[Item]] = defaultdict(list)
         creates: list[Item] = []
         for record in records:
@@ -97,7 +114,7 @@ class PushStage(Stage):
                         )
                     )
         jobs = [
-            self._update_batch(target, erp_type, batch, result)
+            self._update_batch(target, erp_type, batch, result, intents)
             for erp_type, items in updates.items()
             for batch in batches(items, target.settings.batch_size)
         ]
@@ -111,6 +128,7 @@ class PushStage(Stage):
         erp_type: str,
         items: Sequence[Item],
         result: ChunkResult,
+        intents: Intents,
     ) -> None:
         fields = sorted({f for item in items for f in item.desired})
         if not fields:
@@ -126,7 +144,7 @@ class PushStage(Stage):
             _fail_items(result, target, items, exc)
             return
         actors = {a.key: a for a in current.actors}
-        to_save: list[tuple[Item, Changed]] = []
+        to_save: list[tuple[Item, Changed, list[FieldChange]]] = []
         for item in items:
             assert item.link is not None
             actor = actors.get(item.link.erp_key)
@@ -141,25 +159,32 @@ class PushStage(Stage):
                 )
                 continue
             changed = mp.diff(actor.fields, item.desired)
+            # Changes an earlier run wrote but never committed: logged now, exactly once.
+            applied = intents.applied(target.id, item.record.key.id, False, item.desired, changed)
             if changed:
-                to_save.append((item, changed))
-            else:
-                result.outcomes.append(Outcome(item.record.key.id, target.id, "unchanged"))
-                result.touches.append(LinkTouch(item.link.id, actor.last_modified))
+                to_save.append((item, changed, applied))
+                continue
+            status = "updated" if applied else "unchanged"
+            result.outcomes.append(Outcome(item.record.key.id, target.id, status, len(applied)))
+            result.changes += applied
+            result.touches.append(LinkTouch(item.link.id, actor.last_modified))
         if not to_save:
             return
+        await intents.record(
+            [c for item, ch, _ in to_save for c in _log_to_erp(target.id, item, ch, erp_type)]
+        )
         try:
             saved = await save_changes(
                 target,
                 erp_type,
-                [(item.link.erp_key, ch) for item, ch in to_save if item.link is not None],
+                [(item.link.erp_key, ch) for item, ch, _ in to_save if item.link is not None],
             )
         except CallFailed as exc:
-            _fail_items(result, target, [item for item, _ in to_save], exc)
+            _fail_items(result, target, [item for item, _, _ in to_save], exc)
             return
         stamps = {a.key: a.last_modified for a in saved.saved}
         failures = {f.key: f for f in saved.failures}
-        for item, changed in to_save:
+        for item, changed, applied in to_save:
             assert item.link is not None
             key = item.link.erp_key
             if key not in stamps:
@@ -171,8 +196,9 @@ class PushStage(Stage):
                 )
                 continue
             result.touches.append(LinkTouch(item.link.id, stamps[key]))
-            result.outcomes.append(Outcome(item.record.key.id, target.id, "updated", len(changed)))
-            result.changes += _log_to_erp(target.id, item, changed, erp_type)
+            count = len(changed) + len(applied)
+            result.outcomes.append(Outcome(item.record.key.id, target.id, "updated", count))
+            result.changes += _log_to_erp(target.id, item, changed, erp_type) + applied
 
     async def _create(self, target: ConnectionHandle, item: Item, result: ChunkResult) -> None:
         erp_type = item.mapping.erp

@@ -8,7 +8,7 @@ one transaction.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -64,7 +64,6 @@ class ChunkResult:
     crm_written: list[int] = field(default_factory=list)
     forward: list[int] = field(default_factory=list)
     records: int = 0
-    configuration_error: str | None = None
 
     def counts(self) -> ChunkCounts:
         by_status: dict[str, int] = defaultdict(int)
@@ -89,7 +88,6 @@ class ChunkResult:
         self.changes += other.changes
         self.touches += other.touches
         self.new_links += other.new_links
-        self.configuration_error = self.configuration_error or other.configuration_error
 
 
 @dataclass
@@ -99,6 +97,58 @@ class Record:
     key: InternalKey
     links: dict[int, Link]
     crm: dict[str, sdk.FieldValue]
+
+
+class Intents:
+    """A run's change intents: recorded before each save, matched when a value is already set.
+
+    ``recorder`` stores intended changes durably (it raises when it cannot: no write without
+    its intent). ``unsettled`` are the intents earlier runs of the task left on these records:
+    a field already equal to one's new value was written by that run, which died before its
+    commit, so the change is logged from the intent (see :mod:`engine.store.intents`).
+    """
+
+    def __init__(
+        self,
+        recorder: Callable[[Sequence[FieldChange]], Awaitable[None]] | None = None,
+        unsettled: Sequence[FieldChange] = (),
+    ) -> None:
+        self._recorder = recorder
+        self._open: dict[tuple[int, int, bool, str], list[FieldChange]] = defaultdict(list)
+        for change in unsettled:
+            field_name = change.crm_field if change.target_is_crm else change.erp_field
+            key = (change.connection_id, change.internal_key_id, change.target_is_crm, field_name)
+            self._open[key].append(change)
+
+    async def record(self, changes: Sequence[FieldChange]) -> None:
+        if changes and self._recorder is not None:
+            await self._recorder(changes)
+
+    def applied(
+        self,
+        connection_id: int,
+        internal_key_id: int,
+        target_is_crm: bool,
+        desired: Mapping[str, sdk.FieldValue],
+        changed: Mapping[str, object],
+    ) -> list[FieldChange]:
+        """The intents on this record whose new value the target already holds: applied.
+
+        ``desired``: the values the run wants; ``changed``: those that differ from the target's
+        (every other desired value is the target's current one)."""
+        if not self._open:
+            return []
+        found = []
+        for field_name, value in desired.items():
+            if field_name in changed:
+                continue
+            key = (connection_id, internal_key_id, target_is_crm, field_name)
+            for intent in self._open.get(key, ()):
+                if mp.same(intent.new_value, value) and not mp.same(intent.old_value, value):
+                    found.append(intent)
+                    del self._open[key]
+                    break
+        return found
 
 
 class Stage:
@@ -194,12 +244,20 @@ def fail(
     *,
     target_side: bool = False,
 ) -> None:
-    """Record failed calls: transient ones become delayed retries while attempts remain."""
+    """Record failed calls: transient ones become delayed retries while attempts remain.
+
+    So do configuration errors: what is misconfigured is decided when the connection is checked
+    at start; one raised mid-run (a table renamed away, a privilege revoked, a password changed)
+    is retried like an outage of that connection and, if it persists past the retry budget,
+    fails that connection's records only, with the reason.
+    """
     connection_id = connection.id
     on = connection_id if result.target is None else result.target
     delayed = connection.settings.retry.delayed_attempts
     error = exc.message
-    if exc.kind == "transient":
+    if exc.kind == "configuration":
+        error = f"Configuration error on {error}"
+    if exc.kind in ("transient", "configuration"):
         if result.attempt < delayed:
             retry_as = result.target if result.target is not None else None
             if target_side:
@@ -212,8 +270,6 @@ def fail(
             error = f"{error} (gave up after {result.attempt} delayed retries)"
     for record in records:
         result.outcomes.append(Outcome(record.key.id, on, "failed", error=error))
-    if exc.kind == "configuration":
-        result.configuration_error = exc.message
 
 
 def batches(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:

@@ -20,6 +20,7 @@ from engine.sync.connections import CallFailed, ConnectionHandle
 from engine.sync.records import (
     Changed,
     ChunkResult,
+    Intents,
     Keys,
     Links,
     Record,
@@ -36,7 +37,14 @@ from engine.sync.records import (
 class SourceStage(Stage):
     """Runs stage 1 of a chunk against open connections."""
 
-    async def run(self, source_id: int, keys: Keys, links: Links, attempt: int = 0) -> ChunkResult:
+    async def run(
+        self,
+        source_id: int,
+        keys: Keys,
+        links: Links,
+        attempt: int = 0,
+        intents: Intents | None = None,
+    ) -> ChunkResult:
         """Apply the source to the CRM for ``keys``; the records to push go in ``forward``."""
         result = ChunkResult(attempt, None, records=len(keys))
         records = records_of(keys, links)
@@ -44,7 +52,7 @@ class SourceStage(Stage):
             records = [r for r in records if self._linked_to_source(r, source_id, result)]
         records = await load_crm(self.connections, records, result)
         if source_id > 0:
-            records = await self._apply_source(source_id, records, result)
+            records = await self._apply_source(source_id, records, result, intents or Intents())
         result.forward = [r.key.id for r in records]
         return result
 
@@ -58,7 +66,7 @@ class SourceStage(Stage):
         return False
 
     async def _apply_source(
-        self, source_id: int, records: list[Record], result: ChunkResult
+        self, source_id: int, records: list[Record], result: ChunkResult, intents: Intents
     ) -> list[Record]:
         """Read the source actors and write their to-CRM fields into the CRM records."""
         source = self.connections.get(source_id)
@@ -103,7 +111,7 @@ class SourceStage(Stage):
                     fail(result, batch, source, exc)
                     continue
                 actors = {a.key: a for a in response.actors}
-                ready += await self._write_crm(source, mapping, batch, actors, result)
+                ready += await self._write_crm(source, mapping, batch, actors, result, intents)
         return ready
 
     async def _write_crm(
@@ -113,9 +121,10 @@ class SourceStage(Stage):
         batch: Sequence[Record],
         actors: dict[str, sdk.Actor],
         result: ChunkResult,
+        intents: Intents,
     ) -> list[Record]:
         crm = self.connections.crm
-        to_save: list[tuple[Record, Changed]] = []
+        to_save: list[tuple[Record, Changed, list[FieldChange]]] = []
         ready: list[Record] = []
         for record in batch:
             link = record.links[source.id]
@@ -131,25 +140,35 @@ class SourceStage(Stage):
                 )
                 continue
             result.touches.append(LinkTouch(link.id, actor.last_modified))
-            changed = mp.diff(record.crm, mp.crm_values_from_erp(mapping, actor.fields))
+            desired = mp.crm_values_from_erp(mapping, actor.fields)
+            changed = mp.diff(record.crm, desired)
+            # Changes an earlier run wrote but never committed: logged now, exactly once.
+            applied = intents.applied(source.id, record.key.id, True, desired, changed)
             if changed:
-                to_save.append((record, changed))
-            else:
-                result.outcomes.append(Outcome(record.key.id, 0, "unchanged"))
-                ready.append(record)
+                to_save.append((record, changed, applied))
+                continue
+            status = "updated" if applied else "unchanged"
+            result.outcomes.append(Outcome(record.key.id, 0, status, len(applied)))
+            result.changes += applied
+            if applied:
+                result.crm_written.append(record.key.id)
+            ready.append(record)
         if not to_save:
             return ready
         crm_type = mapping.crm
+        await intents.record(
+            [c for r, ch, _ in to_save for c in _log_to_crm(source.id, mapping, r, ch)]
+        )
         try:
             response = await save_changes(
-                crm, crm_type, [(r.key.crm_record_id, ch) for r, ch in to_save]
+                crm, crm_type, [(r.key.crm_record_id, ch) for r, ch, _ in to_save]
             )
         except CallFailed as exc:
-            fail(result, [r for r, _ in to_save], crm, exc)
+            fail(result, [r for r, _, _ in to_save], crm, exc)
             return ready
         failures = {f.key: f for f in response.failures}
         saved = {a.key for a in response.saved}
-        for record, changed in to_save:
+        for record, changed, applied in to_save:
             crm_key = record.key.crm_record_id
             if crm_key not in saved:
                 fail(
@@ -159,23 +178,31 @@ class SourceStage(Stage):
                     not_saved(crm, failures.get(crm_key), "not saved by the CRM connector"),
                 )
                 continue
-            link = record.links[source.id]
-            for crm_field, (old, new) in changed.items():
+            for crm_field, (_, new) in changed.items():
                 record.crm[crm_field] = new
-                result.changes.append(
-                    FieldChange(
-                        connection_id=source.id,
-                        internal_key_id=record.key.id,
-                        external_key_id=link.id,
-                        erp_actor_type=link.erp_actor_type,
-                        erp_field=mp.erp_field_of(mapping, crm_field),
-                        crm_field=crm_field,
-                        target_is_crm=True,
-                        old_value=old,
-                        new_value=new,
-                    )
-                )
-            result.outcomes.append(Outcome(record.key.id, 0, "updated", len(changed)))
+            result.changes += _log_to_crm(source.id, mapping, record, changed) + applied
+            count = len(changed) + len(applied)
+            result.outcomes.append(Outcome(record.key.id, 0, "updated", count))
             result.crm_written.append(record.key.id)
             ready.append(record)
         return ready
+
+
+def _log_to_crm(
+    source_id: int, mapping: ActorTypeMapping, record: Record, changed: Changed
+) -> list[FieldChange]:
+    link = record.links[source_id]
+    return [
+        FieldChange(
+            connection_id=source_id,
+            internal_key_id=record.key.id,
+            external_key_id=link.id,
+            erp_actor_type=link.erp_actor_type,
+            erp_field=mp.erp_field_of(mapping, crm_field),
+            crm_field=crm_field,
+            target_is_crm=True,
+            old_value=old,
+            new_value=new,
+        )
+        for crm_field, (old, new) in changed.items()
+    ]

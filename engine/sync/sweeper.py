@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 
 import asyncpg
 import structlog
@@ -20,21 +21,30 @@ from engine.messaging.broker import Publisher
 from engine.messaging.commands import ResyncCommand
 from engine.messaging.topology import RESYNC_ROUTING_KEY
 from engine.settings import Settings
-from engine.store import recovery, tasks
+from engine.store import recovery, results, tasks
 from engine.store.recovery import StaleTask
 
 log = structlog.get_logger(__name__)
 
 _BATCH = 100
+HOUSEKEEPING_INTERVAL = 3600.0
+PROCESSED_MESSAGES_KEPT = 7 * 24 * 3600.0
+"""Handled command ids are kept a week: far longer than a task runs (see
+:func:`engine.store.results.purge_processed`)."""
 
 
 class Sweeper:
     """Runs :meth:`sweep` every ``engine.sweep_interval`` seconds until stopped."""
 
-    def __init__(self, settings: Settings, pool: asyncpg.Pool, publisher: Publisher) -> None:
+    def __init__(
+        self, settings: Settings, pool: asyncpg.Pool, publisher: Publisher, worker: str = "sweeper"
+    ) -> None:
+        """``worker``: this process's worker id (recorded as taking over a dead one's chunks)."""
         self.settings = settings
         self.pool = pool
         self.publisher = publisher
+        self.worker = worker
+        self._housekept = -HOUSEKEEPING_INTERVAL
         self._loop: asyncio.Task[None] | None = None
         self._stopping = False
 
@@ -62,7 +72,36 @@ class Sweeper:
 
     async def sweep(self) -> tuple[int, int]:
         """One pass; returns (delayed retries published, stale tasks restarted)."""
+        await self.take_over_orphaned_chunks()
+        if time.monotonic() - self._housekept >= HOUSEKEEPING_INTERVAL:
+            await self.housekeeping()
         return await self.publish_due_retries(), await self.restart_stale_tasks()
+
+    async def housekeeping(self) -> None:
+        """Forget what only grows: leases of workers long dead, old handled message ids."""
+        self._housekept = time.monotonic()
+        stale_after = self.settings.engine.stale_after
+        await recovery.drop_stale_leases(self.pool, max(HOUSEKEEPING_INTERVAL, 10 * stale_after))
+        purged = await results.purge_processed(self.pool, PROCESSED_MESSAGES_KEPT)
+        if purged:
+            log.info("old handled message ids forgotten", count=purged)
+
+    async def take_over_orphaned_chunks(self) -> int:
+        """Publish again the pending chunks of workers whose lease ran out (dead or frozen)."""
+        stale_after = self.settings.engine.stale_after
+        async with self.pool.acquire() as conn:
+            async with conn.transaction():
+                orphans = await recovery.release_orphaned_chunks(conn, stale_after, _BATCH)
+            for task_id, dead in sorted({(o[0], o[3]) for o in orphans}):
+                if await recovery.record_takeover(conn, task_id, dead, self.worker):
+                    log.warning(
+                        "taking over the chunks of a worker whose lease ran out",
+                        task_id=task_id,
+                        dead_worker=dead,
+                    )
+        for task_id, chunk_no, target, _ in orphans:
+            await self.publisher.publish_chunk(task_id, chunk_no, target)
+        return len(orphans)
 
     async def publish_due_retries(self) -> int:
         published = 0

@@ -22,6 +22,7 @@ from engine.messaging.broker import Publisher, connect
 from engine.messaging.consumer import Consumer, Delivery
 from engine.messaging.topology import ORIGINAL_ROUTING_KEY_HEADER, REASON_HEADER
 from engine.settings import BrokerSettings, Settings
+from engine.store import tasks as store_tasks
 from tests.support import services
 from tests.support.cli import run_cli
 from tests.support.service import Service, link, sync_log
@@ -140,6 +141,30 @@ async def test_another_client_malformed_goes_to_the_dlq_and_valid_runs_once(
     assert "ErpConnectionId" in str(reasons[1]) and "integer" in str(reasons[1])
     assert {m.headers[ORIGINAL_ROUTING_KEY_HEADER] for m in letters} == {"resync"}
     assert letters[0].body == b'{"ErpConnectionId": "zero", "InternalKeyIds": [1'
+
+
+async def test_an_invalid_command_naming_its_task_fails_that_task_with_the_reason(
+    db: asyncpg.Connection, broker_prefix: str, seeded: Settings
+) -> None:
+    await db.set_type_codec(  # as the service's pool does
+        "jsonb",
+        encoder=lambda v: orjson.dumps(v).decode(),
+        decoder=orjson.loads,
+        schema="pg_catalog",
+    )
+    task_id = await store_tasks.create(db, source_connection_id=0, request={})
+    async with Service(seeded, api=False):
+        await amqp_publish(broker_prefix, f'{{"taskid": {task_id}, "InternalKeyIds": "all"}}')
+        row = await wait_for(
+            lambda: db.fetchrow("SELECT state, response FROM batch_tasks WHERE id = $1", task_id),
+            lambda r: r is not None and r["state"] != "New",
+            what="the task to leave New",
+        )
+        await wait_for(lambda: dead_letters(broker_prefix), what="the dead letter")
+
+    assert row["state"] == "Failed"
+    assert row["response"].startswith("Invalid command (dead-lettered): ")
+    assert "InternalKeyIds" in row["response"]
 
 
 async def test_a_command_published_with_aio_pika_and_a_message_id_runs_once(

@@ -69,5 +69,6 @@ async def test_api_and_two_workers_share_one_batch(
     assert done["Statistics"]["PushUnits"] == 60
     assert committed["one"] + committed["two"] == done["Statistics"]["Chunks"] == 30 + 60
     assert figures["lost"] == 0 and figures["duplicate_sync_log"] == 0
+    assert figures["sync_log"] == demo_workers.DEMO_CLEAN_CHANGES
     assert await db.fetchval("SELECT count(*) FROM batch_tasks") == 1
     assert uuid.UUID(await db.fetchval("SELECT message_id FROM batch_tasks"))

@@ -254,19 +254,16 @@ async def test_a_wrong_password_fails_the_tryton_records_with_a_configuration_er
     tryton_rows = by_target.get(1, [])
     assert [(k, s) for k, s, _ in tryton_rows] == [(1, "failed"), (2, "failed"), (3, "failed")]
     for _, _, error in tryton_rows:
-        assert error.startswith("Tryton: ") and "refused the login" in error, error
+        assert error.startswith("Configuration error on Tryton: "), error
+        assert "refused the login" in error, error
         assert wrong not in error
     assert info["State"] == "Failed"
-    assert info["Response"].startswith("Configuration error on Tryton: "), info["Response"]
+    # The task names the connection and why; the other target's records are not failed.
+    assert "on connection 1: Configuration error on Tryton: " in info["Response"], info["Response"]
     assert wrong not in info["Response"]
     assert all(status != "failed" for _, status, _ in by_target.get(2, []))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 14: a configuration error on one target fails the whole task at once, so the "
-    "other target's push units that were not claimed yet never run",
-)
 async def test_a_wrong_password_leaves_the_other_targets_unaffected(env: Env) -> None:
     """One chunk per key and a slow other target: its units outlive Tryton's failure."""
     _, _, by_target = await wrong_password_run(

@@ -15,11 +15,13 @@ import time
 import uuid
 from collections.abc import Iterator
 
+import aiohttp
 import asyncpg
 import pytest
 
 from engine.devservices.nodes import RabbitNode
 from tests.support import demo_workers, services
+from tests.support.service import AUTH, RESYNC
 from tests.support.waiting import wait_for
 
 
@@ -135,3 +137,126 @@ async def test_sigterm_while_the_broker_is_down_still_exits_within_the_drain_dea
     print(f"SIGTERM during a broker outage: exit {code} after {took:.1f}s")
     assert code == 0, log[-3000:]
     assert took <= drain, f"exit took {took:.1f}s > drain timeout {drain}s"
+
+
+POSTS = 2000
+
+
+@pytest.mark.timeout(600)
+async def test_broker_flapping_under_2000_posts(
+    database: str, db: asyncpg.Connection, rabbit: RabbitNode
+) -> None:
+    """An api and two workers; 2,000 resync POSTs (one or two records each, every demo record in
+    one) while the broker is stopped and started three times. Every 204 runs, no 503 runs, and
+    every change is logged exactly once: the tasks and a resync-all for the refused records log
+    a clean run's changes, and a second resync-all finds nothing left differing."""
+    await demo_workers.seed_demo(database)
+    ids = [r[0] for r in await db.fetch("SELECT id FROM internal_keys ORDER BY id")]
+    prefix = "erpsync-flap"
+    async with demo_workers.workers(
+        database,
+        rabbit.url,
+        prefix,
+        ERPSYNC_BROKER__PUBLISH_TIMEOUT="2",
+        ERPSYNC_BROKER__CONNECT_TIMEOUT="2",
+    ) as group:
+        api = await group.start("api", "api")
+        workers = [await group.start("one"), await group.start("two")]
+        base = f"http://127.0.0.1:{api.port}"
+        statuses: dict[int, int] = {}
+        answered: list[int] = []
+
+        async with aiohttp.ClientSession(headers=AUTH) as http:
+
+            async def post(i: int) -> None:
+                keys = [ids[i], *([ids[i + POSTS]] if i + POSTS < len(ids) else [])]
+                async with http.post(
+                    base + RESYNC, json={"ErpConnectionId": 0, "InternalKeyIds": keys}
+                ) as response:
+                    assert response.status in (204, 503), await response.text()
+                    if response.status == 204:
+                        statuses[int(response.headers["X-Batch-Task-Id"])] = 204
+                    answered.append(response.status)
+
+            async def client(lane: int) -> None:
+                for i in range(lane, POSTS, 16):
+                    await post(i)
+
+            async def flap() -> None:
+                for at in (300, 800, 1300):
+                    await wait_for(
+                        lambda: _now(len(answered)),
+                        lambda n, at=at: n >= at,  # type: ignore[misc]
+                        timeout=300,
+                        what=f"{at} answers",
+                    )
+                    await asyncio.to_thread(rabbit.stop_app)
+                    refused = answered.count(503)
+                    await wait_for(
+                        lambda: _now(answered.count(503)),
+                        lambda n, r=refused: n >= r + 16 or len(answered) == POSTS,  # type: ignore[misc]
+                        timeout=60,
+                        what="the outage to be answered 503",
+                    )
+                    await asyncio.to_thread(rabbit.start_app)
+
+            await asyncio.gather(flap(), *(client(lane) for lane in range(16)))
+            await wait_for(
+                lambda: db.fetchval(
+                    "SELECT count(*) FROM batch_tasks WHERE state NOT IN "
+                    "('Succeeded', 'Failed', 'SucceededManualCleanup')"
+                ),
+                lambda n: n == 0,
+                timeout=300,
+                what="every task to finish",
+            )
+
+            async def resync_all() -> int:
+                async with http.post(
+                    base + RESYNC, json={"ErpConnectionId": 0, "InternalKeyIds": []}
+                ) as response:
+                    assert response.status == 204, await response.text()
+                    task_id = int(response.headers["X-Batch-Task-Id"])
+                await wait_for(
+                    lambda: db.fetchval("SELECT state FROM batch_tasks WHERE id = $1", task_id),
+                    lambda s: s in ("Succeeded", "Failed"),
+                    timeout=180,
+                    what="the resync-all",
+                )
+                return task_id
+
+            repair = await resync_all()
+            check = await resync_all()
+        logs = "".join(w.log() for w in workers)
+
+    rows = await db.fetch("SELECT id, state, response, start_count FROM batch_tasks")
+    accepted = [r for r in rows if r["id"] in statuses]
+    refused = [r for r in rows if r["id"] not in statuses and r["id"] not in (repair, check)]
+    logged = await db.fetchval("SELECT count(*) FROM sync_log")
+    duplicated = await db.fetchval(
+        "SELECT count(*) - count(DISTINCT (connection_id, internal_key_id, erp_field)) "
+        "FROM sync_log"
+    )
+    last = await db.fetchval("SELECT count(*) FROM sync_log WHERE task_id = $1", check)
+    doubled = await db.fetchval(
+        "SELECT count(*) - count(DISTINCT (task_id, internal_key_id, connection_id)) "
+        "FROM record_outcomes"
+    )
+    errors = [line for line in logs.splitlines() if '"level": "error"' in line]
+    print(
+        f"broker flapping: {len(accepted)} accepted, {len(refused)} refused, "
+        f"sync log {logged}, error lines {len(errors)}"
+    )
+    assert len(accepted) + len(refused) == POSTS and answered.count(503) >= 48
+    odd = [dict(r) for r in accepted if (r["state"], r["start_count"]) != ("Succeeded", 1)]
+    assert odd == [], odd[:3]
+    odd = [dict(r) for r in refused if r["state"] != "Failed" or "Not queued" not in r["response"]]
+    assert odd == [], odd[:3]
+    assert (duplicated, doubled) == (0, 0)
+    assert logged == demo_workers.DEMO_CLEAN_CHANGES
+    assert last == 0  # nothing left differing
+    assert errors == [], errors[:5]
+
+
+async def _now(value: int) -> int:
+    return value

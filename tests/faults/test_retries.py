@@ -12,6 +12,7 @@ from connectors.memory import MemoryStore
 from engine.settings import Settings
 from tests.support.service import Service, seed_stale
 from tests.support.settings import memory_settings
+from tests.support.waiting import wait_for
 
 N = 12
 
@@ -54,6 +55,21 @@ async def outcome_counts(db: asyncpg.Connection, task_id: int) -> dict[tuple[int
         task_id,
     )
     return {(r[0], r[1]): r[2] for r in rows}
+
+
+async def erp1_updated(db: asyncpg.Connection, task_id: int) -> list[asyncpg.Record]:
+    """The task's outcomes, after asserting one per record and target and that the healthy
+    target (ERP 1) updated every record."""
+    rows = await db.fetch(
+        "SELECT internal_key_id, connection_id, status, error FROM record_outcomes "
+        "WHERE task_id = $1",
+        task_id,
+    )
+    assert sorted((r[0], r[1]) for r in rows) == sorted(
+        (i, c) for i in range(1, N + 1) for c in (1, 2)
+    )
+    assert {r[2] for r in rows if r[1] == 1} == {"updated"}  # the healthy target is unaffected
+    return list(rows)
 
 
 async def test_transient_failures_go_through_delayed_retries_until_they_succeed(
@@ -102,15 +118,7 @@ async def test_a_target_that_stays_down_fails_its_records_after_the_retries(
 
     assert info["State"] == "Failed", info
     assert f"{N} failed" in info["Response"]
-    rows = await db.fetch(
-        "SELECT internal_key_id, connection_id, status, error FROM record_outcomes "
-        "WHERE task_id = $1",
-        info["Id"],
-    )
-    assert sorted((r[0], r[1]) for r in rows) == sorted(
-        (i, c) for i in range(1, N + 1) for c in (1, 2)
-    )
-    assert {r[2] for r in rows if r[1] == 1} == {"updated"}  # the healthy target is unaffected
+    rows = await erp1_updated(db, info["Id"])
     erp2 = [r for r in rows if r[1] == 2]
     assert {r[2] for r in erp2} == {"failed"}
     assert all("gave up after 2 delayed retries" in r[3] for r in erp2)
@@ -123,13 +131,58 @@ async def test_a_target_that_stays_down_fails_its_records_after_the_retries(
     assert sorted((r[0], r[1] or 0) for r in attempts) == [(0, 0), (0, 1), (0, 2), (1, 2), (2, 2)]
 
 
-async def test_a_configuration_error_fails_the_task_fast(
-    seeded: SettingsFor,
+async def test_a_configuration_error_fails_only_that_targets_records_with_the_reason(
+    db: asyncpg.Connection, stores: dict[int, MemoryStore], seeded: SettingsFor
 ) -> None:
-    settings = seeded({"fail": "configuration"})
+    """A connection that turns out misconfigured mid-run (a wrong password at first login, a
+    table renamed away) costs only its own records; the other target runs to the end."""
+    settings = seeded(
+        {"fail": "configuration"},
+        retry={"delayed_attempts": 2, "delayed_base": 0.02, "delayed_max": 0.05},
+        breaker={"failure_threshold": 1000},
+    )
     async with Service(settings) as service:
         info = await service.finished(await service.resync(0, []), timeout=30)
 
     assert info["State"] == "Failed", info
-    assert info["Response"].startswith("Configuration error on ERP two: memory store")
-    assert "misconfigured" in info["Response"]
+    assert f"{N} failed" in info["Response"]
+    assert "on connection 2: Configuration error on ERP two: memory store" in info["Response"]
+    rows = await erp1_updated(db, info["Id"])
+    assert {(r[2], r[3]) for r in rows if r[1] == 2} == {
+        (
+            "failed",
+            f"Configuration error on ERP two: memory store {stores[2].name!r} is misconfigured "
+            "(gave up after 2 delayed retries)",
+        )
+    }
+    for i in range(1, N + 1):
+        assert stores[1].get("Customer", f"A{i}")["phone"] == f"{i}00"  # type: ignore[index]
+
+
+async def test_a_configuration_error_that_clears_within_the_retry_budget_succeeds(
+    db: asyncpg.Connection, stores: dict[int, MemoryStore], seeded: SettingsFor
+) -> None:
+    settings = seeded(
+        {},
+        retry={"delayed_attempts": 50, "delayed_base": 0.05, "delayed_max": 0.1},
+        breaker={"failure_threshold": 3, "cooldown": 0.2},
+    )
+    stores[2].outage = "configuration"  # e.g. the table renamed away
+    async with Service(settings) as service:
+        task_id = await service.resync(0, [])
+        await wait_for(
+            lambda: db.fetchval(
+                "SELECT count(*) > 0 FROM task_chunks WHERE task_id = $1 AND attempt > 1",
+                task_id,
+            ),
+            timeout=30,
+            what="ERP 2's records to be retried",
+        )
+        stores[2].outage = None  # ... and back
+        info = await service.finished(task_id, timeout=60)
+
+    assert info["State"] == "Succeeded", info
+    counts = await outcome_counts(db, task_id)
+    assert counts == {(i, c): 1 for i in range(1, N + 1) for c in (1, 2)}
+    for i in range(1, N + 1):
+        assert stores[2].get("Customer", f"B{i}")["tel"] == f"{i}00"  # type: ignore[index]

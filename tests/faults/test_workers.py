@@ -8,25 +8,12 @@ lost/duplicated figures it asserts to be 0.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
-from tests.support.rig import Report, Rig, rig
+from tests.support.rig import Rig, assert_nothing_lost
 
 pytestmark = pytest.mark.timeout(300)
-
-
-@pytest.fixture
-async def the_rig(broker_prefix: str, tmp_path: Path) -> AsyncIterator[Rig]:
-    async with rig(broker_prefix, tmp_path) as r:
-        yield r
-
-
-def assert_nothing_lost(report: Report, name: str, failed: int = 0) -> None:
-    report.show(name)
-    assert report == Report(0, 0, 0, 0, 0, failed)
 
 
 async def test_sigkill_a_worker_mid_batch_and_start_another(the_rig: Rig) -> None:
@@ -60,6 +47,7 @@ async def test_postgres_restart_mid_batch(the_rig: Rig) -> None:
 
     task = await the_rig.finished(task_id, timeout=180)
     assert task["state"] == "Succeeded", task["response"]
+    assert task["start_count"] == 1  # no worker died: no restart counted
     assert_nothing_lost(await the_rig.audit(task_id), "postgres-restart")
 
 

@@ -166,12 +166,18 @@ async def task_progress(db: asyncpg.Connection, message_id: str) -> asyncpg.Reco
     )
 
 
+DEMO_CLEAN_CHANGES = 1739
+"""Field changes a clean CRM resync-all of the freshly seeded demo logs (the clean run in
+``tests/e2e/test_messages_processes.py`` asserts it)."""
+
+
 async def accounting(db: asyncpg.Connection, task_id: int) -> dict[str, int]:
     """Lost and duplicated counts for a 'resync all' task over the demo data.
 
     ``lost``: linked internal keys without any outcome; ``duplicate_outcomes``: (key,
     connection) pairs recorded twice; ``duplicate_sync_log``: (connection, key, field) changes
-    logged twice; ``failed``: outcomes that are failures.
+    logged twice; ``failed``: outcomes that are failures; ``sync_log``: the task's rows
+    (:data:`DEMO_CLEAN_CHANGES` for a run that lost none).
     """
     row = await db.fetchrow(
         """
@@ -187,7 +193,8 @@ async def accounting(db: asyncpg.Connection, task_id: int) -> dict[str, int]:
           (SELECT count(*) FROM record_outcomes
             WHERE task_id = $1 AND status NOT IN ('updated', 'unchanged', 'created')) AS failed,
           (SELECT count(DISTINCT internal_key_id) FROM record_outcomes
-            WHERE task_id = $1) AS records
+            WHERE task_id = $1) AS records,
+          (SELECT count(*) FROM sync_log WHERE task_id = $1) AS sync_log
         """,
         task_id,
     )
@@ -212,4 +219,5 @@ def assert_whole_batch_done(task: asyncpg.Record, figures: dict[str, int]) -> No
     assert figures["records"] == 3000
     assert figures["duplicate_outcomes"] == 0
     assert figures["duplicate_sync_log"] == 0
+    assert figures["sync_log"] == DEMO_CLEAN_CHANGES  # none missing
     assert figures["failed"] == 0

@@ -31,6 +31,9 @@ class FlakyConfig(PostgresConfig):
     latency: float = Field(0.0, ge=0, description="Seconds added to every call.")
     fail_rate: float = Field(0.0, ge=0, le=1, description="Share of calls failing transiently.")
     fail_keys: list[str] = Field(default_factory=list, description="Saves rejected for good.")
+    hang_after_write: float = Field(
+        0.0, ge=0, le=1, description="Share of saves and creates that hang after the write."
+    )
     seed: int | None = None
 
 
@@ -55,6 +58,11 @@ class FlakyConnector(PostgresConnector):
         if self._rng.random() < self.faults.fail_rate / 2:
             raise TransientError("injected failure after the call went through")
 
+    async def _hang(self) -> None:
+        """The write went through; the answer never comes (the gate's timeout ends the call)."""
+        if self._rng.random() < self.faults.hang_after_write:
+            await asyncio.Event().wait()
+
     async def get_actors(self, request: GetActorsInput) -> GetActorsResult:
         await self._before()
         result = await super().get_actors(request)
@@ -66,6 +74,7 @@ class FlakyConnector(PostgresConnector):
         rejected = [a for a in request.actors if a.key in self.faults.fail_keys]
         accepted = [a for a in request.actors if a.key not in self.faults.fail_keys]
         result = await super().save_actors(SaveActorsInput(request.actor_type, accepted))
+        await self._hang()
         self._after()
         failures = [ActorFailure(a.key, "rejected by the ERP (injected)") for a in rejected]
         return SaveActorsResult(saved=result.saved, failures=[*result.failures, *failures])
@@ -73,5 +82,6 @@ class FlakyConnector(PostgresConnector):
     async def create_actor(self, request: CreateActorInput) -> CreateActorResult:
         await self._before()
         result = await super().create_actor(request)
+        await self._hang()
         self._after()
         return result

@@ -4,7 +4,7 @@ and the push units' publishes against the in-memory publisher."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import pytest
 
@@ -12,9 +12,11 @@ from connectors.memory import MemoryStore
 from engine.messaging.memory import InMemoryPublisher
 from engine.messaging.topology import CHUNK_ROUTING_KEY, push_routing_key
 from engine.store.keys import InternalKey, Link
+from engine.store.results import FieldChange
 from engine.sync.chunks import publish_units
 from engine.sync.connections import Connections
 from engine.sync.push_stage import PushStage
+from engine.sync.records import Intents
 from engine.sync.source_stage import SourceStage
 from tests.support.settings import memory_settings
 
@@ -77,6 +79,47 @@ async def test_stage_two_writes_only_the_differing_fields_to_its_target(
     assert stores[1].get("Customer", "e1") is None  # only its own target
     again = await PushStage(connections).run(2, [KEY], [LINKS[1]])
     assert [o.status for o in again.outcomes] == ["unchanged"]
+
+
+async def test_a_write_whose_commit_was_lost_is_logged_from_its_intent_on_the_next_run(
+    stores: dict[int, MemoryStore], connections: Connections
+) -> None:
+    stores[0].put("Contact", "c1", {"name": "Acme", "phone": "55", "email": "a@crm"})
+    stores[2].put("Customer", "k1", {"company": "Acme", "tel": "1", "mail": "x@erp"})
+    recorded: list[FieldChange] = []
+
+    async def record(changes: Sequence[FieldChange]) -> None:
+        recorded.extend(changes)
+
+    lost = await PushStage(connections).run(2, [KEY], [LINKS[1]], intents=Intents(record))
+    # ... the run's commit never happened (worker killed, channel closed); the redelivery:
+    again = await PushStage(connections).run(2, [KEY], [LINKS[1]], intents=Intents(None, recorded))
+    assert sorted((c.erp_field, c.old_value, c.new_value) for c in recorded) == [
+        ("mail", "x@erp", "a@crm"),
+        ("tel", "1", "55"),
+    ]
+    assert again.changes == lost.changes  # logged once, by the run that commits
+    assert [(o.status, o.changed_fields) for o in again.outcomes] == [("updated", 2)]
+    # Without the intents the change would have been recorded unchanged, without a row.
+    blind = await PushStage(connections).run(2, [KEY], [LINKS[1]])
+    assert ([o.status for o in blind.outcomes], blind.changes) == (["unchanged"], [])
+
+
+async def test_stage_one_logs_a_crm_write_whose_commit_was_lost_from_its_intent(
+    stores: dict[int, MemoryStore], connections: Connections
+) -> None:
+    stores[0].put("Contact", "c1", {"name": "Old", "phone": "1", "email": "old@crm"})
+    stores[1].put("Customer", "e1", {"name": "New", "phone": "9", "email": "new@erp"})
+    recorded: list[FieldChange] = []
+
+    async def record(changes: Sequence[FieldChange]) -> None:
+        recorded.extend(changes)
+
+    lost = await SourceStage(connections).run(1, [KEY], LINKS, intents=Intents(record))
+    again = await SourceStage(connections).run(1, [KEY], LINKS, intents=Intents(None, recorded))
+    assert len(recorded) == 2
+    assert again.changes == lost.changes
+    assert again.crm_written == [1]
 
 
 async def test_push_units_go_to_their_targets_queues_and_refusals_are_reported() -> None:

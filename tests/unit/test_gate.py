@@ -149,3 +149,20 @@ async def test_rate_limit_holds_across_calls_of_the_connection() -> None:
     for _ in range(5):
         await h.call(FakeOperation(), None)
     assert h.limiter is not None and not h.limiter.has_capacity()  # the 6th call would wait
+
+
+async def test_configuration_errors_open_the_breaker_which_then_gives_their_reason() -> None:
+    h, _ = handle(breaker={"failure_threshold": 2, "cooldown": 30})
+    op = FakeOperation(ConfigurationError("relation erp2.customer does not exist"))
+    op.errors *= 2
+    for _ in range(2):
+        with pytest.raises(CallFailed):
+            await h.call(op, None)
+    with pytest.raises(CallFailed) as refused:
+        await h.call(op, None)
+    assert op.calls == 2  # the open breaker did not call
+    assert refused.value.kind == "configuration"
+    assert refused.value.message == (
+        "conn1: circuit open, not called (last error: relation erp2.customer does not exist)"
+    )
+    assert refused.value.retry_after > 0

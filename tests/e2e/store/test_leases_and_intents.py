@@ -1,0 +1,116 @@
+"""Worker leases, orphaned chunks, change intents and the processed-message purge in SQL."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from engine.store import intents, recovery, results, tasks
+from engine.store.results import FieldChange
+
+
+async def started_task(pool: asyncpg.Pool) -> int:
+    task_id = await tasks.create(pool, source_connection_id=0, request={})
+    async with pool.acquire() as conn:
+        await tasks.start(conn, task_id)
+        await tasks.add_chunks(conn, task_id, 0, [[1, 2], [3, 4]])
+    return task_id
+
+
+async def test_a_lease_not_renewed_within_stale_after_is_dead(pool: asyncpg.Pool) -> None:
+    await recovery.renew_lease(pool, "w1")
+    assert await recovery.worker_alive(pool, "w1", 60)
+    await pool.execute("UPDATE worker_leases SET renewed_at = now() - interval '61 seconds'")
+    assert not await recovery.worker_alive(pool, "w1", 60)
+    await recovery.renew_lease(pool, "w1")
+    assert await recovery.worker_alive(pool, "w1", 60)
+    await recovery.end_lease(pool, "w1")
+    assert not await recovery.worker_alive(pool, "w1", 60)
+    assert not await recovery.worker_alive(pool, "never-seen", 60)
+
+
+async def test_chunks_of_a_dead_worker_are_released_once_and_it_cannot_commit_them(
+    pool: asyncpg.Pool,
+) -> None:
+    task_id = await started_task(pool)
+    await recovery.renew_lease(pool, "frozen")
+    await recovery.renew_lease(pool, "alive")
+    assert await recovery.claim_chunk(pool, task_id, 0, "frozen", 60)
+    assert await recovery.claim_chunk(pool, task_id, 1, "alive", 60)
+    # A duplicate delivery while the owner lives leaves the chunk to it.
+    duplicate = await recovery.claim_chunk(pool, task_id, 0, "alive", 60)
+    assert duplicate is not None
+    assert (duplicate.previous_worker, duplicate.previous_alive) == ("frozen", True)
+    assert (
+        await pool.fetchval(
+            "SELECT started_by FROM task_chunks WHERE task_id = $1 AND chunk_no = 0", task_id
+        )
+        == "frozen"
+    )
+    async with pool.acquire() as conn:
+        assert await recovery.release_orphaned_chunks(conn, 60, 10) == []
+        await conn.execute(
+            "UPDATE worker_leases SET renewed_at = now() - interval '2 minutes' "
+            "WHERE worker = 'frozen'"
+        )
+        assert await recovery.release_orphaned_chunks(conn, 60, 10) == [
+            (task_id, 0, None, "frozen")
+        ]
+        assert await recovery.release_orphaned_chunks(conn, 60, 10) == []
+        claim = await recovery.claim_chunk(conn, task_id, 0, "alive", 60)
+        assert claim is not None and (claim.previous_worker, claim.previous_alive) == (None, False)
+        # The frozen worker resumes: its commit of the chunk taken from it does nothing.
+        assert not await tasks.mark_chunk_done(conn, task_id, 0, "frozen")
+        assert await tasks.mark_chunk_done(conn, task_id, 0, "alive")
+
+
+def change(key: int, field: str, old: str, new: str, connection: int = 1) -> FieldChange:
+    return FieldChange(connection, key, None, "Customer", field, field, False, old, new)
+
+
+async def test_intents_stay_until_their_record_is_settled(pool: asyncpg.Pool) -> None:
+    async with pool.acquire() as conn:
+        await intents.record(
+            conn, 7, 0, [change(1, "phone", "a", "b"), change(2, "phone", "c", "d")]
+        )
+        await intents.record(conn, 7, 0, [change(1, "phone", "a", "b", connection=2)])
+        assert len(await intents.unsettled(conn, 7, [1, 2])) == 3
+        await intents.settle(conn, 7, False, 1, {1})
+        left = await intents.unsettled(conn, 7, [1, 2, 3])
+        assert sorted((c.connection_id, c.internal_key_id) for c in left) == [(1, 2), (2, 1)]
+        assert await intents.unsettled(conn, 8, [1, 2]) == []
+        await intents.settle_task(conn, 7)
+        assert await intents.unsettled(conn, 7, [1, 2]) == []
+
+
+async def test_old_processed_message_ids_are_purged(pool: asyncpg.Pool) -> None:
+    async with pool.acquire() as conn:
+        assert await results.mark_processed(conn, "old", None)
+        assert await results.mark_processed(conn, "new", None)
+        await conn.execute(
+            "UPDATE processed_messages SET processed_at = now() - interval '8 days' "
+            "WHERE message_id = 'old'"
+        )
+        assert await results.purge_processed(conn, 7 * 24 * 3600) == 1
+        assert not await results.was_processed(conn, "old")
+        assert await results.was_processed(conn, "new")
+
+
+async def test_a_command_delivered_again_while_its_planner_lives_is_no_restart(
+    pool: asyncpg.Pool,
+) -> None:
+    task_id = await tasks.create(pool, source_connection_id=0, request={})
+    await recovery.renew_lease(pool, "p1")
+    await recovery.renew_lease(pool, "p2")
+    async with pool.acquire() as conn:
+
+        async def start(worker: str) -> int:
+            row = await tasks.start(conn, task_id, worker, 60)
+            assert row is not None
+            return int(row["start_count"])
+
+        assert await start("p1") == 1  # the first start
+        assert await start("p2") == 1  # p1 lives: a redelivery (channel closed), not a restart
+        await conn.execute("UPDATE worker_leases SET renewed_at = now() - interval '2 minutes'")
+        assert await start("p1") == 2  # p2's lease ran out: it died planning
+        row = await tasks.start(conn, task_id)  # no worker: every start counts
+        assert row is not None and row["start_count"] == 3
