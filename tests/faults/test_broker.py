@@ -59,6 +59,20 @@ async def test_broker_restart_mid_batch_loses_and_doubles_nothing(
             await demo_workers.consumer_counts(rabbit.url, prefix)
             == demo_workers.ALL_CONSUMED_BY_TWO
         )
+        if outage == "kill":
+            # RabbitMQ 3.10 can leave a quorum queue declared a few seconds before a crash
+            # without a leader for good after the restart ("leader not known";
+            # rabbitmq-server#10070; seen here when the kill came < 5 s after the workers
+            # declared push.2). That broker defect is not what this test is about: a clean
+            # restart first makes the topology durable, then the crash hits a settled broker.
+            await asyncio.to_thread(rabbit.stop_app)
+            await asyncio.to_thread(rabbit.start_app)
+            await wait_for(
+                lambda: demo_workers.consumer_counts(rabbit.url, prefix),
+                lambda c: c == demo_workers.ALL_CONSUMED_BY_TWO,
+                timeout=60,
+                what="the workers to re-attach after the clean restart",
+            )
         await services.publish_command(
             prefix, b'{"ErpConnectionId": 0, "InternalKeyIds": []}', message_id, rabbit.url
         )
