@@ -1,6 +1,7 @@
 """What the built-in HTTP connectors (``rest``, ``superoffice``, ``tryton``) share: URL settings,
 nested settings from flat environment keys, which statuses are transient, bounded reads,
-``Retry-After``, printable excerpts of what a server said, and JSON typed by field type.
+``Retry-After``, printable excerpts of what a server said, JSON typed by field type, and the
+connection test's answer.
 
 Shared by the connectors in this package; not part of the SDK (``import connectors as sdk``).
 Not named ``http``: a script run from this folder would shadow the standard library's module.
@@ -12,6 +13,7 @@ import email.utils
 import json
 import math
 import time
+from collections.abc import Awaitable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -132,3 +134,34 @@ def nest_flat_keys(cls: type[BaseModel], data: Any) -> Any:
             target = target[part]
         target[last] = value
     return nested
+
+
+def json_body(raw: bytes, what: str) -> Any:
+    """A response body as JSON: None when empty, a permanent error when it is not JSON."""
+    if not raw.strip():
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        raise sdk.PermanentError(f"{what}: the response is not JSON") from None
+
+
+def changes_page(actors: list[sdk.Actor], cursor: str | None, limit: int) -> sdk.ChangedSinceResult:
+    """A page of changed actors read with room for one more: the actors stamped with ``cursor``
+    (the last stamp of the previous page) skipped, a next cursor when more follow."""
+    if cursor:
+        actors = [a for a in actors if a.last_modified != cursor]
+    more = len(actors) > limit
+    actors = actors[:limit]
+    return sdk.ChangedSinceResult(
+        actors=actors, next_cursor=actors[-1].last_modified if more and actors else None
+    )
+
+
+async def tested(probe: Awaitable[object], answers: str) -> sdk.TestConnectionResult:
+    """The connection test's result: ``answers`` once ``probe`` ran, else the error's kind."""
+    try:
+        await probe
+    except sdk.ConnectorError as exc:
+        return sdk.TestConnectionResult(ok=False, message=f"{exc.kind}: {exc.message}")
+    return sdk.TestConnectionResult(ok=True, message=answers)

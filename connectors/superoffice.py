@@ -427,12 +427,7 @@ class SuperOfficeConnector(sdk.BaseConnector[SuperOfficeConfig]):
             raise sdk.TransientError(f"{what}: {type(exc).__name__}") from None
         except aiohttp.ClientError as exc:
             raise sdk.PermanentError(f"{what}: {type(exc).__name__}") from None
-        if not raw.strip():
-            return None
-        try:
-            return json.loads(raw)
-        except ValueError:
-            raise sdk.PermanentError(f"{what}: the response is not JSON") from None
+        return httpkit.json_body(raw, what)
 
     def _status_error(
         self, what: str, response: aiohttp.ClientResponse, raw: bytes
@@ -590,12 +585,7 @@ class SuperOfficeConnector(sdk.BaseConnector[SuperOfficeConfig]):
         if since:
             params["$filter"] = f"{updated} ge '{since.replace(chr(39), '')}'"
         actors = await self._query(request.actor_type, columns, params)
-        if request.cursor:  # the cursor is the last stamp returned: skip what was on that page
-            actors = [a for a in actors if a.last_modified != request.cursor]
-        more = len(actors) > limit
-        actors = actors[:limit]
-        cursor = actors[-1].last_modified if more and actors else None
-        return sdk.ChangedSinceResult(actors=actors, next_cursor=cursor)
+        return httpkit.changes_page(actors, request.cursor, limit)
 
     # -- writing --------------------------------------------------------------------------------
 
@@ -691,12 +681,9 @@ class SuperOfficeConnector(sdk.BaseConnector[SuperOfficeConfig]):
     # -- the rest of the contract ---------------------------------------------------------------
 
     async def test_connection(self, request: sdk.TestConnectionInput) -> sdk.TestConnectionResult:
-        try:
-            first = next(iter(self.config.actor_types))
-            await self.get_actors(sdk.GetActorsInput(first, ["0"], []))
-        except sdk.ConnectorError as exc:
-            return sdk.TestConnectionResult(ok=False, message=f"{exc.kind}: {exc.message}")
-        return sdk.TestConnectionResult(ok=True, message=f"{self.config.base_url} answers")
+        first = next(iter(self.config.actor_types))
+        probe = self.get_actors(sdk.GetActorsInput(first, ["0"], []))
+        return await httpkit.tested(probe, f"{self.config.base_url} answers")
 
     async def supported_actor_types(self, request: sdk.ActorTypesInput) -> sdk.ActorTypesResult:
         return sdk.ActorTypesResult(actor_types=list(self.config.actor_types))

@@ -742,14 +742,12 @@ class TrytonConnector(sdk.BaseConnector[TrytonConfig]):
 
     async def test_connection(self, request: sdk.TestConnectionInput) -> sdk.TestConnectionResult:
         """Log in and describe every actor type."""
-        try:
-            for actor_type in self.config.actor_types:
-                await self._describe(actor_type)
-        except sdk.ConnectorError as exc:
-            return sdk.TestConnectionResult(ok=False, message=f"{exc.kind}: {exc.message}")
-        return sdk.TestConnectionResult(
-            ok=True, message=f"{self.config.url} database {self.config.database!r} answers"
-        )
+        answers = f"{self.config.url} database {self.config.database!r} answers"
+        return await httpkit.tested(self._describe_all(), answers)
+
+    async def _describe_all(self) -> None:
+        for actor_type in self.config.actor_types:
+            await self._describe(actor_type)
 
     async def supported_actor_types(self, request: sdk.ActorTypesInput) -> sdk.ActorTypesResult:
         return sdk.ActorTypesResult(actor_types=list(self.config.actor_types))

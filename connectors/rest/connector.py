@@ -118,12 +118,7 @@ class RestConnector(sdk.BaseConnector[RestConfig]):
             raise sdk.PermanentError(
                 f"{what}: {type(exc).__name__}: {self._redact(str(exc))}"
             ) from None
-        if not raw.strip():
-            return None
-        try:
-            return json.loads(raw)
-        except ValueError:
-            raise sdk.PermanentError(f"{what}: the response is not JSON") from None
+        return httpkit.json_body(raw, what)
 
     def _describe(self, exc: BaseException) -> str:
         return f"{type(exc).__name__}: {self._redact(httpkit.clean(str(exc)))}"
@@ -235,16 +230,15 @@ class RestConnector(sdk.BaseConnector[RestConfig]):
 
     async def test_connection(self, request: sdk.TestConnectionInput) -> sdk.TestConnectionResult:
         """GET ``test_path``, or read no actors of the first actor type."""
-        try:
-            if self.config.test_path:
-                await self._request("test connection", "GET", self.config.test_path)
-            else:
-                first = next(iter(self.config.actor_types), None)
-                if first is not None:
-                    await self.get_actors(sdk.GetActorsInput(first, ["-"], []))
-        except sdk.ConnectorError as exc:
-            return sdk.TestConnectionResult(ok=False, message=f"{exc.kind}: {exc.message}")
-        return sdk.TestConnectionResult(ok=True, message=f"{self.config.base_url} answers")
+        return await httpkit.tested(self._probe(), f"{self.config.base_url} answers")
+
+    async def _probe(self) -> None:
+        if self.config.test_path:
+            await self._request("test connection", "GET", self.config.test_path)
+            return
+        first = next(iter(self.config.actor_types), None)
+        if first is not None:
+            await self.get_actors(sdk.GetActorsInput(first, ["-"], []))
 
     async def supported_actor_types(self, request: sdk.ActorTypesInput) -> sdk.ActorTypesResult:
         return sdk.ActorTypesResult(actor_types=list(self.config.actor_types))
@@ -373,9 +367,4 @@ class RestConnector(sdk.BaseConnector[RestConfig]):
         what = f"changes of {request.actor_type}"
         items = self._items(spec, await self._request(what, "GET", path), what)
         actors = [self._actor(request.actor_type, spec, item, keys) for item in items]
-        if request.cursor:  # the cursor is the last stamp returned: skip what was on that page
-            actors = [a for a in actors if a.last_modified != request.cursor]
-        more = len(actors) > limit
-        actors = actors[:limit]
-        cursor = actors[-1].last_modified if more and actors else None
-        return sdk.ChangedSinceResult(actors=actors, next_cursor=cursor)
+        return httpkit.changes_page(actors, request.cursor, limit)
