@@ -39,7 +39,20 @@ async def test_counters_and_gauges_follow_a_resync(
         task_id = await service.resync(0, [1, 2, 3])
         info = await service.finished(task_id)
         assert info["State"] == "Succeeded", info
-        after = await scrape(service)
+        # The last push unit can finish the task before the chunk's own ack is counted (the
+        # chunk acks after publishing its units): wait until every delivery is counted.
+        after = await wait_for(
+            lambda: scrape(service),
+            lambda m: (
+                sum(
+                    value(m, "erpsync_messages_consumed_total", routing_key=key, outcome="acked")
+                    for key in ("resync", "resync.chunk", "resync.push.1", "resync.push.2")
+                )
+                >= 4
+            ),
+            timeout=10,
+            what="the acks of the command, the chunk and both push units to be counted",
+        )
 
     route = "/api/v1/Agents/ErpSync/ForceResyncBatchTask"
     accepted = {"route": route, "method": "POST", "status": "204"}
