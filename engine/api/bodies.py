@@ -196,6 +196,15 @@ def str_argument(args: dict[str, Any], name: str, max_length: int = 255) -> str 
     return value
 
 
+def text_argument(args: dict[str, Any], name: str, max_length: int = 255) -> str | None:
+    """An optional string argument compared with stored text: PostgreSQL's text holds no NUL
+    character, so a value with one is refused (400) rather than failing in the query."""
+    value = str_argument(args, name, max_length)
+    if value is not None and "\x00" in value:
+        raise ApiError(400, f"{name} must not contain NUL characters")
+    return value
+
+
 def as_int(value: Any, name: str) -> int:
     """Convert one value to an Int32, or answer 400 naming the property."""
     if isinstance(value, bool):

@@ -53,6 +53,8 @@ def _text(request: web.Request, name: str) -> str | None:
     value = request.query.get(name, "")
     if len(value) > MAX_TEXT:
         raise ApiError(400, f"Query parameter {name!r} is longer than {MAX_TEXT} characters")
+    if "\x00" in value:  # PostgreSQL's text holds no NUL: nothing stored could match
+        raise ApiError(400, f"Query parameter {name!r} must not contain NUL characters")
     return value or None
 
 

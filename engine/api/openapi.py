@@ -59,6 +59,8 @@ _COMMON_ERRORS = {
     ),
     "503": _error("The database or the broker is unreachable; retry later (Retry-After)."),
 }
+# Text compared with stored text: PostgreSQL's text holds no NUL character (refused with 400).
+NO_NUL = "^[^\\u0000]*$"
 _SELECT_ITEM = "[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*"
 _SELECT = {
     "name": "$select",
@@ -190,7 +192,7 @@ def _dashboard_paths() -> dict[str, Any]:
         "limit", "Rows to return (1..1000).", {"type": "integer", "minimum": 1, "maximum": 1000}
     )
     connection = _query("connection", "Only this connection.", INT32)
-    text = {"type": "string", "maxLength": 255}
+    text = {"type": "string", "maxLength": 255, "pattern": NO_NUL}
     info = {"$ref": "#/components/schemas/BatchTaskInfo"}
     objects = {"type": "array", "items": {"type": "object"}}
     return {
@@ -461,7 +463,7 @@ def document() -> dict[str, Any]:
                 "NameAndStateRequest": {
                     "type": "object",
                     "properties": {
-                        "Name": {"type": ["string", "null"], "maxLength": 255},
+                        "Name": {"type": ["string", "null"], "maxLength": 255, "pattern": NO_NUL},
                         "State": {
                             "description": "A BatchTaskState name (any casing) or its number; "
                             "missing, empty or All: any state.",
@@ -476,12 +478,14 @@ def document() -> dict[str, Any]:
                         "CorrelationId": {
                             "type": ["string", "null"],
                             "maxLength": 255,
+                            "pattern": NO_NUL,
                             "description": "erpsync's: only tasks of commands published with "
                             "this CorrelationId (messages.md).",
                         },
                         "MessageId": {
                             "type": ["string", "null"],
                             "maxLength": 255,
+                            "pattern": NO_NUL,
                             "description": "erpsync's: only the task of the command message "
                             "with this message id.",
                         },

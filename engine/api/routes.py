@@ -24,7 +24,7 @@ from engine.api.bodies import (
     int_argument,
     read_arguments,
     resync_request,
-    str_argument,
+    text_argument,
 )
 from engine.api.errors import ApiError
 from engine.api.render import project, respond, select_paths
@@ -159,7 +159,7 @@ async def _task_info(
 async def get_batch_task_infos_by_name_and_state(request: web.Request) -> web.Response:
     """Tasks by name and state (``All`` or missing = any state), newest first, at most 1000."""
     args, select = await _arguments(request)
-    name = str_argument(args, "Name")
+    name = text_argument(args, "Name")
     state = _state(args.get("state"))
     states = None if state in (None, "All") else [state]
     rows = await tasks.list_by_name_and_state(
@@ -168,8 +168,8 @@ async def get_batch_task_infos_by_name_and_state(request: web.Request) -> web.Re
         states,
         limit=MAX_TASKS_LISTED,
         sources=request[PRINCIPAL].connections,  # only the tasks the caller may see
-        correlation_id=str_argument(args, "CorrelationId") or None,
-        message_id=str_argument(args, "MessageId") or None,
+        correlation_id=text_argument(args, "CorrelationId") or None,
+        message_id=text_argument(args, "MessageId") or None,
     )
     infos = [batch_task_info(row) for row in rows]
     return respond(
@@ -181,8 +181,9 @@ async def get_batch_task_infos_by_name_and_state(request: web.Request) -> web.Re
 
 
 def _state(value: Any) -> str | None:
-    """A BatchTaskState by name (any casing) or number; None when missing."""
-    if value is None or value == "":
+    """A BatchTaskState by name (any casing) or number; None when missing (``null``, which is
+    how form and XML bodies spell the document's null, included)."""
+    if value is None or value == "" or value == "null":
         return None
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(as_int(value, "State"))
