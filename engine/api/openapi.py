@@ -6,7 +6,7 @@ keeps the two equal and checks the service against it.
 
 from __future__ import annotations
 
-import sys
+import argparse
 from pathlib import Path
 from typing import Any
 
@@ -620,6 +620,15 @@ async def serve(request: web.Request) -> web.Response:
     return web.Response(body=render(), content_type="application/json", charset="utf-8")
 
 
+def main(argv: list[str] | None = None) -> None:
+    """Write the document to docs/openapi.json, or to the path given."""
+    parser = argparse.ArgumentParser(
+        prog="python -m engine.api.openapi", description="Write the OpenAPI document."
+    )
+    parser.add_argument("target", nargs="?", type=Path, default=REPO_COPY)
+    args = parser.parse_args(argv)
+    args.target.write_bytes(render())
+
+
 if __name__ == "__main__":
-    target = Path(sys.argv[1]) if len(sys.argv) > 1 else REPO_COPY
-    target.write_bytes(render())
+    main()
