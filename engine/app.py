@@ -21,7 +21,7 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from engine.api import dashboard, health, housekeeping, openapi, sessions, ui
+from engine.api import dashboard, force_resync, health, housekeeping, openapi, sessions, ui
 from engine.api.appkeys import (
     AUTHENTICATOR,
     CONSUMER,
@@ -31,6 +31,7 @@ from engine.api.appkeys import (
     SETTINGS,
     TASK_BATCHER,
     TASK_INTAKE,
+    TASK_WAITER,
 )
 from engine.api.auth import Authenticator, auth_middleware
 from engine.api.errors import error_middleware
@@ -43,6 +44,7 @@ from engine.observability import metrics
 from engine.observability.metrics import Metrics
 from engine.settings import Settings
 from engine.store import migrate
+from engine.store.finished import TaskWaiter
 from engine.store.pool import create_pool
 from engine.store.task_batch import TaskBatcher
 from engine.sync.chunks import ChunkRunner
@@ -84,8 +86,10 @@ def create_app(settings: Settings, *, api: bool = True, engine: bool = True) -> 
     if authenticator is not None:
         app[AUTHENTICATOR] = authenticator
         app.cleanup_ctx.append(_task_intake)
+        app.cleanup_ctx.append(_task_waiter)
         app.cleanup_ctx.append(housekeeping.cleanup_ctx)
         app.add_routes(routes)
+        app.add_routes(force_resync.routes)
         app.add_routes(sessions.routes)
         app.add_routes(openapi.routes)
         app.add_routes(dashboard.routes)
@@ -142,6 +146,18 @@ async def _task_intake(app: web.Application) -> AsyncIterator[None]:
     yield
     if batcher is not None:
         await batcher.close()
+
+
+async def _task_waiter(app: web.Application) -> AsyncIterator[None]:
+    """What the synchronous ForceResync* calls wait on: one LISTEN connection per process."""
+    settings = app[SETTINGS]
+    waiter = TaskWaiter(
+        settings.database, app[POOL], poll_interval=settings.server.sync_poll_interval
+    )
+    await waiter.start()
+    app[TASK_WAITER] = waiter
+    yield
+    await waiter.close()
 
 
 async def _publisher(app: web.Application) -> AsyncIterator[None]:

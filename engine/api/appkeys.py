@@ -11,6 +11,7 @@ from engine.messaging.broker import Publisher
 from engine.messaging.consumer import Consumer
 from engine.observability.metrics import Metrics
 from engine.settings import Settings
+from engine.store.finished import TaskWaiter
 from engine.store.task_batch import TaskBatcher
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -21,3 +22,4 @@ CONSUMER = web.AppKey("consumer", Consumer)
 TASK_BATCHER = web.AppKey("task_batcher", TaskBatcher)
 TASK_INTAKE = web.AppKey("task_intake", TaskIntake)
 AUTHENTICATOR = web.AppKey("authenticator", Authenticator)
+TASK_WAITER = web.AppKey("task_waiter", TaskWaiter)

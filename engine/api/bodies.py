@@ -27,11 +27,14 @@ FORM_TYPE = "application/x-www-form-urlencoded"
 SUPPORTED_TYPES = tuple(sorted(JSON_TYPES | XML_TYPES | {FORM_TYPE}))
 MAX_JSON_DEPTH = 32
 # Properties whose value is an array: XML children and repeated/indexed/comma form fields.
-LIST_PROPERTIES = frozenset({"internalkeyids"})
+LIST_PROPERTIES = frozenset({"internalkeyids", "externalkeys"})
+# List properties whose items are text: a form value is one item (never split at commas).
+TEXT_LIST_PROPERTIES = frozenset({"externalkeys"})
 # Every property an endpoint binds: one given twice (XML/form) is refused; other names are
 # ignored however often they come, like any unknown property.
 PROPERTIES = LIST_PROPERTIES | {
     "erpconnectionid",
+    "erpactortype",
     "id",
     "name",
     "state",
@@ -50,6 +53,8 @@ class ResyncRequest:
 
     erp_connection_id: int
     internal_key_ids: tuple[int, ...]
+    no_blank_values: bool = False
+    """ForceResync(External)NoBlankValues: blank source values never overwrite non-blank ones."""
 
     @property
     def source_connection_id(self) -> int:
@@ -148,7 +153,9 @@ def _form_arguments(text: str) -> dict[str, Any]:
         if match is None:
             continue  # not a property name we could bind: ignored like any unknown property
         name = match[1]
-        if name in LIST_PROPERTIES:
+        if name in TEXT_LIST_PROPERTIES:
+            args.setdefault(name, []).append(value)
+        elif name in LIST_PROPERTIES:
             items = args.setdefault(name, [])
             items.extend(part.strip() for part in value.split(",") if part.strip())
         elif name in args:

@@ -35,4 +35,6 @@ def fingerprint(resync: ResyncRequest) -> bytes:
         "ErpConnectionId": resync.erp_connection_id,
         "InternalKeyIds": sorted(resync.internal_key_ids),
     }
+    if resync.no_blank_values:  # absent otherwise: keys stored before the flag still match
+        canonical["NoBlankValues"] = True
     return hashlib.sha256(orjson.dumps(canonical)).digest()

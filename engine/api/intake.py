@@ -58,7 +58,12 @@ class TaskIntake:
 
     @contextlib.asynccontextmanager
     async def create(
-        self, resync: ResyncRequest, *, principal: str, key: str | None
+        self,
+        resync: ResyncRequest,
+        *,
+        principal: str,
+        key: str | None,
+        name: str = tasks.RESYNC_TASK_NAME,
     ) -> AsyncIterator[NewTask]:
         """Create the task; the body publishes :attr:`NewTask.publish` when it is set.
 
@@ -66,10 +71,10 @@ class TaskIntake:
         raises (the command was not queued), so that a retry runs.
         """
         if key is None:
-            yield await self._create(resync)
+            yield await self._create(resync, name)
             return
         key = idempotency.validate_key(key)
-        task = await self._claim_or_find(resync, principal, key)
+        task = await self._claim_or_find(resync, principal, key, name)
         if task.replay:
             yield task
             return
@@ -80,16 +85,17 @@ class TaskIntake:
             raise
         await keys.complete(self.pool, principal, key)
 
-    async def _create(self, resync: ResyncRequest) -> NewTask:
+    async def _create(self, resync: ResyncRequest, name: str) -> NewTask:
         message_id = uuid.uuid4().hex
         if self.batcher is None:
-            task_id = await self._insert(self.pool, resync, message_id)
+            task_id = await self._insert(self.pool, resync, message_id, name)
             return NewTask(task_id, resync, message_id)
         try:
             task_id = await self.batcher.create(
                 source_connection_id=resync.source_connection_id,
                 request=_stored_request(resync),
                 message_id=message_id,
+                name=name,
             )
         except BatcherClosed:
             raise ApiError(
@@ -98,15 +104,20 @@ class TaskIntake:
         return NewTask(task_id, resync, message_id)
 
     @staticmethod
-    async def _insert(conn: Executor, resync: ResyncRequest, message_id: str) -> int:
+    async def _insert(
+        conn: Executor, resync: ResyncRequest, message_id: str, name: str = tasks.RESYNC_TASK_NAME
+    ) -> int:
         return await tasks.create(
             conn,
             source_connection_id=resync.source_connection_id,
             request=_stored_request(resync),
             message_id=message_id,
+            name=name,
         )
 
-    async def _claim_or_find(self, resync: ResyncRequest, principal: str, key: str) -> NewTask:
+    async def _claim_or_find(
+        self, resync: ResyncRequest, principal: str, key: str, name: str
+    ) -> NewTask:
         """Claim the key and create its task, or find the task an earlier request made."""
         request_hash = idempotency.fingerprint(resync)
         deadline = time.monotonic() + self.wait_seconds
@@ -116,7 +127,7 @@ class TaskIntake:
             # key waits on the unique index until this commits.
             async with self.pool.acquire() as conn, conn.transaction():
                 if await keys.claim(conn, principal, key, request_hash):
-                    task_id = await self._insert(conn, resync, message_id)
+                    task_id = await self._insert(conn, resync, message_id, name)
                     await keys.set_task(conn, principal, key, task_id)
                     return NewTask(task_id, resync, message_id)
             row = await keys.get(self.pool, principal, key)
@@ -157,13 +168,19 @@ class TaskIntake:
             # The first publish did get through (or the task is gone): nothing to queue.
             return NewTask(task_id, None)
         command = ResyncCommand.model_validate(task["request"])
-        resync = ResyncRequest(command.erp_connection_id, command.internal_key_ids)
+        resync = ResyncRequest(
+            command.erp_connection_id, command.internal_key_ids, bool(command.no_blank_values)
+        )
         return NewTask(task_id, resync, task["message_id"])
 
 
 def _stored_request(resync: ResyncRequest) -> dict[str, Any]:
-    """The task's ``Request``: the arguments as a SuperOffice client would send them."""
-    return {
+    """The task's ``Request``: the arguments as a SuperOffice client would send them
+    (``NoBlankValues`` only when set; the chunk runs read it from here)."""
+    request: dict[str, Any] = {
         "ErpConnectionId": resync.erp_connection_id,
         "InternalKeyIds": list(resync.internal_key_ids),
     }
+    if resync.no_blank_values:
+        request["NoBlankValues"] = True
+    return request

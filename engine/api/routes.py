@@ -88,7 +88,7 @@ async def force_resync_batch_task(request: web.Request) -> web.Response:
     principal = request[PRINCIPAL].user if key is not None else ""
     async with request.app[TASK_INTAKE].create(resync, principal=principal, key=key) as task:
         if task.publish is not None:
-            await _publish(request, task.publish, task.task_id, task.message_id)
+            await publish_resync(request, task.publish, task.task_id, task.message_id)
     task_id = task.task_id
     return web.Response(
         status=204,
@@ -99,7 +99,7 @@ async def force_resync_batch_task(request: web.Request) -> web.Response:
     )
 
 
-async def _publish(
+async def publish_resync(
     request: web.Request, resync: ResyncRequest, task_id: int, message_id: str
 ) -> None:
     """Publish the task's command and wait for the confirm; 503 (task Failed) when refused."""
@@ -107,7 +107,12 @@ async def _publish(
     # resync_request checked all that ResyncCommand does and more (Int32 connection id;
     # positive, unique Int32 ids): the body is encoded without building the model, which
     # costs ten times as much (pydantic) on the hot path.
-    body = resync_body(resync.erp_connection_id, resync.internal_key_ids, task_id=task_id)
+    body = resync_body(
+        resync.erp_connection_id,
+        resync.internal_key_ids,
+        task_id=task_id,
+        no_blank_values=True if resync.no_blank_values else None,
+    )
     try:
         await request.app[PUBLISHER].publish(RESYNC_ROUTING_KEY, body, message_id=message_id)
     except PublishFailed as exc:

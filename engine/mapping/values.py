@@ -68,3 +68,23 @@ def creating_mapping(
         if mapping.crm == crm_actor_type and mapping.create_missing:
             return mapping
     return None
+
+
+def is_blank(value: FieldValue) -> bool:
+    """A blank value: None or the empty string. Whitespace is a value (it is not blank)."""
+    return value is None or value == ""
+
+
+def without_blank_overwrites(
+    current: Mapping[str, FieldValue], desired: Mapping[str, FieldValue]
+) -> tuple[dict[str, FieldValue], list[str]]:
+    """The NoBlankValues rule: ``desired`` without the blank values that would overwrite a
+    non-blank ``current`` value, and the fields so left out (in ``desired``'s order)."""
+    kept: dict[str, FieldValue] = {}
+    skipped: list[str] = []
+    for key, value in desired.items():
+        if is_blank(value) and not is_blank(current.get(key)):
+            skipped.append(key)
+        else:
+            kept[key] = value
+    return kept, skipped

@@ -54,6 +54,8 @@ class ResyncCommand(_Command):
     internal_key_ids: tuple[int, ...] = Field((), alias="InternalKeyIds")
     task_id: int | None = Field(None, alias="TaskId", ge=1, le=INT64_MAX)
     correlation_id: str | None = Field(None, alias="CorrelationId", max_length=255)
+    no_blank_values: bool | None = Field(None, alias="NoBlankValues")
+    """A blank source value never overwrites a non-blank target value (absent/null = false)."""
     schema_version: int = Field(SCHEMA_VERSION, alias="SchemaVersion", ge=1, le=SCHEMA_VERSION)
 
     @field_validator("internal_key_ids", mode="before")
@@ -80,15 +82,20 @@ class ResyncCommand(_Command):
             self.internal_key_ids,
             task_id=self.task_id,
             correlation_id=self.correlation_id,
+            no_blank_values=self.no_blank_values,
             schema_version=self.schema_version,
         )
 
     def as_request(self) -> dict[str, Any]:
-        """The task's stored ``Request``: the command as a SuperOffice client would send it."""
-        return {
+        """The task's stored ``Request``: the command as a SuperOffice client would send it
+        (``NoBlankValues`` only when set, read by the chunk runs)."""
+        request: dict[str, Any] = {
             "ErpConnectionId": self.erp_connection_id,
             "InternalKeyIds": list(self.internal_key_ids),
         }
+        if self.no_blank_values:
+            request["NoBlankValues"] = True
+        return request
 
     @property
     def source_connection_id(self) -> int:
@@ -102,6 +109,7 @@ def resync_body(
     *,
     task_id: int | None = None,
     correlation_id: str | None = None,
+    no_blank_values: bool | None = None,
     schema_version: int = SCHEMA_VERSION,
 ) -> bytes:
     """The JSON of a :class:`ResyncCommand` with these (already valid) values.
@@ -117,6 +125,8 @@ def resync_body(
         body["TaskId"] = task_id
     if correlation_id is not None:
         body["CorrelationId"] = correlation_id
+    if no_blank_values is not None:
+        body["NoBlankValues"] = no_blank_values
     body["SchemaVersion"] = schema_version
     return orjson.dumps(body)
 

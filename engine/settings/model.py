@@ -53,6 +53,30 @@ class ServerSettings(_Model):
         "generation (`gc.freeze()`), so full collections scan only what requests and "
         "deliveries allocate: shorter GC pauses on a busy front door.",
     )
+    sync_max_keys: int = Field(
+        100,
+        ge=1,
+        le=100_000,
+        description="Most records one synchronous ForceResync* call (ForceResync, "
+        "ForceResyncNoBlankValues, ForceResyncExternal, ForceResyncExternalNoBlankValues) may "
+        "cover; more (also a 'resync all' over more linked records) get 413 at once, telling "
+        "the caller to use ForceResyncBatchTask.",
+    )
+    sync_timeout: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="Seconds a synchronous ForceResync* call waits for its task; then it "
+        "answers IsOk false, ErrorCode ResyncTimeout and the task id (the task keeps running; "
+        "follow it with the Batch agent).",
+    )
+    sync_poll_interval: float = Field(
+        1.0,
+        gt=0,
+        le=60,
+        description="Seconds between reads of a waited-for task, in case its PostgreSQL "
+        "notification (LISTEN erpsync_task_finished) is missed.",
+    )
 
 
 class DatabaseSettings(_Model):

@@ -36,7 +36,7 @@ class LinkTouch:
     last_modified: str | None
 
 
-async def count_linked(conn: Connection, source_connection_id: int) -> int:
+async def count_linked(conn: Executor, source_connection_id: int) -> int:
     """How many internal keys "resync all" covers for this source."""
     if source_connection_id <= 0:
         sql = "SELECT count(DISTINCT internal_key_id) FROM external_keys"
@@ -80,6 +80,23 @@ async def existing(conn: Connection, ids: Sequence[int]) -> set[int]:
     """Which of ``ids`` are internal keys."""
     rows = await conn.fetch("SELECT id FROM internal_keys WHERE id = ANY($1::bigint[])", list(ids))
     return {r[0] for r in rows}
+
+
+async def by_external_keys(
+    conn: Executor, connection_id: int, erp_actor_type: str, erp_keys: Sequence[str]
+) -> dict[str, int]:
+    """ERP key -> internal key id of the actors of ``erp_actor_type`` on ``connection_id`` that
+    are linked; ERP keys without a link are absent."""
+    rows = await conn.fetch(
+        """
+        SELECT erp_key, internal_key_id FROM external_keys
+        WHERE connection_id = $1 AND erp_actor_type = $2 AND erp_key = ANY($3::text[])
+        """,
+        connection_id,
+        erp_actor_type,
+        list(erp_keys),
+    )
+    return {r[0]: r[1] for r in rows}
 
 
 async def load(

@@ -111,13 +111,14 @@ class ChunkRunner:
             run_intents = Intents(
                 self._intent_recorder(command), await intents.unsettled(conn, command.task_id, ids)
             )
+        no_blank = chunk.no_blank_values
         if target is None:
             result = await self.source_stage.run(
-                source, keys, links, attempt=attempt, intents=run_intents
+                source, keys, links, attempt=attempt, intents=run_intents, no_blank_values=no_blank
             )
         else:
             result = await self.push_stage.run(
-                target, keys, links, attempt=attempt, intents=run_intents
+                target, keys, links, attempt=attempt, intents=run_intents, no_blank_values=no_blank
             )
         units = await self._commit(command, source, len(keys), result)
         self.metrics.chunk_committed(result.outcomes)

@@ -12,6 +12,8 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import structlog
+
 import connectors as sdk
 from engine.mapping import values as mp
 from engine.mapping.model import ActorTypeMapping
@@ -33,7 +35,10 @@ from engine.sync.records import (
     not_saved,
     records_of,
     save_changes,
+    skipped_note,
 )
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,13 +61,18 @@ class PushStage(Stage):
         links: Links,
         attempt: int = 0,
         intents: Intents | None = None,
+        no_blank_values: bool = False,
     ) -> ChunkResult:
-        """Push the CRM values of ``keys`` to ``target_id`` (``links``: the target's)."""
+        """Push the CRM values of ``keys`` to ``target_id`` (``links``: the target's).
+
+        ``no_blank_values``: a blank CRM value never overwrites a non-blank target value."""
         result = ChunkResult(attempt, target_id)
         records = await load_crm(self.connections, records_of(keys, links), result)
         target = self.connections.get(target_id)
         pushed = ChunkResult(attempt, target_id)
-        result.merge(await self._push(target, records, pushed, intents or Intents()))
+        result.merge(
+            await self._push(target, records, pushed, intents or Intents(), no_blank_values)
+        )
         return result
 
     async def _push(
@@ -71,6 +81,7 @@ class PushStage(Stage):
         records: Sequence[Record],
         result: ChunkResult,
         intents: Intents,
+        no_blank_values: bool = False,
     ) -> ChunkResult:
         """Write the CRM values of ``records`` to one target into ``result``.
 
@@ -114,7 +125,7 @@ class PushStage(Stage):
                         )
                     )
         jobs = [
-            self._update_batch(target, erp_type, batch, result, intents)
+            self._update_batch(target, erp_type, batch, result, intents, no_blank_values)
             for erp_type, items in updates.items()
             for batch in batches(items, target.settings.batch_size)
         ]
@@ -129,6 +140,7 @@ class PushStage(Stage):
         items: Sequence[Item],
         result: ChunkResult,
         intents: Intents,
+        no_blank_values: bool = False,
     ) -> None:
         fields = sorted({f for item in items for f in item.desired})
         if not fields:
@@ -145,6 +157,7 @@ class PushStage(Stage):
             return
         actors = {a.key: a for a in current.actors}
         to_save: list[tuple[Item, Changed, list[FieldChange]]] = []
+        notes: dict[int, str] = {}
         for item in items:
             assert item.link is not None
             actor = actors.get(item.link.erp_key)
@@ -158,14 +171,28 @@ class PushStage(Stage):
                     )
                 )
                 continue
-            changed = mp.diff(actor.fields, item.desired)
+            desired = item.desired
+            if no_blank_values:
+                desired, skipped = mp.without_blank_overwrites(actor.fields, desired)
+                if skipped:
+                    notes[item.record.key.id] = skipped_note(skipped)
+                    log.info(
+                        "blank values not written",
+                        internal_key=item.record.key.id,
+                        connection=target.id,
+                        fields=skipped,
+                    )
+            changed = mp.diff(actor.fields, desired)
             # Changes an earlier run wrote but never committed: logged now, exactly once.
-            applied = intents.applied(target.id, item.record.key.id, False, item.desired, changed)
+            applied = intents.applied(target.id, item.record.key.id, False, desired, changed)
             if changed:
                 to_save.append((item, changed, applied))
                 continue
             status = "updated" if applied else "unchanged"
-            result.outcomes.append(Outcome(item.record.key.id, target.id, status, len(applied)))
+            note = notes.get(item.record.key.id)
+            result.outcomes.append(
+                Outcome(item.record.key.id, target.id, status, len(applied), note)
+            )
             result.changes += applied
             result.touches.append(LinkTouch(item.link.id, actor.last_modified))
         if not to_save:
@@ -197,7 +224,8 @@ class PushStage(Stage):
                 continue
             result.touches.append(LinkTouch(item.link.id, stamps[key]))
             count = len(changed) + len(applied)
-            result.outcomes.append(Outcome(item.record.key.id, target.id, "updated", count))
+            note = notes.get(item.record.key.id)
+            result.outcomes.append(Outcome(item.record.key.id, target.id, "updated", count, note))
             result.changes += _log_to_erp(target.id, item, changed, erp_type) + applied
 
     async def _create(self, target: ConnectionHandle, item: Item, result: ChunkResult) -> None:

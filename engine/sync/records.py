@@ -272,6 +272,14 @@ def fail(
         result.outcomes.append(Outcome(record.key.id, on, "failed", error=error))
 
 
+SKIPPED_NOTE = "blank source value not written over a non-blank value: "
+
+
+def skipped_note(fields: Sequence[str]) -> str:
+    """The outcome's note for fields the NoBlankValues rule left alone (bounded)."""
+    return (SKIPPED_NOTE + ", ".join(fields))[:500]
+
+
 def batches(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
     """``items`` in slices of at most ``size``."""
     for start in range(0, len(items), size):

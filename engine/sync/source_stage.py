@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 
+import structlog
+
 import connectors as sdk
 from engine.mapping import values as mp
 from engine.mapping.model import ActorTypeMapping
@@ -31,7 +33,10 @@ from engine.sync.records import (
     not_saved,
     records_of,
     save_changes,
+    skipped_note,
 )
+
+log = structlog.get_logger(__name__)
 
 
 class SourceStage(Stage):
@@ -44,15 +49,20 @@ class SourceStage(Stage):
         links: Links,
         attempt: int = 0,
         intents: Intents | None = None,
+        no_blank_values: bool = False,
     ) -> ChunkResult:
-        """Apply the source to the CRM for ``keys``; the records to push go in ``forward``."""
+        """Apply the source to the CRM for ``keys``; the records to push go in ``forward``.
+
+        ``no_blank_values``: a blank source value never overwrites a non-blank CRM value."""
         result = ChunkResult(attempt, None, records=len(keys))
         records = records_of(keys, links)
         if source_id > 0:
             records = [r for r in records if self._linked_to_source(r, source_id, result)]
         records = await load_crm(self.connections, records, result)
         if source_id > 0:
-            records = await self._apply_source(source_id, records, result, intents or Intents())
+            records = await self._apply_source(
+                source_id, records, result, intents or Intents(), no_blank_values
+            )
         result.forward = [r.key.id for r in records]
         return result
 
@@ -66,7 +76,12 @@ class SourceStage(Stage):
         return False
 
     async def _apply_source(
-        self, source_id: int, records: list[Record], result: ChunkResult, intents: Intents
+        self,
+        source_id: int,
+        records: list[Record],
+        result: ChunkResult,
+        intents: Intents,
+        no_blank_values: bool,
     ) -> list[Record]:
         """Read the source actors and write their to-CRM fields into the CRM records."""
         source = self.connections.get(source_id)
@@ -111,7 +126,9 @@ class SourceStage(Stage):
                     fail(result, batch, source, exc)
                     continue
                 actors = {a.key: a for a in response.actors}
-                ready += await self._write_crm(source, mapping, batch, actors, result, intents)
+                ready += await self._write_crm(
+                    source, mapping, batch, actors, result, intents, no_blank_values
+                )
         return ready
 
     async def _write_crm(
@@ -122,9 +139,11 @@ class SourceStage(Stage):
         actors: dict[str, sdk.Actor],
         result: ChunkResult,
         intents: Intents,
+        no_blank_values: bool = False,
     ) -> list[Record]:
         crm = self.connections.crm
         to_save: list[tuple[Record, Changed, list[FieldChange]]] = []
+        notes: dict[int, str] = {}
         ready: list[Record] = []
         for record in batch:
             link = record.links[source.id]
@@ -141,6 +160,16 @@ class SourceStage(Stage):
                 continue
             result.touches.append(LinkTouch(link.id, actor.last_modified))
             desired = mp.crm_values_from_erp(mapping, actor.fields)
+            if no_blank_values:
+                desired, skipped = mp.without_blank_overwrites(record.crm, desired)
+                if skipped:
+                    notes[record.key.id] = skipped_note(skipped)
+                    log.info(
+                        "blank source values not written",
+                        internal_key=record.key.id,
+                        connection=0,
+                        fields=skipped,
+                    )
             changed = mp.diff(record.crm, desired)
             # Changes an earlier run wrote but never committed: logged now, exactly once.
             applied = intents.applied(source.id, record.key.id, True, desired, changed)
@@ -148,7 +177,8 @@ class SourceStage(Stage):
                 to_save.append((record, changed, applied))
                 continue
             status = "updated" if applied else "unchanged"
-            result.outcomes.append(Outcome(record.key.id, 0, status, len(applied)))
+            note = notes.get(record.key.id)
+            result.outcomes.append(Outcome(record.key.id, 0, status, len(applied), note))
             result.changes += applied
             if applied:
                 result.crm_written.append(record.key.id)
@@ -182,7 +212,8 @@ class SourceStage(Stage):
                 record.crm[crm_field] = new
             result.changes += _log_to_crm(source.id, mapping, record, changed) + applied
             count = len(changed) + len(applied)
-            result.outcomes.append(Outcome(record.key.id, 0, "updated", count))
+            note = notes.get(record.key.id)
+            result.outcomes.append(Outcome(record.key.id, 0, "updated", count, note))
             result.crm_written.append(record.key.id)
             ready.append(record)
         return ready

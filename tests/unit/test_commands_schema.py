@@ -29,6 +29,9 @@ VALID: list[Any] = [
     {"correlationId": None},
     {"correlationid": "x" * 255},
     {"TaskId": 7},
+    {"NoBlankValues": True, "InternalKeyIds": [1]},
+    {"noblankvalues": False},
+    {"NOBLANKVALUES": None},
     {"Unknown": {"nested": True}, "ErpConnectionId": 2},
     *SCHEMA["examples"],
 ]
@@ -58,6 +61,8 @@ INVALID: list[Any] = [
     {"schemaVersion": "1"},
     {"TaskId": 0},
     {"TaskId": "7"},
+    {"NoBlankValues": "true"},
+    {"NoBlankValues": 1},
 ]
 
 
