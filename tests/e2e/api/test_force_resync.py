@@ -1,0 +1,343 @@
+"""The synchronous ForceResync* endpoints over real HTTP, RabbitMQ and PostgreSQL: the
+PluginResponse, NoBlankValues at both hops, ERP keys, the key limit, the timeout, and
+SuperOffice's sample requests verbatim (JSON and XML)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import asyncpg
+import pytest
+from defusedxml.ElementTree import fromstring
+
+from connectors.memory import MemoryStore
+from engine.settings import Settings
+from tests.support.api import basic
+from tests.support.service import Service, link, sync_log
+from tests.support.settings import memory_settings
+
+AUTH = basic("tje0", "Tje0")
+ERPSYNC = "/api/v1/Agents/ErpSync"
+PLUGIN_RESPONSE = {
+    "IsOk",
+    "UserExplanation",
+    "TechExplanation",
+    "ErrorCode",
+    "Changes",
+    "Status",
+    "TableRight",
+    "FieldProperties",
+}
+XSI_NIL = "{http://www.w3.org/2001/XMLSchema-instance}nil"
+
+
+def settings_for(
+    database: str, prefix: str, stores: dict[int, MemoryStore], **server: Any
+) -> Settings:
+    settings = memory_settings(database, prefix, {cid: s.name for cid, s in stores.items()})
+    return settings.model_copy(update={"server": settings.server.model_copy(update=server)})
+
+
+async def seed(db: asyncpg.Connection, stores: dict[int, MemoryStore]) -> None:
+    """Contacts 1-3 linked as E1-i on ERP 1 and E2-i on ERP 2, every value different."""
+    for i in (1, 2, 3):
+        stores[0].put("Contact", str(i), {"name": f"Co {i}", "phone": f"{i}00", "email": f"{i}@c"})
+        stores[1].put("Customer", f"E1-{i}", {"name": "old", "phone": "old", "email": f"{i}@c"})
+        stores[2].put("Customer", f"E2-{i}", {"company": "old", "tel": "old", "mail": "old"})
+        await link(
+            db, i, "Contact", str(i), {1: ("Customer", f"E1-{i}"), 2: ("Customer", f"E2-{i}")}
+        )
+
+
+async def post(
+    service: Service, name: str, body: dict[str, Any], **headers: str
+) -> tuple[int, dict[str, Any], Any]:
+    response = await service.client.post(
+        f"{ERPSYNC}/{name}", json=body, headers={**AUTH, **headers}
+    )
+    return response.status, dict(response.headers), await response.json()
+
+
+async def test_force_resync_answers_when_the_task_has_run(
+    database: str, db: asyncpg.Connection, broker_prefix: str, stores: dict[int, MemoryStore]
+) -> None:
+    await seed(db, stores)
+    # A poll far beyond the test's patience: only the task's notification can wake the call.
+    settings = settings_for(database, broker_prefix, stores, sync_poll_interval=60)
+    async with Service(settings) as service:
+        started = time.monotonic()
+        status, headers, body = await post(
+            service, "ForceResync", {"ErpConnectionId": 0, "InternalKeyIds": [1, 2]}
+        )
+        elapsed = time.monotonic() - started
+        info = await service.task(int(headers["X-Batch-Task-Id"]))
+
+    assert status == 200, body
+    assert set(body) == PLUGIN_RESPONSE
+    assert (body["IsOk"], body["Status"], body["ErrorCode"]) == (True, "Ok", "")
+    assert body["UserExplanation"].startswith("2 records; writes: 4 updated")
+    assert body["TechExplanation"].startswith(f"Task {info['Id']} Succeeded: 2 records")
+    assert (body["Changes"], body["TableRight"], body["FieldProperties"]) == (None, None, {})
+    assert elapsed < 30, "woken by the notification, not by the 60 s poll"
+    assert (info["Name"], info["State"]) == ("ForceResync", "Succeeded")
+    assert stores[2].get("Customer", "E2-1") == {"company": "Co 1", "tel": "100", "mail": "1@c"}
+    assert stores[2].get("Customer", "E2-3") == {"company": "old", "tel": "old", "mail": "old"}
+
+
+async def test_no_blank_values_keeps_non_blank_targets_and_logs_nothing_for_them(
+    database: str, db: asyncpg.Connection, broker_prefix: str, stores: dict[int, MemoryStore]
+) -> None:
+    """Both hops: ERP 1 (the source) -> CRM (email), CRM -> ERP 2 (phone to tel)."""
+    await seed(db, stores)
+    crm, erp1, erp2 = stores[0], stores[1], stores[2]
+    crm.put("Contact", "1", {"name": "Co 1", "phone": None, "email": "1@c"})
+    erp1.put("Customer", "E1-1", {"name": "Co 1", "phone": "111", "email": ""})
+    erp2.put("Customer", "E2-1", {"company": "Co 1", "tel": "222", "mail": "1@c"})
+    request = {"ErpConnectionId": 1, "InternalKeyIds": [1]}
+    async with Service(settings_for(database, broker_prefix, stores)) as service:
+        status, headers, kept = await post(service, "ForceResyncNoBlankValues", request)
+        kept_task = int(headers["X-Batch-Task-Id"])
+        assert status == 200 and kept["IsOk"], kept
+        assert crm.get("Contact", "1") == {"name": "Co 1", "phone": None, "email": "1@c"}
+        assert erp1.get("Customer", "E1-1") == {"name": "Co 1", "phone": "111", "email": ""}
+        assert erp2.get("Customer", "E2-1") == {"company": "Co 1", "tel": "222", "mail": "1@c"}
+        assert await sync_log(db, kept_task) == []
+        assert kept["Status"] == "OkWithInfo"
+        for where, field in (("connection 0", "email"), ("connection 2", "tel")):
+            assert (
+                f"key 1 on {where}: unchanged: blank source value not written over a "
+                f"non-blank value: {field}" in kept["TechExplanation"]
+            ), kept
+        info = await service.task(kept_task)
+        assert '"NoBlankValues":true' in info["Request"]
+
+        status, headers, blanked = await post(service, "ForceResync", request)
+        assert status == 200 and blanked["IsOk"], blanked
+        rows = await sync_log(db, int(headers["X-Batch-Task-Id"]))
+    assert crm.get("Contact", "1") == {"name": "Co 1", "phone": None, "email": ""}
+    assert erp1.get("Customer", "E1-1") == {"name": "Co 1", "phone": "111", "email": ""}
+    assert erp2.get("Customer", "E2-1") == {"company": "Co 1", "tel": None, "mail": ""}
+    assert rows == [
+        (1, 1, "email", "email", True, "1@c", ""),
+        (2, 1, "mail", "email", False, "1@c", ""),
+        (2, 1, "tel", "phone", False, "222", None),
+    ]
+
+
+async def test_external_keys_resync_the_known_and_report_the_unknown(
+    database: str, db: asyncpg.Connection, broker_prefix: str, stores: dict[int, MemoryStore]
+) -> None:
+    await seed(db, stores)
+    body = {
+        "ErpConnectionId": 1,
+        "ErpActorType": "Customer",
+        "ExternalKeys": ["E1-1", "nope", "E1-3", "E2-2", "E1-1"],
+    }
+    async with Service(settings_for(database, broker_prefix, stores)) as service:
+        status, headers, answer = await post(service, "ForceResyncExternal", body)
+        info = await service.task(int(headers["X-Batch-Task-Id"]))
+        none_status, none_headers, none_known = await post(
+            service,
+            "ForceResyncExternalNoBlankValues",
+            {"ErpConnectionId": 1, "ErpActorType": "customer", "ExternalKeys": ["x", 42]},
+        )
+        tasks = await db.fetchval("SELECT count(*) FROM batch_tasks")
+
+    assert status == 200 and answer["IsOk"], answer
+    assert answer["Status"] == "OkWithInfo"
+    assert "2 ERP keys not linked: 'nope', 'E2-2'" in answer["UserExplanation"]
+    for key in ("nope", "E2-2"):
+        assert (
+            f"ExternalKey {key!r}: no Customer with this key is linked on connection 1"
+            in answer["TechExplanation"]
+        )
+    assert (info["Name"], info["Statistics"]["SourceConnectionId"]) == ("ForceResyncExternal", 1)
+    assert '"InternalKeyIds":[1,3]' in info["Request"]
+    # ERP 1 is the source: its values reached the CRM and ERP 2 for records 1 and 3 only
+    assert stores[0].get("Contact", "1")["name"] == "old"  # name flows both ways
+    assert stores[0].get("Contact", "2")["name"] == "Co 2"
+    assert [stores[2].get("Customer", f"E2-{i}")["tel"] for i in (1, 2, 3)] == ["100", "old", "300"]
+
+    assert none_status == 200 and "X-Batch-Task-Id" not in none_headers
+    assert (none_known["IsOk"], none_known["ErrorCode"]) == (False, "UnknownExternalKeys")
+    assert "ExternalKey '42'" in none_known["TechExplanation"]
+    assert tasks == 1  # nothing to resync: no task
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "message"),
+    [
+        ({"ErpConnectionId": 1, "ErpActorType": "Vendor", "ExternalKeys": ["a"]}, 400, "Vendor"),
+        ({"ErpConnectionId": 1, "ExternalKeys": ["a"]}, 400, "ErpActorType missing"),
+        ({"ErpConnectionId": 0, "ErpActorType": "Customer", "ExternalKeys": ["a"]}, 400, "> 0"),
+        ({"ErpConnectionId": 9, "ErpActorType": "Customer", "ExternalKeys": ["a"]}, 404, "9"),
+        ({"ErpConnectionId": 1, "ErpActorType": "Customer"}, 400, "ExternalKeys is required"),
+        ({"ErpConnectionId": 1, "ErpActorType": "Customer", "ExternalKeys": [""]}, 400, "[0]"),
+    ],
+)
+async def test_external_arguments_are_checked(
+    front_door: Service, body: dict[str, Any], status: int, message: str
+) -> None:
+    got, _, error = await post(front_door, "ForceResyncExternal", body)
+    assert got == status, error
+    assert error["Error"] is True and message in error["ErrorMessage"], error
+
+
+async def test_more_keys_than_the_synchronous_limit_get_413_at_once(
+    database: str, db: asyncpg.Connection, broker_prefix: str, stores: dict[int, MemoryStore]
+) -> None:
+    await seed(db, stores)
+    settings = settings_for(database, broker_prefix, stores, sync_max_keys=2)
+    async with Service(settings, engine=False) as service:
+        answers = [
+            await post(service, "ForceResync", {"InternalKeyIds": [1, 2, 3]}),
+            await post(service, "ForceResyncNoBlankValues", {"ErpConnectionId": 1}),  # all: 3
+            await post(
+                service,
+                "ForceResyncExternal",
+                {"ErpConnectionId": 1, "ErpActorType": "Customer", "ExternalKeys": ["a", "b", "c"]},
+            ),
+        ]
+        tasks = await db.fetchval("SELECT count(*) FROM batch_tasks")
+    for status, _, error in answers:
+        assert status == 413, error
+        assert error["ErrorType"] == "RequestEntityTooLargeException"
+        assert "at most 2" in error["ErrorMessage"]
+        assert "Use ForceResyncBatchTask" in error["ErrorMessage"]
+    assert tasks == 0
+
+
+async def test_a_task_that_does_not_end_in_time_gets_an_answer_naming_it(
+    database: str, db: asyncpg.Connection, broker_prefix: str, stores: dict[int, MemoryStore]
+) -> None:
+    await seed(db, stores)
+    settings = settings_for(database, broker_prefix, stores, sync_timeout=0.5)
+    async with Service(settings, engine=False) as service:  # no workers: the task stays New
+        started = time.monotonic()
+        status, headers, body = await post(service, "ForceResync", {"InternalKeyIds": [1]})
+        elapsed = time.monotonic() - started
+    task_id = headers["X-Batch-Task-Id"]
+    assert status == 200
+    assert (body["IsOk"], body["Status"], body["ErrorCode"]) == (False, "Error", "ResyncTimeout")
+    assert f"batch task {task_id}" in body["UserExplanation"]
+    assert f"GetBatchTaskInfo?id={task_id}" in body["TechExplanation"]
+    assert headers["Location"].endswith(f"GetBatchTaskInfo?id={task_id}")
+    assert 0.5 <= elapsed < 10
+
+
+# SuperOffice's sample requests (its reference pages), byte for byte but for the host.
+SAMPLES = {
+    "ForceResync": '{\n  "ErpConnectionId": 293,\n  "InternalKeyIds": [\n    670,\n    47\n  ]\n}',
+    "ForceResyncNoBlankValues": (
+        '{\n  "ErpConnectionId": 867,\n  "InternalKeyIds": [\n    317,\n    26\n  ]\n}'
+    ),
+    "ForceResyncExternal": (
+        '{\n  "ErpConnectionId": 116,\n  "ErpActorType": "Customer",\n  "ExternalKeys": [\n'
+        '    "nam",\n    "porro"\n  ]\n}'
+    ),
+    "ForceResyncExternalNoBlankValues": (
+        '{\n  "ErpConnectionId": 237,\n  "ErpActorType": "Customer",\n  "ExternalKeys": [\n'
+        '    "voluptatem",\n    "placeat"\n  ]\n}'
+    ),
+}
+LANGUAGES = {
+    "ForceResync": "en",
+    "ForceResyncNoBlankValues": "fr,de,ru,zh",
+    "ForceResyncExternal": "*",
+    "ForceResyncExternalNoBlankValues": "*",
+}
+SAMPLE_CONNECTION = {
+    "ForceResync": 293,
+    "ForceResyncNoBlankValues": 867,
+    "ForceResyncExternal": 116,
+    "ForceResyncExternalNoBlankValues": 237,
+}
+
+
+def as_xml(name: str, sample: str, connection_id: int | None = None) -> str:
+    """The sample in the DataContract XML a SuperOffice client sends."""
+    import json
+
+    data = json.loads(sample)
+    if connection_id is not None:
+        data["ErpConnectionId"] = connection_id
+    parts = [f"<ErpConnectionId>{data['ErpConnectionId']}</ErpConnectionId>"]
+    if "ErpActorType" in data:
+        parts.append(f"<ErpActorType>{data['ErpActorType']}</ErpActorType>")
+        items = "".join(f"<string>{k}</string>" for k in data["ExternalKeys"])
+        parts.append(f"<ExternalKeys>{items}</ExternalKeys>")
+    else:
+        items = "".join(f"<int>{k}</int>" for k in data["InternalKeyIds"])
+        parts.append(f"<InternalKeyIds>{items}</InternalKeyIds>")
+    return f"<{name}>{''.join(parts)}</{name}>"
+
+
+def sample_headers(name: str, kind: str) -> dict[str, str]:
+    mime = f"application/{kind}; charset=utf-8"
+    return {**AUTH, "Accept": mime, "Accept-Language": LANGUAGES[name], "Content-Type": mime}
+
+
+@pytest.mark.parametrize("name", list(SAMPLES))
+async def test_superoffice_samples_verbatim_get_the_documented_error_for_their_connection(
+    front_door: Service, name: str
+) -> None:
+    """The samples name connections this service does not have: 404, SuperOffice's error."""
+    url = f"{ERPSYNC}/{name}"
+    connection_id = SAMPLE_CONNECTION[name]
+    response = await front_door.client.post(
+        url, data=SAMPLES[name].encode(), headers=sample_headers(name, "json")
+    )
+    assert response.status == 404
+    assert response.content_type == "application/json"
+    assert await response.json() == {
+        "Error": True,
+        "ErrorType": "SoNotFoundException",
+        "ErrorMessage": f"ErpConnectionId {connection_id} is not a known connection",
+        "ErrorSource": "erpsync",
+    }
+    response = await front_door.client.post(
+        url, data=as_xml(name, SAMPLES[name]).encode(), headers=sample_headers(name, "xml")
+    )
+    assert response.status == 404
+    root = fromstring(await response.read())
+    assert root.tag == "ErrorInfo"
+    assert {c.tag: c.text for c in root}["ErrorType"] == "SoNotFoundException"
+
+
+@pytest.mark.parametrize("name", list(SAMPLES))
+@pytest.mark.parametrize("kind", ["json", "xml"])
+async def test_superoffice_samples_with_demo_ids_answer_a_plugin_response(
+    database: str,
+    db: asyncpg.Connection,
+    broker_prefix: str,
+    stores: dict[int, MemoryStore],
+    name: str,
+    kind: str,
+) -> None:
+    """The samples with this service's connection 1 (the sample's keys are unknown here:
+    the documented PluginResponse with IsOk false and the reason)."""
+    await seed(db, stores)
+    sample = SAMPLES[name].replace(str(SAMPLE_CONNECTION[name]), "1")
+    body = sample if kind == "json" else as_xml(name, SAMPLES[name], 1)
+    async with Service(settings_for(database, broker_prefix, stores)) as service:
+        response = await service.client.post(
+            f"{ERPSYNC}/{name}", data=body.encode(), headers=sample_headers(name, kind)
+        )
+        assert response.status == 200, await response.text()
+        raw = await response.read()
+    if kind == "json":
+        answer = await response.json()
+        assert set(answer) == PLUGIN_RESPONSE
+        is_ok, code = answer["IsOk"], answer["ErrorCode"]
+    else:
+        assert response.content_type == "application/xml"
+        root = fromstring(raw)
+        assert root.tag == "PluginResponse"
+        assert {c.tag for c in root} == PLUGIN_RESPONSE
+        fields = {c.tag: c for c in root}
+        assert fields["Changes"].get(XSI_NIL) == "true"
+        is_ok, code = fields["IsOk"].text == "true", fields["ErrorCode"].text
+    assert is_ok is False
+    expected = "UnknownExternalKeys" if "External" in name else "UnknownInternalKeys"
+    assert code == expected
