@@ -196,20 +196,22 @@ def _external_keys(args: dict[str, Any], max_keys: int) -> list[str]:
 
 def _actor_type(connection: ConnectionSettings, value: str | None) -> str:
     """The connection's ERP actor type ``value`` names (exact, else the one case-insensitive
-    match); 400 listing the configured ones otherwise."""
+    match). Missing: 400; not one of the connection's: 404 listing them (the request is
+    well-formed, the name unknown here, like an unknown ErpConnectionId)."""
     configured = [m.erp for m in connection.actor_types]
-    if value:
-        if value in configured:
-            return value
-        folded = [t for t in configured if t.casefold() == value.casefold()]
-        if len(folded) == 1:
-            return folded[0]
+    if not value:
+        raise ApiError(400, "ErpActorType is required: an ERP actor type of the connection")
+    if value in configured:
+        return value
+    folded = [t for t in configured if t.casefold() == value.casefold()]
+    if len(folded) == 1:
+        return folded[0]
     listed = ", ".join(configured) or "none"
-    given = "missing" if not value else f"{value[:60]!r}"
     raise ApiError(
-        400,
-        f"ErpActorType {given} is not an actor type of connection {connection.id} "
+        404,
+        f"ErpActorType {value[:60]!r} is not an actor type of connection {connection.id} "
         f"({connection.name}); its actor types: {listed}",
+        "SoNotFoundException",
     )
 
 

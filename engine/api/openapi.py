@@ -517,9 +517,131 @@ def document() -> dict[str, Any]:
             },
         },
     }
+    _force_resync_synchronous(doc)
     _with_parser_errors(doc["paths"])
     _with_login_throttle(doc["paths"])
     return doc
+
+
+def _force_resync_synchronous(doc: dict[str, Any]) -> None:
+    """ForceResync, ForceResyncNoBlankValues, ForceResyncExternal(NoBlankValues): run the
+    resync and answer SuperOffice's PluginResponse when its task has ended (issue 17)."""
+    headers = {
+        "X-Batch-Task-Id": {
+            "schema": {"type": "integer"},
+            "description": "The batch task that ran (absent when none was created).",
+        },
+        "Location": {
+            "schema": {"type": "string"},
+            "description": "GetBatchTaskInfo?id=<task id>, when a task was created.",
+        },
+    }
+    answer = {
+        "200": {
+            "description": "PluginResponse: IsOk true when the task succeeded; false with "
+            "ErrorCode ResyncFailed, ResyncStopped, UnknownInternalKeys, UnknownExternalKeys "
+            "(nothing resynced), or ResyncTimeout (server.sync_timeout passed; the task goes "
+            "on, follow it with GetBatchTaskInfo).",
+            "headers": headers,
+            "content": _content({"$ref": "#/components/schemas/PluginResponse"}),
+        },
+        "413": _error(
+            "Body larger than server.max_body_bytes, or more records (ids, ERP keys, or all "
+            "linked records of the source) than server.sync_max_keys: use ForceResyncBatchTask."
+        ),
+        "503": _error("The broker did not confirm the command; nothing started."),
+    }
+    by_internal = {
+        **answer,
+        "404": _error("ErpConnectionId is not a configured connection."),
+    }
+    by_external = {
+        **answer,
+        "404": _error(
+            "ErpConnectionId is not a configured connection, or ErpActorType is not one of its "
+            "ERP actor types."
+        ),
+    }
+    no_blank = (
+        " A blank source value (null or the empty string) never overwrites a non-blank "
+        "target value, per field, at every hop (source to CRM, CRM to targets)."
+    )
+    operations = {
+        "ForceResync": ("resync and wait for the result", "ForceResyncRequest", by_internal),
+        "ForceResyncNoBlankValues": (
+            "ForceResync, blank values never overwriting non-blank ones." + no_blank,
+            "ForceResyncRequest",
+            by_internal,
+        ),
+        "ForceResyncExternal": (
+            "resync the records linked to ERP keys and wait; ERP keys not linked are reported "
+            "per key",
+            "ForceResyncExternalRequest",
+            by_external,
+        ),
+        "ForceResyncExternalNoBlankValues": (
+            "ForceResyncExternal, blank values never overwriting non-blank ones." + no_blank,
+            "ForceResyncExternalRequest",
+            by_external,
+        ),
+    }
+    for name, (summary, body, responses) in operations.items():
+        operation = _agent(f"{name}: {summary}", body, responses, tag="ErpSync")
+        if body == "ForceResyncExternalRequest":
+            operation["post"]["requestBody"]["required"] = True  # ExternalKeys has no default
+        doc["paths"][f"/api/v1/Agents/ErpSync/{name}"] = operation
+    nullable_text = {"type": ["string", "null"]}
+    doc["components"]["schemas"]["ForceResyncExternalRequest"] = {
+        "type": "object",
+        "properties": {
+            "ErpConnectionId": {
+                "type": "integer",
+                "format": "int32",
+                "minimum": 1,
+                "maximum": 2**31 - 1,
+                "description": "The ERP connection the keys belong to (the resync's source).",
+            },
+            "ErpActorType": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 255,
+                "pattern": NO_NUL,
+                "description": "One of the connection's ERP actor types (its actor_types "
+                "mapping; an exact match, else the one case-insensitive match).",
+            },
+            "ExternalKeys": {
+                "type": "array",
+                "minItems": 1,
+                "items": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": NO_NUL},
+                "description": "ERP keys; duplicates are dropped. Keys not linked on the "
+                "connection as that actor type are reported per key.",
+            },
+        },
+        "required": ["ErpConnectionId", "ErpActorType", "ExternalKeys"],
+        "example": {"ErpConnectionId": 1, "ErpActorType": "Customer", "ExternalKeys": ["10001"]},
+    }
+    doc["components"]["schemas"]["PluginResponse"] = {
+        "type": "object",
+        "description": "SuperOffice's PluginResponse. Every property may be null ($select).",
+        "properties": {
+            "IsOk": {"type": ["boolean", "null"]},
+            "UserExplanation": {**nullable_text, "maxLength": 254},
+            "TechExplanation": {
+                **nullable_text,
+                "description": "The task, its Response and up to 20 records' failures or "
+                "notes (skipped blank values), unknown ERP keys; at most 4000 characters.",
+            },
+            "ErrorCode": {
+                **nullable_text,
+                "description": "Empty when IsOk; else ResyncFailed, ResyncStopped, "
+                "ResyncTimeout, UnknownInternalKeys, UnknownExternalKeys.",
+            },
+            "Changes": {"type": ["object", "null"], "description": "Not reported: null."},
+            "Status": {"enum": ["Ok", "OkWithInfo", "Error", None]},
+            "TableRight": {"type": ["object", "null"], "description": "Not reported: null."},
+            "FieldProperties": {"type": ["object", "null"]},
+        },
+    }
 
 
 def _batch_task_info_schema() -> dict[str, Any]:

@@ -168,8 +168,8 @@ async def test_external_keys_resync_the_known_and_report_the_unknown(
 @pytest.mark.parametrize(
     ("body", "status", "message"),
     [
-        ({"ErpConnectionId": 1, "ErpActorType": "Vendor", "ExternalKeys": ["a"]}, 400, "Vendor"),
-        ({"ErpConnectionId": 1, "ExternalKeys": ["a"]}, 400, "ErpActorType missing"),
+        ({"ErpConnectionId": 1, "ErpActorType": "Vendor", "ExternalKeys": ["a"]}, 404, "Vendor"),
+        ({"ErpConnectionId": 1, "ExternalKeys": ["a"]}, 400, "ErpActorType is required"),
         ({"ErpConnectionId": 0, "ErpActorType": "Customer", "ExternalKeys": ["a"]}, 400, "> 0"),
         ({"ErpConnectionId": 9, "ErpActorType": "Customer", "ExternalKeys": ["a"]}, 404, "9"),
         ({"ErpConnectionId": 1, "ErpActorType": "Customer"}, 400, "ExternalKeys is required"),

@@ -43,7 +43,10 @@ async def fuzzed_door(
         update={"client_failures": 1_000_000, "user_failures": 0}
     )
     auth = settings.auth.model_copy(update={"login_throttle": throttle})
-    async with Service(settings.model_copy(update={"auth": auth}), engine=False) as service:
+    # No workers: a synchronous ForceResync* answers its ResyncTimeout after this long.
+    server = settings.server.model_copy(update={"sync_timeout": 0.05})
+    fuzzed = settings.model_copy(update={"auth": auth, "server": server})
+    async with Service(fuzzed, engine=False) as service:
         yield service
 
 
