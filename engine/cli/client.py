@@ -35,7 +35,8 @@ from engine.settings import ConfigError, load_settings
 
 T = TypeVar("T")
 
-RESYNC = "/api/v1/Agents/ErpSync/ForceResyncBatchTask"
+ERPSYNC = "/api/v1/Agents/ErpSync"
+RESYNC = f"{ERPSYNC}/ForceResyncBatchTask"
 TASK_INFO = "/api/v1/Agents/Batch/GetBatchTaskInfo"
 STOP = "/api/v1/Agents/Batch/StopBatchJob"
 DASHBOARD = "/api/v1/erpsync"
@@ -59,9 +60,11 @@ class Api:
     password: str
     debug: bool
 
-    async def request(self, method: str, path: str, **kw: Any) -> Reply:
+    async def request(
+        self, method: str, path: str, *, total_timeout: float = 30, **kw: Any
+    ) -> Reply:
         auth = aiohttp.BasicAuth(self.user, self.password)
-        timeout = aiohttp.ClientTimeout(total=30)
+        timeout = aiohttp.ClientTimeout(total=total_timeout)
         try:
             async with (
                 aiohttp.ClientSession(self.url, auth=auth, timeout=timeout) as http,

@@ -7,17 +7,30 @@ import time
 from typing import Any
 
 import click
+import orjson
 from rich.console import Console
 from rich.progress import BarColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
 from rich.text import Text
 
-from engine.cli.client import DASHBOARD, RESYNC, TASK_INFO, Api, api_from, api_options, run
+from engine.cli.client import (
+    DASHBOARD,
+    ERPSYNC,
+    RESYNC,
+    TASK_INFO,
+    Api,
+    api_from,
+    api_options,
+    run,
+)
 from engine.cli.common import EXIT_TASK_FAILED, CliError
 from engine.cli.output import echo_json, print_task
 
 TERMINAL = ("Succeeded", "Failed", "SucceededManualCleanup")
 POLL_INTERVAL = 0.5
 PLAIN_INTERVAL = 10.0
+SYNC_HTTP_TIMEOUT = 3600.0
+"""The synchronous calls answer by the server's ``server.sync_timeout``; this only bounds a
+server that never answers."""
 
 
 def _parse_keys(text: str, origin: str) -> list[int]:
@@ -48,6 +61,24 @@ class _RateColumn(ProgressColumn):
     help="File of internal key ids (whitespace/comma separated; '-' = stdin).",
 )
 @click.option("--all", "all_keys", is_flag=True, help="Every record linked to the source.")
+@click.option(
+    "--external",
+    help="Comma-separated ERP keys on the --from connection (with --actor-type) instead of "
+    "internal keys; ERP keys not linked are reported per key. Synchronous.",
+)
+@click.option("--actor-type", help="The ERP actor type of the --external keys (e.g. Customer).")
+@click.option(
+    "--no-blank-values",
+    is_flag=True,
+    help="A blank source value (empty or null) never overwrites a non-blank target value. "
+    "Synchronous.",
+)
+@click.option(
+    "--wait",
+    is_flag=True,
+    help="Synchronous: ForceResync, answered when the task has ended (at most "
+    "server.sync_max_keys records; the server answers by server.sync_timeout).",
+)
 @click.option("--follow", is_flag=True, help="Show progress until the task ends.")
 @api_options
 def resync(
@@ -55,17 +86,46 @@ def resync(
     keys: str | None,
     keys_file: Any,
     all_keys: bool,
+    external: str | None,
+    actor_type: str | None,
+    no_blank_values: bool,
+    wait: bool,
     follow: bool,
     **kw: Any,
 ) -> None:
-    """Start a force resync through the API (and follow it).
+    """Start a force resync through the API (and follow it), or run one and wait for it.
 
     Exit code with --follow: 0 when the task Succeeded, 4 when it Failed (also when every
-    given key was unknown: nothing was resynced).
+    given key was unknown: nothing was resynced). --wait, --external and --no-blank-values use
+    the synchronous calls (ForceResync, ForceResyncNoBlankValues, ForceResyncExternal,
+    ForceResyncExternalNoBlankValues): exit 0 when IsOk, 4 otherwise (a timeout included).
     """
     as_json = kw.pop("as_json")
+    if external is not None:
+        if keys is not None or keys_file is not None or all_keys:
+            raise click.UsageError("--external takes ERP keys: not with --keys/--keys-file/--all")
+        if not actor_type:
+            raise click.UsageError("--external needs --actor-type (the ERP actor type)")
+        if follow:
+            raise click.UsageError("--external is synchronous: --follow does not apply")
+        erp_keys = [k.strip() for k in external.split(",") if k.strip()]
+        if not erp_keys:
+            raise CliError("no ERP keys given in --external")
+        name = "ForceResyncExternal" + ("NoBlankValues" if no_blank_values else "")
+        body: dict[str, Any] = {
+            "ErpConnectionId": source,
+            "ErpActorType": actor_type,
+            "ExternalKeys": erp_keys,
+        }
+        api = api_from(kw)
+        run(api, lambda: _synchronous(api, name, body, as_json))
+        return
+    if actor_type is not None:
+        raise click.UsageError("--actor-type goes with --external")
     if [keys is not None, keys_file is not None, all_keys].count(True) != 1:
         raise click.UsageError("give exactly one of --keys, --keys-file or --all")
+    if follow and (wait or no_blank_values):
+        raise click.UsageError("--wait and --no-blank-values are synchronous: not with --follow")
     if keys is not None:
         ids = _parse_keys(keys, "--keys")
     elif keys_file is not None:
@@ -75,7 +135,35 @@ def resync(
     if not all_keys and not ids:
         raise CliError("no internal key ids given", hint="use --all to resync every linked record")
     api = api_from(kw)
+    if wait or no_blank_values:
+        name = "ForceResync" + ("NoBlankValues" if no_blank_values else "")
+        body = {"ErpConnectionId": source, "InternalKeyIds": ids}
+        run(api, lambda: _synchronous(api, name, body, as_json))
+        return
     run(api, lambda: _resync(api, source, ids, follow, as_json))
+
+
+async def _synchronous(api: Api, name: str, body: dict[str, Any], as_json: bool) -> None:
+    """POST a synchronous ForceResync* and print its PluginResponse; exit 4 unless IsOk."""
+    response = await api.request(
+        "POST", f"{ERPSYNC}/{name}", json=body, total_timeout=SYNC_HTTP_TIMEOUT
+    )
+    if response.status != 200:
+        raise api.error(response.status, response.body)
+    answer: dict[str, Any] = orjson.loads(response.body)
+    task_id = response.headers.get("X-Batch-Task-Id")
+    if as_json:
+        echo_json({"TaskId": None if task_id is None else int(task_id), **answer})
+    else:
+        head = f"{name}: {'OK' if answer['IsOk'] else 'NOT OK'}"
+        if answer.get("ErrorCode"):
+            head += f" ({answer['ErrorCode']})"
+        if task_id is not None:
+            head += f", task {task_id}"
+        click.echo(head)
+        click.echo(answer.get("TechExplanation") or answer.get("UserExplanation") or "")
+    if not answer["IsOk"]:
+        raise SystemExit(EXIT_TASK_FAILED)
 
 
 async def _resync(api: Api, source: int, ids: list[int], follow: bool, as_json: bool) -> None:

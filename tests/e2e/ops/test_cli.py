@@ -253,3 +253,31 @@ async def test_tasks_stop_stops_a_running_task(
         assert (code, out) == (0, f"task {task_id} had already ended (Failed); nothing to stop\n")
         code, out, err = await cli("tasks", "stop", "999", env=env)
         assert code == 1 and "999 not found" in err
+
+
+async def test_resync_wait_external_and_no_blank_values_use_the_synchronous_calls(
+    service: Service, env: dict[str, str], stores: dict[int, MemoryStore]
+) -> None:
+    code, out, err = await cli("resync", "--from", "0", "--keys", "1", "--wait", env=env)
+    assert code == 0, err
+    assert out.startswith("ForceResync: OK, task 1\nTask 1 Succeeded: 1 record")
+    assert stores[1].get("Customer", "E1-1")["phone"] == "100"  # type: ignore[index]
+
+    stores[0].put("Contact", "2", {"name": "Co 2", "phone": "", "email": "2@crm"})
+    code, out, err = await cli(
+        *("resync", "--from", "1", "--external", "E1-2,nope", "--actor-type", "Customer"),
+        *("--no-blank-values", "--json"),
+        env=env,
+    )
+    assert code == 0, err
+    answer = orjson.loads(out)
+    assert (answer["TaskId"], answer["IsOk"], answer["Status"]) == (2, True, "OkWithInfo")
+    assert "ExternalKey 'nope'" in answer["TechExplanation"]
+    assert "not written over a non-blank value: tel" in answer["TechExplanation"]
+    assert stores[2].get("Customer", "E2-2")["tel"] == "200"  # type: ignore[index]
+
+    code, out, err = await cli("resync", "--from", "0", "--keys", "3", "--wait", env=env)
+    assert code == 4  # ERP 2 rejects key 3
+    assert out.startswith("ForceResync: NOT OK (ResyncFailed), task 3")
+    code, _, err = await cli("resync", "--from", "1", "--external", "E1-1", env=env)
+    assert code == 2 and "--actor-type" in err
