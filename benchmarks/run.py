@@ -25,6 +25,7 @@ ORDER = [
     "fanout",
     "scaleout",
     "e2e",
+    "force_resync",
     "tryton",
     "superoffice",
     "huge",

@@ -22,6 +22,7 @@ SCRIPTS = [
     "scaleout",
     "huge",
     "e2e",
+    "force_resync",
     "publish_latency",
     "tryton",
     "superoffice",
