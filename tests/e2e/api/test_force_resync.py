@@ -341,3 +341,33 @@ async def test_superoffice_samples_with_demo_ids_answer_a_plugin_response(
     assert is_ok is False
     expected = "UnknownExternalKeys" if "External" in name else "UnknownInternalKeys"
     assert code == expected
+
+
+async def test_the_new_urls_share_the_front_doors_methods_auth_and_content_types(
+    front_door: Service,
+) -> None:
+    body = {"ErpConnectionId": 9, "ErpActorType": "Customer", "ExternalKeys": ["a"]}
+    for name in SAMPLES:
+        url = f"{ERPSYNC}/{name}"
+        response = await front_door.client.get(url, headers=AUTH)
+        assert response.status == 405, name
+        assert response.headers["Allow"] == "POST"
+        assert (await response.json())["ErrorType"] == "MethodNotAllowedException"
+        response = await front_door.client.post(url, json=body)
+        assert response.status == 401, name
+        assert "Basic" in response.headers["WWW-Authenticate"]
+        response = await front_door.client.post(
+            url, data=b"x", headers={**AUTH, "Content-Type": "text/plain"}
+        )
+        assert response.status == 415, name
+
+    client = front_door.client
+    login = await client.post("/api/session/login", json={"Username": "tje0", "Password": "Tje0"})
+    assert login.status == 204
+    xsrf = login.cookies["XSRF-TOKEN"].value
+    url = f"{ERPSYNC}/ForceResyncExternal"
+    missing = await client.post(url, json=body)
+    assert missing.status == 401
+    right = await client.post(url, json=body, headers={"X-XSRF-TOKEN": xsrf})
+    assert right.status == 404  # authenticated: connection 9 is unknown
+    assert (await right.json())["ErrorMessage"] == "ErpConnectionId 9 is not a known connection"
