@@ -13,9 +13,11 @@ from defusedxml.ElementTree import fromstring
 
 from connectors.memory import MemoryStore
 from engine.settings import Settings
+from tests.support import services
 from tests.support.api import basic
 from tests.support.service import Service, link, sync_log
 from tests.support.settings import memory_settings
+from tests.support.waiting import wait_for
 
 AUTH = basic("tje0", "Tje0")
 ERPSYNC = "/api/v1/Agents/ErpSync"
@@ -371,3 +373,25 @@ async def test_the_new_urls_share_the_front_doors_methods_auth_and_content_types
     right = await client.post(url, json=body, headers={"X-XSRF-TOKEN": xsrf})
     assert right.status == 404  # authenticated: connection 9 is unknown
     assert (await right.json())["ErrorMessage"] == "ErpConnectionId 9 is not a known connection"
+
+
+async def test_a_published_command_with_no_blank_values_keeps_non_blank_targets(
+    database: str, db: asyncpg.Connection, broker_prefix: str, stores: dict[int, MemoryStore]
+) -> None:
+    """Another service's command on RabbitMQ carries the flag too (docs/messages.md)."""
+    await seed(db, stores)
+    stores[0].put("Contact", "1", {"name": "Co 1", "phone": "", "email": "1@c"})
+    body = b'{"ErpConnectionId": 0, "InternalKeyIds": [1], "NoBlankValues": true}'
+    async with Service(settings_for(database, broker_prefix, stores)) as service:
+        await services.publish_command(broker_prefix, body, "no-blank-1")
+        task_id = await wait_for(
+            lambda: db.fetchval("SELECT id FROM batch_tasks WHERE message_id = 'no-blank-1'"),
+            what="the published command's task",
+        )
+        info = await service.finished(task_id)
+        rows = await sync_log(db, task_id)
+    assert info["State"] == "Succeeded", info
+    assert '"NoBlankValues":true' in info["Request"]
+    assert stores[1].get("Customer", "E1-1")["phone"] == "old"  # type: ignore[index]
+    assert stores[2].get("Customer", "E2-1")["tel"] == "old"  # type: ignore[index]
+    assert {r[2] for r in rows} == {"name", "company", "mail"}  # no phone, no tel
