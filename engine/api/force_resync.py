@@ -44,6 +44,8 @@ MAX_EXPLAINED = 20
 """Records (failures, notes) and unknown ERP keys named one by one in the explanations."""
 MAX_EXPLANATION = 4000
 """Characters of ``TechExplanation`` (``UserExplanation`` keeps to SuperOffice's 254)."""
+MAX_LINE = 160
+"""Characters of one record's or ERP key's line, so that the lines all fit."""
 
 # ErrorCode values (documented in docs/api.md)
 TIMEOUT = "ResyncTimeout"
@@ -299,8 +301,11 @@ def _plugin_response(
             + (" …" if n > 5 else "")
         )
         lines += [
-            f"ExternalKey {k!r}: no {external.erp_actor_type} with this key is linked on "
-            f"connection {external.connection_id}"
+            _bounded(
+                f"ExternalKey {k!r}: no {external.erp_actor_type} with this key is linked on "
+                f"connection {external.connection_id}",
+                MAX_LINE,
+            )
             for k in external.unknown[:MAX_EXPLAINED]
         ]
         if n > MAX_EXPLAINED:
@@ -317,7 +322,8 @@ def _plugin_response(
     response = task["response"] or ""
     for row in explained[:MAX_EXPLAINED]:
         where = "" if row["connection_id"] is None else f" on connection {row['connection_id']}"
-        lines.append(f"key {row['internal_key_id']}{where}: {row['status']}: {row['error']}")
+        line = f"key {row['internal_key_id']}{where}: {row['status']}: {row['error']}"
+        lines.append(_bounded(line, MAX_LINE))
     if len(explained) > MAX_EXPLAINED:
         lines.append("… more in the task's failures (GET /api/v1/erpsync/tasks/{id}/failures)")
     tech = f"Task {task_id} {state}: {response}"
