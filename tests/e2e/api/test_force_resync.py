@@ -4,6 +4,7 @@ SuperOffice's sample requests verbatim (JSON and XML)."""
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -257,13 +258,8 @@ SAMPLE_CONNECTION = {
 }
 
 
-def as_xml(name: str, sample: str, connection_id: int | None = None) -> str:
-    """The sample in the DataContract XML a SuperOffice client sends."""
-    import json
-
-    data = json.loads(sample)
-    if connection_id is not None:
-        data["ErpConnectionId"] = connection_id
+def as_xml(name: str, data: dict[str, Any]) -> str:
+    """A sample's body in the DataContract XML a SuperOffice client sends."""
     parts = [f"<ErpConnectionId>{data['ErpConnectionId']}</ErpConnectionId>"]
     if "ErpActorType" in data:
         parts.append(f"<ErpActorType>{data['ErpActorType']}</ErpActorType>")
@@ -299,7 +295,9 @@ async def test_superoffice_samples_verbatim_get_the_documented_error_for_their_c
         "ErrorSource": "erpsync",
     }
     response = await front_door.client.post(
-        url, data=as_xml(name, SAMPLES[name]).encode(), headers=sample_headers(name, "xml")
+        url,
+        data=as_xml(name, json.loads(SAMPLES[name])).encode(),
+        headers=sample_headers(name, "xml"),
     )
     assert response.status == 404
     root = fromstring(await response.read())
@@ -317,32 +315,43 @@ async def test_superoffice_samples_with_demo_ids_answer_a_plugin_response(
     name: str,
     kind: str,
 ) -> None:
-    """The samples with this service's connection 1 (the sample's keys are unknown here:
-    the documented PluginResponse with IsOk false and the reason)."""
+    """The samples with this service's connection 1: first with the sample's keys (unknown
+    here: the PluginResponse with IsOk false and the reason), then with keys of the seeded
+    records (IsOk true)."""
     await seed(db, stores)
-    sample = SAMPLES[name].replace(str(SAMPLE_CONNECTION[name]), "1")
-    body = sample if kind == "json" else as_xml(name, SAMPLES[name], 1)
-    async with Service(settings_for(database, broker_prefix, stores)) as service:
-        response = await service.client.post(
-            f"{ERPSYNC}/{name}", data=body.encode(), headers=sample_headers(name, kind)
-        )
-        assert response.status == 200, await response.text()
-        raw = await response.read()
-    if kind == "json":
-        answer = await response.json()
-        assert set(answer) == PLUGIN_RESPONSE
-        is_ok, code = answer["IsOk"], answer["ErrorCode"]
+    data = json.loads(SAMPLES[name])
+    data["ErpConnectionId"] = 1
+    known = dict(data)
+    if "ExternalKeys" in data:
+        known["ExternalKeys"] = ["E1-1", "E1-2"]
     else:
-        assert response.content_type == "application/xml"
-        root = fromstring(raw)
-        assert root.tag == "PluginResponse"
-        assert {c.tag for c in root} == PLUGIN_RESPONSE
-        fields = {c.tag: c for c in root}
-        assert fields["Changes"].get(XSI_NIL) == "true"
-        is_ok, code = fields["IsOk"].text == "true", fields["ErrorCode"].text
-    assert is_ok is False
-    expected = "UnknownExternalKeys" if "External" in name else "UnknownInternalKeys"
-    assert code == expected
+        known["InternalKeyIds"] = [1, 2]
+    answers = []
+    async with Service(settings_for(database, broker_prefix, stores)) as service:
+        for body in (data, known):
+            text = json.dumps(body, indent=2) if kind == "json" else as_xml(name, body)
+            response = await service.client.post(
+                f"{ERPSYNC}/{name}", data=text.encode(), headers=sample_headers(name, kind)
+            )
+            assert response.status == 200, await response.text()
+            answers.append((response.content_type, await response.read()))
+    results = []
+    for content_type, raw in answers:
+        if kind == "json":
+            assert content_type == "application/json"
+            answer = json.loads(raw)
+            assert set(answer) == PLUGIN_RESPONSE
+            results.append((answer["IsOk"], answer["ErrorCode"]))
+        else:
+            assert content_type == "application/xml"
+            root = fromstring(raw)
+            assert root.tag == "PluginResponse"
+            assert {c.tag for c in root} == PLUGIN_RESPONSE
+            fields = {c.tag: c for c in root}
+            assert fields["Changes"].get(XSI_NIL) == "true"
+            results.append((fields["IsOk"].text == "true", fields["ErrorCode"].text or ""))
+    unknown = "UnknownExternalKeys" if "External" in name else "UnknownInternalKeys"
+    assert results == [(False, unknown), (True, "")]
 
 
 async def test_the_new_urls_share_the_front_doors_methods_auth_and_content_types(
