@@ -48,6 +48,7 @@ from engine.store.task_batch import TaskBatcher
 from engine.sync.chunks import ChunkRunner
 from engine.sync.connections import Connections
 from engine.sync.liveness import Presence
+from engine.sync.notifications import Notifier
 from engine.sync.planner import Planner
 from engine.sync.sweeper import Sweeper
 
@@ -185,6 +186,7 @@ async def _engine(app: web.Application) -> AsyncIterator[None]:
         metrics=app_metrics,
     )
     sweeper = Sweeper(settings, pool, publisher, presence.worker)
+    notifier = Notifier(settings, pool, publisher, app_metrics)
 
     async def on_command(delivery: Delivery) -> None:
         try:
@@ -214,8 +216,10 @@ async def _engine(app: web.Application) -> AsyncIterator[None]:
         await consumer.start()
         app[CONSUMER] = consumer
         sweeper.start()
+        notifier.start()
         yield
     finally:
+        await notifier.stop()
         await sweeper.stop()
         await consumer.stop(settings.worker.drain_timeout)
         await close_quietly(connection.close())
