@@ -8,7 +8,7 @@ published by one relay at a time.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -198,17 +198,25 @@ async def delivery_answered(
     )
 
 
-async def list_deliveries(conn: Executor, task_id: int | None, limit: int) -> list[asyncpg.Record]:
-    """Webhook deliveries, newest first (of one task when given)."""
+async def list_deliveries(
+    conn: Executor, task_id: int | None, limit: int, sources: Collection[int] | None = None
+) -> list[asyncpg.Record]:
+    """Webhook deliveries, newest first (of one task when given; of tasks from ``sources``
+    unless None)."""
     return list(
         await conn.fetch(
             """
-            SELECT id, task_id, webhook, attempts, last_status, last_error, next_attempt_at,
-                   delivered_at, gave_up_at, created_at
-            FROM webhook_deliveries WHERE $1::bigint IS NULL OR task_id = $1
-            ORDER BY id DESC LIMIT $2
+            SELECT d.id, d.task_id, d.webhook, d.attempts, d.last_status, d.last_error,
+                   d.next_attempt_at, d.delivered_at, d.gave_up_at, d.created_at
+            FROM webhook_deliveries d
+            WHERE ($1::bigint IS NULL OR d.task_id = $1)
+              AND ($3::int[] IS NULL OR EXISTS (
+                  SELECT 1 FROM batch_tasks t
+                  WHERE t.id = d.task_id AND t.source_connection_id = ANY($3)))
+            ORDER BY d.id DESC LIMIT $2
             """,
             task_id,
             limit,
+            sorted(sources) if sources is not None else None,
         )
     )
