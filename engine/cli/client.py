@@ -38,6 +38,7 @@ T = TypeVar("T")
 RESYNC = "/api/v1/Agents/ErpSync/ForceResyncBatchTask"
 TASK_INFO = "/api/v1/Agents/Batch/GetBatchTaskInfo"
 STOP = "/api/v1/Agents/Batch/StopBatchJob"
+RETRY_FAILED = "/api/v1/Agents/ErpSync/RetryFailed"
 DASHBOARD = "/api/v1/erpsync"
 
 

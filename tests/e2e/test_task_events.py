@@ -148,10 +148,9 @@ async def test_a_webhook_failing_twice_gets_the_event_until_it_acknowledges(
 
 
 async def retry(service: Service, task_id: int, **headers: str) -> Any:
-    response = await service.client.post(
+    return await service.client.post(
         RETRY_FAILED, json={"Id": task_id}, headers={**AUTH, **headers}
     )
-    return response
 
 
 async def outcomes(db: asyncpg.Connection, task_id: int) -> dict[tuple[int, str], list[int]]:
