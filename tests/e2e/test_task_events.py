@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from pathlib import Path
 from typing import Any
 
 import asyncpg
+import jsonschema
 import orjson
 from aiohttp import web
 from aiohttp.test_utils import TestServer
@@ -27,6 +29,7 @@ from tests.support.waiting import wait_for
 RETRY_FAILED = "/api/v1/Agents/ErpSync/RetryFailed"
 DELIVERIES = "/api/v1/erpsync/webhook-deliveries"
 SECRET = "a-webhook-secret-of-some-length"
+DOCS = Path(__file__).parents[2] / "docs"
 
 
 def notifying(settings: Settings, **notifications: Any) -> Settings:
@@ -95,6 +98,9 @@ async def test_each_finished_task_gets_exactly_one_event(
         assert 'erpsync_outbox_pending{kind="events"} 0.0' in metrics
         assert "erpsync_task_events_published_total 3.0" in metrics
         assert await queue.drain() == received  # nothing more came
+        schema = orjson.loads((DOCS / "task-finished-event.schema.json").read_bytes())
+        for event in received:
+            jsonschema.Draft202012Validator(schema).validate(event.body)
 
 
 async def test_a_webhook_failing_twice_gets_the_event_until_it_acknowledges(
