@@ -19,6 +19,7 @@ CREATE TABLE task_events (
     last_error    text
 );
 CREATE INDEX task_events_unpublished ON task_events (created_at) WHERE published_at IS NULL;
+CREATE INDEX task_events_unprepared ON task_events (created_at) WHERE body IS NULL;
 
 CREATE FUNCTION erpsync_task_finished() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
@@ -55,3 +56,5 @@ CREATE TABLE webhook_deliveries (
 );
 CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at)
     WHERE delivered_at IS NULL AND gave_up_at IS NULL;
+CREATE INDEX webhook_deliveries_given_up ON webhook_deliveries (gave_up_at)
+    WHERE gave_up_at IS NOT NULL;
