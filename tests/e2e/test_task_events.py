@@ -107,13 +107,19 @@ async def test_a_webhook_failing_twice_gets_the_event_until_it_acknowledges(
     database: str, db: asyncpg.Connection, broker_prefix: str, stores: dict[int, MemoryStore]
 ) -> None:
     requests: list[tuple[dict[str, str], bytes]] = []
+    refused: list[bytes] = []
 
     async def receiver(request: web.Request) -> web.Response:
         requests.append((dict(request.headers), await request.read()))
         return web.Response(status=500 if len(requests) <= 2 else 204)
 
+    async def broken(request: web.Request) -> web.Response:
+        refused.append(await request.read())
+        raise web.HTTPFound("/elsewhere")  # a redirect is not an acknowledgement
+
     app = web.Application()
     app.router.add_post("/hook", receiver)
+    app.router.add_post("/broken", broken)
     await seed_stale(db, stores, 3)
     async with TestServer(app, host="127.0.0.1") as server:
         hook = {
@@ -124,19 +130,48 @@ async def test_a_webhook_failing_twice_gets_the_event_until_it_acknowledges(
             "backoff_base": 0.05,
             "backoff_max": 0.2,
         }
-        settings = notifying(settings_for(database, broker_prefix, stores), webhooks=[hook])
+        given_up = {
+            **hook,
+            "name": "broken",
+            "url": str(server.make_url("/broken")),
+            "max_attempts": 2,
+        }
+        settings = notifying(
+            settings_for(database, broker_prefix, stores), webhooks=[hook, given_up]
+        )
         async with Service(settings) as service:
             task_id = await service.resync(0, [1, 2, 3])
             await service.finished(task_id)
             row = await wait_for(
-                lambda: db.fetchrow("SELECT * FROM webhook_deliveries WHERE task_id = $1", task_id),
+                lambda: db.fetchrow(
+                    "SELECT * FROM webhook_deliveries WHERE task_id = $1 AND webhook = 'ops'",
+                    task_id,
+                ),
                 lambda r: r is not None and r["delivered_at"] is not None,
                 what="the webhook delivery to be acknowledged",
             )
             assert row["attempts"] == 3 and row["last_status"] == 204
+            gave_up = await wait_for(
+                lambda: db.fetchrow(
+                    "SELECT * FROM webhook_deliveries WHERE task_id = $1 AND webhook = 'broken'",
+                    task_id,
+                ),
+                lambda r: r is not None and r["gave_up_at"] is not None,
+                what="the broken webhook's delivery to be given up",
+            )
+            assert gave_up["attempts"] == 2 and gave_up["last_status"] == 302
+            assert gave_up["last_error"] == "HTTP 302" and len(refused) == 2
+            metrics = await (await service.client.get("/metrics")).text()
+            assert 'erpsync_outbox_pending{kind="webhooks_given_up"} 1.0' in metrics
+            assert 'erpsync_webhook_attempts_total{outcome="retried",webhook="ops"} 2.0' in metrics
+            assert (
+                'erpsync_webhook_attempts_total{outcome="gave_up",webhook="broken"} 1.0' in metrics
+            )
             response = await service.client.get(f"{DELIVERIES}?task_id={task_id}", headers=AUTH)
             assert response.status == 200
-            [shown] = await response.json()
+            shown, failed = sorted(await response.json(), key=lambda d: d["Webhook"] != "ops")
+            assert failed["Webhook"] == "broken" and failed["State"] == "given_up"
+            assert failed["NextAttempt"] is None and failed["GaveUp"] is not None
             assert shown["Webhook"] == "ops" and shown["State"] == "delivered"
             assert shown["Attempts"] == 3 and shown["LastStatus"] == 204
             assert shown["NextAttempt"] is None
