@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -189,3 +190,20 @@ def test_webhook_names_are_unique(tmp_path: Path) -> None:
     hook = f'[[notifications.webhooks]]\nname = "a"\nurl = "https://h/x"\nsecret = "{SECRET}"\n'
     with pytest.raises(ConfigError, match="used twice"):
         load_settings(_write(tmp_path, hook + hook), env={})
+
+
+def test_the_documented_verification_snippet_accepts_our_signature_only() -> None:
+    """docs/api.md's ``verify`` (run as written) accepts what the sender signs."""
+    text = (Path(__file__).parents[2] / "docs" / "api.md").read_text(encoding="utf-8")
+    snippet = text.split("def verify(", 1)[0].rsplit("```python", 1)[1]
+    snippet += "def verify(" + text.split("def verify(", 1)[1].split("```", 1)[0]
+    namespace: dict[str, Any] = {}
+    exec(snippet, namespace)  # noqa: S102 - our own documentation
+    verify = namespace["verify"]
+    body = orjson.dumps({"TaskId": 42})
+    headers = signed_headers(SECRET.encode(), body, "task-finished-42", time.time())
+    assert verify(SECRET.encode(), headers, body)
+    assert not verify(b"another secret, also long", headers, body)
+    assert not verify(SECRET.encode(), headers, body + b" ")
+    old = signed_headers(SECRET.encode(), body, "task-finished-42", time.time() - 3600)
+    assert not verify(SECRET.encode(), old, body)
