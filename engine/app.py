@@ -21,7 +21,16 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from engine.api import dashboard, force_resync, health, housekeeping, openapi, sessions, ui
+from engine.api import (
+    dashboard,
+    followups,
+    force_resync,
+    health,
+    housekeeping,
+    openapi,
+    sessions,
+    ui,
+)
 from engine.api.appkeys import (
     AUTHENTICATOR,
     CONSUMER,
@@ -50,6 +59,7 @@ from engine.store.task_batch import TaskBatcher
 from engine.sync.chunks import ChunkRunner
 from engine.sync.connections import Connections
 from engine.sync.liveness import Presence
+from engine.sync.notifications import Notifier
 from engine.sync.planner import Planner
 from engine.sync.sweeper import Sweeper
 
@@ -93,6 +103,7 @@ def create_app(settings: Settings, *, api: bool = True, engine: bool = True) -> 
         app.add_routes(sessions.routes)
         app.add_routes(openapi.routes)
         app.add_routes(dashboard.routes)
+        app.add_routes(followups.routes)
         app.add_routes(ui.routes)
     return app
 
@@ -201,6 +212,7 @@ async def _engine(app: web.Application) -> AsyncIterator[None]:
         metrics=app_metrics,
     )
     sweeper = Sweeper(settings, pool, publisher, presence.worker)
+    notifier = Notifier(settings, pool, publisher, app_metrics)
 
     async def on_command(delivery: Delivery) -> None:
         try:
@@ -230,8 +242,10 @@ async def _engine(app: web.Application) -> AsyncIterator[None]:
         await consumer.start()
         app[CONSUMER] = consumer
         sweeper.start()
+        notifier.start()
         yield
     finally:
+        await notifier.stop()
         await sweeper.stop()
         await consumer.stop(settings.worker.drain_timeout)
         await close_quietly(connection.close())

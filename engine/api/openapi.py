@@ -249,6 +249,73 @@ def _dashboard_paths() -> dict[str, Any]:
     }
 
 
+def _followup_paths() -> dict[str, Any]:
+    """RetryFailed (erpsync's extension of the ErpSync agent) and the webhook deliveries."""
+    retry = _agent(
+        "RetryFailed: (erpsync's) a new task of exactly the records that failed in task Id; a "
+        "record that failed on one target is pushed to that target only",
+        "IdRequest",
+        {
+            "200": {
+                "description": "Queued (broker confirmed): the new task's id.",
+                "content": _content({"type": "integer", "format": "int64"}),
+                "headers": {
+                    "X-Batch-Task-Id": {
+                        "schema": {"type": "integer"},
+                        "description": "The new batch task id.",
+                    },
+                    "Location": {
+                        "schema": {"type": "string"},
+                        "description": "GetBatchTaskInfo?id=<new task id>.",
+                    },
+                },
+            },
+            "404": _error("No such task."),
+            "409": _error("The task has not finished yet."),
+            "422": _error("The task has no failed records: nothing to retry."),
+            "503": _error("The broker did not confirm the command; nothing started."),
+        },
+        tag="ErpSync",
+    )
+    retry["post"]["requestBody"]["required"] = True
+    delivery = {
+        "type": "object",
+        "properties": {
+            "Id": {"type": "integer"},
+            "TaskId": {"type": "integer"},
+            "Webhook": {"type": "string"},
+            "Attempts": {"type": "integer"},
+            "LastStatus": {"type": ["integer", "null"]},
+            "LastError": {"type": ["string", "null"]},
+            "State": {"enum": ["pending", "delivered", "given_up"]},
+            "NextAttempt": {"type": ["string", "null"], "format": "date-time"},
+            "Delivered": {"type": ["string", "null"], "format": "date-time"},
+            "GaveUp": {"type": ["string", "null"], "format": "date-time"},
+            "Created": {"type": "string", "format": "date-time"},
+        },
+    }
+    return {
+        "/api/v1/Agents/ErpSync/RetryFailed": retry,
+        "/api/v1/erpsync/webhook-deliveries": _read(
+            "Webhook deliveries of task.finished events, newest first",
+            "webhookDeliveries",
+            [
+                _query(
+                    "task_id",
+                    "Only this task's.",
+                    {"type": "integer", "format": "int64", "minimum": 1, "maximum": 2**63 - 1},
+                ),
+                _query(
+                    "limit",
+                    "Rows to return (1..1000, default 100).",
+                    {"type": "integer", "minimum": 1, "maximum": 1000},
+                ),
+            ],
+            {"type": "array", "items": delivery},
+        ),
+    }
+
+
 def document() -> dict[str, Any]:
     """The whole OpenAPI document."""
     task_id_header = {
@@ -417,6 +484,7 @@ def document() -> dict[str, Any]:
                 }
             },
             **_dashboard_paths(),
+            **_followup_paths(),
         },
         "components": {
             "securitySchemes": {

@@ -39,6 +39,7 @@ ERPSYNC = "/api/v1/Agents/ErpSync"
 RESYNC = f"{ERPSYNC}/ForceResyncBatchTask"
 TASK_INFO = "/api/v1/Agents/Batch/GetBatchTaskInfo"
 STOP = "/api/v1/Agents/Batch/StopBatchJob"
+RETRY_FAILED = "/api/v1/Agents/ErpSync/RetryFailed"
 DASHBOARD = "/api/v1/erpsync"
 
 

@@ -140,7 +140,7 @@ def settings_reference() -> list[SettingDoc]:
                 continue
             section = key.split(".", 1)[0]
             env = ""
-            if section in SECTIONS and key.count(".") == 1:
+            if section in SECTIONS and key.count(".") == 1 and nested is None:
                 env = f"ERPSYNC_{key.replace('.', '__').upper()}"
                 if key in short:
                     env = f"{short[key]}, {env}"
@@ -169,7 +169,8 @@ def configuration_markdown() -> str:
         "`server`, `database`, `broker`, `engine` and `logging` sections can be set as "
         "`ERPSYNC_<SECTION>__<KEY>`; the common ones also have the short names listed. A "
         "connection's connector setting (a password, say) can be set as "
-        "`ERPSYNC_CONNECTION_<ID>__<KEY>` (`<ID>` 0 is the CRM). `crm` takes the same keys as "
+        "`ERPSYNC_CONNECTION_<ID>__<KEY>` (`<ID>` 0 is the CRM), and a webhook's `url` or "
+        "`secret` as `ERPSYNC_WEBHOOK_<NAME>__<KEY>`. `crm` takes the same keys as "
         "an entry of `connections`, with `id = 0` and no `actor_types`. Validate a file with "
         "`erpsync check-config`.",
         "",

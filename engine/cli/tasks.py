@@ -1,4 +1,4 @@
-"""``erpsync tasks list|show``: batch tasks, through the API."""
+"""``erpsync tasks list|show|stop|retry-failed|deliveries``: batch tasks, through the API."""
 
 from __future__ import annotations
 
@@ -6,15 +6,25 @@ from collections.abc import Sequence
 from typing import Any
 
 import click
+import orjson
 from rich.table import Table
 
-from engine.cli.client import DASHBOARD, STOP, TASK_INFO, api_from, api_options, get_listing, run
+from engine.cli.client import (
+    DASHBOARD,
+    RETRY_FAILED,
+    STOP,
+    TASK_INFO,
+    api_from,
+    api_options,
+    get_listing,
+    run,
+)
 from engine.cli.output import console, echo_json, print_task, state_text, when
 
 
 @click.group("tasks")
 def tasks() -> None:
-    """Batch tasks: list them, show one, stop one."""
+    """Batch tasks: list them, show one, stop one, retry its failed records."""
 
 
 @tasks.command("list")
@@ -116,3 +126,62 @@ def tasks_stop(task_id: int, **kw: Any) -> None:
         click.echo(f"stopped task {task_id} ({info['State']}): {info['Response']}")
     else:
         click.echo(f"task {task_id} had already ended ({info['State']}); nothing to stop")
+
+
+@tasks.command("retry-failed")
+@click.argument("task_id", type=int)
+@api_options
+def tasks_retry_failed(task_id: int, **kw: Any) -> None:
+    """Queue a new task of exactly the records that failed in a finished task (RetryFailed).
+
+    A record that failed on one target is pushed to that target only. Exits 1 when the task is
+    unknown, not finished, or has no failed records.
+    """
+    as_json = kw.pop("as_json")
+    api = api_from(kw)
+
+    async def retry() -> dict[str, Any]:
+        new_id = await api.json("POST", RETRY_FAILED, json={"Id": task_id})
+        info: dict[str, Any] = await api.json("POST", TASK_INFO, json={"Id": new_id})
+        return info
+
+    info = run(api, retry)
+    if as_json:
+        echo_json(info)
+        return
+    request = orjson.loads(info["Request"])
+    keys = len(request["InternalKeyIds"])
+    per_target = request.get("TargetKeys") or {}
+    where = "; ".join(f"{len(k)} on connection {t} only" for t, k in per_target.items())
+    click.echo(
+        f"queued task {info['Id']}: {keys} failed record{'' if keys == 1 else 's'} of task "
+        f"{task_id}" + (f" ({where})" if where else "")
+    )
+
+
+@tasks.command("deliveries")
+@click.argument("task_id", type=int, required=False)
+@click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True)
+@api_options
+def tasks_deliveries(task_id: int | None, limit: int, **kw: Any) -> None:
+    """Webhook deliveries of task.finished events (of one task when given), newest first."""
+    query = {"limit": str(limit)}
+    if task_id is not None:
+        query["task_id"] = str(task_id)
+    rows = get_listing(kw, f"{DASHBOARD}/webhook-deliveries", query, "no webhook deliveries")
+    if not rows:
+        return
+    table = Table(box=None, pad_edge=False)
+    for column in ("task", "webhook", "state", "attempts", "last status", "next attempt", "error"):
+        table.add_column(column, no_wrap=True, overflow="ellipsis")
+    for d in rows:
+        table.add_row(
+            str(d["TaskId"]),
+            d["Webhook"],
+            d["State"],
+            str(d["Attempts"]),
+            "" if d["LastStatus"] is None else str(d["LastStatus"]),
+            when(d["NextAttempt"]) if d["NextAttempt"] else "",
+            d["LastError"] or "",
+        )
+    console().print(table)

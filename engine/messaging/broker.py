@@ -152,8 +152,13 @@ class Publisher(ChunkRouting):
         exchange: str | None = None,
         correlation_id: str | None = None,
         content_type: str | None = "application/json",
+        mandatory: bool = True,
     ) -> str:
-        """Publish and wait for the confirm; returns the message id. Raises PublishFailed."""
+        """Publish and wait for the confirm; returns the message id. Raises PublishFailed.
+
+        ``mandatory=False`` (events): a message no queue is bound for is confirmed and dropped
+        by the broker instead of returned.
+        """
         if self.topology is None or self._channel is None:
             raise PublishFailed("publisher is not started")
         message_id = message_id or uuid.uuid4().hex
@@ -181,7 +186,7 @@ class Publisher(ChunkRouting):
                     exchange=self.names.exchange if exchange is None else exchange,
                     routing_key=routing_key,
                     properties=properties,
-                    mandatory=True,
+                    mandatory=mandatory,
                     wait=False,  # the confirm comes after the write anyway
                 )
         except TimeoutError:

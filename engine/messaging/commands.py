@@ -10,7 +10,15 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 
 SCHEMA_VERSION = 1
 MAX_IDS_PER_COMMAND = 1_000_000
@@ -32,6 +40,24 @@ def _canonical_keys(data: Any, names: tuple[str, ...]) -> Any:
         if canonical is not None:  # unknown properties are ignored, as .NET does
             out[canonical] = value
     return out
+
+
+def unique_ids(value: Any) -> tuple[int, ...]:
+    """An array of positive 64-bit ids (``null``: none), duplicates dropped in first-seen order."""
+    if value is None:
+        return ()
+    if not isinstance(value, list | tuple):
+        raise ValueError("must be an array of integers")
+    if len(value) > MAX_IDS_PER_COMMAND:
+        raise ValueError(f"at most {MAX_IDS_PER_COMMAND} ids per command")
+    seen: dict[int, None] = {}
+    for item in value:
+        if isinstance(item, bool) or not isinstance(item, int):
+            raise ValueError("must contain integers only")
+        if not 0 < item <= INT64_MAX:
+            raise ValueError(f"ids must be positive 64-bit integers, got {item}")
+        seen[item] = None
+    return tuple(seen)  # duplicates dropped, first-seen order kept
 
 
 class _Command(BaseModel):
@@ -57,24 +83,38 @@ class ResyncCommand(_Command):
     no_blank_values: bool | None = Field(None, alias="NoBlankValues")
     """A blank source value never overwrites a non-blank target value (absent/null = false)."""
     schema_version: int = Field(SCHEMA_VERSION, alias="SchemaVersion", ge=1, le=SCHEMA_VERSION)
+    target_keys: dict[int, tuple[int, ...]] | None = Field(None, alias="TargetKeys")
+    """erpsync's (RetryFailed): per target connection, the only keys pushed there; a key named
+    under no target goes to every target. None: every key to every target."""
+
+    @field_validator("target_keys", mode="before")
+    @classmethod
+    def _targets(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        if not isinstance(value, dict):
+            raise ValueError("must be an object of connection id -> array of internal key ids")
+        out: dict[int, tuple[int, ...]] = {}
+        for target, keys in value.items():
+            try:
+                cid = int(str(target))
+            except ValueError:
+                raise ValueError(f"{str(target)[:20]!r} is not a connection id") from None
+            if not 0 < cid <= INT32_MAX:
+                raise ValueError(f"target connection ids must be positive, got {cid}")
+            out[cid] = unique_ids(keys)
+        return out
+
+    @field_serializer("target_keys")
+    def _dump_targets(
+        self, value: dict[int, tuple[int, ...]] | None
+    ) -> dict[str, list[int]] | None:
+        return None if value is None else {str(t): list(k) for t, k in value.items()}
 
     @field_validator("internal_key_ids", mode="before")
     @classmethod
     def _ids(cls, value: Any) -> Any:
-        if value is None:
-            return ()
-        if not isinstance(value, list | tuple):
-            raise ValueError("must be an array of integers")
-        if len(value) > MAX_IDS_PER_COMMAND:
-            raise ValueError(f"at most {MAX_IDS_PER_COMMAND} ids per command")
-        seen: dict[int, None] = {}
-        for item in value:
-            if isinstance(item, bool) or not isinstance(item, int):
-                raise ValueError("must contain integers only")
-            if not 0 < item <= INT64_MAX:
-                raise ValueError(f"ids must be positive 64-bit integers, got {item}")
-            seen[item] = None
-        return tuple(seen)  # duplicates dropped, first-seen order kept
+        return unique_ids(value)
 
     def to_body(self) -> bytes:
         return resync_body(
@@ -84,17 +124,20 @@ class ResyncCommand(_Command):
             correlation_id=self.correlation_id,
             no_blank_values=self.no_blank_values,
             schema_version=self.schema_version,
+            target_keys=self.target_keys,
         )
 
     def as_request(self) -> dict[str, Any]:
         """The task's stored ``Request``: the command as a SuperOffice client would send it
-        (``NoBlankValues`` only when set, read by the chunk runs)."""
+        (``NoBlankValues`` and ``TargetKeys`` only when set, read by the chunk runs)."""
         request: dict[str, Any] = {
             "ErpConnectionId": self.erp_connection_id,
             "InternalKeyIds": list(self.internal_key_ids),
         }
         if self.no_blank_values:
             request["NoBlankValues"] = True
+        if self.target_keys is not None:
+            request["TargetKeys"] = {str(t): list(k) for t, k in self.target_keys.items()}
         return request
 
     @property
@@ -111,6 +154,7 @@ def resync_body(
     correlation_id: str | None = None,
     no_blank_values: bool | None = None,
     schema_version: int = SCHEMA_VERSION,
+    target_keys: dict[int, tuple[int, ...]] | None = None,
 ) -> bytes:
     """The JSON of a :class:`ResyncCommand` with these (already valid) values.
 
@@ -128,6 +172,8 @@ def resync_body(
     if no_blank_values is not None:
         body["NoBlankValues"] = no_blank_values
     body["SchemaVersion"] = schema_version
+    if target_keys is not None:
+        body["TargetKeys"] = {str(t): keys for t, keys in target_keys.items()}
     return orjson.dumps(body)
 
 

@@ -33,6 +33,8 @@ REASON_HEADER = "x-erpsync-reason"
 ORIGINAL_ROUTING_KEY_HEADER = "x-erpsync-original-routing-key"
 DEAD_LETTERED_AT_HEADER = "x-erpsync-dead-lettered-at"
 REPLAY_COUNT_HEADER = "x-erpsync-replay-count"
+TASK_FINISHED_ROUTING_KEY = "task.finished"
+"""Routing key of the task.finished event on the events exchange (docs/messages.md)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +50,11 @@ class Names:
     @property
     def dead_letter_exchange(self) -> str:
         return f"{self.prefix}.dlx"
+
+    @property
+    def events(self) -> str:
+        """The topic exchange of erpsync's events (task.finished); consumers bind queues."""
+        return f"{self.prefix}.events"
 
     @property
     def commands(self) -> str:
@@ -82,6 +89,7 @@ class Topology:
     dead_letters: AbstractQueue
     push: dict[int, AbstractQueue] = field(default_factory=dict)
     """Per target connection id, its push queue."""
+    events: AbstractExchange | None = None
 
 
 def work_queue_arguments(names: Names, delivery_limit: int) -> dict[str, Any]:
@@ -137,4 +145,5 @@ async def declare(
         target: await declare_push_queue(channel, names, delivery_limit, target)
         for target in push_targets
     }
-    return Topology(exchange, dlx, commands, chunks, dead, push)
+    events = await channel.declare_exchange(names.events, aio_pika.ExchangeType.TOPIC, durable=True)
+    return Topology(exchange, dlx, commands, chunks, dead, push, events)

@@ -22,7 +22,7 @@ from aiohttp.typedefs import Middleware
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import generate_latest
 
-from engine.store import reports
+from engine.store import events, reports
 
 if TYPE_CHECKING:
     from engine.store.results import Outcome
@@ -130,6 +130,26 @@ class Metrics:
             ["queue"],
             registry=r,
         )
+        self.task_events_published = Counter(
+            "erpsync_task_events_published",
+            "task.finished events this process published from the outbox (broker confirmed).",
+            registry=r,
+        )
+        self.webhook_attempts = Counter(
+            "erpsync_webhook_attempts",
+            "Webhook POSTs this process made, by webhook and outcome (delivered, retried, "
+            "gave_up).",
+            ["webhook", "outcome"],
+            registry=r,
+        )
+        self.outbox_pending = Gauge(
+            "erpsync_outbox_pending",
+            "Notifications waiting, by kind: events (task.finished not yet confirmed by the "
+            "broker), webhooks (deliveries not yet acknowledged), webhooks_given_up (read "
+            "when scraped).",
+            ["kind"],
+            registry=r,
+        )
         self.queue_consumers = Gauge(
             "erpsync_queue_consumers",
             "Consumers attached to a queue, by queue (read when scraped).",
@@ -173,6 +193,13 @@ class Metrics:
         for outcome in outcomes:
             connection = "" if outcome.connection_id is None else str(outcome.connection_id)
             self.records.labels(connection, outcome.status).inc()
+
+    def events_published(self, count: int) -> None:
+        if count:
+            self.task_events_published.inc(count)
+
+    def webhook_attempt(self, webhook: str, outcome: str) -> None:
+        self.webhook_attempts.labels(webhook, outcome).inc()
 
     def connector_retry(self, connection_id: int) -> None:
         self.retries.labels(str(connection_id)).inc()
@@ -252,6 +279,15 @@ async def _refresh(metrics: Metrics) -> None:
         else:
             for state in {*TASK_STATES, *counts}:
                 metrics.tasks.labels(state).set(counts.get(state, 0))
+        try:
+            async with asyncio.timeout(2):
+                outbox = await events.counts(pool)
+        except Exception as exc:
+            log.warning("metrics: outbox counts unavailable", error=type(exc).__name__)
+        else:
+            metrics.outbox_pending.labels("events").set(outbox.events_pending)
+            metrics.outbox_pending.labels("webhooks").set(outbox.deliveries_pending)
+            metrics.outbox_pending.labels("webhooks_given_up").set(outbox.deliveries_given_up)
     publisher = metrics._publisher
     topology = publisher.topology if publisher is not None else None
     if topology is not None and publisher is not None and publisher.is_open:

@@ -4,7 +4,8 @@ Environment variables win over the file. The common ones have short names
 (``ERPSYNC_DATABASE_URL``, ``ERPSYNC_BROKER_URL``, ``ERPSYNC_SERVER_PORT``, ...); any scalar of the
 ``server``, ``database``, ``broker``, ``engine``, ``worker`` and ``logging`` sections can be set as
 ``ERPSYNC_<SECTION>__<KEY>``, and a connection setting (e.g. a password) as
-``ERPSYNC_CONNECTION_<ID>__<KEY>`` (``<ID>`` 0 is the CRM). Each connection's connector is
+``ERPSYNC_CONNECTION_<ID>__<KEY>`` (``<ID>`` 0 is the CRM), and a webhook's ``url`` or ``secret``
+as ``ERPSYNC_WEBHOOK_<NAME>__<KEY>``. Each connection's connector is
 resolved and its settings validated by the connector's config model, so a bad file stops
 start-up naming the key.
 """
@@ -39,7 +40,7 @@ SHORT_ENV = {
     "ERPSYNC_LOG_LEVEL": ("logging", "level"),
     "ERPSYNC_LOG_FORMAT": ("logging", "format"),
 }
-SECTIONS = ("server", "database", "broker", "engine", "worker", "logging")
+SECTIONS = ("server", "database", "broker", "engine", "worker", "logging", "notifications")
 
 
 def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> dict[str, str]:
@@ -61,6 +62,11 @@ def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> dict[str, str]:
         if head in SECTIONS:
             data.setdefault(head, {})[key] = value
             origin[f"{head}.{key}"] = name
+        elif head.startswith("webhook_"):
+            hook = _find_webhook(data, head.removeprefix("webhook_"))
+            if hook is not None:
+                hook[key] = value
+                origin[f"notifications.webhook {hook.get('name')}.{key}"] = name
         elif head.startswith("connection_") and head.removeprefix("connection_").isdigit():
             conn_id = int(head.removeprefix("connection_"))
             target = _find_connection(data, conn_id)
@@ -77,6 +83,16 @@ def environment_section(section: str, env: Mapping[str, str] | None = None) -> d
     _apply_env(data, os.environ if env is None else env)
     section_data = data.get(section, {})
     return section_data if isinstance(section_data, dict) else {}
+
+
+def _find_webhook(data: dict[str, Any], name: str) -> dict[str, Any] | None:
+    """The webhook named ``name`` (any case: environment names are upper case)."""
+    section = data.get("notifications")
+    hooks = section.get("webhooks", []) if isinstance(section, dict) else []
+    for hook in hooks or []:
+        if isinstance(hook, dict) and str(hook.get("name", "")).lower() == name:
+            return hook
+    return None
 
 
 def _find_connection(data: dict[str, Any], conn_id: int) -> dict[str, Any] | None:

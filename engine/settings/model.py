@@ -340,6 +340,63 @@ class ConnectionSettings(_Model):
         return None
 
 
+class WebhookSettings(_Model):
+    """One receiver of task.finished events over HTTP (POST, HMAC-SHA256 signed)."""
+
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9_.\-]{1,64}$",
+        description="Identifies the webhook in its deliveries (stored; keep it when editing).",
+    )
+    url: SecretStr = Field(
+        description="http(s) URL the event is POSTed to (secret: it may carry a token)."
+    )
+    secret: SecretStr = Field(
+        description="HMAC-SHA256 key signing each delivery (at least 16 characters)."
+    )
+    timeout: float = Field(10.0, gt=0, le=300, description="Seconds per POST.")
+    max_attempts: int = Field(
+        10, ge=1, le=100, description="POSTs of one event before it is given up."
+    )
+    backoff_base: float = Field(
+        1.0, gt=0, description="First retry's backoff cap, seconds (full jitter, doubling)."
+    )
+    backoff_max: float = Field(300.0, gt=0, description="Largest backoff cap, seconds.")
+
+    @model_validator(mode="after")
+    def _check(self) -> WebhookSettings:
+        parts = urlsplit(self.url.get_secret_value())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("url must be an absolute http:// or https:// URL")
+        if len(self.secret.get_secret_value()) < 16:
+            raise ValueError("secret must be at least 16 characters")
+        return self
+
+
+class NotificationSettings(_Model):
+    """task.finished events: on RabbitMQ always, to webhooks when configured."""
+
+    first_failures: int = Field(
+        10, ge=0, le=1000, description="Failed records listed in an event (FirstFailures)."
+    )
+    relay_interval: float = Field(
+        1.0,
+        gt=0,
+        le=60,
+        description="Seconds between each worker's passes over the outbox (events, webhooks).",
+    )
+    webhooks: list[WebhookSettings] = Field(
+        default_factory=list, description="Webhooks receiving every task.finished event."
+    )
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> NotificationSettings:
+        names = [w.name for w in self.webhooks]
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                raise ValueError(f"webhooks[{i}].name {name!r} is used twice")
+        return self
+
+
 class Settings(_Model):
     """The whole configuration."""
 
@@ -351,6 +408,7 @@ class Settings(_Model):
     logging: LoggingSettings = LoggingSettings()
     auth: AuthSettings = AuthSettings()
     sessions: SessionSettings = SessionSettings()
+    notifications: NotificationSettings = NotificationSettings()
     crm: ConnectionSettings
     connections: list[ConnectionSettings] = Field(default_factory=list)
 

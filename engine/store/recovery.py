@@ -23,6 +23,8 @@ class ChunkClaim:
     """``previous_worker`` is another worker with a current lease: the chunk stays its own."""
     no_blank_values: bool = False
     """The task's NoBlankValues flag (its stored request's ``NoBlankValues``)."""
+    target_keys: dict[str, list[int]] | None = None
+    """The task's per-target key restriction (RetryFailed), None for none."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +97,7 @@ async def claim_chunk(
         UPDATE task_chunks c
         SET started_by = CASE WHEN p.alive THEN p.started_by ELSE $3 END,
             started_at = CASE WHEN p.alive THEN c.started_at ELSE now() END
-        FROM (SELECT c2.started_by, t.source_connection_id,
+        FROM (SELECT c2.started_by, t.source_connection_id, t.target_keys,
                      coalesce((t.request->>'NoBlankValues')::boolean, false) AS no_blank,
                      c2.started_by IS NOT NULL AND c2.started_by <> $3 AND EXISTS (
                          SELECT 1 FROM worker_leases l WHERE l.worker = c2.started_by
@@ -107,7 +109,7 @@ async def claim_chunk(
               FOR UPDATE OF c2) p
         WHERE c.task_id = $1 AND c.chunk_no = $2
         RETURNING p.started_by, c.internal_key_ids, c.attempt, c.target_connection_id,
-                  p.source_connection_id, p.alive, p.no_blank
+                  p.source_connection_id, p.alive, p.no_blank, p.target_keys
         """,
         task_id,
         chunk_no,

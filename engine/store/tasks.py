@@ -39,13 +39,19 @@ async def create(
     message_id: str | None = None,
     correlation_id: str | None = None,
     name: str = RESYNC_TASK_NAME,
+    target_keys: Mapping[int, Sequence[int]] | None = None,
+    description: str | None = None,
 ) -> int:
-    """Insert a task in state New; with a known ``message_id`` return the existing task."""
+    """Insert a task in state New; with a known ``message_id`` return the existing task.
+
+    ``target_keys``: per target connection, the only keys pushed there (RetryFailed); a key
+    named under no target goes to every target.
+    """
     task_id: int | None = await conn.fetchval(
         """
         INSERT INTO batch_tasks (name, source_connection_id, request, message_id, correlation_id,
-                                 description)
-        VALUES ($1, $2, $3, $4, $5, $6)
+                                 description, target_keys)
+        VALUES ($1, $2, $3, $4, $5, $6, $7)
         ON CONFLICT (message_id) DO NOTHING
         RETURNING id
         """,
@@ -54,7 +60,8 @@ async def create(
         request,
         message_id,
         correlation_id,
-        describe_source(source_connection_id),
+        description or describe_source(source_connection_id),
+        None if target_keys is None else {str(t): list(k) for t, k in target_keys.items()},
     )
     if task_id is None:
         task_id = await conn.fetchval(
@@ -468,6 +475,18 @@ async def first_failures(conn: Executor, task_id: int, limit: int = 3) -> list[a
             limit,
         )
     )
+
+
+async def failed_records(conn: Executor, task_id: int) -> list[tuple[int, int | None]]:
+    """Every (internal key, connection) whose outcome in the task is ``failed``, in key order."""
+    rows = await conn.fetch(
+        """
+        SELECT DISTINCT internal_key_id, connection_id FROM record_outcomes
+        WHERE task_id = $1 AND status = 'failed' ORDER BY 1, 2
+        """,
+        task_id,
+    )
+    return [(r[0], r[1]) for r in rows]
 
 
 def stopped_response(task: asyncpg.Record) -> str:

@@ -6,7 +6,7 @@ return in the chunk's transaction.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import structlog
 
@@ -18,15 +18,48 @@ from engine.sync.records import ChunkResult
 log = structlog.get_logger(__name__)
 
 
-def push_units(result: ChunkResult, targets: Sequence[int], grace: float) -> list[RetryChunk]:
+Restriction = Mapping[int, frozenset[int]]
+"""Per target connection, the only keys pushed there (a RetryFailed task's ``target_keys``)."""
+
+
+def restriction(target_keys: Mapping[str, Sequence[int]] | None) -> Restriction | None:
+    """The stored ``target_keys`` (JSON object keys are strings) by connection id."""
+    if not target_keys:
+        return None
+    return {int(target): frozenset(keys) for target, keys in target_keys.items()}
+
+
+def push_units(
+    result: ChunkResult,
+    targets: Sequence[int],
+    grace: float,
+    only: Restriction | None = None,
+) -> list[RetryChunk]:
     """Stage 2 of a stage-1 run: one push unit per target for the records it forwards.
 
     ``grace``: seconds after the commit before the sweeper publishes a unit whose publish was
-    not confirmed.
+    not confirmed. ``only``: a record named under some target is pushed to those targets only
+    (a record named nowhere goes everywhere); a target left with no record gets no unit.
     """
     if result.target is not None or not result.forward:
         return []
-    return [RetryChunk(result.forward, t, result.attempt, grace, unit=True) for t in targets]
+    if only is None:
+        return [RetryChunk(result.forward, t, result.attempt, grace, unit=True) for t in targets]
+    named = frozenset().union(*only.values())
+    units = []
+    for t in targets:
+        mine = only.get(t, frozenset())
+        keys = [k for k in result.forward if k not in named or k in mine]
+        if keys:
+            units.append(RetryChunk(keys, t, result.attempt, grace, unit=True))
+    return units
+
+
+def pushes_skipped(result: ChunkResult, targets: int, units: Sequence[RetryChunk]) -> int:
+    """Pushes of forwarded records a restriction left out: done, for the progress."""
+    if result.target is not None:
+        return 0
+    return targets * len(result.forward) - sum(len(u.internal_key_ids) for u in units)
 
 
 def work_done(result: ChunkResult, chunk_keys: int, targets: int) -> int:

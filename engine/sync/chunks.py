@@ -15,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import os
+import signal
 from collections.abc import Awaitable, Callable, Sequence
 
 import asyncpg
@@ -26,7 +28,14 @@ from engine.observability.metrics import Metrics
 from engine.store import Connection, intents, recovery, results, tasks
 from engine.store import keys as keys_store
 from engine.store.results import FieldChange
-from engine.sync.bookkeeping import delayed_retries, push_units, work_done
+from engine.sync.bookkeeping import (
+    Restriction,
+    delayed_retries,
+    push_units,
+    pushes_skipped,
+    restriction,
+    work_done,
+)
 from engine.sync.connections import Connections
 from engine.sync.liveness import Presence
 from engine.sync.push_stage import PushStage
@@ -34,6 +43,10 @@ from engine.sync.records import ChunkResult, Intents
 from engine.sync.source_stage import SourceStage
 
 log = structlog.get_logger(__name__)
+
+_CRASH_AFTER_FINISH = os.environ.get("ERPSYNC_TEST_CRASH_AFTER_FINISH") == "1"
+"""Test only (tests/faults): SIGKILL this process right after the commit that finished a task,
+before anything else it would do (ack, publish), to prove the task.finished event survives."""
 
 
 class _AlreadyCommitted(Exception):
@@ -99,11 +112,12 @@ class ChunkRunner:
                 chunk.target,
                 chunk.attempt,
             )
+            only = restriction(chunk.target_keys)
             if target is None and source == 0:
                 # Stage 1 from the CRM has nothing to do but make the units: each unit reads
                 # the CRM values it pushes (a record missing in the CRM fails on each target).
                 result = ChunkResult(attempt, None, records=len(ids), forward=list(ids))
-                units = await self._commit(command, source, len(ids), result, conn)
+                units = await self._commit(command, source, len(ids), result, conn, only)
                 self.metrics.chunk_committed(result.outcomes)
                 return units
             # Stage 1 needs the source's links, a unit its target's.
@@ -120,7 +134,7 @@ class ChunkRunner:
             result = await self.push_stage.run(
                 target, keys, links, attempt=attempt, intents=run_intents, no_blank_values=no_blank
             )
-        units = await self._commit(command, source, len(keys), result)
+        units = await self._commit(command, source, len(keys), result, only=only)
         self.metrics.chunk_committed(result.outcomes)
         return units
 
@@ -191,11 +205,15 @@ class ChunkRunner:
         chunk_keys: int,
         result: ChunkResult,
         conn: Connection | None = None,
+        only: Restriction | None = None,
     ) -> list[tuple[int, int | None]]:
-        """Commit the run (on ``conn`` if given); returns the push units it stored."""
+        """Commit the run (on ``conn`` if given); returns the push units it stored.
+
+        ``only``: the task's per-target key restriction (RetryFailed), if any.
+        """
         if conn is None:
             async with self.pool.acquire() as acquired:
-                return await self._commit(command, source, chunk_keys, result, acquired)
+                return await self._commit(command, source, chunk_keys, result, acquired, only)
         async with conn.transaction():
             worker = self.presence.worker
             if not await tasks.mark_chunk_done(conn, command.task_id, command.chunk_no, worker):
@@ -211,12 +229,13 @@ class ChunkRunner:
             )
             targets = self.targets(source)
             retries = delayed_retries(result, self.connections)
-            units = push_units(result, targets, self.unit_publish_grace)
+            units = push_units(result, targets, self.unit_publish_grace, only)
             stored = await tasks.add_retry_chunks(conn, command.task_id, retries + units)
             unit_numbers = stored[len(retries) :]
-            counts = dataclasses.replace(
-                result.counts(), work=work_done(result, chunk_keys, len(targets))
-            )
+            work = work_done(result, chunk_keys, len(targets))
+            if only is not None:
+                work += pushes_skipped(result, len(targets), units)
+            counts = dataclasses.replace(result.counts(), work=work)
             connections = 1 + len(targets)
             row = await tasks.add_counts(conn, command.task_id, counts, connections)
             await keys_store.touch_links(conn, result.touches)
@@ -246,8 +265,11 @@ class ChunkRunner:
                 retries=sum(len(p.keys) for p in result.retries.values()),
                 attempt=result.attempt,
             )
-            if tasks.is_complete(row):
+            finished = tasks.is_complete(row)
+            if finished:
                 await self._finish(conn, command.task_id, row)
+        if finished and _CRASH_AFTER_FINISH:
+            os.kill(os.getpid(), signal.SIGKILL)
         return unit_numbers
 
     async def _finish(self, conn: Connection, task_id: int, row: asyncpg.Record) -> None:

@@ -60,6 +60,7 @@ class Planner:
                 request=command.as_request(),
                 message_id=message_id,
                 correlation_id=command.correlation_id,
+                target_keys=command.target_keys,
             )
             with structlog.contextvars.bound_contextvars(task_id=task_id):
                 async with recovery.planning_lock(conn, task_id):

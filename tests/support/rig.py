@@ -119,6 +119,7 @@ class Rig:
         erp2: dict[str, Any] | None = None,
         engine: dict[str, Any] | None = None,
         broker: dict[str, Any] | None = None,
+        notifications: dict[str, Any] | None = None,
     ) -> Path:
         """Write a worker configuration; ``erp1``/``erp2`` override connection keys (a
         ``faults`` key switches that connection to the flaky connector with those settings)."""
@@ -143,6 +144,7 @@ class Rig:
                 "stale_after": 5.0,
                 **(engine or {}),
             },
+            "notifications": {"relay_interval": 0.2, **(notifications or {})},
             "logging": {"level": "info", "format": "json"},
             "server": {"host": "127.0.0.1", "port": 0, "shutdown_timeout": 5},
             "crm": {"id": 0, "name": "CRM", "connector": "postgres", "settings": crm_settings},

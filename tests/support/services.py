@@ -93,7 +93,7 @@ async def delete_broker_objects(prefix: str, url: str = AMQP_URL) -> None:
             channel = await connection.channel()
             with contextlib.suppress(Exception):  # absent queues are fine
                 await channel.queue_delete(queue)
-        for name in (names.exchange, names.dead_letter_exchange):
+        for name in (names.exchange, names.dead_letter_exchange, names.events):
             channel = await connection.channel()
             with contextlib.suppress(Exception):
                 await channel.exchange_delete(name)

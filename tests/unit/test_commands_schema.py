@@ -33,6 +33,8 @@ VALID: list[Any] = [
     {"noblankvalues": False},
     {"NOBLANKVALUES": None},
     {"Unknown": {"nested": True}, "ErpConnectionId": 2},
+    {"InternalKeyIds": [1, 2], "TargetKeys": {"1": [1], "2": []}},
+    {"targetkeys": None},
     *SCHEMA["examples"],
 ]
 
@@ -63,6 +65,11 @@ INVALID: list[Any] = [
     {"TaskId": "7"},
     {"NoBlankValues": "true"},
     {"NoBlankValues": 1},
+    {"TargetKeys": [1, 2]},
+    {"TargetKeys": {"x": [1]}},
+    {"TargetKeys": {"0": [1]}},
+    {"TargetKeys": {"2": [0]}},
+    {"TargetKeys": {"2": "1"}},
 ]
 
 
@@ -132,3 +139,13 @@ def test_the_hand_written_body_is_what_pydantic_would_dump(data: Any) -> None:
     dumped = orjson.dumps(command.model_dump(by_alias=True, exclude_none=True))
     assert command.to_body() == dumped
     VALIDATOR.validate(orjson.loads(command.to_body()))
+
+
+def test_target_keys_are_read_by_connection_id_and_kept_in_the_request() -> None:
+    command = parse(ResyncCommand, b'{"InternalKeyIds": [4, 5], "targetKEYS": {"2": [5, 5]}}')
+    assert command.target_keys == {2: (5,)}
+    assert command.as_request() == {
+        "ErpConnectionId": 0,
+        "InternalKeyIds": [4, 5],
+        "TargetKeys": {"2": [5]},
+    }

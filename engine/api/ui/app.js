@@ -150,9 +150,10 @@ async function renderTasks() {
 }
 
 async function renderTask(id) {
-  const [detail, changes] = await Promise.all([
+  const [detail, changes, deliveries] = await Promise.all([
     getJson(`${API}/tasks/${id}`),
     getJson(`${API}/synclog?task=${id}&limit=${CHANGES_SHOWN}`),
+    getJson(`${API}/webhook-deliveries?task_id=${id}`),
   ]);
   const t = detail.Task;
   const s = t.Statistics;
@@ -160,6 +161,16 @@ async function renderTask(id) {
   shownTask = t.Id;
   $("task-stop").hidden = !["New", "Started"].includes(t.State);
   $("task-stop").dataset.taskId = t.Id;
+  $("task-retry").hidden = !(["Succeeded", "Failed", "SucceededManualCleanup"].includes(t.State) && s.Failed > 0);
+  $("task-retry").dataset.taskId = t.Id;
+  $("deliveries-card").hidden = deliveries.length === 0;
+  $("deliveries").replaceChildren(...deliveries.map((d) => h("tr", {},
+    h("td", {}, d.Webhook),
+    h("td", { class: d.State === "given_up" ? "bad-text" : "" }, d.State.replace("_", " ")),
+    h("td", { class: "num" }, d.Attempts),
+    h("td", { class: "num" }, d.LastStatus ?? ""),
+    h("td", {}, d.NextAttempt ? fmtTime(d.NextAttempt) : ""),
+    h("td", { class: "reason" }, d.LastError ?? ""))));
   $("task-title").textContent = `Task #${t.Id}: ${t.Description}`;
   $("task-state").replaceChildren(stateBadge(t.State));
   const bar = $("task-bar");
@@ -320,7 +331,7 @@ for (const type of ["input", "change"]) {
   $("resync-form").addEventListener(type, () => clearActionResults());
 }
 document.addEventListener("click", (ev) => {
-  if (!ev.target.closest("button[type=submit], #task-stop")) clearActionResults();
+  if (!ev.target.closest("button[type=submit], #task-stop, #task-retry")) clearActionResults();
 }, true);
 
 $("task-stop").addEventListener("click", async () => {
@@ -338,6 +349,24 @@ $("task-stop").addEventListener("click", async () => {
   } catch (err) {
     if (err instanceof Unauthorized) show("login-view");
     else showActionResult(result, `Not stopped: ${err.message}`, true);
+  } finally {
+    button.disabled = false;
+  }
+});
+
+$("task-retry").addEventListener("click", async () => {
+  const button = $("task-retry");
+  const id = Number(button.dataset.taskId);
+  const result = $("task-action");
+  button.disabled = true;
+  try {
+    const r = await call("POST", "/api/v1/Agents/ErpSync/RetryFailed", { Id: id });
+    const newId = await r.json();
+    showActionResult(result, ["Queued ", h("a", { href: `#/tasks/${newId}` }, `task #${newId}`),
+      " with the records that failed here."], false);
+  } catch (err) {
+    if (err instanceof Unauthorized) show("login-view");
+    else showActionResult(result, `Not retried: ${err.message}`, true);
   } finally {
     button.disabled = false;
   }

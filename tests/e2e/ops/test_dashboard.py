@@ -209,3 +209,33 @@ async def test_errors_stay_unknown_tasks_show_alone_and_stop_stops(
         await page.get_by_label("Internal key ids").fill("1")  # the next action
         await expect(result).to_have_text("")
         await page.close()
+
+
+async def test_retry_failed_from_a_task_page(service: Service, browser: Browser) -> None:
+    failed = await service.finished(await service.resync(0, [2, 3, 4]))  # ERP 2 rejects key 3
+    assert failed["State"] == "Failed"
+    fine = await service.finished(await service.resync(0, [1]))
+    assert fine["State"] == "Succeeded"
+    page = await browser.new_page(viewport={"width": 1280, "height": 860})
+    console_errors: list[str] = []
+    page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
+    await page.goto(str(service.server.make_url("/ui/")))
+    await sign_in(page)
+
+    await page.evaluate("location.hash = '#/tasks/2'")
+    await expect(page.locator("#task-state")).to_have_text("Succeeded")
+    await expect(page.get_by_role("button", name="Retry failed")).to_be_hidden()
+
+    await page.evaluate("location.hash = '#/tasks/1'")
+    await expect(page.locator("#task-state")).to_have_text("Failed")
+    await page.get_by_role("button", name="Retry failed").click()
+    await expect(page.locator("#task-action")).to_have_text(
+        "Queued task #3 with the records that failed here."
+    )
+    await page.get_by_role("link", name="task #3").click()
+    await expect(page.locator("#task-title")).to_contain_text("Task #3")
+    await expect(page.locator("#task-state")).to_have_text("Failed", timeout=30_000)
+    await expect(page.locator("#failures tr")).to_have_count(1)  # key 3 alone, on ERP 2 alone
+    await expect(page.locator("#targets tr")).to_have_count(1)
+    await page.screenshot(path=ARTIFACTS / "dashboard-retry-failed.png", full_page=True)
+    assert [e for e in console_errors if "status of 401" not in e] == []

@@ -1,0 +1,184 @@
+"""After a task: RetryFailed (an erpsync extension of the ErpSync agent) and webhook deliveries.
+
+``POST /api/v1/Agents/ErpSync/RetryFailed {"Id": 42}`` queues a new task of exactly the records
+that failed in task 42: a record that failed on one target is pushed to that target only (the
+command's ``TargetKeys``), one that failed on the source or CRM side runs whole again.
+``GET /api/v1/erpsync/webhook-deliveries`` lists the webhook deliveries of task.finished events.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+import structlog
+from aiohttp import web
+
+from engine.api.appkeys import POOL, PUBLISHER, SETTINGS
+from engine.api.auth import PRINCIPAL, require_connection
+from engine.api.bodies import int_argument, integer_text, read_arguments
+from engine.api.errors import ApiError
+from engine.api.render import respond, select_paths
+from engine.messaging.broker import PublishFailed
+from engine.messaging.commands import resync_body
+from engine.messaging.topology import RESYNC_ROUTING_KEY
+from engine.store import events, tasks
+
+log = structlog.get_logger(__name__)
+
+RETRY_FAILED = "/api/v1/Agents/ErpSync/RetryFailed"
+DELIVERIES = "/api/v1/erpsync/webhook-deliveries"
+TASK_INFO = "/api/v1/Agents/Batch/GetBatchTaskInfo"
+MAX_DELIVERIES = 1000
+
+routes = web.RouteTableDef()
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPlan:
+    """The keys of a RetryFailed task and, per target, the keys that failed only there."""
+
+    internal_key_ids: tuple[int, ...]
+    target_keys: dict[int, tuple[int, ...]] | None
+
+
+def retry_plan(failed: Sequence[tuple[int, int | None]], targets: Collection[int]) -> RetryPlan:
+    """Plan the retry of ``failed`` (internal key, connection) outcomes.
+
+    A failure on a ``targets`` connection is retried on that target only; any other failure (the
+    source, the CRM, a connection no longer configured) retries the record on every target.
+    """
+    whole = {key for key, cid in failed if cid not in targets}
+    per_target: dict[int, set[int]] = {}
+    for key, cid in failed:
+        if cid is not None and cid in targets and key not in whole:
+            per_target.setdefault(cid, set()).add(key)
+    keys = tuple(sorted({key for key, _ in failed}))
+    if not per_target:
+        return RetryPlan(keys, None)
+    return RetryPlan(keys, {t: tuple(sorted(k)) for t, k in sorted(per_target.items())})
+
+
+@routes.post(RETRY_FAILED)
+async def retry_failed(request: web.Request) -> web.Response:
+    """Queue a task of the failed records of task ``Id``; answers the new task's id."""
+    settings = request.app[SETTINGS]
+    try:
+        select_paths(request.query)  # validated like every agent call's; no effect on an int
+    except ValueError as exc:
+        raise ApiError(400, str(exc)) from None
+    args = await read_arguments(request, settings.server.max_body_bytes)
+    if "id" not in args and "id" in request.query:
+        args["id"] = request.query["id"]
+    task_id = int_argument(args, "Id")
+    pool = request.app[POOL]
+    task = await tasks.get(pool, task_id) if 0 < task_id < 2**63 else None
+    if task is None:
+        raise ApiError(404, f"BatchTask id {task_id} not found", "SoNotFoundException")
+    source = task["source_connection_id"]
+    require_connection(request[PRINCIPAL], source, "resync from")
+    if task["state"] not in tasks.TERMINAL_STATES:
+        raise ApiError(
+            409,
+            f"BatchTask {task_id} is {task['state']}; retry its failed records once it has "
+            "finished",
+            "ConflictException",
+        )
+    failed = await tasks.failed_records(pool, task_id)
+    if not failed:
+        raise ApiError(422, f"BatchTask {task_id} has no failed records; there is nothing to retry")
+    targets = {c.id for c in settings.connections if c.id != source}
+    plan = retry_plan(failed, targets)
+    request_json: dict[str, Any] = {
+        "ErpConnectionId": source,
+        "InternalKeyIds": list(plan.internal_key_ids),
+    }
+    if plan.target_keys is not None:
+        request_json["TargetKeys"] = {str(t): list(k) for t, k in plan.target_keys.items()}
+    request_json["RetryOf"] = task_id
+    message_id = uuid.uuid4().hex
+    new_id = await tasks.create(
+        pool,
+        source_connection_id=source,
+        request=request_json,
+        message_id=message_id,
+        correlation_id=task["correlation_id"],
+        target_keys=plan.target_keys,
+        description=f"Retry of the failed records of task {task_id}",
+    )
+    body = resync_body(
+        source,
+        plan.internal_key_ids,
+        task_id=new_id,
+        correlation_id=task["correlation_id"],
+        target_keys=plan.target_keys,
+    )
+    try:
+        await request.app[PUBLISHER].publish(RESYNC_ROUTING_KEY, body, message_id=message_id)
+    except PublishFailed as exc:
+        log.warning("retry not queued", task_id=new_id, retry_of=task_id, error=str(exc))
+        await tasks.fail_unqueued(pool, new_id, "Not queued: the message broker is unavailable")
+        raise ApiError(
+            503,
+            "The retry could not be queued because the message broker is unavailable; "
+            "nothing was started. Retry later.",
+            headers={"Retry-After": "5"},
+        ) from None
+    log.info(
+        "failed records queued again",
+        task_id=new_id,
+        retry_of=task_id,
+        keys=len(plan.internal_key_ids),
+        per_target={t: len(k) for t, k in (plan.target_keys or {}).items()},
+    )
+    headers = {"X-Batch-Task-Id": str(new_id), "Location": f"{TASK_INFO}?id={new_id}"}
+    return respond(request, new_id, root="int", headers=headers)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat(timespec="milliseconds")
+
+
+@routes.get(DELIVERIES)
+async def webhook_deliveries(request: web.Request) -> web.Response:
+    """Webhook deliveries, newest first: attempts, last status and error, next attempt."""
+    raw_task, raw_limit = request.query.get("task_id", ""), request.query.get("limit", "100")
+    task_id = integer_text(raw_task) if raw_task else None
+    limit = integer_text(raw_limit)
+    if raw_task and (task_id is None or not 0 < task_id < 2**63):
+        raise ApiError(400, "Query parameter 'task_id' must be a task id")
+    if limit is None or not 1 <= limit <= MAX_DELIVERIES:
+        raise ApiError(400, f"Query parameter 'limit' must be between 1 and {MAX_DELIVERIES}")
+    principal = request[PRINCIPAL]
+    pool = request.app[POOL]
+    if task_id is not None:
+        task = await tasks.get(pool, task_id)
+        if task is None:
+            raise ApiError(404, f"BatchTask id {task_id} not found", "SoNotFoundException")
+        require_connection(principal, task["source_connection_id"], "read the tasks of")
+    rows = await events.list_deliveries(pool, task_id, limit, principal.connections)
+    body = [
+        {
+            "Id": r["id"],
+            "TaskId": r["task_id"],
+            "Webhook": r["webhook"],
+            "Attempts": r["attempts"],
+            "LastStatus": r["last_status"],
+            "LastError": r["last_error"],
+            "State": "delivered"
+            if r["delivered_at"]
+            else ("given_up" if r["gave_up_at"] else "pending"),
+            "NextAttempt": None
+            if r["delivered_at"] or r["gave_up_at"]
+            else _iso(r["next_attempt_at"]),
+            "Delivered": _iso(r["delivered_at"]),
+            "GaveUp": _iso(r["gave_up_at"]),
+            "Created": _iso(r["created_at"]),
+        }
+        for r in rows
+    ]
+    return web.Response(body=orjson.dumps(body), content_type="application/json")

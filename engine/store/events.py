@@ -1,0 +1,222 @@
+"""The task.finished outbox and its webhook deliveries.
+
+A row of ``task_events`` is written by a trigger (migration 0010) in the very transaction that
+makes a task final, so no code path that finishes a task can forget it and no crash after that
+commit loses it. Relays in every worker claim rows with ``FOR UPDATE SKIP LOCKED``: a row is
+published by one relay at a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from engine.store import Connection, Executor
+
+
+@dataclass(frozen=True, slots=True)
+class PendingEvent:
+    """A prepared event not yet confirmed by the broker."""
+
+    task_id: int
+    body: dict[str, Any]
+    attempts: int
+
+
+async def claim_unprepared(conn: Connection, limit: int) -> list[asyncpg.Record]:
+    """Lock events without a body (in the caller's transaction); returns their tasks' rows."""
+    return list(
+        await conn.fetch(
+            """
+            SELECT t.* FROM task_events e JOIN batch_tasks t ON t.id = e.task_id
+            WHERE e.body IS NULL ORDER BY e.created_at LIMIT $1
+            FOR UPDATE OF e SKIP LOCKED
+            """,
+            limit,
+        )
+    )
+
+
+async def forget_orphans(conn: Connection) -> int:
+    """Drop events whose task was deleted before they were prepared (nothing to tell)."""
+    done = await conn.execute(
+        """
+        DELETE FROM task_events e WHERE e.body IS NULL
+          AND NOT EXISTS (SELECT 1 FROM batch_tasks t WHERE t.id = e.task_id)
+        """
+    )
+    return int(done.split()[-1])
+
+
+async def prepare(
+    conn: Connection, task_id: int, body: Mapping[str, Any], webhooks: Sequence[str]
+) -> None:
+    """Store an event's body (from now on the same on every publish) and its webhook deliveries."""
+    await conn.execute(
+        "UPDATE task_events SET body = $2, prepared_at = now() WHERE task_id = $1",
+        task_id,
+        dict(body),
+    )
+    if webhooks:
+        await conn.executemany(
+            """
+            INSERT INTO webhook_deliveries (task_id, webhook) VALUES ($1, $2)
+            ON CONFLICT (task_id, webhook) DO NOTHING
+            """,
+            [(task_id, name) for name in webhooks],
+        )
+
+
+async def claim_unpublished(conn: Connection, limit: int) -> list[PendingEvent]:
+    """Lock prepared, unpublished events (in the caller's transaction), oldest first."""
+    rows = await conn.fetch(
+        """
+        SELECT task_id, body, attempts FROM task_events
+        WHERE published_at IS NULL AND body IS NOT NULL ORDER BY created_at LIMIT $1
+        FOR UPDATE SKIP LOCKED
+        """,
+        limit,
+    )
+    return [PendingEvent(r["task_id"], r["body"], r["attempts"]) for r in rows]
+
+
+async def mark_published(conn: Connection, task_ids: Sequence[int]) -> None:
+    """The broker confirmed these events."""
+    await conn.execute(
+        "UPDATE task_events SET published_at = now(), attempts = attempts + 1, last_error = NULL "
+        "WHERE task_id = ANY($1::bigint[])",
+        list(task_ids),
+    )
+
+
+async def note_failures(conn: Connection, failures: Mapping[int, str]) -> None:
+    """Publishes the broker did not confirm; the next relay pass tries again."""
+    await conn.executemany(
+        "UPDATE task_events SET attempts = attempts + 1, last_error = $2 WHERE task_id = $1",
+        [(task_id, error[:500]) for task_id, error in failures.items()],
+    )
+
+
+async def get_event(conn: Executor, task_id: int) -> asyncpg.Record | None:
+    """A task's event row (None before the task finished)."""
+    return await conn.fetchrow("SELECT * FROM task_events WHERE task_id = $1", task_id)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxCounts:
+    """Events waiting for the broker and webhook deliveries not settled, for the metrics."""
+
+    events_pending: int
+    deliveries_pending: int
+    deliveries_given_up: int
+
+
+async def counts(conn: Executor) -> OutboxCounts:
+    """What is waiting in the outbox (one round trip, on the partial indexes)."""
+    row = await conn.fetchrow(
+        """
+        SELECT (SELECT count(*) FROM task_events WHERE published_at IS NULL),
+               (SELECT count(*) FROM webhook_deliveries
+                WHERE delivered_at IS NULL AND gave_up_at IS NULL),
+               (SELECT count(*) FROM webhook_deliveries WHERE gave_up_at IS NOT NULL)
+        """
+    )
+    assert row is not None
+    return OutboxCounts(int(row[0]), int(row[1]), int(row[2]))
+
+
+# -- webhook deliveries ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DueDelivery:
+    """A webhook delivery claimed for one attempt."""
+
+    id: int
+    task_id: int
+    webhook: str
+    attempts: int
+    body: dict[str, Any]
+
+
+async def claim_due_deliveries(
+    conn: Connection, webhooks: Sequence[str], lease: float, limit: int
+) -> list[DueDelivery]:
+    """Take due deliveries of these webhooks for ``lease`` seconds (one statement).
+
+    The claim moves ``next_attempt_at`` past the lease: another worker takes the row again only
+    if this one died before recording the answer (then the receiver may see it twice; the
+    message id tells).
+    """
+    rows = await conn.fetch(
+        """
+        UPDATE webhook_deliveries d SET next_attempt_at = now() + make_interval(secs => $2)
+        FROM (SELECT id FROM webhook_deliveries
+              WHERE delivered_at IS NULL AND gave_up_at IS NULL AND next_attempt_at <= now()
+                AND webhook = ANY($1::text[])
+              ORDER BY next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED) due,
+             task_events e
+        WHERE d.id = due.id AND e.task_id = d.task_id
+        RETURNING d.id, d.task_id, d.webhook, d.attempts, e.body
+        """,
+        list(webhooks),
+        lease,
+        limit,
+    )
+    return [
+        DueDelivery(r["id"], r["task_id"], r["webhook"], r["attempts"], r["body"]) for r in rows
+    ]
+
+
+async def delivery_answered(
+    conn: Executor,
+    delivery_id: int,
+    *,
+    status: int | None,
+    error: str | None,
+    delivered: bool,
+    retry_in: float | None,
+) -> None:
+    """Record one attempt: delivered, to be retried in ``retry_in`` seconds, or given up (None)."""
+    await conn.execute(
+        """
+        UPDATE webhook_deliveries SET attempts = attempts + 1, last_status = $2, last_error = $3,
+            delivered_at = CASE WHEN $4 THEN now() END,
+            gave_up_at = CASE WHEN NOT $4 AND $5::float8 IS NULL THEN now() END,
+            next_attempt_at = CASE WHEN $5::float8 IS NULL THEN next_attempt_at
+                                   ELSE now() + make_interval(secs => $5) END
+        WHERE id = $1
+        """,
+        delivery_id,
+        status,
+        None if error is None else error[:500],
+        delivered,
+        retry_in,
+    )
+
+
+async def list_deliveries(
+    conn: Executor, task_id: int | None, limit: int, sources: Collection[int] | None = None
+) -> list[asyncpg.Record]:
+    """Webhook deliveries, newest first (of one task when given; of tasks from ``sources``
+    unless None)."""
+    return list(
+        await conn.fetch(
+            """
+            SELECT d.id, d.task_id, d.webhook, d.attempts, d.last_status, d.last_error,
+                   d.next_attempt_at, d.delivered_at, d.gave_up_at, d.created_at
+            FROM webhook_deliveries d
+            WHERE ($1::bigint IS NULL OR d.task_id = $1)
+              AND ($3::int[] IS NULL OR EXISTS (
+                  SELECT 1 FROM batch_tasks t
+                  WHERE t.id = d.task_id AND t.source_connection_id = ANY($3)))
+            ORDER BY d.id DESC LIMIT $2
+            """,
+            task_id,
+            limit,
+            sorted(sources) if sources is not None else None,
+        )
+    )
