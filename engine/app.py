@@ -21,10 +21,11 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from engine.api import dashboard, health, housekeeping, openapi, sessions, ui
+from engine.api import dashboard, health, housekeeping, links, openapi, sessions, ui
 from engine.api.appkeys import (
     AUTHENTICATOR,
     CONSUMER,
+    ERP_ACTORS,
     METRICS,
     POOL,
     PUBLISHER,
@@ -45,6 +46,7 @@ from engine.settings import Settings
 from engine.store import migrate
 from engine.store.pool import create_pool
 from engine.store.task_batch import TaskBatcher
+from engine.sync.actors import ActorDesk
 from engine.sync.chunks import ChunkRunner
 from engine.sync.connections import Connections
 from engine.sync.liveness import Presence
@@ -52,6 +54,11 @@ from engine.sync.planner import Planner
 from engine.sync.sweeper import Sweeper
 
 log = structlog.get_logger(__name__)
+
+
+# The engine's open connections, shared with the link endpoints' ActorDesk (engine.api never
+# sees them, so the key is the composition root's own).
+_CONNECTIONS = web.AppKey("connections", Connections)
 
 
 class StartupError(Exception):
@@ -85,7 +92,9 @@ def create_app(settings: Settings, *, api: bool = True, engine: bool = True) -> 
         app[AUTHENTICATOR] = authenticator
         app.cleanup_ctx.append(_task_intake)
         app.cleanup_ctx.append(housekeeping.cleanup_ctx)
+        app.cleanup_ctx.append(_erp_actors)
         app.add_routes(routes)
+        app.add_routes(links.routes)
         app.add_routes(sessions.routes)
         app.add_routes(openapi.routes)
         app.add_routes(dashboard.routes)
@@ -144,6 +153,15 @@ async def _task_intake(app: web.Application) -> AsyncIterator[None]:
         await batcher.close()
 
 
+async def _erp_actors(app: web.Application) -> AsyncIterator[None]:
+    """The link endpoints' access to the connected systems: the engine's connections (and
+    gates) when this process runs the engine, else connections opened on first use."""
+    desk = ActorDesk(app[SETTINGS], app[METRICS], app.get(_CONNECTIONS))
+    app[ERP_ACTORS] = desk
+    yield
+    await desk.close()
+
+
 async def _publisher(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     connection = await connect(settings.broker, "publisher")
@@ -173,6 +191,7 @@ async def _engine(app: web.Application) -> AsyncIterator[None]:
     pool, publisher = app[POOL], app[PUBLISHER]
     app_metrics = app[METRICS]
     connections = await Connections.open(settings, app_metrics)
+    app[_CONNECTIONS] = connections
     presence = Presence(settings, pool)
     planner = Planner(settings, pool, publisher, presence)
     runner = ChunkRunner(

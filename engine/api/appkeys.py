@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncpg
 from aiohttp import web
 
+from engine.api.actors import ErpActors
 from engine.api.auth import Authenticator
 from engine.api.intake import TaskIntake
 from engine.messaging.broker import Publisher
@@ -21,3 +22,4 @@ CONSUMER = web.AppKey("consumer", Consumer)
 TASK_BATCHER = web.AppKey("task_batcher", TaskBatcher)
 TASK_INTAKE = web.AppKey("task_intake", TaskIntake)
 AUTHENTICATOR = web.AppKey("authenticator", Authenticator)
+ERP_ACTORS = web.AppKey("erp_actors", ErpActors)
