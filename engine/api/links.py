@@ -59,6 +59,13 @@ _SHAPE = BodyShape(
     maps=frozenset({"erpfieldkeyvalues"}),
 )
 
+# The carrier names of nested arrays' objects, for XML.
+_ITEMS = {
+    "ErpFields": "FieldMetadata",
+    "Actors": "ErpSyncActorSummary",
+    "FieldMappings": "ErpSyncFieldMapping",
+}
+
 routes = web.RouteTableDef()
 
 
@@ -79,7 +86,9 @@ def _answer(
     root: str,
     item: str = "item",
 ) -> web.Response:
-    return respond(request, project(data, select) if select else data, root=root, item=item)
+    return respond(
+        request, project(data, select) if select else data, root=root, item=item, items=_ITEMS
+    )
 
 
 # --- arguments ---------------------------------------------------------------------------

@@ -202,7 +202,7 @@ class ChunkRunner:
             worker = self.presence.worker
             if not await tasks.mark_chunk_done(conn, command.task_id, command.chunk_no, worker):
                 raise _AlreadyCommitted
-            await _link_created(conn, result, self.connections.names())
+            await link_created(conn, result, self.connections.names())
             await results.write(conn, command.task_id, result.outcomes, result.changes)
             # Records with a final outcome: their applied intents are logged, the rest not written.
             await intents.settle(
@@ -253,7 +253,7 @@ class ChunkRunner:
         log.info("task finished", state=state, response=response)
 
 
-async def _link_created(conn: Connection, result: ChunkResult, names: dict[int, str]) -> None:
+async def link_created(conn: Connection, result: ChunkResult, names: dict[int, str]) -> None:
     """Link the actors the run created; one that cannot be linked fails its record.
 
     The registry refuses a link when the record got another actor on that connection meanwhile
