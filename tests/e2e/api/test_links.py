@@ -194,10 +194,10 @@ async def test_linking_an_actor_linked_to_another_record_is_refused(
     as_xml = await service.client.post(
         f"{AGENT}/CreateActorLink",
         data=(
-            "<CreateActorLink><ErpConnectionId>1</ErpConnectionId><CrmRecordId>2</CrmRecordId>"
-            "<CrmActorType>Contact</CrmActorType><ErpKey>A1</ErpKey>"
-            "<ErpActorType>Customer</ErpActorType></CreateActorLink>"
-        ).encode(),
+            b"<CreateActorLink><ErpConnectionId>1</ErpConnectionId><CrmRecordId>2</CrmRecordId>"
+            b"<CrmActorType>Contact</CrmActorType><ErpKey>A1</ErpKey>"
+            b"<ErpActorType>Customer</ErpActorType></CreateActorLink>"
+        ),
         headers=XML,
     )
     assert as_xml.status == 409
