@@ -105,9 +105,12 @@ async def read_arguments(
         return xml_arguments(body, LIST_PROPERTIES, PROPERTIES)
     text = _decode(body, charset)
     if content_type == FORM_TYPE:
-        if shape is not None:
-            return _form_arguments(text, shape.lists, shape.properties)
-        return _form_arguments(text)
+        if shape is None:
+            return _form_arguments(text)
+        # Flat form fields carry no objects or maps: those properties bind from JSON or XML.
+        nested = shape.objects | shape.maps
+        args = _form_arguments(text, shape.lists, shape.properties - nested)
+        return {name: value for name, value in args.items() if name not in nested}
     return _json_arguments(text)
 
 

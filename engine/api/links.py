@@ -21,7 +21,14 @@ from aiohttp import web
 import connectors as sdk
 from engine.api.appkeys import ERP_ACTORS, POOL, SETTINGS
 from engine.api.auth import PRINCIPAL, require_connection
-from engine.api.bodies import BodyShape, as_int, int_argument, read_arguments, text_argument
+from engine.api.bodies import (
+    BodyShape,
+    as_int,
+    int_argument,
+    integer_text,
+    read_arguments,
+    text_argument,
+)
 from engine.api.errors import ApiError
 from engine.api.render import project, respond, select_paths
 from engine.mapping.model import ActorTypeMapping
@@ -35,6 +42,7 @@ log = structlog.get_logger(__name__)
 ERPSYNC = "/api/v1/Agents/ErpSync"
 MAX_ERP_KEY = 254  # SuperOffice's ErpExternalKey.ErpKey length
 MAX_FIELD_VALUES = 500
+_BOOL_TEXTS = ("true", "false", "null", "")
 _CONNECTION_NAMESPACE = uuid.UUID("5b7d0c1e-8f64-4a8e-9a53-2f0c6d1e7a10")
 
 _SHAPE = BodyShape(
@@ -117,14 +125,15 @@ def _enum_argument(
     if value is None or value == "":
         raise ApiError(400, f"{name} is required")
     names: list[str] = [m.value for m in enum]
-    if isinstance(value, int) and not isinstance(value, bool):
+    if isinstance(value, int | float) and not isinstance(value, bool):
         number = as_int(value, name)
         if 0 <= number < len(names):
             return names[number]
     elif isinstance(value, str):
         text = value.strip()
-        if text.isdigit() and int(text) < len(names):
-            return names[int(text)]
+        spelled = integer_text(text)
+        if spelled is not None and 0 <= spelled < len(names):
+            return names[spelled]
         for member in names:
             if member.lower() == text.lower():
                 return member
@@ -157,17 +166,18 @@ def _mapping(conn: ConnectionSettings, erp_type: str, crm_type: str) -> ActorTyp
     mapping = conn.mapping_for(erp_type)
     if mapping is None or mapping.crm != crm_type:
         raise ApiError(
-            400,
+            404,
             f"Connection {conn.id} ({conn.name}) maps no {erp_type} to {crm_type}; "
             "see GetActorTypeMapping",
+            "SoNotFoundException",
         )
     return mapping
 
 
 def _bool_argument(args: dict[str, Any], name: str) -> bool:
     value = args.get(name.lower())
-    if value is None or value == "" or isinstance(value, bool):
-        return bool(value)
+    if value is None or value in ("", "null") or isinstance(value, bool):
+        return value is True
     if isinstance(value, str) and value.strip().lower() in ("true", "false"):
         return value.strip().lower() == "true"
     raise ApiError(400, f"{name} must be true or false")
@@ -190,7 +200,8 @@ def _field_values(args: dict[str, Any]) -> list[dict[str, Any]]:
                 raise ApiError(400, f"FieldValues[{index}].{name} must be a string")
         for name in ("SyncToCrm", "SyncToErp"):
             value = lowered.get(name.lower())
-            if not (value is None or isinstance(value, bool) or value in ("true", "false")):
+            # XML and form spell a null as "null" or nothing, as elsewhere in the agent
+            if not (value is None or isinstance(value, bool) or value in _BOOL_TEXTS):
                 raise ApiError(400, f"FieldValues[{index}].{name} must be true or false")
         items.append(lowered)
     return items

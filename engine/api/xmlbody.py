@@ -66,10 +66,18 @@ def xml_arguments(
                 items = args[name] = []
             items.extend(_items(child, name))
             continue
+        if name in objects and not _is_nil(child):
+            # Wrapped items (<FieldValues><ErpSyncFieldValue>…) or the element repeated, one
+            # per item (<FieldValues><Value>…</FieldValues><FieldValues>…), as for lists.
+            found = args.get(name)
+            if not isinstance(found, list):
+                found = args[name] = []
+            found.extend(_objects(child))
+            continue
         if name in args:
             raise ApiError(400, f"{_local(child.tag)} is given more than once")
-        if (name in objects or name in maps) and not _is_nil(child):
-            args[name] = _objects(child) if name in objects else _map(child)
+        if name in maps and not _is_nil(child):
+            args[name] = _map(child)
         elif _is_nil(child):
             args[name] = None
         elif len(child):
@@ -96,7 +104,11 @@ def _scalar(element: ET.Element, parent: str) -> str | None:
 
 
 def _objects(element: ET.Element) -> list[dict[str, Any]]:
-    """An array of flat objects: each child element's children by lower-cased name."""
+    """An array of flat objects: each child element's children by lower-cased name; or, when
+    the children are simple values, the element itself is one object."""
+    children = [c for c in element if _local(c.tag)]
+    if children and not any(len(c) for c in children):
+        return [{_local(c.tag).lower(): _scalar(c, _local(element.tag)) for c in children}]
     items: list[dict[str, Any]] = []
     for item in element:
         if not _local(item.tag):

@@ -348,13 +348,13 @@ async def test_a_restricted_caller_sees_and_touches_only_its_connections(
     assert [c["ErpConnectionId"] for c in data] == [1]
 
 
-async def test_bad_arguments_get_400(service: Service) -> None:
+async def test_bad_arguments_are_refused(service: Service) -> None:
     body = {"ErpConnectionId": 1, "CrmRecordId": 2, "CrmActorType": "Company", "ErpKey": "x"}
     status, error = await post(service, "CreateActorLink", {**body, "ErpActorType": "Customer"})
     assert status == 400 and error["ErrorMessage"].startswith("CrmActorType 'Company' is not one")
     body["CrmActorType"] = "Contact"
     status, error = await post(service, "CreateActorLink", {**body, "ErpActorType": "Supplier"})
-    assert status == 400 and "maps no Supplier to Contact" in error["ErrorMessage"]
+    assert status == 404 and "maps no Supplier to Contact" in error["ErrorMessage"]
     status, error = await post(
         service, "CreateActorLink", {**body, "ErpActorType": "Customer", "ErpKey": ""}
     )
