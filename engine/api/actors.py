@@ -21,6 +21,13 @@ class ErpActors(Protocol):
         """The actor's ``fields``; None when it does not exist."""
         ...
 
+    async def write(
+        self, connection_id: int, actor_type: str, key: str, values: Mapping[str, sdk.FieldValue]
+    ) -> dict[str, tuple[sdk.FieldValue, sdk.FieldValue]] | None:
+        """Set the values that differ; returns them (field -> (old, new)), or None when the
+        actor does not exist."""
+        ...
+
     async def create_from_crm(
         self,
         connection_id: int,

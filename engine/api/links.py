@@ -36,6 +36,7 @@ from engine.settings import ConnectionSettings, Settings
 from engine.store import keys as keys_store
 from engine.store import links as links_store
 from engine.store.keys import Link
+from engine.store.results import FieldChange
 
 log = structlog.get_logger(__name__)
 
@@ -226,9 +227,13 @@ def _erp_field_values(args: dict[str, Any]) -> dict[str, str]:
 # --- links -------------------------------------------------------------------------------
 
 
-async def _link(request: web.Request, args: dict[str, Any], action: str) -> bool:
-    """CreateActorLink and ConnectActor: link, or 409 naming the link in the way."""
-    conn = _erp_connection(request, args, "ErpConnectionId", action)
+async def _link(
+    request: web.Request,
+    conn: ConnectionSettings,
+    args: dict[str, Any],
+) -> tuple[str, str, Link]:
+    """CreateActorLink and ConnectActor: link, or 409 naming the link in the way. Returns the
+    CRM type and record id, and the link."""
     crm_type = _crm_type(args)
     record_id = _record_id(args, "CrmRecordId")
     erp_type = _erp_type(args)
@@ -239,6 +244,7 @@ async def _link(request: web.Request, args: dict[str, Any], action: str) -> bool
         made = await links_store.link(db, internal_key, conn.id, erp_type, erp_key)
     if made.conflict is not None:
         raise _conflict(conn, crm_type, record_id, erp_type, erp_key, made.conflict, made.rule)
+    assert made.link is not None
     if made.created:
         log.info(
             "actor linked",
@@ -246,7 +252,7 @@ async def _link(request: web.Request, args: dict[str, Any], action: str) -> bool
             connection=conn.id,
             user=request[PRINCIPAL].user,
         )
-    return True
+    return crm_type, record_id, made.link
 
 
 def _conflict(
@@ -277,18 +283,104 @@ def _conflict(
 async def create_actor_link(request: web.Request) -> web.Response:
     """Link a CRM record to an ERP actor: ``true`` once linked (also when it already was)."""
     args, _ = await _arguments(request)
-    linked = await _link(request, args, "link records on")
-    return respond(request, linked, root="boolean")
+    conn = _erp_connection(request, args, "ErpConnectionId", "link records on")
+    await _link(request, conn, args)
+    return respond(request, True, root="boolean")
 
 
 @routes.post(f"{ERPSYNC}/ConnectActor")
 async def connect_actor(request: web.Request) -> web.Response:
-    """Link like CreateActorLink; 204. ``FieldValues`` are checked, not applied (docs/api.md):
-    the next resync brings the two sides together by the mapping's directions."""
+    """Link like CreateActorLink, then apply the chosen ``FieldValues``: a value with
+    ``SyncToCrm`` is written to the CRM record's field, one with ``SyncToErp`` to the ERP
+    fields mapped to it; only values that differ are written, each logged. 204."""
     args, _ = await _arguments(request)
-    _field_values(args)
-    await _link(request, args, "link records on")
+    conn = _erp_connection(request, args, "ErpConnectionId", "link records on")
+    mapping = _mapping(conn, _erp_type(args), _crm_type(args))
+    to_crm, to_erp = _chosen_values(mapping, _field_values(args))
+    crm_type, record_id, link = await _link(request, conn, args)
+    changes: list[FieldChange] = []
+    actors = request.app[ERP_ACTORS]
+    try:
+        if to_crm:
+            changed = await actors.write(0, crm_type, record_id, to_crm)
+            if changed is None:
+                raise _not_applied(404, f"{crm_type} {record_id} not found in the CRM")
+            changes += [
+                _change(link, _first_erp(mapping, crm), crm, True, old_new)
+                for crm, old_new in changed.items()
+            ]
+        if to_erp:
+            changed = await actors.write(conn.id, link.erp_actor_type, link.erp_key, to_erp)
+            if changed is None:
+                raise _not_applied(
+                    404, f"{link.erp_actor_type} {link.erp_key!r} not found on {conn.name}"
+                )
+            changes += [
+                _change(link, erp, mapping.fields[erp].crm, False, old_new)
+                for erp, old_new in changed.items()
+            ]
+    except sdk.ConnectorError as exc:
+        raise _connector_failed(exc, "Linked, but the values were not applied: ") from None
+    finally:
+        if changes:  # what reached a system is logged, whatever failed after it
+            await links_store.log_changes(request.app[POOL], changes)
     return web.Response(status=204)
+
+
+def _chosen_values(
+    mapping: ActorTypeMapping, items: list[dict[str, Any]]
+) -> tuple[dict[str, sdk.FieldValue], dict[str, sdk.FieldValue]]:
+    """ConnectActor's values by side: CRM field -> value, ERP field -> value."""
+    to_crm: dict[str, sdk.FieldValue] = {}
+    to_erp: dict[str, sdk.FieldValue] = {}
+    for index, item in enumerate(items):
+        crm_field = item.get("crmfieldkey")
+        towards_crm = item.get("synctocrm") in (True, "true")
+        towards_erp = item.get("synctoerp") in (True, "true")
+        if not crm_field or not (towards_crm or towards_erp):
+            continue  # nothing chosen for this field
+        erp_fields = [e for e, f in mapping.fields.items() if f.crm == crm_field]
+        if not erp_fields:
+            raise ApiError(
+                404,
+                f"FieldValues[{index}].CrmFieldKey {str(crm_field)[:60]!r} is not mapped for "
+                f"{mapping.erp.value}; see GetActorTypeMapping",
+                "SoNotFoundException",
+            )
+        value = item.get("value")
+        if towards_crm:
+            to_crm[crm_field] = value
+        if towards_erp:
+            to_erp.update((erp, value) for erp in erp_fields)
+    return to_crm, to_erp
+
+
+def _first_erp(mapping: ActorTypeMapping, crm_field: str) -> str:
+    return next(e for e, f in mapping.fields.items() if f.crm == crm_field)
+
+
+def _change(
+    link: Link,
+    erp_field: str,
+    crm_field: str,
+    target_is_crm: bool,
+    old_new: tuple[sdk.FieldValue, sdk.FieldValue],
+) -> FieldChange:
+    return FieldChange(
+        connection_id=link.connection_id,
+        internal_key_id=link.internal_key_id,
+        external_key_id=link.id,
+        erp_actor_type=link.erp_actor_type,
+        erp_field=erp_field,
+        crm_field=crm_field,
+        target_is_crm=target_is_crm,
+        old_value=old_new[0],
+        new_value=old_new[1],
+    )
+
+
+def _not_applied(status: int, reason: str) -> ApiError:
+    return ApiError(status, f"Linked, but the values were not applied: {reason}")
 
 
 @routes.post(f"{ERPSYNC}/BreakActorLink")
@@ -358,12 +450,12 @@ async def create_erp_actor_from_crm(request: web.Request) -> web.Response:
     return respond(request, True, root="boolean")
 
 
-def _connector_failed(exc: sdk.ConnectorError) -> ApiError:
+def _connector_failed(exc: sdk.ConnectorError, prefix: str = "") -> ApiError:
     if exc.kind == "permanent":
-        return ApiError(400, f"The connection refused the request: {exc.message}")
+        return ApiError(400, f"{prefix}The connection refused the request: {exc.message}")
     return ApiError(
         503,
-        f"The connection is unavailable: {exc.message}; retry later",
+        f"{prefix}The connection is unavailable: {exc.message}; retry later",
         headers={"Retry-After": str(max(1, round(exc.retry_after or 5)))},
     )
 

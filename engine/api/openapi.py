@@ -591,9 +591,10 @@ def _add_links(doc: dict[str, Any]) -> None:
                     "type": ["array", "null"],
                     "maxItems": 500,
                     "items": field_value,
-                    "description": "Checked, not applied: the next resync brings the sides "
-                    "together by the mapping's directions (JSON and XML only; ignored in "
-                    "form bodies).",
+                    "description": "The values chosen per CRM field: SyncToCrm writes Value "
+                    "to the CRM record, SyncToErp to the ERP fields mapped to it; only values "
+                    "that differ, each logged (JSON and XML only; ignored in form bodies). A "
+                    "CrmFieldKey the mapping lacks is 404.",
                 },
             },
             list(link),
@@ -815,9 +816,13 @@ def _add_links(doc: dict[str, Any]) -> None:
             },
         ),
         "ConnectActor": operation(
-            "ConnectActor: link like CreateActorLink",
+            "ConnectActor: link like CreateActorLink and apply the chosen values",
             "ConnectActorRequest",
-            {"204": {"description": "Linked."}, "409": conflict},
+            {
+                "204": {"description": "Linked, and the chosen values applied."},
+                "409": conflict,
+                "503": _error("A system is unavailable: linked, values not applied; retry."),
+            },
         ),
         "BreakActorLink": operation(
             "BreakActorLink: unlink; the record stays out of that connection's syncs until "

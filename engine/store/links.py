@@ -14,6 +14,7 @@ from datetime import datetime
 
 from engine.store import Connection, Executor
 from engine.store.keys import Link
+from engine.store.results import CHANGE_COLUMNS, FieldChange, change_row
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,3 +239,13 @@ async def activity(conn: Connection, connection_id: int) -> ConnectionActivity:
         None if last is None else last["finished_at"],
         outcomes,
     )
+
+
+async def log_changes(conn: Executor, changes: Sequence[FieldChange]) -> None:
+    """Sync log rows of changes made outside a task (ConnectActor's chosen values)."""
+    if changes:
+        await conn.executemany(
+            f"INSERT INTO sync_log (direction, {', '.join(CHANGE_COLUMNS)}) "
+            f"VALUES ({', '.join(f'${i}' for i in range(1, len(CHANGE_COLUMNS) + 2))})",
+            [(c.direction, *change_row(c)) for c in changes],
+        )

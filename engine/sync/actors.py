@@ -88,6 +88,36 @@ class ActorDesk:
         )
         return next((a for a in found.actors if a.key == key), None)
 
+    async def write(
+        self, connection_id: int, actor_type: str, key: str, values: Mapping[str, sdk.FieldValue]
+    ) -> dict[str, tuple[sdk.FieldValue, sdk.FieldValue]] | None:
+        """Set ``values`` on the actor, writing only those that differ; returns them
+        (field -> (old, new)), or None when the actor does not exist."""
+        handle = await self._handle(connection_id)
+        found = await self._call(
+            handle,
+            handle.connector.get_actors,
+            sdk.GetActorsInput(actor_type, [key], sorted(values)),
+        )
+        actor = next((a for a in found.actors if a.key == key), None)
+        if actor is None:
+            return None
+        changed = mp.diff(actor.fields, values)
+        if not changed:
+            return {}
+        changes = {f: new for f, (_, new) in changed.items()}
+        saved = await self._call(
+            handle,
+            handle.connector.save_actors,
+            sdk.SaveActorsInput(actor_type, [sdk.Actor(actor_type, key, changes)]),
+        )
+        if all(a.key != key for a in saved.saved):
+            failure = next((f for f in saved.failures if f.key == key), None)
+            reason = "not saved by the connector" if failure is None else failure.message
+            error = sdk.TransientError if failure and failure.kind == "transient" else None
+            raise (error or sdk.PermanentError)(f"{handle.settings.name}: {reason}")
+        return changed
+
     async def create_from_crm(
         self,
         connection_id: int,

@@ -359,3 +359,46 @@ async def test_bad_arguments_are_refused(service: Service) -> None:
         service, "CreateActorLink", {**body, "ErpActorType": "Customer", "ErpKey": ""}
     )
     assert (status, error["ErrorMessage"]) == (400, "ErpKey is required")
+
+
+async def test_connect_actor_applies_the_chosen_values_and_logs_them(
+    service: Service, stores: dict[int, MemoryStore], db: asyncpg.Connection
+) -> None:
+    def chosen(crm_field: str, value: str, *, to_crm: bool) -> dict[str, Any]:
+        return {
+            "DisplayName": crm_field,
+            "CrmFieldKey": crm_field,
+            "Value": value,
+            "DisplayValue": value,
+            "SyncToCrm": to_crm,
+            "SyncToErp": not to_crm,
+        }
+
+    body = {
+        "ErpConnectionId": 1,
+        "CrmRecordId": 2,
+        "CrmActorType": "Contact",
+        "ErpKey": "A2",
+        "ErpActorType": "Customer",
+        "FieldValues": [
+            chosen("name", "A 2", to_crm=True),  # the ERP's name wins
+            chosen("phone", "22", to_crm=False),  # the CRM's phone wins
+            chosen("email", "a@1", to_crm=False),  # already the ERP's: nothing written
+        ],
+    }
+    assert await post(service, "ConnectActor", body) == (204, None)
+    assert stores[0].get("Contact", "2")["name"] == "A 2"  # type: ignore[index]
+    assert stores[1].get("Customer", "A2") == {"name": "A 2", "phone": "22", "email": "a@1"}
+    rows = await db.fetch(
+        "SELECT connection_id, erp_field, crm_field, target_is_crm, old_value, new_value, "
+        "task_id FROM sync_log ORDER BY erp_field"
+    )
+    assert [tuple(r) for r in rows] == [
+        (1, "name", "name", True, "Co 2", "A 2", None),
+        (1, "phone", "phone", False, "1", "22", None),
+    ]
+    status, error = await post(
+        service, "ConnectActor", {**body, "FieldValues": [chosen("fax", "1", to_crm=True)]}
+    )
+    assert (status, error["ErrorType"]) == (404, "SoNotFoundException")
+    assert "CrmFieldKey 'fax' is not mapped" in error["ErrorMessage"]
