@@ -58,11 +58,19 @@ class ActorDesk:
                 conn = self.settings.connection(connection_id)
                 if conn is None:
                     raise sdk.PermanentError(f"connection {connection_id} is not configured")
-                connector = await open_connector(
-                    conn,
-                    self.settings.database.url.get_secret_value(),
-                    log.bind(connection=conn.id),
-                )
+                try:
+                    connector = await open_connector(
+                        conn,
+                        self.settings.database.url.get_secret_value(),
+                        log.bind(connection=conn.id),
+                    )
+                except sdk.ConnectorError:
+                    raise
+                except Exception as exc:  # not loadable or misconfigured: say which, not 500
+                    log.warning("connection could not be opened", connection=conn.id)
+                    raise sdk.ConfigurationError(
+                        f"{conn.name}: could not be opened ({type(exc).__name__})"
+                    ) from exc
                 handle = ConnectionHandle.build(conn, connector, self.metrics)
                 self._opened[connection_id] = handle
         return handle
