@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from engine.store import Connection, Executor
-from engine.store.keys import Link
+from engine.store.keys import InternalKey, Link
 from engine.store.results import CHANGE_COLUMNS, FieldChange, change_row
 
 
@@ -178,17 +178,31 @@ async def broken_of(conn: Executor, internal_key_id: int) -> list[BrokenLink]:
     return [BrokenLink(*r) for r in rows]
 
 
-async def broken_among(conn: Executor, ids: Sequence[int], connection_id: int) -> set[int]:
-    """Which of ``ids`` have their link to the connection broken on purpose."""
+async def load_for_target(
+    conn: Executor, ids: Sequence[int], connection_id: int
+) -> tuple[list[InternalKey], list[Link], set[int]]:
+    """What a push to one connection needs, in the round trips :func:`keys.load` takes: the
+    internal keys, their links to the connection, and which of them are broken there."""
     rows = await conn.fetch(
         """
-        SELECT internal_key_id FROM broken_links
-        WHERE connection_id = $1 AND internal_key_id = ANY($2::bigint[])
+        SELECT i.id, i.crm_actor_type, i.crm_record_id,
+               EXISTS (SELECT 1 FROM broken_links b
+                       WHERE b.connection_id = $2 AND b.internal_key_id = i.id) AS broken
+        FROM internal_keys i WHERE i.id = ANY($1::bigint[]) ORDER BY i.id
         """,
-        connection_id,
         list(ids),
+        connection_id,
     )
-    return {r[0] for r in rows}
+    links = await conn.fetch(
+        f"""
+        SELECT {_LINK_COLUMNS} FROM external_keys
+        WHERE internal_key_id = ANY($1::bigint[]) AND connection_id = $2
+        """,
+        list(ids),
+        connection_id,
+    )
+    keys = [InternalKey(r[0], r[1], r[2]) for r in rows]
+    return keys, [Link(*r) for r in links], {r[0] for r in rows if r[3]}
 
 
 @dataclass(frozen=True, slots=True)

@@ -108,9 +108,11 @@ class ChunkRunner:
                 self.metrics.chunk_committed(result.outcomes)
                 return units
             # Stage 1 needs the source's links, a unit its target's.
-            keys, links = await keys_store.load(conn, ids, source if target is None else target)
-            # A link broken on purpose keeps the record off that target (no create either).
-            broken = set() if target is None else await links_store.broken_among(conn, ids, target)
+            broken: set[int] = set()
+            if target is None:
+                keys, links = await keys_store.load(conn, ids, source)
+            else:  # a link broken on purpose keeps the record off that target (no create either)
+                keys, links, broken = await links_store.load_for_target(conn, ids, target)
             run_intents = Intents(
                 self._intent_recorder(command), await intents.unsettled(conn, command.task_id, ids)
             )
