@@ -166,12 +166,20 @@ async def links_of(conn: Executor, internal_key_id: int) -> list[Link]:
     return [Link(*r) for r in rows]
 
 
+# A break mark counts while the record has no link there: a link made by any path (an
+# endpoint clears the mark; ``keys import`` and other writers may not) ends the break.
+_STILL_BROKEN = """NOT EXISTS (SELECT 1 FROM external_keys e
+                   WHERE e.connection_id = b.connection_id
+                     AND e.internal_key_id = b.internal_key_id)"""
+
+
 async def broken_of(conn: Executor, internal_key_id: int) -> list[BrokenLink]:
     """The record's broken links, by connection."""
     rows = await conn.fetch(
-        """
+        f"""
         SELECT connection_id, internal_key_id, erp_actor_type, erp_key, broken_by, broken_at
-        FROM broken_links WHERE internal_key_id = $1 ORDER BY connection_id
+        FROM broken_links b WHERE internal_key_id = $1 AND {_STILL_BROKEN}
+        ORDER BY connection_id
         """,
         internal_key_id,
     )
@@ -187,7 +195,10 @@ async def load_for_target(
         """
         SELECT i.id, i.crm_actor_type, i.crm_record_id,
                EXISTS (SELECT 1 FROM broken_links b
-                       WHERE b.connection_id = $2 AND b.internal_key_id = i.id) AS broken
+                       WHERE b.connection_id = $2 AND b.internal_key_id = i.id
+                         AND NOT EXISTS (SELECT 1 FROM external_keys e
+                                         WHERE e.connection_id = $2
+                                           AND e.internal_key_id = i.id)) AS broken
         FROM internal_keys i WHERE i.id = ANY($1::bigint[]) ORDER BY i.id
         """,
         list(ids),
@@ -222,7 +233,8 @@ async def activity(conn: Connection, connection_id: int) -> ConnectionActivity:
         "SELECT count(*) FROM external_keys WHERE connection_id = $1", connection_id
     )
     broken = await conn.fetchval(
-        "SELECT count(*) FROM broken_links WHERE connection_id = $1", connection_id
+        f"SELECT count(*) FROM broken_links b WHERE connection_id = $1 AND {_STILL_BROKEN}",
+        connection_id,
     )
     # Tasks are few next to outcomes: walk them newest first, probing the outcomes' index.
     last = await conn.fetchrow(

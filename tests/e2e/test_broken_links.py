@@ -79,3 +79,25 @@ async def test_after_break_actor_link_resync_all_skips_that_record_on_that_conne
     assert again["State"] == "Succeeded", again
     assert (await outcome(db, again["Id"], 2, 2))["status"] == "updated"
     assert stores[2].get("Customer", "B2")["tel"] == "2"  # type: ignore[index]
+
+
+async def test_a_link_made_around_the_endpoints_ends_the_break(
+    database: str, db: asyncpg.Connection, broker_prefix: str, stores: dict[int, MemoryStore]
+) -> None:
+    """``keys import`` (or any other writer of the registry) may link a broken record again
+    without clearing its mark: the link wins."""
+    await seed_stale(db, stores, 2)
+    settings = settings_for(database, broker_prefix, stores)
+    unlink = {"ErpConnectionId": 2, "CrmRecordId": 2, "CrmActorType": "Contact"}
+    async with Service(settings) as service:
+        assert await agent(service, "BreakActorLink", unlink) is True
+        await db.execute(
+            "INSERT INTO external_keys (internal_key_id, connection_id, erp_actor_type, erp_key) "
+            "VALUES (2, 2, 'Customer', 'B2')"
+        )
+        task = await service.finished(await service.resync(0, []))
+        view = await agent(
+            service, "GetConnectionsAndDisplayFields", {"CrmActorType": "Contact", "EntityId": 2}
+        )
+    assert (await outcome(db, task["Id"], 2, 2))["status"] == "updated"
+    assert (view[1]["Connected"], view[1]["LinkBroken"]) == (True, None)
