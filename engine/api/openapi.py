@@ -790,6 +790,50 @@ def _add_links(doc: dict[str, Any]) -> None:
             }
         ),
     }
+    # The demo's ids (erpsync demo seed): company 1 is C00001 on ERP 1 and 10001 on ERP 2.
+    link_example = {
+        "ErpConnectionId": 1,
+        "CrmRecordId": 1,
+        "CrmActorType": "Contact",
+        "ErpKey": "C00001",
+        "ErpActorType": "Customer",
+    }
+    examples = {
+        "CreateActorLinkRequest": link_example,
+        "ConnectActorRequest": {
+            **link_example,
+            "FieldValues": [
+                {
+                    "DisplayName": "Name",
+                    "CrmFieldKey": "name",
+                    "Value": "Acme",
+                    "DisplayValue": "Acme",
+                    "SyncToCrm": False,
+                    "SyncToErp": True,
+                }
+            ],
+        },
+        "BreakActorLinkRequest": {
+            "ErpConnectionId": 2,
+            "CrmRecordId": 1,
+            "CrmActorType": "Contact",
+        },
+        "CreateErpActorFromCrmRequest": {
+            "ConnectionId": 2,
+            "CrmEntityId": 1,
+            "ErpActorType": "Customer",
+            "CrmActorType": "Contact",
+            "ErpFieldKeyValues": {"town": "Oslo"},
+        },
+        "RecordRequest": {"CrmActorType": "Contact", "EntityId": 1},
+        "AllConnectionsRequest": {"IncludeDeleted": False},
+        "ConnectionRequest": {"ErpConnectionId": 1},
+        "ConnectionSummaryRequest": {"ErpSyncConnectionId": 1},
+        "ActorTypeMappingRequest": {"ErpConnectionId": 1, "ActorType": "Customer"},
+        "CrmActorTypeRequest": {"ErpConnectionId": 1, "ErpActorType": "Customer"},
+    }
+    for name, example in examples.items():
+        schemas[name]["example"] = example
     doc["components"]["schemas"].update(schemas)
     unknown = _error("The connection (or the mapping of the actor types) is not configured.")
     conflict = _error(
