@@ -27,6 +27,7 @@ from engine.api import (
     force_resync,
     health,
     housekeeping,
+    links,
     openapi,
     sessions,
     ui,
@@ -34,6 +35,7 @@ from engine.api import (
 from engine.api.appkeys import (
     AUTHENTICATOR,
     CONSUMER,
+    ERP_ACTORS,
     METRICS,
     POOL,
     PUBLISHER,
@@ -56,6 +58,7 @@ from engine.store import migrate
 from engine.store.finished import TaskWaiter
 from engine.store.pool import create_pool
 from engine.store.task_batch import TaskBatcher
+from engine.sync.actors import ActorDesk
 from engine.sync.chunks import ChunkRunner
 from engine.sync.connections import Connections
 from engine.sync.liveness import Presence
@@ -64,6 +67,11 @@ from engine.sync.planner import Planner
 from engine.sync.sweeper import Sweeper
 
 log = structlog.get_logger(__name__)
+
+
+# The engine's open connections, shared with the link endpoints' ActorDesk (engine.api never
+# sees them, so the key is the composition root's own).
+_CONNECTIONS = web.AppKey("connections", Connections)
 
 
 class StartupError(Exception):
@@ -98,8 +106,10 @@ def create_app(settings: Settings, *, api: bool = True, engine: bool = True) -> 
         app.cleanup_ctx.append(_task_intake)
         app.cleanup_ctx.append(_task_waiter)
         app.cleanup_ctx.append(housekeeping.cleanup_ctx)
+        app.cleanup_ctx.append(_erp_actors)
         app.add_routes(routes)
         app.add_routes(force_resync.routes)
+        app.add_routes(links.routes)
         app.add_routes(sessions.routes)
         app.add_routes(openapi.routes)
         app.add_routes(dashboard.routes)
@@ -171,6 +181,15 @@ async def _task_waiter(app: web.Application) -> AsyncIterator[None]:
     await waiter.close()
 
 
+async def _erp_actors(app: web.Application) -> AsyncIterator[None]:
+    """The link endpoints' access to the connected systems: the engine's connections (and
+    gates) when this process runs the engine, else connections opened on first use."""
+    desk = ActorDesk(app[SETTINGS], app[METRICS], app.get(_CONNECTIONS))
+    app[ERP_ACTORS] = desk
+    yield
+    await desk.close()
+
+
 async def _publisher(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     connection = await connect(settings.broker, "publisher")
@@ -200,6 +219,7 @@ async def _engine(app: web.Application) -> AsyncIterator[None]:
     pool, publisher = app[POOL], app[PUBLISHER]
     app_metrics = app[METRICS]
     connections = await Connections.open(settings, app_metrics)
+    app[_CONNECTIONS] = connections
     presence = Presence(settings, pool)
     planner = Planner(settings, pool, publisher, presence)
     runner = ChunkRunner(

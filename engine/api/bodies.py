@@ -73,8 +73,25 @@ async def read_body(request: web.Request, max_bytes: int) -> bytes:
     return body
 
 
-async def read_arguments(request: web.Request, max_bytes: int) -> dict[str, Any]:
-    """Decode the body into a dict of arguments keyed by lower-cased property name."""
+@dataclass(frozen=True, slots=True)
+class BodyShape:
+    """The properties an endpoint binds, for the formats that do not say it themselves (XML,
+    form): ``lists`` of scalars, ``objects`` (arrays of flat objects) and ``maps`` (string
+    dictionaries); ``properties`` are all of them plus the scalar ones."""
+
+    properties: frozenset[str]
+    lists: frozenset[str] = frozenset()
+    objects: frozenset[str] = frozenset()
+    maps: frozenset[str] = frozenset()
+
+
+async def read_arguments(
+    request: web.Request, max_bytes: int, shape: BodyShape | None = None
+) -> dict[str, Any]:
+    """Decode the body into a dict of arguments keyed by lower-cased property name.
+
+    ``shape``: the endpoint's properties when they are not the agent's usual ones (XML and form
+    bodies bind by it; objects and maps bind from JSON and XML only)."""
     content_type = request.content_type.lower()
     supported = content_type in JSON_TYPES or content_type in XML_TYPES or content_type == FORM_TYPE
     if not supported and request.content_length != 0 and request.headers.get("Content-Type"):
@@ -86,10 +103,19 @@ async def read_arguments(request: web.Request, max_bytes: int) -> dict[str, Any]
     if not supported:
         raise _unsupported(content_type)
     if content_type in XML_TYPES:
+        if shape is not None:
+            return xml_arguments(
+                body, shape.lists, shape.properties, objects=shape.objects, maps=shape.maps
+            )
         return xml_arguments(body, LIST_PROPERTIES, PROPERTIES)
     text = _decode(body, charset)
     if content_type == FORM_TYPE:
-        return _form_arguments(text)
+        if shape is None:
+            return _form_arguments(text)
+        # Flat form fields carry no objects or maps: those properties bind from JSON or XML.
+        nested = shape.objects | shape.maps
+        args = _form_arguments(text, shape.lists, shape.properties - nested)
+        return {name: value for name, value in args.items() if name not in nested}
     return _json_arguments(text)
 
 
@@ -134,7 +160,11 @@ def _json_arguments(text: str) -> dict[str, Any]:
     return {str(k).lower(): v for k, v in data.items()}
 
 
-def _form_arguments(text: str) -> dict[str, Any]:
+def _form_arguments(
+    text: str,
+    list_properties: frozenset[str] = LIST_PROPERTIES,
+    properties: frozenset[str] = PROPERTIES,
+) -> dict[str, Any]:
     """Form fields; ids repeated (``InternalKeyIds=1&InternalKeyIds=2``), indexed
     (``InternalKeyIds[0]=1``) or comma-separated (``InternalKeyIds=1,2``)."""
     try:
@@ -153,13 +183,13 @@ def _form_arguments(text: str) -> dict[str, Any]:
         if match is None:
             continue  # not a property name we could bind: ignored like any unknown property
         name = match[1]
-        if name in TEXT_LIST_PROPERTIES:
+        if name in TEXT_LIST_PROPERTIES and name in list_properties:
             args.setdefault(name, []).append(value)
-        elif name in LIST_PROPERTIES:
+        elif name in list_properties:
             items = args.setdefault(name, [])
             items.extend(part.strip() for part in value.split(",") if part.strip())
         elif name in args:
-            if name in PROPERTIES:
+            if name in properties:
                 raise ApiError(400, f"{raw_name[:60]} is given more than once")
         else:
             args[name] = value

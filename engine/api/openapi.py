@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from connectors.model import CrmActorType, ErpActorType
 from engine.api.bodies import SUPPORTED_TYPES
 from engine.api.routes import BATCH_TASK_STATES
 
@@ -586,6 +587,7 @@ def document() -> dict[str, Any]:
         },
     }
     _force_resync_synchronous(doc)
+    _add_links(doc)
     _with_parser_errors(doc["paths"])
     _with_login_throttle(doc["paths"])
     return doc
@@ -710,6 +712,405 @@ def _force_resync_synchronous(doc: dict[str, Any]) -> None:
             "FieldProperties": {"type": ["object", "null"]},
         },
     }
+
+
+def _add_links(doc: dict[str, Any]) -> None:
+    """The ErpSync link endpoints and connection views (engine/api/links.py): their paths and
+    carriers. Every response property may be null (``$select``)."""
+
+    def one_of(names: list[str]) -> dict[str, Any]:
+        return {
+            "description": "The name, or its number.",
+            "anyOf": [
+                {"type": "string", "enum": names},
+                {"type": "integer", "minimum": 0, "maximum": len(names) - 1},
+            ],
+        }
+
+    crm_type = one_of([m.value for m in CrmActorType])
+    erp_type = one_of([m.value for m in ErpActorType])
+    record_id = {"type": "integer", "format": "int32", "minimum": 1, "maximum": 2**31 - 1}
+    connection = {**INT32, "description": "An ERP connection id (the CRM, 0, has none)."}
+    erp_key = {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": 254,
+        "pattern": "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$",
+    }
+    text = {"type": ["string", "null"]}
+    integer = {"type": ["integer", "null"]}
+    boolean = {"type": ["boolean", "null"]}
+    free = {"type": ["object", "null"]}
+
+    def obj(properties: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
+        schema: dict[str, Any] = {"type": "object", "properties": properties}
+        if required:
+            schema["required"] = required
+        return schema
+
+    def nullable(ref: str) -> dict[str, Any]:
+        return {"anyOf": [{"$ref": f"#/components/schemas/{ref}"}, {"type": "null"}]}
+
+    def array_of(ref: str) -> dict[str, Any]:
+        return {"type": ["array", "null"], "items": {"$ref": f"#/components/schemas/{ref}"}}
+
+    carrier = {"TableRight": free, "FieldProperties": free}
+    link = {
+        "ErpConnectionId": connection,
+        "CrmRecordId": record_id,
+        "CrmActorType": crm_type,
+        "ErpKey": erp_key,
+        "ErpActorType": erp_type,
+    }
+    field_value = obj(
+        {
+            "DisplayName": {"type": ["string", "null"]},
+            "CrmFieldKey": {"type": ["string", "null"]},
+            "Value": {"type": ["string", "null"]},
+            "DisplayValue": {"type": ["string", "null"]},
+            "SyncToCrm": {"type": ["boolean", "null"]},
+            "SyncToErp": {"type": ["boolean", "null"]},
+        }
+    )
+    schemas = {
+        "CreateActorLinkRequest": obj(link, list(link)),
+        "ConnectActorRequest": obj(
+            {
+                **link,
+                "FieldValues": {
+                    "type": ["array", "null"],
+                    "maxItems": 500,
+                    "items": field_value,
+                    "description": "The values chosen per CRM field: SyncToCrm writes Value "
+                    "to the CRM record, SyncToErp to the ERP fields mapped to it; only values "
+                    "that differ, each logged (JSON and XML only; ignored in form bodies). A "
+                    "CrmFieldKey the mapping lacks is 404.",
+                },
+            },
+            list(link),
+        ),
+        "BreakActorLinkRequest": obj(
+            {k: link[k] for k in ("ErpConnectionId", "CrmRecordId", "CrmActorType")},
+            ["ErpConnectionId", "CrmRecordId", "CrmActorType"],
+        ),
+        "CreateErpActorFromCrmRequest": obj(
+            {
+                "ConnectionId": connection,
+                "CrmEntityId": record_id,
+                "ErpActorType": erp_type,
+                "CrmActorType": crm_type,
+                "ErpFieldKeyValues": {
+                    "type": ["object", "null"],
+                    "propertyNames": {"maxLength": 255},
+                    "additionalProperties": {
+                        "type": ["string", "null"],
+                        "maxLength": 4000,
+                        "pattern": NO_NUL,
+                    },
+                    "description": "ERP field values on top of the CRM record's mapped ones "
+                    "(JSON and XML only; ignored in form bodies).",
+                },
+            },
+            ["ConnectionId", "CrmEntityId", "ErpActorType", "CrmActorType"],
+        ),
+        "RecordRequest": obj(
+            {"CrmActorType": crm_type, "EntityId": record_id}, ["CrmActorType", "EntityId"]
+        ),
+        "AllConnectionsRequest": obj(
+            {
+                "IncludeDeleted": {
+                    "type": ["boolean", "null"],
+                    "description": "Accepted; configured connections are never deleted.",
+                }
+            }
+        ),
+        "ConnectionRequest": obj({"ErpConnectionId": connection}, ["ErpConnectionId"]),
+        "ConnectionSummaryRequest": obj(
+            {"ErpSyncConnectionId": connection}, ["ErpSyncConnectionId"]
+        ),
+        "ActorTypeMappingRequest": obj(
+            {"ErpConnectionId": connection, "ActorType": erp_type},
+            ["ErpConnectionId", "ActorType"],
+        ),
+        "CrmActorTypeRequest": obj(
+            {"ErpConnectionId": connection, "ErpActorType": erp_type},
+            ["ErpConnectionId", "ErpActorType"],
+        ),
+        "ErpConnection": obj(
+            {
+                "ErpConnectionId": integer,
+                "ErpConnectorId": integer,
+                "DisplayName": text,
+                "DisplayDescription": text,
+                "Active": boolean,
+                "ConnectionId": {
+                    "type": ["string", "null"],
+                    "description": "A GUID derived from the connection id (stable).",
+                },
+                "MostRecentTimestamp": text,
+                "ConfigFields": {
+                    "type": ["object", "null"],
+                    "description": "Always empty: connector settings may hold credentials.",
+                },
+                "Deleted": boolean,
+                "AllAccess": {
+                    "type": ["boolean", "null"],
+                    "description": "True when no auth.users/auth.apps list leaves it out.",
+                },
+                "UserGroupAccessIds": {"type": ["array", "null"], "items": {"type": "integer"}},
+                "AssociateAccessIds": {"type": ["array", "null"], "items": {"type": "integer"}},
+                **carrier,
+                "Connector": {
+                    "type": ["string", "null"],
+                    "description": "erpsync's: the connector's entry-point name.",
+                },
+            }
+        ),
+        "FieldMetadata": obj(
+            {
+                "FieldKey": text,
+                "Rank": integer,
+                "DisplayName": text,
+                "DisplayDescription": text,
+                "FieldType": text,
+                "ListName": text,
+                "DefaultValue": text,
+                "MaxLength": integer,
+                "Access": text,
+                "ShowInSearch": boolean,
+                **carrier,
+                "Value": {
+                    "type": ["string", "null"],
+                    "description": "erpsync's: the linked actor's current value, read live.",
+                },
+            }
+        ),
+        "ErpConnectionData": obj(
+            {
+                "ErpConnectionId": integer,
+                "ConnectionName": text,
+                "Connected": boolean,
+                "ErpFields": array_of("FieldMetadata"),
+                "CrmActorType": text,
+                "ErpActorType": text,
+                "ErpActorTypes": {"type": ["array", "null"], "items": {"type": "string"}},
+                **carrier,
+                "InternalKeyId": {**integer, "description": "erpsync's: the record's key."},
+                "ErpKey": {**text, "description": "erpsync's: the linked actor's key."},
+                "LinkBroken": {
+                    "type": ["object", "null"],
+                    "description": "erpsync's: the link broken with BreakActorLink, if any.",
+                    "properties": {
+                        "ErpActorType": text,
+                        "ErpKey": text,
+                        "BrokenBy": text,
+                        "BrokenAt": {"type": ["string", "null"], "format": "date-time"},
+                    },
+                },
+                "ReadError": {
+                    **text,
+                    "description": "erpsync's: why the values could not be read.",
+                },
+            }
+        ),
+        "ErpSyncActorSummary": obj(
+            {
+                "ActorType": text,
+                "HasMappings": boolean,
+                "Defaults": text,
+                "Mappings": text,
+                **carrier,
+            }
+        ),
+        "ErpSyncConnectionSummary": obj(
+            {
+                "DisplayName": text,
+                "DisplayDescription": text,
+                "Active": boolean,
+                "Deleted": boolean,
+                "LastSync": {
+                    "type": ["string", "null"],
+                    "format": "date-time",
+                    "description": "When the latest finished task with outcomes on this "
+                    "connection finished.",
+                },
+                "Actors": array_of("ErpSyncActorSummary"),
+                **carrier,
+                "Links": {**integer, "description": "erpsync's: records linked here."},
+                "BrokenLinks": {**integer, "description": "erpsync's: links broken here."},
+                "LastTaskId": integer,
+                "LastTaskOutcomes": {
+                    "type": ["object", "null"],
+                    "additionalProperties": {"type": "integer"},
+                    "description": "erpsync's: that task's outcomes here, by status.",
+                },
+            }
+        ),
+        "ErpSyncFieldMapping": obj(
+            {
+                "ErpFieldId": integer,
+                "CrmFieldKey": text,
+                "CrmDisplayName": text,
+                "CrmDisplayTooltip": text,
+                "ErpFieldKey": text,
+                "FieldType": text,
+                "ErpDisplayName": text,
+                "ErpDisplayTooltip": text,
+                "SyncToCrm": boolean,
+                "SyncToErp": boolean,
+                "ShowInGui": boolean,
+                "ShowInSearch": boolean,
+                "AlreadyMapped": boolean,
+                "MissingInERP": boolean,
+                "MissingInCRM": boolean,
+                "Access": text,
+                "ListReference": text,
+                **carrier,
+            }
+        ),
+        "ErpSyncActorTypeMapping": obj(
+            {
+                "ErpConnectionId": integer,
+                "IsActive": boolean,
+                "FieldMappings": array_of("ErpSyncFieldMapping"),
+                "ActorTypeErp": text,
+                "ActorTypeCrm": text,
+                **carrier,
+                "CreateMissing": {**boolean, "description": "erpsync's: create_missing."},
+            }
+        ),
+    }
+    # The demo's ids (erpsync demo seed): company 1 is C00001 on ERP 1 and 10001 on ERP 2.
+    link_example = {
+        "ErpConnectionId": 1,
+        "CrmRecordId": 1,
+        "CrmActorType": "Contact",
+        "ErpKey": "C00001",
+        "ErpActorType": "Customer",
+    }
+    examples = {
+        "CreateActorLinkRequest": link_example,
+        "ConnectActorRequest": {
+            **link_example,
+            "FieldValues": [
+                {
+                    "DisplayName": "Name",
+                    "CrmFieldKey": "name",
+                    "Value": "Acme",
+                    "DisplayValue": "Acme",
+                    "SyncToCrm": False,
+                    "SyncToErp": True,
+                }
+            ],
+        },
+        "BreakActorLinkRequest": {
+            "ErpConnectionId": 2,
+            "CrmRecordId": 1,
+            "CrmActorType": "Contact",
+        },
+        "CreateErpActorFromCrmRequest": {
+            "ConnectionId": 2,
+            "CrmEntityId": 1,
+            "ErpActorType": "Customer",
+            "CrmActorType": "Contact",
+            "ErpFieldKeyValues": {"town": "Oslo"},
+        },
+        "RecordRequest": {"CrmActorType": "Contact", "EntityId": 1},
+        "AllConnectionsRequest": {"IncludeDeleted": False},
+        "ConnectionRequest": {"ErpConnectionId": 1},
+        "ConnectionSummaryRequest": {"ErpSyncConnectionId": 1},
+        "ActorTypeMappingRequest": {"ErpConnectionId": 1, "ActorType": "Customer"},
+        "CrmActorTypeRequest": {"ErpConnectionId": 1, "ErpActorType": "Customer"},
+    }
+    for name, example in examples.items():
+        schemas[name]["example"] = example
+    doc["components"]["schemas"].update(schemas)
+    unknown = _error("The connection (or the mapping of the actor types) is not configured.")
+    conflict = _error(
+        "ConflictException: the record is already linked to another actor on that connection, "
+        "or the actor to another record (the message names the link in the way)."
+    )
+
+    def returns(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+        return {"description": description, "content": _content(schema)}
+
+    def operation(summary: str, body: str, responses: dict[str, Any]) -> dict[str, Any]:
+        made = _agent(summary, body, {"404": unknown, **responses}, tag="ErpSync")
+        made["post"]["requestBody"]["required"] = True
+        return made
+
+    true_false = {"type": "boolean"}
+    paths = {
+        "CreateActorLink": operation(
+            "CreateActorLink: link a CRM record to an ERP actor",
+            "CreateActorLinkRequest",
+            {
+                "200": returns("true: linked (also when it already was).", true_false),
+                "409": conflict,
+            },
+        ),
+        "ConnectActor": operation(
+            "ConnectActor: link like CreateActorLink and apply the chosen values",
+            "ConnectActorRequest",
+            {
+                "204": {"description": "Linked, and the chosen values applied."},
+                "409": conflict,
+                "503": _error("A system is unavailable: linked, values not applied; retry."),
+            },
+        ),
+        "BreakActorLink": operation(
+            "BreakActorLink: unlink; the record stays out of that connection's syncs until "
+            "linked again",
+            "BreakActorLinkRequest",
+            {"200": returns("true: broken; false: there was no link.", true_false)},
+        ),
+        "CreateErpActorFromCrm": operation(
+            "CreateErpActorFromCrm: create the ERP actor from the CRM record and link it",
+            "CreateErpActorFromCrmRequest",
+            {
+                "200": returns("true: created and linked.", true_false),
+                "409": conflict,
+                "503": _error("The connection is unavailable; retry later (Retry-After)."),
+            },
+        ),
+        "GetConnectionsAndDisplayFields": operation(
+            "GetConnectionsAndDisplayFields: the record's link on each connection, with the "
+            "linked actor's mapped fields",
+            "RecordRequest",
+            {
+                "200": returns(
+                    "One per connection mapping the CRM type.", array_of("ErpConnectionData")
+                )
+            },
+        ),
+        "GetAllConnections": operation(
+            "GetAllConnections: the configured ERP connections the caller may touch",
+            "AllConnectionsRequest",
+            {"200": returns("The connections.", array_of("ErpConnection"))},
+        ),
+        "GetConnection": operation(
+            "GetConnection: one configured connection",
+            "ConnectionRequest",
+            {"200": returns("The connection.", nullable("ErpConnection"))},
+        ),
+        "GetErpSyncConnectionSummary": operation(
+            "GetErpSyncConnectionSummary: actor types, last sync and link counts",
+            "ConnectionSummaryRequest",
+            {"200": returns("The summary.", nullable("ErpSyncConnectionSummary"))},
+        ),
+        "GetActorTypeMapping": operation(
+            "GetActorTypeMapping: the field mapping of one ERP actor type",
+            "ActorTypeMappingRequest",
+            {"200": returns("The mapping.", nullable("ErpSyncActorTypeMapping"))},
+        ),
+        "GetCrmActorType": operation(
+            "GetCrmActorType: the CRM actor type an ERP actor type maps to",
+            "CrmActorTypeRequest",
+            {"200": returns("The CrmActorType name.", {"type": "string"})},
+        ),
+    }
+    for name, item in paths.items():
+        doc["paths"][f"/api/v1/Agents/ErpSync/{name}"] = item
 
 
 def _batch_task_info_schema() -> dict[str, Any]:

@@ -94,26 +94,30 @@ def project(data: Any, paths: list[list[str]]) -> Any:
     return out
 
 
-def to_xml(data: Any, root: str, item: str = "item") -> bytes:
+def to_xml(
+    data: Any, root: str, item: str = "item", items: Mapping[str, str] | None = None
+) -> bytes:
     """Render in the DataContract style: ``i:nil`` for nulls, arrays as repeated elements
-    (``item`` for objects, ``int``/``string``/``boolean`` for scalars)."""
+    (``item`` for objects, or ``items[property]`` for the objects of a nested array property;
+    ``int``/``string``/``boolean`` for scalars)."""
     element = ET.Element(root, {"xmlns:i": XSI})
-    _fill(element, data, item)
+    _fill(element, data, item, items or {})
     rendered: bytes = ET.tostring(element, encoding="utf-8", xml_declaration=True)
     return rendered
 
 
-def _fill(element: ET.Element, value: Any, item: str) -> None:
+def _fill(element: ET.Element, value: Any, item: str, items: Mapping[str, str]) -> None:
     if value is None:
         element.set("i:nil", "true")
     elif isinstance(value, bool):
         element.text = "true" if value else "false"
     elif isinstance(value, dict):
         for key, child in value.items():
-            _fill(ET.SubElement(element, str(key)), child, item)
+            name = str(key)
+            _fill(ET.SubElement(element, name), child, items.get(name, item), items)
     elif isinstance(value, list | tuple):
         for child in value:
-            _fill(ET.SubElement(element, _item_name(child, item)), child, item)
+            _fill(ET.SubElement(element, _item_name(child, item)), child, item, items)
     else:
         element.text = str(value)
 
@@ -134,14 +138,15 @@ def respond(
     *,
     root: str,
     item: str = "item",
+    items: Mapping[str, str] | None = None,
     status: int = 200,
     headers: Mapping[str, str] | None = None,
 ) -> web.Response:
-    """JSON (default) or XML when the client prefers it."""
+    """JSON (default) or XML when the client prefers it (``items``: see :func:`to_xml`)."""
     if prefers_xml(request):
         return web.Response(
             status=status,
-            body=to_xml(data, root, item),
+            body=to_xml(data, root, item, items),
             content_type="application/xml",
             charset="utf-8",
             headers=headers,

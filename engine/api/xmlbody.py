@@ -32,12 +32,20 @@ def _is_nil(element: ET.Element) -> bool:
 
 
 def xml_arguments(
-    body: bytes, list_properties: Collection[str], properties: Collection[str]
+    body: bytes,
+    list_properties: Collection[str],
+    properties: Collection[str],
+    *,
+    objects: Collection[str] = (),
+    maps: Collection[str] = (),
 ) -> dict[str, Any]:
     """The root element's children as arguments; array properties from their child elements.
 
-    Other names are ignored, like any unknown property; one of ``properties`` given twice is
-    refused.
+    ``objects``: arrays of flat objects (``<FieldValues><ErpSyncFieldValue><Value>…``), each a
+    dict keyed by lower-cased name; ``maps``: string dictionaries, as DataContract writes them
+    (``<a:KeyValueOfstringstring><a:Key>k</a:Key><a:Value>v</a:Value>``) or one element per
+    key (``<k>v</k>``). Other names are ignored, like any unknown property; one of
+    ``properties`` given twice is refused.
     """
     try:
         root = fromstring(body, forbid_dtd=True, forbid_entities=True, forbid_external=True)
@@ -58,9 +66,19 @@ def xml_arguments(
                 items = args[name] = []
             items.extend(_items(child, name))
             continue
+        if name in objects and not _is_nil(child):
+            # Wrapped items (<FieldValues><ErpSyncFieldValue>…) or the element repeated, one
+            # per item (<FieldValues><Value>…</FieldValues><FieldValues>…), as for lists.
+            found = args.get(name)
+            if not isinstance(found, list):
+                found = args[name] = []
+            found.extend(_objects(child))
+            continue
         if name in args:
             raise ApiError(400, f"{_local(child.tag)} is given more than once")
-        if _is_nil(child):
+        if name in maps and not _is_nil(child):
+            args[name] = _map(child)
+        elif _is_nil(child):
             args[name] = None
         elif len(child):
             raise ApiError(400, f"{_local(child.tag)} must be a simple value, not nested elements")
@@ -83,3 +101,41 @@ def _scalar(element: ET.Element, parent: str) -> str | None:
     if _is_nil(element):
         return None
     return (element.text or "").strip()
+
+
+def _objects(element: ET.Element) -> list[dict[str, Any]]:
+    """An array of flat objects: each child element's children by lower-cased name; or, when
+    the children are simple values, the element itself is one object."""
+    children = [c for c in element if _local(c.tag)]
+    if children and not any(len(c) for c in children):
+        return [{_local(c.tag).lower(): _scalar(c, _local(element.tag)) for c in children}]
+    items: list[dict[str, Any]] = []
+    for item in element:
+        if not _local(item.tag):
+            continue
+        fields: dict[str, Any] = {}
+        for child in item:
+            name = _local(child.tag)
+            if name:
+                fields[name.lower()] = _scalar(child, _local(item.tag))
+        items.append(fields)
+    return items
+
+
+def _map(element: ET.Element) -> dict[str, Any]:
+    """A string dictionary: DataContract's key/value pairs, or an element per key."""
+    pairs: dict[str, Any] = {}
+    for item in element:
+        name = _local(item.tag)
+        if not name:
+            continue
+        if name.lower().startswith("keyvalueof"):
+            parts = {_local(c.tag).lower(): c for c in item if _local(c.tag)}
+            if "key" not in parts:
+                raise ApiError(400, f"{_local(element.tag)} pairs need a Key element")
+            key = _scalar(parts["key"], _local(element.tag)) or ""
+            value = parts.get("value")
+            pairs[key] = None if value is None else _scalar(value, _local(element.tag))
+        else:
+            pairs[name] = _scalar(item, _local(element.tag))
+    return pairs

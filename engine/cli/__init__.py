@@ -4,7 +4,7 @@
 (:mod:`.setup`), ``demo`` (:mod:`.demo`), ``dlq`` (:mod:`.dlq`), ``connectors``
 (:mod:`.connectors`), ``keys`` (the key registry's import and export, :mod:`.keys`),
 ``services`` (development PostgreSQL/RabbitMQ, :mod:`.services`), the operator commands
-``resync``, ``tasks`` and ``synclog`` (over the HTTP API, :mod:`.client`), and
+``resync``, ``tasks``, ``synclog`` and ``links`` (over the HTTP API, :mod:`.client`), and
 ``config-reference`` (:mod:`.config_reference`). Errors are
 :class:`~engine.cli.common.CliError` with the exit codes of :mod:`.common`.
 """
@@ -19,6 +19,7 @@ from engine.cli import (
     demo,
     dlq,
     keys,
+    links,
     resync,
     serve,
     services,
@@ -48,6 +49,7 @@ for command in (
     dlq.dlq,
     resync.resync,
     tasks.tasks,
+    links.links,
     synclog.synclog,
     config_reference.config_reference,
 ):

@@ -27,7 +27,8 @@ from engine.messaging.publishing import ChunkPublisher
 from engine.observability.metrics import Metrics
 from engine.store import Connection, intents, recovery, results, tasks
 from engine.store import keys as keys_store
-from engine.store.results import FieldChange
+from engine.store import links as links_store
+from engine.store.results import FieldChange, Outcome
 from engine.sync.bookkeeping import (
     Restriction,
     delayed_retries,
@@ -121,7 +122,11 @@ class ChunkRunner:
                 self.metrics.chunk_committed(result.outcomes)
                 return units
             # Stage 1 needs the source's links, a unit its target's.
-            keys, links = await keys_store.load(conn, ids, source if target is None else target)
+            broken: set[int] = set()
+            if target is None:
+                keys, links = await keys_store.load(conn, ids, source)
+            else:  # a link broken on purpose keeps the record off that target (no create either)
+                keys, links, broken = await links_store.load_for_target(conn, ids, target)
             run_intents = Intents(
                 self._intent_recorder(command), await intents.unsettled(conn, command.task_id, ids)
             )
@@ -132,7 +137,13 @@ class ChunkRunner:
             )
         else:
             result = await self.push_stage.run(
-                target, keys, links, attempt=attempt, intents=run_intents, no_blank_values=no_blank
+                target,
+                keys,
+                links,
+                attempt=attempt,
+                intents=run_intents,
+                no_blank_values=no_blank,
+                broken=broken,
             )
         units = await self._commit(command, source, len(keys), result, only=only)
         self.metrics.chunk_committed(result.outcomes)
@@ -218,6 +229,7 @@ class ChunkRunner:
             worker = self.presence.worker
             if not await tasks.mark_chunk_done(conn, command.task_id, command.chunk_no, worker):
                 raise _AlreadyCommitted
+            await link_created(conn, result, self.connections.names())
             await results.write(conn, command.task_id, result.outcomes, result.changes)
             # Records with a final outcome: their applied intents are logged, the rest not written.
             await intents.settle(
@@ -243,21 +255,6 @@ class ChunkRunner:
                 await keys_store.touch_internal_keys(
                     conn, result.crm_written, f"task {command.task_id}"
                 )
-            for link in result.new_links:
-                link_id = await keys_store.add_link(
-                    conn,
-                    link.internal_key_id,
-                    link.connection_id,
-                    link.erp_actor_type,
-                    link.erp_key,
-                    link.last_modified,
-                )
-                if link_id is None:
-                    log.warning(
-                        "created actor could not be linked (already linked)",
-                        internal_key=link.internal_key_id,
-                        connection=link.connection_id,
-                    )
             log.info(
                 "chunk committed",
                 records=result.records,
@@ -285,6 +282,50 @@ class ChunkRunner:
         state, response = await tasks.finish(conn, row, detail, self.connections.names())
         await intents.settle_task(conn, task_id)
         log.info("task finished", state=state, response=response)
+
+
+async def link_created(conn: Connection, result: ChunkResult, names: dict[int, str]) -> None:
+    """Link the actors the run created; one that cannot be linked fails its record.
+
+    The registry refuses a link when the record got another actor on that connection meanwhile
+    (a link request, or another task's create) or the connector answered with an actor already
+    linked to another record. The actor exists in the ERP all the same, so its writes stay in
+    the sync log; the record's outcome says what to clean up instead of "created".
+    """
+    for new in result.new_links:
+        made = await links_store.link(
+            conn,
+            new.internal_key_id,
+            new.connection_id,
+            new.erp_actor_type,
+            new.erp_key,
+            new.last_modified,
+        )
+        if made.conflict is None:
+            continue
+        other = made.conflict
+        where = names.get(new.connection_id, f"connection {new.connection_id}")
+        if made.rule == "record":
+            why = f"the record was linked to {other.erp_actor_type} {other.erp_key!r} meanwhile"
+        else:
+            why = f"that actor is linked to internal key {other.internal_key_id}"
+        error = (
+            f"created {new.erp_actor_type} {new.erp_key!r} on {where} but could not link it: "
+            f"{why}; remove the duplicate actor there"
+        )
+        log.warning(
+            "created actor could not be linked",
+            internal_key=new.internal_key_id,
+            connection=new.connection_id,
+            rule=made.rule,
+        )
+        result.outcomes = [
+            Outcome(o.internal_key_id, o.connection_id, "failed", o.changed_fields, error)
+            if (o.internal_key_id, o.connection_id, o.status)
+            == (new.internal_key_id, new.connection_id, "created")
+            else o
+            for o in result.outcomes
+        ]
 
 
 async def publish_units(

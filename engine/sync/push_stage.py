@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 import structlog
@@ -62,13 +62,28 @@ class PushStage(Stage):
         attempt: int = 0,
         intents: Intents | None = None,
         no_blank_values: bool = False,
+        broken: Collection[int] = (),
     ) -> ChunkResult:
-        """Push the CRM values of ``keys`` to ``target_id`` (``links``: the target's).
+        """Push the CRM values of ``keys`` to ``target_id`` (``links``: the target's;
+        ``broken``: keys whose link to the target was broken on purpose, left alone).
 
         ``no_blank_values``: a blank CRM value never overwrites a non-blank target value."""
         result = ChunkResult(attempt, target_id)
-        records = await load_crm(self.connections, records_of(keys, links), result)
         target = self.connections.get(target_id)
+        if broken:
+            for key in keys:
+                if key.id in broken:
+                    result.outcomes.append(
+                        Outcome(
+                            key.id,
+                            target_id,
+                            "not_linked",
+                            error=f"link to {target.settings.name} was broken (BreakActorLink); "
+                            "link it again to sync it there",
+                        )
+                    )
+            keys = [k for k in keys if k.id not in broken]
+        records = await load_crm(self.connections, records_of(keys, links), result)
         pushed = ChunkResult(attempt, target_id)
         result.merge(
             await self._push(target, records, pushed, intents or Intents(), no_blank_values)

@@ -15,6 +15,7 @@ HERE = Path(__file__).parent
 FILES = {
     "index.html": "text/html",
     "app.js": "text/javascript",
+    "links.js": "text/javascript",
     "style.css": "text/css",
 }
 HEADERS = {

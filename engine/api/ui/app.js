@@ -80,7 +80,7 @@ function clearActionResults() {
 
 // "none": only the error banner (e.g. an unknown task id), never a stale page beneath it.
 function show(view) {
-  for (const id of ["login-view", "tasks-view", "task-view", "connections-view"]) {
+  for (const id of ["login-view", "tasks-view", "task-view", "connections-view", "links-view"]) {
     $(id).hidden = id !== view;
   }
   const loggedIn = view !== "login-view";
@@ -251,6 +251,7 @@ async function route() {
   const m = hash.match(/^#\/tasks\/(\d+)$/);
   if (m) { view = "task-view"; render = () => renderTask(Number(m[1])); }
   else if (hash === "#/connections") { view = "connections-view"; render = renderConnections; }
+  else if (linksTarget(hash)) { view = "links-view"; render = () => renderLinks(linksTarget(hash)); }
   else { view = "tasks-view"; render = renderTasks; }
   try {
     if (!connections.length) { await renderConnections(); fillSources(); }
@@ -372,6 +373,7 @@ $("task-retry").addEventListener("click", async () => {
   }
 });
 
+$("links-form").addEventListener("submit", linksSubmit);
 $("state-filter").addEventListener("change", route);
 $("tasks").addEventListener("click", (ev) => {
   const row = ev.target.closest("tr[data-task-id]");

@@ -50,6 +50,7 @@ async def fuzzed_door(
         yield service
 
 
+@pytest.mark.timeout(TIME_LIMIT + 30)
 async def test_schemathesis_finds_nothing_in_the_served_document(
     fuzzed_door: Service, tmp_path: Path
 ) -> None:

@@ -1,0 +1,174 @@
+"""Single actors for the front door's link endpoints: read one, create one from a CRM record.
+
+The front door never calls a connector; it is handed an :class:`ActorDesk` (engine/app.py),
+which calls through the connection's gate like every resync does: same concurrency limit,
+breaker, timeout and retries. In a process that runs the engine the desk shares the engine's
+open connections; an API-only process opens a connection the first time a request needs it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import TypeVar
+
+import structlog
+
+import connectors as sdk
+from engine.mapping import values as mp
+from engine.observability.metrics import Metrics
+from engine.settings import Settings
+from engine.sync.connections import CallFailed, ConnectionHandle, Connections, open_connector
+
+log = structlog.get_logger(__name__)
+
+R = TypeVar("R")
+
+_ERRORS: dict[str, type[sdk.ConnectorError]] = {
+    "transient": sdk.TransientError,
+    "configuration": sdk.ConfigurationError,
+}
+
+
+class ActorDesk:
+    """Reads and creates single actors through the connection gates.
+
+    Failures are raised as the SDK's :class:`connectors.ConnectorError` of the call's kind
+    (transient, permanent, configuration), with the connection's name in the message.
+    """
+
+    def __init__(
+        self, settings: Settings, metrics: Metrics, connections: Connections | None = None
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self._shared = connections
+        self._opened: dict[int, ConnectionHandle] = {}
+        self._lock = asyncio.Lock()
+
+    async def _handle(self, connection_id: int) -> ConnectionHandle:
+        if self._shared is not None:
+            return self._shared.get(connection_id)
+        handle = self._opened.get(connection_id)
+        if handle is not None:
+            return handle
+        async with self._lock:  # one opening per connection, however many requests wait
+            handle = self._opened.get(connection_id)
+            if handle is None:
+                conn = self.settings.connection(connection_id)
+                if conn is None:
+                    raise sdk.PermanentError(f"connection {connection_id} is not configured")
+                try:
+                    connector = await open_connector(
+                        conn,
+                        self.settings.database.url.get_secret_value(),
+                        log.bind(connection=conn.id),
+                    )
+                except sdk.ConnectorError:
+                    raise
+                except Exception as exc:  # not loadable or misconfigured: say which, not 500
+                    log.warning("connection could not be opened", connection=conn.id)
+                    raise sdk.ConfigurationError(
+                        f"{conn.name}: could not be opened ({type(exc).__name__})"
+                    ) from exc
+                handle = ConnectionHandle.build(conn, connector, self.metrics)
+                self._opened[connection_id] = handle
+        return handle
+
+    async def _call(
+        self, handle: ConnectionHandle, operation: Callable[[object], Awaitable[R]], request: object
+    ) -> R:
+        try:
+            return await handle.call(operation, request)
+        except CallFailed as exc:
+            error = _ERRORS.get(exc.kind, sdk.PermanentError)
+            raise error(exc.message, retry_after=exc.retry_after or None) from None
+
+    async def read(
+        self, connection_id: int, actor_type: str, key: str, fields: Sequence[str]
+    ) -> sdk.Actor | None:
+        """The actor's ``fields`` (every field when empty); None when it does not exist."""
+        handle = await self._handle(connection_id)
+        found = await self._call(
+            handle,
+            handle.connector.get_actors,
+            sdk.GetActorsInput(actor_type, [key], list(fields) or None),
+        )
+        return next((a for a in found.actors if a.key == key), None)
+
+    async def write(
+        self, connection_id: int, actor_type: str, key: str, values: Mapping[str, sdk.FieldValue]
+    ) -> dict[str, tuple[sdk.FieldValue, sdk.FieldValue]] | None:
+        """Set ``values`` on the actor, writing only those that differ; returns them
+        (field -> (old, new)), or None when the actor does not exist."""
+        handle = await self._handle(connection_id)
+        found = await self._call(
+            handle,
+            handle.connector.get_actors,
+            sdk.GetActorsInput(actor_type, [key], sorted(values)),
+        )
+        actor = next((a for a in found.actors if a.key == key), None)
+        if actor is None:
+            return None
+        changed = mp.diff(actor.fields, values)
+        if not changed:
+            return {}
+        changes = {f: new for f, (_, new) in changed.items()}
+        saved = await self._call(
+            handle,
+            handle.connector.save_actors,
+            sdk.SaveActorsInput(actor_type, [sdk.Actor(actor_type, key, changes)]),
+        )
+        if all(a.key != key for a in saved.saved):
+            failure = next((f for f in saved.failures if f.key == key), None)
+            reason = "not saved by the connector" if failure is None else failure.message
+            error = sdk.TransientError if failure and failure.kind == "transient" else None
+            raise (error or sdk.PermanentError)(f"{handle.settings.name}: {reason}")
+        return changed
+
+    async def create_from_crm(
+        self,
+        connection_id: int,
+        crm_actor_type: str,
+        crm_record_id: str,
+        erp_actor_type: str,
+        values: Mapping[str, str],
+        idempotency_key: str,
+    ) -> sdk.Actor | None:
+        """Create an actor on the connection from the CRM record's mapped values, ``values``
+        (ERP field -> value) on top; None when the CRM record does not exist.
+
+        Raises :class:`connectors.PermanentError` when the connection has no mapping of
+        ``erp_actor_type`` to ``crm_actor_type``.
+        """
+        conn = self.settings.connection(connection_id)
+        mapping = None if conn is None else conn.mapping_for(erp_actor_type)
+        if conn is None or mapping is None or mapping.crm != crm_actor_type:
+            raise sdk.PermanentError(
+                f"connection {connection_id} maps no {erp_actor_type} to {crm_actor_type}"
+            )
+        crm = await self._handle(0)
+        fields = sorted({m.crm for m in mapping.fields.values()})
+        found = await self._call(
+            crm,
+            crm.connector.get_actors,
+            sdk.GetActorsInput(crm_actor_type, [crm_record_id], fields),
+        )
+        record = next((a for a in found.actors if a.key == crm_record_id), None)
+        if record is None:
+            return None
+        desired: dict[str, sdk.FieldValue] = dict(mp.erp_values_from_crm(mapping, record.fields))
+        desired.update(values)
+        target = await self._handle(connection_id)
+        created = await self._call(
+            target,
+            target.connector.create_actor,
+            sdk.CreateActorInput(sdk.Actor(erp_actor_type, "", desired), idempotency_key),
+        )
+        actor: sdk.Actor = created.actor
+        return actor
+
+    async def close(self) -> None:
+        """Close the connections this desk opened (shared ones belong to the engine)."""
+        opened, self._opened = self._opened, {}
+        await Connections(opened).close()
