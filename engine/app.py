@@ -47,6 +47,7 @@ from engine.store.pool import create_pool
 from engine.store.task_batch import TaskBatcher
 from engine.sync.chunks import ChunkRunner
 from engine.sync.connections import Connections
+from engine.sync.incremental import IncrementalRun, Scheduler
 from engine.sync.liveness import Presence
 from engine.sync.planner import Planner
 from engine.sync.sweeper import Sweeper
@@ -185,6 +186,14 @@ async def _engine(app: web.Application) -> AsyncIterator[None]:
         metrics=app_metrics,
     )
     sweeper = Sweeper(settings, pool, publisher, presence.worker)
+    scheduler = (
+        Scheduler(
+            IncrementalRun(settings, pool, connections, publisher, presence.worker, app_metrics),
+            app_metrics,
+        )
+        if settings.sync.enabled
+        else None
+    )
 
     async def on_command(delivery: Delivery) -> None:
         try:
@@ -214,8 +223,12 @@ async def _engine(app: web.Application) -> AsyncIterator[None]:
         await consumer.start()
         app[CONSUMER] = consumer
         sweeper.start()
+        if scheduler is not None:
+            await scheduler.start()
         yield
     finally:
+        if scheduler is not None:
+            await scheduler.stop()
         await sweeper.stop()
         await consumer.stop(settings.worker.drain_timeout)
         await close_quietly(connection.close())

@@ -39,7 +39,7 @@ SHORT_ENV = {
     "ERPSYNC_LOG_LEVEL": ("logging", "level"),
     "ERPSYNC_LOG_FORMAT": ("logging", "format"),
 }
-SECTIONS = ("server", "database", "broker", "engine", "worker", "logging")
+SECTIONS = ("server", "database", "broker", "engine", "worker", "logging", "sync")
 
 
 def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> dict[str, str]:

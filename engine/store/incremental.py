@@ -221,7 +221,8 @@ async def take_full_request(conn: Connection, connection_id: int) -> bool:
     return bool(full)
 
 
-async def watermark(conn: Executor, connection_id: int, actor_type: str) -> Watermark:
+async def watermark(conn: Executor, connection_id: int, actor_type: str) -> Watermark | None:
+    """The stored watermark; None when this actor type was never read."""
     row = await conn.fetchrow(
         """
         SELECT since, seen_keys FROM sync_watermarks WHERE connection_id = $1 AND actor_type = $2
@@ -229,7 +230,7 @@ async def watermark(conn: Executor, connection_id: int, actor_type: str) -> Wate
         connection_id,
         actor_type,
     )
-    return Watermark(None) if row is None else Watermark(row[0], tuple(row[1]))
+    return None if row is None else Watermark(row[0], tuple(row[1]))
 
 
 async def move_watermark(
@@ -290,7 +291,8 @@ async def crm_values(conn: Executor, ids: Sequence[int]) -> dict[int, dict[str, 
         "SELECT internal_key_id, vals FROM sync_crm_values WHERE internal_key_id = ANY($1)",
         list(ids),
     )
-    return {r[0]: json.loads(r[1]) for r in rows}
+    # The service's pool decodes jsonb itself; a bare connection returns the text.
+    return {r[0]: json.loads(r[1]) if isinstance(r[1], str) else r[1] for r in rows}
 
 
 async def set_crm_values(conn: Executor, values: Mapping[int, Mapping[str, Any]]) -> None:
@@ -337,3 +339,14 @@ async def connections_status(conn: Executor) -> list[asyncpg.Record]:
         GROUP BY s.connection_id ORDER BY s.connection_id
         """
     )
+
+
+async def lag_by_connection(conn: Executor) -> dict[int, float]:
+    """Seconds since each connection's last complete read (connections never read: absent)."""
+    rows = await conn.fetch(
+        """
+        SELECT connection_id, extract(epoch FROM now() - caught_up_at)::float8
+        FROM sync_connections WHERE caught_up_at IS NOT NULL
+        """
+    )
+    return {r[0]: float(r[1]) for r in rows}

@@ -24,6 +24,7 @@ from engine.messaging.commands import ChunkCommand
 from engine.messaging.publishing import ChunkPublisher
 from engine.observability.metrics import Metrics
 from engine.store import Connection, intents, recovery, results, tasks
+from engine.store import incremental as incremental_store
 from engine.store import keys as keys_store
 from engine.store.results import FieldChange
 from engine.sync.bookkeeping import delayed_retries, push_units, work_done
@@ -219,6 +220,7 @@ class ChunkRunner:
             connections = 1 + len(targets)
             row = await tasks.add_counts(conn, command.task_id, counts, connections)
             await keys_store.touch_links(conn, result.touches)
+            await incremental_store.set_crm_values(conn, result.crm_synced)
             if result.crm_written:
                 await keys_store.touch_internal_keys(
                     conn, result.crm_written, f"task {command.task_id}"

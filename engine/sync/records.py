@@ -62,6 +62,9 @@ class ChunkResult:
     touches: list[LinkTouch] = field(default_factory=list)
     new_links: list[NewLink] = field(default_factory=list)
     crm_written: list[int] = field(default_factory=list)
+    crm_synced: dict[int, dict[str, sdk.FieldValue]] = field(default_factory=dict)
+    """CRM values of the records this run wrote into the CRM, as written (the incremental
+    sync's echo check and conflict baseline)."""
     forward: list[int] = field(default_factory=list)
     records: int = 0
 
@@ -88,6 +91,7 @@ class ChunkResult:
         self.changes += other.changes
         self.touches += other.touches
         self.new_links += other.new_links
+        self.crm_synced.update(other.crm_synced)
 
 
 @dataclass

@@ -152,6 +152,7 @@ class SourceStage(Stage):
             result.changes += applied
             if applied:
                 result.crm_written.append(record.key.id)
+                result.crm_synced[record.key.id] = dict(record.crm)
             ready.append(record)
         if not to_save:
             return ready
@@ -184,6 +185,7 @@ class SourceStage(Stage):
             count = len(changed) + len(applied)
             result.outcomes.append(Outcome(record.key.id, 0, "updated", count))
             result.crm_written.append(record.key.id)
+            result.crm_synced[record.key.id] = dict(record.crm)
             ready.append(record)
         return ready
 
