@@ -184,6 +184,7 @@ async def _engine(app: web.Application) -> AsyncIterator[None]:
         # An unconfirmed unit publish (crash, broker away) is repaired by the sweeper after this.
         unit_publish_grace=2 * settings.broker.publish_timeout + settings.engine.sweep_interval,
         metrics=app_metrics,
+        track_baselines=settings.sync.enabled,
     )
     sweeper = Sweeper(settings, pool, publisher, presence.worker)
     scheduler = (

@@ -350,3 +350,45 @@ async def lag_by_connection(conn: Executor) -> dict[int, float]:
         """
     )
     return {r[0]: float(r[1]) for r in rows}
+
+
+async def is_sync_task(conn: Executor, task_id: int) -> bool:
+    return bool(
+        await conn.fetchval(
+            "SELECT name = $2 FROM batch_tasks WHERE id = $1", task_id, SYNC_TASK_NAME
+        )
+    )
+
+
+async def baselines(
+    conn: Executor, connection_id: int, ids: Sequence[int]
+) -> dict[int, dict[str, Any]]:
+    """The values the CRM and this connection last agreed on, by internal key."""
+    rows = await conn.fetch(
+        """
+        SELECT internal_key_id, vals FROM sync_baseline
+        WHERE connection_id = $1 AND internal_key_id = ANY($2::bigint[])
+        """,
+        connection_id,
+        list(ids),
+    )
+    return {r[0]: json.loads(r[1]) if isinstance(r[1], str) else r[1] for r in rows}
+
+
+async def set_baselines(
+    conn: Executor, values: Mapping[tuple[int, int], Mapping[str, Any]]
+) -> None:
+    """Merge agreed values into the baselines, by (connection, internal key)."""
+    if not values:
+        return
+    await conn.execute(
+        """
+        INSERT INTO sync_baseline (connection_id, internal_key_id, vals)
+        SELECT c, k, v::jsonb FROM unnest($1::int[], $2::bigint[], $3::text[]) AS t(c, k, v)
+        ON CONFLICT (connection_id, internal_key_id) DO UPDATE
+        SET vals = sync_baseline.vals || EXCLUDED.vals
+        """,
+        [c for c, _ in values],
+        [k for _, k in values],
+        [json.dumps(dict(v), default=str) for v in values.values()],
+    )

@@ -31,7 +31,7 @@ from engine.sync.bookkeeping import delayed_retries, push_units, work_done
 from engine.sync.connections import Connections
 from engine.sync.liveness import Presence
 from engine.sync.push_stage import PushStage
-from engine.sync.records import ChunkResult, Intents
+from engine.sync.records import ChunkResult, Intents, SyncContext
 from engine.sync.source_stage import SourceStage
 
 log = structlog.get_logger(__name__)
@@ -53,9 +53,13 @@ class ChunkRunner:
         *,
         unit_publish_grace: float = 30.0,
         metrics: Metrics | None = None,
+        track_baselines: bool = False,
     ) -> None:
         """``unit_publish_grace``: seconds after its commit before the sweeper publishes a unit
-        whose publish was not confirmed (a crash or a broker refusal after the commit)."""
+        whose publish was not confirmed (a crash or a broker refusal after the commit).
+        ``track_baselines``: the continuous sync is enabled: keep the values each connection
+        and the CRM agree on, and settle ``Sync`` tasks' conflicts by the mapping's rules."""
+        self.track_baselines = track_baselines
         self.pool = pool
         self.connections = connections
         self.source_stage = SourceStage(connections)
@@ -112,17 +116,27 @@ class ChunkRunner:
             run_intents = Intents(
                 self._intent_recorder(command), await intents.unsettled(conn, command.task_id, ids)
             )
+            sync = await self._sync_context(conn, command.task_id, target or source, ids)
         if target is None:
             result = await self.source_stage.run(
-                source, keys, links, attempt=attempt, intents=run_intents
+                source, keys, links, attempt=attempt, intents=run_intents, sync=sync
             )
         else:
             result = await self.push_stage.run(
-                target, keys, links, attempt=attempt, intents=run_intents
+                target, keys, links, attempt=attempt, intents=run_intents, sync=sync
             )
         units = await self._commit(command, source, len(keys), result)
         self.metrics.chunk_committed(result.outcomes)
         return units
+
+    async def _sync_context(
+        self, conn: Connection, task_id: int, connection_id: int, ids: Sequence[int]
+    ) -> SyncContext | None:
+        if not self.track_baselines:
+            return None
+        if not await incremental_store.is_sync_task(conn, task_id):
+            return SyncContext()  # a force resync: its source wins; only the baselines move
+        return SyncContext(True, await incremental_store.baselines(conn, connection_id, ids))
 
     def _intent_recorder(
         self, command: ChunkCommand
@@ -221,6 +235,7 @@ class ChunkRunner:
             row = await tasks.add_counts(conn, command.task_id, counts, connections)
             await keys_store.touch_links(conn, result.touches)
             await incremental_store.set_crm_values(conn, result.crm_synced)
+            await incremental_store.set_baselines(conn, result.baselines)
             if result.crm_written:
                 await keys_store.touch_internal_keys(
                     conn, result.crm_written, f"task {command.task_id}"

@@ -27,6 +27,7 @@ from engine.sync.records import (
     NewLink,
     Record,
     Stage,
+    SyncContext,
     batches,
     fail,
     load_crm,
@@ -56,13 +57,14 @@ class PushStage(Stage):
         links: Links,
         attempt: int = 0,
         intents: Intents | None = None,
+        sync: SyncContext | None = None,
     ) -> ChunkResult:
         """Push the CRM values of ``keys`` to ``target_id`` (``links``: the target's)."""
         result = ChunkResult(attempt, target_id)
         records = await load_crm(self.connections, records_of(keys, links), result)
         target = self.connections.get(target_id)
         pushed = ChunkResult(attempt, target_id)
-        result.merge(await self._push(target, records, pushed, intents or Intents()))
+        result.merge(await self._push(target, records, pushed, intents or Intents(), sync))
         return result
 
     async def _push(
@@ -71,6 +73,7 @@ class PushStage(Stage):
         records: Sequence[Record],
         result: ChunkResult,
         intents: Intents,
+        sync: SyncContext | None = None,
     ) -> ChunkResult:
         """Write the CRM values of ``records`` to one target into ``result``.
 
@@ -114,11 +117,11 @@ class PushStage(Stage):
                         )
                     )
         jobs = [
-            self._update_batch(target, erp_type, batch, result, intents)
+            self._update_batch(target, erp_type, batch, result, intents, sync)
             for erp_type, items in updates.items()
             for batch in batches(items, target.settings.batch_size)
         ]
-        jobs += [self._create(target, item, result) for item in creates]
+        jobs += [self._create(target, item, result, sync) for item in creates]
         await asyncio.gather(*jobs)
         return result
 
@@ -129,6 +132,7 @@ class PushStage(Stage):
         items: Sequence[Item],
         result: ChunkResult,
         intents: Intents,
+        sync: SyncContext | None = None,
     ) -> None:
         fields = sorted({f for item in items for f in item.desired})
         if not fields:
@@ -145,6 +149,8 @@ class PushStage(Stage):
             return
         actors = {a.key: a for a in current.actors}
         to_save: list[tuple[Item, Changed, list[FieldChange]]] = []
+        winners: dict[int, dict[str, mp.Side]] = {}
+        erp_values: dict[int, dict[str, sdk.FieldValue]] = {}
         for item in items:
             assert item.link is not None
             actor = actors.get(item.link.erp_key)
@@ -159,6 +165,17 @@ class PushStage(Stage):
                 )
                 continue
             changed = mp.diff(actor.fields, item.desired)
+            won: dict[str, mp.Side] = {}
+            if sync is not None:
+                changed, won = mp.settle_to_erp(
+                    item.mapping,
+                    changed,
+                    sync.baseline(item.record.key.id),
+                    item.record.crm_modified,
+                    actor.last_modified,
+                )
+                winners[item.record.key.id] = won
+                erp_values[item.record.key.id] = dict(actor.fields)
             # Changes an earlier run wrote but never committed: logged now, exactly once.
             applied = intents.applied(target.id, item.record.key.id, False, item.desired, changed)
             if changed:
@@ -168,10 +185,11 @@ class PushStage(Stage):
             result.outcomes.append(Outcome(item.record.key.id, target.id, status, len(applied)))
             result.changes += applied
             result.touches.append(LinkTouch(item.link.id, actor.last_modified))
+            _agree(result, target.id, item, erp_values.get(item.record.key.id))
         if not to_save:
             return
         await intents.record(
-            [c for item, ch, _ in to_save for c in _log_to_erp(target.id, item, ch, erp_type)]
+            [c for item, ch, _ in to_save for c in _log_to_erp(target.id, item, ch, erp_type, {})]
         )
         try:
             saved = await save_changes(
@@ -198,9 +216,20 @@ class PushStage(Stage):
             result.touches.append(LinkTouch(item.link.id, stamps[key]))
             count = len(changed) + len(applied)
             result.outcomes.append(Outcome(item.record.key.id, target.id, "updated", count))
-            result.changes += _log_to_erp(target.id, item, changed, erp_type) + applied
+            won = winners.get(item.record.key.id, {})
+            result.changes += _log_to_erp(target.id, item, changed, erp_type, won) + applied
+            before = erp_values.get(item.record.key.id)
+            if before is not None:
+                after = {**before, **{f: new for f, (_, new) in changed.items()}}
+                _agree(result, target.id, item, after)
 
-    async def _create(self, target: ConnectionHandle, item: Item, result: ChunkResult) -> None:
+    async def _create(
+        self,
+        target: ConnectionHandle,
+        item: Item,
+        result: ChunkResult,
+        sync: SyncContext | None = None,
+    ) -> None:
         erp_type = item.mapping.erp
         try:
             created = await target.call(
@@ -219,7 +248,9 @@ class PushStage(Stage):
         )
         changed: Changed = {f: (None, v) for f, v in item.desired.items() if not mp.same(None, v)}
         result.outcomes.append(Outcome(item.record.key.id, target.id, "created", len(changed)))
-        result.changes += _log_to_erp(target.id, item, changed, erp_type)
+        result.changes += _log_to_erp(target.id, item, changed, erp_type, {})
+        if sync is not None:
+            _agree(result, target.id, item, dict(item.desired))
 
 
 def _fail_items(
@@ -228,11 +259,22 @@ def _fail_items(
     fail(result, [item.record for item in items], target, exc, target_side=True)
 
 
+def _agree(
+    result: ChunkResult, target_id: int, item: Item, erp: dict[str, sdk.FieldValue] | None
+) -> None:
+    """Continuous sync: the values the CRM and the target now hold alike (the baseline)."""
+    if erp is not None:
+        result.baselines[(target_id, item.record.key.id)] = mp.agreed(
+            item.mapping, item.record.crm, erp
+        )
+
+
 def _log_to_erp(
     connection_id: int,
     item: Item,
     changed: Changed,
     erp_type: str,
+    winners: dict[str, mp.Side],
 ) -> list[FieldChange]:
     return [
         FieldChange(
@@ -245,6 +287,7 @@ def _log_to_erp(
             target_is_crm=False,
             old_value=old,
             new_value=new,
+            conflict_winner=winners.get(erp_field),
         )
         for erp_field, (old, new) in changed.items()
     ]

@@ -25,6 +25,7 @@ from engine.sync.records import (
     Links,
     Record,
     Stage,
+    SyncContext,
     batches,
     fail,
     load_crm,
@@ -44,6 +45,7 @@ class SourceStage(Stage):
         links: Links,
         attempt: int = 0,
         intents: Intents | None = None,
+        sync: SyncContext | None = None,
     ) -> ChunkResult:
         """Apply the source to the CRM for ``keys``; the records to push go in ``forward``."""
         result = ChunkResult(attempt, None, records=len(keys))
@@ -52,7 +54,9 @@ class SourceStage(Stage):
             records = [r for r in records if self._linked_to_source(r, source_id, result)]
         records = await load_crm(self.connections, records, result)
         if source_id > 0:
-            records = await self._apply_source(source_id, records, result, intents or Intents())
+            records = await self._apply_source(
+                source_id, records, result, intents or Intents(), sync
+            )
         result.forward = [r.key.id for r in records]
         return result
 
@@ -66,7 +70,12 @@ class SourceStage(Stage):
         return False
 
     async def _apply_source(
-        self, source_id: int, records: list[Record], result: ChunkResult, intents: Intents
+        self,
+        source_id: int,
+        records: list[Record],
+        result: ChunkResult,
+        intents: Intents,
+        sync: SyncContext | None = None,
     ) -> list[Record]:
         """Read the source actors and write their to-CRM fields into the CRM records."""
         source = self.connections.get(source_id)
@@ -111,7 +120,9 @@ class SourceStage(Stage):
                     fail(result, batch, source, exc)
                     continue
                 actors = {a.key: a for a in response.actors}
-                ready += await self._write_crm(source, mapping, batch, actors, result, intents)
+                ready += await self._write_crm(
+                    source, mapping, batch, actors, result, intents, sync
+                )
         return ready
 
     async def _write_crm(
@@ -122,9 +133,12 @@ class SourceStage(Stage):
         actors: dict[str, sdk.Actor],
         result: ChunkResult,
         intents: Intents,
+        sync: SyncContext | None = None,
     ) -> list[Record]:
         crm = self.connections.crm
         to_save: list[tuple[Record, Changed, list[FieldChange]]] = []
+        winners: dict[int, dict[str, mp.Side]] = {}
+        erp_values: dict[int, dict[str, sdk.FieldValue]] = {}
         ready: list[Record] = []
         for record in batch:
             link = record.links[source.id]
@@ -142,6 +156,15 @@ class SourceStage(Stage):
             result.touches.append(LinkTouch(link.id, actor.last_modified))
             desired = mp.crm_values_from_erp(mapping, actor.fields)
             changed = mp.diff(record.crm, desired)
+            if sync is not None:
+                erp_values[record.key.id] = dict(actor.fields)
+                changed, winners[record.key.id] = mp.settle_to_crm(
+                    mapping,
+                    changed,
+                    sync.baseline(record.key.id),
+                    record.crm_modified,
+                    actor.last_modified,
+                )
             # Changes an earlier run wrote but never committed: logged now, exactly once.
             applied = intents.applied(source.id, record.key.id, True, desired, changed)
             if changed:
@@ -153,12 +176,13 @@ class SourceStage(Stage):
             if applied:
                 result.crm_written.append(record.key.id)
                 result.crm_synced[record.key.id] = dict(record.crm)
+            _agree(result, source.id, mapping, record, erp_values)
             ready.append(record)
         if not to_save:
             return ready
         crm_type = mapping.crm
         await intents.record(
-            [c for r, ch, _ in to_save for c in _log_to_crm(source.id, mapping, r, ch)]
+            [c for r, ch, _ in to_save for c in _log_to_crm(source.id, mapping, r, ch, {})]
         )
         try:
             response = await save_changes(
@@ -181,17 +205,36 @@ class SourceStage(Stage):
                 continue
             for crm_field, (_, new) in changed.items():
                 record.crm[crm_field] = new
-            result.changes += _log_to_crm(source.id, mapping, record, changed) + applied
+            won = winners.get(record.key.id, {})
+            result.changes += _log_to_crm(source.id, mapping, record, changed, won) + applied
             count = len(changed) + len(applied)
             result.outcomes.append(Outcome(record.key.id, 0, "updated", count))
             result.crm_written.append(record.key.id)
             result.crm_synced[record.key.id] = dict(record.crm)
+            _agree(result, source.id, mapping, record, erp_values)
             ready.append(record)
         return ready
 
 
+def _agree(
+    result: ChunkResult,
+    source_id: int,
+    mapping: ActorTypeMapping,
+    record: Record,
+    erp_values: dict[int, dict[str, sdk.FieldValue]],
+) -> None:
+    """Continuous sync: the values the CRM and the source now hold alike (the baseline)."""
+    erp = erp_values.get(record.key.id)
+    if erp is not None:
+        result.baselines[(source_id, record.key.id)] = mp.agreed(mapping, record.crm, erp)
+
+
 def _log_to_crm(
-    source_id: int, mapping: ActorTypeMapping, record: Record, changed: Changed
+    source_id: int,
+    mapping: ActorTypeMapping,
+    record: Record,
+    changed: Changed,
+    winners: dict[str, mp.Side],
 ) -> list[FieldChange]:
     link = record.links[source_id]
     return [
@@ -205,6 +248,7 @@ def _log_to_crm(
             target_is_crm=True,
             old_value=old,
             new_value=new,
+            conflict_winner=winners.get(crm_field),
         )
         for crm_field, (old, new) in changed.items()
     ]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import connectors as sdk
+from engine.mapping import values as mp
+from engine.mapping.model import ActorTypeMapping, ConflictRule
 from engine.store.incremental import Watermark
 from engine.sync.incremental import fresh, next_watermark
 
@@ -27,3 +29,49 @@ def test_actors_seen_at_the_watermark_are_not_handled_again() -> None:
     mark = Watermark("2", ("b",))
     page = [actor("b", "2"), actor("c", "2"), actor("b2", "3"), actor("b", "4")]
     assert [a.key for a in fresh(mark, page)] == ["c", "b2", "b"]
+
+
+def mapping(rule: str = "crm_wins") -> ActorTypeMapping:
+    return ActorTypeMapping.model_validate(
+        {
+            "erp": "Customer",
+            "crm": "Contact",
+            "fields": {
+                "name": {"crm": "name", "direction": "both", "conflict": rule},
+                "city": {"crm": "city", "direction": "to_crm"},
+            },
+        }
+    )
+
+
+def test_to_crm_keeps_what_only_the_erp_changed_and_leaves_what_only_the_crm_changed() -> None:
+    changed = {"name": ("crm-new", "old"), "city": ("x", "y")}
+    keep, winners = mp.settle_to_crm(mapping(), changed, {"name": "old"}, None, None)
+    assert keep == {"city": ("x", "y")} and winners == {}
+    keep, winners = mp.settle_to_crm(
+        mapping(), {"name": ("old", "erp")}, {"name": "old"}, None, None
+    )
+    assert keep == {"name": ("old", "erp")} and winners == {}
+
+
+def test_a_conflict_goes_by_the_rule() -> None:
+    both = {"name": ("crm", "erp")}
+    base = {"name": "old"}
+    assert mp.settle_to_crm(mapping("crm_wins"), both, base, None, None) == ({}, {"name": "crm"})
+    assert mp.settle_to_crm(mapping("erp_wins"), both, base, None, None) == (both, {"name": "erp"})
+    to_erp = {"name": ("erp", "crm")}
+    assert mp.settle_to_erp(mapping("crm_wins"), to_erp, base, None, None) == (
+        to_erp,
+        {"name": "crm"},
+    )
+    assert mp.settle_to_erp(mapping("erp_wins"), to_erp, base, None, None) == ({}, {"name": "erp"})
+    later_erp = ("2026-12-07T10:00:00+00:00", "2026-12-07T10:00:01+00:00")
+    assert mp.settle_to_crm(mapping("most_recent"), both, base, *later_erp)[1] == {"name": "erp"}
+    # ERP 1's stamps are epoch microseconds; a counter is no time: the CRM wins.
+    assert mp.winner(ConflictRule.most_recent, "2026-12-07T10:00:00Z", "1796637601000000") == "erp"
+    assert mp.winner(ConflictRule.most_recent, "5", "7") == "crm"
+
+
+def test_without_a_baseline_everything_flows_as_in_a_force_resync() -> None:
+    both = {"name": ("crm", "erp")}
+    assert mp.settle_to_crm(mapping(), both, None, None, None) == (both, {})

@@ -48,6 +48,16 @@ CREATE TABLE sync_crm_values (
     updated_at      timestamptz NOT NULL DEFAULT now()
 );
 
+-- Per connection and record: the CRM-field values the CRM and that connection last agreed on
+-- (written by every chunk commit while the continuous sync is enabled). A field whose value on
+-- one side differs from it changed there since their last sync: the conflict rule's input.
+CREATE TABLE sync_baseline (
+    connection_id   integer NOT NULL,
+    internal_key_id bigint  NOT NULL,
+    vals            jsonb   NOT NULL,
+    PRIMARY KEY (connection_id, internal_key_id)
+);
+
 -- The batch tasks of the incremental sync, by source, still to be published.
 CREATE INDEX batch_tasks_sync_new ON batch_tasks (source_connection_id)
     WHERE name = 'Sync' AND state = 'New';
