@@ -21,7 +21,7 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from engine.api import dashboard, health, housekeeping, openapi, sessions, ui
+from engine.api import dashboard, engine_control, health, housekeeping, openapi, sessions, ui
 from engine.api.appkeys import (
     AUTHENTICATOR,
     CONSUMER,
@@ -90,6 +90,7 @@ def create_app(settings: Settings, *, api: bool = True, engine: bool = True) -> 
         app.add_routes(sessions.routes)
         app.add_routes(openapi.routes)
         app.add_routes(dashboard.routes)
+        app.add_routes(engine_control.routes)
         app.add_routes(ui.routes)
     return app
 

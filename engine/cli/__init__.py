@@ -4,7 +4,8 @@
 (:mod:`.setup`), ``demo`` (:mod:`.demo`), ``dlq`` (:mod:`.dlq`), ``connectors``
 (:mod:`.connectors`), ``keys`` (the key registry's import and export, :mod:`.keys`),
 ``services`` (development PostgreSQL/RabbitMQ, :mod:`.services`), the operator commands
-``resync``, ``tasks`` and ``synclog`` (over the HTTP API, :mod:`.client`), and
+``resync``, ``tasks``, ``synclog``, ``engine`` and ``sync-all`` (over the HTTP API,
+:mod:`.client`), and
 ``config-reference`` (:mod:`.config_reference`). Errors are
 :class:`~engine.cli.common.CliError` with the exit codes of :mod:`.common`.
 """
@@ -18,6 +19,7 @@ from engine.cli import (
     connectors,
     demo,
     dlq,
+    engine,
     keys,
     resync,
     serve,
@@ -49,6 +51,8 @@ for command in (
     resync.resync,
     tasks.tasks,
     synclog.synclog,
+    engine.engine,
+    engine.sync_all,
     config_reference.config_reference,
 ):
     main.add_command(command)
