@@ -163,7 +163,8 @@ async def finish_run(
     await conn.execute(
         """
         UPDATE sync_connections
-        SET run_by = NULL, run_until = NULL, last_run_at = now(), last_outcome = $3,
+        SET run_by = NULL, run_until = NULL, last_run_at = now(), last_run_by = $2,
+            last_outcome = $3,
             last_error = $4, last_changed = $5, last_queued = $6, last_echoes = $7,
             last_unlinked = $8,
             caught_up_at = CASE WHEN $3 = 'ok' THEN run_started_at ELSE caught_up_at END

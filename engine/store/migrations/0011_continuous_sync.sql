@@ -18,6 +18,7 @@ CREATE TABLE sync_connections (
     run_until       timestamptz,          -- its claim expires then (a dead worker's run is retaken)
     run_started_at  timestamptz,
     last_run_at     timestamptz,          -- when the last run ended
+    last_run_by     text,                 -- the worker that ran it
     caught_up_at    timestamptz,          -- start of the last run that read every change: the
                                           -- changes made before it are all queued (lag = now - it)
     last_outcome    text,                 -- ok | failed | skipped
