@@ -122,13 +122,14 @@ async def workers(
     delay_ms: float = 0,
     stall_keys: list[str] | None = None,
     stall_file: Path | None = None,
+    sync: bool = False,
     **env: str,
 ) -> AsyncIterator[Workers]:
     """Worker processes on ``database`` and ``broker_url``/``prefix``; all killed afterwards."""
     with tempfile.TemporaryDirectory(prefix="erpsync-procs-") as tmp:
         directory = Path(tmp)
         config = demo_config(
-            directory, delay_ms=delay_ms, stall_keys=stall_keys, stall_file=stall_file
+            directory, delay_ms=delay_ms, stall_keys=stall_keys, stall_file=stall_file, sync=sync
         )
         base_env = {
             **os.environ,
