@@ -25,6 +25,7 @@ ORDER = [
     "fanout",
     "scaleout",
     "e2e",
+    "continuous",
     "tryton",
     "superoffice",
     "huge",

@@ -22,6 +22,7 @@ SCRIPTS = [
     "scaleout",
     "huge",
     "e2e",
+    "continuous",
     "publish_latency",
     "tryton",
     "superoffice",
