@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+
 import connectors as sdk
+from engine.api.engine_control import format_interval, parse_interval
 from engine.mapping import values as mp
 from engine.mapping.model import ActorTypeMapping, ConflictRule
 from engine.store.incremental import Watermark
@@ -75,3 +78,16 @@ def test_a_conflict_goes_by_the_rule() -> None:
 def test_without_a_baseline_everything_flows_as_in_a_force_resync() -> None:
     both = {"name": ("crm", "erp")}
     assert mp.settle_to_crm(mapping(), both, None, None, None) == (both, {})
+
+
+def test_intervals_read_as_timespans_or_seconds_and_print_as_timespans() -> None:
+    assert parse_interval("00:00:30") == 30
+    assert parse_interval("1.00:00:00") == 86_400
+    assert parse_interval("00:01:00.5") == 60.5
+    assert parse_interval(" 45 ") == 45
+    for bad in ("0", "00:00:00", "-5", "1.00:00:01", "00:60:00", "soon", "nan"):
+        with pytest.raises(ValueError, match=r"must|not a TimeSpan"):
+            parse_interval(bad)
+    assert format_interval(30) == "00:00:30"
+    assert format_interval(0.5) == "00:00:00.500"
+    assert format_interval(86_400) == "1.00:00:00"

@@ -74,6 +74,12 @@ async def test_engine_status_start_interval_and_a_crm_edit_flowing_out(
         assert all(c["LastOutcome"] == "ok" for c in connections), connections
         assert all(c["NextRun"] for c in connections)
 
+        metrics = await (await service.client.get("/metrics")).text()
+        assert 'erpsync_sync_runs_total{connection="0",outcome="ok"}' in metrics
+        assert 'erpsync_sync_records_total{connection="0",kind="queued"}' in metrics
+        assert 'erpsync_sync_lag_seconds{connection="2"}' in metrics
+        assert "erpsync_sync_run_records_bucket" in metrics
+
         stopped = await (await post(service, "ChangeEngineStatus", {"Run": False})).json()
         assert stopped["IsRunning"] is False
 
