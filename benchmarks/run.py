@@ -26,6 +26,7 @@ ORDER = [
     "scaleout",
     "e2e",
     "force_resync",
+    "continuous",
     "tryton",
     "superoffice",
     "huge",

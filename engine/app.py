@@ -23,6 +23,7 @@ from aiohttp.typedefs import Middleware
 
 from engine.api import (
     dashboard,
+    engine_control,
     followups,
     force_resync,
     health,
@@ -61,6 +62,7 @@ from engine.store.task_batch import TaskBatcher
 from engine.sync.actors import ActorDesk
 from engine.sync.chunks import ChunkRunner
 from engine.sync.connections import Connections
+from engine.sync.incremental import IncrementalRun, Scheduler
 from engine.sync.liveness import Presence
 from engine.sync.notifications import Notifier
 from engine.sync.planner import Planner
@@ -114,6 +116,7 @@ def create_app(settings: Settings, *, api: bool = True, engine: bool = True) -> 
         app.add_routes(openapi.routes)
         app.add_routes(dashboard.routes)
         app.add_routes(followups.routes)
+        app.add_routes(engine_control.routes)
         app.add_routes(ui.routes)
     return app
 
@@ -230,9 +233,18 @@ async def _engine(app: web.Application) -> AsyncIterator[None]:
         # An unconfirmed unit publish (crash, broker away) is repaired by the sweeper after this.
         unit_publish_grace=2 * settings.broker.publish_timeout + settings.engine.sweep_interval,
         metrics=app_metrics,
+        track_baselines=settings.sync.enabled,
     )
     sweeper = Sweeper(settings, pool, publisher, presence.worker)
     notifier = Notifier(settings, pool, publisher, app_metrics)
+    scheduler = (
+        Scheduler(
+            IncrementalRun(settings, pool, connections, publisher, presence.worker, app_metrics),
+            app_metrics,
+        )
+        if settings.sync.enabled
+        else None
+    )
 
     async def on_command(delivery: Delivery) -> None:
         try:
@@ -263,8 +275,12 @@ async def _engine(app: web.Application) -> AsyncIterator[None]:
         app[CONSUMER] = consumer
         sweeper.start()
         notifier.start()
+        if scheduler is not None:
+            await scheduler.start()
         yield
     finally:
+        if scheduler is not None:
+            await scheduler.stop()
         await notifier.stop()
         await sweeper.stop()
         await consumer.stop(settings.worker.drain_timeout)

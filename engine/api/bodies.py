@@ -42,6 +42,8 @@ PROPERTIES = LIST_PROPERTIES | {
     "messageid",
     "username",
     "password",
+    "run",  # ChangeEngineStatus (engine/api/engine_control.py)
+    "interval",  # ChangeEngineInterval
 }
 _FORM_NAME = re.compile(r"^([a-z_][a-z0-9_]*)(\[\d{0,9}\])?$")
 _BOM = b"\xef\xbb\xbf"

@@ -588,6 +588,7 @@ def document() -> dict[str, Any]:
     }
     _force_resync_synchronous(doc)
     _add_links(doc)
+    _engine_control(doc)
     _with_parser_errors(doc["paths"])
     _with_login_throttle(doc["paths"])
     return doc
@@ -1111,6 +1112,116 @@ def _add_links(doc: dict[str, Any]) -> None:
     }
     for name, item in paths.items():
         doc["paths"][f"/api/v1/Agents/ErpSync/{name}"] = item
+
+
+def _engine_control(doc: dict[str, Any]) -> None:
+    """The continuous sync's control (engine/api/engine_control.py, docs/api.md)."""
+    erpsync = "/api/v1/Agents/ErpSync"
+    nullable_text = {"type": ["string", "null"]}
+    status = {"$ref": "#/components/schemas/ErpSyncEngineStatus"}
+    plugin = {"$ref": "#/components/schemas/PluginResponse"}
+    doc["paths"].update(
+        {
+            f"{erpsync}/GetEngineStatus": _agent(
+                "GetEngineStatus: whether the continuous sync runs, its interval, and "
+                "erpsync's per-connection schedule",
+                "NoArguments",
+                {"200": {"description": "The engine status.", "content": _content(status)}},
+                tag="ErpSync",
+            ),
+            f"{erpsync}/ChangeEngineStatus": _agent(
+                "ChangeEngineStatus: Run=true starts the continuous sync (every connection runs "
+                "at once), false stops it",
+                "ChangeEngineStatusRequest",
+                {"200": {"description": "The new engine status.", "content": _content(status)}},
+                tag="ErpSync",
+            ),
+            f"{erpsync}/ChangeEngineInterval": _agent(
+                "ChangeEngineInterval: seconds between the runs of each connection",
+                "ChangeEngineIntervalRequest",
+                {"204": {"description": "Changed."}},
+                tag="ErpSync",
+            ),
+            f"{erpsync}/SyncAll": _agent(
+                "SyncAll: run every connection's incremental sync now",
+                "NoArguments",
+                {"200": {"description": "IsOk false when stopped.", "content": _content(plugin)}},
+                tag="ErpSync",
+            ),
+            f"{erpsync}/ForceSyncAll": _agent(
+                "ForceSyncAll: forget the watermarks; every connection's next run (now) reads "
+                "every record",
+                "NoArguments",
+                {"200": {"description": "IsOk false when stopped.", "content": _content(plugin)}},
+                tag="ErpSync",
+            ),
+            "/api/v1/erpsync/engine": _read(
+                "The continuous sync's status (GetEngineStatus as JSON)",
+                "engineStatus",
+                [],
+                status,
+            ),
+        }
+    )
+    for name in ("ChangeEngineStatus", "ChangeEngineInterval"):
+        doc["paths"][f"{erpsync}/{name}"]["post"]["requestBody"]["required"] = True
+    timespan = (
+        "^(0[1-9]|1[0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]$|^00:(0[1-9]|[1-5][0-9]):[0-5][0-9]$"
+        "|^00:00:(0[1-9]|[1-5][0-9])$"
+    )
+    doc["components"]["schemas"].update(
+        {
+            "NoArguments": {"type": "object", "description": "No arguments."},
+            "ChangeEngineStatusRequest": {
+                "type": "object",
+                "properties": {"Run": {"type": "boolean"}},
+                "required": ["Run"],
+            },
+            "ChangeEngineIntervalRequest": {
+                "type": "object",
+                "properties": {
+                    "Interval": {
+                        "description": "A TimeSpan hh:mm:ss (00:00:01 to 23:59:59), or seconds "
+                        "(more than 0, at most 86400).",
+                        "oneOf": [
+                            {"type": "string", "pattern": timespan},
+                            {"type": "number", "exclusiveMinimum": 0, "maximum": 86400},
+                        ],
+                    }
+                },
+                "required": ["Interval"],
+            },
+            "ErpSyncEngineStatus": {
+                "type": "object",
+                "properties": {
+                    "IsRunning": {"type": ["boolean", "null"]},
+                    "StatusMessage": nullable_text,
+                    "Interval": nullable_text,
+                    "TableRight": {"type": "null"},
+                    "FieldProperties": {"type": ["object", "null"]},
+                    "Connections": {
+                        "type": ["array", "null"],
+                        "description": "erpsync's: each connection's watermarks, last run, lag "
+                        "(seconds since the last run that read every change) and next run.",
+                        "items": {"type": "object"},
+                    },
+                },
+            },
+            "PluginResponse": {
+                "type": "object",
+                "properties": {
+                    "IsOk": {"type": ["boolean", "null"]},
+                    "UserExplanation": nullable_text,
+                    "TechExplanation": nullable_text,
+                    "ErrorCode": nullable_text,
+                    "Changes": {"type": "null"},
+                    "Status": nullable_text,
+                    "TableRight": {"type": "null"},
+                    "FieldProperties": {"type": ["object", "null"]},
+                },
+            },
+        }
+    )
 
 
 def _batch_task_info_schema() -> dict[str, Any]:

@@ -4,7 +4,8 @@
 (:mod:`.setup`), ``demo`` (:mod:`.demo`), ``dlq`` (:mod:`.dlq`), ``connectors``
 (:mod:`.connectors`), ``keys`` (the key registry's import and export, :mod:`.keys`),
 ``services`` (development PostgreSQL/RabbitMQ, :mod:`.services`), the operator commands
-``resync``, ``tasks``, ``synclog`` and ``links`` (over the HTTP API, :mod:`.client`), and
+``resync``, ``tasks``, ``synclog``, ``links``, ``engine`` and ``sync-all`` (over the HTTP
+API, :mod:`.client`), and
 ``config-reference`` (:mod:`.config_reference`). Errors are
 :class:`~engine.cli.common.CliError` with the exit codes of :mod:`.common`.
 """
@@ -18,6 +19,7 @@ from engine.cli import (
     connectors,
     demo,
     dlq,
+    engine,
     keys,
     links,
     resync,
@@ -51,6 +53,8 @@ for command in (
     tasks.tasks,
     links.links,
     synclog.synclog,
+    engine.engine,
+    engine.sync_all,
     config_reference.config_reference,
 ):
     main.add_command(command)

@@ -31,11 +31,26 @@ class Direction(enum.StrEnum):
         return self in (Direction.to_crm, Direction.both)
 
 
+class ConflictRule(enum.StrEnum):
+    """Who wins when the continuous sync finds a ``both`` field changed on both sides since
+    their last sync (docs/engine.md, "Continuous sync")."""
+
+    crm_wins = "crm_wins"
+    erp_wins = "erp_wins"
+    most_recent = "most_recent"
+
+
 class FieldMapping(_Model):
     """One ERP field mapped to one CRM field."""
 
     crm: str = Field(min_length=1)
     direction: Direction = Direction.none
+    conflict: ConflictRule = Field(
+        ConflictRule.crm_wins,
+        description="Continuous sync, `both` fields changed on both sides since their last "
+        "sync: crm_wins, erp_wins or most_recent (the later last-modified of the two records; "
+        "when either cannot be read as a time, the CRM wins).",
+    )
 
 
 class ActorTypeMapping(_Model):

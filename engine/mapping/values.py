@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable, Mapping
+from typing import Literal
 
 from connectors.model import FieldValue
-from engine.mapping.model import ActorTypeMapping
+from engine.mapping.model import ActorTypeMapping, ConflictRule, Direction
+
+Side = Literal["crm", "erp"]
 
 
 def same(a: FieldValue, b: FieldValue) -> bool:
@@ -88,3 +92,119 @@ def without_blank_overwrites(
         else:
             kept[key] = value
     return kept, skipped
+
+
+def stamp_seconds(stamp: str | None) -> float | None:
+    """A connector's ``last_modified`` as seconds since the epoch, when it reads as a time: an
+    ISO 8601 timestamp, or a number of seconds, milliseconds or microseconds since the epoch."""
+    if not stamp:
+        return None
+    try:
+        number = float(stamp)
+    except ValueError:
+        pass
+    else:
+        if number > 1e14:
+            return number / 1e6
+        if number > 1e11:
+            return number / 1e3
+        return number if number > 1e8 else None  # a counter, not a time
+    try:
+        moment = dt.datetime.fromisoformat(stamp)
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return moment.timestamp()
+
+
+def winner(rule: ConflictRule, crm_stamp: str | None, erp_stamp: str | None) -> Side:
+    """The side that wins a conflict by ``rule``; most_recent falls back to the CRM."""
+    if rule is ConflictRule.erp_wins:
+        return "erp"
+    if rule is ConflictRule.most_recent:
+        crm_at, erp_at = stamp_seconds(crm_stamp), stamp_seconds(erp_stamp)
+        if crm_at is not None and erp_at is not None and erp_at > crm_at:
+            return "erp"
+    return "crm"
+
+
+_MISSING = object()
+
+
+def settle_to_crm(
+    mapping: ActorTypeMapping,
+    changed: dict[str, tuple[FieldValue, FieldValue]],
+    baseline: Mapping[str, FieldValue] | None,
+    crm_stamp: str | None,
+    erp_stamp: str | None,
+) -> tuple[dict[str, tuple[FieldValue, FieldValue]], dict[str, Side]]:
+    """Continuous sync, ERP -> CRM (``changed`` by CRM field): keep what the ERP changed since
+    the last sync (``baseline``: the CRM-field values both sides agreed on then). A ``both``
+    field only the CRM changed is left for the CRM's own run; one both changed is settled by
+    its rule. Returns the changes to write and the conflicts' winners by CRM field."""
+    if not baseline:
+        return changed, {}
+    keep: dict[str, tuple[FieldValue, FieldValue]] = {}
+    winners: dict[str, Side] = {}
+    for crm_field, (crm_value, erp_value) in changed.items():
+        erp_field = mapping.erp_field_by_crm.get(crm_field)
+        field = mapping.fields.get(erp_field) if erp_field else None
+        before = baseline.get(crm_field, _MISSING)
+        if field is None or field.direction is not Direction.both or before is _MISSING:
+            keep[crm_field] = (crm_value, erp_value)
+            continue
+        if same(erp_value, before):  # type: ignore[arg-type]
+            continue  # only the CRM changed it: its own run pushes it
+        if not same(crm_value, before):  # type: ignore[arg-type]
+            side = winner(field.conflict, crm_stamp, erp_stamp)
+            winners[crm_field] = side
+            if side == "crm":
+                continue
+        keep[crm_field] = (crm_value, erp_value)
+    return keep, winners
+
+
+def settle_to_erp(
+    mapping: ActorTypeMapping,
+    changed: dict[str, tuple[FieldValue, FieldValue]],
+    baseline: Mapping[str, FieldValue] | None,
+    crm_stamp: str | None,
+    erp_stamp: str | None,
+) -> tuple[dict[str, tuple[FieldValue, FieldValue]], dict[str, Side]]:
+    """Continuous sync, CRM -> ERP (``changed`` by ERP field): the mirror of
+    :func:`settle_to_crm`. Returns the changes to write and the winners by ERP field."""
+    if not baseline:
+        return changed, {}
+    keep: dict[str, tuple[FieldValue, FieldValue]] = {}
+    winners: dict[str, Side] = {}
+    for erp_field, (erp_value, crm_value) in changed.items():
+        field = mapping.fields.get(erp_field)
+        before = baseline.get(field.crm, _MISSING) if field is not None else _MISSING
+        if field is None or field.direction is not Direction.both or before is _MISSING:
+            keep[erp_field] = (erp_value, crm_value)
+            continue
+        if same(crm_value, before):  # type: ignore[arg-type]
+            continue  # only the ERP changed it: its own run brings it to the CRM
+        if not same(erp_value, before):  # type: ignore[arg-type]
+            side = winner(field.conflict, crm_stamp, erp_stamp)
+            winners[erp_field] = side
+            if side == "erp":
+                continue
+        keep[erp_field] = (erp_value, crm_value)
+    return keep, winners
+
+
+def agreed(
+    mapping: ActorTypeMapping,
+    crm_values: Mapping[str, FieldValue],
+    erp_values: Mapping[str, FieldValue],
+) -> dict[str, FieldValue]:
+    """The CRM-field values both sides hold alike (the next baseline), over synced fields."""
+    out: dict[str, FieldValue] = {}
+    for erp_field, m in mapping.fields.items():
+        if m.direction is Direction.none or erp_field not in erp_values:
+            continue
+        if m.crm in crm_values and same(crm_values[m.crm], erp_values[erp_field]):
+            out[m.crm] = crm_values[m.crm]
+    return out

@@ -22,7 +22,7 @@ from aiohttp.typedefs import Middleware
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import generate_latest
 
-from engine.store import events, reports
+from engine.store import events, incremental, reports
 
 if TYPE_CHECKING:
     from engine.store.results import Outcome
@@ -150,6 +150,33 @@ class Metrics:
             ["kind"],
             registry=r,
         )
+        self.sync_runs = Counter(
+            "erpsync_sync_runs",
+            "Incremental sync runs by this process, by connection and outcome (ok, failed).",
+            ["connection", "outcome"],
+            registry=r,
+        )
+        self.sync_records = Counter(
+            "erpsync_sync_records",
+            "Changed actors seen by incremental runs of this process, by connection and what "
+            "became of them (queued, echo, unlinked).",
+            ["connection", "kind"],
+            registry=r,
+        )
+        self.sync_run_records = Histogram(
+            "erpsync_sync_run_records",
+            "Records queued per incremental run, by connection.",
+            ["connection"],
+            buckets=(0, 1, 10, 100, 1_000, 10_000, 100_000),
+            registry=r,
+        )
+        self.sync_lag = Gauge(
+            "erpsync_sync_lag_seconds",
+            "Per connection: now minus the start of the last run that read every change (every "
+            "change older than this is queued; read when scraped).",
+            ["connection"],
+            registry=r,
+        )
         self.queue_consumers = Gauge(
             "erpsync_queue_consumers",
             "Consumers attached to a queue, by queue (read when scraped).",
@@ -200,6 +227,19 @@ class Metrics:
 
     def webhook_attempt(self, webhook: str, outcome: str) -> None:
         self.webhook_attempts.labels(webhook, outcome).inc()
+
+    def sync_run(self, connection_id: int, outcome: str, counts: Any) -> None:
+        """One incremental run ended (``counts``: :class:`engine.store.incremental.RunCounts`)."""
+        label = str(connection_id)
+        self.sync_runs.labels(label, outcome).inc()
+        for kind, n in (
+            ("queued", counts.queued),
+            ("echo", counts.echoes),
+            ("unlinked", counts.unlinked),
+        ):
+            if n:
+                self.sync_records.labels(label, kind).inc(n)
+        self.sync_run_records.labels(label).observe(counts.queued)
 
     def connector_retry(self, connection_id: int) -> None:
         self.retries.labels(str(connection_id)).inc()
@@ -288,6 +328,14 @@ async def _refresh(metrics: Metrics) -> None:
             metrics.outbox_pending.labels("events").set(outbox.events_pending)
             metrics.outbox_pending.labels("webhooks").set(outbox.deliveries_pending)
             metrics.outbox_pending.labels("webhooks_given_up").set(outbox.deliveries_given_up)
+        try:
+            async with asyncio.timeout(2):
+                lags = await incremental.lag_by_connection(pool)
+        except Exception as exc:
+            log.warning("metrics: sync lag unavailable", error=type(exc).__name__)
+        else:
+            for connection_id, lag in lags.items():
+                metrics.sync_lag.labels(str(connection_id)).set(lag)
     publisher = metrics._publisher
     topology = publisher.topology if publisher is not None else None
     if topology is not None and publisher is not None and publisher.is_open:

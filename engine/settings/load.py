@@ -40,7 +40,16 @@ SHORT_ENV = {
     "ERPSYNC_LOG_LEVEL": ("logging", "level"),
     "ERPSYNC_LOG_FORMAT": ("logging", "format"),
 }
-SECTIONS = ("server", "database", "broker", "engine", "worker", "logging", "notifications")
+SECTIONS = (
+    "server",
+    "database",
+    "broker",
+    "engine",
+    "worker",
+    "logging",
+    "notifications",
+    "sync",
+)
 
 
 def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> dict[str, str]:

@@ -133,6 +133,35 @@ class EngineSettings(_Model):
         return self
 
 
+class SyncSettings(_Model):
+    """Continuous (incremental) sync, run by the worker processes (docs/engine.md)."""
+
+    enabled: bool = Field(
+        False, description="Run the incremental sync scheduler in the worker processes."
+    )
+    initial_status: Literal["running", "stopped"] = Field(
+        "stopped",
+        description="Engine status stored on first start; later ChangeEngineStatus decides.",
+    )
+    interval: float = Field(
+        60.0,
+        gt=0,
+        le=86_400,
+        description="Seconds between runs per connection, stored on first start; later "
+        "ChangeEngineInterval decides.",
+    )
+    page_size: int = Field(500, ge=1, le=10_000, description="Changed actors read per page.")
+    tick: float = Field(
+        1.0, gt=0, le=60, description="Seconds between looks for due runs in each worker."
+    )
+    run_lease: float = Field(
+        120.0,
+        gt=0,
+        description="Seconds a claimed run is held without progress before another worker "
+        "may take it (renewed per page).",
+    )
+
+
 class RetrySettings(_Model):
     """Retries of transient failures toward one connection: in process, then delayed."""
 
@@ -409,6 +438,7 @@ class Settings(_Model):
     auth: AuthSettings = AuthSettings()
     sessions: SessionSettings = SessionSettings()
     notifications: NotificationSettings = NotificationSettings()
+    sync: SyncSettings = SyncSettings()
     crm: ConnectionSettings
     connections: list[ConnectionSettings] = Field(default_factory=list)
 

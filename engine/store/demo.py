@@ -45,6 +45,45 @@ CREATE TABLE IF NOT EXISTS demo_erp2.contact_person (
     phone text, changed_at timestamptz NOT NULL DEFAULT now(), erpsync_ref text UNIQUE);
 """
 
+# A value edited by hand (psql, another tool) must move the row's modified column, or the
+# incremental sync never sees it: the connector's own writes set it explicitly, hand edits
+# leave it as it was and the trigger moves it.
+_TRIGGERS = """
+CREATE OR REPLACE FUNCTION demo_erp1.touch() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.last_modified IS NOT DISTINCT FROM OLD.last_modified THEN
+        NEW.last_modified := (extract(epoch FROM clock_timestamp()) * 1000000)::bigint;
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE OR REPLACE TRIGGER touch BEFORE UPDATE ON demo_erp1.customer
+    FOR EACH ROW EXECUTE FUNCTION demo_erp1.touch();
+CREATE OR REPLACE TRIGGER touch BEFORE UPDATE ON demo_erp1.person
+    FOR EACH ROW EXECUTE FUNCTION demo_erp1.touch();
+CREATE OR REPLACE FUNCTION demo_erp2.touch() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.changed_at IS NOT DISTINCT FROM OLD.changed_at THEN
+        NEW.changed_at := clock_timestamp();
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE OR REPLACE TRIGGER touch BEFORE UPDATE ON demo_erp2.customer
+    FOR EACH ROW EXECUTE FUNCTION demo_erp2.touch();
+CREATE OR REPLACE TRIGGER touch BEFORE UPDATE ON demo_erp2.contact_person
+    FOR EACH ROW EXECUTE FUNCTION demo_erp2.touch();
+CREATE OR REPLACE FUNCTION demo_crm.touch() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.updated_at IS NOT DISTINCT FROM OLD.updated_at THEN
+        NEW.updated_at := clock_timestamp();
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE OR REPLACE TRIGGER touch BEFORE UPDATE ON demo_crm.contact
+    FOR EACH ROW EXECUTE FUNCTION demo_crm.touch();
+CREATE OR REPLACE TRIGGER touch BEFORE UPDATE ON demo_crm.person
+    FOR EACH ROW EXECUTE FUNCTION demo_crm.touch();
+"""
+
 _FIRST = [
     "Anna",
     "Bjørn",
@@ -133,6 +172,7 @@ async def seed(conn: Connection) -> SeedReport:
     async with conn.transaction():
         # Serialize concurrent seeders; the second one finds the tables filled.
         await conn.execute("LOCK TABLE demo_crm.contact IN EXCLUSIVE MODE")
+        await conn.execute(_TRIGGERS)
         if await conn.fetchval("SELECT count(*) FROM demo_crm.contact"):
             return await _report(conn, created=False)
         if await conn.fetchval("SELECT count(*) FROM internal_keys"):
@@ -152,7 +192,8 @@ async def reset(conn: Connection) -> None:
         DROP SCHEMA IF EXISTS demo_erp1 CASCADE;
         DROP SCHEMA IF EXISTS demo_erp2 CASCADE;
         TRUNCATE internal_keys, external_keys, batch_tasks, task_chunks, record_outcomes,
-                 sync_log, processed_messages RESTART IDENTITY CASCADE;
+                 sync_log, processed_messages, sync_watermarks, sync_crm_values
+                 RESTART IDENTITY CASCADE;
         """
     )
 

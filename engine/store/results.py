@@ -40,6 +40,8 @@ class FieldChange:
     target_is_crm: bool
     old_value: str | None
     new_value: str | None
+    conflict_winner: str | None = None
+    """Continuous sync: the side ("crm", "erp") whose change won a conflict on this field."""
 
     @property
     def direction(self) -> str:
@@ -66,7 +68,7 @@ CHANGE_COLUMNS = (
     "new_value",
 )
 """The columns of a :class:`FieldChange`, in :func:`change_row` order."""
-_LOG_COLUMNS = ("task_id", "direction", *CHANGE_COLUMNS)
+_LOG_COLUMNS = ("task_id", "direction", *CHANGE_COLUMNS, "conflict_winner")
 
 
 def change_row(c: FieldChange) -> tuple[object, ...]:
@@ -104,7 +106,7 @@ async def write(
         await conn.copy_records_to_table(
             "sync_log",
             columns=_LOG_COLUMNS,
-            records=[(task_id, c.direction, *change_row(c)) for c in changes],
+            records=[(task_id, c.direction, *change_row(c), c.conflict_winner) for c in changes],
         )
 
 

@@ -26,6 +26,7 @@ from engine.messaging.commands import ChunkCommand
 from engine.messaging.publishing import ChunkPublisher
 from engine.observability.metrics import Metrics
 from engine.store import Connection, intents, recovery, results, tasks
+from engine.store import incremental as incremental_store
 from engine.store import keys as keys_store
 from engine.store import links as links_store
 from engine.store.results import FieldChange, Outcome
@@ -40,7 +41,7 @@ from engine.sync.bookkeeping import (
 from engine.sync.connections import Connections
 from engine.sync.liveness import Presence
 from engine.sync.push_stage import PushStage
-from engine.sync.records import ChunkResult, Intents
+from engine.sync.records import ChunkResult, Intents, SyncContext
 from engine.sync.source_stage import SourceStage
 
 log = structlog.get_logger(__name__)
@@ -66,9 +67,13 @@ class ChunkRunner:
         *,
         unit_publish_grace: float = 30.0,
         metrics: Metrics | None = None,
+        track_baselines: bool = False,
     ) -> None:
         """``unit_publish_grace``: seconds after its commit before the sweeper publishes a unit
-        whose publish was not confirmed (a crash or a broker refusal after the commit)."""
+        whose publish was not confirmed (a crash or a broker refusal after the commit).
+        ``track_baselines``: the continuous sync is enabled: keep the values each connection
+        and the CRM agree on, and settle ``Sync`` tasks' conflicts by the mapping's rules."""
+        self.track_baselines = track_baselines
         self.pool = pool
         self.connections = connections
         self.source_stage = SourceStage(connections)
@@ -130,10 +135,17 @@ class ChunkRunner:
             run_intents = Intents(
                 self._intent_recorder(command), await intents.unsettled(conn, command.task_id, ids)
             )
+            sync = await self._sync_context(conn, command.task_id, target or source, ids)
         no_blank = chunk.no_blank_values
         if target is None:
             result = await self.source_stage.run(
-                source, keys, links, attempt=attempt, intents=run_intents, no_blank_values=no_blank
+                source,
+                keys,
+                links,
+                attempt=attempt,
+                intents=run_intents,
+                no_blank_values=no_blank,
+                sync=sync,
             )
         else:
             result = await self.push_stage.run(
@@ -144,10 +156,20 @@ class ChunkRunner:
                 intents=run_intents,
                 no_blank_values=no_blank,
                 broken=broken,
+                sync=sync,
             )
         units = await self._commit(command, source, len(keys), result, only=only)
         self.metrics.chunk_committed(result.outcomes)
         return units
+
+    async def _sync_context(
+        self, conn: Connection, task_id: int, connection_id: int, ids: Sequence[int]
+    ) -> SyncContext | None:
+        if not self.track_baselines:
+            return None
+        if not await incremental_store.is_sync_task(conn, task_id):
+            return SyncContext()  # a force resync: its source wins; only the baselines move
+        return SyncContext(True, await incremental_store.baselines(conn, connection_id, ids))
 
     def _intent_recorder(
         self, command: ChunkCommand
@@ -251,6 +273,8 @@ class ChunkRunner:
             connections = 1 + len(targets)
             row = await tasks.add_counts(conn, command.task_id, counts, connections)
             await keys_store.touch_links(conn, result.touches)
+            await incremental_store.set_crm_values(conn, result.crm_synced)
+            await incremental_store.set_baselines(conn, result.baselines)
             if result.crm_written:
                 await keys_store.touch_internal_keys(
                     conn, result.crm_written, f"task {command.task_id}"

@@ -29,6 +29,7 @@ from engine.sync.records import (
     NewLink,
     Record,
     Stage,
+    SyncContext,
     batches,
     fail,
     load_crm,
@@ -63,6 +64,7 @@ class PushStage(Stage):
         intents: Intents | None = None,
         no_blank_values: bool = False,
         broken: Collection[int] = (),
+        sync: SyncContext | None = None,
     ) -> ChunkResult:
         """Push the CRM values of ``keys`` to ``target_id`` (``links``: the target's;
         ``broken``: keys whose link to the target was broken on purpose, left alone).
@@ -86,7 +88,7 @@ class PushStage(Stage):
         records = await load_crm(self.connections, records_of(keys, links), result)
         pushed = ChunkResult(attempt, target_id)
         result.merge(
-            await self._push(target, records, pushed, intents or Intents(), no_blank_values)
+            await self._push(target, records, pushed, intents or Intents(), no_blank_values, sync)
         )
         return result
 
@@ -97,6 +99,7 @@ class PushStage(Stage):
         result: ChunkResult,
         intents: Intents,
         no_blank_values: bool = False,
+        sync: SyncContext | None = None,
     ) -> ChunkResult:
         """Write the CRM values of ``records`` to one target into ``result``.
 
@@ -140,11 +143,11 @@ class PushStage(Stage):
                         )
                     )
         jobs = [
-            self._update_batch(target, erp_type, batch, result, intents, no_blank_values)
+            self._update_batch(target, erp_type, batch, result, intents, no_blank_values, sync)
             for erp_type, items in updates.items()
             for batch in batches(items, target.settings.batch_size)
         ]
-        jobs += [self._create(target, item, result) for item in creates]
+        jobs += [self._create(target, item, result, sync) for item in creates]
         await asyncio.gather(*jobs)
         return result
 
@@ -156,6 +159,7 @@ class PushStage(Stage):
         result: ChunkResult,
         intents: Intents,
         no_blank_values: bool = False,
+        sync: SyncContext | None = None,
     ) -> None:
         fields = sorted({f for item in items for f in item.desired})
         if not fields:
@@ -173,6 +177,8 @@ class PushStage(Stage):
         actors = {a.key: a for a in current.actors}
         to_save: list[tuple[Item, Changed, list[FieldChange]]] = []
         notes: dict[int, str] = {}
+        winners: dict[int, dict[str, mp.Side]] = {}
+        erp_values: dict[int, dict[str, sdk.FieldValue]] = {}
         for item in items:
             assert item.link is not None
             actor = actors.get(item.link.erp_key)
@@ -198,6 +204,17 @@ class PushStage(Stage):
                         fields=skipped,
                     )
             changed = mp.diff(actor.fields, desired)
+            won: dict[str, mp.Side] = {}
+            if sync is not None:
+                changed, won = mp.settle_to_erp(
+                    item.mapping,
+                    changed,
+                    sync.baseline(item.record.key.id),
+                    item.record.crm_modified,
+                    actor.last_modified,
+                )
+                winners[item.record.key.id] = won
+                erp_values[item.record.key.id] = dict(actor.fields)
             # Changes an earlier run wrote but never committed: logged now, exactly once.
             applied = intents.applied(target.id, item.record.key.id, False, desired, changed)
             if changed:
@@ -210,10 +227,11 @@ class PushStage(Stage):
             )
             result.changes += applied
             result.touches.append(LinkTouch(item.link.id, actor.last_modified))
+            _agree(result, target.id, item, erp_values.get(item.record.key.id))
         if not to_save:
             return
         await intents.record(
-            [c for item, ch, _ in to_save for c in _log_to_erp(target.id, item, ch, erp_type)]
+            [c for item, ch, _ in to_save for c in _log_to_erp(target.id, item, ch, erp_type, {})]
         )
         try:
             saved = await save_changes(
@@ -241,9 +259,20 @@ class PushStage(Stage):
             count = len(changed) + len(applied)
             note = notes.get(item.record.key.id)
             result.outcomes.append(Outcome(item.record.key.id, target.id, "updated", count, note))
-            result.changes += _log_to_erp(target.id, item, changed, erp_type) + applied
+            won = winners.get(item.record.key.id, {})
+            result.changes += _log_to_erp(target.id, item, changed, erp_type, won) + applied
+            before = erp_values.get(item.record.key.id)
+            if before is not None:
+                after = {**before, **{f: new for f, (_, new) in changed.items()}}
+                _agree(result, target.id, item, after)
 
-    async def _create(self, target: ConnectionHandle, item: Item, result: ChunkResult) -> None:
+    async def _create(
+        self,
+        target: ConnectionHandle,
+        item: Item,
+        result: ChunkResult,
+        sync: SyncContext | None = None,
+    ) -> None:
         erp_type = item.mapping.erp
         try:
             created = await target.call(
@@ -262,7 +291,9 @@ class PushStage(Stage):
         )
         changed: Changed = {f: (None, v) for f, v in item.desired.items() if not mp.same(None, v)}
         result.outcomes.append(Outcome(item.record.key.id, target.id, "created", len(changed)))
-        result.changes += _log_to_erp(target.id, item, changed, erp_type)
+        result.changes += _log_to_erp(target.id, item, changed, erp_type, {})
+        if sync is not None:
+            _agree(result, target.id, item, dict(item.desired))
 
 
 def _fail_items(
@@ -271,11 +302,22 @@ def _fail_items(
     fail(result, [item.record for item in items], target, exc, target_side=True)
 
 
+def _agree(
+    result: ChunkResult, target_id: int, item: Item, erp: dict[str, sdk.FieldValue] | None
+) -> None:
+    """Continuous sync: the values the CRM and the target now hold alike (the baseline)."""
+    if erp is not None:
+        result.baselines[(target_id, item.record.key.id)] = mp.agreed(
+            item.mapping, item.record.crm, erp
+        )
+
+
 def _log_to_erp(
     connection_id: int,
     item: Item,
     changed: Changed,
     erp_type: str,
+    winners: dict[str, mp.Side],
 ) -> list[FieldChange]:
     return [
         FieldChange(
@@ -288,6 +330,7 @@ def _log_to_erp(
             target_is_crm=False,
             old_value=old,
             new_value=new,
+            conflict_winner=winners.get(erp_field),
         )
         for erp_field, (old, new) in changed.items()
     ]

@@ -62,6 +62,12 @@ class ChunkResult:
     touches: list[LinkTouch] = field(default_factory=list)
     new_links: list[NewLink] = field(default_factory=list)
     crm_written: list[int] = field(default_factory=list)
+    crm_synced: dict[int, dict[str, sdk.FieldValue]] = field(default_factory=dict)
+    """CRM values of the records this run wrote into the CRM, as written (the incremental
+    sync's echo check)."""
+    baselines: dict[tuple[int, int], dict[str, sdk.FieldValue]] = field(default_factory=dict)
+    """(connection, internal key) -> CRM-field values both sides now agree on (continuous
+    sync's conflict baseline); filled only when the stage was asked to track them."""
     forward: list[int] = field(default_factory=list)
     records: int = 0
 
@@ -88,6 +94,8 @@ class ChunkResult:
         self.changes += other.changes
         self.touches += other.touches
         self.new_links += other.new_links
+        self.crm_synced.update(other.crm_synced)
+        self.baselines.update(other.baselines)
 
 
 @dataclass
@@ -97,6 +105,9 @@ class Record:
     key: InternalKey
     links: dict[int, Link]
     crm: dict[str, sdk.FieldValue]
+    crm_modified: str | None = None
+    baseline: dict[str, sdk.FieldValue] | None = None
+    """Continuous sync only: the values the CRM and this stage's ERP last agreed on."""
 
 
 class Intents:
@@ -149,6 +160,19 @@ class Intents:
                     del self._open[key]
                     break
         return found
+
+
+@dataclass(slots=True)
+class SyncContext:
+    """Given to a stage while the continuous sync is enabled: track the agreed values (the
+    baselines), and in a ``Sync`` task (``settle``) apply the conflict rules against them."""
+
+    settle: bool = False
+    baselines: dict[int, dict[str, sdk.FieldValue]] = field(default_factory=dict)
+    """Internal key -> the values the CRM and the stage's ERP last agreed on."""
+
+    def baseline(self, internal_key_id: int) -> dict[str, sdk.FieldValue] | None:
+        return self.baselines.get(internal_key_id) if self.settle else None
 
 
 class Stage:
@@ -205,6 +229,7 @@ async def load_crm(
                     )
                 else:
                     record.crm = dict(actor.fields)
+                    record.crm_modified = actor.last_modified
                     found.append(record)
     return found
 

@@ -27,6 +27,7 @@ from engine.sync.records import (
     Links,
     Record,
     Stage,
+    SyncContext,
     batches,
     fail,
     load_crm,
@@ -50,6 +51,7 @@ class SourceStage(Stage):
         attempt: int = 0,
         intents: Intents | None = None,
         no_blank_values: bool = False,
+        sync: SyncContext | None = None,
     ) -> ChunkResult:
         """Apply the source to the CRM for ``keys``; the records to push go in ``forward``.
 
@@ -61,7 +63,7 @@ class SourceStage(Stage):
         records = await load_crm(self.connections, records, result)
         if source_id > 0:
             records = await self._apply_source(
-                source_id, records, result, intents or Intents(), no_blank_values
+                source_id, records, result, intents or Intents(), no_blank_values, sync
             )
         result.forward = [r.key.id for r in records]
         return result
@@ -81,7 +83,8 @@ class SourceStage(Stage):
         records: list[Record],
         result: ChunkResult,
         intents: Intents,
-        no_blank_values: bool,
+        no_blank_values: bool = False,
+        sync: SyncContext | None = None,
     ) -> list[Record]:
         """Read the source actors and write their to-CRM fields into the CRM records."""
         source = self.connections.get(source_id)
@@ -127,7 +130,7 @@ class SourceStage(Stage):
                     continue
                 actors = {a.key: a for a in response.actors}
                 ready += await self._write_crm(
-                    source, mapping, batch, actors, result, intents, no_blank_values
+                    source, mapping, batch, actors, result, intents, no_blank_values, sync
                 )
         return ready
 
@@ -140,10 +143,13 @@ class SourceStage(Stage):
         result: ChunkResult,
         intents: Intents,
         no_blank_values: bool = False,
+        sync: SyncContext | None = None,
     ) -> list[Record]:
         crm = self.connections.crm
         to_save: list[tuple[Record, Changed, list[FieldChange]]] = []
         notes: dict[int, str] = {}
+        winners: dict[int, dict[str, mp.Side]] = {}
+        erp_values: dict[int, dict[str, sdk.FieldValue]] = {}
         ready: list[Record] = []
         for record in batch:
             link = record.links[source.id]
@@ -171,6 +177,15 @@ class SourceStage(Stage):
                         fields=skipped,
                     )
             changed = mp.diff(record.crm, desired)
+            if sync is not None:
+                erp_values[record.key.id] = dict(actor.fields)
+                changed, winners[record.key.id] = mp.settle_to_crm(
+                    mapping,
+                    changed,
+                    sync.baseline(record.key.id),
+                    record.crm_modified,
+                    actor.last_modified,
+                )
             # Changes an earlier run wrote but never committed: logged now, exactly once.
             applied = intents.applied(source.id, record.key.id, True, desired, changed)
             if changed:
@@ -182,12 +197,14 @@ class SourceStage(Stage):
             result.changes += applied
             if applied:
                 result.crm_written.append(record.key.id)
+                result.crm_synced[record.key.id] = dict(record.crm)
+            _agree(result, source.id, mapping, record, erp_values)
             ready.append(record)
         if not to_save:
             return ready
         crm_type = mapping.crm
         await intents.record(
-            [c for r, ch, _ in to_save for c in _log_to_crm(source.id, mapping, r, ch)]
+            [c for r, ch, _ in to_save for c in _log_to_crm(source.id, mapping, r, ch, {})]
         )
         try:
             response = await save_changes(
@@ -210,17 +227,37 @@ class SourceStage(Stage):
                 continue
             for crm_field, (_, new) in changed.items():
                 record.crm[crm_field] = new
-            result.changes += _log_to_crm(source.id, mapping, record, changed) + applied
+            won = winners.get(record.key.id, {})
+            result.changes += _log_to_crm(source.id, mapping, record, changed, won) + applied
             count = len(changed) + len(applied)
             note = notes.get(record.key.id)
             result.outcomes.append(Outcome(record.key.id, 0, "updated", count, note))
             result.crm_written.append(record.key.id)
+            result.crm_synced[record.key.id] = dict(record.crm)
+            _agree(result, source.id, mapping, record, erp_values)
             ready.append(record)
         return ready
 
 
+def _agree(
+    result: ChunkResult,
+    source_id: int,
+    mapping: ActorTypeMapping,
+    record: Record,
+    erp_values: dict[int, dict[str, sdk.FieldValue]],
+) -> None:
+    """Continuous sync: the values the CRM and the source now hold alike (the baseline)."""
+    erp = erp_values.get(record.key.id)
+    if erp is not None:
+        result.baselines[(source_id, record.key.id)] = mp.agreed(mapping, record.crm, erp)
+
+
 def _log_to_crm(
-    source_id: int, mapping: ActorTypeMapping, record: Record, changed: Changed
+    source_id: int,
+    mapping: ActorTypeMapping,
+    record: Record,
+    changed: Changed,
+    winners: dict[str, mp.Side],
 ) -> list[FieldChange]:
     link = record.links[source_id]
     return [
@@ -234,6 +271,7 @@ def _log_to_crm(
             target_is_crm=True,
             old_value=old,
             new_value=new,
+            conflict_winner=winners.get(crm_field),
         )
         for crm_field, (old, new) in changed.items()
     ]

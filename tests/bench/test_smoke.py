@@ -23,6 +23,7 @@ SCRIPTS = [
     "huge",
     "e2e",
     "force_resync",
+    "continuous",
     "publish_latency",
     "tryton",
     "superoffice",

@@ -68,6 +68,7 @@ def demo_config(
     delay_ms: float = 0,
     stall_keys: list[str] | None = None,
     stall_file: Path | None = None,
+    sync: bool = False,
 ) -> Path:
     """Write the demo configuration with the slow CRM connector; return its path."""
     text = DEMO_CONFIG.read_text(encoding="utf-8")
@@ -81,6 +82,10 @@ def demo_config(
     text = text.replace(
         crm, f'connector = "{SLOW_CONNECTOR}"\n\n[crm.settings]\nschema = "demo_crm"\n{extra}'
     )
+    # The continuous sync would add its own writes to what these tests count; off unless asked.
+    if not sync:
+        assert "\n[sync]" in text and "\nenabled = true" in text
+        text = text.replace("\nenabled = true", "\nenabled = false", 1)
     path = directory / "erpsync.toml"
     path.write_text(text, encoding="utf-8")
     return path
@@ -117,13 +122,14 @@ async def workers(
     delay_ms: float = 0,
     stall_keys: list[str] | None = None,
     stall_file: Path | None = None,
+    sync: bool = False,
     **env: str,
 ) -> AsyncIterator[Workers]:
     """Worker processes on ``database`` and ``broker_url``/``prefix``; all killed afterwards."""
     with tempfile.TemporaryDirectory(prefix="erpsync-procs-") as tmp:
         directory = Path(tmp)
         config = demo_config(
-            directory, delay_ms=delay_ms, stall_keys=stall_keys, stall_file=stall_file
+            directory, delay_ms=delay_ms, stall_keys=stall_keys, stall_file=stall_file, sync=sync
         )
         base_env = {
             **os.environ,

@@ -231,6 +231,27 @@ async function renderConnections() {
     h("td", { class: "num" }, c.RecentOutcomes),
     h("td", { class: c.RecentFailures ? "num bad-text" : "num" }, c.RecentFailures),
     h("td", { class: "reason" }, c.LastError || ""))));
+  await renderEngine();
+}
+
+// The continuous sync's schedule: per connection its watermark, last run, lag and next run.
+async function renderEngine() {
+  const status = await getJson(`${API}/engine`);
+  $("engine-state").textContent =
+    `${status.IsRunning ? "running" : "stopped"}, every ${status.Interval}: ${status.StatusMessage}`;
+  const time = (iso) => (iso ? iso.replace("T", " ").slice(0, 19) : "");
+  $("engine-connections").replaceChildren(...status.Connections.map((c) =>
+    h("tr", { "data-connection-id": c.ConnectionId },
+      h("td", { class: "num" }, c.ConnectionId),
+      h("td", {}, c.Name),
+      h("td", {}, c.Watermarks.map((w) => `${w.ActorType} @ ${w.Since ?? "start"}`).join(", ")),
+      h("td", {}, time(c.LastRun)),
+      h("td", { class: c.LastOutcome === "failed" ? "reason bad-text" : "" },
+        c.LastOutcome ? c.LastOutcome + (c.LastError ? `: ${c.LastError}` : "") : ""),
+      h("td", { class: "num" }, c.LastQueued),
+      h("td", { class: "num" }, c.LastEchoes),
+      h("td", { class: "num" }, c.LagSeconds === null ? "" : `${c.LagSeconds.toFixed(1)} s`),
+      h("td", {}, time(c.NextRun)))));
 }
 
 function fillSources() {

@@ -50,7 +50,9 @@ async def fuzzed_door(
         yield service
 
 
-@pytest.mark.timeout(TIME_LIMIT + 30)
+# pytest-timeout's default (120 s) is below the run's own limit: under load, with the engine
+# endpoints of issue 18 added, the bounded run can take longer than that.
+@pytest.mark.timeout(TIME_LIMIT + 60)
 async def test_schemathesis_finds_nothing_in_the_served_document(
     fuzzed_door: Service, tmp_path: Path
 ) -> None:

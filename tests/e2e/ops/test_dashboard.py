@@ -148,6 +148,9 @@ async def test_dashboard_in_headless_chromium(service: Service, browser: Browser
     await expect(
         page.locator('#connections tr[data-connection-id="2"] .health').nth(1)
     ).to_have_text("closed")
+    # The continuous sync's panel: one row per connection (the engine is off in these settings).
+    await expect(page.locator("#engine-connections tr")).to_have_count(3)
+    await expect(page.locator("#engine-state")).to_contain_text("stopped")
     await page.screenshot(path=ARTIFACTS / "dashboard-connections.png", full_page=True)
 
     await page.get_by_role("button", name="Log out").click()

@@ -1,0 +1,266 @@
+"""Continuous sync control, SuperOffice's shape: GetEngineStatus, ChangeEngineStatus,
+ChangeEngineInterval, SyncAll and ForceSyncAll (ErpSync agent), plus the dashboard's and CLI's
+per-connection view (``GET /api/v1/erpsync/engine``).
+
+The engine state lives in PostgreSQL (:mod:`engine.store.incremental`): any front door changes
+it and every worker's scheduler follows it at its next tick.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from typing import Any
+
+import asyncpg
+from aiohttp import web
+
+from engine.api.appkeys import POOL, SETTINGS
+from engine.api.auth import PRINCIPAL, require_connection
+from engine.api.bodies import read_arguments
+from engine.api.errors import ApiError
+from engine.api.render import project, respond, select_paths
+from engine.store import incremental as store
+
+ERPSYNC = "/api/v1/Agents/ErpSync"
+PREFIX = "/api/v1/erpsync"
+MAX_INTERVAL = 86_400.0
+
+routes = web.RouteTableDef()
+
+_TIMESPAN = re.compile(r"^(?:(\d+)\.)?(\d{1,2}):(\d{1,2}):(\d{1,2}(?:\.\d{1,7})?)$")
+
+
+def parse_interval(text: str) -> float:
+    """Seconds from a .NET TimeSpan (``[d.]hh:mm:ss[.fffffff]``) or a number of seconds."""
+    text = text.strip()
+    match = _TIMESPAN.match(text)
+    if match:
+        days, hours, minutes, seconds = match.groups()
+        if int(minutes) > 59 or float(seconds) >= 60:
+            raise ValueError("minutes and seconds must be below 60")
+        value = int(days or 0) * 86_400 + int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+    else:
+        try:
+            value = float(text)
+        except ValueError:
+            raise ValueError("not a TimeSpan (hh:mm:ss) or a number of seconds") from None
+    if not 0 < value <= MAX_INTERVAL:
+        raise ValueError(f"must be more than 0 and at most {MAX_INTERVAL:g} seconds (1 day)")
+    return value
+
+
+def format_interval(seconds: float) -> str:
+    """A .NET TimeSpan text: ``hh:mm:ss`` (``.fff`` when fractional, ``d.`` from a day)."""
+    whole = int(seconds)
+    fraction = seconds - whole
+    days, rest = divmod(whole, 86_400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    text = f"{hours:02d}:{minutes:02d}:{secs:02d}"
+    if fraction > 1e-9:
+        text += f"{fraction:.3f}".removeprefix("0")
+    return f"{days}.{text}" if days else text
+
+
+def _require_all(request: web.Request, action: str) -> None:
+    """Engine-wide operations need a caller allowed every connection."""
+    principal = request[PRINCIPAL]
+    for conn in request.app[SETTINGS].all_connections:
+        require_connection(principal, conn.id, action)
+
+
+async def _arguments(request: web.Request) -> tuple[dict[str, Any], list[list[str]] | None]:
+    try:
+        select = select_paths(request.query)
+    except ValueError as exc:
+        raise ApiError(400, str(exc)) from None
+    args = await read_arguments(request, request.app[SETTINGS].server.max_body_bytes)
+    return args, select
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+async def _engine_status(request: web.Request) -> dict[str, Any]:
+    pool: asyncpg.Pool = request.app[POOL]
+    settings = request.app[SETTINGS]
+    state = await store.get_engine(pool)
+    if state is None:  # no worker with the sync enabled has started yet
+        state = store.EngineState(settings.sync.initial_status, settings.sync.interval)
+    rows = await store.connections_status(pool)
+    now = dt.datetime.now(dt.UTC)
+    failed = [r["connection_id"] for r in rows if r["last_outcome"] == "failed"]
+    running = state.status == "running"
+    if not settings.sync.enabled:
+        message = "Continuous sync is not enabled in this configuration ([sync] enabled)"
+    elif not running:
+        message = "Stopped"
+    elif failed:
+        message = "Running; last run failed on connection(s) " + ", ".join(map(str, failed))
+    else:
+        message = f"Running every {format_interval(state.interval)}"
+    by_id = {r["connection_id"]: r for r in rows}
+    return {
+        "IsRunning": running,
+        "StatusMessage": message,
+        "Interval": format_interval(state.interval),
+        "TableRight": None,
+        "FieldProperties": {},
+        # erpsync's: the per-connection schedule (the dashboard's panel, `erpsync engine status`)
+        "Connections": [
+            _connection(conn.id, conn.name, by_id.get(conn.id), running, now)
+            for conn in settings.all_connections
+        ],
+    }
+
+
+def _connection(
+    connection_id: int, name: str, row: Any, running: bool, now: dt.datetime
+) -> dict[str, Any]:
+    """One connection's schedule (a connection the scheduler has not seen yet: all empty)."""
+    if row is None:
+        row = {"watermarks": [], "runs": 0, "last_changed": 0, "last_queued": 0}
+        row |= {"last_echoes": 0, "last_unlinked": 0}
+    caught_up = row.get("caught_up_at")
+    return {
+        "ConnectionId": connection_id,
+        "Name": name,
+        "Watermarks": [
+            {"ActorType": w["actor_type"], "Since": w["since"], "MovedAt": w["moved_at"]}
+            for w in _watermarks(row["watermarks"])
+        ],
+        "Running": row.get("run_by") is not None,
+        "Runs": row["runs"],
+        "LastRun": _iso(row.get("last_run_at")),
+        "LastOutcome": row.get("last_outcome"),
+        "LastError": row.get("last_error"),
+        "LastChanged": row["last_changed"],
+        "LastQueued": row["last_queued"],
+        "LastEchoes": row["last_echoes"],
+        "LastUnlinked": row["last_unlinked"],
+        "LagSeconds": None if caught_up is None else round((now - caught_up).total_seconds(), 3),
+        "NextRun": _iso(row.get("next_run_at")) if running and row.get("next_run_at") else None,
+    }
+
+
+def _watermarks(value: Any) -> list[dict[str, Any]]:
+    return json.loads(value) if isinstance(value, str) else list(value)
+
+
+def _status_response(
+    request: web.Request, data: dict[str, Any], select: list[list[str]] | None
+) -> web.Response:
+    return respond(
+        request,
+        project(data, select) if select else data,
+        root="ErpSyncEngineStatus",
+    )
+
+
+@routes.post(f"{ERPSYNC}/GetEngineStatus")
+async def get_engine_status(request: web.Request) -> web.Response:
+    """Whether the continuous sync runs, its interval, and erpsync's per-connection view."""
+    _, select = await _arguments(request)
+    return _status_response(request, await _engine_status(request), select)
+
+
+@routes.post(f"{ERPSYNC}/ChangeEngineStatus")
+async def change_engine_status(request: web.Request) -> web.Response:
+    """``Run``: true starts the engine (every connection runs at once), false stops it."""
+    args, select = await _arguments(request)
+    run = args.get("run")
+    if isinstance(run, str) and run.lower() in ("true", "false"):
+        run = run.lower() == "true"
+    if not isinstance(run, bool):
+        raise ApiError(400, "Run is required and must be true or false")
+    _require_all(request, "start or stop the sync engine of")
+    pool: asyncpg.Pool = request.app[POOL]
+    await _ensure(request)
+    await store.set_status(pool, "running" if run else "stopped", request[PRINCIPAL].user)
+    return _status_response(request, await _engine_status(request), select)
+
+
+@routes.post(f"{ERPSYNC}/ChangeEngineInterval")
+async def change_engine_interval(request: web.Request) -> web.Response:
+    """``Interval``: a TimeSpan (``00:00:30``) or seconds; 204."""
+    args, _ = await _arguments(request)
+    raw = args.get("interval")
+    if isinstance(raw, bool) or not isinstance(raw, str | int | float):
+        raise ApiError(400, "Interval is required: a TimeSpan (hh:mm:ss) or seconds")
+    try:
+        seconds = parse_interval(str(raw))
+    except ValueError as exc:
+        raise ApiError(400, f"Interval {str(raw)[:40]!r}: {exc}") from None
+    _require_all(request, "change the sync interval of")
+    await _ensure(request)
+    await store.set_interval(request.app[POOL], seconds, request[PRINCIPAL].user)
+    return web.Response(status=204)
+
+
+async def _ensure(request: web.Request) -> None:
+    settings = request.app[SETTINGS]
+    await store.ensure(
+        request.app[POOL],
+        [c.id for c in settings.all_connections],
+        status=settings.sync.initial_status,
+        interval=settings.sync.interval,
+    )
+
+
+def _plugin_response(ok: bool, user: str, tech: str, code: str = "") -> dict[str, Any]:
+    return {
+        "IsOk": ok,
+        "UserExplanation": user,
+        "TechExplanation": tech,
+        "ErrorCode": code,
+        "Changes": None,
+        "Status": "Ok" if ok else "Error",
+        "TableRight": None,
+        "FieldProperties": {},
+    }
+
+
+async def _sync_all(request: web.Request, *, full: bool) -> web.Response:
+    _, select = await _arguments(request)
+    _require_all(request, "sync all records of")
+    settings = request.app[SETTINGS]
+    await _ensure(request)
+    pool: asyncpg.Pool = request.app[POOL]
+    state = await store.get_engine(pool)
+    if not settings.sync.enabled or state is None or state.status != "running":
+        data = _plugin_response(
+            False,
+            "The sync engine is stopped; start it first.",
+            "ChangeEngineStatus Run=true first (and [sync] enabled in the workers' configuration)",
+            "EngineStopped",
+        )
+    else:
+        count = await (store.request_full(pool, None) if full else store.make_due(pool, None))
+        what = "every record from the start" if full else "the changes since the last run"
+        data = _plugin_response(
+            True,
+            f"{count} connections will sync {what} now.",
+            f"The runs queue Sync batch tasks (GetBatchTaskInfo, Name {store.SYNC_TASK_NAME!r}).",
+        )
+    return respond(request, project(data, select) if select else data, root="PluginResponse")
+
+
+@routes.post(f"{ERPSYNC}/SyncAll")
+async def sync_all(request: web.Request) -> web.Response:
+    """Run every connection's incremental sync now instead of at its next interval."""
+    return await _sync_all(request, full=False)
+
+
+@routes.post(f"{ERPSYNC}/ForceSyncAll")
+async def force_sync_all(request: web.Request) -> web.Response:
+    """Forget the watermarks: every connection's next run (now) reads every record."""
+    return await _sync_all(request, full=True)
+
+
+@routes.get(f"{PREFIX}/engine")
+async def engine_view(request: web.Request) -> web.Response:
+    """The dashboard's and the CLI's view: GetEngineStatus as JSON."""
+    return web.json_response(await _engine_status(request))

@@ -1,0 +1,388 @@
+"""Continuous sync: per connection, at the engine's interval, what changed since the watermark.
+
+Every worker runs a :class:`Scheduler`. Each tick it claims the due runs in PostgreSQL (one
+conditional UPDATE per tick, :func:`engine.store.incremental.claim_due`), so across all processes
+each connection runs once per interval. A run reads ``get_actors_changed_since`` page by page per
+actor type, resolves the actors to internal keys, drops echoes (nothing the hub does not already
+hold), and hands the rest to the force-resync path as a ``Sync`` batch task (same planner,
+chunks, push units, gates, retries, outcomes and sync log). The task and the moved watermark
+commit in one transaction: the watermark is never ahead of work that is durably queued, and the
+task's command is published after that commit (a task whose publish failed is published again by
+the connection's next run; the planner runs a message id once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+import orjson
+import structlog
+
+import connectors as sdk
+from engine.mapping import values as mp
+from engine.mapping.model import ActorTypeMapping
+from engine.messaging.commands import resync_body
+from engine.messaging.publishing import ChunkPublisher
+from engine.messaging.topology import RESYNC_ROUTING_KEY
+from engine.observability.metrics import Metrics
+from engine.settings import Settings
+from engine.store import Connection, tasks
+from engine.store import incremental as store
+from engine.store import keys as keys_store
+from engine.store.incremental import SYNC_TASK_NAME, RunCounts, Watermark
+from engine.sync.connections import CallFailed, ConnectionHandle, Connections
+
+log = structlog.get_logger(__name__)
+
+
+class RunLost(Exception):
+    """This worker's claim of the run expired and another worker took it."""
+
+
+@dataclass(slots=True)
+class _Page:
+    """What one page of changed actors turns into."""
+
+    internal_ids: list[int] = field(default_factory=list)
+    crm_values: dict[int, dict[str, Any]] = field(default_factory=dict)
+    new_crm_records: list[str] = field(default_factory=list)
+    counts: RunCounts = field(default_factory=RunCounts)
+
+
+def next_watermark(mark: Watermark, actors: Sequence[sdk.Actor]) -> Watermark:
+    """The watermark after ``actors`` (a page, oldest first): the last one's position and every
+    key handled at exactly that position (the tie-breaker for actors sharing a timestamp)."""
+    if not actors:
+        return mark
+    since = actors[-1].last_modified
+    seen = {a.key for a in actors if a.last_modified == since}
+    if since == mark.since:
+        seen |= set(mark.seen_keys)
+    return Watermark(since, tuple(sorted(seen)))
+
+
+def fresh(mark: Watermark, actors: Sequence[sdk.Actor]) -> list[sdk.Actor]:
+    """The actors not handled yet: those at the watermark's position already seen are not."""
+    seen = set(mark.seen_keys)
+    return [a for a in actors if not (a.last_modified == mark.since and a.key in seen)]
+
+
+class IncrementalRun:
+    """One run of one connection (claimed by this worker)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        pool: asyncpg.Pool,
+        connections: Connections,
+        publisher: ChunkPublisher,
+        worker: str,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.settings = settings
+        self.pool = pool
+        self.connections = connections
+        self.publisher = publisher
+        self.worker = worker
+        self.metrics = metrics
+
+    def actor_types(self, connection_id: int) -> list[str]:
+        """The actor types a connection's changes are read for: its mapped ERP types, or for
+        the CRM every CRM type some ERP maps."""
+        if connection_id == 0:
+            return list(
+                dict.fromkeys(m.crm for e in self.settings.connections for m in e.actor_types)
+            )
+        conn = self.settings.connection(connection_id)
+        return [] if conn is None else [m.erp for m in conn.actor_types]
+
+    async def run(self, connection_id: int) -> RunCounts:
+        """Read every change since the watermarks and queue it; raises on failure (the
+        watermarks stay at the last committed page)."""
+        handle = self.connections.get(connection_id)
+        if sdk.Capability.changed_since not in sdk.capabilities(handle.connector):
+            raise CallFailed(f"{handle.settings.name}: connector has no changed_since", "permanent")
+        async with self.pool.acquire() as conn:
+            await self._republish(conn, connection_id)
+            full = await store.take_full_request(conn, connection_id)
+            if full:
+                log.info("full sync requested: reading from the start", connection=connection_id)
+            total = RunCounts()
+            for actor_type in self.actor_types(connection_id):
+                counts = await self._run_type(conn, handle, actor_type, full)
+                total = _add(total, counts)
+        return total
+
+    async def _republish(self, conn: Connection, connection_id: int) -> None:
+        for row in await store.unpublished_tasks(conn, connection_id):
+            request = (
+                orjson.loads(row["request"]) if isinstance(row["request"], str) else row["request"]
+            )
+            await self._publish(
+                row["id"], connection_id, request["InternalKeyIds"], row["message_id"]
+            )
+
+    async def _run_type(
+        self, conn: Connection, handle: ConnectionHandle, actor_type: str, full: bool
+    ) -> RunCounts:
+        """Read one actor type's changes page by page. Never read before (a new connection or
+        actor type) and no full sync asked: the run only finds the current end and queues
+        nothing, so enabling the sync does not replay history (ForceSyncAll does)."""
+        total = RunCounts()
+        stored = await store.watermark(conn, handle.id, actor_type)
+        baseline = stored is None and not full
+        mark = stored or Watermark(None)
+        fields = self._fields(handle.id, actor_type)
+        cursor: str | None = None
+        while True:
+            page = await handle.call(
+                handle.connector.get_actors_changed_since,
+                sdk.ChangedSinceInput(
+                    actor_type,
+                    mark.since,
+                    fields,
+                    cursor=cursor,
+                    limit=self.settings.sync.page_size,
+                ),
+            )
+            actors = list(page.actors)
+            todo = [] if baseline else fresh(mark, actors)
+            work = await self._resolve(conn, handle, actor_type, todo)
+            moved = next_watermark(mark, actors)
+            await self._commit(conn, handle.id, actor_type, moved, work)
+            mark = moved
+            total = _add(total, work.counts)
+            if page.next_cursor is None or not actors:
+                return total
+            cursor = page.next_cursor
+
+    def _fields(self, connection_id: int, actor_type: str) -> list[str]:
+        if connection_id == 0:
+            mappings = [m for e in self.settings.connections for m in e.actor_types]
+            return mp.crm_fields_used(mappings, actor_type)
+        mapping = self._mapping(connection_id, actor_type)
+        return list(mapping.fields)
+
+    def _mapping(self, connection_id: int, actor_type: str) -> ActorTypeMapping:
+        conn = self.settings.connection(connection_id)
+        mapping = None if conn is None else conn.mapping_for(actor_type)
+        assert mapping is not None
+        return mapping
+
+    async def _resolve(
+        self, conn: Connection, handle: ConnectionHandle, actor_type: str, actors: list[sdk.Actor]
+    ) -> _Page:
+        if not actors:
+            return _Page()
+        if handle.id == 0:
+            return await self._resolve_crm(conn, actor_type, actors)
+        return await self._resolve_erp(conn, handle.id, actor_type, actors)
+
+    async def _resolve_crm(
+        self, conn: Connection, actor_type: str, actors: list[sdk.Actor]
+    ) -> _Page:
+        """CRM changes: registered records whose values differ from the last synced ones; new
+        records are registered when some ERP mapping creates missing actors."""
+        page = _Page()
+        known = await store.crm_keys(conn, actor_type, [a.key for a in actors])
+        synced = await store.crm_values(conn, list(known.values()))
+        mappings = [m for e in self.settings.connections for m in e.actor_types]
+        creates = mp.creating_mapping(mappings, actor_type) is not None
+        echoes = unlinked = 0
+        for actor in actors:
+            internal = known.get(actor.key)
+            if internal is None:
+                if creates:
+                    page.new_crm_records.append(actor.key)
+                    page.crm_values[-len(page.new_crm_records)] = dict(actor.fields)
+                else:
+                    unlinked += 1
+                continue
+            before = synced.get(internal)
+            if before is not None and not mp.diff(before, actor.fields):
+                echoes += 1  # the values erpsync synced last: its own write, or nothing mapped
+                continue
+            page.internal_ids.append(internal)
+            page.crm_values[internal] = dict(actor.fields)
+        page.counts = RunCounts(len(actors), 0, echoes, unlinked)
+        return page
+
+    async def _resolve_erp(
+        self, conn: Connection, connection_id: int, actor_type: str, actors: list[sdk.Actor]
+    ) -> _Page:
+        """ERP changes: linked actors whose to-CRM fields differ from the CRM's values (equal
+        ones bring nothing: an echo of erpsync's own write, or a change of unmapped fields)."""
+        page = _Page()
+        mapping = self._mapping(connection_id, actor_type)
+        links = await store.erp_links(conn, connection_id, actor_type, [a.key for a in actors])
+        crm_now = await self._crm_values(mapping, [crm_id for _, crm_id in links.values()])
+        echoes = unlinked = 0
+        for actor in actors:
+            link = links.get(actor.key)
+            if link is None:
+                unlinked += 1
+                continue
+            internal, crm_id = link
+            current = crm_now.get(crm_id)
+            desired = mp.crm_values_from_erp(mapping, actor.fields)
+            if current is not None and not mp.diff(current, desired):
+                echoes += 1
+                continue
+            page.internal_ids.append(internal)
+        page.counts = RunCounts(len(actors), 0, echoes, unlinked)
+        return page
+
+    async def _crm_values(
+        self, mapping: ActorTypeMapping, crm_ids: list[str]
+    ) -> dict[str, dict[str, Any]]:
+        crm = self.connections.crm
+        fields = [c for _, c in mapping.to_crm_pairs]
+        found: dict[str, dict[str, Any]] = {}
+        if not crm_ids or not fields:
+            return found
+        size = crm.settings.batch_size
+        for start in range(0, len(crm_ids), size):
+            response = await crm.call(
+                crm.connector.get_actors,
+                sdk.GetActorsInput(mapping.crm, crm_ids[start : start + size], fields),
+            )
+            found.update({a.key: dict(a.fields) for a in response.actors})
+        return found
+
+    async def _commit(
+        self, conn: Connection, connection_id: int, actor_type: str, mark: Watermark, page: _Page
+    ) -> None:
+        """Queue the page's records as a Sync task and move the watermark, in one transaction;
+        then publish the task's command."""
+        task_id: int | None = None
+        message_id = uuid.uuid4().hex
+        ids = list(page.internal_ids)
+        async with conn.transaction():
+            for n, crm_key in enumerate(page.new_crm_records, start=1):
+                internal = await keys_store.add_internal_key(conn, actor_type, crm_key)
+                ids.append(internal)
+                page.crm_values[internal] = page.crm_values.pop(-n)
+            ids = list(dict.fromkeys(ids))
+            if ids:
+                task_id = await tasks.create(
+                    conn,
+                    source_connection_id=connection_id,
+                    request={"ErpConnectionId": connection_id, "InternalKeyIds": ids},
+                    message_id=message_id,
+                    name=SYNC_TASK_NAME,
+                )
+                await store.set_crm_values(conn, page.crm_values)
+            if not await store.move_watermark(conn, connection_id, actor_type, mark, self.worker):
+                raise RunLost(f"run of connection {connection_id} was taken over")
+        if not await store.renew(conn, connection_id, self.worker, self.settings.sync.run_lease):
+            raise RunLost(f"run of connection {connection_id} was taken over")
+        page.counts = RunCounts(
+            page.counts.changed, len(ids), page.counts.echoes, page.counts.unlinked
+        )
+        if task_id is not None:
+            await self._publish(task_id, connection_id, ids, message_id)
+
+    async def _publish(
+        self, task_id: int, connection_id: int, ids: Sequence[int], message_id: str
+    ) -> None:
+        body = resync_body(connection_id, tuple(ids), task_id=task_id)
+        await self.publisher.publish(RESYNC_ROUTING_KEY, body, message_id=message_id)
+        log.info("sync task queued", task_id=task_id, connection=connection_id, records=len(ids))
+
+
+def _add(a: RunCounts, b: RunCounts) -> RunCounts:
+    return RunCounts(
+        a.changed + b.changed, a.queued + b.queued, a.echoes + b.echoes, a.unlinked + b.unlinked
+    )
+
+
+class Scheduler:
+    """Claims due runs every ``sync.tick`` seconds and runs them (one task per claimed run)."""
+
+    def __init__(self, run: IncrementalRun, metrics: Metrics | None = None) -> None:
+        self.runner = run
+        self.settings = run.settings
+        self.pool = run.pool
+        self.worker = run.worker
+        self.metrics = metrics
+        self.connection_ids = [c.id for c in self.settings.all_connections]
+        self._loop: asyncio.Task[None] | None = None
+        self._runs: set[asyncio.Task[None]] = set()
+        self._stopping = False
+
+    async def start(self) -> None:
+        sync = self.settings.sync
+        await store.ensure(
+            self.pool, self.connection_ids, status=sync.initial_status, interval=sync.interval
+        )
+        self._loop = asyncio.create_task(self._tick_loop(), name="erpsync-incremental")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        for task in [t for t in (self._loop, *self._runs) if t is not None]:
+            task.cancel()
+        for task in [t for t in (self._loop, *self._runs) if t is not None]:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    async def _tick_loop(self) -> None:
+        while not self._stopping:
+            try:
+                await self.tick()
+            except Exception as exc:  # database away: the next tick tries again
+                log.warning("sync scheduling failed", error=f"{type(exc).__name__}: {exc}")
+            await asyncio.sleep(self.settings.sync.tick)
+
+    async def tick(self) -> list[int]:
+        """Claim and start the due runs; returns the connections claimed."""
+        claimed = await store.claim_due(
+            self.pool, self.connection_ids, self.worker, self.settings.sync.run_lease
+        )
+        for connection_id in claimed:
+            task = asyncio.create_task(self.run_claimed(connection_id))
+            self._runs.add(task)
+            task.add_done_callback(self._runs.discard)
+        return claimed
+
+    async def run_claimed(self, connection_id: int) -> None:
+        started = time.monotonic()
+        counts = RunCounts()
+        outcome, error = "ok", None
+        with structlog.contextvars.bound_contextvars(sync_connection=connection_id):
+            try:
+                counts = await self.runner.run(connection_id)
+            except RunLost as exc:
+                log.warning("sync run lost its claim", error=str(exc))
+                return
+            except asyncio.CancelledError:
+                outcome, error = "failed", "stopped"
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self._finish(connection_id, outcome, counts, error))
+                raise
+            except Exception as exc:
+                outcome, error = "failed", f"{type(exc).__name__}: {getattr(exc, 'message', exc)}"
+                log.warning("sync run failed", error=error)
+            await self._finish(connection_id, outcome, counts, error)
+            log.info(
+                "sync run",
+                outcome=outcome,
+                changed=counts.changed,
+                queued=counts.queued,
+                echoes=counts.echoes,
+                unlinked=counts.unlinked,
+                seconds=round(time.monotonic() - started, 3),
+            )
+
+    async def _finish(
+        self, connection_id: int, outcome: str, counts: RunCounts, error: str | None
+    ) -> None:
+        await store.finish_run(self.pool, connection_id, self.worker, outcome, counts, error)
+        if self.metrics is not None:
+            self.metrics.sync_run(connection_id, outcome, counts)

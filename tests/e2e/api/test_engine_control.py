@@ -1,0 +1,88 @@
+"""Continuous sync control over HTTP: GetEngineStatus, ChangeEngineStatus, ChangeEngineInterval,
+SyncAll, ForceSyncAll (SuperOffice's shapes), JSON and XML, and a CRM edit that flows out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+
+from connectors.memory import MemoryStore
+from engine.settings import Settings, SyncSettings
+from tests.support.service import AUTH, Service, link
+from tests.support.settings import memory_settings
+from tests.support.waiting import wait_for
+
+ERPSYNC = "/api/v1/Agents/ErpSync"
+
+
+def sync_settings(database: str, prefix: str, stores: dict[int, MemoryStore]) -> Settings:
+    settings = memory_settings(database, prefix, {cid: s.name for cid, s in stores.items()})
+    sync = SyncSettings(enabled=True, initial_status="stopped", interval=0.5, tick=0.1)
+    return settings.model_copy(update={"sync": sync})
+
+
+async def post(service: Service, name: str, body: Any = None, **headers: str) -> Any:
+    return await service.client.post(f"{ERPSYNC}/{name}", json=body, headers={**AUTH, **headers})
+
+
+async def test_engine_status_start_interval_and_a_crm_edit_flowing_out(
+    database: str, db: asyncpg.Connection, broker_prefix: str, stores: dict[int, MemoryStore]
+) -> None:
+    stores[0].put("Contact", "1", {"name": "Acme", "phone": "111", "email": "a@crm"})
+    stores[1].put("Customer", "E1-1", {"name": "Acme", "phone": "111", "email": "a@crm"})
+    stores[2].put("Customer", "E2-1", {"company": "Acme", "tel": "111", "mail": "a@crm"})
+    await link(db, 1, "Contact", "1", {1: ("Customer", "E1-1"), 2: ("Customer", "E2-1")})
+    async with Service(sync_settings(database, broker_prefix, stores)) as service:
+        status = await (await post(service, "GetEngineStatus")).json()
+        assert status["IsRunning"] is False and status["StatusMessage"] == "Stopped"
+        assert status["Interval"] == "00:00:00.500"
+        assert [c["ConnectionId"] for c in status["Connections"]] == [0, 1, 2]
+
+        stopped = await (await post(service, "SyncAll")).json()
+        assert stopped["IsOk"] is False and stopped["Status"] == "Error"
+
+        bad = await post(service, "ChangeEngineInterval", {"Interval": "soon"})
+        assert bad.status == 400
+        error = await bad.json()
+        assert error["Error"] is True and "Interval" in error["ErrorMessage"]
+        assert (await post(service, "ChangeEngineStatus", {})).status == 400
+        response = await post(service, "ChangeEngineInterval", {"Interval": "00:00:01"})
+        assert response.status == 204
+
+        started = await (await post(service, "ChangeEngineStatus", {"Run": True})).json()
+        assert started["IsRunning"] is True and started["Interval"] == "00:00:01"
+        # The first runs find each connection's end; then a CRM edit flows to both ERPs.
+        await wait_for(
+            lambda: db.fetchval("SELECT count(*) FROM sync_connections WHERE last_outcome = 'ok'"),
+            lambda n: n == 3,
+            timeout=30,
+        )
+        stores[0].put("Contact", "1", {"name": "Acme", "phone": "222", "email": "a@crm"})
+        await wait_for(
+            lambda: _value(stores[2], "Customer", "E2-1", "tel"), lambda v: v == "222", timeout=30
+        )
+        assert stores[1].get("Customer", "E1-1")["phone"] == "222"  # type: ignore[index]
+
+        xml = await post(service, "GetEngineStatus", Accept="application/xml")
+        text = await xml.text()
+        assert xml.status == 200 and "<IsRunning>true</IsRunning>" in text, text
+        ok = await (await post(service, "ForceSyncAll")).json()
+        assert ok["IsOk"] is True and ok["Status"] == "Ok"
+        view = await service.client.get("/api/v1/erpsync/engine", headers=AUTH)
+        connections = (await view.json())["Connections"]
+        assert all(c["LastOutcome"] == "ok" for c in connections), connections
+        assert all(c["NextRun"] for c in connections)
+
+        metrics = await (await service.client.get("/metrics")).text()
+        assert 'erpsync_sync_runs_total{connection="0",outcome="ok"}' in metrics
+        assert 'erpsync_sync_records_total{connection="0",kind="queued"}' in metrics
+        assert 'erpsync_sync_lag_seconds{connection="2"}' in metrics
+        assert "erpsync_sync_run_records_bucket" in metrics
+
+        stopped = await (await post(service, "ChangeEngineStatus", {"Run": False})).json()
+        assert stopped["IsRunning"] is False
+
+
+async def _value(store: MemoryStore, actor_type: str, key: str, field: str) -> Any:
+    return (store.get(actor_type, key) or {}).get(field)

@@ -1,0 +1,31 @@
+"""``erpsync engine status|start|stop|interval`` and ``erpsync sync-all`` against the service."""
+
+from __future__ import annotations
+
+import orjson
+
+from tests.support.cli import operator_env, run_cli
+from tests.support.service import Service
+
+
+async def test_engine_commands_drive_the_engine_through_the_api(service: Service) -> None:
+    env = operator_env(str(service.server.make_url("/")))
+    code, out, err = await run_cli("engine", "status", env=env)
+    assert code == 0, err
+    assert "engine stopped" in out and "not enabled" in out  # the ops settings: sync off
+
+    code, out, err = await run_cli("sync-all", env=env)
+    assert code == 1 and "SyncAll: The sync engine is stopped" in err, (out, err)
+
+    code, out, err = await run_cli("engine", "interval", "45", env=env)
+    assert code == 0 and "interval 00:00:45" in out, (out, err)
+    code, out, err = await run_cli("engine", "interval", "later", env=env)
+    assert code != 0 and "Interval" in err, (out, err)
+
+    code, out, err = await run_cli("engine", "start", "--json", env=env)
+    assert code == 0, err
+    status = orjson.loads(out)
+    assert status["IsRunning"] is True and status["Interval"] == "00:00:45"
+    assert [c["ConnectionId"] for c in status["Connections"]] == [0, 1, 2]
+    code, out, err = await run_cli("engine", "stop", env=env)
+    assert code == 0 and "engine stopped" in out, (out, err)
