@@ -20,6 +20,7 @@ from engine.api.appkeys import POOL, SETTINGS
 from engine.api.auth import PRINCIPAL, require_connection
 from engine.api.bodies import read_arguments
 from engine.api.errors import ApiError
+from engine.api.force_resync import plugin_response
 from engine.api.render import project, respond, select_paths
 from engine.store import incremental as store
 
@@ -210,19 +211,6 @@ async def _ensure(request: web.Request) -> None:
     )
 
 
-def _plugin_response(ok: bool, user: str, tech: str, code: str = "") -> dict[str, Any]:
-    return {
-        "IsOk": ok,
-        "UserExplanation": user,
-        "TechExplanation": tech,
-        "ErrorCode": code,
-        "Changes": None,
-        "Status": "Ok" if ok else "Error",
-        "TableRight": None,
-        "FieldProperties": {},
-    }
-
-
 async def _sync_all(request: web.Request, *, full: bool) -> web.Response:
     _, select = await _arguments(request)
     _require_all(request, "sync all records of")
@@ -231,8 +219,9 @@ async def _sync_all(request: web.Request, *, full: bool) -> web.Response:
     pool: asyncpg.Pool = request.app[POOL]
     state = await store.get_engine(pool)
     if not settings.sync.enabled or state is None or state.status != "running":
-        data = _plugin_response(
+        data = plugin_response(
             False,
+            "Error",
             "The sync engine is stopped; start it first.",
             "ChangeEngineStatus Run=true first (and [sync] enabled in the workers' configuration)",
             "EngineStopped",
@@ -240,8 +229,9 @@ async def _sync_all(request: web.Request, *, full: bool) -> web.Response:
     else:
         count = await (store.request_full(pool, None) if full else store.make_due(pool, None))
         what = "every record from the start" if full else "the changes since the last run"
-        data = _plugin_response(
+        data = plugin_response(
             True,
+            "Ok",
             f"{count} connections will sync {what} now.",
             f"The runs queue Sync batch tasks (GetBatchTaskInfo, Name {store.SYNC_TASK_NAME!r}).",
         )
