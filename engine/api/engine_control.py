@@ -18,10 +18,10 @@ from aiohttp import web
 
 from engine.api.appkeys import POOL, SETTINGS
 from engine.api.auth import PRINCIPAL, require_connection
-from engine.api.bodies import read_arguments
 from engine.api.errors import ApiError
 from engine.api.force_resync import plugin_response
-from engine.api.render import project, respond, select_paths
+from engine.api.render import project, respond
+from engine.api.routes import agent_arguments
 from engine.store import incremental as store
 
 ERPSYNC = "/api/v1/Agents/ErpSync"
@@ -70,15 +70,6 @@ def _require_all(request: web.Request, action: str) -> None:
     principal = request[PRINCIPAL]
     for conn in request.app[SETTINGS].all_connections:
         require_connection(principal, conn.id, action)
-
-
-async def _arguments(request: web.Request) -> tuple[dict[str, Any], list[list[str]] | None]:
-    try:
-        select = select_paths(request.query)
-    except ValueError as exc:
-        raise ApiError(400, str(exc)) from None
-    args = await read_arguments(request, request.app[SETTINGS].server.max_body_bytes)
-    return args, select
 
 
 def _iso(value: dt.datetime | None) -> str | None:
@@ -164,14 +155,14 @@ def _status_response(
 @routes.post(f"{ERPSYNC}/GetEngineStatus")
 async def get_engine_status(request: web.Request) -> web.Response:
     """Whether the continuous sync runs, its interval, and erpsync's per-connection view."""
-    _, select = await _arguments(request)
+    _, select = await agent_arguments(request)
     return _status_response(request, await _engine_status(request), select)
 
 
 @routes.post(f"{ERPSYNC}/ChangeEngineStatus")
 async def change_engine_status(request: web.Request) -> web.Response:
     """``Run``: true starts the engine (every connection runs at once), false stops it."""
-    args, select = await _arguments(request)
+    args, select = await agent_arguments(request)
     run = args.get("run")
     if isinstance(run, str) and run.lower() in ("true", "false"):
         run = run.lower() == "true"
@@ -187,7 +178,7 @@ async def change_engine_status(request: web.Request) -> web.Response:
 @routes.post(f"{ERPSYNC}/ChangeEngineInterval")
 async def change_engine_interval(request: web.Request) -> web.Response:
     """``Interval``: a TimeSpan (``00:00:30``) or seconds; 204."""
-    args, _ = await _arguments(request)
+    args, _ = await agent_arguments(request)
     raw = args.get("interval")
     if isinstance(raw, bool) or not isinstance(raw, str | int | float):
         raise ApiError(400, "Interval is required: a TimeSpan (hh:mm:ss) or seconds")
@@ -212,7 +203,7 @@ async def _ensure(request: web.Request) -> None:
 
 
 async def _sync_all(request: web.Request, *, full: bool) -> web.Response:
-    _, select = await _arguments(request)
+    _, select = await agent_arguments(request)
     _require_all(request, "sync all records of")
     settings = request.app[SETTINGS]
     await _ensure(request)

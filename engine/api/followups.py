@@ -20,9 +20,10 @@ from aiohttp import web
 
 from engine.api.appkeys import POOL, PUBLISHER, SETTINGS
 from engine.api.auth import PRINCIPAL, require_connection
-from engine.api.bodies import int_argument, integer_text, read_arguments
+from engine.api.bodies import int_argument, integer_text
 from engine.api.errors import ApiError
-from engine.api.render import respond, select_paths
+from engine.api.render import respond
+from engine.api.routes import agent_arguments
 from engine.messaging.broker import PublishFailed
 from engine.messaging.commands import resync_body
 from engine.messaging.topology import RESYNC_ROUTING_KEY
@@ -67,11 +68,7 @@ def retry_plan(failed: Sequence[tuple[int, int | None]], targets: Collection[int
 async def retry_failed(request: web.Request) -> web.Response:
     """Queue a task of the failed records of task ``Id``; answers the new task's id."""
     settings = request.app[SETTINGS]
-    try:
-        select_paths(request.query)  # validated like every agent call's; no effect on an int
-    except ValueError as exc:
-        raise ApiError(400, str(exc)) from None
-    args = await read_arguments(request, settings.server.max_body_bytes)
+    args, _ = await agent_arguments(request)  # $select is validated; no effect on an int
     if "id" not in args and "id" in request.query:
         args["id"] = request.query["id"]
     task_id = int_argument(args, "Id")

@@ -25,13 +25,12 @@ from engine.api.auth import PRINCIPAL, require_connection
 from engine.api.bodies import (
     ResyncRequest,
     int_argument,
-    read_arguments,
     resync_request,
     text_argument,
 )
 from engine.api.errors import ApiError
-from engine.api.render import project, respond, select_paths
-from engine.api.routes import BATCH, ERPSYNC, publish_resync
+from engine.api.render import project, respond
+from engine.api.routes import BATCH, ERPSYNC, agent_arguments, publish_resync
 from engine.settings import Settings
 from engine.settings.model import ConnectionSettings
 from engine.store import keys as keys_store
@@ -90,15 +89,6 @@ async def force_resync_external_no_blank_values(request: web.Request) -> web.Res
     )
 
 
-async def _arguments(request: web.Request) -> tuple[dict[str, Any], list[list[str]] | None]:
-    try:
-        select = select_paths(request.query)
-    except ValueError as exc:
-        raise ApiError(400, str(exc)) from None
-    settings = request.app[SETTINGS]
-    return await read_arguments(request, settings.server.max_body_bytes), select
-
-
 def _known_connection(settings: Settings, connection_id: int) -> ConnectionSettings:
     connection = settings.connection(max(connection_id, 0))
     if connection is None:
@@ -124,7 +114,7 @@ async def _by_internal_keys(
 ) -> web.Response:
     settings = request.app[SETTINGS]
     limit = settings.server.sync_max_keys
-    args, select = await _arguments(request)
+    args, select = await agent_arguments(request)
     resync = resync_request(args, settings.server.max_internal_key_ids)
     if len(resync.internal_key_ids) > limit:  # before any database work: at once
         raise _too_many(name, len(resync.internal_key_ids), limit)
@@ -143,7 +133,7 @@ async def _by_external_keys(
 ) -> web.Response:
     settings = request.app[SETTINGS]
     limit = settings.server.sync_max_keys
-    args, select = await _arguments(request)
+    args, select = await agent_arguments(request)
     connection_id = int_argument(args, "ErpConnectionId", default=0)
     erp_keys = _external_keys(args, settings.server.max_internal_key_ids)
     if len(erp_keys) > limit:

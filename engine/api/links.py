@@ -26,11 +26,11 @@ from engine.api.bodies import (
     as_int,
     int_argument,
     integer_text,
-    read_arguments,
     text_argument,
 )
 from engine.api.errors import ApiError
-from engine.api.render import project, respond, select_paths
+from engine.api.render import project, respond
+from engine.api.routes import agent_arguments
 from engine.mapping.model import ActorTypeMapping
 from engine.settings import ConnectionSettings, Settings
 from engine.store import keys as keys_store
@@ -76,15 +76,6 @@ _ITEMS = {
 }
 
 routes = web.RouteTableDef()
-
-
-async def _arguments(request: web.Request) -> tuple[dict[str, Any], list[list[str]] | None]:
-    try:
-        select = select_paths(request.query)
-    except ValueError as exc:
-        raise ApiError(400, str(exc)) from None
-    settings = request.app[SETTINGS]
-    return await read_arguments(request, settings.server.max_body_bytes, _SHAPE), select
 
 
 def _answer(
@@ -282,7 +273,7 @@ def _conflict(
 @routes.post(f"{ERPSYNC}/CreateActorLink")
 async def create_actor_link(request: web.Request) -> web.Response:
     """Link a CRM record to an ERP actor: ``true`` once linked (also when it already was)."""
-    args, _ = await _arguments(request)
+    args, _ = await agent_arguments(request, _SHAPE)
     conn = _erp_connection(request, args, "ErpConnectionId", "link records on")
     await _link(request, conn, args)
     return respond(request, True, root="boolean")
@@ -293,7 +284,7 @@ async def connect_actor(request: web.Request) -> web.Response:
     """Link like CreateActorLink, then apply the chosen ``FieldValues``: a value with
     ``SyncToCrm`` is written to the CRM record's field, one with ``SyncToErp`` to the ERP
     fields mapped to it; only values that differ are written, each logged. 204."""
-    args, _ = await _arguments(request)
+    args, _ = await agent_arguments(request, _SHAPE)
     conn = _erp_connection(request, args, "ErpConnectionId", "link records on")
     mapping = _mapping(conn, _erp_type(args), _crm_type(args))
     to_crm, to_erp = _chosen_values(mapping, _field_values(args))
@@ -386,7 +377,7 @@ def _not_applied(status: int, reason: str) -> ApiError:
 @routes.post(f"{ERPSYNC}/BreakActorLink")
 async def break_actor_link(request: web.Request) -> web.Response:
     """Unlink: ``true`` when a link was broken, ``false`` when the record had none there."""
-    args, _ = await _arguments(request)
+    args, _ = await agent_arguments(request, _SHAPE)
     conn = _erp_connection(request, args, "ErpConnectionId", "break links on")
     crm_type = _crm_type(args)
     record_id = _record_id(args, "CrmRecordId")
@@ -407,7 +398,7 @@ async def break_actor_link(request: web.Request) -> web.Response:
 async def create_erp_actor_from_crm(request: web.Request) -> web.Response:
     """Create the ERP actor from the CRM record (its mapped values, ``ErpFieldKeyValues`` on
     top) and link it: ``true``. 409 when the record is already linked there (nothing created)."""
-    args, _ = await _arguments(request)
+    args, _ = await agent_arguments(request, _SHAPE)
     conn = _erp_connection(request, args, "ConnectionId", "create actors on")
     crm_type = _crm_type(args)
     record_id = _record_id(args, "CrmEntityId")
@@ -464,7 +455,7 @@ def _connector_failed(exc: sdk.ConnectorError, prefix: str = "") -> ApiError:
 async def get_connections_and_display_fields(request: web.Request) -> web.Response:
     """Per ERP connection mapping the record's CRM type: linked or not, with the linked
     actor's mapped fields read live (erpsync's ``Value``)."""
-    args, select = await _arguments(request)
+    args, select = await agent_arguments(request, _SHAPE)
     crm_type = _crm_type(args)
     record_id = _record_id(args, "EntityId")
     settings, principal = request.app[SETTINGS], request[PRINCIPAL]
@@ -602,7 +593,7 @@ def erp_connection(settings: Settings, conn: ConnectionSettings) -> dict[str, An
 @routes.post(f"{ERPSYNC}/GetAllConnections")
 async def get_all_connections(request: web.Request) -> web.Response:
     """The configured ERP connections the caller may touch."""
-    args, select = await _arguments(request)
+    args, select = await agent_arguments(request, _SHAPE)
     _bool_argument(args, "IncludeDeleted")  # nothing is deleted: configured means present
     settings, principal = request.app[SETTINGS], request[PRINCIPAL]
     shown = [erp_connection(settings, c) for c in settings.connections if principal.may_touch(c.id)]
@@ -611,7 +602,7 @@ async def get_all_connections(request: web.Request) -> web.Response:
 
 @routes.post(f"{ERPSYNC}/GetConnection")
 async def get_connection(request: web.Request) -> web.Response:
-    args, select = await _arguments(request)
+    args, select = await agent_arguments(request, _SHAPE)
     conn = _erp_connection(request, args, "ErpConnectionId", "read")
     info = erp_connection(request.app[SETTINGS], conn)
     return _answer(request, info, select, root="ErpConnection")
@@ -621,7 +612,7 @@ async def get_connection(request: web.Request) -> web.Response:
 async def get_erp_sync_connection_summary(request: web.Request) -> web.Response:
     """The connection, its actor types and its last sync (the latest finished task with
     outcomes there), with erpsync's counts."""
-    args, select = await _arguments(request)
+    args, select = await agent_arguments(request, _SHAPE)
     conn = _erp_connection(request, args, "ErpSyncConnectionId", "read")
     async with request.app[POOL].acquire() as db:
         activity = await links_store.activity(db, conn.id)
@@ -659,7 +650,7 @@ async def get_erp_sync_connection_summary(request: web.Request) -> web.Response:
 
 @routes.post(f"{ERPSYNC}/GetActorTypeMapping")
 async def get_actor_type_mapping(request: web.Request) -> web.Response:
-    args, select = await _arguments(request)
+    args, select = await agent_arguments(request, _SHAPE)
     conn = _erp_connection(request, args, "ErpConnectionId", "read")
     erp_type = _erp_type(args, "ActorType")
     mapping = _configured_mapping(conn, erp_type)
@@ -701,7 +692,7 @@ async def get_actor_type_mapping(request: web.Request) -> web.Response:
 
 @routes.post(f"{ERPSYNC}/GetCrmActorType")
 async def get_crm_actor_type(request: web.Request) -> web.Response:
-    args, _ = await _arguments(request)
+    args, _ = await agent_arguments(request, _SHAPE)
     conn = _erp_connection(request, args, "ErpConnectionId", "read")
     mapping = _configured_mapping(conn, _erp_type(args))
     return respond(request, mapping.crm.value, root="string")

@@ -19,6 +19,7 @@ from engine.api import idempotency
 from engine.api.appkeys import POOL, PUBLISHER, SETTINGS, TASK_INTAKE
 from engine.api.auth import PRINCIPAL, require_connection
 from engine.api.bodies import (
+    BodyShape,
     ResyncRequest,
     as_int,
     int_argument,
@@ -57,25 +58,29 @@ _STATE_BY_KEY = {name.lower(): name for name in BATCH_TASK_STATES} | {
 routes = web.RouteTableDef()
 
 
-def _select(request: web.Request) -> list[list[str]] | None:
+def select_of(request: web.Request) -> list[list[str]] | None:
+    """The request's ``$select`` paths (None: all), or 400."""
     try:
         return select_paths(request.query)
     except ValueError as exc:
         raise ApiError(400, str(exc)) from None
 
 
-async def _arguments(request: web.Request) -> tuple[dict[str, Any], list[list[str]] | None]:
-    """Validate ``$select`` and bind the body."""
-    select = _select(request)
+async def agent_arguments(
+    request: web.Request, shape: BodyShape | None = None
+) -> tuple[dict[str, Any], list[list[str]] | None]:
+    """Validate ``$select`` and bind the body (``shape``: an endpoint's own properties); every
+    agent endpoint reads its request this way."""
+    select = select_of(request)
     settings = request.app[SETTINGS]
-    return await read_arguments(request, settings.server.max_body_bytes), select
+    return await read_arguments(request, settings.server.max_body_bytes, shape), select
 
 
 @routes.post(f"{ERPSYNC}/ForceResyncBatchTask")
 async def force_resync_batch_task(request: web.Request) -> web.Response:
     """Queue a resync; 204 once the broker confirmed the command, with the task id in a header."""
     settings = request.app[SETTINGS]
-    args, _ = await _arguments(request)  # $select has no effect on a 204
+    args, _ = await agent_arguments(request)  # $select has no effect on a 204
     resync = resync_request(args, settings.server.max_internal_key_ids)
     if resync.erp_connection_id > 0 and settings.connection(resync.erp_connection_id) is None:
         raise ApiError(  # like an unknown task id: the request is well-formed, the id unknown
@@ -139,7 +144,7 @@ async def publish_resync(
 @routes.post(f"{BATCH}/GetBatchTaskInfo")
 async def get_batch_task_info(request: web.Request) -> web.Response:
     """One task as SuperOffice's BatchTaskInfo; 404 when unknown."""
-    args, select = await _arguments(request)
+    args, select = await agent_arguments(request)
     if "id" not in args and "id" in request.query:
         args["id"] = request.query["id"]
     return await _task_info(request, int_argument(args, "Id"), select)
@@ -149,7 +154,7 @@ async def get_batch_task_info(request: web.Request) -> web.Response:
 async def get_batch_task_info_by_query(request: web.Request) -> web.Response:
     """``GET ...?id=N`` (erpsync's extension): the 204's ``Location`` answers a plain GET."""
     args = {"id": request.query.get("id")}
-    return await _task_info(request, int_argument(args, "Id"), _select(request))
+    return await _task_info(request, int_argument(args, "Id"), select_of(request))
 
 
 async def _task_info(
@@ -163,7 +168,7 @@ async def _task_info(
 @routes.post(f"{BATCH}/GetBatchTaskInfosByNameAndState")
 async def get_batch_task_infos_by_name_and_state(request: web.Request) -> web.Response:
     """Tasks by name and state (``All`` or missing = any state), newest first, at most 1000."""
-    args, select = await _arguments(request)
+    args, select = await agent_arguments(request)
     name = text_argument(args, "Name")
     state = _state(args.get("state"))
     states = None if state in (None, "All") else [state]
@@ -204,7 +209,7 @@ def _state(value: Any) -> str | None:
 async def stop_batch_job(request: web.Request) -> web.Response:
     """Stop a task between chunks: ``true`` when it was running and is now stopped (state
     Failed, ``Statistics.Stopped``), ``false`` when it had already finished; 404 when unknown."""
-    args, _ = await _arguments(request)
+    args, _ = await agent_arguments(request)
     task_id = int_argument(args, "Id")
     pool = request.app[POOL]
     await _visible_task(request, task_id, "stop the tasks of")

@@ -37,6 +37,7 @@ from engine.store import Connection, tasks
 from engine.store import incremental as store
 from engine.store import keys as keys_store
 from engine.store.incremental import SYNC_TASK_NAME, RunCounts, Watermark
+from engine.sync.background import cancel_until_done
 from engine.sync.connections import CallFailed, ConnectionHandle, Connections
 
 log = structlog.get_logger(__name__)
@@ -329,8 +330,7 @@ class Scheduler:
         for task in [t for t in (self._loop, *self._runs) if t is not None]:
             task.cancel()
         for task in [t for t in (self._loop, *self._runs) if t is not None]:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            await cancel_until_done(task)
 
     async def _tick_loop(self) -> None:
         while not self._stopping:

@@ -18,7 +18,6 @@ The event row is written by the database in the transaction that makes the task 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import hmac
 import time
@@ -35,6 +34,7 @@ from engine.messaging.topology import TASK_FINISHED_ROUTING_KEY, Names
 from engine.observability.metrics import Metrics
 from engine.settings import Settings, WebhookSettings
 from engine.store import events, tasks
+from engine.sync.background import cancel_until_done
 from engine.sync.backoff import full_jitter
 
 log = structlog.get_logger(__name__)
@@ -165,12 +165,7 @@ class Notifier:
 
     async def stop(self) -> None:
         self._stopping = True
-        if self._loop is not None:
-            while not self._loop.done():
-                self._loop.cancel()
-                await asyncio.wait({self._loop}, timeout=1.0)
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                self._loop.result()
+        await cancel_until_done(self._loop)
         if self._session is not None:
             await self._session.close()
 

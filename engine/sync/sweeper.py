@@ -23,6 +23,7 @@ from engine.messaging.topology import RESYNC_ROUTING_KEY
 from engine.settings import Settings
 from engine.store import recovery, results, tasks
 from engine.store.recovery import StaleTask
+from engine.sync.background import cancel_until_done
 
 log = structlog.get_logger(__name__)
 
@@ -53,14 +54,7 @@ class Sweeper:
 
     async def stop(self) -> None:
         self._stopping = True
-        if self._loop is not None:
-            # Cancel until it is done: a library that swallows one cancellation (seen in
-            # channel operations) must not keep the sweeper, and the shutdown, running.
-            while not self._loop.done():
-                self._loop.cancel()
-                await asyncio.wait({self._loop}, timeout=1.0)
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                self._loop.result()
+        await cancel_until_done(self._loop)
 
     async def _run(self) -> None:
         while not self._stopping:

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 
 import asyncpg
-import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from pydantic import SecretStr
 
@@ -24,16 +22,6 @@ from tests.support.waiting import wait_for
 
 AUTH = basic("tje0", "Tje0")
 PUBLISH_TIMEOUT = 2.0
-
-
-@pytest.fixture
-async def rabbit() -> AsyncIterator[RabbitNode]:
-    node = RabbitNode()
-    await asyncio.to_thread(node.start)
-    try:
-        yield node
-    finally:
-        await asyncio.to_thread(node.destroy)
 
 
 async def test_every_204_is_processed_and_an_outage_answers_503_promptly(

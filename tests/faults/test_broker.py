@@ -13,7 +13,6 @@ import asyncio
 import signal
 import time
 import uuid
-from collections.abc import Iterator
 
 import aiohttp
 import asyncpg
@@ -23,16 +22,6 @@ from engine.devservices.nodes import RabbitNode
 from tests.support import demo_workers, services
 from tests.support.service import AUTH, RESYNC
 from tests.support.waiting import wait_for
-
-
-@pytest.fixture
-def rabbit() -> Iterator[RabbitNode]:
-    node = RabbitNode()
-    try:
-        node.start()
-        yield node
-    finally:
-        node.destroy()
 
 
 # The test's own waits add up past the default 120 s: a slow recovery must fail in the wait

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterator
 
 import asyncpg
 import pytest
@@ -45,16 +44,6 @@ JOIN external_keys e2 ON e2.internal_key_id = i.id AND e2.connection_id = 2
 JOIN demo_erp2.customer b ON b.id::text = e2.erp_key
 WHERE a.name LIKE '% (renamed)' AND (c.name <> a.name OR b.company_name <> a.name)
 """
-
-
-@pytest.fixture
-def rabbit() -> Iterator[RabbitNode]:
-    node = RabbitNode()
-    try:
-        node.start()
-        yield node
-    finally:
-        node.destroy()
 
 
 async def _count(db: asyncpg.Connection, sql: str) -> int:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -33,14 +33,6 @@ async def postgres() -> AsyncIterator[PostgresCluster]:
         await conn.close()
     yield cluster
     cluster.destroy()
-
-
-@pytest.fixture
-def rabbit() -> Iterator[RabbitNode]:
-    node = RabbitNode()
-    node.start()
-    yield node
-    node.destroy()
 
 
 async def test_ready_follows_the_broker_connection(

@@ -9,7 +9,6 @@ events are due: the relay's publishes fail and are retried after the restart, on
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
@@ -65,16 +64,6 @@ async def test_sigkill_right_after_the_finishing_commit_still_publishes_one_even
         assert received[0].message_id == f"task-finished-{task_id}"
         assert received[0].body["State"] == "Succeeded"
         assert received[0].body["Counts"]["DoneRecords"] == 60
-
-
-@pytest.fixture
-def rabbit() -> Iterator[RabbitNode]:
-    node = RabbitNode()
-    try:
-        node.start()
-        yield node
-    finally:
-        node.destroy()
 
 
 async def test_events_due_while_the_broker_is_down_are_published_once_after_it_returns(
