@@ -321,7 +321,7 @@ async def main() -> None:
 
     processes = f"procs{args.api_processes}" if args.api_processes > 1 else ""
     async with Bench("frontdoor") as bench:
-        config = bench.settings(log_level="warning")
+        config = bench.settings()  # info: what `erpsync api` logs by default
         api = await bench.start("api", config, "api", processes)
         ceiling = await bench.start("ceiling", config, "ceiling", processes)
         reference = (
