@@ -12,6 +12,11 @@ retries) go to that target's own queue ``<prefix>.push.<connection id>``, which 
 consumes on a channel of its own with its own prefetch. A slow target's backlog then waits in
 the broker, not in the prefetch shared with the other targets.
 
+Small tasks (``engine.small_task_records``) have a lane of their own: their chunks and push units
+go to ``<prefix>.small``, consumed by every worker on its own channel with its own prefetch, so
+they never queue behind a large task's chunks. Quorum queues have no message priorities in
+RabbitMQ 3.10 (``x-max-priority`` is a classic-queue argument), hence a second queue.
+
 Queue arguments cannot change after a queue exists: redeclaring with other arguments fails with
 PRECONDITION_FAILED (``inequivalent arg``). Changing them means draining and deleting the queues
 (or using a new ``broker.prefix``).
@@ -28,11 +33,14 @@ from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue
 
 RESYNC_ROUTING_KEY = "resync"
 CHUNK_ROUTING_KEY = "resync.chunk"
+SMALL_ROUTING_KEY = "resync.small"
 PUSH_ROUTING_KEY_PREFIX = "resync.push."
 REASON_HEADER = "x-erpsync-reason"
 ORIGINAL_ROUTING_KEY_HEADER = "x-erpsync-original-routing-key"
 DEAD_LETTERED_AT_HEADER = "x-erpsync-dead-lettered-at"
 REPLAY_COUNT_HEADER = "x-erpsync-replay-count"
+PUBLISHED_AT_HEADER = "x-erpsync-published-ms"
+"""Chunk commands: when they were published (Unix time, ms), for the wait-before-start metric."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +64,11 @@ class Names:
     @property
     def chunks(self) -> str:
         return f"{self.prefix}.chunks"
+
+    @property
+    def small(self) -> str:
+        """The small-task lane: chunks and push units of tasks of few records."""
+        return f"{self.prefix}.small"
 
     @property
     def dead_letters(self) -> str:
@@ -82,6 +95,8 @@ class Topology:
     dead_letters: AbstractQueue
     push: dict[int, AbstractQueue] = field(default_factory=dict)
     """Per target connection id, its push queue."""
+    small: AbstractQueue | None = None
+    """The small-task lane."""
 
 
 def work_queue_arguments(names: Names, delivery_limit: int) -> dict[str, Any]:
@@ -105,6 +120,17 @@ async def declare_push_queue(
         arguments=work_queue_arguments(names, delivery_limit),
     )
     await queue.bind(names.exchange, push_routing_key(connection_id))
+    return queue
+
+
+async def declare_small_queue(
+    channel: AbstractChannel, names: Names, delivery_limit: int
+) -> AbstractQueue:
+    """Declare and bind the small-task lane's queue (the exchange must exist)."""
+    queue = await channel.declare_queue(
+        names.small, durable=True, arguments=work_queue_arguments(names, delivery_limit)
+    )
+    await queue.bind(names.exchange, SMALL_ROUTING_KEY)
     return queue
 
 
@@ -137,4 +163,5 @@ async def declare(
         target: await declare_push_queue(channel, names, delivery_limit, target)
         for target in push_targets
     }
-    return Topology(exchange, dlx, commands, chunks, dead, push)
+    small = await declare_small_queue(channel, names, delivery_limit)
+    return Topology(exchange, dlx, commands, chunks, dead, push, small)
