@@ -3,9 +3,9 @@
     python -m benchmarks.run [--smoke] [--profile DIR] [--only NAME ...]
 
 The engine-overhead scenario runs first because the end-to-end scenario compares itself with its
-figure; the huge batch runs last because it takes longest. Each script appends its JSON line to
-the same results file; the exit code is non-zero when a script failed (not when a target is
-missed: that is a finding, printed as MISS).
+figure; the huge batch and fairness (two large tasks on two workers) run last because they take
+longest. Each script appends its JSON line to the same results file; the exit code is non-zero
+when a script failed (not when a target is missed: that is a finding, printed as MISS).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ ORDER = [
     "tryton",
     "superoffice",
     "huge",
+    "fairness",
 ]
 PROFILED = {"engine_overhead", "front_door"}
 
