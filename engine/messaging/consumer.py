@@ -5,9 +5,10 @@ Lifecycle:
 * ``start()`` opens a channel on the robust worker connection, sets the prefetch, declares the
   topology and subscribes to every queue. Each target connection's push queue gets a channel of
   its own with its own prefetch (a prefetch is per channel here), so a slow target's units
-  cannot take the delivery slots of the other targets or of the chunk queue; so does the
-  small-task lane, whose handler runs inside :func:`~engine.messaging.publishing.small_lane`
-  (the push units a small chunk stores are published to the small lane too). A supervisor task
+  cannot take the delivery slots of the other targets or of the chunk queue; so do the queues
+  of the small-task lane (its chunk queue and a push queue per target), whose handler runs
+  inside :func:`~engine.messaging.publishing.small_lane` (the push units a small chunk stores
+  are published to the small lane too). A supervisor task
   then checks every ``check_interval`` seconds (and at once after a reconnect or channel
   reopen) that each subscription still exists on its live channel, and subscribes again when
   it does not. The
@@ -70,10 +71,11 @@ SMALL = "small"
 
 @dataclass(slots=True)
 class _Subscription:
-    attr: str  # queue attribute name on Topology, "push.<connection id>" or "small"
+    attr: str  # queue attribute name on Topology, "push.<id>", "small" or "small.push.<id>"
     handler: Handler
     target: int | None = None  # a push queue's connection: consumed on its own channel
     prefetch: int = 0  # that channel's prefetch
+    small: bool = False  # a queue of the small-task lane
     channel: AbstractRobustChannel | None = None
     queue: AbstractRobustQueue | None = None
     tag: str | None = None
@@ -81,12 +83,12 @@ class _Subscription:
     @property
     def own_channel(self) -> bool:
         """A push queue or the small-task lane: a channel (and prefetch) of its own."""
-        return self.target is not None or self.attr == SMALL
+        return self.target is not None or self.small
 
     @property
     def lane(self) -> str:
         """The ``lane`` label of the wait metric."""
-        return SMALL if self.attr == SMALL else "bulk"
+        return SMALL if self.small else "bulk"
 
 
 class Consumer:
@@ -125,9 +127,18 @@ class Consumer:
                 _Subscription(f"push.{target}", push_handler, target=target, prefetch=prefetch)
             )
         if small_handler is not None:
+            prefetch = settings.small_lane_prefetch
             self._subscriptions.append(
-                _Subscription(SMALL, small_handler, prefetch=settings.small_lane_prefetch)
+                _Subscription(SMALL, small_handler, prefetch=prefetch, small=True)
             )
+            # Each target's small push queue with the target's own push prefetch: the target's
+            # units in flight are bounded per lane as they are in the bulk lane.
+            for target, unit_prefetch in sorted((push or {}).items()):
+                self._subscriptions.append(
+                    _Subscription(
+                        f"small.push.{target}", small_handler, target, unit_prefetch, small=True
+                    )
+                )
         self._check_interval = check_interval
         self._channel: AbstractRobustChannel | None = None
         self._inflight: set[asyncio.Task[None]] = set()
@@ -163,7 +174,8 @@ class Consumer:
                 topology = await declare(channel, names, limit)
                 queues = {sub.attr: getattr(topology, sub.attr) for sub in subs}
             elif own.target is not None:
-                queues = {own.attr: await declare_push_queue(channel, names, limit, own.target)}
+                queue = await declare_push_queue(channel, names, limit, own.target, small=own.small)
+                queues = {own.attr: queue}
             else:
                 queues = {own.attr: await declare_small_queue(channel, names, limit)}
         except BaseException:  # retried by the next pass: do not leave a channel per attempt
@@ -297,7 +309,7 @@ class Consumer:
                 log.exception("consumer supervision failed; retrying")
 
     def _callback(self, sub: _Subscription) -> Callable[[AbstractIncomingMessage], Awaitable[None]]:
-        handler, lane, small = sub.handler, sub.lane, sub.attr == SMALL
+        handler, lane, small = sub.handler, sub.lane, sub.small
 
         async def on_message(message: AbstractIncomingMessage) -> None:
             if self._stopping.is_set():  # arrived between basic.cancel and cancel-ok

@@ -19,6 +19,7 @@ from engine.messaging.topology import (
     PUBLISHED_AT_HEADER,
     SMALL_ROUTING_KEY,
     push_routing_key,
+    small_push_routing_key,
 )
 
 _small_lane: ContextVar[bool] = ContextVar("erpsync_small_lane", default=False)
@@ -83,17 +84,16 @@ class ChunkRouting(abc.ABC):
         """Publish one message; see :class:`ChunkPublisher`."""
 
     def chunk_routing_key(self, target: int | None) -> str:
-        """Where a chunk goes: the small-task lane inside :func:`small_lane`; else its target's
-        push queue, or (target None) the chunk queue.
+        """Where a chunk goes: its target's push queue, or (target None) the chunk queue; those
+        of the small-task lane inside :func:`small_lane`.
 
         A target without a push queue here (a connection removed from the configuration) goes
         to the chunk queue, where the runner reports it, rather than being unroutable forever.
         """
-        if _small_lane.get():
-            return SMALL_ROUTING_KEY
+        small = _small_lane.get()
         if target is not None and target in self.push_targets:
-            return push_routing_key(target)
-        return CHUNK_ROUTING_KEY
+            return small_push_routing_key(target) if small else push_routing_key(target)
+        return SMALL_ROUTING_KEY if small else CHUNK_ROUTING_KEY
 
     async def publish_chunk(self, task_id: int, chunk_no: int, target: int | None) -> str:
         """Publish a chunk command (a planned chunk, push unit or delayed retry), stamped with

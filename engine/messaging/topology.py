@@ -12,10 +12,12 @@ retries) go to that target's own queue ``<prefix>.push.<connection id>``, which 
 consumes on a channel of its own with its own prefetch. A slow target's backlog then waits in
 the broker, not in the prefetch shared with the other targets.
 
-Small tasks (``engine.small_task_records``) have a lane of their own: their chunks and push units
-go to ``<prefix>.small``, consumed by every worker on its own channel with its own prefetch, so
-they never queue behind a large task's chunks. Quorum queues have no message priorities in
-RabbitMQ 3.10 (``x-max-priority`` is a classic-queue argument), hence a second queue.
+Small tasks (``engine.small_task_records``) have a lane of their own: their planned chunks go to
+``<prefix>.small`` and their push units to ``<prefix>.small.push.<connection id>``, each consumed
+by every worker on a channel of its own with its own prefetch, so they never queue behind a large
+task's chunks (and a slow target's small units hold back no other target's). Quorum queues have
+no message priorities in RabbitMQ 3.10 (``x-max-priority`` is a classic-queue argument), hence
+queues of their own.
 
 Queue arguments cannot change after a queue exists: redeclaring with other arguments fails with
 PRECONDITION_FAILED (``inequivalent arg``). Changing them means draining and deleting the queues
@@ -34,6 +36,7 @@ from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue
 RESYNC_ROUTING_KEY = "resync"
 CHUNK_ROUTING_KEY = "resync.chunk"
 SMALL_ROUTING_KEY = "resync.small"
+SMALL_PUSH_ROUTING_KEY_PREFIX = "resync.small.push."
 PUSH_ROUTING_KEY_PREFIX = "resync.push."
 REASON_HEADER = "x-erpsync-reason"
 ORIGINAL_ROUTING_KEY_HEADER = "x-erpsync-original-routing-key"
@@ -67,8 +70,12 @@ class Names:
 
     @property
     def small(self) -> str:
-        """The small-task lane: chunks and push units of tasks of few records."""
+        """The small-task lane's planned chunks (tasks of few records)."""
         return f"{self.prefix}.small"
+
+    def small_push(self, connection_id: int) -> str:
+        """The small-task lane's push units of one target connection."""
+        return f"{self.prefix}.small.push.{connection_id}"
 
     @property
     def dead_letters(self) -> str:
@@ -84,6 +91,11 @@ def push_routing_key(connection_id: int) -> str:
     return f"{PUSH_ROUTING_KEY_PREFIX}{connection_id}"
 
 
+def small_push_routing_key(connection_id: int) -> str:
+    """Routing key of the small-task lane's push units of one target connection."""
+    return f"{SMALL_PUSH_ROUTING_KEY_PREFIX}{connection_id}"
+
+
 @dataclass(frozen=True, slots=True)
 class Topology:
     """Declared objects (kept referenced: aio-pika re-declares them on reconnect)."""
@@ -96,7 +108,9 @@ class Topology:
     push: dict[int, AbstractQueue] = field(default_factory=dict)
     """Per target connection id, its push queue."""
     small: AbstractQueue | None = None
-    """The small-task lane."""
+    """The small-task lane's chunk queue."""
+    small_push: dict[int, AbstractQueue] = field(default_factory=dict)
+    """Per target connection id, its push queue in the small-task lane."""
 
 
 def work_queue_arguments(names: Names, delivery_limit: int) -> dict[str, Any]:
@@ -111,15 +125,22 @@ def work_queue_arguments(names: Names, delivery_limit: int) -> dict[str, Any]:
 
 
 async def declare_push_queue(
-    channel: AbstractChannel, names: Names, delivery_limit: int, connection_id: int
+    channel: AbstractChannel,
+    names: Names,
+    delivery_limit: int,
+    connection_id: int,
+    *,
+    small: bool = False,
 ) -> AbstractQueue:
-    """Declare and bind one target's push queue (the exchange must exist)."""
+    """Declare and bind one target's push queue, of the small-task lane when ``small`` (the
+    exchange must exist)."""
     queue = await channel.declare_queue(
-        names.push(connection_id),
+        names.small_push(connection_id) if small else names.push(connection_id),
         durable=True,
         arguments=work_queue_arguments(names, delivery_limit),
     )
-    await queue.bind(names.exchange, push_routing_key(connection_id))
+    key = small_push_routing_key(connection_id) if small else push_routing_key(connection_id)
+    await queue.bind(names.exchange, key)
     return queue
 
 
@@ -164,4 +185,8 @@ async def declare(
         for target in push_targets
     }
     small = await declare_small_queue(channel, names, delivery_limit)
-    return Topology(exchange, dlx, commands, chunks, dead, push, small)
+    small_push = {
+        target: await declare_push_queue(channel, names, delivery_limit, target, small=True)
+        for target in push_targets
+    }
+    return Topology(exchange, dlx, commands, chunks, dead, push, small, small_push)

@@ -271,6 +271,8 @@ async def _refresh(metrics: Metrics) -> None:
             topology.commands,
             topology.chunks,
             *topology.push.values(),
+            *([topology.small] if topology.small is not None else []),
+            *topology.small_push.values(),
             topology.dead_letters,
         )
         for queue in queues:

@@ -84,8 +84,9 @@ class BrokerSettings(_Model):
         8,
         ge=1,
         le=1000,
-        description="Unacked deliveries of the small-task lane per worker (its own channel: "
-        "small tasks keep their slots while a large task fills the others).",
+        description="Unacked planned chunks of the small-task lane per worker (its own channel: "
+        "small tasks keep their slots while a large task fills the others; each target's small "
+        "push queue has that target's push_prefetch).",
     )
     delivery_limit: int = Field(10, ge=1, description="Deliveries before dead-lettering.")
     connect_timeout: float = Field(5.0, gt=0)
