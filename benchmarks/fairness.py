@@ -102,6 +102,7 @@ async def main() -> None:
         "large_with_small_records_per_s", "records/s (large, small ones running)"
     )
     durations: list[float] = []
+    planned: list[float] = []  # created -> the planner started it (front door, command queue)
     overlapped: list[int] = []
     async with Bench("fairness") as bench, aiohttp.ClientSession() as session:
         t0 = time.monotonic()
@@ -139,6 +140,9 @@ async def main() -> None:
                         task = await bench.wait_task(task_id=small, timeout=600)
                         assert task["state"] == "Succeeded", dict(task)
                         ran.append(seconds(task))
+                        planned.append(
+                            (task["last_started_at"] - task["created_at"]).total_seconds()
+                        )
                 task = await bench.wait_task(task_id=large, timeout=3600)
                 assert task["state"] == "Succeeded", dict(task)
                 assert task["done_records"] == records, dict(task)
@@ -151,6 +155,7 @@ async def main() -> None:
                         small_p95.add(_p95(ran))
         report.extra["wait_by_lane"] = await wait_metrics(session, workers)
     report.extra["small_seconds"] = [round(d, 3) for d in durations]
+    report.extra["small_seconds_to_planning"] = [round(d, 3) for d in planned]
     report.extra["small_tries_overlapping"] = overlapped
     waits = report.extra["wait_by_lane"]
     for lane in ("small", "bulk"):
