@@ -21,6 +21,7 @@ from benchmarks.reporting import RESULTS_DIR, ROOT
 
 ORDER = [
     "engine_overhead",
+    "front_door_single",
     "front_door",
     "fanout",
     "scaleout",
@@ -31,6 +32,8 @@ ORDER = [
     "fairness",
 ]
 PROFILED = {"engine_overhead", "front_door"}
+# Scenarios that run a script with arguments: name -> (module, arguments).
+VARIANTS = {"front_door_single": ("front_door", ["--api-processes", "1", "--no-open-loop"])}
 
 
 def main() -> None:
@@ -46,7 +49,8 @@ def main() -> None:
     failed = []
     start = time.monotonic()
     for name in args.only or ORDER:
-        cmd = [sys.executable, "-m", f"benchmarks.{name}", "--results", str(args.results)]
+        module, extra = VARIANTS.get(name, (name, []))
+        cmd = [sys.executable, "-m", f"benchmarks.{module}", *extra, "--results", str(args.results)]
         if args.smoke:
             cmd.append("--smoke")
         if args.profile and name in PROFILED:
