@@ -3,9 +3,9 @@
     python -m benchmarks.run [--smoke] [--profile DIR] [--only NAME ...]
 
 The engine-overhead scenario runs first because the end-to-end scenario compares itself with its
-figure; the huge batch runs last because it takes longest. Each script appends its JSON line to
-the same results file; the exit code is non-zero when a script failed (not when a target is
-missed: that is a finding, printed as MISS).
+figure; the huge batch and fairness (two large tasks on two workers) run last because they take
+longest. Each script appends its JSON line to the same results file; the exit code is non-zero
+when a script failed (not when a target is missed: that is a finding, printed as MISS).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from benchmarks.reporting import RESULTS_DIR, ROOT
 
 ORDER = [
     "engine_overhead",
+    "front_door_single",
     "front_door",
     "fanout",
     "scaleout",
@@ -30,8 +31,11 @@ ORDER = [
     "tryton",
     "superoffice",
     "huge",
+    "fairness",
 ]
 PROFILED = {"engine_overhead", "front_door"}
+# Scenarios that run a script with arguments: name -> (module, arguments).
+VARIANTS = {"front_door_single": ("front_door", ["--api-processes", "1", "--no-open-loop"])}
 
 
 def main() -> None:
@@ -47,7 +51,8 @@ def main() -> None:
     failed = []
     start = time.monotonic()
     for name in args.only or ORDER:
-        cmd = [sys.executable, "-m", f"benchmarks.{name}", "--results", str(args.results)]
+        module, extra = VARIANTS.get(name, (name, []))
+        cmd = [sys.executable, "-m", f"benchmarks.{module}", *extra, "--results", str(args.results)]
         if args.smoke:
             cmd.append("--smoke")
         if args.profile and name in PROFILED:

@@ -70,6 +70,10 @@ def apply_experiments(settings: Settings) -> Settings:
     * ``gc_log``: print garbage collections longer than 2 ms (diagnostics, not an A/B flag);
     * ``stall_log``: print confirms and inserts slower than 30 ms, and event-loop lag;
     * ``coalesce``: send the AMQP frames written in one event-loop iteration together;
+    * ``log_warning``: log at warning instead of ``erpsync api``'s default info (no line per
+      accepted request);
+    * ``log_stdlib``: our log lines through the standard library's logging again (a LogRecord
+      and a formatter per line, as before session 6) instead of structlog's direct writer;
     * ``publish_drain``: every publish waits for its socket write to drain (aiormq's
       ``wait=True``, what aio-pika's ``Exchange.publish`` did) before waiting for the confirm.
     """
@@ -101,6 +105,9 @@ def apply_experiments(settings: Settings) -> Settings:
             )
 
         pool._init_connection = init  # type: ignore[assignment]
+    if "log_warning" in flags:
+        logging = settings.logging.model_copy(update={"level": "warning"})
+        settings = settings.model_copy(update={"logging": logging})
     server: dict[str, Any] = {}
     if "no_batch" in flags:
         server["batch_task_inserts"] = False
@@ -115,6 +122,47 @@ def apply_experiments(settings: Settings) -> Settings:
     if server:
         settings = settings.model_copy(update={"server": settings.server.model_copy(update=server)})
     return settings
+
+
+def _log_through_stdlib(level: str) -> None:
+    """Experiment: structlog through the standard library, as ``configure`` did before."""
+    import logging
+
+    import structlog
+
+    from engine.observability.logging import _dumps
+
+    shared: list[structlog.types.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.StackInfoRenderer(),
+        structlog.processors.format_exc_info,
+    ]
+    structlog.configure(
+        processors=[
+            structlog.stdlib.filter_by_level,
+            *shared,
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=shared,
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.JSONRenderer(serializer=_dumps),
+            ],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(getattr(logging, level.upper()))
 
 
 def _log_gc_pauses(threshold: float = 0.002) -> None:
@@ -242,6 +290,8 @@ def main() -> None:
     role, path = sys.argv[1], Path(sys.argv[2])
     settings = apply_experiments(Settings.model_validate(orjson.loads(path.read_bytes())))
     configure(settings.logging)
+    if "log_stdlib" in experiments():
+        _log_through_stdlib(settings.logging.level)
     processes = next(
         (int(f[5:]) for f in experiments() if f.startswith("procs")), 1
     )  # e.g. procs2: two front door processes on the port (SO_REUSEPORT)

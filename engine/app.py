@@ -265,6 +265,7 @@ async def _engine(app: web.Application) -> AsyncIterator[None]:
         {"commands": on_command, "chunks": on_chunk},
         push={c.id: settings.push_prefetch(c) for c in settings.connections if c.id > 0},
         push_handler=on_chunk,
+        small_handler=on_chunk,
         check_interval=settings.worker.consumer_check_interval,
         metrics=app_metrics,
     )

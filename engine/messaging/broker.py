@@ -98,14 +98,16 @@ class Publisher(ChunkRouting):
         return channel
 
     async def backlogged(self) -> set[int]:
-        """Work queues holding ready messages: push queues by target id, -1 the chunk queue.
+        """Work queues holding ready messages: push queues by target id, -1 the chunk queue
+        (either lane's).
 
         Uses one long-lived channel (opened on first use, again after a channel error): the
         sweeper asks on every pass, and opening a channel per pass would churn channels (and
         cancelling a task inside aio-pika's channel open is best avoided).
         """
-        queues = [(-1, self.names.chunks)]
+        queues = [(-1, self.names.chunks), (-1, self.names.small)]
         queues += [(t, self.names.push(t)) for t in sorted(self.push_targets)]
+        queues += [(t, self.names.small_push(t)) for t in sorted(self.push_targets)]
         if self._inspect is None or self._inspect.is_closed:
             self._inspect = await self._connection.channel()
         # The underlying aiormq channel: aio-pika's robust channel caches a declared queue and

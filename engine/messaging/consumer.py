@@ -5,7 +5,10 @@ Lifecycle:
 * ``start()`` opens a channel on the robust worker connection, sets the prefetch, declares the
   topology and subscribes to every queue. Each target connection's push queue gets a channel of
   its own with its own prefetch (a prefetch is per channel here), so a slow target's units
-  cannot take the delivery slots of the other targets or of the chunk queue. A supervisor task
+  cannot take the delivery slots of the other targets or of the chunk queue; so do the queues
+  of the small-task lane (its chunk queue and a push queue per target), whose handler runs
+  inside :func:`~engine.messaging.publishing.small_lane` (the push units a small chunk stores
+  are published to the small lane too). A supervisor task
   then checks every ``check_interval`` seconds (and at once after a reconnect or channel
   reopen) that each subscription still exists on its live channel, and subscribes again when
   it does not. The
@@ -48,9 +51,12 @@ from engine.messaging.deliveries import (
     message_identity,
     settle,
 )
+from engine.messaging.publishing import small_lane
 from engine.messaging.topology import (
+    PUBLISHED_AT_HEADER,
     declare,
     declare_push_queue,
+    declare_small_queue,
 )
 from engine.observability.metrics import Metrics
 from engine.settings import BrokerSettings
@@ -60,15 +66,29 @@ log = structlog.get_logger(__name__)
 __all__ = ["Consumer", "Delivery", "Handler", "message_identity"]
 
 
+SMALL = "small"
+
+
 @dataclass(slots=True)
 class _Subscription:
-    attr: str  # queue attribute name on Topology, or "push.<connection id>"
+    attr: str  # queue attribute name on Topology, "push.<id>", "small" or "small.push.<id>"
     handler: Handler
     target: int | None = None  # a push queue's connection: consumed on its own channel
     prefetch: int = 0  # that channel's prefetch
+    small: bool = False  # a queue of the small-task lane
     channel: AbstractRobustChannel | None = None
     queue: AbstractRobustQueue | None = None
     tag: str | None = None
+
+    @property
+    def own_channel(self) -> bool:
+        """A push queue or the small-task lane: a channel (and prefetch) of its own."""
+        return self.target is not None or self.small
+
+    @property
+    def lane(self) -> str:
+        """The ``lane`` label of the wait metric."""
+        return SMALL if self.small else "bulk"
 
 
 class Consumer:
@@ -89,11 +109,13 @@ class Consumer:
         *,
         push: Mapping[int, int] | None = None,
         push_handler: Handler | None = None,
+        small_handler: Handler | None = None,
         check_interval: float = 5.0,
         hold_limit: float = 600.0,
         metrics: Metrics | None = None,
     ) -> None:
-        """``push``: target connection id -> prefetch of its push queue, run by ``push_handler``."""
+        """``push``: target connection id -> prefetch of its push queue, run by ``push_handler``;
+        ``small_handler`` runs the small-task lane (``settings.small_lane_prefetch``)."""
         self._connection = connection
         self._settings = settings
         self._publisher = publisher
@@ -104,6 +126,19 @@ class Consumer:
             self._subscriptions.append(
                 _Subscription(f"push.{target}", push_handler, target=target, prefetch=prefetch)
             )
+        if small_handler is not None:
+            prefetch = settings.small_lane_prefetch
+            self._subscriptions.append(
+                _Subscription(SMALL, small_handler, prefetch=prefetch, small=True)
+            )
+            # Each target's small push queue with the target's own push prefetch: the target's
+            # units in flight are bounded per lane as they are in the bulk lane.
+            for target, unit_prefetch in sorted((push or {}).items()):
+                self._subscriptions.append(
+                    _Subscription(
+                        f"small.push.{target}", small_handler, target, unit_prefetch, small=True
+                    )
+                )
         self._check_interval = check_interval
         self._channel: AbstractRobustChannel | None = None
         self._inflight: set[asyncio.Task[None]] = set()
@@ -116,9 +151,9 @@ class Consumer:
 
     async def start(self) -> None:
         """Open the channels, declare the topology, subscribe, and start the supervisor."""
-        await self._set_up([s for s in self._subscriptions if s.target is None])
+        await self._set_up([s for s in self._subscriptions if not s.own_channel])
         for sub in self._subscriptions:
-            if sub.target is not None:
+            if sub.own_channel:
                 await self._set_up([sub])
         for sub in self._subscriptions:
             await self._subscribe(sub)
@@ -128,21 +163,25 @@ class Consumer:
 
     async def _set_up(self, subs: list[_Subscription]) -> None:
         """Open a channel for ``subs`` and declare their queues on it: the shared channel (the
-        whole topology, for the command and chunk queues), or one push queue's own channel."""
+        whole topology, for the command and chunk queues), or the own channel of one push queue
+        or of the small-task lane."""
         names, limit = self._publisher.names, self._settings.delivery_limit
-        target = subs[0].target if subs else None
-        prefetch = self._settings.prefetch if target is None else subs[0].prefetch
+        own = subs[0] if subs and subs[0].own_channel else None
+        prefetch = self._settings.prefetch if own is None else own.prefetch
         channel = await self._open_channel(prefetch)
         try:
-            if target is None:
+            if own is None:
                 topology = await declare(channel, names, limit)
                 queues = {sub.attr: getattr(topology, sub.attr) for sub in subs}
+            elif own.target is not None:
+                queue = await declare_push_queue(channel, names, limit, own.target, small=own.small)
+                queues = {own.attr: queue}
             else:
-                queues = {subs[0].attr: await declare_push_queue(channel, names, limit, target)}
+                queues = {own.attr: await declare_small_queue(channel, names, limit)}
         except BaseException:  # retried by the next pass: do not leave a channel per attempt
             await close_quietly(channel.close(), SETTLE_TIMEOUT)
             raise
-        if target is None:
+        if own is None:
             self._channel = channel
         for sub in subs:
             queue = queues[sub.attr]
@@ -168,8 +207,8 @@ class Consumer:
     async def _set_up_missing(self) -> None:
         """Channels for the subscriptions that lost theirs in :meth:`_replace_channel`."""
         missing = [sub for sub in self._subscriptions if sub.channel is None]
-        shared = [sub for sub in missing if sub.target is None]
-        groups = ([shared] if shared else []) + [[s] for s in missing if s.target is not None]
+        shared = [sub for sub in missing if not sub.own_channel]
+        groups = ([shared] if shared else []) + [[s] for s in missing if s.own_channel]
         for group in groups:
             await self._set_up(group)
             log.info("consumer channel replaced", queues=[sub.attr for sub in group])
@@ -193,7 +232,7 @@ class Consumer:
     async def _subscribe(self, sub: _Subscription) -> None:
         assert sub.queue is not None
         sub.tag = await sub.queue.consume(
-            self._callback(sub.handler), no_ack=False, robust=False, timeout=SETTLE_TIMEOUT
+            self._callback(sub), no_ack=False, robust=False, timeout=SETTLE_TIMEOUT
         )
 
     async def _live_consumer_tags(self, channel: AbstractRobustChannel | None) -> set[str] | None:
@@ -269,16 +308,22 @@ class Consumer:
             except Exception:
                 log.exception("consumer supervision failed; retrying")
 
-    def _callback(self, handler: Handler) -> Callable[[AbstractIncomingMessage], Awaitable[None]]:
+    def _callback(self, sub: _Subscription) -> Callable[[AbstractIncomingMessage], Awaitable[None]]:
+        handler, lane, small = sub.handler, sub.lane, sub.small
+
         async def on_message(message: AbstractIncomingMessage) -> None:
             if self._stopping.is_set():  # arrived between basic.cancel and cancel-ok
                 await settle(message.nack(requeue=True))
                 return
+            published = (message.headers or {}).get(PUBLISHED_AT_HEADER)
+            if isinstance(published, int) and not isinstance(published, bool):
+                self.metrics.waited(lane, max(0.0, time.time() - published / 1000))
             task = asyncio.current_task()
             assert task is not None
             self._inflight.add(task)
             try:
-                await self.deliveries.handle(handler, message)
+                with small_lane(small):
+                    await self.deliveries.handle(handler, message)
             finally:
                 self._inflight.discard(task)
 

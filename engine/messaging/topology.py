@@ -12,6 +12,13 @@ retries) go to that target's own queue ``<prefix>.push.<connection id>``, which 
 consumes on a channel of its own with its own prefetch. A slow target's backlog then waits in
 the broker, not in the prefetch shared with the other targets.
 
+Small tasks (``engine.small_task_records``) have a lane of their own: their planned chunks go to
+``<prefix>.small`` and their push units to ``<prefix>.small.push.<connection id>``, each consumed
+by every worker on a channel of its own with its own prefetch, so they never queue behind a large
+task's chunks (and a slow target's small units hold back no other target's). Quorum queues have
+no message priorities in RabbitMQ 3.10 (``x-max-priority`` is a classic-queue argument), hence
+queues of their own.
+
 Queue arguments cannot change after a queue exists: redeclaring with other arguments fails with
 PRECONDITION_FAILED (``inequivalent arg``). Changing them means draining and deleting the queues
 (or using a new ``broker.prefix``).
@@ -28,6 +35,8 @@ from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue
 
 RESYNC_ROUTING_KEY = "resync"
 CHUNK_ROUTING_KEY = "resync.chunk"
+SMALL_ROUTING_KEY = "resync.small"
+SMALL_PUSH_ROUTING_KEY_PREFIX = "resync.small.push."
 PUSH_ROUTING_KEY_PREFIX = "resync.push."
 REASON_HEADER = "x-erpsync-reason"
 ORIGINAL_ROUTING_KEY_HEADER = "x-erpsync-original-routing-key"
@@ -35,6 +44,8 @@ DEAD_LETTERED_AT_HEADER = "x-erpsync-dead-lettered-at"
 REPLAY_COUNT_HEADER = "x-erpsync-replay-count"
 TASK_FINISHED_ROUTING_KEY = "task.finished"
 """Routing key of the task.finished event on the events exchange (docs/messages.md)."""
+PUBLISHED_AT_HEADER = "x-erpsync-published-ms"
+"""Chunk commands: when they were published (Unix time, ms), for the wait-before-start metric."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +76,15 @@ class Names:
         return f"{self.prefix}.chunks"
 
     @property
+    def small(self) -> str:
+        """The small-task lane's planned chunks (tasks of few records)."""
+        return f"{self.prefix}.small"
+
+    def small_push(self, connection_id: int) -> str:
+        """The small-task lane's push units of one target connection."""
+        return f"{self.prefix}.small.push.{connection_id}"
+
+    @property
     def dead_letters(self) -> str:
         return f"{self.prefix}.dead-letters"
 
@@ -76,6 +96,11 @@ class Names:
 def push_routing_key(connection_id: int) -> str:
     """Routing key of the push units (and delayed retries) of one target connection."""
     return f"{PUSH_ROUTING_KEY_PREFIX}{connection_id}"
+
+
+def small_push_routing_key(connection_id: int) -> str:
+    """Routing key of the small-task lane's push units of one target connection."""
+    return f"{SMALL_PUSH_ROUTING_KEY_PREFIX}{connection_id}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +115,10 @@ class Topology:
     push: dict[int, AbstractQueue] = field(default_factory=dict)
     """Per target connection id, its push queue."""
     events: AbstractExchange | None = None
+    small: AbstractQueue | None = None
+    """The small-task lane's chunk queue."""
+    small_push: dict[int, AbstractQueue] = field(default_factory=dict)
+    """Per target connection id, its push queue in the small-task lane."""
 
 
 def work_queue_arguments(names: Names, delivery_limit: int) -> dict[str, Any]:
@@ -104,15 +133,33 @@ def work_queue_arguments(names: Names, delivery_limit: int) -> dict[str, Any]:
 
 
 async def declare_push_queue(
-    channel: AbstractChannel, names: Names, delivery_limit: int, connection_id: int
+    channel: AbstractChannel,
+    names: Names,
+    delivery_limit: int,
+    connection_id: int,
+    *,
+    small: bool = False,
 ) -> AbstractQueue:
-    """Declare and bind one target's push queue (the exchange must exist)."""
+    """Declare and bind one target's push queue, of the small-task lane when ``small`` (the
+    exchange must exist)."""
     queue = await channel.declare_queue(
-        names.push(connection_id),
+        names.small_push(connection_id) if small else names.push(connection_id),
         durable=True,
         arguments=work_queue_arguments(names, delivery_limit),
     )
-    await queue.bind(names.exchange, push_routing_key(connection_id))
+    key = small_push_routing_key(connection_id) if small else push_routing_key(connection_id)
+    await queue.bind(names.exchange, key)
+    return queue
+
+
+async def declare_small_queue(
+    channel: AbstractChannel, names: Names, delivery_limit: int
+) -> AbstractQueue:
+    """Declare and bind the small-task lane's queue (the exchange must exist)."""
+    queue = await channel.declare_queue(
+        names.small, durable=True, arguments=work_queue_arguments(names, delivery_limit)
+    )
+    await queue.bind(names.exchange, SMALL_ROUTING_KEY)
     return queue
 
 
@@ -146,4 +193,9 @@ async def declare(
         for target in push_targets
     }
     events = await channel.declare_exchange(names.events, aio_pika.ExchangeType.TOPIC, durable=True)
-    return Topology(exchange, dlx, commands, chunks, dead, push, events)
+    small = await declare_small_queue(channel, names, delivery_limit)
+    small_push = {
+        target: await declare_push_queue(channel, names, delivery_limit, target, small=True)
+        for target in push_targets
+    }
+    return Topology(exchange, dlx, commands, chunks, dead, push, events, small, small_push)

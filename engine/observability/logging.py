@@ -26,18 +26,38 @@ def configure(settings: LoggingSettings) -> None:
     if as_json:
         shared.append(structlog.processors.format_exc_info)
         renderer = structlog.processors.JSONRenderer(serializer=_dumps)
+        # Our own lines skip the standard library: a level check that is a no-op below the
+        # level, then the processors, orjson and one write. Through logging (a LogRecord, a
+        # copy of it for ProcessorFormatter, findCaller's frame walk) a line cost 40-80 us,
+        # which was the front door's largest cost per request at the default level
+        # (docs/benchmarks.md, "Front door at the default log level"). Libraries' records
+        # still go through the handler below, to the same stream, each line flushed.
+        stream = sys.stderr.buffer
+
+        def factory(*args: object) -> structlog.BytesLogger:
+            return structlog.BytesLogger(stream, name=str(args[0]) if args else None)
+
+        structlog.configure(
+            processors=[
+                *shared,
+                structlog.processors.JSONRenderer(serializer=_dump_bytes),
+            ],
+            logger_factory=factory,
+            wrapper_class=structlog.make_filtering_bound_logger(level),
+            cache_logger_on_first_use=True,
+        )
     else:
         renderer = structlog.dev.ConsoleRenderer()
-    structlog.configure(
-        processors=[
-            structlog.stdlib.filter_by_level,
-            *shared,
-            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
-        ],
-        logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
-        cache_logger_on_first_use=True,
-    )
+        structlog.configure(
+            processors=[
+                structlog.stdlib.filter_by_level,
+                *shared,
+                structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+            ],
+            logger_factory=structlog.stdlib.LoggerFactory(),
+            wrapper_class=structlog.stdlib.BoundLogger,
+            cache_logger_on_first_use=True,
+        )
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
@@ -76,3 +96,7 @@ class HandledReconnects(logging.Filter):
 
 def _dumps(obj: object, default: object = None) -> str:
     return orjson.dumps(obj, default=str).decode()
+
+
+def _dump_bytes(obj: object, default: object = None) -> bytes:
+    return orjson.dumps(obj, default=str)

@@ -62,6 +62,15 @@ class Metrics:
             registry=r,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
         )
+        self.delivery_wait = Histogram(
+            "erpsync_delivery_wait_seconds",
+            "How long a chunk or push unit waited between its publish and a worker starting it "
+            "(a redelivery counts from the first publish), by lane: small (tasks of at most "
+            "engine.small_task_records records) or bulk.",
+            ["lane"],
+            registry=r,
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0),
+        )
         self.messages_published = Counter(
             "erpsync_messages_published",
             "Messages confirmed by the broker, by routing key (resync = commands, "
@@ -207,6 +216,9 @@ class Metrics:
     def published(self, routing_key: str) -> None:
         self.child(self.messages_published, routing_key).inc()
 
+    def waited(self, lane: str, seconds: float) -> None:
+        self.child(self.delivery_wait, lane).observe(seconds)
+
     def publish_failed(self, routing_key: str) -> None:
         self.publish_failures.labels(routing_key).inc()
 
@@ -343,6 +355,8 @@ async def _refresh(metrics: Metrics) -> None:
             topology.commands,
             topology.chunks,
             *topology.push.values(),
+            *([topology.small] if topology.small is not None else []),
+            *topology.small_push.values(),
             topology.dead_letters,
         )
         for queue in queues:

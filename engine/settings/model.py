@@ -104,6 +104,14 @@ class BrokerSettings(_Model):
         "on each channel in its own process, so 2 use a second core).",
     )
     prefetch: int = Field(8, ge=1, le=1000, description="Unacked deliveries per consumer.")
+    small_lane_prefetch: int = Field(
+        8,
+        ge=1,
+        le=1000,
+        description="Unacked planned chunks of the small-task lane per worker (its own channel: "
+        "small tasks keep their slots while a large task fills the others; each target's small "
+        "push queue has that target's push_prefetch).",
+    )
     delivery_limit: int = Field(10, ge=1, description="Deliveries before dead-lettering.")
     connect_timeout: float = Field(5.0, gt=0)
 
@@ -113,6 +121,13 @@ class EngineSettings(_Model):
 
     chunk_size: int = Field(200, ge=1, le=10_000, description="Internal keys per chunk message.")
     key_page_size: int = Field(5_000, ge=1, description="Keys read per page when planning.")
+    small_task_records: int = Field(
+        1_000,
+        ge=0,
+        description="Tasks of at most this many records run in the small-task lane (their own "
+        "queue, consumed with its own prefetch), never queued behind a large task's chunks; "
+        "0: every task in the bulk lane.",
+    )
     heartbeat_interval: float = Field(
         15.0, gt=0, description="Seconds between heartbeats of the tasks a worker is running."
     )

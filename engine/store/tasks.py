@@ -160,6 +160,17 @@ async def start(
     )
 
 
+async def small_ones(conn: Executor, task_ids: Sequence[int], most_records: int) -> set[int]:
+    """Those of ``task_ids`` with at least one and at most ``most_records`` records."""
+    rows = await conn.fetch(
+        """SELECT id FROM batch_tasks
+           WHERE id = ANY($1::bigint[]) AND total_records BETWEEN 1 AND $2""",
+        list(task_ids),
+        most_records,
+    )
+    return {row["id"] for row in rows}
+
+
 async def set_total(conn: Connection, task_id: int, total: int, unknown: int) -> None:
     """Record how many records the task covers and how many requested ids were unknown."""
     await conn.execute(

@@ -15,7 +15,7 @@ import orjson
 import structlog
 
 from engine.messaging.commands import ResyncCommand
-from engine.messaging.publishing import ChunkPublisher
+from engine.messaging.publishing import ChunkPublisher, small_lane
 from engine.settings import Settings
 from engine.store import Connection, recovery, results, tasks
 from engine.store import keys as keys_store
@@ -98,20 +98,12 @@ class Planner:
             return
         log.info("planning", start_count=task["start_count"], source=source)
 
-        chunk_no, after = await tasks.planned_extent(conn, task_id)
-        if chunk_no:  # resuming: chunks whose message may never have gone out
-            await self._republish_pending(conn, task_id)
-
-        if task["total_records"] is None:
-            await self._count(conn, task_id, command)
-        window: list[list[int]] = []
-        async for chunk_keys in self._key_chunks(conn, command, after):
-            window.append(chunk_keys)
-            if len(window) >= PUBLISH_WINDOW:
-                chunk_no = await self._store_and_publish(conn, task_id, chunk_no, window)
-                window = []
-        if window:
-            chunk_no = await self._store_and_publish(conn, task_id, chunk_no, window)
+        # Counted before the first chunk is stored, so a resumed plan has its total already.
+        total = task["total_records"]
+        if total is None:
+            total = await self._count(conn, task_id, command)
+        with small_lane(0 < total <= self.settings.engine.small_task_records):
+            chunk_no = await self._publish_chunks(conn, task_id, command)
 
         async with conn.transaction():
             row = await tasks.mark_planned(conn, task_id, chunk_no)
@@ -121,6 +113,22 @@ class Planner:
                 log.info("task finished", state=state, response=response)
             await results.mark_processed(conn, message_id, task_id)
         log.info("planned", chunks=chunk_no)
+
+    async def _publish_chunks(self, conn: Connection, task_id: int, command: ResyncCommand) -> int:
+        """Republish the stored chunks not done (a resumed plan), then store and publish the
+        rest; returns the number of chunks planned."""
+        chunk_no, after = await tasks.planned_extent(conn, task_id)
+        if chunk_no:  # resuming: chunks whose message may never have gone out
+            await self._republish_pending(conn, task_id)
+        window: list[list[int]] = []
+        async for chunk_keys in self._key_chunks(conn, command, after):
+            window.append(chunk_keys)
+            if len(window) >= PUBLISH_WINDOW:
+                chunk_no = await self._store_and_publish(conn, task_id, chunk_no, window)
+                window = []
+        if window:
+            chunk_no = await self._store_and_publish(conn, task_id, chunk_no, window)
+        return chunk_no
 
     async def _store_and_publish(
         self, conn: Connection, task_id: int, first: int, window: list[list[int]]
@@ -135,8 +143,9 @@ class Planner:
         await publish_chunks(self.publisher, task_id, numbers)
         return first + len(window)
 
-    async def _count(self, conn: Connection, task_id: int, command: ResyncCommand) -> None:
-        """First planning pass: total records, and an outcome per unknown internal key."""
+    async def _count(self, conn: Connection, task_id: int, command: ResyncCommand) -> int:
+        """First planning pass: total records, and an outcome per unknown internal key; the
+        total."""
         async with conn.transaction():
             if command.internal_key_ids:
                 known = await keys_store.existing(conn, command.internal_key_ids)
@@ -151,9 +160,10 @@ class Planner:
                     [],
                 )
                 await tasks.set_total(conn, task_id, len(known), len(unknown))
-            else:
-                total = await keys_store.count_linked(conn, command.source_connection_id)
-                await tasks.set_total(conn, task_id, total, 0)
+                return len(known)
+            total: int = await keys_store.count_linked(conn, command.source_connection_id)
+            await tasks.set_total(conn, task_id, total, 0)
+            return total
 
     async def _key_chunks(
         self, conn: Connection, command: ResyncCommand, after: int

@@ -13,12 +13,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Iterable
 
 import asyncpg
 import structlog
 
 from engine.messaging.broker import Publisher
 from engine.messaging.commands import ResyncCommand
+from engine.messaging.publishing import small_lane
 from engine.messaging.topology import RESYNC_ROUTING_KEY
 from engine.settings import Settings
 from engine.store import recovery, results, tasks
@@ -93,18 +95,31 @@ class Sweeper:
                         task_id=task_id,
                         dead_worker=dead,
                     )
+        small = await self._small_tasks(o[0] for o in orphans)
         for task_id, chunk_no, target, _ in orphans:
-            await self.publisher.publish_chunk(task_id, chunk_no, target)
+            with small_lane(task_id in small):
+                await self.publisher.publish_chunk(task_id, chunk_no, target)
         return len(orphans)
+
+    async def _small_tasks(self, task_ids: Iterable[int]) -> set[int]:
+        """Which of ``task_ids`` run in the small-task lane (their chunks are published there)."""
+        ids = sorted(set(task_ids))
+        most = self.settings.engine.small_task_records
+        if not ids or not most:
+            return set()
+        async with self.pool.acquire() as conn:
+            return await tasks.small_ones(conn, ids, most)
 
     async def publish_due_retries(self) -> int:
         published = 0
         while True:
             async with self.pool.acquire() as conn, conn.transaction():
                 due = await recovery.claim_due_retries(conn, _BATCH)
+            small = await self._small_tasks(task_id for task_id, _, _ in due)
             for i, (task_id, chunk_no, target) in enumerate(due):
                 try:
-                    await self.publisher.publish_chunk(task_id, chunk_no, target)
+                    with small_lane(task_id in small):
+                        await self.publisher.publish_chunk(task_id, chunk_no, target)
                 except BaseException:
                     # This one and the rest of the batch were claimed but not published: let
                     # the next sweep try them again (else they would wait for a stale restart).
@@ -149,10 +164,12 @@ class Sweeper:
             )
             return
         after, count = -1, 0
+        small = task.id in await self._small_tasks([task.id])
         while True:
             page = await recovery.due_pending_chunks(self.pool, task.id, after, _BATCH)
             for chunk_no, target in page:  # push units and retries to their target's queue
-                await self.publisher.publish_chunk(task.id, chunk_no, target)
+                with small_lane(small):
+                    await self.publisher.publish_chunk(task.id, chunk_no, target)
             chunk_nos = [chunk_no for chunk_no, _ in page]
             await recovery.mark_published(self.pool, task.id, chunk_nos)
             count += len(chunk_nos)

@@ -21,6 +21,7 @@ SCRIPTS = [
     "fanout",
     "scaleout",
     "huge",
+    "fairness",
     "e2e",
     "force_resync",
     "continuous",

@@ -89,7 +89,8 @@ async def delete_broker_objects(prefix: str, url: str = AMQP_URL) -> None:
     connection = await aio_pika.connect(url)
     try:
         push = [names.push(i) for i in PUSH_TARGETS_TO_DELETE]
-        for queue in (names.commands, names.chunks, *push, names.dead_letters):
+        push += [names.small_push(i) for i in PUSH_TARGETS_TO_DELETE]
+        for queue in (names.commands, names.chunks, names.small, *push, names.dead_letters):
             channel = await connection.channel()
             with contextlib.suppress(Exception):  # absent queues are fine
                 await channel.queue_delete(queue)

@@ -46,7 +46,12 @@ async def test_counters_and_gauges_follow_a_resync(
             lambda m: (
                 sum(
                     value(m, "erpsync_messages_consumed_total", routing_key=key, outcome="acked")
-                    for key in ("resync", "resync.chunk", "resync.push.1", "resync.push.2")
+                    for key in (
+                        "resync",
+                        "resync.small",
+                        "resync.small.push.1",
+                        "resync.small.push.2",
+                    )
                 )
                 >= 4
             ),
@@ -62,22 +67,27 @@ async def test_counters_and_gauges_follow_a_resync(
         value(after, "erpsync_http_request_duration_seconds_count", route=route, method="POST") == 1
     )
     assert value(after, "erpsync_messages_published_total", routing_key="resync") == 1
-    assert value(after, "erpsync_messages_published_total", routing_key="resync.chunk") == 1
+    # A task of 3 records runs in the small-task lane (engine.small_task_records).
+    assert value(after, "erpsync_messages_published_total", routing_key="resync.small") == 1
     assert (
         value(after, "erpsync_messages_consumed_total", routing_key="resync", outcome="acked") == 1
     )
     assert (
-        value(after, "erpsync_messages_consumed_total", routing_key="resync.chunk", outcome="acked")
+        value(after, "erpsync_messages_consumed_total", routing_key="resync.small", outcome="acked")
         == 1
     )
-    # the chunk's push units, one per target, went to the targets' own queues
+    assert value(after, "erpsync_delivery_wait_seconds_count", lane="small") == 1 + 2
+    assert value(after, "erpsync_delivery_wait_seconds_count", lane="bulk") == 0
+    # the chunk's push units, one per target, went to the targets' own queues (small lane)
     for target in ("1", "2"):
-        push = f"resync.push.{target}"
+        push = f"resync.small.push.{target}"
         assert value(after, "erpsync_messages_published_total", routing_key=push) == 1
         assert (
             value(after, "erpsync_messages_consumed_total", routing_key=push, outcome="acked") == 1
         )
         assert value(after, "erpsync_queue_consumers", queue=f"{broker_prefix}.push.{target}") == 1
+        small_queue = f"{broker_prefix}.small.push.{target}"
+        assert value(after, "erpsync_queue_consumers", queue=small_queue) == 1
     assert value(after, "erpsync_chunks_processed_total") == 1 + 2
     # Key 1 differs on both ERPs, key 2 on ERP 1 only; the CRM source is read, not written.
     assert value(after, "erpsync_records_pushed_total", connection="1", outcome="updated") == 2
