@@ -24,7 +24,13 @@ async def front_door(
     stores: dict[int, MemoryStore],
     rsa_key: rsa.RSAPrivateKey,
 ) -> AsyncIterator[Service]:
-    """The API alone (no workers) with Basic, tickets, JWT and app tokens configured."""
+    """The API alone (no workers) with Basic, tickets, JWT and app tokens configured.
+
+    With no workers a synchronous ForceResync* can only time out: answer after 0.2 s, not the
+    default 30 (the fuzz test's requests include "resync all" with an empty body)."""
     settings = api_settings(database, broker_prefix, stores, rsa_key)
+    settings = settings.model_copy(
+        update={"server": settings.server.model_copy(update={"sync_timeout": 0.2})}
+    )
     async with Service(settings, engine=False) as service:
         yield service
