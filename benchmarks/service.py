@@ -78,9 +78,13 @@ def apply_experiments(settings: Settings) -> Settings:
       ``wait=True``, what aio-pika's ``Exchange.publish`` did) before waiting for the confirm.
     * ``intake_cm``: ForceResyncBatchTask without an Idempotency-Key goes through
       ``TaskIntake.create``'s async context manager again (before session 6's fast path);
-    * ``gc0_N``: the garbage collector's generation-0 threshold at N (default 700).
+    * ``gc0_N``: the garbage collector's generation-0 threshold at N (default 700);
+    * ``publish_timeout_outer``: a second ``asyncio.timeout`` around every publish (before
+      session 6 the publisher put its own around aiormq's).
     """
     flags = experiments()
+    if "publish_timeout_outer" in flags:
+        _outer_publish_timeout()
     if "intake_cm" in flags:
         _intake_through_context_manager()
     for flag in flags:
@@ -132,6 +136,19 @@ def apply_experiments(settings: Settings) -> Settings:
     if server:
         settings = settings.model_copy(update={"server": settings.server.model_copy(update=server)})
     return settings
+
+
+def _outer_publish_timeout() -> None:
+    """Experiment: the publisher's own timer around aiormq's again (one more per publish)."""
+    import asyncio
+
+    original = Publisher.publish
+
+    async def publish(self: Publisher, *args: Any, **kwargs: Any) -> str:
+        async with asyncio.timeout(self._settings.publish_timeout):
+            return await original(self, *args, **kwargs)
+
+    Publisher.publish = publish  # type: ignore[method-assign]
 
 
 def _intake_through_context_manager() -> None:
