@@ -76,8 +76,22 @@ def apply_experiments(settings: Settings) -> Settings:
       and a formatter per line, as before session 6) instead of structlog's direct writer;
     * ``publish_drain``: every publish waits for its socket write to drain (aiormq's
       ``wait=True``, what aio-pika's ``Exchange.publish`` did) before waiting for the confirm.
+    * ``intake_cm``: ForceResyncBatchTask without an Idempotency-Key goes through
+      ``TaskIntake.create``'s async context manager again (before session 6's fast path);
+    * ``gc0_N``: the garbage collector's generation-0 threshold at N (default 700);
+    * ``publish_timeout_outer``: a second ``asyncio.timeout`` around every publish (before
+      session 6 the publisher put its own around aiormq's).
     """
     flags = experiments()
+    if "publish_timeout_outer" in flags:
+        _outer_publish_timeout()
+    if "intake_cm" in flags:
+        _intake_through_context_manager()
+    for flag in flags:
+        if flag.startswith("gc0_"):  # e.g. gc0_20000
+            import gc
+
+            gc.set_threshold(int(flag[4:]), *gc.get_threshold()[1:])
     if "gc_log" in flags:
         _log_gc_pauses()
     if "stall_log" in flags:
@@ -122,6 +136,31 @@ def apply_experiments(settings: Settings) -> Settings:
     if server:
         settings = settings.model_copy(update={"server": settings.server.model_copy(update=server)})
     return settings
+
+
+def _outer_publish_timeout() -> None:
+    """Experiment: the publisher's own timer around aiormq's again (one more per publish)."""
+    import asyncio
+
+    original = Publisher.publish
+
+    async def publish(self: Publisher, *args: Any, **kwargs: Any) -> str:
+        async with asyncio.timeout(self._settings.publish_timeout):
+            return await original(self, *args, **kwargs)
+
+    Publisher.publish = publish  # type: ignore[method-assign]
+
+
+def _intake_through_context_manager() -> None:
+    """Experiment: the unkeyed task created through ``TaskIntake.create``'s context manager."""
+    from engine.api.bodies import ResyncRequest
+    from engine.api.intake import NewTask, TaskIntake
+
+    async def create_unkeyed(self: TaskIntake, resync: ResyncRequest, name: str = "") -> NewTask:
+        async with self.create(resync, principal="", key=None) as task:  # calls _create
+            return task
+
+    TaskIntake.create_unkeyed = create_unkeyed  # type: ignore[method-assign]
 
 
 def _log_through_stdlib(level: str) -> None:

@@ -89,11 +89,15 @@ async def force_resync_batch_task(request: web.Request) -> web.Response:
             "SoNotFoundException",
         )
     require_connection(request[PRINCIPAL], resync.source_connection_id, "resync from")
+    intake = request.app[TASK_INTAKE]
     key = request.headers.get(idempotency.HEADER)
-    principal = request[PRINCIPAL].user if key is not None else ""
-    async with request.app[TASK_INTAKE].create(resync, principal=principal, key=key) as task:
-        if task.publish is not None:
-            await publish_resync(request, task.publish, task.task_id, task.message_id)
+    if key is None:  # the common case, on the hot path: no context manager
+        task = await intake.create_unkeyed(resync)
+        await publish_resync(request, resync, task.task_id, task.message_id)
+    else:
+        async with intake.create(resync, principal=request[PRINCIPAL].user, key=key) as task:
+            if task.publish is not None:
+                await publish_resync(request, task.publish, task.task_id, task.message_id)
     task_id = task.task_id
     return web.Response(
         status=204,

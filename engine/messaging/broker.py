@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any, cast
@@ -177,20 +178,26 @@ class Publisher(ChunkRouting):
         if self._extra:
             self._next = (self._next + 1) % (len(self._extra) + 1)
             channel = self._channel if self._next == 0 else self._extra[self._next - 1]
+        deadline = time.monotonic() + self._settings.publish_timeout
         try:
-            async with asyncio.timeout(self._settings.publish_timeout):
-                if channel.is_closed:
-                    raise aiormq.exceptions.ChannelInvalidStateError("channel closed")
-                # get_underlay_channel waits out a reconnect (bounded by the timeout)
-                underlay = cast(aiormq.Channel, await channel.get_underlay_channel())
-                await underlay.basic_publish(
-                    body,
-                    exchange=self.names.exchange if exchange is None else exchange,
-                    routing_key=routing_key,
-                    properties=properties,
-                    mandatory=mandatory,
-                    wait=False,  # the confirm comes after the write anyway
-                )
+            if channel.is_closed:
+                raise aiormq.exceptions.ChannelInvalidStateError("channel closed")
+            if self._connection.connected.is_set():
+                underlay = await channel.get_underlay_channel()  # connected: no wait
+            else:  # get_underlay_channel waits out a reconnect (bounded by the timeout)
+                async with asyncio.timeout(self._settings.publish_timeout):
+                    underlay = await channel.get_underlay_channel()
+            # aiormq bounds the publish and its confirm by what is left of the timeout (its own
+            # asyncio.timeout: one timer per publish instead of a second one around it here).
+            await cast(aiormq.Channel, underlay).basic_publish(
+                body,
+                exchange=self.names.exchange if exchange is None else exchange,
+                routing_key=routing_key,
+                properties=properties,
+                mandatory=mandatory,
+                wait=False,  # the confirm comes after the write anyway
+                timeout=deadline - time.monotonic(),
+            )
         except TimeoutError:
             self.metrics.publish_failed(routing_key)
             raise PublishFailed(
