@@ -262,14 +262,7 @@ def batch_task_info(task: asyncpg.Record) -> dict[str, Any]:
         "MessageId": task["message_id"],
         "Statistics": {
             "SourceConnectionId": task["source_connection_id"],
-            "TotalRecords": task["total_records"],
-            "DoneRecords": task["done_records"],
-            "UnknownKeys": task["unknown_keys"],
-            "Updated": task["writes_updated"],
-            "Unchanged": task["writes_unchanged"],
-            "Created": task["writes_created"],
-            "Failed": task["writes_failed"],
-            "FieldsChanged": task["fields_changed"],
+            **tasks.record_counts(task),
             "Chunks": task["total_chunks"] + task["retry_chunks"],
             # push units (stage 2, one per chunk and target) and delayed retries share the
             # numbering and the counter retry_chunks

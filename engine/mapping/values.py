@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Literal
 
 from connectors.model import FieldValue
-from engine.mapping.model import ActorTypeMapping, ConflictRule, Direction
+from engine.mapping.model import ActorTypeMapping, ConflictRule, Direction, FieldMapping
 
 Side = Literal["crm", "erp"]
 
@@ -143,26 +143,12 @@ def settle_to_crm(
     the last sync (``baseline``: the CRM-field values both sides agreed on then). A ``both``
     field only the CRM changed is left for the CRM's own run; one both changed is settled by
     its rule. Returns the changes to write and the conflicts' winners by CRM field."""
-    if not baseline:
-        return changed, {}
-    keep: dict[str, tuple[FieldValue, FieldValue]] = {}
-    winners: dict[str, Side] = {}
-    for crm_field, (crm_value, erp_value) in changed.items():
+
+    def field_of(crm_field: str) -> FieldMapping | None:
         erp_field = mapping.erp_field_by_crm.get(crm_field)
-        field = mapping.fields.get(erp_field) if erp_field else None
-        before = baseline.get(crm_field, _MISSING)
-        if field is None or field.direction is not Direction.both or before is _MISSING:
-            keep[crm_field] = (crm_value, erp_value)
-            continue
-        if same(erp_value, before):  # type: ignore[arg-type]
-            continue  # only the CRM changed it: its own run pushes it
-        if not same(crm_value, before):  # type: ignore[arg-type]
-            side = winner(field.conflict, crm_stamp, erp_stamp)
-            winners[crm_field] = side
-            if side == "crm":
-                continue
-        keep[crm_field] = (crm_value, erp_value)
-    return keep, winners
+        return mapping.fields.get(erp_field) if erp_field else None
+
+    return _settle(changed, field_of, baseline, "crm", crm_stamp, erp_stamp)
 
 
 def settle_to_erp(
@@ -174,24 +160,36 @@ def settle_to_erp(
 ) -> tuple[dict[str, tuple[FieldValue, FieldValue]], dict[str, Side]]:
     """Continuous sync, CRM -> ERP (``changed`` by ERP field): the mirror of
     :func:`settle_to_crm`. Returns the changes to write and the winners by ERP field."""
+    return _settle(changed, mapping.fields.get, baseline, "erp", crm_stamp, erp_stamp)
+
+
+def _settle(
+    changed: dict[str, tuple[FieldValue, FieldValue]],
+    field_of: Callable[[str], FieldMapping | None],
+    baseline: Mapping[str, FieldValue] | None,
+    written: Side,
+    crm_stamp: str | None,
+    erp_stamp: str | None,
+) -> tuple[dict[str, tuple[FieldValue, FieldValue]], dict[str, Side]]:
+    """``changed``: field -> (the ``written`` side's current value, the other side's value)."""
     if not baseline:
         return changed, {}
     keep: dict[str, tuple[FieldValue, FieldValue]] = {}
     winners: dict[str, Side] = {}
-    for erp_field, (erp_value, crm_value) in changed.items():
-        field = mapping.fields.get(erp_field)
+    for key, (current, incoming) in changed.items():
+        field = field_of(key)
         before = baseline.get(field.crm, _MISSING) if field is not None else _MISSING
         if field is None or field.direction is not Direction.both or before is _MISSING:
-            keep[erp_field] = (erp_value, crm_value)
+            keep[key] = (current, incoming)
             continue
-        if same(crm_value, before):  # type: ignore[arg-type]
-            continue  # only the ERP changed it: its own run brings it to the CRM
-        if not same(erp_value, before):  # type: ignore[arg-type]
+        if same(incoming, before):  # type: ignore[arg-type]
+            continue  # only the written side changed it: its own run sends it on
+        if not same(current, before):  # type: ignore[arg-type]
             side = winner(field.conflict, crm_stamp, erp_stamp)
-            winners[erp_field] = side
-            if side == "erp":
+            winners[key] = side
+            if side == written:
                 continue
-        keep[erp_field] = (erp_value, crm_value)
+        keep[key] = (current, incoming)
     return keep, winners
 
 

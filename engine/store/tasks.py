@@ -71,6 +71,21 @@ async def create(
     return task_id
 
 
+def record_counts(task: asyncpg.Record | Mapping[str, Any]) -> dict[str, int]:
+    """A task row's record and write counts under their wire names (GetBatchTaskInfo's
+    ``Statistics`` and the task.finished event's ``Counts``)."""
+    return {
+        "TotalRecords": task["total_records"],
+        "DoneRecords": task["done_records"],
+        "UnknownKeys": task["unknown_keys"],
+        "Updated": task["writes_updated"],
+        "Unchanged": task["writes_unchanged"],
+        "Created": task["writes_created"],
+        "Failed": task["writes_failed"],
+        "FieldsChanged": task["fields_changed"],
+    }
+
+
 def describe_source(source_connection_id: int) -> str:
     """The task's description for a source connection."""
     source = "CRM" if source_connection_id <= 0 else f"connection {source_connection_id}"

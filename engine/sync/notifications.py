@@ -94,16 +94,7 @@ def finished_event(task: Row, failures: Sequence[Row]) -> dict[str, Any]:
         "Created": _iso(task["created_at"]),
         "Finished": _iso(task["finished_at"]),
         "StartCount": task["start_count"],
-        "Counts": {
-            "TotalRecords": task["total_records"],
-            "DoneRecords": task["done_records"],
-            "UnknownKeys": task["unknown_keys"],
-            "Updated": task["writes_updated"],
-            "Unchanged": task["writes_unchanged"],
-            "Created": task["writes_created"],
-            "Failed": task["writes_failed"],
-            "FieldsChanged": task["fields_changed"],
-        },
+        "Counts": tasks.record_counts(task),
         "FirstFailures": [
             {
                 "InternalKeyId": f["internal_key_id"],
