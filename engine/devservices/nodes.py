@@ -110,28 +110,43 @@ class RabbitNode:
         (self.base / "rabbitmq.conf").write_text(f"listeners.tcp.local = 127.0.0.1:{self.port}\n")
         if is_root():
             subprocess.run(["chown", "-R", "rabbitmq:rabbitmq", str(self.base)], check=True)
+        pid_file = self.base / "pid"
+        if pid_file.exists() and not _pid_alive(pid_file):
+            # A crash leaves its pid file; `rabbitmqctl wait` must not read the dead pid.
+            pid_file.unlink()
         subprocess.run(
             [_rabbit_command("rabbitmq-server"), "-detached"],
             env=self._env(),
             check=True,
             capture_output=True,
         )
-        subprocess.run(
+        waited = subprocess.run(
             [
                 _rabbit_command("rabbitmqctl"),
                 "-n",
                 self.name,
                 "wait",
-                str(self.base / "pid"),
+                str(pid_file),
                 "--timeout",
                 str(int(timeout)),
             ],
             env=self._env(),
-            check=True,
             capture_output=True,
+            text=True,
             timeout=timeout + 10,
         )
+        if waited.returncode != 0:
+            raise RuntimeError(
+                f"RabbitMQ node {self.name} did not start (rabbitmqctl wait exited "
+                f"{waited.returncode}): {waited.stdout[-500:]} {waited.stderr[-500:]}\n"
+                f"--- node log, last lines:\n{self.log_tail()}"
+            )
         _wait_port(self.host, self.port, up=True, timeout=timeout)
+
+    def log_tail(self, chars: int = 3000) -> str:
+        """The end of the node's own log (what a failed start or restart says)."""
+        logs = sorted((self.base / "log").glob("*.log"), key=lambda p: p.stat().st_mtime)
+        return logs[-1].read_text(errors="replace")[-chars:] if logs else "(no log)"
 
     def ctl(self, *args: str, timeout: float = 60) -> str:
         result = subprocess.run(
@@ -154,12 +169,15 @@ class RabbitNode:
         _wait_port(self.host, self.port, up=True, timeout=60)
 
     def kill(self) -> None:
-        """SIGKILL the node (a crash)."""
+        """SIGKILL the node (a crash), and wait until its process is gone."""
         pid_file = self.base / "pid"
         if pid_file.exists():
             with contextlib.suppress(ProcessLookupError, ValueError):
                 os.kill(int(pid_file.read_text().strip()), signal.SIGKILL)
         _wait_port(self.host, self.port, up=False, timeout=30)
+        deadline = time.monotonic() + 30
+        while _pid_alive(pid_file) and time.monotonic() < deadline:
+            time.sleep(0.05)
 
     def stop(self) -> None:
         try:

@@ -1,4 +1,10 @@
-"""Recovery state: chunk ownership, worker takeovers, heartbeats, due retries and stale tasks."""
+"""Recovery state: chunk ownership, worker takeovers, heartbeats, due retries and stale tasks.
+
+Leases and heartbeats are judged from ``greatest(renewed_at, pg_postmaster_start_time())``: no
+worker can renew anything while PostgreSQL is down, so after a restart every worker gets a full
+``stale_after`` to renew before it is judged dead (else an outage longer than ``stale_after``
+would make live workers look dead to whichever sweeper reconnected first).
+"""
 
 from __future__ import annotations
 
@@ -65,7 +71,8 @@ async def worker_alive(conn: Executor, worker: str, stale_after: float) -> bool:
         await conn.fetchval(
             """
             SELECT EXISTS (SELECT 1 FROM worker_leases WHERE worker = $1
-                           AND renewed_at > now() - make_interval(secs => $2))
+                           AND greatest(renewed_at, pg_postmaster_start_time())
+                               > now() - make_interval(secs => $2))
             """,
             worker,
             stale_after,
@@ -101,7 +108,8 @@ async def claim_chunk(
                      coalesce((t.request->>'NoBlankValues')::boolean, false) AS no_blank,
                      c2.started_by IS NOT NULL AND c2.started_by <> $3 AND EXISTS (
                          SELECT 1 FROM worker_leases l WHERE l.worker = c2.started_by
-                           AND l.renewed_at > now() - make_interval(secs => $4)) AS alive
+                           AND greatest(l.renewed_at, pg_postmaster_start_time())
+                               > now() - make_interval(secs => $4)) AS alive
               FROM task_chunks c2
               JOIN batch_tasks t ON t.id = c2.task_id
               WHERE c2.task_id = $1 AND c2.chunk_no = $2 AND c2.state = 'pending'
@@ -191,14 +199,15 @@ async def record_takeover(conn: Connection, task_id: int, dead_worker: str, work
 
 
 async def release_orphaned_chunks(
-    conn: Connection, stale_after: float, limit: int
+    conn: Connection, stale_after: float, limit: int, worker: str
 ) -> list[tuple[int, int, int | None, str]]:
     """Take pending chunks away from workers whose lease ran out, to publish them again.
 
     Returns (task, chunk number, target, the dead worker). RabbitMQ does not redeliver a frozen
     worker's unacked messages while its connection stays open, so the sweeper republishes the
     chunks it had started; clearing ``started_by`` also keeps that worker, should it resume,
-    from committing a chunk another worker has claimed since.
+    from committing a chunk another worker has claimed since. ``worker`` is the caller's own
+    worker, never judged dead: it is running this, whatever its lease says after an outage.
     """
     rows = await conn.fetch(
         """
@@ -206,14 +215,17 @@ async def release_orphaned_chunks(
         FROM (SELECT c2.task_id, c2.chunk_no, c2.started_by FROM task_chunks c2
               JOIN batch_tasks t ON t.id = c2.task_id AND t.state = 'Started'
               WHERE c2.state = 'pending' AND c2.started_by IS NOT NULL
+                AND c2.started_by <> $3
                 AND NOT EXISTS (SELECT 1 FROM worker_leases l WHERE l.worker = c2.started_by
-                                  AND l.renewed_at > now() - make_interval(secs => $1))
+                                  AND greatest(l.renewed_at, pg_postmaster_start_time())
+                                      > now() - make_interval(secs => $1))
               LIMIT $2 FOR UPDATE OF c2 SKIP LOCKED) o
         WHERE c.task_id = o.task_id AND c.chunk_no = o.chunk_no
         RETURNING c.task_id, c.chunk_no, c.target_connection_id, o.started_by
         """,
         stale_after,
         limit,
+        worker,
     )
     return [(r[0], r[1], r[2], r[3]) for r in rows]
 
@@ -284,7 +296,8 @@ async def claim_stale_tasks(
                          AND coalesce(c.target_connection_id, -1) = ANY($3::int[])) AS waiting
             FROM batch_tasks s
             WHERE s.state = 'Started'
-              AND s.heartbeat_at < now() - make_interval(secs => $1)
+              AND greatest(s.heartbeat_at, pg_postmaster_start_time())
+                  < now() - make_interval(secs => $1)
               AND (NOT s.planned OR EXISTS (
                    SELECT 1 FROM task_chunks c WHERE c.task_id = s.id AND c.state = 'pending'
                      AND coalesce(c.not_before, '-infinity') <= now()))

@@ -164,7 +164,8 @@ async def start(
             start_count = start_count + CASE
                 WHEN t.state <> 'New' AND $2::text IS NOT NULL AND EXISTS (
                     SELECT 1 FROM worker_leases l WHERE l.worker = t.planned_by
-                      AND l.renewed_at > now() - make_interval(secs => $3))
+                      AND greatest(l.renewed_at, pg_postmaster_start_time())
+                          > now() - make_interval(secs => $3))
                 THEN 0 ELSE 1 END
         WHERE id = $1 AND state NOT IN ('Succeeded', 'Failed', 'SucceededManualCleanup')
         RETURNING *

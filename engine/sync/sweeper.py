@@ -87,7 +87,9 @@ class Sweeper:
         stale_after = self.settings.engine.stale_after
         async with self.pool.acquire() as conn:
             async with conn.transaction():
-                orphans = await recovery.release_orphaned_chunks(conn, stale_after, _BATCH)
+                orphans = await recovery.release_orphaned_chunks(
+                    conn, stale_after, _BATCH, self.worker
+                )
             for task_id, dead in sorted({(o[0], o[3]) for o in orphans}):
                 if await recovery.record_takeover(conn, task_id, dead, self.worker):
                     log.warning(

@@ -43,6 +43,9 @@ async def test_postgres_restart_mid_batch(the_rig: Rig) -> None:
     mid = await the_rig.wait_chunks_done(task_id, 2)
     assert mid["state"] == "Started", mid
     await asyncio.to_thread(the_rig.cluster.stop, "immediate")
+    # Down for longer than stale_after (5 s): every lease and heartbeat is older than that when
+    # PostgreSQL is back, yet no worker died.
+    await asyncio.sleep(6.0)
     await asyncio.to_thread(the_rig.cluster.start)
 
     task = await the_rig.finished(task_id, timeout=180)

@@ -16,16 +16,60 @@ async def started_task(pool: asyncpg.Pool) -> int:
     return task_id
 
 
+# Leases here are judged with a short stale_after (STALE): a lease is only judged from the
+# server's start (see engine.store.recovery), and the shared server may have started recently.
+STALE = 2.0
+
+
 async def test_a_lease_not_renewed_within_stale_after_is_dead(pool: asyncpg.Pool) -> None:
     await recovery.renew_lease(pool, "w1")
-    assert await recovery.worker_alive(pool, "w1", 60)
-    await pool.execute("UPDATE worker_leases SET renewed_at = now() - interval '61 seconds'")
-    assert not await recovery.worker_alive(pool, "w1", 60)
+    assert await recovery.worker_alive(pool, "w1", STALE)
+    await pool.execute("UPDATE worker_leases SET renewed_at = now() - interval '1 minute'")
+    assert not await recovery.worker_alive(pool, "w1", STALE)
     await recovery.renew_lease(pool, "w1")
-    assert await recovery.worker_alive(pool, "w1", 60)
+    assert await recovery.worker_alive(pool, "w1", STALE)
     await recovery.end_lease(pool, "w1")
-    assert not await recovery.worker_alive(pool, "w1", 60)
-    assert not await recovery.worker_alive(pool, "never-seen", 60)
+    assert not await recovery.worker_alive(pool, "w1", STALE)
+    assert not await recovery.worker_alive(pool, "never-seen", STALE)
+
+
+async def test_leases_and_heartbeats_count_from_the_servers_start(pool: asyncpg.Pool) -> None:
+    """Nobody can renew while PostgreSQL is down: a restart gives every worker stale_after."""
+    uptime = await pool.fetchval(
+        "SELECT extract(epoch FROM now() - pg_postmaster_start_time())::float8"
+    )
+    longer = uptime + 3600  # a stale_after longer than the server has been up
+    task_id = await started_task(pool)
+    await recovery.renew_lease(pool, "w1")
+    await recovery.renew_lease(pool, "w2")
+    assert await recovery.claim_chunk(pool, task_id, 0, "w1", longer)
+    await pool.execute("UPDATE worker_leases SET renewed_at = now() - interval '10 years'")
+    await pool.execute(
+        "UPDATE batch_tasks SET heartbeat_at = now() - interval '10 years' WHERE id = $1", task_id
+    )
+    assert await recovery.worker_alive(pool, "w1", longer)
+    claim = await recovery.claim_chunk(pool, task_id, 0, "w2", longer)
+    assert claim is not None and claim.previous_alive
+    async with pool.acquire() as conn:
+        assert await recovery.release_orphaned_chunks(conn, longer, 10, "w2") == []
+        assert await recovery.claim_stale_tasks(conn, longer, 10) == []
+        # Judged with a stale_after shorter than the uptime, the same lease is dead.
+        assert await recovery.release_orphaned_chunks(conn, STALE, 10, "w2") == [
+            (task_id, 0, None, "w1")
+        ]
+        assert [t.id for t in await recovery.claim_stale_tasks(conn, STALE, 10)] == [task_id]
+
+
+async def test_a_sweeper_never_takes_over_its_own_worker(pool: asyncpg.Pool) -> None:
+    task_id = await started_task(pool)
+    await recovery.renew_lease(pool, "w1")
+    assert await recovery.claim_chunk(pool, task_id, 0, "w1", STALE)
+    await pool.execute("UPDATE worker_leases SET renewed_at = now() - interval '1 minute'")
+    async with pool.acquire() as conn:  # w1's own sweeper: it is alive, whatever its lease says
+        assert await recovery.release_orphaned_chunks(conn, STALE, 10, "w1") == []
+        assert await recovery.release_orphaned_chunks(conn, STALE, 10, "w2") == [
+            (task_id, 0, None, "w1")
+        ]
 
 
 async def test_chunks_of_a_dead_worker_are_released_once_and_it_cannot_commit_them(
@@ -34,10 +78,10 @@ async def test_chunks_of_a_dead_worker_are_released_once_and_it_cannot_commit_th
     task_id = await started_task(pool)
     await recovery.renew_lease(pool, "frozen")
     await recovery.renew_lease(pool, "alive")
-    assert await recovery.claim_chunk(pool, task_id, 0, "frozen", 60)
-    assert await recovery.claim_chunk(pool, task_id, 1, "alive", 60)
+    assert await recovery.claim_chunk(pool, task_id, 0, "frozen", STALE)
+    assert await recovery.claim_chunk(pool, task_id, 1, "alive", STALE)
     # A duplicate delivery while the owner lives leaves the chunk to it.
-    duplicate = await recovery.claim_chunk(pool, task_id, 0, "alive", 60)
+    duplicate = await recovery.claim_chunk(pool, task_id, 0, "alive", STALE)
     assert duplicate is not None
     assert (duplicate.previous_worker, duplicate.previous_alive) == ("frozen", True)
     assert (
@@ -47,16 +91,16 @@ async def test_chunks_of_a_dead_worker_are_released_once_and_it_cannot_commit_th
         == "frozen"
     )
     async with pool.acquire() as conn:
-        assert await recovery.release_orphaned_chunks(conn, 60, 10) == []
+        assert await recovery.release_orphaned_chunks(conn, STALE, 10, "alive") == []
         await conn.execute(
             "UPDATE worker_leases SET renewed_at = now() - interval '2 minutes' "
             "WHERE worker = 'frozen'"
         )
-        assert await recovery.release_orphaned_chunks(conn, 60, 10) == [
+        assert await recovery.release_orphaned_chunks(conn, STALE, 10, "alive") == [
             (task_id, 0, None, "frozen")
         ]
-        assert await recovery.release_orphaned_chunks(conn, 60, 10) == []
-        claim = await recovery.claim_chunk(conn, task_id, 0, "alive", 60)
+        assert await recovery.release_orphaned_chunks(conn, STALE, 10, "alive") == []
+        claim = await recovery.claim_chunk(conn, task_id, 0, "alive", STALE)
         assert claim is not None and (claim.previous_worker, claim.previous_alive) == (None, False)
         # The frozen worker resumes: its commit of the chunk taken from it does nothing.
         assert not await tasks.mark_chunk_done(conn, task_id, 0, "frozen")
