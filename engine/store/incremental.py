@@ -353,14 +353,6 @@ async def lag_by_connection(conn: Executor) -> dict[int, float]:
     return {r[0]: float(r[1]) for r in rows}
 
 
-async def is_sync_task(conn: Executor, task_id: int) -> bool:
-    return bool(
-        await conn.fetchval(
-            "SELECT name = $2 FROM batch_tasks WHERE id = $1", task_id, SYNC_TASK_NAME
-        )
-    )
-
-
 async def baselines(
     conn: Executor, connection_id: int, ids: Sequence[int]
 ) -> dict[int, dict[str, Any]]:

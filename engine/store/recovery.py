@@ -31,6 +31,8 @@ class ChunkClaim:
     """The task's NoBlankValues flag (its stored request's ``NoBlankValues``)."""
     target_keys: dict[str, list[int]] | None = None
     """The task's per-target key restriction (RetryFailed), None for none."""
+    task_name: str = ""
+    """The task's name (a continuous sync's runs are ``Sync`` tasks)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +106,7 @@ async def claim_chunk(
         UPDATE task_chunks c
         SET started_by = CASE WHEN p.alive THEN p.started_by ELSE $3 END,
             started_at = CASE WHEN p.alive THEN c.started_at ELSE now() END
-        FROM (SELECT c2.started_by, t.source_connection_id, t.target_keys,
+        FROM (SELECT c2.started_by, t.source_connection_id, t.target_keys, t.name,
                      coalesce((t.request->>'NoBlankValues')::boolean, false) AS no_blank,
                      c2.started_by IS NOT NULL AND c2.started_by <> $3 AND EXISTS (
                          SELECT 1 FROM worker_leases l WHERE l.worker = c2.started_by
@@ -117,7 +119,7 @@ async def claim_chunk(
               FOR UPDATE OF c2) p
         WHERE c.task_id = $1 AND c.chunk_no = $2
         RETURNING p.started_by, c.internal_key_ids, c.attempt, c.target_connection_id,
-                  p.source_connection_id, p.alive, p.no_blank, p.target_keys
+                  p.source_connection_id, p.alive, p.no_blank, p.target_keys, p.name
         """,
         task_id,
         chunk_no,

@@ -135,7 +135,7 @@ class ChunkRunner:
             run_intents = Intents(
                 self._intent_recorder(command), await intents.unsettled(conn, command.task_id, ids)
             )
-            sync = await self._sync_context(conn, command.task_id, target or source, ids)
+            sync = await self._sync_context(conn, chunk.task_name, target or source, ids)
         no_blank = chunk.no_blank_values
         if target is None:
             result = await self.source_stage.run(
@@ -163,11 +163,11 @@ class ChunkRunner:
         return units
 
     async def _sync_context(
-        self, conn: Connection, task_id: int, connection_id: int, ids: Sequence[int]
+        self, conn: Connection, task_name: str, connection_id: int, ids: Sequence[int]
     ) -> SyncContext | None:
         if not self.track_baselines:
             return None
-        if not await incremental_store.is_sync_task(conn, task_id):
+        if task_name != incremental_store.SYNC_TASK_NAME:
             return SyncContext()  # a force resync: its source wins; only the baselines move
         return SyncContext(True, await incremental_store.baselines(conn, connection_id, ids))
 
