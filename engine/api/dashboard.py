@@ -1,8 +1,10 @@
 """Read-only endpoints for the dashboard and the CLI, under ``/api/v1/erpsync``.
 
 They sit under ``/api/`` so they are authenticated like every agent endpoint (Basic, or a
-session cookie plus the XSRF header). Tasks are rendered as the Batch agent's BatchTaskInfo, so a
-client sees one shape everywhere.
+session cookie plus the XSRF header), and scoped like them: a caller whose user entry or
+application allows only some connections sees only the tasks whose source it may touch (403 for
+another one), and only those connections' outcomes, sync-log rows and health. Tasks are rendered
+as the Batch agent's BatchTaskInfo, so a client sees one shape everywhere.
 """
 
 from __future__ import annotations
@@ -14,11 +16,11 @@ import orjson
 from aiohttp import web
 
 from engine.api.appkeys import CONSUMER, METRICS, POOL, SETTINGS
+from engine.api.auth import PRINCIPAL, require_connection
 from engine.api.bodies import integer_text
 from engine.api.errors import ApiError
-from engine.api.routes import batch_task_info
+from engine.api.routes import batch_task_info, visible_task
 from engine.store import reports
-from engine.store import tasks as tasks_store
 
 PREFIX = "/api/v1/erpsync"
 MAX_LIMIT = 1000
@@ -102,6 +104,7 @@ async def list_tasks(request: web.Request) -> web.Response:
         _int(request, "before"),
         correlation_id=_text(request, "correlation_id"),
         message_id=_text(request, "message_id"),
+        sources=request[PRINCIPAL].connections,
     )
     return _json([batch_task_info(r) for r in rows])
 
@@ -112,12 +115,13 @@ async def show_task(request: web.Request) -> web.Response:
     task_id = _task_id(request)
     limit = _limit(request, 20)  # a bad query is 400 whether or not the task exists
     pool = request.app[POOL]
-    task = await tasks_store.get(pool, task_id)
-    if task is None:
-        raise ApiError(404, f"BatchTask id {task_id} not found")
+    task = await visible_task(request, task_id, "read the tasks of")
+    allowed = request[PRINCIPAL].connections
     targets: dict[int | None, dict[str, Any]] = {}
     for row in await reports.outcomes_by_target(pool, task_id):
         cid = row["connection_id"]
+        if allowed is not None and cid is not None and cid not in allowed:
+            continue
         target = targets.setdefault(
             cid,
             {
@@ -134,7 +138,7 @@ async def show_task(request: web.Request) -> web.Response:
             target["NotLinked"] = row["n"]
         target["Records"] += row["n"]
         target["FieldsChanged"] += row["fields"] or 0
-    failures = await reports.failures(pool, task_id, limit)
+    failures = await reports.failures(pool, task_id, limit, connections=allowed)
     return _json(
         {
             "Task": batch_task_info(task),
@@ -158,11 +162,18 @@ def _failure(request: web.Request, row: Any) -> dict[str, Any]:
 @routes.get(PREFIX + "/tasks/{id:\\d+}/failures")
 async def task_failures(request: web.Request) -> web.Response:
     """A task's outcomes with a reason; ``connection`` filters by target, ``limit`` caps."""
+    task_id = _task_id(request)
+    limit = _limit(request, 100)
+    connection = _int(request, "connection", maximum=INT32_MAX)
+    await visible_task(request, task_id, "read the tasks of")
+    if connection is not None:
+        require_connection(request[PRINCIPAL], connection, "read the outcomes on")
     rows = await reports.failures(
         request.app[POOL],
-        _task_id(request),
-        _limit(request, 100),
-        _int(request, "connection", maximum=INT32_MAX),
+        task_id,
+        limit,
+        connection,
+        connections=request[PRINCIPAL].connections,
     )
     return _json([_failure(request, r) for r in rows])
 
@@ -170,13 +181,17 @@ async def task_failures(request: web.Request) -> web.Response:
 @routes.get(f"{PREFIX}/synclog")
 async def sync_log(request: web.Request) -> web.Response:
     """Field changes newest first; filters ``task``, ``key``, ``connection``; ``before`` pages."""
+    connection = _int(request, "connection", maximum=INT32_MAX)
+    if connection is not None:
+        require_connection(request[PRINCIPAL], connection, "read the sync log of")
     rows = await reports.sync_log(
         request.app[POOL],
         task_id=_int(request, "task"),
         internal_key_id=_int(request, "key"),
-        connection_id=_int(request, "connection", maximum=INT32_MAX),
+        connection_id=connection,
         limit=_limit(request, 100),
         before_id=_int(request, "before"),
+        connections=request[PRINCIPAL].connections,
     )
     return _json(
         [
@@ -213,7 +228,10 @@ async def connections(request: web.Request) -> web.Response:
     engine_here = app.get(CONSUMER) is not None
     breakers = app[METRICS].breaker_states() if METRICS in app else {}
     out = []
+    principal = request[PRINCIPAL]
     for conn in app[SETTINGS].all_connections:
+        if not principal.may_touch(conn.id):
+            continue
         row = activity.get(conn.id)
         total = row["total"] if row else 0
         failed = row["failed"] if row else 0

@@ -164,7 +164,7 @@ async def get_batch_task_info_by_query(request: web.Request) -> web.Response:
 async def _task_info(
     request: web.Request, task_id: int, select: list[list[str]] | None
 ) -> web.Response:
-    task = await _visible_task(request, task_id, "read the tasks of")
+    task = await visible_task(request, task_id, "read the tasks of")
     info = batch_task_info(task)
     return respond(request, project(info, select) if select else info, root="BatchTaskInfo")
 
@@ -216,14 +216,14 @@ async def stop_batch_job(request: web.Request) -> web.Response:
     args, _ = await agent_arguments(request)
     task_id = int_argument(args, "Id")
     pool = request.app[POOL]
-    await _visible_task(request, task_id, "stop the tasks of")
+    await visible_task(request, task_id, "stop the tasks of")
     stopped = await tasks.stop(pool, task_id, request[PRINCIPAL].user)
     if stopped is not None:
         log.info("task stopped", task_id=task_id)
     return respond(request, stopped is not None, root="boolean")
 
 
-async def _visible_task(request: web.Request, task_id: int, action: str) -> asyncpg.Record:
+async def visible_task(request: web.Request, task_id: int, action: str) -> asyncpg.Record:
     """The task; 404 when unknown, 403 when its source is not a connection the caller may touch."""
     task = await tasks.get(request.app[POOL], task_id)
     if task is None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import asyncpg
 
@@ -23,9 +23,11 @@ async def tasks(
     *,
     correlation_id: str | None = None,
     message_id: str | None = None,
+    sources: Collection[int] | None = None,
 ) -> list[asyncpg.Record]:
     """Tasks newest first, optionally in some states, optionally older than ``before_id``,
-    optionally only those of a command's ``CorrelationId`` or message id."""
+    optionally only those of a command's ``CorrelationId`` or message id, optionally only those
+    whose source is one of ``sources``."""
     return list(
         await conn.fetch(
             """
@@ -34,6 +36,7 @@ async def tasks(
               AND ($2::bigint IS NULL OR id < $2)
               AND ($4::text IS NULL OR correlation_id = $4)
               AND ($5::text IS NULL OR message_id = $5)
+              AND ($6::integer[] IS NULL OR source_connection_id = ANY($6))
             ORDER BY id DESC LIMIT $3
             """,
             list(states) if states else None,
@@ -41,6 +44,7 @@ async def tasks(
             limit,
             correlation_id,
             message_id,
+            sorted(sources) if sources is not None else None,
         )
     )
 
@@ -60,9 +64,15 @@ async def outcomes_by_target(conn: Executor, task_id: int) -> list[asyncpg.Recor
 
 
 async def failures(
-    conn: Executor, task_id: int, limit: int, connection_id: int | None = None
+    conn: Executor,
+    task_id: int,
+    limit: int,
+    connection_id: int | None = None,
+    connections: Collection[int] | None = None,
 ) -> list[asyncpg.Record]:
-    """A task's outcomes that carry a reason (failed, unknown key, not linked), oldest first."""
+    """A task's outcomes that carry a reason (failed, unknown key, not linked), oldest first;
+    optionally only those on ``connection_id`` or on one of ``connections`` (an outcome of
+    unknown keys, on no connection, is always kept)."""
     return list(
         await conn.fetch(
             """
@@ -70,11 +80,13 @@ async def failures(
             FROM record_outcomes
             WHERE task_id = $1 AND error IS NOT NULL
               AND ($2::integer IS NULL OR connection_id = $2)
+              AND ($4::integer[] IS NULL OR connection_id IS NULL OR connection_id = ANY($4))
             ORDER BY id LIMIT $3
             """,
             task_id,
             connection_id,
             limit,
+            sorted(connections) if connections is not None else None,
         )
     )
 
@@ -87,8 +99,10 @@ async def sync_log(
     connection_id: int | None,
     limit: int,
     before_id: int | None = None,
+    connections: Collection[int] | None = None,
 ) -> list[asyncpg.Record]:
-    """Field changes, newest first, filtered by task, internal key and connection."""
+    """Field changes, newest first, filtered by task, internal key and connection, optionally
+    only those on one of ``connections``."""
     return list(
         await conn.fetch(
             """
@@ -99,6 +113,7 @@ async def sync_log(
               AND ($2::bigint IS NULL OR internal_key_id = $2)
               AND ($3::integer IS NULL OR connection_id = $3)
               AND ($4::bigint IS NULL OR id < $4)
+              AND ($6::integer[] IS NULL OR connection_id = ANY($6))
             ORDER BY id DESC LIMIT $5
             """,
             task_id,
@@ -106,6 +121,7 @@ async def sync_log(
             connection_id,
             before_id,
             limit,
+            sorted(connections) if connections is not None else None,
         )
     )
 

@@ -109,6 +109,60 @@ async def test_a_resync_of_a_forbidden_connection_is_403_and_creates_nothing(
     assert len(await everything.json()) == 3
 
 
+async def test_the_dashboard_read_api_shows_only_the_connections_a_caller_may_touch(
+    guarded: Service, db: asyncpg.Connection
+) -> None:
+    admin = basic("tje0", "Tje0")
+    task_of = {}
+    for source in (1, 2):
+        response = await resync(guarded, source, admin)
+        assert response.status == 204
+        task_of[source] = int(response.headers["X-Batch-Task-Id"])
+    for task_id in task_of.values():  # each task wrote to and failed on both ERPs
+        for connection in (1, 2):
+            await db.execute(
+                "INSERT INTO record_outcomes (task_id, internal_key_id, connection_id, status, "
+                "error) VALUES ($1, 1, $2, 'failed', 'refused')",
+                task_id,
+                connection,
+            )
+            await db.execute(
+                "INSERT INTO sync_log (task_id, connection_id, internal_key_id, erp_actor_type, "
+                "erp_field, crm_field, target_is_crm, direction, old_value, new_value) "
+                "VALUES ($1, $2, 1, 'Customer', 'name', 'name', false, 'to_erp', 'a', 'b')",
+                task_id,
+                connection,
+            )
+
+    async def get(path: str, headers: dict[str, str] = LIMITED) -> Any:
+        return await guarded.client.get(f"/api/v1/erpsync{path}", headers=headers)
+
+    listed = await (await get("/tasks")).json()
+    assert [task["Id"] for task in listed] == [task_of[1]]
+    assert len(await (await get("/tasks", admin)).json()) == 2
+    for path in (f"/tasks/{task_of[2]}", f"/tasks/{task_of[2]}/failures"):
+        refused = await get(path)
+        assert refused.status == 403, path
+        assert (await refused.json())["ErrorType"] == "SoSecurityException"
+    shown = await (await get(f"/tasks/{task_of[1]}")).json()
+    assert [t["ConnectionId"] for t in shown["Targets"]] == [1]
+    assert {f["ConnectionId"] for f in shown["Failures"]} == {1}
+    failures = await (await get(f"/tasks/{task_of[1]}/failures")).json()
+    assert {f["ConnectionId"] for f in failures} == {1}
+    assert (await get(f"/tasks/{task_of[1]}/failures?connection=2")).status == 403
+    admin_view = await (await get(f"/tasks/{task_of[1]}", admin)).json()
+    assert [t["ConnectionId"] for t in admin_view["Targets"]] == [1, 2]
+
+    log = await (await get("/synclog")).json()
+    assert len(log) == 2 and {row["ConnectionId"] for row in log} == {1}
+    assert (await get("/synclog?connection=2")).status == 403
+    assert len(await (await get("/synclog", admin)).json()) == 4
+
+    connections = await (await get("/connections")).json()
+    assert [c["Id"] for c in connections] == [1]
+    assert {0, 1, 2} < {c["Id"] for c in await (await get("/connections", admin)).json()}
+
+
 def client(address: str) -> dict[str, str]:
     return {"X-Forwarded-For": f"198.51.100.250, {address}"}  # the proxy appended the last one
 
