@@ -249,17 +249,25 @@ async def claim_due_retries(conn: Connection, limit: int) -> list[tuple[int, int
 
     Returns (task, chunk number, target connection). Push units are among them when their
     publish after the commit was not confirmed (their ``not_before`` is the grace for it).
+    Their tasks are heartbeaten: a task that only waited for a retry was not stale, and must
+    not look stale to :func:`claim_stale_tasks` now that the retry is due and on its way.
     """
     rows = await conn.fetch(
         """
-        UPDATE task_chunks c SET published_at = now()
-        FROM (SELECT c2.task_id, c2.chunk_no FROM task_chunks c2
-              JOIN batch_tasks t ON t.id = c2.task_id AND t.state = 'Started'
-              WHERE c2.state = 'pending' AND c2.not_before IS NOT NULL
-                AND c2.published_at IS NULL AND c2.not_before <= now()
-              ORDER BY c2.not_before LIMIT $1 FOR UPDATE OF c2 SKIP LOCKED) due
-        WHERE c.task_id = due.task_id AND c.chunk_no = due.chunk_no
-        RETURNING c.task_id, c.chunk_no, c.target_connection_id
+        WITH claimed AS (
+            UPDATE task_chunks c SET published_at = now()
+            FROM (SELECT c2.task_id, c2.chunk_no FROM task_chunks c2
+                  JOIN batch_tasks t ON t.id = c2.task_id AND t.state = 'Started'
+                  WHERE c2.state = 'pending' AND c2.not_before IS NOT NULL
+                    AND c2.published_at IS NULL AND c2.not_before <= now()
+                  ORDER BY c2.not_before LIMIT $1 FOR UPDATE OF c2 SKIP LOCKED) due
+            WHERE c.task_id = due.task_id AND c.chunk_no = due.chunk_no
+            RETURNING c.task_id, c.chunk_no, c.target_connection_id
+        ), beat AS (
+            UPDATE batch_tasks SET heartbeat_at = now()
+            WHERE id IN (SELECT task_id FROM claimed) AND state = 'Started'
+        )
+        SELECT task_id, chunk_no, target_connection_id FROM claimed
         """,
         limit,
     )

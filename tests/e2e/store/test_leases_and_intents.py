@@ -107,6 +107,32 @@ async def test_chunks_of_a_dead_worker_are_released_once_and_it_cannot_commit_th
         assert await tasks.mark_chunk_done(conn, task_id, 0, "alive")
 
 
+async def test_a_task_that_only_waited_for_a_retry_is_not_stale_when_it_falls_due(
+    pool: asyncpg.Pool,
+) -> None:
+    """Nothing ran while the retry waited, so its heartbeat is old; publishing the due retry
+    is the task's sign of life (else the same sweep counted a restart and published it twice)."""
+    task_id = await started_task(pool)
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("UPDATE task_chunks SET state = 'done' WHERE task_id = $1", task_id)
+        [(retry, _)] = await tasks.add_retry_chunks(
+            conn, task_id, [tasks.RetryChunk((1, 2), 2, 1, 0.0)]
+        )
+        await conn.execute(
+            "UPDATE batch_tasks SET planned = true, heartbeat_at = now() - interval '1 hour' "
+            "WHERE id = $1",
+            task_id,
+        )
+    async with pool.acquire() as conn:
+        async with conn.transaction():
+            assert await recovery.claim_due_retries(conn, 10) == [(task_id, retry, 2)]
+        async with conn.transaction():
+            assert await recovery.claim_stale_tasks(conn, STALE, 10) == []
+        assert (
+            await conn.fetchval("SELECT start_count FROM batch_tasks WHERE id = $1", task_id) == 1
+        )
+
+
 def change(key: int, field: str, old: str, new: str, connection: int = 1) -> FieldChange:
     return FieldChange(connection, key, None, "Customer", field, field, False, old, new)
 
