@@ -151,7 +151,7 @@ async def test_a_webhook_failing_twice_gets_the_event_until_it_acknowledges(
                 lambda r: r is not None and r["delivered_at"] is not None,
                 what="the webhook delivery to be acknowledged",
             )
-            assert row["attempts"] == 3 and row["last_status"] == 204
+            assert row is not None and row["attempts"] == 3 and row["last_status"] == 204
             gave_up = await wait_for(
                 lambda: db.fetchrow(
                     "SELECT * FROM webhook_deliveries WHERE task_id = $1 AND webhook = 'broken'",
@@ -160,6 +160,7 @@ async def test_a_webhook_failing_twice_gets_the_event_until_it_acknowledges(
                 lambda r: r is not None and r["gave_up_at"] is not None,
                 what="the broken webhook's delivery to be given up",
             )
+            assert gave_up is not None
             assert gave_up["attempts"] == 2 and gave_up["last_status"] == 302
             assert gave_up["last_error"] == "HTTP 302" and len(refused) == 2
             metrics = await (await service.client.get("/metrics")).text()
