@@ -3,7 +3,8 @@
 ``POST /api/v1/Agents/ErpSync/RetryFailed {"Id": 42}`` queues a new task of exactly the records
 that failed in task 42: a record that failed on one target is pushed to that target only (the
 command's ``TargetKeys``), one that failed on the source or CRM side runs whole again.
-``GET /api/v1/erpsync/webhook-deliveries`` lists the webhook deliveries of task.finished events.
+``GET /api/v1/erpsync/webhook-deliveries`` lists the webhook deliveries of task.finished events;
+``POST /api/v1/erpsync/webhook-deliveries/{id}/resend`` makes a given-up one due again.
 """
 
 from __future__ import annotations
@@ -140,6 +141,26 @@ def _iso(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat(timespec="milliseconds")
 
 
+def _delivery_json(r: Any) -> dict[str, Any]:
+    """A ``webhook_deliveries`` row as the API shows it."""
+    settled = r["delivered_at"] or r["gave_up_at"]
+    return {
+        "Id": r["id"],
+        "TaskId": r["task_id"],
+        "Webhook": r["webhook"],
+        "Attempts": r["attempts"],
+        "LastStatus": r["last_status"],
+        "LastError": r["last_error"],
+        "State": "delivered"
+        if r["delivered_at"]
+        else ("given_up" if r["gave_up_at"] else "pending"),
+        "NextAttempt": None if settled else _iso(r["next_attempt_at"]),
+        "Delivered": _iso(r["delivered_at"]),
+        "GaveUp": _iso(r["gave_up_at"]),
+        "Created": _iso(r["created_at"]),
+    }
+
+
 @routes.get(DELIVERIES)
 async def webhook_deliveries(request: web.Request) -> web.Response:
     """Webhook deliveries, newest first: attempts, last status and error, next attempt."""
@@ -158,24 +179,52 @@ async def webhook_deliveries(request: web.Request) -> web.Response:
             raise ApiError(404, f"BatchTask id {task_id} not found", "SoNotFoundException")
         require_connection(principal, task["source_connection_id"], "read the tasks of")
     rows = await events.list_deliveries(pool, task_id, limit, principal.connections)
-    body = [
-        {
-            "Id": r["id"],
-            "TaskId": r["task_id"],
-            "Webhook": r["webhook"],
-            "Attempts": r["attempts"],
-            "LastStatus": r["last_status"],
-            "LastError": r["last_error"],
-            "State": "delivered"
-            if r["delivered_at"]
-            else ("given_up" if r["gave_up_at"] else "pending"),
-            "NextAttempt": None
-            if r["delivered_at"] or r["gave_up_at"]
-            else _iso(r["next_attempt_at"]),
-            "Delivered": _iso(r["delivered_at"]),
-            "GaveUp": _iso(r["gave_up_at"]),
-            "Created": _iso(r["created_at"]),
-        }
-        for r in rows
-    ]
+    body = [_delivery_json(r) for r in rows]
     return web.Response(body=orjson.dumps(body), content_type="application/json")
+
+
+@routes.post(DELIVERIES + "/{id}/resend")
+async def resend_delivery(request: web.Request) -> web.Response:
+    """Make a given-up webhook delivery due again (``max_attempts`` more POSTs); answers it."""
+    raw = request.match_info["id"]
+    delivery_id = integer_text(raw)
+    if delivery_id is None or not 0 < delivery_id < 2**63:
+        raise ApiError(400, f"Webhook delivery id {raw[:40]!r} is not an id")
+    pool = request.app[POOL]
+    principal = request[PRINCIPAL]
+    unknown = ApiError(404, f"Webhook delivery {delivery_id} not found", "SoNotFoundException")
+    delivery = await events.get_delivery(pool, delivery_id)
+    if delivery is None:
+        raise unknown
+    task = await tasks.get(pool, delivery["task_id"])
+    if task is not None:
+        require_connection(principal, task["source_connection_id"], "resend the events of")
+    elif principal.connections is not None:
+        raise unknown  # as the listing, which hides the deliveries of deleted tasks from it
+    webhook = delivery["webhook"]
+    if delivery["gave_up_at"] is None:
+        state = "delivered" if delivery["delivered_at"] else "still pending"
+        raise ApiError(
+            409,
+            f"Webhook delivery {delivery_id} is {state}; only a given-up one is resent",
+            "ConflictException",
+        )
+    if webhook not in {h.name for h in request.app[SETTINGS].notifications.webhooks}:
+        raise ApiError(
+            409,
+            f"Webhook {webhook!r} is no longer configured; delivery {delivery_id} would stay "
+            "pending",
+            "ConflictException",
+        )
+    resent = await events.resend_delivery(pool, delivery_id)
+    if resent is None:  # resent by someone else meanwhile
+        raise ApiError(
+            409, f"Webhook delivery {delivery_id} is no longer given up", "ConflictException"
+        )
+    log.info(
+        "webhook delivery resent",
+        delivery_id=delivery_id,
+        task_id=delivery["task_id"],
+        webhook=webhook,
+    )
+    return web.Response(body=orjson.dumps(_delivery_json(resent)), content_type="application/json")

@@ -314,6 +314,43 @@ def _followup_paths() -> dict[str, Any]:
             ],
             {"type": "array", "items": delivery},
         ),
+        "/api/v1/erpsync/webhook-deliveries/{id}/resend": {
+            "post": {
+                "tags": ["ErpSync"],
+                "summary": "Resend a given-up webhook delivery: due again, with max_attempts "
+                "more POSTs",
+                "operationId": "resendWebhookDelivery",
+                "parameters": [
+                    {
+                        "name": "id",
+                        "in": "path",
+                        "required": True,
+                        "schema": {
+                            "type": "integer",
+                            "format": "int64",
+                            "minimum": 1,
+                            "maximum": 2**63 - 1,
+                        },
+                    },
+                    _AGENT_HEADERS[0],
+                ],
+                "responses": {
+                    "200": {
+                        "description": "Due again (State pending, Attempts 0).",
+                        "content": {"application/json": {"schema": delivery}},
+                    },
+                    "400": _error("The id is not a delivery id."),
+                    "401": _COMMON_ERRORS["401"],
+                    "403": _COMMON_ERRORS["403"],
+                    "404": _error("No such webhook delivery."),
+                    "409": _error(
+                        "The delivery is not given up (pending or delivered), or its webhook "
+                        "is no longer configured."
+                    ),
+                    "503": _COMMON_ERRORS["503"],
+                },
+            }
+        },
     }
 
 

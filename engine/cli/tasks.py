@@ -162,9 +162,26 @@ def tasks_retry_failed(task_id: int, **kw: Any) -> None:
 @tasks.command("deliveries")
 @click.argument("task_id", type=int, required=False)
 @click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True)
+@click.option(
+    "--resend",
+    "resend_id",
+    type=click.IntRange(min=1),
+    metavar="ID",
+    help="Resend the given-up delivery with this id (the id column): due again, with the "
+    "webhook's max_attempts more POSTs.",
+)
 @api_options
-def tasks_deliveries(task_id: int | None, limit: int, **kw: Any) -> None:
-    """Webhook deliveries of task.finished events (of one task when given), newest first."""
+def tasks_deliveries(task_id: int | None, limit: int, resend_id: int | None, **kw: Any) -> None:
+    """Webhook deliveries of task.finished events (of one task when given), newest first.
+
+    With --resend ID, resend a given-up delivery instead; exits 1 when it is unknown, not given
+    up, or its webhook is no longer configured.
+    """
+    if resend_id is not None:
+        if task_id is not None:
+            raise click.UsageError("--resend takes a delivery id; give no TASK_ID with it")
+        _resend(resend_id, kw)
+        return
     query = {"limit": str(limit)}
     if task_id is not None:
         query["task_id"] = str(task_id)
@@ -172,10 +189,20 @@ def tasks_deliveries(task_id: int | None, limit: int, **kw: Any) -> None:
     if not rows:
         return
     table = Table(box=None, pad_edge=False)
-    for column in ("task", "webhook", "state", "attempts", "last status", "next attempt", "error"):
+    for column in (
+        "id",
+        "task",
+        "webhook",
+        "state",
+        "attempts",
+        "last status",
+        "next attempt",
+        "error",
+    ):
         table.add_column(column, no_wrap=True, overflow="ellipsis")
     for d in rows:
         table.add_row(
+            str(d["Id"]),
             str(d["TaskId"]),
             d["Webhook"],
             d["State"],
@@ -185,3 +212,17 @@ def tasks_deliveries(task_id: int | None, limit: int, **kw: Any) -> None:
             d["LastError"] or "",
         )
     console().print(table)
+
+
+def _resend(delivery_id: int, kw: dict[str, Any]) -> None:
+    as_json = kw.pop("as_json")
+    api = api_from(kw)
+    path = f"{DASHBOARD}/webhook-deliveries/{delivery_id}/resend"
+    delivery = run(api, lambda: api.json("POST", path))
+    if as_json:
+        echo_json(delivery)
+    else:
+        click.echo(
+            f"delivery {delivery_id} of task {delivery['TaskId']} to webhook "
+            f"{delivery['Webhook']!r} is due again"
+        )

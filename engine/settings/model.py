@@ -428,6 +428,18 @@ class NotificationSettings(_Model):
         le=60,
         description="Seconds between each worker's passes over the outbox (events, webhooks).",
     )
+    events_kept: float = Field(
+        7 * 24 * 3600.0,
+        gt=0,
+        description="Seconds a task.finished event is kept after the broker confirmed it (kept "
+        "longer while a webhook delivery of it is not delivered).",
+    )
+    deliveries_kept: float = Field(
+        30 * 24 * 3600.0,
+        gt=0,
+        description="Seconds a webhook delivery is kept once delivered or given up (a given-up one "
+        "can be resent until then).",
+    )
     webhooks: list[WebhookSettings] = Field(
         default_factory=list, description="Webhooks receiving every task.finished event."
     )

@@ -16,6 +16,9 @@ import asyncpg
 
 from engine.store import Connection, Executor
 
+PURGE_BATCH = 1000
+"""Rows deleted per statement by the purges: a large backlog is never one long lock."""
+
 
 @dataclass(frozen=True, slots=True)
 class PendingEvent:
@@ -220,3 +223,93 @@ async def list_deliveries(
             sorted(sources) if sources is not None else None,
         )
     )
+
+
+async def resend_delivery(conn: Executor, delivery_id: int) -> asyncpg.Record | None:
+    """Make a given-up delivery due again with a fresh count of attempts (the delivery loop then
+    tries it up to ``max_attempts`` times again); returns it as it is now, None when it is not
+    given up (or unknown)."""
+    return await conn.fetchrow(
+        """
+        UPDATE webhook_deliveries SET gave_up_at = NULL, attempts = 0, next_attempt_at = now()
+        WHERE id = $1 AND gave_up_at IS NOT NULL
+        RETURNING *
+        """,
+        delivery_id,
+    )
+
+
+async def get_delivery(conn: Executor, delivery_id: int) -> asyncpg.Record | None:
+    """One webhook delivery (None when unknown)."""
+    return await conn.fetchrow("SELECT * FROM webhook_deliveries WHERE id = $1", delivery_id)
+
+
+# -- retention -------------------------------------------------------------------------------
+
+
+async def purge_sent_events(conn: Executor, older_than: float, batch: int = PURGE_BATCH) -> int:
+    """Delete events the broker confirmed over ``older_than`` seconds ago; returns how many.
+
+    An unpublished event is never deleted, nor one with a delivery not delivered (pending, or
+    given up and so perhaps resent): that delivery needs its body. Each statement deletes at
+    most ``batch`` rows, walking the table in key order; rows another transaction holds are
+    skipped (the next housekeeping takes them). The deliveries are looked up per event (a
+    scalar subquery, on their ``(task_id, webhook)`` index): as an anti-join the planner may
+    scan the whole deliveries table once per batch.
+    """
+    return await _purge_in_batches(
+        conn,
+        """
+        WITH doomed AS (
+            SELECT e.task_id AS key FROM task_events e
+            WHERE e.task_id > $1 AND e.published_at < now() - make_interval(secs => $2)
+              AND coalesce((SELECT bool_and(d.delivered_at IS NOT NULL) FROM webhook_deliveries d
+                            WHERE d.task_id = e.task_id), true)
+            ORDER BY e.task_id LIMIT $3 FOR UPDATE OF e SKIP LOCKED),
+        gone AS (DELETE FROM task_events e USING doomed WHERE e.task_id = doomed.key
+                 RETURNING e.task_id AS key)
+        SELECT count(*), max(key) FROM gone
+        """,
+        older_than,
+        batch,
+    )
+
+
+async def purge_finished_deliveries(
+    conn: Executor, older_than: float, batch: int = PURGE_BATCH
+) -> int:
+    """Delete webhook deliveries delivered or given up over ``older_than`` seconds ago; returns
+    how many. A pending or retrying delivery is never deleted; batches as in
+    :func:`purge_sent_events`."""
+    return await _purge_in_batches(
+        conn,
+        """
+        WITH doomed AS (
+            SELECT id AS key FROM webhook_deliveries
+            WHERE id > $1
+              AND coalesce(delivered_at, gave_up_at) < now() - make_interval(secs => $2)
+            ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED),
+        gone AS (DELETE FROM webhook_deliveries d USING doomed WHERE d.id = doomed.key
+                 RETURNING d.id AS key)
+        SELECT count(*), max(key) FROM gone
+        """,
+        older_than,
+        batch,
+    )
+
+
+async def _purge_in_batches(conn: Executor, sql: str, older_than: float, batch: int) -> int:
+    """Run a purge statement (``$1`` the key to start after) until a batch comes back short.
+
+    On the pool or a connection outside a transaction each statement commits on its own, so
+    locks are held for one batch only.
+    """
+    total, after = 0, 0
+    while True:
+        row = await conn.fetchrow(sql, after, older_than, batch)
+        assert row is not None
+        deleted = int(row[0])
+        total += deleted
+        if deleted < batch:
+            return total
+        after = int(row[1])

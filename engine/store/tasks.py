@@ -374,7 +374,7 @@ async def add_counts(
     return row
 
 
-def is_complete(task: asyncpg.Record) -> bool:
+def is_complete(task: asyncpg.Record | Mapping[str, Any]) -> bool:
     """All chunks (planned and delayed retries) of a fully planned, running task are done.
 
     A task stopped while its last chunks ran counts as running: when those commit, nothing

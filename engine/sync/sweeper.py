@@ -23,7 +23,7 @@ from engine.messaging.commands import ResyncCommand
 from engine.messaging.publishing import small_lane
 from engine.messaging.topology import RESYNC_ROUTING_KEY
 from engine.settings import Settings
-from engine.store import recovery, results, tasks
+from engine.store import events, recovery, results, tasks
 from engine.store.recovery import StaleTask
 from engine.sync.background import cancel_until_done
 
@@ -74,13 +74,20 @@ class Sweeper:
         return await self.publish_due_retries(), await self.restart_stale_tasks()
 
     async def housekeeping(self) -> None:
-        """Forget what only grows: leases of workers long dead, old handled message ids."""
+        """Forget what only grows: leases of workers long dead, old handled message ids, sent
+        task.finished events and settled webhook deliveries past their retention."""
         self._housekept = time.monotonic()
         stale_after = self.settings.engine.stale_after
         await recovery.drop_stale_leases(self.pool, max(HOUSEKEEPING_INTERVAL, 10 * stale_after))
         purged = await results.purge_processed(self.pool, PROCESSED_MESSAGES_KEPT)
         if purged:
             log.info("old handled message ids forgotten", count=purged)
+        kept = self.settings.notifications
+        # Deliveries first: an event waits for its undelivered ones (resend needs its body).
+        deliveries = await events.purge_finished_deliveries(self.pool, kept.deliveries_kept)
+        sent = await events.purge_sent_events(self.pool, kept.events_kept)
+        if deliveries or sent:
+            log.info("old task.finished events forgotten", events=sent, deliveries=deliveries)
 
     async def take_over_orphaned_chunks(self) -> int:
         """Publish again the pending chunks of workers whose lease ran out (dead or frozen)."""

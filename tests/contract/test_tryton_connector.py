@@ -170,7 +170,7 @@ async def test_sub_records_follow_the_fields(tryton_server: TrytonServer) -> Non
     try:
         async with tryton_server.client() as admin:
             [key] = await create_parties(admin, [{"name": "Bare"}])
-        changes = [
+        changes: list[dict[str, str | None]] = [
             {"phone": "+47 111", "city": "Oslo"},
             {"phone": "+47 222", "email": "a@example.test", "street": "Gate 1"},
             {"phone": None, "email": "b@example.test", "city": None},

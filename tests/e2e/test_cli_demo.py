@@ -83,7 +83,7 @@ async def test_migrate_seed_serve_and_resync_the_demo(
             r["id"]: r
             for r in await db.fetch("SELECT * FROM demo_erp2.customer WHERE id IN (10002, 10003)")
         }
-        assert erp1["phone"] == crm[1]["phone"]
+        assert erp1 is not None and erp1["phone"] == crm[1]["phone"]
         assert erp2[10002]["mail"] == crm[2]["email"]
         assert erp2[10003]["telephone"] == crm[3]["phone"]
         changed = await db.fetch(

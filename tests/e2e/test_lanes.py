@@ -42,7 +42,7 @@ class HeldMemoryConnector(MemoryConnector):
     """The memory connector; a call touching one of ``held`` waits while the gate is closed."""
 
     name = "held-memory"
-    config_model = HeldConfig  # type: ignore[assignment]
+    config_model = HeldConfig
     config: HeldConfig
 
     async def _hold(self, keys: list[str]) -> None:
@@ -103,7 +103,7 @@ async def units(db: asyncpg.Connection, task_id: int, target: int) -> dict[str, 
         task_id,
         target,
     )
-    return dict(rows)
+    return {r["state"]: r["count"] for r in rows}
 
 
 async def test_a_small_task_runs_while_a_large_ones_units_are_queued(

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import aio_pika
+import aiormq
 import asyncpg
 import orjson
 import pytest
@@ -162,7 +163,7 @@ async def test_an_invalid_command_naming_its_task_fails_that_task_with_the_reaso
         )
         await wait_for(lambda: dead_letters(broker_prefix), what="the dead letter")
 
-    assert row["state"] == "Failed"
+    assert row is not None and row["state"] == "Failed"
     assert row["response"].startswith("Invalid command (dead-lettered): ")
     assert "InternalKeyIds" in row["response"]
 
@@ -263,7 +264,7 @@ async def test_dlq_list_and_replay(broker_prefix: str, seeded: Settings) -> None
         letters = await wait_for(
             lambda: dead_letters(broker_prefix), lambda found: len(found) == 2, what="re-dead"
         )
-    assert sorted(m.headers.get("x-erpsync-replay-count") for m in letters) == [1, 1]
+    assert [m.headers.get("x-erpsync-replay-count") for m in letters] == [1, 1]
 
 
 async def test_dlq_list_names_a_missing_queue_in_one_line(broker_prefix: str) -> None:
@@ -446,7 +447,9 @@ async def test_a_channel_stuck_after_an_rpc_timeout_is_replaced(broker_prefix: s
         await wait_for(state, lambda s: s == (True, True), timeout=15, what="a new channel")
         sub = consumer._subscriptions[0]
         assert sub.channel is consumer._channel and sub.tag is not None
+        assert consumer._channel is not None
         new = await consumer._channel.get_underlay_channel()
+        assert isinstance(new, aiormq.Channel)
         assert sub.tag in new.consumers  # subscribed on the new channel
         # (The simulated old subscription never got a Channel.Close through to the broker, so
         # it may linger there until the connection closes; after a real RPC timeout it is gone.)

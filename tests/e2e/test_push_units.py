@@ -33,7 +33,7 @@ class GatedMemoryConnector(MemoryConnector):
     """The memory connector, blocked while the test keeps its gate closed."""
 
     name = "gated-memory"
-    config_model = GatedConfig  # type: ignore[assignment]
+    config_model = GatedConfig
     config: GatedConfig
 
     async def _call(self) -> None:

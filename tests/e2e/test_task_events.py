@@ -21,6 +21,7 @@ from aiohttp.test_utils import TestServer
 from connectors.memory import MemoryStore
 from engine.settings import NotificationSettings, Settings
 from tests.support import services
+from tests.support.cli import operator_env, run_cli
 from tests.support.events import EventQueue
 from tests.support.service import AUTH, Service, seed_stale
 from tests.support.settings import memory_settings
@@ -150,7 +151,7 @@ async def test_a_webhook_failing_twice_gets_the_event_until_it_acknowledges(
                 lambda r: r is not None and r["delivered_at"] is not None,
                 what="the webhook delivery to be acknowledged",
             )
-            assert row["attempts"] == 3 and row["last_status"] == 204
+            assert row is not None and row["attempts"] == 3 and row["last_status"] == 204
             gave_up = await wait_for(
                 lambda: db.fetchrow(
                     "SELECT * FROM webhook_deliveries WHERE task_id = $1 AND webhook = 'broken'",
@@ -159,6 +160,7 @@ async def test_a_webhook_failing_twice_gets_the_event_until_it_acknowledges(
                 lambda r: r is not None and r["gave_up_at"] is not None,
                 what="the broken webhook's delivery to be given up",
             )
+            assert gave_up is not None
             assert gave_up["attempts"] == 2 and gave_up["last_status"] == 302
             assert gave_up["last_error"] == "HTTP 302" and len(refused) == 2
             metrics = await (await service.client.get("/metrics")).text()
@@ -264,3 +266,134 @@ async def test_retry_failed_retries_exactly_the_failed_records_on_their_target(
         running = await retry(service, new)
         assert running.status == 409
         assert "once it has finished" in (await running.json())["ErrorMessage"]
+
+
+async def resend(service: Service, delivery_id: int | str) -> Any:
+    return await service.client.post(f"{DELIVERIES}/{delivery_id}/resend", headers=AUTH)
+
+
+async def test_a_given_up_delivery_is_resent_by_the_api_and_the_cli(
+    database: str, db: asyncpg.Connection, broker_prefix: str, stores: dict[int, MemoryStore]
+) -> None:
+    posts: list[int] = []
+    accepting = False
+
+    async def receiver(request: web.Request) -> web.Response:
+        posts.append(orjson.loads(await request.read())["TaskId"])
+        return web.Response(status=204 if accepting else 503)
+
+    app = web.Application()
+    app.router.add_post("/hook", receiver)
+    await seed_stale(db, stores, 2)
+    async with TestServer(app, host="127.0.0.1") as server:
+        hook = {
+            "name": "ops",
+            "url": str(server.make_url("/hook")),
+            "secret": SECRET,
+            "max_attempts": 1,
+        }
+        settings = notifying(settings_for(database, broker_prefix, stores), webhooks=[hook])
+        async with Service(settings) as service:
+            first, second = [await service.resync(0, [key]) for key in (1, 2)]
+            for task_id in (first, second):
+                await service.finished(task_id)
+
+            async def deliveries() -> dict[int, asyncpg.Record]:
+                rows = await db.fetch("SELECT * FROM webhook_deliveries")
+                return {r["task_id"]: r for r in rows}
+
+            given_up = await wait_for(
+                deliveries,
+                lambda d: len(d) == 2 and all(r["gave_up_at"] is not None for r in d.values()),
+                what="both deliveries to be given up",
+            )
+            one, two = given_up[first]["id"], given_up[second]["id"]
+            assert sorted(posts) == [first, second]
+            accepting = True
+
+            response = await resend(service, one)
+            assert response.status == 200, await response.text()
+            shown = await response.json()
+            assert (shown["Id"], shown["TaskId"], shown["Webhook"]) == (one, first, "ops")
+            assert shown["State"] == "pending" and shown["Attempts"] == 0
+            assert shown["GaveUp"] is None and shown["NextAttempt"] is not None
+            delivered = await wait_for(
+                deliveries,
+                lambda d: d[first]["delivered_at"] is not None,
+                what="the resent delivery to be acknowledged",
+            )
+            assert delivered[first]["attempts"] == 1 and delivered[first]["last_status"] == 204
+            assert delivered[second]["gave_up_at"] is not None  # only the one asked for
+
+            again = await resend(service, one)
+            assert again.status == 409
+            assert "is delivered" in (await again.json())["ErrorMessage"]
+            assert (await resend(service, 987654)).status == 404
+            assert (await resend(service, "abc")).status == 400
+            gone = await db.fetchval(
+                "INSERT INTO webhook_deliveries (task_id, webhook, gave_up_at) "
+                "VALUES ($1, 'removed', now()) RETURNING id",
+                second,
+            )
+            unconfigured = await resend(service, gone)
+            assert unconfigured.status == 409
+            assert "no longer configured" in (await unconfigured.json())["ErrorMessage"]
+            assert await db.fetchval(
+                "SELECT gave_up_at IS NOT NULL FROM webhook_deliveries WHERE id = $1", gone
+            )
+
+            env = operator_env(str(service.server.make_url("/")))
+            code, out, err = await run_cli("tasks", "deliveries", str(second), env=env)
+            assert code == 0, err
+            rows = [line.split()[:4] for line in out.splitlines() if "given_up" in line]
+            assert rows == [  # newest first
+                [str(gone), str(second), "removed", "given_up"],
+                [str(two), str(second), "ops", "given_up"],
+            ]
+            code, out, err = await run_cli("tasks", "deliveries", "--resend", str(two), env=env)
+            assert code == 0, err
+            assert out.strip() == f"delivery {two} of task {second} to webhook 'ops' is due again"
+            await wait_for(
+                deliveries,
+                lambda d: d[second]["delivered_at"] is not None,
+                what="the delivery resent by the CLI to be acknowledged",
+            )
+            code, out, err = await run_cli("tasks", "deliveries", "--resend", str(two), env=env)
+            assert code == 1
+            assert f"409: Webhook delivery {two} is delivered" in err
+    assert sorted(posts) == [first, first, second, second]
+
+
+async def test_the_sweeper_forgets_settled_events_and_deliveries_past_their_retention(
+    database: str, db: asyncpg.Connection, broker_prefix: str, stores: dict[int, MemoryStore]
+) -> None:
+    for task_id in (1, 2, 3):  # 3 was never sent
+        await db.execute(
+            "INSERT INTO task_events (task_id, body, published_at) VALUES ($1, '{}', "
+            "CASE WHEN $1::bigint < 3 THEN now() - interval '3 hours' END)",
+            task_id,
+        )
+    await db.execute(
+        "INSERT INTO webhook_deliveries (task_id, webhook, delivered_at, gave_up_at) VALUES "
+        "(1, 'ops', now() - interval '3 hours', NULL), (2, 'ops', NULL, NULL), "
+        "(3, 'ops', NULL, now() - interval '3 hours')"
+    )
+    settings = notifying(
+        settings_for(database, broker_prefix, stores), events_kept=3600, deliveries_kept=7200
+    )
+    settings = settings.model_copy(
+        update={"engine": settings.engine.model_copy(update={"sweep_interval": 0.1})}
+    )
+    async with Service(settings):
+        await wait_for(
+            lambda: db.fetchval("SELECT count(*) FROM webhook_deliveries"),
+            lambda n: n == 1,
+            what="the settled deliveries to be purged",
+        )
+        await wait_for(
+            lambda: db.fetchval("SELECT count(*) FROM task_events"),
+            lambda n: n == 2,
+            what="the sent event without undelivered deliveries to be purged",
+        )
+    assert [r[0] for r in await db.fetch("SELECT task_id FROM task_events ORDER BY 1")] == [2, 3]
+    assert await db.fetchval("SELECT task_id FROM webhook_deliveries") == 2  # still pending

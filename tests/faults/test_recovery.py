@@ -143,6 +143,7 @@ async def test_a_task_waiting_behind_a_queue_backlog_is_not_restarted(
         "FROM batch_tasks WHERE id = $1",
         task_id,
     )
+    assert row is not None
     assert (row["start_count"], row["fresh"]) == (1, True)  # looked at again after stale_after
 
     # A backlog elsewhere (a push queue) does not hide this task's lost chunks.
@@ -251,7 +252,7 @@ async def test_planning_resync_all_streams_one_page_at_a_time(
     )
     pool = await pool_module.create_pool(settings.database)
     try:
-        planner = Planner(settings, pool, RecordingPublisher(events))  # type: ignore[arg-type]
+        planner = Planner(settings, pool, RecordingPublisher(events))
         await planner.plan(ResyncCommand.model_validate({"ErpConnectionId": 0}), "m-stream")
     finally:
         await pool.close()

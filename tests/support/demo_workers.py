@@ -45,7 +45,7 @@ class SlowPostgresConnector(PostgresConnector):
     """The postgres connector, slowed down (for the CRM as the source of a resync)."""
 
     name = "slow-postgres"
-    config_model = SlowPostgresConfig  # type: ignore[assignment]
+    config_model = SlowPostgresConfig
     config: SlowPostgresConfig
 
     async def get_actors(self, request: GetActorsInput) -> GetActorsResult:

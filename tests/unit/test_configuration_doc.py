@@ -47,9 +47,9 @@ def test_every_settings_field_has_a_documented_key() -> None:
         if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)
     }
     for name in sections - {"crm"}:
-        model = Settings.model_fields[name].annotation
-        assert isinstance(model, type) and issubclass(model, BaseModel)
-        expected |= {f"{name}.{key}" for key in model.model_fields}
+        section = Settings.model_fields[name].annotation
+        assert isinstance(section, type) and issubclass(section, BaseModel)
+        expected |= {f"{name}.{key}" for key in section.model_fields}
     expected -= sections - {"crm"}  # a section is documented through its keys
     assert expected <= set(keys), sorted(expected - set(keys))
     undocumented = [key for key, doc in keys.items() if not doc.description]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
 
@@ -42,7 +43,7 @@ def test_missing_packages_as_non_root_name_the_one_command(monkeypatch: pytest.M
     monkeypatch.setitem(packages.CHECKS, "wrk", lambda: False)
     monkeypatch.setitem(packages.CHECKS, "chromium", lambda: False)
     monkeypatch.setitem(packages.CHECKS, "amqp-tools", lambda: True)
-    monkeypatch.setattr(packages.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
     with pytest.raises(packages.MissingPackages) as caught:
         packages.ensure(["amqp-tools", "chromium", "wrk"], print)
     message = str(caught.value)

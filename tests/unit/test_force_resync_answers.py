@@ -82,14 +82,15 @@ def test_the_timeout_answer_names_the_task() -> None:
 
 def test_external_keys_bind_as_texts_without_duplicates() -> None:
     assert fr._external_keys({"externalkeys": ["a", 7, "a", "b"]}, 10) == ["a", "7", "b"]
-    for bad, message in [
+    cases: list[tuple[dict[str, Any], str]] = [
         ({}, "required"),
         ({"externalkeys": "a"}, "array"),
         ({"externalkeys": ["a", ""]}, "ExternalKeys[1]"),
         ({"externalkeys": [True]}, "ExternalKeys[0]"),
         ({"externalkeys": ["x" * 256]}, "longer"),
         ({"externalkeys": ["a\x00"]}, "NUL"),
-    ]:
+    ]
+    for bad, message in cases:
         with pytest.raises(ApiError, match=message.replace("[", r"\[")):
             fr._external_keys(bad, 10)
     with pytest.raises(ApiError) as too_many:

@@ -11,6 +11,9 @@ from engine.mapping.model import ActorTypeMapping, ConflictRule
 from engine.store.incremental import Watermark
 from engine.sync.incremental import fresh, next_watermark
 
+Changes = dict[str, tuple[sdk.FieldValue, sdk.FieldValue]]
+"""What the settle functions take: field -> (the written side's value, the other side's)."""
+
 
 def actor(key: str, stamp: str) -> sdk.Actor:
     return sdk.Actor("Customer", key, {}, stamp)
@@ -48,7 +51,7 @@ def mapping(rule: str = "crm_wins") -> ActorTypeMapping:
 
 
 def test_to_crm_keeps_what_only_the_erp_changed_and_leaves_what_only_the_crm_changed() -> None:
-    changed = {"name": ("crm-new", "old"), "city": ("x", "y")}
+    changed: Changes = {"name": ("crm-new", "old"), "city": ("x", "y")}
     keep, winners = mp.settle_to_crm(mapping(), changed, {"name": "old"}, None, None)
     assert keep == {"city": ("x", "y")} and winners == {}
     keep, winners = mp.settle_to_crm(
@@ -58,11 +61,11 @@ def test_to_crm_keeps_what_only_the_erp_changed_and_leaves_what_only_the_crm_cha
 
 
 def test_a_conflict_goes_by_the_rule() -> None:
-    both = {"name": ("crm", "erp")}
+    both: Changes = {"name": ("crm", "erp")}
     base = {"name": "old"}
     assert mp.settle_to_crm(mapping("crm_wins"), both, base, None, None) == ({}, {"name": "crm"})
     assert mp.settle_to_crm(mapping("erp_wins"), both, base, None, None) == (both, {"name": "erp"})
-    to_erp = {"name": ("erp", "crm")}
+    to_erp: Changes = {"name": ("erp", "crm")}
     assert mp.settle_to_erp(mapping("crm_wins"), to_erp, base, None, None) == (
         to_erp,
         {"name": "crm"},
@@ -76,7 +79,7 @@ def test_a_conflict_goes_by_the_rule() -> None:
 
 
 def test_without_a_baseline_everything_flows_as_in_a_force_resync() -> None:
-    both = {"name": ("crm", "erp")}
+    both: Changes = {"name": ("crm", "erp")}
     assert mp.settle_to_crm(mapping(), both, None, None, None) == (both, {})
 
 

@@ -72,14 +72,12 @@ def _task(**values: Any) -> dict[str, Any]:
 
 def test_a_task_is_complete_only_when_every_chunk_and_unit_is_done() -> None:
     # 2 planned chunks, 2 targets: 4 units counted in retry_chunks once stage 1 committed them
-    assert not tasks.is_complete(_task(done_chunks=2, retry_chunks=4))  # type: ignore[arg-type]
-    assert not tasks.is_complete(_task(done_chunks=5, retry_chunks=4))  # type: ignore[arg-type]
-    assert tasks.is_complete(_task(done_chunks=6, retry_chunks=4))  # type: ignore[arg-type]
+    assert not tasks.is_complete(_task(done_chunks=2, retry_chunks=4))
+    assert not tasks.is_complete(_task(done_chunks=5, retry_chunks=4))
+    assert tasks.is_complete(_task(done_chunks=6, retry_chunks=4))
     # a unit that schedules a delayed retry adds to retry_chunks in the same commit
-    assert not tasks.is_complete(_task(done_chunks=6, retry_chunks=5))  # type: ignore[arg-type]
-    assert not tasks.is_complete(  # type: ignore[arg-type]
-        _task(done_chunks=6, retry_chunks=4, planned=False)
-    )
+    assert not tasks.is_complete(_task(done_chunks=6, retry_chunks=5))
+    assert not tasks.is_complete(_task(done_chunks=6, retry_chunks=4, planned=False))
 
 
 def test_units_and_retries_of_a_target_go_to_its_push_queue() -> None:

@@ -192,6 +192,28 @@ def test_webhook_names_are_unique(tmp_path: Path) -> None:
         load_settings(_write(tmp_path, hook + hook), env={})
 
 
+def test_retention_defaults_to_a_week_of_events_and_a_month_of_deliveries(
+    tmp_path: Path,
+) -> None:
+    notifications = load_settings(_write(tmp_path, ""), env={}).notifications
+    assert notifications.events_kept == 7 * 24 * 3600
+    assert notifications.deliveries_kept == 30 * 24 * 3600
+    path = _write(tmp_path, "[notifications]\nevents_kept = 60\ndeliveries_kept = 3600\n")
+    notifications = load_settings(path, env={}).notifications
+    assert (notifications.events_kept, notifications.deliveries_kept) == (60, 3600)
+
+
+@pytest.mark.parametrize("key", ["events_kept", "deliveries_kept"])
+@pytest.mark.parametrize("value", ["0", "-1"])
+def test_retention_must_be_positive(tmp_path: Path, key: str, value: str) -> None:
+    path = _write(tmp_path, f"[notifications]\n{key} = {value}\n")
+    with pytest.raises(ConfigError, match=rf"{path}: notifications\.{key}: .*greater than 0"):
+        load_settings(path, env={})
+    env = {f"ERPSYNC_NOTIFICATIONS__{key.upper()}": value}
+    with pytest.raises(ConfigError, match=rf"notifications\.{key} \(from ERPSYNC_NOTIFICATIONS"):
+        load_settings(_write(tmp_path, ""), env=env)
+
+
 def test_the_documented_verification_snippet_accepts_our_signature_only() -> None:
     """docs/api.md's ``verify`` (run as written) accepts what the sender signs."""
     text = (Path(__file__).parents[2] / "docs" / "api.md").read_text(encoding="utf-8")

@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import asyncpg
 import jwt
 import orjson
@@ -106,7 +107,7 @@ async def test_bearer_jwt(front_door: Service, rsa_key: rsa.RSAPrivateKey) -> No
         "wrong key": (make_jwt("another-secret-0123456789abcdef-xyz"), "signature"),
         "no subject": (make_jwt(sub=None), "sub"),
         "unknown kid": (make_jwt(rsa_key, "RS256", kid="other"), "unknown key"),
-        "alg none": (jwt.encode({"sub": "x", "exp": 9999999999}, None, algorithm="none"), ""),
+        "alg none": (jwt.encode({"sub": "x", "exp": 9999999999}, "", algorithm="none"), ""),
         "algorithm confusion": (forged_hs256(rsa_public_pem(rsa_key).encode()), "signature"),
         "garbage": ("not.a.jwt", "well-formed"),
         "empty": ("", ""),
@@ -158,7 +159,7 @@ async def test_online_mode_needs_an_app_with_the_erpsync_grant(
     assert await db.fetchval("SELECT count(*) FROM batch_tasks") == 2
 
 
-def cookie_attributes(response: Any, name: str) -> str:
+def cookie_attributes(response: aiohttp.ClientResponse, name: str) -> str:
     return next(
         header for header in response.headers.getall("Set-Cookie") if header.startswith(name + "=")
     )
@@ -183,6 +184,7 @@ async def test_browser_session_with_xsrf_double_submit(
     session_token = login.cookies["erpsync_session"].value
     # Only digests are stored.
     stored = await db.fetchrow("SELECT * FROM api_sessions")
+    assert stored is not None
     assert session_token.encode() not in bytes(stored["token_hash"])
     assert xsrf.encode() not in bytes(stored["xsrf_hash"])
 

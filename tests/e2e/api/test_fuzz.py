@@ -125,7 +125,7 @@ optional_headers = st.fixed_dictionaries(
         "X-XSRF-TOKEN": ASCII,
     },
 )
-queries = st.one_of(
+queries: st.SearchStrategy[dict[str, str]] = st.one_of(
     st.just({}),
     st.fixed_dictionaries({"$select": st.one_of(ASCII, st.sampled_from(["Id,State", "a/b"]))}),
     st.fixed_dictionaries({"id": ASCII}),

@@ -245,6 +245,7 @@ async def test_link_break_and_link_again(service: Service, db: asyncpg.Connectio
     assert await post(service, "BreakActorLink", unlink) == (200, True)
     assert await post(service, "BreakActorLink", unlink) == (200, False)
     broken = await db.fetchrow("SELECT * FROM broken_links WHERE internal_key_id = $1", key)
+    assert broken is not None
     assert (broken["connection_id"], broken["erp_key"], broken["broken_by"]) == (1, "A2", "tje0")
     # the actor is free again: another record may take it; ConnectActor clears the break
     assert await post(service, "ConnectActor", body) == (204, None)

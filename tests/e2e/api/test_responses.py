@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 from defusedxml.ElementTree import fromstring
@@ -114,16 +115,16 @@ async def test_list_by_name_and_state_validates_and_filters(
         "UPDATE batch_tasks SET state = 'Succeeded' WHERE id = (SELECT min(id) FROM batch_tasks)"
     )
 
-    async def listed(body: object) -> tuple[int, object]:
+    async def listed(body: object) -> tuple[int, Any]:
         response = await front_door.client.post(LIST, json=body, headers=AUTH)
         return response.status, await response.json()
 
-    assert [len(x) for _, x in [await listed({}), await listed({"State": "All"})]] == [2, 2]  # type: ignore[arg-type]
+    assert [len(x) for _, x in [await listed({}), await listed({"State": "All"})]] == [2, 2]
     for state in ("Succeeded", "succeeded", "SUCCEEDED", 4, "4"):
         status, tasks = await listed({"Name": "ForceResyncBatchTask", "State": state})
-        assert status == 200 and [t["State"] for t in tasks] == ["Succeeded"], state  # type: ignore[union-attr]
+        assert status == 200 and [t["State"] for t in tasks] == ["Succeeded"], state
     status, tasks = await listed({"State": "New"})
-    assert [t["State"] for t in tasks] == ["New"]  # type: ignore[union-attr]
+    assert [t["State"] for t in tasks] == ["New"]
     status, tasks = await listed({"Name": "SomethingElse"})
     assert tasks == []
     for bad in (
@@ -136,7 +137,7 @@ async def test_list_by_name_and_state_validates_and_filters(
     ):
         status, error = await listed(bad)
         assert status == 400, bad
-        assert error["Error"] is True  # type: ignore[index]
+        assert error["Error"] is True
     xml = await front_door.client.post(LIST, json={}, headers={**AUTH, "Accept": "text/xml"})
     root = fromstring(await xml.read())
     assert root.tag == "ArrayOfBatchTaskInfo"

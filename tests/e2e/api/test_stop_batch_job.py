@@ -58,6 +58,7 @@ async def test_stop_between_chunks(
     # Leaving the service drained the chunk that was running when the stop came.
 
     task = await db.fetchrow("SELECT * FROM batch_tasks WHERE id = $1", task_id)
+    assert task is not None
     info = batch_task_info(task)
     assert info["State"] == "Failed"
     assert info["Statistics"]["Stopped"] is True
@@ -76,11 +77,10 @@ async def test_stop_between_chunks(
         task_id,
     )
     assert {r["connection_id"] for r in unlinked} <= {2, 589}  # the units' targets
-    written = sum(
-        1
-        for i in range(1, RECORDS + 1)
-        if stores[0].get("Contact", str(i))["name"].startswith("Old")
-    )  # type: ignore[index]
+    contacts = [stores[0].get("Contact", str(i)) for i in range(1, RECORDS + 1)]
+    names = [c["name"] for c in contacts if c is not None]
+    assert len(names) == RECORDS and all(isinstance(n, str) for n in names)
+    written = sum(1 for n in names if n is not None and n.startswith("Old"))
     assert written == done  # ERP 1 -> CRM name (both): only done chunks reached the CRM
     assert info["Response"].startswith(
         f"Stopped by tje0 after {info['Statistics']['ChunksDone']} of "
