@@ -153,7 +153,9 @@ async def test_a_frozen_workers_chunks_are_taken_over_within_twice_stale_after(
     stale_after = 3.0
     await the_rig.seed(400)
     config = the_rig.config(
-        erp1={"faults": {"latency": 0.3}},
+        # Slow enough that ERP 1's units are still running when the second worker is up on a
+        # loaded machine (and the freeze lands in a call to ERP 1, not in a commit).
+        erp1={"faults": {"latency": 2.0}},
         broker={"prefetch": 2},
         engine={"stale_after": stale_after},
     )
