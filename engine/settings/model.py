@@ -86,6 +86,15 @@ class DatabaseSettings(_Model):
     pool_min_size: int = Field(2, ge=1)
     pool_max_size: int = Field(10, ge=1)
     connect_timeout: float = Field(5.0, gt=0)
+    idle_in_transaction_timeout: float = Field(
+        60.0,
+        ge=0,
+        description="Seconds PostgreSQL lets one of the service's sessions sit idle inside a "
+        "transaction before ending it (PostgreSQL's idle_in_transaction_session_timeout; 0: "
+        "never). A frozen or paused process otherwise keeps its row locks, and every other "
+        "worker and the sweeper wait on them, until its TCP connection dies. Keep it above "
+        "broker.publish_timeout (the task.finished relay publishes inside its transaction).",
+    )
 
 
 class BrokerSettings(_Model):
@@ -485,6 +494,12 @@ class Settings(_Model):
             erp_types = [m.erp for m in conn.actor_types]
             if len(set(erp_types)) != len(erp_types):
                 raise ValueError(f"connections[{i}].actor_types lists an ERP actor type twice")
+        idle = self.database.idle_in_transaction_timeout
+        if idle and idle <= self.broker.publish_timeout:
+            raise ValueError(
+                f"database.idle_in_transaction_timeout ({idle}) must be more than "
+                f"broker.publish_timeout ({self.broker.publish_timeout}), or 0"
+            )
         known = seen | {0}
         lists = [("users", i, u.connections) for i, u in enumerate(self.auth.users)]
         lists += [("apps", i, a.connections) for i, a in enumerate(self.auth.apps)]

@@ -44,7 +44,9 @@ async def _no_reset(conn: asyncpg.Connection) -> None:
 
 
 async def create_pool(settings: DatabaseSettings, *, max_size: int | None = None) -> asyncpg.Pool:
-    """Open the pool; JSONB values are decoded to Python objects."""
+    """Open the pool; JSONB values are decoded to Python objects, and a session idle inside a
+    transaction for ``idle_in_transaction_timeout`` is ended by the server (its locks go)."""
+    idle_ms = round(settings.idle_in_transaction_timeout * 1000)
     pool = await asyncpg.create_pool(
         settings.url.get_secret_value(),
         min_size=min(settings.pool_min_size, max_size or settings.pool_max_size),
@@ -52,6 +54,7 @@ async def create_pool(settings: DatabaseSettings, *, max_size: int | None = None
         timeout=settings.connect_timeout,
         init=_init_connection,
         reset=_no_reset,
+        server_settings={"idle_in_transaction_session_timeout": str(idle_ms)},
     )
     assert pool is not None
     return pool

@@ -107,3 +107,12 @@ def test_cli_exits_2_with_one_clear_message(tmp_path: Path) -> None:
 def test_redact_url_hides_passwords() -> None:
     assert redact_url("amqp://guest:guest@h:5672/") == "amqp://guest:***@h:5672/"
     assert redact_url("postgresql://postgres@h/db") == "postgresql://postgres@h/db"
+
+
+def test_idle_in_transaction_timeout_must_outlast_a_publish(tmp_path: Path) -> None:
+    assert load_settings(DEMO, env={}).database.idle_in_transaction_timeout == 60.0
+    env = {"ERPSYNC_DATABASE__IDLE_IN_TRANSACTION_TIMEOUT": "5"}  # publish_timeout is 5 s
+    with pytest.raises(ConfigError, match=r"idle_in_transaction_timeout \(5.0\) must be more"):
+        load_settings(DEMO, env=env)
+    off = load_settings(DEMO, env={"ERPSYNC_DATABASE__IDLE_IN_TRANSACTION_TIMEOUT": "0"})
+    assert off.database.idle_in_transaction_timeout == 0

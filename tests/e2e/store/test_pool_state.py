@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
-from engine.store import recovery
+from engine.settings import DatabaseSettings
+from engine.store import recovery, tasks
+from engine.store.pool import create_pool
+from tests.support import services
 
 
 @pytest.fixture
@@ -69,3 +72,26 @@ async def test_an_open_transaction_is_still_rolled_back_on_release(
     async with pool.acquire() as conn:
         assert not conn.is_in_transaction()
         assert await conn.fetchval("SELECT to_regclass('leaked')") is None
+
+
+async def test_a_session_idle_in_a_transaction_is_ended_and_its_row_locks_go(
+    database: str, db: asyncpg.Connection
+) -> None:
+    """A frozen worker's open transaction must not hold other workers up for ever."""
+    settings = DatabaseSettings.model_validate(
+        {"url": services.database_url(database), "idle_in_transaction_timeout": 0.5}
+    )
+    frozen = await create_pool(settings, max_size=1)
+    try:
+        task_id = await tasks.create(frozen, source_connection_id=0, request={})
+        conn = await frozen.acquire()
+        transaction = conn.transaction()
+        await transaction.start()
+        await conn.execute("UPDATE batch_tasks SET heartbeat_at = now() WHERE id = $1", task_id)
+        # Another session waits for the row lock only until the server ends the idle one.
+        await db.execute("SET lock_timeout = '10s'")
+        await db.execute("UPDATE batch_tasks SET heartbeat_at = now() WHERE id = $1", task_id)
+        with pytest.raises((asyncpg.PostgresConnectionError, asyncpg.InterfaceError)):
+            await conn.execute("SELECT 1")  # the server ended that session
+    finally:
+        frozen.terminate()
