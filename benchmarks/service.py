@@ -68,6 +68,7 @@ def apply_experiments(settings: Settings) -> Settings:
     * ``channelsN``: the publisher spreads publishes over N confirm channels;
     * ``procsN``: N processes serve the port (``SO_REUSEPORT``, as ``erpsync api --processes``);
     * ``gc_log``: print garbage collections longer than 2 ms (diagnostics, not an A/B flag);
+    * ``gc_stats``: print the share of time in garbage collections every 5 s (diagnostics);
     * ``stall_log``: print confirms and inserts slower than 30 ms, and event-loop lag;
     * ``coalesce``: send the AMQP frames written in one event-loop iteration together;
     * ``log_warning``: log at warning instead of ``erpsync api``'s default info (no line per
@@ -112,6 +113,8 @@ def apply_experiments(settings: Settings) -> Settings:
             gc.set_threshold(int(flag[4:]), *gc.get_threshold()[1:])
     if "gc_log" in flags:
         _log_gc_pauses()
+    if "gc_stats" in flags:
+        _gc_stats()
     if "stall_log" in flags:
         _log_slow_publishes()
     if "coalesce" in flags:
@@ -214,6 +217,20 @@ def _skip_pieces(flags: set[str]) -> None:
                         pass
 
             routes.log = Spin(spin)  # type: ignore[assignment]
+    if "ctx_count" in flags:  # diagnostics: the size of a request's context, once
+        import contextvars
+
+        original_info = routes.log.info
+        seen = [False]
+
+        def info(*args: Any, **kw: Any) -> Any:
+            if not seen[0]:
+                seen[0] = True
+                names = [v.name for v in contextvars.copy_context()]
+                print(f"context vars {len(names)}: {names[:40]}", file=sys.stderr, flush=True)
+            return original_info(*args, **kw)
+
+        routes.log.info = info  # type: ignore[method-assign]
     if "log_devnull" in flags:
         null = os.open(os.devnull, os.O_WRONLY)
         os.dup2(null, 1)
@@ -329,6 +346,34 @@ def _log_gc_pauses(threshold: float = 0.002) -> None:
                 file=sys.stderr,
                 flush=True,
             )
+
+    gc.callbacks.append(callback)
+
+
+def _gc_stats(every: float = 5.0) -> None:
+    """Print, every ``every`` seconds, the share of the time spent in garbage collections
+    by generation (diagnostics)."""
+    import gc
+    import time
+
+    state = {"start": 0.0, "since": time.perf_counter(), "took": [0.0, 0.0, 0.0], "n": [0, 0, 0]}
+
+    def callback(phase: str, info: dict[str, int]) -> None:
+        now = time.perf_counter()
+        if phase == "start":
+            state["start"] = now
+            return
+        generation = info["generation"]
+        state["took"][generation] += now - state["start"]  # type: ignore[index]
+        state["n"][generation] += 1  # type: ignore[index]
+        if now - state["since"] >= every:  # type: ignore[operator]
+            span = now - state["since"]  # type: ignore[operator]
+            shares = " ".join(
+                f"gen{g} {n} x {t / max(n, 1) * 1e6:.0f} us = {t / span:.1%}"
+                for g, (n, t) in enumerate(zip(state["n"], state["took"], strict=True))  # type: ignore[call-overload]
+            )
+            print(f"gc over {span:.1f} s: {shares}", file=sys.stderr, flush=True)
+            state.update(since=now, took=[0.0, 0.0, 0.0], n=[0, 0, 0])
 
     gc.callbacks.append(callback)
 

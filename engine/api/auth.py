@@ -229,7 +229,9 @@ class Authenticator:
         when its password would have to be checked (a cached credential was verified already).
         """
         self._refuse_if_throttled(client, None)
-        fingerprint = hmac.digest(self._secret, value.encode(), "sha256")  # one C call
+        # Keyed BLAKE2b is a MAC, as HMAC-SHA256 was, in a third of the time (no OpenSSL
+        # digest lookup per call); the fingerprint only keys this process's cache.
+        fingerprint = hashlib.blake2b(value.encode(), key=self._secret, digest_size=32).digest()
         cached = self._cache.get(fingerprint)
         if cached is not None and cached[1] > time.monotonic():
             self._cache.move_to_end(fingerprint)
