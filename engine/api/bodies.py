@@ -132,7 +132,9 @@ def _unsupported(content_type: str) -> ApiError:
 
 
 def _charset(request: web.Request) -> str:
-    charset = request.charset or "utf-8"
+    charset = request.charset
+    if not charset:  # the common case (none given): no lookup
+        return "utf-8"
     try:
         return codecs.lookup(charset).name
     except LookupError:
