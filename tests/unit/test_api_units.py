@@ -194,3 +194,29 @@ def test_ascii_json_bytes_bind_as_the_decoded_text_does(body: str) -> None:
         except ApiError as exc:
             results.append((exc.status, exc.message))
     assert results[0] == results[1]
+
+
+async def test_the_middleware_counts_every_answer_errors_and_redirects_included() -> None:
+    """One middleware: the error JSON (with nosniff) and the metrics, by route template."""
+
+    async def moved(request: web.Request) -> web.Response:
+        raise web.HTTPFound("/elsewhere")
+
+    metrics = Metrics()
+    app = web.Application(middlewares=[front_door_middleware(metrics, None)])
+    app.router.add_get("/moved/{id}", moved)
+    async with TestClient(TestServer(app)) as client:
+        missing = await client.get("/nowhere")
+        redirect = await client.get("/moved/7", allow_redirects=False)
+        assert missing.status == 404
+        assert missing.headers["X-Content-Type-Options"] == "nosniff"
+        assert (await missing.json())["ErrorType"] == "SoNotFoundException"
+        assert redirect.status == 302
+
+    def count(route: str, status: str) -> float | None:
+        return metrics.registry.get_sample_value(
+            "erpsync_http_requests_total", {"route": route, "method": "GET", "status": status}
+        )
+
+    assert count("unmatched", "404") == 1
+    assert count("/moved/{id}", "302") == 1  # the template, not the path
