@@ -374,8 +374,9 @@ async def main() -> None:
         runs: list[dict[str, Any]] = []
         for _ in range(args.repeats):
             for name, url, rps, p99 in targets:
-                pids = [api.pid] if name == "api" else []
-                with profiled(args.profile, "front_door_api", pids):
+                # Profiled: the front door, and the ceiling handler to compare with.
+                pids = {"api": [api.pid], "ceiling": [ceiling.pid]}.get(name, [])
+                with profiled(args.profile, f"front_door_{name}", pids):
                     if use_wrk:
                         before, started = cpu_ticks(groups), time.monotonic()
                         wrk_before = children_cpu_seconds()

@@ -68,6 +68,7 @@ def apply_experiments(settings: Settings) -> Settings:
     * ``channelsN``: the publisher spreads publishes over N confirm channels;
     * ``procsN``: N processes serve the port (``SO_REUSEPORT``, as ``erpsync api --processes``);
     * ``gc_log``: print garbage collections longer than 2 ms (diagnostics, not an A/B flag);
+    * ``gc_stats``: print the share of time in garbage collections every 5 s (diagnostics);
     * ``stall_log``: print confirms and inserts slower than 30 ms, and event-loop lag;
     * ``coalesce``: send the AMQP frames written in one event-loop iteration together;
     * ``log_warning``: log at warning instead of ``erpsync api``'s default info (no line per
@@ -81,8 +82,26 @@ def apply_experiments(settings: Settings) -> Settings:
     * ``gc0_N``: the garbage collector's generation-0 threshold at N (default 700);
     * ``publish_timeout_outer``: a second ``asyncio.timeout`` around every publish (before
       session 6 the publisher put its own around aiormq's).
+
+    The ``skip_*`` flags remove one piece of the front door's work each, for the marginal-cost
+    ladder of session 7 (they change behaviour: measurements only):
+
+    * ``skip_http_metrics``: no HTTP request metrics (count and latency);
+    * ``skip_auth``: every request is the same Basic principal (no credential check);
+    * ``base``: the service from the checkout in ``BENCH_BASE_TREE`` (e.g. ``git archive`` of
+      the commit before a change), interleaved with this one;
+    * ``layers3``: two pass-through middlewares around the one real middleware (as many
+      layers as the three middlewares before session 7);
+    * ``skip_body``: the body is read but not parsed (always 10 keys from connection 0);
+    * ``skip_insert``: no task row (a counter as the task id);
+    * ``log_spinN``: instead of the ``resync queued`` line, N microseconds of busy loop (how
+      much a microsecond of Python costs in situ);
+    * ``log_raw``: the ``resync queued`` line as one ``os.write`` of an orjson dict, without
+      structlog's processors;
+    * ``log_devnull``: stderr (the log) to ``/dev/null`` instead of the log file.
     """
     flags = experiments()
+    _skip_pieces(flags)
     if "publish_timeout_outer" in flags:
         _outer_publish_timeout()
     if "intake_cm" in flags:
@@ -94,6 +113,8 @@ def apply_experiments(settings: Settings) -> Settings:
             gc.set_threshold(int(flag[4:]), *gc.get_threshold()[1:])
     if "gc_log" in flags:
         _log_gc_pauses()
+    if "gc_stats" in flags:
+        _gc_stats()
     if "stall_log" in flags:
         _log_slow_publishes()
     if "coalesce" in flags:
@@ -136,6 +157,109 @@ def apply_experiments(settings: Settings) -> Settings:
     if server:
         settings = settings.model_copy(update={"server": settings.server.model_copy(update=server)})
     return settings
+
+
+def _skip_pieces(flags: set[str]) -> None:
+    """The ``skip_*``, ``log_*`` and ``layers3`` flags (see :func:`apply_experiments`):
+    monkeypatches, before the app is built."""
+    import itertools
+    import uuid
+
+    from engine.api import auth, routes
+    from engine.api.bodies import ResyncRequest
+    from engine.api.intake import NewTask, TaskIntake
+    from engine.observability.metrics import Metrics
+
+    if "skip_http_metrics" in flags:
+        Metrics.http_request = lambda *_: None  # type: ignore[assignment, method-assign]
+    if "skip_auth" in flags:
+        principal = auth.Principal("bench", "basic")
+
+        async def fixed(self: auth.Authenticator, request: web.Request) -> auth.Principal:
+            return principal
+
+        auth.Authenticator.principal = fixed  # type: ignore[method-assign]
+    if "layers3" in flags:
+        import engine.app
+        from engine.api import middleware as fused
+
+        def with_layers(*args: Any) -> Any:
+            @web.middleware
+            async def layer(request: web.Request, handler: Any) -> web.StreamResponse:
+                return await handler(request)
+
+            inner = fused.front_door_middleware(*args)
+
+            # aiohttp applies them outermost first: two extra layers around the real one
+            return [layer, layer, inner]
+
+        original_init = web.Application.__init__
+
+        def init(self: web.Application, *a: Any, middlewares: Any = (), **kw: Any) -> None:
+            flat = [m for item in middlewares for m in (item if isinstance(item, list) else [item])]
+            original_init(self, *a, middlewares=flat, **kw)
+
+        engine.app.front_door_middleware = with_layers  # type: ignore[attr-defined]
+        web.Application.__init__ = init  # type: ignore[method-assign]
+    for flag in flags:
+        if flag.startswith("log_spin"):  # e.g. log_spin8
+            import time
+
+            spin = int(flag[8:]) / 1e6
+
+            class Spin:
+                def __init__(self, seconds: float) -> None:
+                    self.seconds = seconds
+
+                def info(self, *_: Any, **__: Any) -> None:
+                    until = time.perf_counter() + self.seconds
+                    while time.perf_counter() < until:
+                        pass
+
+            routes.log = Spin(spin)  # type: ignore[assignment]
+    if "ctx_count" in flags:  # diagnostics: the size of a request's context, once
+        import contextvars
+
+        original_info = routes.log.info
+        seen = [False]
+
+        def info(*args: Any, **kw: Any) -> Any:
+            if not seen[0]:
+                seen[0] = True
+                names = [v.name for v in contextvars.copy_context()]
+                print(f"context vars {len(names)}: {names[:40]}", file=sys.stderr, flush=True)
+            return original_info(*args, **kw)
+
+        routes.log.info = info  # type: ignore[method-assign]
+    if "log_devnull" in flags:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 1)
+        os.dup2(null, 2)
+    if "log_raw" in flags:
+        import datetime
+
+        import structlog
+
+        class Raw:
+            def info(self, event: str, **kw: Any) -> None:
+                kw["event"] = event
+                kw.update(structlog.contextvars.get_contextvars())
+                kw["level"] = "info"
+                kw["logger"] = "engine.api.routes"
+                now = datetime.datetime.now(datetime.UTC)
+                kw["timestamp"] = now.isoformat().replace("+00:00", "Z")
+                os.write(2, orjson.dumps(kw) + b"\n")
+
+        routes.log = Raw()  # type: ignore[assignment]
+    if "skip_insert" in flags:
+        ids = itertools.count(1)
+
+        async def create_unkeyed(
+            self: TaskIntake, resync: ResyncRequest, name: str = ""
+        ) -> NewTask:
+            return NewTask(next(ids), resync, uuid.uuid4().hex)
+
+        TaskIntake.create_unkeyed = create_unkeyed  # type: ignore[method-assign]
 
 
 def _outer_publish_timeout() -> None:
@@ -222,6 +346,34 @@ def _log_gc_pauses(threshold: float = 0.002) -> None:
                 file=sys.stderr,
                 flush=True,
             )
+
+    gc.callbacks.append(callback)
+
+
+def _gc_stats(every: float = 5.0) -> None:
+    """Print, every ``every`` seconds, the share of the time spent in garbage collections
+    by generation (diagnostics)."""
+    import gc
+    import time
+
+    state = {"start": 0.0, "since": time.perf_counter(), "took": [0.0, 0.0, 0.0], "n": [0, 0, 0]}
+
+    def callback(phase: str, info: dict[str, int]) -> None:
+        now = time.perf_counter()
+        if phase == "start":
+            state["start"] = now
+            return
+        generation = info["generation"]
+        state["took"][generation] += now - state["start"]  # type: ignore[index]
+        state["n"][generation] += 1  # type: ignore[index]
+        if now - state["since"] >= every:  # type: ignore[operator]
+            span = now - state["since"]  # type: ignore[operator]
+            shares = " ".join(
+                f"gen{g} {n} x {t / max(n, 1) * 1e6:.0f} us = {t / span:.1%}"
+                for g, (n, t) in enumerate(zip(state["n"], state["took"], strict=True))  # type: ignore[call-overload]
+            )
+            print(f"gc over {span:.1f} s: {shares}", file=sys.stderr, flush=True)
+            state.update(since=now, took=[0.0, 0.0, 0.0], n=[0, 0, 0])
 
     gc.callbacks.append(callback)
 
@@ -326,6 +478,12 @@ def _log_slow_publishes(threshold: float = 0.03) -> None:
 
 
 def main() -> None:
+    base = os.environ.get("BENCH_BASE_TREE")
+    if "base" in experiments() and base and Path.cwd() != Path(base):
+        # The same service from another checkout (e.g. the commit before a change), for an
+        # interleaved A/B of two versions of the code in one run.
+        os.chdir(base)
+        os.execv(sys.executable, [sys.executable, "-m", "benchmarks.service", *sys.argv[1:]])  # noqa: S606
     role, path = sys.argv[1], Path(sys.argv[2])
     settings = apply_experiments(Settings.model_validate(orjson.loads(path.read_bytes())))
     configure(settings.logging)

@@ -19,7 +19,6 @@ from collections.abc import AsyncIterator
 import aiormq
 import structlog
 from aiohttp import web
-from aiohttp.typedefs import Middleware
 
 from engine.api import (
     dashboard,
@@ -45,9 +44,9 @@ from engine.api.appkeys import (
     TASK_INTAKE,
     TASK_WAITER,
 )
-from engine.api.auth import Authenticator, auth_middleware
-from engine.api.errors import error_middleware
+from engine.api.auth import Authenticator
 from engine.api.intake import TaskIntake
+from engine.api.middleware import front_door_middleware
 from engine.api.routes import routes
 from engine.messaging.broker import Publisher, close_quietly, connect
 from engine.messaging.commands import ChunkCommand, InvalidMessage, ResyncCommand, parse
@@ -82,15 +81,11 @@ class StartupError(Exception):
 
 def create_app(settings: Settings, *, api: bool = True, engine: bool = True) -> web.Application:
     """Build the service: the front door (``api``), the workers (``engine``), or both."""
-    middlewares: list[Middleware] = [error_middleware]
     app_metrics = Metrics()
     # The pool exists once the app has started, before the first request.
     authenticator = Authenticator(settings.auth, lambda: app[POOL], app_metrics) if api else None
-    if authenticator is not None:
-        middlewares.append(auth_middleware(authenticator))
-    middlewares.insert(0, metrics.http_middleware(app_metrics))
     app = web.Application(
-        middlewares=middlewares,
+        middlewares=[front_door_middleware(app_metrics, authenticator)],
         # Bodies are checked against the configured limit too; this is the hard cap.
         client_max_size=settings.server.max_body_bytes + 1,
     )

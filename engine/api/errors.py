@@ -83,18 +83,15 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _KEPT_HEADERS = ("allow", "retry-after", "www-authenticate")
 
 
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Turn every failure into the error JSON/XML; never leak a traceback to the client."""
-    try:
-        response = await handler(request)
-    except ApiError as exc:
-        response = error_response(
+def error_for(request: web.Request, exc: Exception) -> web.Response:
+    """The error JSON/XML for what a handler raised (an HTTP exception: status >= 400 only);
+    never leaks a traceback to the client. Call it in the ``except`` block: an unexpected
+    failure is logged with its traceback."""
+    if isinstance(exc, ApiError):
+        return error_response(
             exc.status, exc.message, exc.error_type, exc.headers, xml=prefers_xml(request)
         )
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
+    if isinstance(exc, web.HTTPException):
         headers = {k: v for k, v in exc.headers.items() if k.lower() in _KEPT_HEADERS}
         message = exc.reason
         if exc.status == 405:
@@ -102,18 +99,17 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             message = f"Method {request.method} is not allowed here; use {allowed}"
         elif exc.status == 413:
             message = "Request body is larger than the configured limit"
-        response = error_response(exc.status, message, headers=headers, xml=prefers_xml(request))
-    except (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:
+        return error_response(exc.status, message, headers=headers, xml=prefers_xml(request))
+    if isinstance(
+        exc, OSError | TimeoutError | asyncpg.PostgresConnectionError | asyncpg.InterfaceError
+    ):
         # The database (or another backend) is unreachable: a retryable answer, not a crash.
         log.warning("backend unavailable", path=request.path, error=type(exc).__name__)
-        response = error_response(
+        return error_response(
             503,
             "A backend service is unavailable; retry later",
             headers={"Retry-After": "5"},
             xml=prefers_xml(request),
         )
-    except Exception:
-        log.exception("unhandled error", path=request.path)
-        response = error_response(500, "Internal server error", xml=prefers_xml(request))
-    response.headers.setdefault("X-Content-Type-Options", "nosniff")
-    return response
+    log.exception("unhandled error", path=request.path)
+    return error_response(500, "Internal server error", xml=prefers_xml(request))

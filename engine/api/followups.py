@@ -9,7 +9,6 @@ command's ``TargetKeys``), one that failed on the source or CRM side runs whole 
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -26,7 +25,7 @@ from engine.api.errors import ApiError
 from engine.api.render import respond
 from engine.api.routes import agent_arguments
 from engine.messaging.broker import PublishFailed
-from engine.messaging.commands import resync_body
+from engine.messaging.commands import new_message_id, resync_body
 from engine.messaging.topology import RESYNC_ROUTING_KEY
 from engine.store import events, tasks
 
@@ -98,7 +97,7 @@ async def retry_failed(request: web.Request) -> web.Response:
     if plan.target_keys is not None:
         request_json["TargetKeys"] = {str(t): list(k) for t, k in plan.target_keys.items()}
     request_json["RetryOf"] = task_id
-    message_id = uuid.uuid4().hex
+    message_id = new_message_id()
     new_id = await tasks.create(
         pool,
         source_connection_id=source,

@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import hmac
 import time
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +23,7 @@ import asyncpg
 from engine.api import idempotency
 from engine.api.bodies import ResyncRequest
 from engine.api.errors import ApiError
-from engine.messaging.commands import ResyncCommand
+from engine.messaging.commands import ResyncCommand, new_message_id
 from engine.store import Executor, tasks
 from engine.store import idempotency as keys
 from engine.store.task_batch import BatcherClosed, TaskBatcher
@@ -86,7 +85,7 @@ class TaskIntake:
         await keys.complete(self.pool, principal, key)
 
     async def _create(self, resync: ResyncRequest, name: str = tasks.RESYNC_TASK_NAME) -> NewTask:
-        message_id = uuid.uuid4().hex
+        message_id = new_message_id()
         if self.batcher is None:
             task_id = await self._insert(self.pool, resync, message_id, name)
             return NewTask(task_id, resync, message_id)
@@ -126,7 +125,7 @@ class TaskIntake:
         request_hash = idempotency.fingerprint(resync)
         deadline = time.monotonic() + self.wait_seconds
         while True:
-            message_id = uuid.uuid4().hex
+            message_id = new_message_id()
             # Claim and create in one transaction (one commit); a concurrent claim of the same
             # key waits on the unique index until this commits.
             async with self.pool.acquire() as conn, conn.transaction():

@@ -60,6 +60,8 @@ routes = web.RouteTableDef()
 
 def select_of(request: web.Request) -> list[list[str]] | None:
     """The request's ``$select`` paths (None: all), or 400."""
+    if not request.query_string:  # the common case: no query to parse
+        return None
     try:
         return select_paths(request.query)
     except ValueError as exc:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any, cast
 
@@ -14,6 +13,7 @@ import structlog
 from aio_pika.abc import AbstractChannel, AbstractRobustChannel, AbstractRobustConnection
 from pamqp.commands import Basic
 
+from engine.messaging.commands import new_message_id
 from engine.messaging.publishing import ChunkRouting, PublishFailed
 from engine.messaging.topology import Names, Topology, declare
 from engine.observability.metrics import Metrics
@@ -164,7 +164,7 @@ class Publisher(ChunkRouting):
         """
         if self.topology is None or self._channel is None:
             raise PublishFailed("publisher is not started")
-        message_id = message_id or uuid.uuid4().hex
+        message_id = message_id or new_message_id()
         # Straight onto aiormq (aio-pika's Message and Exchange layers cost ~5% of a busy
         # front door); the channel was opened by aio-pika with confirms and on_return_raises.
         properties = Properties(

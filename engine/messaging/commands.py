@@ -7,6 +7,7 @@ names are matched case-insensitively, like the HTTP front door does.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import orjson
@@ -24,6 +25,15 @@ SCHEMA_VERSION = 1
 MAX_IDS_PER_COMMAND = 1_000_000
 INT32_MAX = 2**31 - 1
 INT64_MAX = 2**63 - 1
+
+
+def new_message_id() -> str:
+    """A new message id: a random version-4 UUID as 32 hex digits, what ``uuid.uuid4().hex``
+    gives, without building the UUID object (a third of the time; one per accepted request)."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = raw[6] & 0x0F | 0x40  # version 4
+    raw[8] = raw[8] & 0x3F | 0x80  # RFC 4122 variant
+    return raw.hex()
 
 
 class InvalidMessage(Exception):

@@ -3,11 +3,11 @@ and the chunk runner against it instead of RabbitMQ."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from engine.messaging.commands import new_message_id
 from engine.messaging.publishing import ChunkRouting, PublishFailed
 
 
@@ -41,7 +41,7 @@ class InMemoryPublisher(ChunkRouting):
         self, routing_key: str, body: bytes, *, message_id: str | None = None, **options: Any
     ) -> str:
         """Keep the message (``options``: the broker publisher's headers, exchange, ...)."""
-        message_id = message_id or uuid.uuid4().hex
+        message_id = message_id or new_message_id()
         if self._refuse is not None and self._refuse(routing_key, message_id):
             raise PublishFailed(f"refused {message_id}")
         self.messages.append(Published(routing_key, body, message_id, options))

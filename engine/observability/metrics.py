@@ -1,4 +1,4 @@
-"""Prometheus metrics: definitions, the ``/metrics`` route and the HTTP middleware.
+"""Prometheus metrics: definitions and the ``/metrics`` route.
 
 Every application gets its own :class:`Metrics` with its own ``CollectorRegistry`` (tests run many
 apps in one process). ``engine/app.py`` passes it to the objects that do the work (publisher,
@@ -12,13 +12,11 @@ Gauges that describe shared state (batch tasks by state, queue depth) are read w
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import structlog
 from aiohttp import web
-from aiohttp.typedefs import Middleware
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import generate_latest
 
@@ -28,8 +26,6 @@ if TYPE_CHECKING:
     from engine.store.results import Outcome
 
 log = structlog.get_logger(__name__)
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}
 """Values of ``erpsync_breaker_state``."""
@@ -290,32 +286,12 @@ class Metrics:
             self.breaker_state(handle.id, breaker.state if breaker is not None else "closed")
 
 
-def _route(request: web.Request) -> str:
+def route_label(request: web.Request) -> str:
+    """The ``route`` label of a request: its route's template, never the raw path (ids in
+    paths must not explode the label set); ``unmatched`` when no route matched."""
     route = request.match_info.route
     resource = route.resource if route is not None else None
-    # The template, never the raw path: ids in paths must not explode the label set.
     return resource.canonical if resource is not None else "unmatched"
-
-
-def http_middleware(metrics: Metrics) -> Middleware:
-    """Count and time every request by route template and status."""
-
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        start = time.perf_counter()
-        status = 500
-        try:
-            response = await handler(request)
-            status = response.status
-            return response
-        except web.HTTPException as exc:
-            status = exc.status
-            raise
-        finally:
-            elapsed = time.perf_counter() - start
-            metrics.http_request(_route(request), request.method, status, elapsed)
-
-    return middleware
 
 
 async def _refresh(metrics: Metrics) -> None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,7 +27,7 @@ import structlog
 import connectors as sdk
 from engine.mapping import values as mp
 from engine.mapping.model import ActorTypeMapping
-from engine.messaging.commands import resync_body
+from engine.messaging.commands import new_message_id, resync_body
 from engine.messaging.publishing import ChunkPublisher
 from engine.messaging.topology import RESYNC_ROUTING_KEY
 from engine.observability.metrics import Metrics
@@ -263,7 +262,7 @@ class IncrementalRun:
         """Queue the page's records as a Sync task and move the watermark, in one transaction;
         then publish the task's command."""
         task_id: int | None = None
-        message_id = uuid.uuid4().hex
+        message_id = new_message_id()
         ids = list(page.internal_ids)
         async with conn.transaction():
             for n, crm_key in enumerate(page.new_crm_records, start=1):

@@ -17,12 +17,15 @@ from engine.api.bodies import (
     PROPERTIES,
     _depth,
     _form_arguments,
+    _json_arguments,
     as_int,
     integer_text,
 )
-from engine.api.errors import ApiError, error_middleware
+from engine.api.errors import ApiError
+from engine.api.middleware import front_door_middleware
 from engine.api.render import _quality, project, select_paths, to_xml
 from engine.api.xmlbody import xml_arguments
+from engine.observability.metrics import Metrics
 from engine.settings import JwtSettings
 
 SECRET = "unit-test-secret-0123456789abcdef0123"
@@ -159,7 +162,7 @@ async def test_an_unreachable_backend_is_a_503_not_a_500() -> None:
     async def crashing(request: web.Request) -> web.Response:
         raise RuntimeError("secret internals")
 
-    app = web.Application(middlewares=[error_middleware])
+    app = web.Application(middlewares=[front_door_middleware(Metrics(), None)])
     app.router.add_post("/db", broken)
     app.router.add_post("/bug", crashing)
     async with TestClient(TestServer(app)) as client:
@@ -170,3 +173,50 @@ async def test_an_unreachable_backend_is_a_503_not_a_500() -> None:
         assert bug.status == 500
         text = await bug.text()
         assert "<ErrorInfo" in text and "secret internals" not in text
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"ErpConnectionId": 0, "InternalKeyIds": [1, 2, 3]}',
+        '{"a": [[[1]]]}',
+        '{"ErpConnectionId": 0, "InternalKeyIds": [1, 2,}',  # invalid: same message, position
+        "[1, 2]",  # not an object
+        "[" * 40 + "]" * 40,  # too deep
+    ],
+)
+def test_ascii_json_bytes_bind_as_the_decoded_text_does(body: str) -> None:
+    """The ASCII fast path (bytes straight to orjson) answers as the decoded text does."""
+    results = []
+    for given in (body, body.encode()):
+        try:
+            results.append(_json_arguments(given))
+        except ApiError as exc:
+            results.append((exc.status, exc.message))
+    assert results[0] == results[1]
+
+
+async def test_the_middleware_counts_every_answer_errors_and_redirects_included() -> None:
+    """One middleware: the error JSON (with nosniff) and the metrics, by route template."""
+
+    async def moved(request: web.Request) -> web.Response:
+        raise web.HTTPFound("/elsewhere")
+
+    metrics = Metrics()
+    app = web.Application(middlewares=[front_door_middleware(metrics, None)])
+    app.router.add_get("/moved/{id}", moved)
+    async with TestClient(TestServer(app)) as client:
+        missing = await client.get("/nowhere")
+        redirect = await client.get("/moved/7", allow_redirects=False)
+        assert missing.status == 404
+        assert missing.headers["X-Content-Type-Options"] == "nosniff"
+        assert (await missing.json())["ErrorType"] == "SoNotFoundException"
+        assert redirect.status == 302
+
+    def count(route: str, status: str) -> float | None:
+        return metrics.registry.get_sample_value(
+            "erpsync_http_requests_total", {"route": route, "method": "GET", "status": status}
+        )
+
+    assert count("unmatched", "404") == 1
+    assert count("/moved/{id}", "302") == 1  # the template, not the path

@@ -149,3 +149,16 @@ def test_target_keys_are_read_by_connection_id_and_kept_in_the_request() -> None
         "InternalKeyIds": [4, 5],
         "TargetKeys": {"2": [5]},
     }
+
+
+def test_new_message_ids_are_random_version_4_uuids_in_hex() -> None:
+    import uuid
+
+    from engine.messaging.commands import new_message_id
+
+    ids = [new_message_id() for _ in range(1000)]
+    assert len(set(ids)) == len(ids)
+    for message_id in ids:
+        parsed = uuid.UUID(hex=message_id)
+        assert parsed.hex == message_id  # 32 lower-case hex digits, as uuid4().hex
+        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122
