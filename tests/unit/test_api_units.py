@@ -187,7 +187,7 @@ async def test_an_unreachable_backend_is_a_503_not_a_500() -> None:
 )
 def test_ascii_json_bytes_bind_as_the_decoded_text_does(body: str) -> None:
     """The ASCII fast path (bytes straight to orjson) answers as the decoded text does."""
-    results = []
+    results: list[object] = []
     for given in (body, body.encode()):
         try:
             results.append(_json_arguments(given))
