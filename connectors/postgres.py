@@ -374,7 +374,16 @@ class PostgresConnector(sdk.BaseConnector[PostgresConfig]):
         self, request: sdk.ChangedSinceInput
     ) -> sdk.ChangedSinceResult:
         """Rows whose modified column is on or after ``since``, oldest first, paged by a
-        cursor over (modified, key)."""
+        cursor over (modified, key), and before the *horizon*: the start of the oldest
+        transaction still open in this database (another session's).
+
+        A row is stamped when it is written but seen only when its transaction commits, so
+        without the horizon a row stamped before one already returned could commit afterwards
+        and fall behind the caller's watermark, never to be read. A timestamp column
+        (``clock_timestamp()``, ``now()`` in a trigger) or epoch microseconds cannot be stamped
+        earlier than its transaction's start; other column types get no horizon. The role needs
+        ``pg_read_all_stats`` (or to be the writers' role) to see other roles' transactions.
+        """
         table = self._table(request.actor_type)
         if not table.modified:
             raise sdk.ConfigurationError(f"{request.actor_type} has no modified_column to page on")
@@ -395,8 +404,13 @@ class PostgresConnector(sdk.BaseConnector[PostgresConfig]):
         else:
             where = "TRUE"
         limit = request.limit or 1000
+        horizon = _horizon(mtype)
+        if horizon:
+            where = f'({where}) AND (h.t IS NULL OR "{table.modified}" < {horizon})'
         sql = (
-            f"SELECT {self._select_list(table, keys)} FROM {table.qualified} "
+            f"{_OPEN_TRANSACTIONS if horizon else ''}"
+            f"SELECT {self._select_list(table, keys)} FROM {table.qualified}"
+            f"{', h' if horizon else ''} "
             f"WHERE {where} ORDER BY {order} LIMIT {int(limit) + 1}"
         )
         rows = await self._fetch(sql, *params)
@@ -407,6 +421,21 @@ class PostgresConnector(sdk.BaseConnector[PostgresConfig]):
             else None
         )
         return sdk.ChangedSinceResult(actors=actors, next_cursor=cursor)
+
+
+_OPEN_TRANSACTIONS = """WITH h AS (
+    SELECT min(xact_start) AS t FROM pg_stat_activity
+    WHERE datname = current_database() AND pid <> pg_backend_pid()
+      AND backend_type = 'client backend' AND xact_start IS NOT NULL) """
+
+
+def _horizon(modified_type: str) -> str | None:
+    """The horizon ``h.t`` in the modified column's terms; None for a type it does not bound."""
+    if modified_type.startswith("timestamp"):  # with or without time zone, any precision
+        return f"h.t::{modified_type}"
+    if modified_type.startswith(("bigint", "numeric")):
+        return "(extract(epoch FROM h.t) * 1000000)::bigint"
+    return None
 
 
 def _field_keys(table: _Table, actor_type: str, wanted: Sequence[str] | None) -> list[str]:

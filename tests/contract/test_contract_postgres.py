@@ -7,7 +7,7 @@ from collections.abc import Mapping
 import asyncpg
 import pytest
 
-from connectors import Connector, FieldValue
+from connectors import ChangedSinceInput, ChangedSinceResult, Connector, FieldValue
 from connectors.postgres import PostgresConfig, PostgresConnector
 from connectors.testing import ConnectorContract, Harness, make_context
 from tests.support import services
@@ -122,3 +122,44 @@ class TestPostgresContract(ConnectorContract):
     async def harness(self, database: str, db: asyncpg.Connection) -> Harness:
         await db.execute(SCHEMA)
         return PostgresHarness(database, db)
+
+
+@pytest.mark.parametrize("actor_type", ["Customer", "Person"])  # timestamptz, epoch µs
+async def test_a_change_committed_late_is_not_passed_by_the_changes_read_before(
+    database: str, db: asyncpg.Connection, actor_type: str
+) -> None:
+    """A row stamped in a transaction that is still open must hold back every later row: else
+    the caller's watermark passes its stamp before it commits, and it is never read."""
+    await db.execute(SCHEMA)
+    harness = PostgresHarness(database, db)
+    table, _, columns = COLUMNS[actor_type]
+    early = await harness.seed(actor_type, {columns[0]: "early"})
+    connector = PostgresConnector(harness.config, make_context())
+    await connector.open()
+    writer = await asyncpg.connect(services.database_url(database))
+    try:
+        late = writer.transaction()
+        await late.start()
+        key = COLUMNS[actor_type][1]
+        stamp = {
+            "Customer": "updated_at = clock_timestamp()",
+            "Person": "changed = (extract(epoch FROM clock_timestamp()) * 1000000)::bigint",
+        }[actor_type]
+        await writer.execute(
+            f"UPDATE erp.{table} SET {columns[0]} = 'late', {stamp} WHERE {key}::text = $1", early
+        )
+        after = await harness.seed(actor_type, {columns[0]: "after"})  # committed, stamped later
+
+        async def read() -> ChangedSinceResult:
+            return await connector.get_actors_changed_since(
+                ChangedSinceInput(actor_type, None, [columns[0]], limit=100)
+            )
+
+        seen = [a.key for a in (await read()).actors]
+        assert after not in seen  # behind the open transaction: not yet
+        await late.commit()
+        values = {a.key: a.fields[columns[0]] for a in (await read()).actors}
+        assert values == {early: "late", after: "after"}
+    finally:
+        await writer.close()
+        await connector.aclose()
