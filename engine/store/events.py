@@ -247,6 +247,35 @@ async def get_delivery(conn: Executor, delivery_id: int) -> asyncpg.Record | Non
 # -- retention -------------------------------------------------------------------------------
 
 
+async def give_up_unconfigured(
+    conn: Executor, configured: Collection[str], unclaimed_for: float
+) -> dict[str, int]:
+    """Give up the undelivered deliveries of webhooks no longer in ``configured`` that no worker
+    has claimed for ``unclaimed_for`` seconds since they fell due; returns how many per webhook.
+
+    A worker that still has the webhook (an older configuration during a rolling upgrade)
+    claims its deliveries, which moves ``next_attempt_at`` on, so they are not given up while
+    any worker sends them. A given-up delivery can be resent once the webhook is back, and is
+    purged after ``deliveries_kept`` with its event, so a removed webhook no longer keeps rows
+    for ever.
+    """
+    rows = await conn.fetch(
+        """
+        UPDATE webhook_deliveries SET gave_up_at = now(),
+            last_error = 'webhook ' || webhook || ' is no longer configured'
+        WHERE delivered_at IS NULL AND gave_up_at IS NULL AND webhook <> ALL($1::text[])
+          AND next_attempt_at < now() - make_interval(secs => $2)
+        RETURNING webhook
+        """,
+        sorted(configured),
+        unclaimed_for,
+    )
+    given_up: dict[str, int] = {}
+    for row in rows:
+        given_up[row["webhook"]] = given_up.get(row["webhook"], 0) + 1
+    return given_up
+
+
 async def purge_sent_events(conn: Executor, older_than: float, batch: int = PURGE_BATCH) -> int:
     """Delete events the broker confirmed over ``older_than`` seconds ago; returns how many.
 

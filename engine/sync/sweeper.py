@@ -75,7 +75,8 @@ class Sweeper:
 
     async def housekeeping(self) -> None:
         """Forget what only grows: leases of workers long dead, old handled message ids, sent
-        task.finished events and settled webhook deliveries past their retention."""
+        task.finished events and settled webhook deliveries past their retention (after giving
+        up those of webhooks no longer configured that no worker took for an hour)."""
         self._housekept = time.monotonic()
         stale_after = self.settings.engine.stale_after
         await recovery.drop_stale_leases(self.pool, max(HOUSEKEEPING_INTERVAL, 10 * stale_after))
@@ -83,6 +84,14 @@ class Sweeper:
         if purged:
             log.info("old handled message ids forgotten", count=purged)
         kept = self.settings.notifications
+        configured = [hook.name for hook in kept.webhooks]
+        orphaned = await events.give_up_unconfigured(self.pool, configured, HOUSEKEEPING_INTERVAL)
+        for webhook, count in sorted(orphaned.items()):
+            log.warning(
+                "webhook deliveries given up: the webhook is no longer configured",
+                webhook=webhook,
+                count=count,
+            )
         # Deliveries first: an event waits for its undelivered ones (resend needs its body).
         deliveries = await events.purge_finished_deliveries(self.pool, kept.deliveries_kept)
         sent = await events.purge_sent_events(self.pool, kept.events_kept)

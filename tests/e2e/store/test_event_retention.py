@@ -153,3 +153,38 @@ async def test_only_a_given_up_delivery_is_resent_with_a_fresh_count_of_attempts
     assert sorted(d.id for d in due) == [given_up, pending]  # the loop takes it again
     # A resent delivery is pending: no purge takes it, however old it is.
     assert await events.purge_finished_deliveries(pool, MONTH) == 1  # the delivered one
+
+
+async def test_deliveries_of_a_removed_webhook_are_given_up_once_nobody_took_them(
+    pool: asyncpg.Pool,
+) -> None:
+    for task_id in (1, 2, 3):
+        await event(pool, task_id, sent_days_ago=40)
+    orphan = await delivery(pool, 1, "removed", "pending", 2)  # due two days ago, never taken
+    fresh = await delivery(pool, 2, "removed", "pending", 0)  # fell due just now
+    kept = await delivery(pool, 1, "ops", "pending", 2)  # still configured: keeps retrying
+    done = await delivery(pool, 3, "removed", "delivered", 2)
+    await pool.execute("UPDATE webhook_deliveries SET next_attempt_at = now() WHERE id = $1", fresh)
+    assert await events.give_up_unconfigured(pool, ["ops"], 3600) == {"removed": 1}
+    rows = {
+        r["id"]: r
+        for r in await pool.fetch("SELECT id, gave_up_at, last_error FROM webhook_deliveries")
+    }
+    assert rows[orphan]["gave_up_at"] is not None
+    assert rows[orphan]["last_error"] == "webhook removed is no longer configured"
+    assert rows[fresh]["gave_up_at"] is None and rows[kept]["gave_up_at"] is None
+    assert rows[done]["gave_up_at"] is None
+    assert await events.give_up_unconfigured(pool, ["ops"], 3600) == {}
+    # A worker still configured with it (a rolling upgrade) claims it, so it is not given up.
+    async with pool.acquire() as conn:
+        assert [d.id for d in await events.claim_due_deliveries(conn, ["removed"], 60, 10)] == [
+            fresh
+        ]
+    assert await events.give_up_unconfigured(pool, ["ops"], 0) == {}
+    # Given up, it is purged after the retention like any other, and frees its event.
+    await pool.execute(
+        "UPDATE webhook_deliveries SET gave_up_at = now() - interval '31 days' WHERE id = $1",
+        orphan,
+    )
+    assert await events.purge_finished_deliveries(pool, MONTH) == 1
+    assert orphan not in await delivery_ids(pool)
