@@ -170,7 +170,11 @@ async function renderTask(id) {
     h("td", { class: "num" }, d.Attempts),
     h("td", { class: "num" }, d.LastStatus ?? ""),
     h("td", {}, d.NextAttempt ? fmtTime(d.NextAttempt) : ""),
-    h("td", { class: "reason" }, d.LastError ?? ""))));
+    h("td", { class: "reason" }, d.LastError ?? ""),
+    h("td", {}, d.State === "given_up"
+      ? h("button", { type: "button", class: "resend", "data-delivery-id": d.Id,
+        "data-webhook": d.Webhook, title: "POST this event to the webhook again" }, "Resend")
+      : ""))));
   $("task-title").textContent = `Task #${t.Id}: ${t.Description}`;
   $("task-state").replaceChildren(stateBadge(t.State));
   const bar = $("task-bar");
@@ -353,7 +357,9 @@ for (const type of ["input", "change"]) {
   $("resync-form").addEventListener(type, () => clearActionResults());
 }
 document.addEventListener("click", (ev) => {
-  if (!ev.target.closest("button[type=submit], #task-stop, #task-retry")) clearActionResults();
+  if (!ev.target.closest("button[type=submit], #task-stop, #task-retry, button.resend")) {
+    clearActionResults();
+  }
 }, true);
 
 $("task-stop").addEventListener("click", async () => {
@@ -389,6 +395,24 @@ $("task-retry").addEventListener("click", async () => {
   } catch (err) {
     if (err instanceof Unauthorized) show("login-view");
     else showActionResult(result, `Not retried: ${err.message}`, true);
+  } finally {
+    button.disabled = false;
+  }
+});
+
+$("deliveries").addEventListener("click", async (ev) => {
+  const button = ev.target.closest("button.resend");
+  if (!button) return;
+  const id = Number(button.dataset.deliveryId);
+  const result = $("task-action");
+  button.disabled = true;
+  try {
+    await call("POST", `${API}/webhook-deliveries/${id}/resend`);
+    showActionResult(result, `Delivery #${id} to ${button.dataset.webhook} is due again.`, false);
+    await route();
+  } catch (err) {
+    if (err instanceof Unauthorized) show("login-view");
+    else showActionResult(result, `Not resent: ${err.message}`, true);
   } finally {
     button.disabled = false;
   }

@@ -7,11 +7,15 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
+import orjson
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 from playwright.async_api import Browser, Page, async_playwright, expect
 
 from connectors.memory import MemoryStore
-from tests.support.ops import seed, slow_push_settings
+from engine.settings import NotificationSettings
+from tests.support.ops import seed, settings_for, slow_push_settings
 from tests.support.service import AUTH, Service
 from tests.support.waiting import wait_for
 
@@ -242,3 +246,58 @@ async def test_retry_failed_from_a_task_page(service: Service, browser: Browser)
     await expect(page.locator("#targets tr")).to_have_count(1)
     await page.screenshot(path=ARTIFACTS / "dashboard-retry-failed.png", full_page=True)
     assert [e for e in console_errors if "status of 401" not in e] == []
+
+
+async def test_resend_a_given_up_webhook_delivery_from_a_task_page(
+    database: str,
+    db: asyncpg.Connection,
+    broker_prefix: str,
+    stores: dict[int, MemoryStore],
+    browser: Browser,
+) -> None:
+    accepting = False
+    posts: list[int] = []
+
+    async def receiver(request: web.Request) -> web.Response:
+        posts.append(orjson.loads(await request.read())["TaskId"])
+        return web.Response(status=204 if accepting else 503)
+
+    hook_app = web.Application()
+    hook_app.router.add_post("/hook", receiver)
+    await seed(db, stores, count=2)
+    async with TestServer(hook_app, host="127.0.0.1") as hook_server:
+        hook = {"name": "ops", "url": str(hook_server.make_url("/hook")), "secret": "s" * 24}
+        settings = settings_for(database, broker_prefix, stores)
+        notifications = NotificationSettings.model_validate(
+            {"relay_interval": 0.1, "webhooks": [{**hook, "max_attempts": 1}]}
+        )
+        settings = settings.model_copy(update={"notifications": notifications})
+        async with Service(settings) as service:
+            task_id = await service.resync(0, [1])
+            await service.finished(task_id)
+            await wait_for(
+                lambda: db.fetchval("SELECT gave_up_at FROM webhook_deliveries"),
+                lambda gave_up: gave_up is not None,
+                what="the delivery to be given up",
+            )
+            page = await browser.new_page(viewport={"width": 1280, "height": 860})
+            console_errors: list[str] = []
+            page.on(
+                "console", lambda m: console_errors.append(m.text) if m.type == "error" else None
+            )
+            await page.goto(str(service.server.make_url("/ui/")))
+            await sign_in(page)
+            await page.evaluate(f"location.hash = '#/tasks/{task_id}'")
+            row = page.locator("#deliveries tr")
+            await expect(row).to_contain_text("given up")
+            accepting = True
+            await row.get_by_role("button", name="Resend").click()
+            delivery_id = await db.fetchval("SELECT id FROM webhook_deliveries")
+            await expect(page.locator("#task-action")).to_have_text(
+                f"Delivery #{delivery_id} to ops is due again."
+            )
+            await expect(row).to_contain_text("delivered")  # the page's refresh shows it
+            await expect(row.get_by_role("button", name="Resend")).to_have_count(0)
+            assert posts == [task_id, task_id]
+            await page.screenshot(path=ARTIFACTS / "dashboard-resend-delivery.png", full_page=True)
+            assert [e for e in console_errors if "status of 401" not in e] == []
