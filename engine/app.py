@@ -1,8 +1,8 @@
 """Composition root: the aiohttp application factory and the resources it owns.
 
 Every resource is a ``cleanup_ctx`` entry, in dependency order: database pool, broker publisher,
-then the engine (connectors + consumer). Cleanup runs in reverse, so the consumer drains before
-the publisher and the pool close.
+the task-finished listener, then the engine (connectors + consumer). Cleanup runs in reverse, so
+the consumer drains before the publisher and the pool close.
 
 Shutdown (SIGTERM/SIGINT through ``web.run_app``): ``on_shutdown`` cancels the consumer's
 subscriptions at once, so no new delivery starts while HTTP requests drain; the engine's cleanup
@@ -93,6 +93,7 @@ def create_app(settings: Settings, *, api: bool = True, engine: bool = True) -> 
     app[METRICS] = app_metrics
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_publisher)
+    app.cleanup_ctx.append(_task_waiter)
     if engine:
         app.cleanup_ctx.append(_engine)
         app.on_shutdown.append(_stop_taking_deliveries)
@@ -101,7 +102,6 @@ def create_app(settings: Settings, *, api: bool = True, engine: bool = True) -> 
     if authenticator is not None:
         app[AUTHENTICATOR] = authenticator
         app.cleanup_ctx.append(_task_intake)
-        app.cleanup_ctx.append(_task_waiter)
         app.cleanup_ctx.append(housekeeping.cleanup_ctx)
         app.cleanup_ctx.append(_erp_actors)
         app.add_routes(routes)
@@ -168,7 +168,8 @@ async def _task_intake(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _task_waiter(app: web.Application) -> AsyncIterator[None]:
-    """What the synchronous ForceResync* calls wait on: one LISTEN connection per process."""
+    """What the synchronous ForceResync* calls and the task.finished relay wait on: one LISTEN
+    connection per process."""
     settings = app[SETTINGS]
     waiter = TaskWaiter(
         settings.database, app[POOL], poll_interval=settings.server.sync_poll_interval
@@ -231,7 +232,8 @@ async def _engine(app: web.Application) -> AsyncIterator[None]:
         track_baselines=settings.sync.enabled,
     )
     sweeper = Sweeper(settings, pool, publisher, presence.worker)
-    notifier = Notifier(settings, pool, publisher, app_metrics)
+    relay_wakeup = app[TASK_WAITER].every_task()
+    notifier = Notifier(settings, pool, publisher, app_metrics, relay_wakeup)
     scheduler = (
         Scheduler(
             IncrementalRun(settings, pool, connections, publisher, presence.worker, app_metrics),
@@ -278,6 +280,7 @@ async def _engine(app: web.Application) -> AsyncIterator[None]:
         if scheduler is not None:
             await scheduler.stop()
         await notifier.stop()
+        app[TASK_WAITER].forget(relay_wakeup)
         await sweeper.stop()
         await consumer.stop(settings.worker.drain_timeout)
         await close_quietly(connection.close())

@@ -435,7 +435,8 @@ class NotificationSettings(_Model):
         1.0,
         gt=0,
         le=60,
-        description="Seconds between each worker's passes over the outbox (events, webhooks).",
+        description="Seconds between each worker's passes over the outbox (events, webhooks) "
+        "at the most: a pass also runs as soon as a task finishes (PostgreSQL LISTEN).",
     )
     events_kept: float = Field(
         7 * 24 * 3600.0,

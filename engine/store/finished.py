@@ -35,6 +35,7 @@ class TaskWaiter:
         self._pool = pool
         self.poll_interval = poll_interval
         self._waiters: dict[int, set[asyncio.Event]] = {}
+        self._everything: set[asyncio.Event] = set()
         self._conn: asyncpg.Connection | None = None
         self._reconnect: asyncio.Task[None] | None = None
         self._closed = False
@@ -82,6 +83,8 @@ class TaskWaiter:
             return
         for event in self._waiters.get(task_id, ()):
             event.set()
+        for event in self._everything:
+            event.set()
 
     def _terminated(self, _conn: object) -> None:
         self._conn = None
@@ -104,7 +107,7 @@ class TaskWaiter:
                 delay = min(delay * 2, 10.0)
             else:
                 # Waiters woken now re-read their task: a notification may have been missed.
-                for events in self._waiters.values():
+                for events in (*self._waiters.values(), self._everything):
                     for event in events:
                         event.set()
 
@@ -122,6 +125,18 @@ class TaskWaiter:
                 events.discard(event)
                 if not events:
                     del self._waiters[task_id]
+
+    def every_task(self) -> asyncio.Event:
+        """An event set whenever any task finishes (and after the listener reconnects, when
+        one may have been missed): what the task.finished relay wakes on. Hand it back with
+        :meth:`forget` when done."""
+        event = asyncio.Event()
+        self._everything.add(event)
+        return event
+
+    def forget(self, event: asyncio.Event) -> None:
+        """Stop setting an event of :meth:`every_task`."""
+        self._everything.discard(event)
 
     async def wait(
         self, task_id: int, event: asyncio.Event, timeout: float

@@ -1,8 +1,9 @@
 """task.finished events: relayed from the outbox to RabbitMQ and to the configured webhooks.
 
 The event row is written by the database in the transaction that makes the task final
-(``engine/store/events.py``). Every worker runs a :class:`Notifier`, which every
-``notifications.relay_interval`` seconds
+(``engine/store/events.py``). Every worker runs a :class:`Notifier`, which, when a task
+finishes (woken by the same PostgreSQL notification as the synchronous ForceResync calls) and
+at the latest every ``notifications.relay_interval`` seconds,
 
 1. prepares new events: builds the body once (the task's state, counts and first failures) and
    stores it with one webhook delivery row per configured webhook;
@@ -18,6 +19,7 @@ The event row is written by the database in the transaction that makes the task 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import time
@@ -140,6 +142,7 @@ class Notifier:
         pool: asyncpg.Pool,
         publisher: EventPublisher,
         metrics: Metrics | None = None,
+        wakeup: asyncio.Event | None = None,
     ) -> None:
         self.settings = settings
         self.pool = pool
@@ -147,6 +150,9 @@ class Notifier:
         self.metrics = Metrics() if metrics is None else metrics
         self.exchange = Names(settings.broker.prefix).events
         self.hooks = {h.name: h for h in settings.notifications.webhooks}
+        self.wakeup = wakeup
+        """Set when a task finishes (PostgreSQL LISTEN): a pass runs then, not a relay
+        interval later."""
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.Task[None] | None = None
         self._stopping = False
@@ -161,8 +167,15 @@ class Notifier:
             await self._session.close()
 
     async def _run(self) -> None:
+        interval = self.settings.notifications.relay_interval
         while not self._stopping:
-            await asyncio.sleep(self.settings.notifications.relay_interval)
+            if self.wakeup is None:
+                await asyncio.sleep(interval)
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.wakeup.wait(), interval)
+                # Cleared before the pass: a task finishing during it makes another one.
+                self.wakeup.clear()
             try:
                 await self.relay()
             except Exception as exc:  # broker or database away: the next pass tries again

@@ -22,7 +22,7 @@ from connectors.memory import MemoryStore
 from engine.settings import NotificationSettings, Settings
 from tests.support import services
 from tests.support.cli import operator_env, run_cli
-from tests.support.events import EventQueue
+from tests.support.events import Event, EventQueue
 from tests.support.service import AUTH, Service, seed_stale
 from tests.support.settings import memory_settings
 from tests.support.waiting import wait_for
@@ -397,3 +397,40 @@ async def test_the_sweeper_forgets_settled_events_and_deliveries_past_their_rete
         )
     assert [r[0] for r in await db.fetch("SELECT task_id FROM task_events ORDER BY 1")] == [2, 3]
     assert await db.fetchval("SELECT task_id FROM webhook_deliveries") == 2  # still pending
+
+
+async def test_the_relay_is_woken_when_a_task_finishes_not_a_relay_interval_later(
+    database: str, db: asyncpg.Connection, broker_prefix: str, stores: dict[int, MemoryStore]
+) -> None:
+    posted: list[int] = []
+
+    async def receiver(request: web.Request) -> web.Response:
+        posted.append(orjson.loads(await request.read())["TaskId"])
+        return web.Response(status=204)
+
+    async def posts() -> list[int]:
+        return posted
+
+    app = web.Application()
+    app.router.add_post("/hook", receiver)
+    await seed_stale(db, stores, 2)
+    async with TestServer(app, host="127.0.0.1") as server:
+        hook = {"name": "ops", "url": str(server.make_url("/hook")), "secret": SECRET}
+        # A minute between polls: the event and the webhook can only come this soon by LISTEN.
+        settings = notifying(
+            settings_for(database, broker_prefix, stores), relay_interval=60, webhooks=[hook]
+        )
+        async with EventQueue(broker_prefix) as queue, Service(settings) as service:
+            for key in (1, 2):  # the second finishes after the first pass ran
+                task_id = await service.resync(0, [key])
+                await service.finished(task_id)
+
+                def has_event(received: list[Event], task_id: int = task_id) -> bool:
+                    return any(e.body["TaskId"] == task_id for e in received)
+
+                def has_post(posted: list[int], task_id: int = task_id) -> bool:
+                    return task_id in posted
+
+                got = await wait_for(queue.drain, has_event, timeout=15, what="the event, soon")
+                assert [e.body["TaskId"] for e in got].count(task_id) == 1
+                await wait_for(posts, has_post, timeout=15, what="the webhook POST, soon")
