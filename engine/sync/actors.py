@@ -2,8 +2,9 @@
 
 The front door never calls a connector; it is handed an :class:`ActorDesk` (engine/app.py),
 which calls through the connection's gate like every resync does: same concurrency limit,
-breaker, timeout and retries. In a process that runs the engine the desk shares the engine's
-open connections; an API-only process opens a connection the first time a request needs it.
+breaker, timeout and retries (its calls take the next free slot, as the small-task lane's do).
+In a process that runs the engine the desk shares the engine's open connections; an API-only
+process opens a connection the first time a request needs it.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import structlog
 
 import connectors as sdk
 from engine.mapping import values as mp
+from engine.messaging.publishing import small_lane
 from engine.observability.metrics import Metrics
 from engine.settings import Settings
 from engine.sync.connections import CallFailed, ConnectionHandle, Connections, open_connector
@@ -79,7 +81,10 @@ class ActorDesk:
         self, handle: ConnectionHandle, operation: Callable[[object], Awaitable[R]], request: object
     ) -> R:
         try:
-            return await handle.call(operation, request)
+            # An interactive caller waits: its call takes the gate's next free slot, before
+            # queued resync work (engine.sync.slots).
+            with small_lane():
+                return await handle.call(operation, request)
         except CallFailed as exc:
             error = _ERRORS.get(exc.kind, sdk.PermanentError)
             raise error(exc.message, retry_after=exc.retry_after or None) from None

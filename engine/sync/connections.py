@@ -22,6 +22,7 @@ from engine.observability.metrics import Metrics
 from engine.settings import ConnectionSettings, Settings
 from engine.sync.backoff import full_jitter
 from engine.sync.breaker import CircuitBreaker
+from engine.sync.slots import LaneSlots
 
 log = structlog.get_logger(__name__)
 
@@ -47,13 +48,14 @@ class CallFailed(Exception):
 class ConnectionHandle:
     """One open connection: its settings, its connector and its gate.
 
-    The gate holds across the whole process: a concurrency semaphore, an optional rate limiter,
+    The gate holds across the whole process: concurrency slots (the small-task lane's callers
+    served first, :mod:`engine.sync.slots`), an optional rate limiter,
     a circuit breaker, a timeout per call and in-process retries of transient errors.
     """
 
     settings: ConnectionSettings
     connector: Any
-    semaphore: asyncio.Semaphore
+    slots: LaneSlots
     breaker: CircuitBreaker
     limiter: AsyncLimiter | None = None
     sleep: Sleep = asyncio.sleep
@@ -73,7 +75,7 @@ class ConnectionHandle:
         return cls(
             settings,
             connector,
-            asyncio.Semaphore(settings.concurrency),
+            LaneSlots(settings.concurrency),
             CircuitBreaker(settings.breaker),
             limiter,
             metrics=Metrics() if metrics is None else metrics,
@@ -101,7 +103,7 @@ class ConnectionHandle:
             try:
                 if self.limiter is not None:
                     await self.limiter.acquire()
-                async with self.semaphore, asyncio.timeout(self.settings.timeout):
+                async with self.slots, asyncio.timeout(self.settings.timeout):
                     result = await operation(request)
             except TimeoutError:
                 error: ConnectorError = TransientError(
