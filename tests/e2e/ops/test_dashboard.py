@@ -59,6 +59,21 @@ async def sign_in(page: Page) -> None:
     await expect(page.locator("#user")).to_have_text("tje0")
 
 
+async def signed_in_page(service: Service, browser: Browser) -> tuple[Page, list[str]]:
+    """A new page of the dashboard, signed in, and the console errors it logs from now on."""
+    page = await browser.new_page(viewport={"width": 1280, "height": 860})
+    console_errors: list[str] = []
+    page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
+    await page.goto(str(service.server.make_url("/ui/")))
+    await sign_in(page)
+    return page, console_errors
+
+
+def unexpected(console_errors: list[str]) -> list[str]:
+    """Console errors other than the 401 the first load gets before signing in."""
+    return [e for e in console_errors if "status of 401" not in e]
+
+
 async def refreshed(page: Page, times: int = 2) -> None:
     """Wait until the page's 1-s refresh has run ``times`` more times (it counts them)."""
 
@@ -160,7 +175,7 @@ async def test_dashboard_in_headless_chromium(service: Service, browser: Browser
     await page.get_by_role("button", name="Log out").click()
     await expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
     # 401s are expected (the session probe before login, the wrong password); nothing else.
-    assert [e for e in console_errors if "status of 401" not in e] == []
+    assert unexpected(console_errors) == []
 
 
 async def test_errors_stay_unknown_tasks_show_alone_and_stop_stops(
@@ -223,11 +238,7 @@ async def test_retry_failed_from_a_task_page(service: Service, browser: Browser)
     assert failed["State"] == "Failed"
     fine = await service.finished(await service.resync(0, [1]))
     assert fine["State"] == "Succeeded"
-    page = await browser.new_page(viewport={"width": 1280, "height": 860})
-    console_errors: list[str] = []
-    page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
-    await page.goto(str(service.server.make_url("/ui/")))
-    await sign_in(page)
+    page, console_errors = await signed_in_page(service, browser)
 
     await page.evaluate("location.hash = '#/tasks/2'")
     await expect(page.locator("#task-state")).to_have_text("Succeeded")
@@ -245,7 +256,7 @@ async def test_retry_failed_from_a_task_page(service: Service, browser: Browser)
     await expect(page.locator("#failures tr")).to_have_count(1)  # key 3 alone, on ERP 2 alone
     await expect(page.locator("#targets tr")).to_have_count(1)
     await page.screenshot(path=ARTIFACTS / "dashboard-retry-failed.png", full_page=True)
-    assert [e for e in console_errors if "status of 401" not in e] == []
+    assert unexpected(console_errors) == []
 
 
 async def test_resend_a_given_up_webhook_delivery_from_a_task_page(
@@ -280,13 +291,7 @@ async def test_resend_a_given_up_webhook_delivery_from_a_task_page(
                 lambda gave_up: gave_up is not None,
                 what="the delivery to be given up",
             )
-            page = await browser.new_page(viewport={"width": 1280, "height": 860})
-            console_errors: list[str] = []
-            page.on(
-                "console", lambda m: console_errors.append(m.text) if m.type == "error" else None
-            )
-            await page.goto(str(service.server.make_url("/ui/")))
-            await sign_in(page)
+            page, console_errors = await signed_in_page(service, browser)
             await page.evaluate(f"location.hash = '#/tasks/{task_id}'")
             row = page.locator("#deliveries tr")
             await expect(row).to_contain_text("given up")
@@ -300,4 +305,4 @@ async def test_resend_a_given_up_webhook_delivery_from_a_task_page(
             await expect(row.get_by_role("button", name="Resend")).to_have_count(0)
             assert posts == [task_id, task_id]
             await page.screenshot(path=ARTIFACTS / "dashboard-resend-delivery.png", full_page=True)
-            assert [e for e in console_errors if "status of 401" not in e] == []
+            assert unexpected(console_errors) == []
