@@ -137,6 +137,14 @@ class MemoryConnector(sdk.BaseConnector[MemoryConfig]):
         except KeyError:
             raise sdk.PermanentError(f"unsupported actor type {actor_type!r}") from None
 
+    async def test_connection(self, request: sdk.TestConnectionInput) -> sdk.TestConnectionResult:
+        """Not ok while the store has an outage or the connection ``fail``s."""
+        try:
+            await self._call()
+        except sdk.ConnectorError as exc:
+            return sdk.TestConnectionResult(ok=False, message=exc.message)
+        return sdk.TestConnectionResult(ok=True, message=f"memory store {self.config.store!r}")
+
     async def supported_actor_types(self, request: sdk.ActorTypesInput) -> sdk.ActorTypesResult:
         return sdk.ActorTypesResult(actor_types=list(self.config.actor_types))
 

@@ -260,7 +260,9 @@ async def get_field_values_from_crm(request: web.Request) -> web.Response:
                     to_erp or erp_field.direction.to_erp_enabled,
                 )
     if not flows:
-        return _answer(request, [], select, root="ArrayOfErpSyncFieldValue")
+        return _answer(
+            request, [], select, root="ArrayOfErpSyncFieldValue", item="ErpSyncFieldValue"
+        )
     record, metadata, texts = await _read(request, 0, crm_type, record_id, list(flows))
     if record is None:
         raise ApiError(404, f"{crm_type} {record_id} not found in the CRM", "SoNotFoundException")
@@ -276,7 +278,9 @@ async def get_field_values_from_crm(request: web.Request) -> web.Response:
         )
         for key, (to_crm, to_erp) in flows.items()
     ]
-    return _answer(request, values, select, root="ArrayOfErpSyncFieldValue")
+    return _answer(
+        request, values, select, root="ArrayOfErpSyncFieldValue", item="ErpSyncFieldValue"
+    )
 
 
 @routes.post(f"{ERPSYNC}/GetFieldValuesFromErp")
@@ -305,7 +309,9 @@ async def get_field_values_from_erp(request: web.Request) -> web.Response:
         }
         for erp_field, f in mapping.fields.items()
     ]
-    return _answer(request, values, select, root="ArrayOfErpSyncFieldValue")
+    return _answer(
+        request, values, select, root="ArrayOfErpSyncFieldValue", item="ErpSyncFieldValue"
+    )
 
 
 def _actor_not_found(conn: ConnectionSettings, erp_type: str, erp_key: str) -> ApiError:
