@@ -396,6 +396,67 @@ async def test_fields_for_a_new_erp_actor_are_the_mandatory_ones_the_mapping_lea
 async def test_advanced_search_is_the_connectors_search_capability(service: Service) -> None:
     body = {"ErpConnectionId": 1, "ErpActorType": "Customer"}
     assert await post(service, "SupportsAdvancedSearch", body) == (200, True)
+    status, error = await post(
+        service, "SupportsAdvancedSearch", {**body, "ErpActorType": "Partner"}
+    )
+    assert (status, error["ErrorMessage"]) == (
+        404,
+        "Connection 1 (ERP one) has no Partner actor type",
+    )
+
+
+async def test_a_restricted_caller_reads_only_through_its_connections(service: Service) -> None:
+    headers = {**LIMITED, "Accept": "application/json"}
+    for name, body in [
+        ("TestConnectionById", {"ErpConnectionId": 2}),
+        ("GetFieldValuesFromErp", {"ErpConnectionId": 2, "ActorTypeErp": 1, "ErpKey": "B1"}),
+        (
+            "GetErpFieldValues",
+            {"ErpConnectionId": 2, "CrmActorType": 1, "EntityId": 1, "FieldKeys": ["tel"]},
+        ),
+        ("GetFieldsForNewErpActor", {"ErpConnectionId": 2, "ErpActorType": 1}),
+        ("SupportsAdvancedSearch", {"ErpConnectionId": 2, "ErpActorType": 1}),
+    ]:
+        status, error = await post(service, name, body, headers)
+        assert (status, error["ErrorType"]) == (403, "SoSecurityException"), name
+        assert error["ErrorMessage"].endswith(" connection 2"), name
+    assert await post(service, "TestConnectionById", {"ErpConnectionId": 1}, headers) == (
+        200,
+        True,
+    )
+
+
+async def test_a_failing_connection_is_a_clear_error_not_a_500(
+    service: Service, stores: dict[int, MemoryStore]
+) -> None:
+    body = {"ErpConnectionId": 1, "ActorTypeErp": "Customer", "ErpKey": "A1"}
+    stores[1].outage = "permanent"
+    status, error = await post(service, "GetFieldValuesFromErp", body)
+    assert set(error) == ERROR_KEYS
+    assert (status, error["ErrorMessage"]) == (
+        400,
+        f"The connection refused the request: ERP one: memory store {stores[1].name!r} "
+        "rejects the call",
+    )
+    stores[1].outage = "configuration"
+    response = await service.client.post(
+        f"{AGENT}/GetErpFieldValues",
+        json={"ErpConnectionId": 1, "CrmActorType": 1, "EntityId": 1, "FieldKeys": ["name"]},
+        headers=JSON,
+    )
+    error = await response.json()
+    assert response.status == 503 and response.headers["Retry-After"]
+    assert error["ErrorType"] == "ServiceUnavailableException"
+    assert error["ErrorMessage"].startswith("The connection is unavailable: ERP one: memory")
+    # that failure opened the breaker: the test is not even called, and says why
+    stores[1].outage = None
+    response = await service.client.post(
+        f"{AGENT}/TestConnectionById", json={"ErpConnectionId": 1}, headers=JSON
+    )
+    assert (response.status, await response.json()) == (200, False)
+    assert response.headers["X-Connection-Test-Message"].startswith(
+        "ERP one: circuit open, not called (last error: memory store"
+    )
     search = {"ErpConnectionId": 1, "ErpActorType": 1}
     # no connector call: the connector's class says it
     assert await post(service, "SupportsAdvancedSearch", search) == (200, True)
