@@ -24,7 +24,7 @@ JSON = {**AUTH, "Accept": "application/json; charset=utf-8"}
 XML = {**AUTH, "Accept": "application/xml", "Content-Type": "application/xml; charset=utf-8"}
 ERROR_KEYS = {"Error", "ErrorType", "ErrorMessage", "ErrorSource"}
 ARRAYS = "http://schemas.microsoft.com/2003/10/Serialization/Arrays"
-CARRIER = {"TableRight": None, "FieldProperties": {}}
+CARRIER: dict[str, Any] = {"TableRight": None, "FieldProperties": {}}
 
 # Each reference page's sample: its Accept-Language, its JSON body verbatim, the same as XML
 # (SuperOfficeDocs/superoffice-docs docs/en/api/reference/restful/agent/ErpSync_Agent/).
@@ -341,11 +341,12 @@ async def test_erp_field_values_are_the_linked_actors_values_in_the_order_asked(
         headers={**JSON, "Content-Type": "application/x-www-form-urlencoded"},
     )
     assert (form.status, await form.json()) == (200, ["OSL", "1"])
-    for changed, message in [
+    wrong: list[tuple[dict[str, Any], str]] = [
         ({"FieldKeys": ["name", "fax"]}, "FieldKeys[1] 'fax' is not a field of Customer on "),
         ({"EntityId": 2}, "Contact 2 is not linked on connection 1 (ERP one)"),
         ({"CrmActorType": "Person"}, "Connection 1 (ERP one) maps no ERP actor type to Person"),
-    ]:
+    ]
+    for changed, message in wrong:
         status, error = await post(service, "GetErpFieldValues", {**body, **changed})
         assert (status, error["ErrorType"]) == (404, "SoNotFoundException")
         assert error["ErrorMessage"].startswith(message)
