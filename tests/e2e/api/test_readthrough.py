@@ -27,17 +27,18 @@ ARRAYS = "http://schemas.microsoft.com/2003/10/Serialization/Arrays"
 CARRIER: dict[str, Any] = {"TableRight": None, "FieldProperties": {}}
 
 # Each reference page's sample: its Accept-Language, its JSON body verbatim, the same as XML
-# (SuperOfficeDocs/superoffice-docs docs/en/api/reference/restful/agent/ErpSync_Agent/).
+# (SuperOfficeDocs/superoffice-docs docs/en/api/reference/restful/agent/ErpSync_Agent/ at commit
+# 01caeba7, the version of the pages whose samples tests/e2e/api/test_links.py posts).
 SAMPLES: dict[str, tuple[str, str, str]] = {
     "TestConnectionById": (
-        "en",
-        '{\n  "ErpConnectionId": 132\n}',
-        "<TestConnectionById><ErpConnectionId>132</ErpConnectionId></TestConnectionById>",
+        "sv",
+        '{\n  "ErpConnectionId": 841\n}',
+        "<TestConnectionById><ErpConnectionId>841</ErpConnectionId></TestConnectionById>",
     ),
     "GetFieldValuesFromCrm": (
-        "en",
-        '{\n  "RecordId": 320,\n  "ActorTypeCrm": "Contact"\n}',
-        "<GetFieldValuesFromCrm><RecordId>320</RecordId><ActorTypeCrm>Contact</ActorTypeCrm>"
+        "sv",
+        '{\n  "RecordId": 763,\n  "ActorTypeCrm": "Contact"\n}',
+        "<GetFieldValuesFromCrm><RecordId>763</RecordId><ActorTypeCrm>Contact</ActorTypeCrm>"
         "</GetFieldValuesFromCrm>",
     ),
     "GetFieldValuesFromErp": (
@@ -69,8 +70,8 @@ SAMPLES: dict[str, tuple[str, str, str]] = {
 }
 # The documented 404 each sample gets here (none of its ids exists).
 NOT_FOUND = {
-    "TestConnectionById": "ErpConnectionId 132 is not a known connection",
-    "GetFieldValuesFromCrm": "Contact 320 not found in the CRM",
+    "TestConnectionById": "ErpConnectionId 841 is not a known connection",
+    "GetFieldValuesFromCrm": "Contact 763 not found in the CRM",
     "GetFieldValuesFromErp": "ErpConnectionId 293 is not a known connection",
     "GetErpFieldValues": "ErpConnectionId 788 is not a known connection",
     "GetFieldsForNewErpActor": "ErpConnectionId 222 is not a known connection",
