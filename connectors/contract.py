@@ -339,7 +339,7 @@ class SupportsSearch(Protocol):
 class SupportsListItems(Protocol):
     """Optional capability: the items of named lists (options of List fields).
 
-    Experimental: the engine does not call it.
+    Experimental: only the API's read-through calls it, for the texts of List values.
     """
 
     async def list_items(self, request: ListItemsInput) -> ListItemsResult:

@@ -62,6 +62,18 @@ class MemoryStore:
         return None if values is None else dict(values)
 
 
+class MemoryField(BaseModel):
+    """What ``fields`` reports of one field beyond its key (default: Text, Normal access)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: sdk.FieldType = sdk.FieldType.Text
+    access: sdk.FieldAccess = sdk.FieldAccess.Normal
+    display_name: str = ""
+    list_name: str = ""
+    default_value: str | None = None
+
+
 class MemoryConfig(BaseModel):
     """Settings of a ``memory`` connection."""
 
@@ -84,6 +96,10 @@ class MemoryConfig(BaseModel):
     )
     lists: dict[str, dict[str, str]] = Field(
         default_factory=dict, description="Named lists for list_items: item key -> text."
+    )
+    metadata: dict[str, dict[str, MemoryField]] = Field(
+        default_factory=dict,
+        description="Field metadata by actor type and field key (type, access, list, default).",
     )
 
 
@@ -121,12 +137,34 @@ class MemoryConnector(sdk.BaseConnector[MemoryConfig]):
         except KeyError:
             raise sdk.PermanentError(f"unsupported actor type {actor_type!r}") from None
 
+    async def test_connection(self, request: sdk.TestConnectionInput) -> sdk.TestConnectionResult:
+        """Not ok while the store has an outage or the connection ``fail``s."""
+        try:
+            await self._call()
+        except sdk.ConnectorError as exc:
+            return sdk.TestConnectionResult(ok=False, message=exc.message)
+        return sdk.TestConnectionResult(ok=True, message=f"memory store {self.config.store!r}")
+
     async def supported_actor_types(self, request: sdk.ActorTypesInput) -> sdk.ActorTypesResult:
         return sdk.ActorTypesResult(actor_types=list(self.config.actor_types))
 
     async def fields(self, request: sdk.FieldsInput) -> sdk.FieldsResult:
         keys = self._check_type(request.actor_type)
-        return sdk.FieldsResult(fields=[sdk.FieldMetadata(key=k, display_name=k) for k in keys])
+        described = self.config.metadata.get(request.actor_type, {})
+        return sdk.FieldsResult(fields=[self._field(k, described.get(k)) for k in keys])
+
+    @staticmethod
+    def _field(key: str, described: MemoryField | None) -> sdk.FieldMetadata:
+        if described is None:
+            return sdk.FieldMetadata(key=key, display_name=key)
+        return sdk.FieldMetadata(
+            key=key,
+            display_name=described.display_name or key,
+            type=described.type,
+            access=described.access,
+            list_name=described.list_name,
+            default_value=described.default_value,
+        )
 
     async def get_actors(self, request: sdk.GetActorsInput) -> sdk.GetActorsResult:
         known = self._check_type(request.actor_type)

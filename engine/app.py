@@ -29,6 +29,7 @@ from engine.api import (
     housekeeping,
     links,
     openapi,
+    readthrough,
     sessions,
     ui,
 )
@@ -107,6 +108,7 @@ def create_app(settings: Settings, *, api: bool = True, engine: bool = True) -> 
         app.add_routes(routes)
         app.add_routes(force_resync.routes)
         app.add_routes(links.routes)
+        app.add_routes(readthrough.routes)
         app.add_routes(sessions.routes)
         app.add_routes(openapi.routes)
         app.add_routes(dashboard.routes)

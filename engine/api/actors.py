@@ -1,5 +1,6 @@
-"""What the link endpoints need of the connected systems, as a protocol (engine/app.py passes
-in engine.sync's implementation: the front door never calls a connector itself)."""
+"""What the link and read-through endpoints need of the connected systems, as a protocol
+(engine/app.py passes in engine.sync's implementation: the front door never calls a connector
+itself)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import connectors as sdk
 
 
 class ErpActors(Protocol):
-    """Single-actor reads and creates through the connection gates.
+    """Single-actor reads and creates, and what a connection says about itself, through the
+    connection gates.
 
     Failures raise :class:`connectors.ConnectorError` of the call's kind.
     """
@@ -39,4 +41,22 @@ class ErpActors(Protocol):
     ) -> sdk.Actor | None:
         """A new actor from the CRM record's mapped values and ``values``; None when the CRM
         record does not exist."""
+        ...
+
+    async def test(self, connection_id: int) -> sdk.TestConnectionResult:
+        """The connector's test of its system."""
+        ...
+
+    async def fields(self, connection_id: int, actor_type: str) -> list[sdk.FieldMetadata]:
+        """The connector's field metadata of ``actor_type``."""
+        ...
+
+    async def capabilities(self, connection_id: int) -> frozenset[sdk.Capability]:
+        """The connector's optional capabilities."""
+        ...
+
+    async def list_texts(
+        self, connection_id: int, list_name: str, item_keys: Sequence[str]
+    ) -> dict[str, str]:
+        """Item key -> text in a list of the connection (empty without list items)."""
         ...

@@ -29,7 +29,7 @@ MAX_JSON_DEPTH = 32
 # Properties whose value is an array: XML children and repeated/indexed/comma form fields.
 LIST_PROPERTIES = frozenset({"internalkeyids", "externalkeys"})
 # List properties whose items are text: a form value is one item (never split at commas).
-TEXT_LIST_PROPERTIES = frozenset({"externalkeys"})
+TEXT_LIST_PROPERTIES = frozenset({"externalkeys", "fieldkeys"})
 # Every property an endpoint binds: one given twice (XML/form) is refused; other names are
 # ignored however often they come, like any unknown property.
 PROPERTIES = LIST_PROPERTIES | {

@@ -625,6 +625,7 @@ def document() -> dict[str, Any]:
     }
     _force_resync_synchronous(doc)
     _add_links(doc)
+    _add_readthrough(doc)
     _engine_control(doc)
     _with_parser_errors(doc["paths"])
     _with_login_throttle(doc["paths"])
@@ -1145,6 +1146,163 @@ def _add_links(doc: dict[str, Any]) -> None:
             "GetCrmActorType: the CRM actor type an ERP actor type maps to",
             "CrmActorTypeRequest",
             {"200": returns("The CrmActorType name.", {"type": "string"})},
+        ),
+    }
+    for name, item in paths.items():
+        doc["paths"][f"/api/v1/Agents/ErpSync/{name}"] = item
+
+
+def _add_readthrough(doc: dict[str, Any]) -> None:
+    """The ErpSync read-through endpoints (engine/api/readthrough.py): live values and metadata
+    from the connections. Their arguments are the link endpoints' (same rules)."""
+    schemas = doc["components"]["schemas"]
+    link = schemas["CreateActorLinkRequest"]["properties"]
+    text = {"type": ["string", "null"]}
+    boolean = {"type": ["boolean", "null"]}
+    free = {"type": ["object", "null"]}
+
+    def obj(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
+        return {"type": "object", "properties": properties, "required": required}
+
+    def array_of(ref: str) -> dict[str, Any]:
+        return {"type": ["array", "null"], "items": {"$ref": f"#/components/schemas/{ref}"}}
+
+    new = {
+        "FieldValuesFromCrmRequest": obj(
+            {"RecordId": link["CrmRecordId"], "ActorTypeCrm": link["CrmActorType"]},
+            ["RecordId", "ActorTypeCrm"],
+        ),
+        "FieldValuesFromErpRequest": obj(
+            {
+                "ErpConnectionId": link["ErpConnectionId"],
+                "ActorTypeErp": link["ErpActorType"],
+                "ErpKey": link["ErpKey"],
+            },
+            ["ErpConnectionId", "ActorTypeErp", "ErpKey"],
+        ),
+        "ErpFieldValuesRequest": obj(
+            {
+                "ErpConnectionId": link["ErpConnectionId"],
+                "CrmActorType": link["CrmActorType"],
+                "EntityId": link["CrmRecordId"],
+                "FieldKeys": {
+                    "type": ["array", "null"],
+                    "maxItems": 500,
+                    "items": {
+                        "type": "string",
+                        "minLength": 1,
+                        "maxLength": 255,
+                        "pattern": "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$",
+                    },
+                    "description": "ERP field keys of the linked actor's type, mapped or not "
+                    '("Show in ERP tab"); a key the connector does not list is 404.',
+                },
+            },
+            ["ErpConnectionId", "CrmActorType", "EntityId"],
+        ),
+        "ErpSyncFieldValue": {
+            "type": "object",
+            "properties": {
+                "DisplayName": text,
+                "CrmFieldKey": text,
+                "Value": {**text, "description": "Null when blank, and for Password fields."},
+                "DisplayValue": {**text, "description": "A List value's item text."},
+                "SyncToCrm": boolean,
+                "SyncToErp": boolean,
+                "TableRight": free,
+                "FieldProperties": free,
+                "ErpFieldKey": {
+                    **text,
+                    "description": "erpsync's (GetFieldValuesFromErp): the ERP field.",
+                },
+            },
+        },
+    }
+    examples = {
+        "FieldValuesFromCrmRequest": {"RecordId": 1, "ActorTypeCrm": "Contact"},
+        "FieldValuesFromErpRequest": {
+            "ErpConnectionId": 1,
+            "ActorTypeErp": "Customer",
+            "ErpKey": "C00001",
+        },
+        "ErpFieldValuesRequest": {
+            "ErpConnectionId": 1,
+            "CrmActorType": "Contact",
+            "EntityId": 1,
+            "FieldKeys": ["credit_limit", "name"],
+        },
+    }
+    for name, example in examples.items():
+        new[name]["example"] = example
+    schemas.update(new)
+
+    def operation(summary: str, body: str, responses: dict[str, Any]) -> dict[str, Any]:
+        unknown = _error(
+            "Not configured (the connection, or its mapping of the actor type), not found (the "
+            "record or actor), not linked, or not a field of the actor type."
+        )
+        failed = _error(
+            "The connection is unavailable or misconfigured (Retry-After), or the database "
+            "or the broker is unreachable."
+        )
+        made = _agent(summary, body, {"404": unknown, "503": failed, **responses}, tag="ErpSync")
+        made["post"]["requestBody"]["required"] = True
+        made["post"]["responses"]["400"] = _error(
+            "Malformed body or invalid argument, or the connection refused the request."
+        )
+        return made
+
+    def returns(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+        return {"description": description, "content": _content(schema)}
+
+    values = returns("The values (ErpSyncFieldValue).", array_of("ErpSyncFieldValue"))
+    tested = returns("true: the connector's test passed.", {"type": "boolean"})
+    tested["headers"] = {
+        "X-Connection-Test-Message": {
+            "schema": {"type": "string", "maxLength": 300},
+            "description": "The connector's message (why false), ASCII, one line.",
+        }
+    }
+    paths = {
+        "TestConnectionById": operation(
+            "TestConnectionById: the connector's test of its system",
+            "ConnectionRequest",
+            {"200": tested},
+        ),
+        "GetFieldValuesFromCrm": operation(
+            "GetFieldValuesFromCrm: the CRM record's mapped fields, read live",
+            "FieldValuesFromCrmRequest",
+            {"200": values},
+        ),
+        "GetFieldValuesFromErp": operation(
+            "GetFieldValuesFromErp: the ERP actor's mapped fields, read live",
+            "FieldValuesFromErpRequest",
+            {"200": values},
+        ),
+        "GetErpFieldValues": operation(
+            "GetErpFieldValues: fields of the ERP actor a CRM record is linked to",
+            "ErpFieldValuesRequest",
+            {
+                "200": returns(
+                    "The values in the order of FieldKeys (null: blank, or a Password).",
+                    {"type": "array", "items": {"type": ["string", "null"]}},
+                )
+            },
+        ),
+        "GetFieldsForNewErpActor": operation(
+            "GetFieldsForNewErpActor: the fields to fill when creating the ERP actor",
+            "CrmActorTypeRequest",
+            {
+                "200": returns(
+                    "The connector's Mandatory fields the mapping does not fill.",
+                    array_of("FieldMetadata"),
+                )
+            },
+        ),
+        "SupportsAdvancedSearch": operation(
+            "SupportsAdvancedSearch: whether the connector can search actors",
+            "CrmActorTypeRequest",
+            {"200": returns("true: it can.", {"type": "boolean"})},
         ),
     }
     for name, item in paths.items():

@@ -1,8 +1,9 @@
-"""``erpsync links show|create|connect|break``: a CRM record's links, through the API.
+"""``erpsync links show|compare|create|connect|break``: a CRM record's links, through the API.
 
 Over the ErpSync agent's link endpoints (GetConnectionsAndDisplayFields, CreateActorLink,
-ConnectActor, BreakActorLink), so the API's rules hold: a record links to one actor per
-connection, an actor to one record, and the caller's connection allow-list applies.
+ConnectActor, BreakActorLink) and read-through endpoints (GetFieldValuesFromCrm,
+GetFieldValuesFromErp), so the API's rules hold: a record links to one actor per connection,
+an actor to one record, and the caller's connection allow-list applies.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import click
 from rich.table import Table
 
 from engine.cli.client import api_from, api_options, run
+from engine.cli.common import CliError
 from engine.cli.output import console, echo_json
 
 AGENT = "/api/v1/Agents/ErpSync"
@@ -38,7 +40,7 @@ _erp_type = click.option(
 
 @click.group("links")
 def links() -> None:
-    """A CRM record's links to ERP actors: show, create, connect, break."""
+    """A CRM record's links to ERP actors: show, compare, create, connect, break."""
 
 
 def _call(kw: dict[str, Any], name: str, body: dict[str, Any]) -> tuple[bool, Any]:
@@ -80,6 +82,81 @@ def links_show(record_id: int, crm_type: str, **kw: Any) -> None:
         if row.get("ReadError"):
             fields = f"(not read: {row['ReadError']})"
         table.add_row(f"{row['ErpConnectionId']} {row['ConnectionName']}", linked, actor, fields)
+    console().print(table)
+
+
+_FLOWS = {(True, True): "<->", (False, True): "->", (True, False): "<-", (False, False): ""}
+
+
+@links.command("compare")
+@click.argument("connection", type=click.IntRange(1, 2**31 - 1))
+@click.argument("record_id", type=click.IntRange(1, 2**31 - 1))
+@click.option(
+    "--erp-key",
+    help="Compare with this actor instead of the linked one (before `links connect`).",
+)
+@_crm_type
+@_erp_type
+@api_options
+def links_compare(
+    connection: int,
+    record_id: int,
+    erp_key: str | None,
+    crm_type: str,
+    erp_type: str,
+    **kw: Any,
+) -> None:
+    """The record's CRM values beside the ERP actor's, per field CONNECTION maps, read live
+    (GetFieldValuesFromCrm, GetFieldValuesFromErp). ``->``: flows CRM to ERP; ``<-``: ERP to
+    CRM; ``*``: the values differ."""
+    as_json = kw.pop("as_json")
+    api = api_from(kw)
+
+    async def read() -> tuple[str, str, Any, Any]:
+        actor_type, key = erp_type, erp_key
+        if key is None:
+            shown = await api.json(
+                "POST",
+                f"{AGENT}/GetConnectionsAndDisplayFields",
+                json={"CrmActorType": crm_type, "EntityId": record_id},
+            )
+            row = next((r for r in shown if r["ErpConnectionId"] == connection), None)
+            if row is None or not row["Connected"]:
+                raise CliError(
+                    f"{crm_type} {record_id} is not linked on connection {connection}",
+                    hint="give --erp-key to compare with an actor there",
+                )
+            actor_type, key = row["ErpActorType"], row["ErpKey"]
+        crm = await api.json(
+            "POST",
+            f"{AGENT}/GetFieldValuesFromCrm",
+            json={"RecordId": record_id, "ActorTypeCrm": crm_type},
+        )
+        erp = await api.json(
+            "POST",
+            f"{AGENT}/GetFieldValuesFromErp",
+            json={"ErpConnectionId": connection, "ActorTypeErp": actor_type, "ErpKey": key},
+        )
+        return actor_type, key, crm, erp
+
+    actor_type, key, crm, erp = run(api, read)
+    if as_json:
+        echo_json({"ErpActorType": actor_type, "ErpKey": key, "Crm": crm, "Erp": erp})
+        return
+    crm_values = {v["CrmFieldKey"]: v["Value"] for v in crm}
+    table = Table(box=None, pad_edge=False, title=f"{crm_type} {record_id} / {actor_type} {key}")
+    for column in ("crm field", "crm", "flow", "erp", "erp field", ""):
+        table.add_column(column, overflow="fold")
+    for value in erp:
+        mine = crm_values.get(value["CrmFieldKey"])
+        table.add_row(
+            value["CrmFieldKey"],
+            repr(mine),
+            _FLOWS[(bool(value["SyncToCrm"]), bool(value["SyncToErp"]))],
+            repr(value["Value"]),
+            value.get("ErpFieldKey") or value["DisplayName"],
+            "*" if mine != value["Value"] else "",
+        )
     console().print(table)
 
 

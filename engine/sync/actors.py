@@ -1,4 +1,5 @@
-"""Single actors for the front door's link endpoints: read one, create one from a CRM record.
+"""Single actors for the front door's link and read-through endpoints: read one, create one from
+a CRM record, and what a connection says about itself (test, fields, capabilities, list items).
 
 The front door never calls a connector; it is handed an :class:`ActorDesk` (engine/app.py),
 which calls through the connection's gate like every resync does: same concurrency limit,
@@ -172,6 +173,40 @@ class ActorDesk:
         )
         actor: sdk.Actor = created.actor
         return actor
+
+    async def test(self, connection_id: int) -> sdk.TestConnectionResult:
+        """The connector's own test of its system (credentials, reachability)."""
+        handle = await self._handle(connection_id)
+        result: sdk.TestConnectionResult = await self._call(
+            handle, handle.connector.test_connection, sdk.TestConnectionInput()
+        )
+        return result
+
+    async def fields(self, connection_id: int, actor_type: str) -> list[sdk.FieldMetadata]:
+        """The connector's field metadata of ``actor_type``."""
+        handle = await self._handle(connection_id)
+        found = await self._call(handle, handle.connector.fields, sdk.FieldsInput(actor_type))
+        return list(found.fields)
+
+    async def capabilities(self, connection_id: int) -> frozenset[sdk.Capability]:
+        """What the connection's connector can do beyond reading and saving actors."""
+        handle = await self._handle(connection_id)
+        return sdk.capabilities(handle.connector)
+
+    async def list_texts(
+        self, connection_id: int, list_name: str, item_keys: Sequence[str]
+    ) -> dict[str, str]:
+        """The texts of ``item_keys`` in the connection's list ``list_name`` (key -> text);
+        empty when the connector has no list items."""
+        handle = await self._handle(connection_id)
+        if sdk.Capability.list_items not in sdk.capabilities(handle.connector):
+            return {}
+        found = await self._call(
+            handle,
+            handle.connector.list_items,
+            sdk.ListItemsInput(list_name, list(item_keys)),
+        )
+        return {item.key: item.text for item in found.items}
 
     async def close(self) -> None:
         """Close the connections this desk opened (shared ones belong to the engine)."""

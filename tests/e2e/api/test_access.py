@@ -29,11 +29,13 @@ def access_settings(
     prefix: str,
     stores: dict[int, MemoryStore],
     key: rsa.RSAPrivateKey,
+    memory: dict[str, Any] | None = None,
     **throttle: Any,
 ) -> Settings:
     """The front door's settings plus user ``limited`` (connection 1 only), an app allowed
-    connection 2 only, and the given ``auth.login_throttle`` keys."""
-    base = api_settings(database, prefix, stores, key)
+    connection 2 only, and the given ``auth.login_throttle`` keys (``memory``: memory_settings'
+    keyword arguments)."""
+    base = api_settings(database, prefix, stores, key, **(memory or {}))
     limited = {
         "name": "limited",
         "password_hash": hash_password("Limited1", iterations=1000),

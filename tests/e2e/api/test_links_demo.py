@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+import asyncpg
 import pytest
 
 from engine.devservices.processes import REPO
@@ -90,4 +91,72 @@ async def test_demo_links_and_views(demo: Service) -> None:
     ) == (
         200,
         "Person",
+    )
+
+
+async def test_demo_read_through(demo: Service, db: asyncpg.Connection) -> None:
+    """The read-through endpoints over the demo's PostgreSQL connectors: company 1 is C00001
+    on ERP 1 (its phone stale) and 10001 on ERP 2."""
+    crm = await db.fetchrow("SELECT * FROM demo_crm.contact WHERE id = 1")
+    erp1 = await db.fetchrow("SELECT * FROM demo_erp1.customer WHERE key = 'C00001'")
+    erp2 = await db.fetchrow("SELECT * FROM demo_erp2.customer WHERE id = 10001")
+    assert crm is not None and erp1 is not None and erp2 is not None
+    response = await demo.client.post(
+        f"{AGENT}/TestConnectionById", json={"ErpConnectionId": 2}, headers=AUTH
+    )
+    assert (response.status, await response.json()) == (200, True)
+    assert response.headers["X-Connection-Test-Message"].startswith("PostgreSQL ")
+
+    status, values = await post(
+        demo,
+        "GetFieldValuesFromErp",
+        {"ErpConnectionId": 1, "ActorTypeErp": "Customer", "ErpKey": "C00001"},
+    )
+    assert status == 200
+    assert [
+        (v["ErpFieldKey"], v["CrmFieldKey"], v["Value"], v["SyncToCrm"], v["SyncToErp"])
+        for v in values
+    ] == [
+        ("name", "name", erp1["name"], True, True),
+        ("vat_no", "orgnr", erp1["vat_no"], False, True),
+        ("phone", "phone", "+47 00000000", False, True),
+        ("email", "email", erp1["email"], True, True),
+        ("city", "city", erp1["city"], True, False),
+    ]
+    status, values = await post(
+        demo, "GetFieldValuesFromCrm", {"RecordId": 1, "ActorTypeCrm": "Contact"}
+    )
+    assert status == 200
+    # both ERPs' mappings: ERP 2's phone flows both ways, its town nowhere
+    assert [(v["CrmFieldKey"], v["Value"], v["SyncToCrm"], v["SyncToErp"]) for v in values] == [
+        ("name", crm["name"], True, True),
+        ("orgnr", crm["orgnr"], False, True),
+        ("phone", crm["phone"], True, True),
+        ("email", crm["email"], True, True),
+        ("city", crm["city"], True, False),
+    ]
+    # "Show in ERP tab": credit_limit is no mapped field
+    erp_tab = {
+        "ErpConnectionId": 1,
+        "CrmActorType": "Contact",
+        "EntityId": 1,
+        "FieldKeys": ["credit_limit", "name"],
+    }
+    assert await post(demo, "GetErpFieldValues", erp_tab) == (200, ["10001.00", erp1["name"]])
+    assert await post(
+        demo, "GetErpFieldValues", {**erp_tab, "ErpConnectionId": 2, "FieldKeys": ["town"]}
+    ) == (200, [erp2["town"]])
+    status, error = await post(demo, "GetErpFieldValues", {**erp_tab, "FieldKeys": ["nope"]})
+    assert (status, error["ErrorType"]) == (404, "SoNotFoundException")
+    new_actor = {"ErpConnectionId": 2, "ErpActorType": "Customer"}
+    assert await post(demo, "GetFieldsForNewErpActor", new_actor) == (200, [])
+    assert await post(demo, "SupportsAdvancedSearch", new_actor) == (200, False)
+    status, error = await post(
+        demo,
+        "GetFieldValuesFromErp",
+        {"ErpConnectionId": 2, "ActorTypeErp": "Person", "ErpKey": "99999999"},
+    )
+    assert (status, error["ErrorMessage"]) == (
+        404,
+        "Person '99999999' not found on connection 2 (Demo ERP 2)",
     )
