@@ -19,17 +19,24 @@ import structlog
 from aiohttp import web
 
 import connectors as sdk
+from engine.api.agent_args import (
+    ERPSYNC,
+    answer,
+    configured_mapping,
+    connection_argument,
+    connector_failed,
+    crm_type_argument,
+    erp_key_argument,
+    erp_type_argument,
+    record_id_argument,
+)
 from engine.api.appkeys import ERP_ACTORS, POOL, SETTINGS
-from engine.api.auth import PRINCIPAL, require_connection
+from engine.api.auth import PRINCIPAL
 from engine.api.bodies import (
     BodyShape,
-    as_int,
-    int_argument,
-    integer_text,
-    text_argument,
 )
 from engine.api.errors import ApiError
-from engine.api.render import project, respond
+from engine.api.render import respond
 from engine.api.routes import agent_arguments
 from engine.mapping.model import ActorTypeMapping
 from engine.settings import ConnectionSettings, Settings
@@ -40,8 +47,6 @@ from engine.store.results import FieldChange
 
 log = structlog.get_logger(__name__)
 
-ERPSYNC = "/api/v1/Agents/ErpSync"
-MAX_ERP_KEY = 254  # SuperOffice's ErpExternalKey.ErpKey length
 MAX_FIELD_VALUES = 500
 _BOOL_TEXTS = ("true", "false", "null", "")
 _CONNECTION_NAMESPACE = uuid.UUID("5b7d0c1e-8f64-4a8e-9a53-2f0c6d1e7a10")
@@ -68,90 +73,11 @@ _SHAPE = BodyShape(
     maps=frozenset({"erpfieldkeyvalues"}),
 )
 
-# The carrier names of nested arrays' objects, for XML.
-_ITEMS = {
-    "ErpFields": "FieldMetadata",
-    "Actors": "ErpSyncActorSummary",
-    "FieldMappings": "ErpSyncFieldMapping",
-}
 
 routes = web.RouteTableDef()
 
 
-def _answer(
-    request: web.Request,
-    data: Any,
-    select: list[list[str]] | None,
-    *,
-    root: str,
-    item: str = "item",
-) -> web.Response:
-    return respond(
-        request, project(data, select) if select else data, root=root, item=item, items=_ITEMS
-    )
-
-
 # --- arguments ---------------------------------------------------------------------------
-
-
-def _erp_connection(
-    request: web.Request, args: dict[str, Any], name: str, action: str
-) -> ConnectionSettings:
-    """The ERP connection an argument names: 404 when not configured, 403 when not allowed."""
-    connection_id = int_argument(args, name)
-    settings = request.app[SETTINGS]
-    conn = settings.connection(connection_id) if connection_id > 0 else None
-    if conn is None:
-        raise ApiError(
-            404, f"{name} {connection_id} is not a known connection", "SoNotFoundException"
-        )
-    require_connection(request[PRINCIPAL], connection_id, action)
-    return conn
-
-
-def _enum_argument(
-    args: dict[str, Any], name: str, enum: type[sdk.CrmActorType] | type[sdk.ErpActorType]
-) -> str:
-    """A CrmActorType/ErpActorType name (any casing) or its number."""
-    value = args.get(name.lower())
-    if value is None or value == "":
-        raise ApiError(400, f"{name} is required")
-    names: list[str] = [m.value for m in enum]
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        number = as_int(value, name)
-        if 0 <= number < len(names):
-            return names[number]
-    elif isinstance(value, str):
-        text = value.strip()
-        spelled = integer_text(text)
-        if spelled is not None and 0 <= spelled < len(names):
-            return names[spelled]
-        for member in names:
-            if member.lower() == text.lower():
-                return member
-    raise ApiError(400, f"{name} {str(value)[:40]!r} is not one of " + ", ".join(names))
-
-
-def _crm_type(args: dict[str, Any]) -> str:
-    return _enum_argument(args, "CrmActorType", sdk.CrmActorType)
-
-
-def _erp_type(args: dict[str, Any], name: str = "ErpActorType") -> str:
-    return _enum_argument(args, name, sdk.ErpActorType)
-
-
-def _record_id(args: dict[str, Any], name: str) -> str:
-    value = int_argument(args, name)
-    if value <= 0:
-        raise ApiError(400, f"{name} must be a positive id, got {value}")
-    return str(value)
-
-
-def _erp_key(args: dict[str, Any]) -> str:
-    key = text_argument(args, "ErpKey", MAX_ERP_KEY)
-    if key is None or not key.strip():
-        raise ApiError(400, "ErpKey is required")
-    return key
 
 
 def _mapping(conn: ConnectionSettings, erp_type: str, crm_type: str) -> ActorTypeMapping:
@@ -225,10 +151,10 @@ async def _link(
 ) -> tuple[str, str, Link]:
     """CreateActorLink and ConnectActor: link, or 409 naming the link in the way. Returns the
     CRM type and record id, and the link."""
-    crm_type = _crm_type(args)
-    record_id = _record_id(args, "CrmRecordId")
-    erp_type = _erp_type(args)
-    erp_key = _erp_key(args)
+    crm_type = crm_type_argument(args)
+    record_id = record_id_argument(args, "CrmRecordId")
+    erp_type = erp_type_argument(args)
+    erp_key = erp_key_argument(args)
     _mapping(conn, erp_type, crm_type)
     async with request.app[POOL].acquire() as db:
         internal_key = await keys_store.add_internal_key(db, crm_type, record_id)
@@ -274,7 +200,7 @@ def _conflict(
 async def create_actor_link(request: web.Request) -> web.Response:
     """Link a CRM record to an ERP actor: ``true`` once linked (also when it already was)."""
     args, _ = await agent_arguments(request, _SHAPE)
-    conn = _erp_connection(request, args, "ErpConnectionId", "link records on")
+    conn = connection_argument(request, args, "ErpConnectionId", "link records on")
     await _link(request, conn, args)
     return respond(request, True, root="boolean")
 
@@ -285,8 +211,8 @@ async def connect_actor(request: web.Request) -> web.Response:
     ``SyncToCrm`` is written to the CRM record's field, one with ``SyncToErp`` to the ERP
     fields mapped to it; only values that differ are written, each logged. 204."""
     args, _ = await agent_arguments(request, _SHAPE)
-    conn = _erp_connection(request, args, "ErpConnectionId", "link records on")
-    mapping = _mapping(conn, _erp_type(args), _crm_type(args))
+    conn = connection_argument(request, args, "ErpConnectionId", "link records on")
+    mapping = _mapping(conn, erp_type_argument(args), crm_type_argument(args))
     to_crm, to_erp = _chosen_values(mapping, _field_values(args))
     crm_type, record_id, link = await _link(request, conn, args)
     changes: list[FieldChange] = []
@@ -311,7 +237,7 @@ async def connect_actor(request: web.Request) -> web.Response:
                 for erp, old_new in changed.items()
             ]
     except sdk.ConnectorError as exc:
-        raise _connector_failed(exc, "Linked, but the values were not applied: ") from None
+        raise connector_failed(exc, "Linked, but the values were not applied: ") from None
     finally:
         if changes:  # what reached a system is logged, whatever failed after it
             await links_store.log_changes(request.app[POOL], changes)
@@ -378,9 +304,9 @@ def _not_applied(status: int, reason: str) -> ApiError:
 async def break_actor_link(request: web.Request) -> web.Response:
     """Unlink: ``true`` when a link was broken, ``false`` when the record had none there."""
     args, _ = await agent_arguments(request, _SHAPE)
-    conn = _erp_connection(request, args, "ErpConnectionId", "break links on")
-    crm_type = _crm_type(args)
-    record_id = _record_id(args, "CrmRecordId")
+    conn = connection_argument(request, args, "ErpConnectionId", "break links on")
+    crm_type = crm_type_argument(args)
+    record_id = record_id_argument(args, "CrmRecordId")
     pool = request.app[POOL]
     internal_key = await links_store.internal_key_of(pool, crm_type, record_id)
     broken = None
@@ -399,10 +325,10 @@ async def create_erp_actor_from_crm(request: web.Request) -> web.Response:
     """Create the ERP actor from the CRM record (its mapped values, ``ErpFieldKeyValues`` on
     top) and link it: ``true``. 409 when the record is already linked there (nothing created)."""
     args, _ = await agent_arguments(request, _SHAPE)
-    conn = _erp_connection(request, args, "ConnectionId", "create actors on")
-    crm_type = _crm_type(args)
-    record_id = _record_id(args, "CrmEntityId")
-    erp_type = _erp_type(args)
+    conn = connection_argument(request, args, "ConnectionId", "create actors on")
+    crm_type = crm_type_argument(args)
+    record_id = record_id_argument(args, "CrmEntityId")
+    erp_type = erp_type_argument(args)
     _mapping(conn, erp_type, crm_type)
     values = _erp_field_values(args)
     pool = request.app[POOL]
@@ -423,7 +349,7 @@ async def create_erp_actor_from_crm(request: web.Request) -> web.Response:
             f"erpsync:{internal_key}:{conn.id}",
         )
     except sdk.ConnectorError as exc:
-        raise _connector_failed(exc) from None
+        raise connector_failed(exc) from None
     if actor is None:
         raise ApiError(404, f"{crm_type} {record_id} not found in the CRM", "SoNotFoundException")
     async with pool.acquire() as db:
@@ -441,23 +367,13 @@ async def create_erp_actor_from_crm(request: web.Request) -> web.Response:
     return respond(request, True, root="boolean")
 
 
-def _connector_failed(exc: sdk.ConnectorError, prefix: str = "") -> ApiError:
-    if exc.kind == "permanent":
-        return ApiError(400, f"{prefix}The connection refused the request: {exc.message}")
-    return ApiError(
-        503,
-        f"{prefix}The connection is unavailable: {exc.message}; retry later",
-        headers={"Retry-After": str(max(1, round(exc.retry_after or 5)))},
-    )
-
-
 @routes.post(f"{ERPSYNC}/GetConnectionsAndDisplayFields")
 async def get_connections_and_display_fields(request: web.Request) -> web.Response:
     """Per ERP connection mapping the record's CRM type: linked or not, with the linked
     actor's mapped fields read live (erpsync's ``Value``)."""
     args, select = await agent_arguments(request, _SHAPE)
-    crm_type = _crm_type(args)
-    record_id = _record_id(args, "EntityId")
+    crm_type = crm_type_argument(args)
+    record_id = record_id_argument(args, "EntityId")
     settings, principal = request.app[SETTINGS], request[PRINCIPAL]
     pool = request.app[POOL]
     internal_key = await links_store.internal_key_of(pool, crm_type, record_id)
@@ -479,9 +395,7 @@ async def get_connections_and_display_fields(request: web.Request) -> web.Respon
             for c in shown
         )
     )
-    return _answer(
-        request, reads, select, root="ArrayOfErpConnectionData", item="ErpConnectionData"
-    )
+    return answer(request, reads, select, root="ArrayOfErpConnectionData", item="ErpConnectionData")
 
 
 async def _display(
@@ -597,15 +511,15 @@ async def get_all_connections(request: web.Request) -> web.Response:
     _bool_argument(args, "IncludeDeleted")  # nothing is deleted: configured means present
     settings, principal = request.app[SETTINGS], request[PRINCIPAL]
     shown = [erp_connection(settings, c) for c in settings.connections if principal.may_touch(c.id)]
-    return _answer(request, shown, select, root="ArrayOfErpConnection", item="ErpConnection")
+    return answer(request, shown, select, root="ArrayOfErpConnection", item="ErpConnection")
 
 
 @routes.post(f"{ERPSYNC}/GetConnection")
 async def get_connection(request: web.Request) -> web.Response:
     args, select = await agent_arguments(request, _SHAPE)
-    conn = _erp_connection(request, args, "ErpConnectionId", "read")
+    conn = connection_argument(request, args, "ErpConnectionId", "read")
     info = erp_connection(request.app[SETTINGS], conn)
-    return _answer(request, info, select, root="ErpConnection")
+    return answer(request, info, select, root="ErpConnection")
 
 
 @routes.post(f"{ERPSYNC}/GetErpSyncConnectionSummary")
@@ -613,7 +527,7 @@ async def get_erp_sync_connection_summary(request: web.Request) -> web.Response:
     """The connection, its actor types and its last sync (the latest finished task with
     outcomes there), with erpsync's counts."""
     args, select = await agent_arguments(request, _SHAPE)
-    conn = _erp_connection(request, args, "ErpSyncConnectionId", "read")
+    conn = connection_argument(request, args, "ErpSyncConnectionId", "read")
     async with request.app[POOL].acquire() as db:
         activity = await links_store.activity(db, conn.id)
     summary = {
@@ -645,15 +559,15 @@ async def get_erp_sync_connection_summary(request: web.Request) -> web.Response:
         "LastTaskId": activity.last_task_id,
         "LastTaskOutcomes": activity.last_outcomes,
     }
-    return _answer(request, summary, select, root="ErpSyncConnectionSummary")
+    return answer(request, summary, select, root="ErpSyncConnectionSummary")
 
 
 @routes.post(f"{ERPSYNC}/GetActorTypeMapping")
 async def get_actor_type_mapping(request: web.Request) -> web.Response:
     args, select = await agent_arguments(request, _SHAPE)
-    conn = _erp_connection(request, args, "ErpConnectionId", "read")
-    erp_type = _erp_type(args, "ActorType")
-    mapping = _configured_mapping(conn, erp_type)
+    conn = connection_argument(request, args, "ErpConnectionId", "read")
+    erp_type = erp_type_argument(args, "ActorType")
+    mapping = configured_mapping(conn, erp_type)
     info = {
         "ErpConnectionId": conn.id,
         "IsActive": True,
@@ -687,23 +601,12 @@ async def get_actor_type_mapping(request: web.Request) -> web.Response:
         "FieldProperties": {},
         "CreateMissing": mapping.create_missing,  # erpsync's
     }
-    return _answer(request, info, select, root="ErpSyncActorTypeMapping")
+    return answer(request, info, select, root="ErpSyncActorTypeMapping")
 
 
 @routes.post(f"{ERPSYNC}/GetCrmActorType")
 async def get_crm_actor_type(request: web.Request) -> web.Response:
     args, _ = await agent_arguments(request, _SHAPE)
-    conn = _erp_connection(request, args, "ErpConnectionId", "read")
-    mapping = _configured_mapping(conn, _erp_type(args))
+    conn = connection_argument(request, args, "ErpConnectionId", "read")
+    mapping = configured_mapping(conn, erp_type_argument(args))
     return respond(request, mapping.crm.value, root="string")
-
-
-def _configured_mapping(conn: ConnectionSettings, erp_type: str) -> ActorTypeMapping:
-    mapping = conn.mapping_for(erp_type)
-    if mapping is None:
-        raise ApiError(
-            404,
-            f"Connection {conn.id} ({conn.name}) has no {erp_type} actor type",
-            "SoNotFoundException",
-        )
-    return mapping

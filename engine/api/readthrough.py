@@ -3,10 +3,10 @@
 ``TestConnectionById``, ``GetFieldValuesFromCrm``, ``GetFieldValuesFromErp``,
 ``GetErpFieldValues``, ``GetFieldsForNewErpActor`` and ``SupportsAdvancedSearch``, for the
 clients that build the "ERP tab" and the connect dialog around the link endpoints
-(engine/api/links.py, whose argument rules and allow-list they share). Shapes follow
-SuperOffice's carriers (ErpSyncFieldValue, FieldMetadata); erpsync's additions are named in
-docs/api.md. Every connector call goes through the ActorDesk (engine.sync's gates). A Password
-field's value never leaves: it reads as null.
+(engine/api/links.py; the argument rules and allow-list of both are in
+engine/api/agent_args.py). Shapes follow SuperOffice's carriers (ErpSyncFieldValue,
+FieldMetadata); erpsync's additions are named in docs/api.md. Every connector call goes through
+the ActorDesk (engine.sync's gates). A Password field's value never leaves: it reads as null.
 """
 
 from __future__ import annotations
@@ -19,22 +19,22 @@ import structlog
 from aiohttp import web
 
 import connectors as sdk
+from engine.api.agent_args import (
+    ERPSYNC,
+    answer,
+    configured_mapping,
+    connection_argument,
+    connector_failed,
+    crm_type_argument,
+    enum_argument,
+    erp_key_argument,
+    erp_type_argument,
+    record_id_argument,
+)
 from engine.api.appkeys import ERP_ACTORS, POOL, SETTINGS
 from engine.api.auth import PRINCIPAL
 from engine.api.bodies import BodyShape
 from engine.api.errors import ApiError
-from engine.api.links import (
-    ERPSYNC,
-    _answer,
-    _configured_mapping,
-    _connector_failed,
-    _crm_type,
-    _enum_argument,
-    _erp_connection,
-    _erp_key,
-    _erp_type,
-    _record_id,
-)
 from engine.api.render import respond
 from engine.api.routes import agent_arguments
 from engine.settings import ConnectionSettings
@@ -178,7 +178,7 @@ async def _read(
         if actor is not None:
             texts = await _list_texts(request, connection_id, actor, metadata)
     except sdk.ConnectorError as exc:
-        raise _connector_failed(exc) from None
+        raise connector_failed(exc) from None
     return actor, metadata, texts
 
 
@@ -217,7 +217,7 @@ async def _list_texts(
 async def test_connection_by_id(request: web.Request) -> web.Response:
     """The connector's test of its system: ``true`` or ``false`` (the reason in a header)."""
     args, _ = await agent_arguments(request, _SHAPE)
-    conn = _erp_connection(request, args, "ErpConnectionId", "test")
+    conn = connection_argument(request, args, "ErpConnectionId", "test")
     try:
         result = await request.app[ERP_ACTORS].test(conn.id)
         ok, message = result.ok, result.message
@@ -238,8 +238,8 @@ async def get_field_values_from_crm(request: web.Request) -> web.Response:
     """The CRM record's fields mapped on the connections the caller may touch, read live;
     SyncToCrm/SyncToErp when any of those mappings flows that way."""
     args, select = await agent_arguments(request, _SHAPE)
-    crm_type = _enum_argument(args, "ActorTypeCrm", sdk.CrmActorType)
-    record_id = _record_id(args, "RecordId")
+    crm_type = enum_argument(args, "ActorTypeCrm", sdk.CrmActorType)
+    record_id = record_id_argument(args, "RecordId")
     settings, principal = request.app[SETTINGS], request[PRINCIPAL]
     mapping_crm = [m for c in settings.connections for m in c.actor_types if m.crm == crm_type]
     if not mapping_crm:
@@ -260,7 +260,7 @@ async def get_field_values_from_crm(request: web.Request) -> web.Response:
                     to_erp or erp_field.direction.to_erp_enabled,
                 )
     if not flows:
-        return _answer(
+        return answer(
             request, [], select, root="ArrayOfErpSyncFieldValue", item="ErpSyncFieldValue"
         )
     record, metadata, texts = await _read(request, 0, crm_type, record_id, list(flows))
@@ -278,7 +278,7 @@ async def get_field_values_from_crm(request: web.Request) -> web.Response:
         )
         for key, (to_crm, to_erp) in flows.items()
     ]
-    return _answer(
+    return answer(
         request, values, select, root="ArrayOfErpSyncFieldValue", item="ErpSyncFieldValue"
     )
 
@@ -287,9 +287,9 @@ async def get_field_values_from_crm(request: web.Request) -> web.Response:
 async def get_field_values_from_erp(request: web.Request) -> web.Response:
     """The ERP actor's mapped fields, read live, each with its CRM field and directions."""
     args, select = await agent_arguments(request, _SHAPE)
-    conn = _erp_connection(request, args, "ErpConnectionId", "read")
-    mapping = _configured_mapping(conn, _erp_type(args, "ActorTypeErp"))
-    erp_key = _erp_key(args)
+    conn = connection_argument(request, args, "ErpConnectionId", "read")
+    mapping = configured_mapping(conn, erp_type_argument(args, "ActorTypeErp"))
+    erp_key = erp_key_argument(args)
     erp_type = mapping.erp.value
     actor, metadata, texts = await _read(request, conn.id, erp_type, erp_key, list(mapping.fields))
     if actor is None:
@@ -309,7 +309,7 @@ async def get_field_values_from_erp(request: web.Request) -> web.Response:
         }
         for erp_field, f in mapping.fields.items()
     ]
-    return _answer(
+    return answer(
         request, values, select, root="ArrayOfErpSyncFieldValue", item="ErpSyncFieldValue"
     )
 
@@ -327,9 +327,9 @@ async def get_erp_field_values(request: web.Request) -> web.Response:
     """The values of ``FieldKeys`` (any field of the linked actor's type, mapped or not) of the
     ERP actor the CRM record is linked to on the connection, in the same order."""
     args, _ = await agent_arguments(request, _SHAPE)
-    conn = _erp_connection(request, args, "ErpConnectionId", "read")
-    crm_type = _crm_type(args)
-    record_id = _record_id(args, "EntityId")
+    conn = connection_argument(request, args, "ErpConnectionId", "read")
+    crm_type = crm_type_argument(args)
+    record_id = record_id_argument(args, "EntityId")
     keys = field_keys(args)
     if not any(m.crm == crm_type for m in conn.actor_types):
         raise ApiError(
@@ -354,7 +354,7 @@ async def get_erp_field_values(request: web.Request) -> web.Response:
     try:
         described = {m.key: m for m in await desk.fields(conn.id, link.erp_actor_type)}
     except sdk.ConnectorError as exc:
-        raise _connector_failed(exc) from None
+        raise connector_failed(exc) from None
     for index, key in enumerate(keys):
         if key not in described:
             raise ApiError(
@@ -368,7 +368,7 @@ async def get_erp_field_values(request: web.Request) -> web.Response:
             conn.id, link.erp_actor_type, link.erp_key, list(dict.fromkeys(keys))
         )
     except sdk.ConnectorError as exc:
-        raise _connector_failed(exc) from None
+        raise connector_failed(exc) from None
     if actor is None:
         raise _actor_not_found(conn, link.erp_actor_type, link.erp_key)
     values = [shown_value(described[key], actor.fields.get(key)) for key in keys]
@@ -380,24 +380,24 @@ async def get_fields_for_new_erp_actor(request: web.Request) -> web.Response:
     """The fields a user must fill to create the ERP actor (CreateErpActorFromCrm's
     ErpFieldKeyValues): the connector's Mandatory fields the mapping does not fill."""
     args, select = await agent_arguments(request, _SHAPE)
-    conn = _erp_connection(request, args, "ErpConnectionId", "read")
-    mapping = _configured_mapping(conn, _erp_type(args))
+    conn = connection_argument(request, args, "ErpConnectionId", "read")
+    mapping = configured_mapping(conn, erp_type_argument(args))
     try:
         metadata = await request.app[ERP_ACTORS].fields(conn.id, mapping.erp.value)
     except sdk.ConnectorError as exc:
-        raise _connector_failed(exc) from None
+        raise connector_failed(exc) from None
     fields = fields_for_new_actor(metadata, (erp for erp, _ in mapping.to_erp_pairs))
-    return _answer(request, fields, select, root="ArrayOfFieldMetadata", item="FieldMetadata")
+    return answer(request, fields, select, root="ArrayOfFieldMetadata", item="FieldMetadata")
 
 
 @routes.post(f"{ERPSYNC}/SupportsAdvancedSearch")
 async def supports_advanced_search(request: web.Request) -> web.Response:
     """``true`` when the connection's connector can search actors (the search capability)."""
     args, _ = await agent_arguments(request, _SHAPE)
-    conn = _erp_connection(request, args, "ErpConnectionId", "read")
-    _configured_mapping(conn, _erp_type(args))
+    conn = connection_argument(request, args, "ErpConnectionId", "read")
+    configured_mapping(conn, erp_type_argument(args))
     try:
         found = await request.app[ERP_ACTORS].capabilities(conn.id)
     except sdk.ConnectorError as exc:
-        raise _connector_failed(exc) from None
+        raise connector_failed(exc) from None
     return respond(request, sdk.Capability.search in found, root="boolean")

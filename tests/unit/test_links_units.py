@@ -9,8 +9,9 @@ import pytest
 
 import connectors as sdk
 from connectors.memory import MemoryStore
+from engine.api.agent_args import crm_type_argument, erp_type_argument
 from engine.api.errors import ApiError
-from engine.api.links import _chosen_values, _crm_type, _erp_type, connection_guid
+from engine.api.links import _chosen_values, connection_guid
 from engine.api.xmlbody import xml_arguments
 from engine.observability.metrics import Metrics
 from engine.settings import Settings
@@ -36,14 +37,14 @@ def settings(stores: dict[int, MemoryStore]) -> Settings:
 
 
 def test_actor_types_bind_by_name_in_any_casing_or_by_number() -> None:
-    assert _crm_type({"crmactortype": "contact"}) == "Contact"
-    assert _crm_type({"crmactortype": 2}) == "Person"
-    assert _crm_type({"crmactortype": "1"}) == "Contact"
-    assert _crm_type({"crmactortype": 1.0}) == "Contact"
-    assert _erp_type({"erpactortype": "SUPPLIER"}) == "Supplier"
+    assert crm_type_argument({"crmactortype": "contact"}) == "Contact"
+    assert crm_type_argument({"crmactortype": 2}) == "Person"
+    assert crm_type_argument({"crmactortype": "1"}) == "Contact"
+    assert crm_type_argument({"crmactortype": 1.0}) == "Contact"
+    assert erp_type_argument({"erpactortype": "SUPPLIER"}) == "Supplier"
     for bad in ("Company", 9, "", None, True):
         with pytest.raises(ApiError) as refused:
-            _crm_type({"crmactortype": bad})
+            crm_type_argument({"crmactortype": bad})
         assert refused.value.status == 400
 
 
