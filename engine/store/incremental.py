@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
@@ -29,10 +29,12 @@ class EngineState:
 @dataclass(frozen=True, slots=True)
 class Watermark:
     """Where a connection's actor type was read up to: the connector's ``last_modified`` and the
-    keys already handled at exactly that position (the tie-breaker)."""
+    keys already handled at exactly that position (the tie-breaker); with an overlap, also the
+    keys handled within it (key -> position), so that its re-read queues none of them again."""
 
     since: str | None
     seen_keys: tuple[str, ...] = ()
+    recent: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +43,8 @@ class RunCounts:
     queued: int = 0
     echoes: int = 0
     unlinked: int = 0
+    late: int = 0
+    """Changed actors the overlap found behind the watermark (committed late)."""
 
 
 async def ensure(
@@ -226,12 +230,16 @@ async def watermark(conn: Executor, connection_id: int, actor_type: str) -> Wate
     """The stored watermark; None when this actor type was never read."""
     row = await conn.fetchrow(
         """
-        SELECT since, seen_keys FROM sync_watermarks WHERE connection_id = $1 AND actor_type = $2
+        SELECT since, seen_keys, recent FROM sync_watermarks
+        WHERE connection_id = $1 AND actor_type = $2
         """,
         connection_id,
         actor_type,
     )
-    return None if row is None else Watermark(row[0], tuple(row[1]))
+    if row is None:
+        return None
+    recent = json.loads(row[2]) if isinstance(row[2], str) else row[2]
+    return Watermark(row[0], tuple(row[1]), recent)
 
 
 async def move_watermark(
@@ -240,11 +248,12 @@ async def move_watermark(
     """Store the watermark if this worker still holds the run (False: it lost the claim)."""
     value = await conn.fetchval(
         """
-        INSERT INTO sync_watermarks (connection_id, actor_type, since, seen_keys)
-        SELECT $1, $2, $3, $4 WHERE EXISTS (
+        INSERT INTO sync_watermarks (connection_id, actor_type, since, seen_keys, recent)
+        SELECT $1, $2, $3, $4, $6::text::jsonb WHERE EXISTS (
             SELECT 1 FROM sync_connections WHERE connection_id = $1 AND run_by = $5)
         ON CONFLICT (connection_id, actor_type) DO UPDATE
-        SET since = EXCLUDED.since, seen_keys = EXCLUDED.seen_keys, moved_at = now()
+        SET since = EXCLUDED.since, seen_keys = EXCLUDED.seen_keys, recent = EXCLUDED.recent,
+            moved_at = now()
         RETURNING 1
         """,
         connection_id,
@@ -252,6 +261,7 @@ async def move_watermark(
         mark.since,
         list(mark.seen_keys),
         worker,
+        json.dumps(dict(mark.recent)),
     )
     return value is not None
 

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import asyncpg
@@ -36,6 +37,7 @@ from engine.store import Connection, tasks
 from engine.store import incremental as store
 from engine.store import keys as keys_store
 from engine.store.incremental import SYNC_TASK_NAME, RunCounts, Watermark
+from engine.sync import positions
 from engine.sync.background import cancel_until_done
 from engine.sync.connections import CallFailed, ConnectionHandle, Connections
 
@@ -56,22 +58,51 @@ class _Page:
     counts: RunCounts = field(default_factory=RunCounts)
 
 
-def next_watermark(mark: Watermark, actors: Sequence[sdk.Actor]) -> Watermark:
+def next_watermark(mark: Watermark, actors: Sequence[sdk.Actor], overlap: float = 0.0) -> Watermark:
     """The watermark after ``actors`` (a page, oldest first): the last one's position and every
-    key handled at exactly that position (the tie-breaker for actors sharing a timestamp)."""
+    key handled at exactly that position (the tie-breaker for actors sharing a timestamp).
+
+    With an ``overlap`` (seconds; positions that read as times) a page of the re-read may end
+    behind the watermark, which then stays; every key read is remembered with its position
+    while that is within the overlap of the watermark (``recent``)."""
     if not actors:
         return mark
-    since = actors[-1].last_modified
-    seen = {a.key for a in actors if a.last_modified == since}
-    if since == mark.since:
-        seen |= set(mark.seen_keys)
-    return Watermark(since, tuple(sorted(seen)))
+    last = actors[-1].last_modified
+    if overlap and _behind(last, mark.since):
+        since, seen = mark.since, set(mark.seen_keys)
+    else:
+        since = last
+        seen = {a.key for a in actors if a.last_modified == since}
+        if since == mark.since:
+            seen |= set(mark.seen_keys)
+    recent: dict[str, str] = {}
+    floor = positions.instant(since)
+    if overlap and floor is not None:
+        floor -= round(overlap * 1e9)
+        merged = {**mark.recent, **{a.key: a.last_modified for a in actors if a.last_modified}}
+        for key, position in merged.items():
+            at = positions.instant(position)
+            if at is not None and at >= floor:
+                recent[key] = position
+    return Watermark(since, tuple(sorted(seen)), recent)
 
 
 def fresh(mark: Watermark, actors: Sequence[sdk.Actor]) -> list[sdk.Actor]:
-    """The actors not handled yet: those at the watermark's position already seen are not."""
+    """The actors not handled yet: those at the watermark's position already seen are not, nor
+    those the overlap reads again at the position they were handled at."""
     seen = set(mark.seen_keys)
-    return [a for a in actors if not (a.last_modified == mark.since and a.key in seen)]
+    return [
+        a
+        for a in actors
+        if not (a.last_modified == mark.since and a.key in seen)
+        and not (a.key in mark.recent and mark.recent[a.key] == a.last_modified)
+    ]
+
+
+def _behind(position: str | None, mark: str | None) -> bool:
+    """``position`` is before ``mark`` (both read as times)."""
+    at, limit = positions.instant(position), positions.instant(mark)
+    return at is not None and limit is not None and at < limit
 
 
 class IncrementalRun:
@@ -92,6 +123,7 @@ class IncrementalRun:
         self.publisher = publisher
         self.worker = worker
         self.metrics = metrics
+        self._warned: set[tuple[int, str]] = set()
 
     def actor_types(self, connection_id: int) -> list[str]:
         """The actor types a connection's changes are read for: its mapped ERP types, or for
@@ -139,29 +171,92 @@ class IncrementalRun:
         stored = await store.watermark(conn, handle.id, actor_type)
         baseline = stored is None and not full
         mark = stored or Watermark(None)
+        overlap = self.overlap(handle, actor_type)
+        since = mark.since
+        if overlap and mark.since is not None:
+            since = positions.earlier(mark.since, overlap)
+            if since is None:  # not a time: nothing to subtract from
+                self._not_a_time(handle, actor_type, mark.since)
+                overlap, since = 0.0, mark.since
+        start = positions.instant(mark.since) if overlap else None
         fields = self._fields(handle.id, actor_type)
         cursor: str | None = None
+        horizon: dt.datetime | None = None
         while True:
             page = await handle.call(
                 handle.connector.get_actors_changed_since,
                 sdk.ChangedSinceInput(
-                    actor_type,
-                    mark.since,
-                    fields,
-                    cursor=cursor,
-                    limit=self.settings.sync.page_size,
+                    actor_type, since, fields, cursor=cursor, limit=self.settings.sync.page_size
                 ),
             )
+            if page.horizon is not None and (horizon is None or page.horizon < horizon):
+                horizon = page.horizon
             actors = list(page.actors)
             todo = [] if baseline else fresh(mark, actors)
             work = await self._resolve(conn, handle, actor_type, todo)
-            moved = next_watermark(mark, actors)
+            if start is not None:
+                late = sum(1 for a in todo if (positions.instant(a.last_modified) or start) < start)
+                work.counts = replace(work.counts, late=late)
+            moved = next_watermark(mark, actors, overlap)
             await self._commit(conn, handle.id, actor_type, moved, work)
             mark = moved
             total = _add(total, work.counts)
             if page.next_cursor is None or not actors:
-                return total
+                break
             cursor = page.next_cursor
+        if total.late:
+            log.warning(
+                "late changes found by the overlap re-read",
+                connection=handle.id,
+                connection_name=handle.settings.name,
+                actor_type=actor_type,
+                late=total.late,
+                overlap=overlap,
+            )
+        self._horizon(handle, actor_type, horizon)
+        return total
+
+    def overlap(self, handle: ConnectionHandle, actor_type: str) -> float:
+        """Seconds re-read before the watermark: the connection's ``sync_overlap``, else none
+        for a horizon-safe connector and ``sync.overlap`` for any other."""
+        if handle.settings.sync_overlap is not None:
+            return handle.settings.sync_overlap
+        safe = getattr(handle.connector, "changed_since_horizon_safe", None)
+        if callable(safe) and safe(actor_type):
+            return 0.0
+        return self.settings.sync.overlap
+
+    def _not_a_time(self, handle: ConnectionHandle, actor_type: str, position: str) -> None:
+        if (handle.id, actor_type) in self._warned:
+            return
+        self._warned.add((handle.id, actor_type))
+        log.warning(
+            "sync overlap not applied: positions do not read as times",
+            connection=handle.id,
+            connection_name=handle.settings.name,
+            actor_type=actor_type,
+            position=position[:40],
+        )
+
+    def _horizon(
+        self, handle: ConnectionHandle, actor_type: str, horizon: dt.datetime | None
+    ) -> None:
+        """Report how far the connector's horizon held this read behind now."""
+        if horizon is not None and horizon.tzinfo is None:
+            horizon = horizon.replace(tzinfo=dt.UTC)
+        lag = 0.0 if horizon is None else (dt.datetime.now(dt.UTC) - horizon).total_seconds()
+        if self.metrics is not None:
+            self.metrics.sync_horizon(handle.id, actor_type, max(0.0, lag))
+        if horizon is not None and lag > self.settings.sync.horizon_warn:
+            log.warning(
+                "sync horizon held back: a change in flight since then (an open transaction?) "
+                "holds the read of later changes",
+                connection=handle.id,
+                connection_name=handle.settings.name,
+                actor_type=actor_type,
+                behind_seconds=round(lag, 1),
+                horizon=horizon.isoformat(),
+            )
 
     def _fields(self, connection_id: int, actor_type: str) -> list[str]:
         if connection_id == 0:
@@ -283,9 +378,7 @@ class IncrementalRun:
                 raise RunLost(f"run of connection {connection_id} was taken over")
         if not await store.renew(conn, connection_id, self.worker, self.settings.sync.run_lease):
             raise RunLost(f"run of connection {connection_id} was taken over")
-        page.counts = RunCounts(
-            page.counts.changed, len(ids), page.counts.echoes, page.counts.unlinked
-        )
+        page.counts = replace(page.counts, queued=len(ids))
         if task_id is not None:
             await self._publish(task_id, connection_id, ids, message_id)
 
@@ -299,7 +392,11 @@ class IncrementalRun:
 
 def _add(a: RunCounts, b: RunCounts) -> RunCounts:
     return RunCounts(
-        a.changed + b.changed, a.queued + b.queued, a.echoes + b.echoes, a.unlinked + b.unlinked
+        a.changed + b.changed,
+        a.queued + b.queued,
+        a.echoes + b.echoes,
+        a.unlinked + b.unlinked,
+        a.late + b.late,
     )
 
 
@@ -376,6 +473,7 @@ class Scheduler:
                 queued=counts.queued,
                 echoes=counts.echoes,
                 unlinked=counts.unlinked,
+                late=counts.late,
                 seconds=round(time.monotonic() - started, 3),
             )
 
