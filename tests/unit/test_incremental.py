@@ -9,6 +9,7 @@ from engine.api.engine_control import format_interval, parse_interval
 from engine.mapping import values as mp
 from engine.mapping.model import ActorTypeMapping, ConflictRule
 from engine.store.incremental import Watermark
+from engine.sync import positions
 from engine.sync.incremental import fresh, next_watermark
 
 Changes = dict[str, tuple[sdk.FieldValue, sdk.FieldValue]]
@@ -35,6 +36,64 @@ def test_actors_seen_at_the_watermark_are_not_handled_again() -> None:
     mark = Watermark("2", ("b",))
     page = [actor("b", "2"), actor("c", "2"), actor("b2", "3"), actor("b", "4")]
     assert [a.key for a in fresh(mark, page)] == ["c", "b2", "b"]
+
+
+@pytest.mark.parametrize(
+    ("position", "seconds", "before"),
+    [
+        ("2026-12-07T10:00:00.123456Z", 300, "2026-12-07T09:55:00.123456Z"),
+        ("2026-12-07 10:00:00.5+00", 0.25, "2026-12-07 10:00:00.2+00"),  # postgres' text
+        ("2026-12-07 10:00:00+01:00", 0.5, "2026-12-07 09:59:59+01:00"),  # rounded down
+        ("2026-12-07T00:00:30.1234567", 60, "2026-12-06T23:59:30.1234567"),  # .NET's 7 digits
+        ("1796637601000000", 1.5, "1796637599500000"),  # epoch microseconds
+        ("1796637601000", 300, "1796637301000"),  # epoch milliseconds
+        ("1796637601", 0.1, "1796637600"),  # epoch seconds
+    ],
+)
+def test_a_position_that_reads_as_a_time_goes_back_in_its_own_shape(
+    position: str, seconds: float, before: str
+) -> None:
+    assert positions.earlier(position, seconds) == before
+    at, back = positions.instant(position), positions.instant(before)
+    assert at is not None and back is not None and at - back >= seconds * 1e9
+
+
+@pytest.mark.parametrize("position", ["42", "000123", "v1.2", "2026-12-07", "", None])
+def test_a_counter_or_other_text_gets_no_overlap(position: str | None) -> None:
+    assert positions.earlier(position, 300) is None
+    assert positions.instant(position) is None
+
+
+def test_instants_order_iso_positions_across_offsets_exactly() -> None:
+    assert positions.instant("2026-12-07T10:00:00+01:00") == positions.instant(
+        "2026-12-07 09:00:00Z"
+    )
+    a, b = positions.instant("1796637601000001"), positions.instant("1796637601000000")
+    assert a is not None and b is not None and a - b == 1000
+
+
+def us(seconds: float) -> str:
+    return str(1_796_637_600_000_000 + int(seconds * 1e6))
+
+
+def test_the_overlap_remembers_the_keys_handled_within_it_and_never_moves_back() -> None:
+    mark = next_watermark(Watermark(None), [actor("a", us(0)), actor("b", us(200))], 300)
+    assert mark == Watermark(us(200), ("b",), {"a": us(0), "b": us(200)})
+    # The next run re-reads from 300 s before: a page ending behind the watermark keeps it.
+    behind = next_watermark(mark, [actor("a", us(0))], 300)
+    assert behind.since == us(200) and behind.seen_keys == ("b",)
+    # Further on, keys older than the overlap before the watermark are forgotten.
+    later = next_watermark(mark, [actor("c", us(400))], 300)
+    assert later == Watermark(us(400), ("c",), {"b": us(200), "c": us(400)})
+    assert next_watermark(mark, [actor("c", us(400))]) == Watermark(us(400), ("c",))
+
+
+def test_a_re_read_drops_what_was_handled_and_keeps_a_late_commit() -> None:
+    mark = Watermark(us(200), ("b",), {"a": us(0), "b": us(200)})
+    reread = [actor("a", us(0)), actor("late", us(100)), actor("b", us(200)), actor("a2", us(201))]
+    assert [a.key for a in fresh(mark, reread)] == ["late", "a2"]
+    # The same key changed again (a new position) is a change.
+    assert [a.key for a in fresh(mark, [actor("a", us(150))])] == ["a"]
 
 
 def mapping(rule: str = "crm_wins") -> ActorTypeMapping:

@@ -1,0 +1,106 @@
+"""The continuous sync's overlap: a change committed late, stamped behind the watermark.
+
+ERP 1 is a memory system stamping its changes with epoch microseconds (positions that read as
+times) whose connector does not claim to be horizon-safe, so its runs re-read the last
+``sync.overlap`` seconds. Real RabbitMQ and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import asyncpg
+
+from connectors.memory import MemoryStore
+from engine.settings import Settings
+from engine.settings.model import SyncSettings
+from engine.store import incremental as store
+from tests.e2e.test_continuous import now, runs_after, sync_tasks_done
+from tests.support.service import Service, link
+from tests.support.settings import memory_settings
+
+LATE_BY_US = 5_000_000
+"""How far behind the watermark the late change is stamped (5 s, within the default 300)."""
+
+
+def settings(
+    database: str, prefix: str, stores: dict[int, MemoryStore], **erp1: object
+) -> Settings:
+    base = memory_settings(
+        database, prefix, {c: s.name for c, s in stores.items()}, connection_options={1: erp1}
+    )
+    sync = SyncSettings(enabled=True, initial_status="stopped", interval=1.0, tick=0.2)
+    return base.model_copy(update={"sync": sync})
+
+
+async def seed(db: asyncpg.Connection, stores: dict[int, MemoryStore]) -> None:
+    """Contacts 1 and 2, the same on every system (ERP 1's ``A<i>``, ERP 2's ``B<i>``)."""
+    stores[1].epoch_us = True
+    for i in (1, 2):
+        stores[0].put("Contact", str(i), {"name": f"Co {i}", "phone": f"{i}", "email": f"{i}@c"})
+        stores[1].put("Customer", f"A{i}", {"name": f"Co {i}", "phone": f"{i}", "email": f"{i}@c"})
+        stores[2].put("Customer", f"B{i}", {"company": f"Co {i}", "tel": f"{i}", "mail": f"{i}@c"})
+        await link(db, i, "Contact", str(i), {1: ("Customer", f"A{i}"), 2: ("Customer", f"B{i}")})
+
+
+async def commit_late(db: asyncpg.Connection, stores: dict[int, MemoryStore]) -> None:
+    """Run until ERP 1's watermark passed a change of A1, then commit a change of A2 stamped
+    behind that watermark (what a transaction that started earlier and committed now does)."""
+    await store.set_status(db, "running", "test")
+    await runs_after(db, await now(db))  # the first runs only find the end
+    stores[1].put("Customer", "A1", {"name": "Co 1", "phone": "1", "email": "new1@c"})
+    await runs_after(db, await now(db))
+    await sync_tasks_done(db)
+    assert stores[0].get("Contact", "1") == {"name": "Co 1", "phone": "1", "email": "new1@c"}
+    mark = await store.watermark(db, 1, "Customer")
+    assert mark is not None and mark.since == str(stores[1].modified[("Customer", "A1")])
+    late = int(mark.since) - LATE_BY_US
+    stores[1].put("Customer", "A2", {"name": "Late Co 2", "phone": "2", "email": "2@c"}, late)
+    await runs_after(db, await now(db))
+    await sync_tasks_done(db)
+
+
+async def logged(db: asyncpg.Connection) -> list[tuple[int, int, str, bool]]:
+    rows = await db.fetch(
+        "SELECT connection_id, internal_key_id, erp_field, target_is_crm FROM sync_log ORDER BY id"
+    )
+    return [(r[0], r[1], r[2], r[3]) for r in rows]
+
+
+async def test_the_overlap_finds_a_change_committed_behind_the_watermark_once(
+    database: str, db: asyncpg.Connection, broker_prefix: str, stores: dict[int, MemoryStore]
+) -> None:
+    await seed(db, stores)
+    async with Service(settings(database, broker_prefix, stores)):
+        await commit_late(db, stores)
+        assert stores[0].get("Contact", "2") == {"name": "Late Co 2", "phone": "2", "email": "2@c"}
+        assert stores[2].get("Customer", "B2") == {
+            "company": "Late Co 2",
+            "tel": "2",
+            "mail": "2@c",
+        }
+        rows = await logged(db)
+        # One row per changed field: A1's email (to the CRM, then ERP 2), A2's name (likewise).
+        assert sorted(rows) == [
+            (1, 1, "email", True),
+            (1, 2, "name", True),
+            (2, 1, "mail", False),
+            (2, 2, "company", False),
+        ], rows
+        # Runs after re-read A1 and A2 within the overlap: nothing is queued or logged again.
+        tasks = await db.fetchval("SELECT count(*) FROM batch_tasks")
+        again = await runs_after(db, await now(db))
+        assert [r["last_queued"] for r in again] == [0, 0, 0], [dict(r) for r in again]
+        await sync_tasks_done(db)
+        assert await logged(db) == rows
+        assert await db.fetchval("SELECT count(*) FROM batch_tasks") == tasks
+        mark = await store.watermark(db, 1, "Customer")
+        assert mark is not None and set(mark.recent) == {"A1", "A2"}, mark
+
+
+async def test_without_the_overlap_the_late_change_is_never_read(
+    database: str, db: asyncpg.Connection, broker_prefix: str, stores: dict[int, MemoryStore]
+) -> None:
+    await seed(db, stores)
+    async with Service(settings(database, broker_prefix, stores, sync_overlap=0)):
+        await commit_late(db, stores)
+        assert stores[0].get("Contact", "2") == {"name": "Co 2", "phone": "2", "email": "2@c"}
+        assert [r for r in await logged(db) if r[1] == 2] == []
