@@ -8,14 +8,19 @@ times) whose connector does not claim to be horizon-safe, so its runs re-read th
 from __future__ import annotations
 
 import asyncpg
+import pytest
 
 from connectors.memory import MemoryStore
 from engine.settings import Settings
 from engine.settings.model import SyncSettings
+from engine.store import demo
 from engine.store import incremental as store
-from tests.e2e.test_continuous import now, runs_after, sync_tasks_done
+from tests.e2e.ops.test_metrics import Samples, scrape, value
+from tests.e2e.test_continuous import demo_settings, now, runs_after, sync_tasks_done
+from tests.support import services
 from tests.support.service import Service, link
 from tests.support.settings import memory_settings
+from tests.support.waiting import wait_for
 
 LATE_BY_US = 5_000_000
 """How far behind the watermark the late change is stamped (5 s, within the default 300)."""
@@ -104,3 +109,39 @@ async def test_without_the_overlap_the_late_change_is_never_read(
         await commit_late(db, stores)
         assert stores[0].get("Contact", "2") == {"name": "Co 2", "phone": "2", "email": "2@c"}
         assert [r for r in await logged(db) if r[1] == 2] == []
+
+
+async def test_a_long_open_transaction_shows_as_horizon_lag_and_a_warning(
+    database: str, db: asyncpg.Connection, broker_prefix: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """The demo's postgres connectors hold their reads back to the oldest open transaction; a
+    transaction left open shows per connection on /metrics and as a warning naming it."""
+    await demo.seed(db)
+    holder = await asyncpg.connect(services.database_url(database))
+    try:
+        async with Service(demo_settings(database, broker_prefix, horizon_warn="0.5")) as service:
+            held = holder.transaction()
+            await held.start()
+            await holder.execute("SELECT 1")  # the transaction starts with its first statement
+            await store.set_status(db, "running", "test")
+
+            def lag(samples: Samples) -> float:
+                labels = {"connection": "1", "actor_type": "Customer"}
+                return value(samples, "erpsync_sync_horizon_lag_seconds", **labels)
+
+            samples = await wait_for(
+                lambda: scrape(service), lambda s: lag(s) > 0.5, what="the horizon lag"
+            )
+            out = capfd.readouterr().out
+            warnings = [line for line in out.splitlines() if "sync horizon held back" in line]
+            assert any(
+                "connection=1 " in w and "connection_name='Demo ERP 1'" in w for w in warnings
+            ), warnings or out[-2000:]
+            assert not any("postgres" in w and "://" in w for w in warnings), warnings
+            await held.rollback()
+            samples = await wait_for(
+                lambda: scrape(service), lambda s: lag(s) < 0.5, what="the lag gone"
+            )
+            assert lag(samples) >= 0
+    finally:
+        await holder.close()
