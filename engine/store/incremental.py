@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -30,11 +30,12 @@ class EngineState:
 class Watermark:
     """Where a connection's actor type was read up to: the connector's ``last_modified`` and the
     keys already handled at exactly that position (the tie-breaker); with an overlap, also the
-    keys handled within it (key -> position), so that its re-read queues none of them again."""
+    keys handled within it (key -> position), so that its re-read queues none of them again
+    (None: not recorded, the connection had no overlap)."""
 
     since: str | None
     seen_keys: tuple[str, ...] = ()
-    recent: Mapping[str, str] = field(default_factory=dict)
+    recent: Mapping[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,7 +240,7 @@ async def watermark(conn: Executor, connection_id: int, actor_type: str) -> Wate
     if row is None:
         return None
     recent = json.loads(row[2]) if isinstance(row[2], str) else row[2]
-    return Watermark(row[0], tuple(row[1]), recent)
+    return Watermark(row[0], tuple(row[1]), None if recent is None else dict(recent))
 
 
 async def move_watermark(
@@ -261,7 +262,7 @@ async def move_watermark(
         mark.since,
         list(mark.seen_keys),
         worker,
-        json.dumps(dict(mark.recent)),
+        None if mark.recent is None else json.dumps(dict(mark.recent)),
     )
     return value is not None
 

@@ -75,15 +75,16 @@ def next_watermark(mark: Watermark, actors: Sequence[sdk.Actor], overlap: float 
         seen = {a.key for a in actors if a.last_modified == since}
         if since == mark.since:
             seen |= set(mark.seen_keys)
-    recent: dict[str, str] = {}
     floor = positions.instant(since)
-    if overlap and floor is not None:
-        floor -= round(overlap * 1e9)
-        merged = {**mark.recent, **{a.key: a.last_modified for a in actors if a.last_modified}}
-        for key, position in merged.items():
-            at = positions.instant(position)
-            if at is not None and at >= floor:
-                recent[key] = position
+    if not overlap or floor is None:
+        return Watermark(since, tuple(sorted(seen)))
+    floor -= round(overlap * 1e9)
+    merged = {**(mark.recent or {}), **{a.key: a.last_modified for a in actors if a.last_modified}}
+    recent = {}
+    for key, position in merged.items():
+        at = positions.instant(position)
+        if at is not None and at >= floor:
+            recent[key] = position
     return Watermark(since, tuple(sorted(seen)), recent)
 
 
@@ -91,11 +92,12 @@ def fresh(mark: Watermark, actors: Sequence[sdk.Actor]) -> list[sdk.Actor]:
     """The actors not handled yet: those at the watermark's position already seen are not, nor
     those the overlap reads again at the position they were handled at."""
     seen = set(mark.seen_keys)
+    recent = mark.recent or {}
     return [
         a
         for a in actors
         if not (a.last_modified == mark.since and a.key in seen)
-        and not (a.key in mark.recent and mark.recent[a.key] == a.last_modified)
+        and not (a.key in recent and recent[a.key] == a.last_modified)
     ]
 
 
@@ -178,7 +180,9 @@ class IncrementalRun:
             if since is None:  # not a time: nothing to subtract from
                 self._not_a_time(handle, actor_type, mark.since)
                 overlap, since = 0.0, mark.since
-        start = positions.instant(mark.since) if overlap else None
+        origin = mark.since if overlap else None  # where the re-read's window ends
+        # No keys recorded yet (the overlap is new here): the window is taken as handled.
+        adopt = origin is not None and mark.recent is None
         fields = self._fields(handle.id, actor_type)
         cursor: str | None = None
         horizon: dt.datetime | None = None
@@ -193,10 +197,12 @@ class IncrementalRun:
                 horizon = page.horizon
             actors = list(page.actors)
             todo = [] if baseline else fresh(mark, actors)
+            late = [a for a in todo if _behind(a.last_modified, origin)]
+            if adopt:
+                todo = [a for a in todo if not _behind(a.last_modified, origin)]
             work = await self._resolve(conn, handle, actor_type, todo)
-            if start is not None:
-                late = sum(1 for a in todo if (positions.instant(a.last_modified) or start) < start)
-                work.counts = replace(work.counts, late=late)
+            if late and not adopt:
+                work.counts = replace(work.counts, late=len(late))
             moved = next_watermark(mark, actors, overlap)
             await self._commit(conn, handle.id, actor_type, moved, work)
             mark = moved

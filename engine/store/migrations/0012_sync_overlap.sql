@@ -1,5 +1,6 @@
 -- Continuous sync overlap: a run re-reads the last `sync_overlap` seconds before the watermark
 -- (a change committed late, stamped behind the watermark, is found there). The actors already
 -- handled in that window, key -> the position they were handled at, so a re-read of an
--- unchanged actor is dropped and only a late-committed one is queued.
-ALTER TABLE sync_watermarks ADD COLUMN recent jsonb NOT NULL DEFAULT '{}';
+-- unchanged actor is dropped and only a late-committed one is queued. NULL: not recorded (no
+-- overlap so far); the first re-read then takes the window as handled.
+ALTER TABLE sync_watermarks ADD COLUMN recent jsonb;
