@@ -322,7 +322,8 @@ class Connector(Protocol):
 class SupportsChangedSince(Protocol):
     """Optional capability: list actors changed on or after a ``last_modified`` value.
 
-    Experimental: the engine does not call it yet (incremental sync, issue 18).
+    Stable: the continuous sync calls it (its contract: docs/connectors.md); see also
+    :meth:`BaseConnector.changed_since_horizon_safe`.
     """
 
     async def get_actors_changed_since(self, request: ChangedSinceInput) -> ChangedSinceResult:
@@ -393,8 +394,8 @@ class BaseConnector(abc.ABC, Generic[ConfigT]):
     Implement :meth:`supported_actor_types`, :meth:`fields`, :meth:`get_actors` and
     :meth:`save_actors`; override :meth:`open`/:meth:`aclose` to manage resources and
     :meth:`create_actor` when the system can create actors. Add optional operations
-    (``get_actors_changed_since``, ``search_actors``, ``list_items``; experimental, the engine
-    does not call them yet) by defining them; :func:`capabilities` detects them.
+    (``get_actors_changed_since``, which the continuous sync calls; ``search_actors`` and
+    ``list_items``, experimental) by defining them; :func:`capabilities` detects them.
     """
 
     name: ClassVar[str] = ""
