@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+from typing import Any, cast
+
 import pytest
 
 import connectors as sdk
 from engine.api.engine_control import format_interval, parse_interval
 from engine.mapping import values as mp
 from engine.mapping.model import ActorTypeMapping, ConflictRule
+from engine.settings.model import SyncSettings
 from engine.store.incremental import Watermark
 from engine.sync import positions
-from engine.sync.incremental import fresh, next_watermark
+from engine.sync.connections import ConnectionHandle
+from engine.sync.incremental import IncrementalRun, fresh, next_watermark
+from tests.support.settings import memory_settings
 
 Changes = dict[str, tuple[sdk.FieldValue, sdk.FieldValue]]
 """What the settle functions take: field -> (the written side's value, the other side's)."""
@@ -153,3 +159,24 @@ def test_intervals_read_as_timespans_or_seconds_and_print_as_timespans() -> None
     assert format_interval(30) == "00:00:30"
     assert format_interval(0.5) == "00:00:00.500"
     assert format_interval(86_400) == "1.00:00:00"
+
+
+class _Safe:
+    def changed_since_horizon_safe(self, actor_type: str) -> bool:
+        return actor_type == "Customer"
+
+
+def test_the_overlap_is_the_connections_else_none_when_horizon_safe_else_the_default() -> None:
+    settings = memory_settings("db", "p", {0: "s0", 1: "s1", 2: "s2"})
+    settings = settings.model_copy(update={"sync": SyncSettings(overlap=120)})
+    run = IncrementalRun(settings, cast(Any, None), cast(Any, None), cast(Any, None), "w")
+
+    def handle(connector: object, overlap: float | None = None) -> ConnectionHandle:
+        conn = settings.connections[0].model_copy(update={"sync_overlap": overlap})
+        return cast(ConnectionHandle, SimpleNamespace(settings=conn, connector=connector))
+
+    assert run.overlap(handle(_Safe()), "Customer") == 0
+    assert run.overlap(handle(_Safe()), "Person") == 120
+    assert run.overlap(handle(object()), "Customer") == 120
+    assert run.overlap(handle(_Safe(), 30), "Customer") == 30
+    assert run.overlap(handle(object(), 0), "Customer") == 0
