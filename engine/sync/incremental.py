@@ -184,6 +184,7 @@ class IncrementalRun:
         # No keys recorded yet (the overlap is new here): the window is taken as handled.
         adopt = origin is not None and mark.recent is None
         fields = self._fields(handle.id, actor_type)
+        new = stored is None  # no row yet: the first page stores one, even at the start
         cursor: str | None = None
         horizon: dt.datetime | None = None
         while True:
@@ -204,8 +205,8 @@ class IncrementalRun:
             if late and not adopt:
                 work.counts = replace(work.counts, late=len(late))
             moved = next_watermark(mark, actors, overlap)
-            await self._commit(conn, handle.id, actor_type, moved, work)
-            mark = moved
+            await self._commit(conn, handle.id, actor_type, moved, work, moved != mark or new)
+            mark, new = moved, False
             total = _add(total, work.counts)
             if page.next_cursor is None or not actors:
                 break
@@ -358,13 +359,26 @@ class IncrementalRun:
         return found
 
     async def _commit(
-        self, conn: Connection, connection_id: int, actor_type: str, mark: Watermark, page: _Page
+        self,
+        conn: Connection,
+        connection_id: int,
+        actor_type: str,
+        mark: Watermark,
+        page: _Page,
+        moved: bool = True,
     ) -> None:
         """Queue the page's records as a Sync task and move the watermark, in one transaction;
-        then publish the task's command."""
+        then publish the task's command. A page that changes neither (an overlap re-read of
+        what was handled) only renews the claim."""
         task_id: int | None = None
         message_id = new_message_id()
         ids = list(page.internal_ids)
+        if not (moved or ids or page.new_crm_records):
+            if not await store.renew(
+                conn, connection_id, self.worker, self.settings.sync.run_lease
+            ):
+                raise RunLost(f"run of connection {connection_id} was taken over")
+            return
         async with conn.transaction():
             for n, crm_key in enumerate(page.new_crm_records, start=1):
                 internal = await keys_store.add_internal_key(conn, actor_type, crm_key)

@@ -92,11 +92,14 @@ async def test_the_overlap_finds_a_change_committed_behind_the_watermark_once(
         ], rows
         # Runs after re-read A1 and A2 within the overlap: nothing is queued or logged again.
         tasks = await db.fetchval("SELECT count(*) FROM batch_tasks")
+        moved_at = "SELECT moved_at FROM sync_watermarks WHERE connection_id = 1"
+        before = await db.fetchval(moved_at)
         again = await runs_after(db, await now(db))
         assert [r["last_queued"] for r in again] == [0, 0, 0], [dict(r) for r in again]
         await sync_tasks_done(db)
         assert await logged(db) == rows
         assert await db.fetchval("SELECT count(*) FROM batch_tasks") == tasks
+        assert await db.fetchval(moved_at) == before  # a re-read of nothing new writes nothing
         mark = await store.watermark(db, 1, "Customer")
         assert mark is not None and set(mark.recent or {}) == {"A1", "A2"}, mark
 
