@@ -148,3 +148,99 @@ async def test_a_long_open_transaction_shows_as_horizon_lag_and_a_warning(
             assert lag(samples) >= 0
     finally:
         await holder.close()
+
+
+ISO_STAMPED = """
+CREATE SCHEMA ledger;
+CREATE TABLE ledger.customer (
+    key text PRIMARY KEY, name text, phone text, email text, city text, modified text NOT NULL);
+CREATE FUNCTION ledger.stamp() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    NEW.modified := to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"');
+    RETURN NEW;
+END $$;
+CREATE TRIGGER stamp BEFORE INSERT OR UPDATE ON ledger.customer
+    FOR EACH ROW EXECUTE FUNCTION ledger.stamp();
+"""
+"""An ERP whose rows are stamped with ISO 8601 text when written, visible when committed: the
+postgres connector puts no horizon on a text column, so this is a system without a guard."""
+
+
+@pytest.mark.parametrize("overlap", [None, 0], ids=["default-overlap", "no-overlap"])
+async def test_a_real_transaction_committed_late_is_found_by_the_overlap(
+    database: str,
+    db: asyncpg.Connection,
+    broker_prefix: str,
+    stores: dict[int, MemoryStore],
+    overlap: float | None,
+) -> None:
+    await db.execute(ISO_STAMPED)
+    ledger = {
+        "schema": "ledger",
+        "actor_types": {
+            "Customer": {
+                "table": "customer",
+                "key_column": "key",
+                "modified_column": "modified",
+                "fields": ["name", "phone", "email", "city"],
+            }
+        },
+    }
+    erp1: dict[str, object] = {"connector": "postgres", "settings": ledger}
+    if overlap is not None:
+        erp1["sync_overlap"] = overlap
+    for i in (1, 2):
+        stores[0].put("Contact", str(i), {"name": f"Co {i}", "phone": f"{i}", "email": f"{i}@c"})
+        stores[2].put("Customer", f"B{i}", {"company": f"Co {i}", "tel": f"{i}", "mail": f"{i}@c"})
+        await db.execute(
+            "INSERT INTO ledger.customer (key, name, phone, email) VALUES ($1, $2, $3, $4)",
+            f"A{i}",
+            f"Co {i}",
+            f"{i}",
+            f"{i}@c",
+        )
+        await link(db, i, "Contact", str(i), {1: ("Customer", f"A{i}"), 2: ("Customer", f"B{i}")})
+    writer = await asyncpg.connect(services.database_url(database))
+    try:
+        async with Service(settings(database, broker_prefix, stores, **erp1)):
+            await store.set_status(db, "running", "test")
+            await runs_after(db, await now(db))  # the first runs only find the end
+            # A2 is stamped now but stays invisible; A1, stamped later, commits first and is read.
+            late = writer.transaction()
+            await late.start()
+            await writer.execute("UPDATE ledger.customer SET name = 'Late Co 2' WHERE key = 'A2'")
+            await db.execute("UPDATE ledger.customer SET email = 'new1@c' WHERE key = 'A1'")
+            await runs_after(db, await now(db))
+            await sync_tasks_done(db)
+            assert stores[0].get("Contact", "1") == {
+                "name": "Co 1",
+                "phone": "1",
+                "email": "new1@c",
+            }
+            mark = await store.watermark(db, 1, "Customer")
+            a1 = await db.fetchval("SELECT modified FROM ledger.customer WHERE key = 'A1'")
+            assert mark is not None and mark.since == a1
+            await late.commit()
+            a2 = await db.fetchval("SELECT modified FROM ledger.customer WHERE key = 'A2'")
+            assert a2 < mark.since  # committed behind the watermark
+            await runs_after(db, await now(db))
+            await sync_tasks_done(db)
+            rows = [r for r in await logged(db) if r[1] == 2]
+            if overlap == 0:
+                assert stores[0].get("Contact", "2") == {
+                    "name": "Co 2",
+                    "phone": "2",
+                    "email": "2@c",
+                }
+                assert rows == []
+            else:
+                contact, customer = stores[0].get("Contact", "2"), stores[2].get("Customer", "B2")
+                assert contact is not None and contact["name"] == "Late Co 2"
+                assert customer is not None and customer["company"] == "Late Co 2"
+                assert sorted(rows) == [(1, 2, "name", True), (2, 2, "company", False)], rows
+                again = await runs_after(db, await now(db))
+                assert [r["last_queued"] for r in again] == [0, 0, 0]
+                await sync_tasks_done(db)
+                assert sorted(r for r in await logged(db) if r[1] == 2) == sorted(rows)
+    finally:
+        await writer.close()
