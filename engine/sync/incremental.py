@@ -9,6 +9,11 @@ chunks, push units, gates, retries, outcomes and sync log). The task and the mov
 commit in one transaction: the watermark is never ahead of work that is durably queued, and the
 task's command is published after that commit (a task whose publish failed is published again by
 the connection's next run; the planner runs a message id once).
+
+A connector that is not horizon-safe may commit a change stamped behind the watermark: its runs
+start the connection's overlap before the watermark (:mod:`engine.sync.positions`), and the
+keys handled within the overlap, kept with the watermark, keep the re-read from queueing them
+twice (docs/engine.md "Overlap").
 """
 
 from __future__ import annotations
