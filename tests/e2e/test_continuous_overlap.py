@@ -244,3 +244,21 @@ async def test_a_real_transaction_committed_late_is_found_by_the_overlap(
                 assert sorted(r for r in await logged(db) if r[1] == 2) == sorted(rows)
     finally:
         await writer.close()
+
+
+async def test_a_first_run_over_nothing_stores_its_watermark_and_the_first_change_is_queued(
+    database: str, db: asyncpg.Connection, broker_prefix: str, stores: dict[int, MemoryStore]
+) -> None:
+    """A run that moves nothing writes no watermark, except the first: else a connection whose
+    first runs find nothing would take its first change for the end to start from."""
+    stores[1].epoch_us = True
+    stores[0].put("Contact", "1", {"name": "Co 1", "phone": "1", "email": "1@c"})
+    await link(db, 1, "Contact", "1", {1: ("Customer", "A1")})
+    async with Service(settings(database, broker_prefix, stores)):
+        await store.set_status(db, "running", "test")
+        await runs_after(db, await now(db))
+        assert await store.watermark(db, 1, "Customer") == store.Watermark(None)
+        stores[1].put("Customer", "A1", {"name": "Co 1", "phone": "1", "email": "first@c"})
+        await runs_after(db, await now(db))
+        await sync_tasks_done(db)
+        assert stores[0].get("Contact", "1") == {"name": "Co 1", "phone": "1", "email": "first@c"}
