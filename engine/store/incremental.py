@@ -36,6 +36,8 @@ class Watermark:
     since: str | None
     seen_keys: tuple[str, ...] = ()
     recent: Mapping[str, str] | None = None
+    window: float = 0.0
+    """Seconds before ``since`` that ``recent`` covers (the overlap it was recorded with)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,7 +233,7 @@ async def watermark(conn: Executor, connection_id: int, actor_type: str) -> Wate
     """The stored watermark; None when this actor type was never read."""
     row = await conn.fetchrow(
         """
-        SELECT since, seen_keys, recent FROM sync_watermarks
+        SELECT since, seen_keys, recent, recent_window FROM sync_watermarks
         WHERE connection_id = $1 AND actor_type = $2
         """,
         connection_id,
@@ -240,7 +242,7 @@ async def watermark(conn: Executor, connection_id: int, actor_type: str) -> Wate
     if row is None:
         return None
     recent = json.loads(row[2]) if isinstance(row[2], str) else row[2]
-    return Watermark(row[0], tuple(row[1]), None if recent is None else dict(recent))
+    return Watermark(row[0], tuple(row[1]), None if recent is None else dict(recent), row[3])
 
 
 async def move_watermark(
@@ -249,12 +251,13 @@ async def move_watermark(
     """Store the watermark if this worker still holds the run (False: it lost the claim)."""
     value = await conn.fetchval(
         """
-        INSERT INTO sync_watermarks (connection_id, actor_type, since, seen_keys, recent)
-        SELECT $1, $2, $3, $4, $6::text::jsonb WHERE EXISTS (
+        INSERT INTO sync_watermarks
+            (connection_id, actor_type, since, seen_keys, recent, recent_window)
+        SELECT $1, $2, $3, $4, $6::text::jsonb, $7 WHERE EXISTS (
             SELECT 1 FROM sync_connections WHERE connection_id = $1 AND run_by = $5)
         ON CONFLICT (connection_id, actor_type) DO UPDATE
         SET since = EXCLUDED.since, seen_keys = EXCLUDED.seen_keys, recent = EXCLUDED.recent,
-            moved_at = now()
+            recent_window = EXCLUDED.recent_window, moved_at = now()
         RETURNING 1
         """,
         connection_id,
@@ -263,6 +266,7 @@ async def move_watermark(
         list(mark.seen_keys),
         worker,
         None if mark.recent is None else json.dumps(dict(mark.recent)),
+        mark.window,
     )
     return value is not None
 

@@ -67,13 +67,13 @@ def next_watermark(mark: Watermark, actors: Sequence[sdk.Actor], overlap: float 
     """The watermark after ``actors`` (a page, oldest first): the last one's position and every
     key handled at exactly that position (the tie-breaker for actors sharing a timestamp).
 
-    With an ``overlap`` (seconds; positions that read as times) a page of the re-read may end
-    behind the watermark, which then stays; every key read is remembered with its position
-    while that is within the overlap of the watermark (``recent``)."""
-    if not actors:
+    With an ``overlap`` (seconds; positions that read as times; the run read from that long
+    before the watermark) a page may end behind the watermark, which then stays; every key
+    read is remembered with its position while that is within the overlap (``recent``)."""
+    if not actors and (not overlap or (mark.recent is not None and mark.window == overlap)):
         return mark
-    last = actors[-1].last_modified
-    if overlap and _behind(last, mark.since):
+    last = actors[-1].last_modified if actors else mark.since
+    if not actors or (overlap and _behind(last, mark.since)):
         since, seen = mark.since, set(mark.seen_keys)
     else:
         since = last
@@ -90,7 +90,7 @@ def next_watermark(mark: Watermark, actors: Sequence[sdk.Actor], overlap: float 
         at = positions.instant(position)
         if at is not None and at >= floor:
             recent[key] = position
-    return Watermark(since, tuple(sorted(seen)), recent)
+    return Watermark(since, tuple(sorted(seen)), recent, overlap)
 
 
 def fresh(mark: Watermark, actors: Sequence[sdk.Actor]) -> list[sdk.Actor]:
@@ -108,8 +108,13 @@ def fresh(mark: Watermark, actors: Sequence[sdk.Actor]) -> list[sdk.Actor]:
 
 def _behind(position: str | None, mark: str | None) -> bool:
     """``position`` is before ``mark`` (both read as times)."""
-    at, limit = positions.instant(position), positions.instant(mark)
-    return at is not None and limit is not None and at < limit
+    limit = positions.instant(mark)
+    return limit is not None and _before(position, limit)
+
+
+def _before(position: str | None, instant: int) -> bool:
+    at = positions.instant(position)
+    return at is not None and at < instant
 
 
 class IncrementalRun:
@@ -185,9 +190,11 @@ class IncrementalRun:
             if since is None:  # not a time: nothing to subtract from
                 self._not_a_time(handle, actor_type, mark.since)
                 overlap, since = 0.0, mark.since
-        origin = mark.since if overlap else None  # where the re-read's window ends
-        # No keys recorded yet (the overlap is new here): the window is taken as handled.
-        adopt = origin is not None and mark.recent is None
+        origin = positions.instant(mark.since) if overlap else None  # the window's end
+        # Keys are recorded for ``window`` seconds before the watermark (none yet: the overlap
+        # is new, or grew): what the re-read finds behind that is taken as handled.
+        covered = 0.0 if mark.recent is None else min(mark.window, overlap)
+        edge = None if origin is None else origin - round(covered * 1e9)
         fields = self._fields(handle.id, actor_type)
         new = stored is None  # no row yet: the first page stores one, even at the start
         cursor: str | None = None
@@ -203,12 +210,13 @@ class IncrementalRun:
                 horizon = page.horizon
             actors = list(page.actors)
             todo = [] if baseline else fresh(mark, actors)
-            late = [a for a in todo if _behind(a.last_modified, origin)]
-            if adopt:
-                todo = [a for a in todo if not _behind(a.last_modified, origin)]
+            if origin is not None and edge is not None:
+                todo = [a for a in todo if not _before(a.last_modified, edge)]
+                late = sum(1 for a in todo if _before(a.last_modified, origin))
+            else:
+                late = 0
             work = await self._resolve(conn, handle, actor_type, todo)
-            if late and not adopt:
-                work.counts = replace(work.counts, late=len(late))
+            work.counts = replace(work.counts, late=late)
             moved = next_watermark(mark, actors, overlap)
             await self._commit(conn, handle.id, actor_type, moved, work, moved != mark or new)
             mark, new = moved, False

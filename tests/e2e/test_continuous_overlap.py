@@ -262,3 +262,37 @@ async def test_a_first_run_over_nothing_stores_its_watermark_and_the_first_chang
         await runs_after(db, await now(db))
         await sync_tasks_done(db)
         assert stores[0].get("Contact", "1") == {"name": "Co 1", "phone": "1", "email": "first@c"}
+
+
+async def test_turning_the_overlap_on_queues_nothing_already_handled(
+    database: str, db: asyncpg.Connection, broker_prefix: str, stores: dict[int, MemoryStore]
+) -> None:
+    """Handled without an overlap (no keys recorded), A1 sits behind the watermark when the
+    overlap is turned on. Its re-read must not queue it: the CRM has changed the field since
+    (email is to_crm, so a Sync task of A1 would write ERP 1's old value over it)."""
+    await seed(db, stores)
+    async with Service(settings(database, broker_prefix, stores, sync_overlap=0)):
+        await store.set_status(db, "running", "test")
+        await runs_after(db, await now(db))
+        stores[1].put("Customer", "A1", {"name": "Co 1", "phone": "1", "email": "new1@c"})
+        stores[1].put("Customer", "A2", {"name": "Co 2", "phone": "2", "email": "new2@c"})
+        await runs_after(db, await now(db))
+        await sync_tasks_done(db)
+        stores[0].put("Contact", "1", {"name": "Co 1", "phone": "1", "email": "crm@c"})
+        await runs_after(db, await now(db))
+        await sync_tasks_done(db)
+        await store.set_status(db, "stopped", "test")
+    mark = await store.watermark(db, 1, "Customer")
+    assert mark is not None and mark.recent is None
+    tasks = await db.fetchval("SELECT count(*) FROM batch_tasks WHERE source_connection_id = 1")
+    async with Service(settings(database, broker_prefix, stores)):
+        await store.set_status(db, "running", "test")
+        await runs_after(db, await now(db))
+        await sync_tasks_done(db)
+        mark = await store.watermark(db, 1, "Customer")
+        assert mark is not None and set(mark.recent or {}) == {"A1", "A2"}
+    assert stores[0].get("Contact", "1") == {"name": "Co 1", "phone": "1", "email": "crm@c"}
+    assert (
+        await db.fetchval("SELECT count(*) FROM batch_tasks WHERE source_connection_id = 1")
+        == tasks
+    )

@@ -84,14 +84,25 @@ def us(seconds: float) -> str:
 
 def test_the_overlap_remembers_the_keys_handled_within_it_and_never_moves_back() -> None:
     mark = next_watermark(Watermark(None), [actor("a", us(0)), actor("b", us(200))], 300)
-    assert mark == Watermark(us(200), ("b",), {"a": us(0), "b": us(200)})
+    assert mark == Watermark(us(200), ("b",), {"a": us(0), "b": us(200)}, 300)
     # The next run re-reads from 300 s before: a page ending behind the watermark keeps it.
     behind = next_watermark(mark, [actor("a", us(0))], 300)
     assert behind.since == us(200) and behind.seen_keys == ("b",)
     # Further on, keys older than the overlap before the watermark are forgotten.
     later = next_watermark(mark, [actor("c", us(400))], 300)
-    assert later == Watermark(us(400), ("c",), {"b": us(200), "c": us(400)})
+    assert later == Watermark(us(400), ("c",), {"b": us(200), "c": us(400)}, 300)
     assert next_watermark(mark, [actor("c", us(400))]) == Watermark(us(400), ("c",))
+
+
+def test_an_empty_re_read_records_that_the_window_was_read() -> None:
+    """Nothing within the overlap (its last actors deleted): the window is still covered, so
+    a late commit there is queued by the next run, not taken for something handled."""
+    unrecorded = Watermark(us(200), ("b",))
+    assert next_watermark(unrecorded, [], 300) == Watermark(us(200), ("b",), {}, 300)
+    recorded = Watermark(us(200), ("b",), {"b": us(200)}, 300)
+    assert next_watermark(recorded, [], 300) is recorded
+    grown = next_watermark(Watermark(us(200), ("b",), {"b": us(200)}, 60), [], 300)
+    assert grown.window == 300
 
 
 def test_a_re_read_drops_what_was_handled_and_keeps_a_late_commit() -> None:
