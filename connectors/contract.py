@@ -20,6 +20,7 @@ import enum
 import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar, runtime_checkable
 
 from pydantic import BaseModel
@@ -205,10 +206,16 @@ class ChangedSinceInput:
 
 @dataclass(frozen=True, slots=True)
 class ChangedSinceResult:
-    """One page of changed actors; ``next_cursor`` is None on the last page."""
+    """One page of changed actors; ``next_cursor`` is None on the last page.
+
+    ``horizon``: a connector that holds its reads back to before the oldest change still in
+    flight (an open transaction) says from when (aware); None when nothing held the read back
+    or the connector does not tell. The engine reports how far behind now it is.
+    """
 
     actors: Sequence[Actor]
     next_cursor: str | None = None
+    horizon: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,7 +322,8 @@ class Connector(Protocol):
 class SupportsChangedSince(Protocol):
     """Optional capability: list actors changed on or after a ``last_modified`` value.
 
-    Experimental: the engine does not call it yet (incremental sync, issue 18).
+    Stable: the continuous sync calls it (its contract: docs/connectors.md); see also
+    :meth:`BaseConnector.changed_since_horizon_safe`.
     """
 
     async def get_actors_changed_since(self, request: ChangedSinceInput) -> ChangedSinceResult:
@@ -386,8 +394,8 @@ class BaseConnector(abc.ABC, Generic[ConfigT]):
     Implement :meth:`supported_actor_types`, :meth:`fields`, :meth:`get_actors` and
     :meth:`save_actors`; override :meth:`open`/:meth:`aclose` to manage resources and
     :meth:`create_actor` when the system can create actors. Add optional operations
-    (``get_actors_changed_since``, ``search_actors``, ``list_items``; experimental, the engine
-    does not call them yet) by defining them; :func:`capabilities` detects them.
+    (``get_actors_changed_since``, which the continuous sync calls; ``search_actors`` and
+    ``list_items``, experimental) by defining them; :func:`capabilities` detects them.
     """
 
     name: ClassVar[str] = ""
@@ -407,6 +415,14 @@ class BaseConnector(abc.ABC, Generic[ConfigT]):
 
     async def aclose(self) -> None:
         """Release resources. Called once at shutdown, also after a failed :meth:`open`."""
+
+    def changed_since_horizon_safe(self, actor_type: str) -> bool:
+        """Whether ``get_actors_changed_since`` of this actor type is *horizon-safe*: no change
+        can still commit at or before a position it returned (reads are held back to before the
+        oldest change in flight, or positions are given at commit). The engine then re-reads no
+        overlap before the watermark unless the connection's ``sync_overlap`` says otherwise.
+        The default: not safe."""
+        return False
 
     async def test_connection(self, request: TestConnectionInput) -> TestConnectionResult:
         """Check that the system answers; the default reads the supported actor types."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 import connectors as sdk
 
 _clock = itertools.count(1)
+_last_us = 0
 
 
 @dataclass
@@ -35,6 +37,17 @@ class MemoryStore:
     created_by_idempotency_key: dict[str, str] = field(default_factory=dict)
     outage: Literal["transient", "permanent", "configuration"] | None = None
     """Like the connection's ``fail``, switched on and off while a resync runs (tests)."""
+    epoch_us: bool = False
+    """Stamp changes with epoch microseconds (a time the continuous sync's overlap can go back
+    from) instead of the process-wide counter."""
+
+    def stamp(self) -> int:
+        """The next position: after every earlier one of the process."""
+        if not self.epoch_us:
+            return next(_clock)
+        global _last_us
+        _last_us = max(time.time_ns() // 1000, _last_us + 1)
+        return _last_us
 
     _stores: ClassVar[dict[str, MemoryStore]] = {}
 
@@ -51,10 +64,17 @@ class MemoryStore:
         """Forget a store (tests call this to clean up)."""
         cls._stores.pop(name, None)
 
-    def put(self, actor_type: str, key: str, values: Mapping[str, sdk.FieldValue]) -> None:
-        """Insert or replace an actor."""
+    def put(
+        self,
+        actor_type: str,
+        key: str,
+        values: Mapping[str, sdk.FieldValue],
+        stamp: int | None = None,
+    ) -> None:
+        """Insert or replace an actor; ``stamp`` sets its position (a change committed late:
+        stamped before changes already read)."""
         self.actors.setdefault(actor_type, {})[key] = dict(values)
-        self.modified[(actor_type, key)] = next(_clock)
+        self.modified[(actor_type, key)] = self.stamp() if stamp is None else stamp
 
     def get(self, actor_type: str, key: str) -> dict[str, sdk.FieldValue] | None:
         """Return a copy of an actor's fields, or None."""
@@ -203,7 +223,7 @@ class MemoryConnector(sdk.BaseConnector[MemoryConfig]):
                 failures.append(sdk.ActorFailure(actor.key, f"unknown fields {sorted(unknown)}"))
             else:
                 table[actor.key].update(actor.fields)
-                stamp = next(_clock)
+                stamp = self.store.stamp()
                 self.store.modified[(request.actor_type, actor.key)] = stamp
                 self.store.saves += 1
                 saved.append(

@@ -405,36 +405,51 @@ class PostgresConnector(sdk.BaseConnector[PostgresConfig]):
             where = "TRUE"
         limit = request.limit or 1000
         horizon = _horizon(mtype)
+        select = self._select_list(table, keys)
         if horizon:
-            where = f'({where}) AND (h.t IS NULL OR "{table.modified}" < {horizon})'
-        sql = (
-            f"{_OPEN_TRANSACTIONS if horizon else ''}"
-            f"SELECT {self._select_list(table, keys)} FROM {table.qualified}"
-            f"{', h' if horizon else ''} "
-            f"WHERE {where} ORDER BY {order} LIMIT {int(limit) + 1}"
-        )
+            # One row even when nothing matches, to tell the horizon (the row's key is NULL).
+            sql = (
+                f"{_OPEN_TRANSACTIONS}SELECT {select}, h.erpsync_horizon FROM h "
+                f"LEFT JOIN {table.qualified} ON ({where}) AND "
+                f'(h.erpsync_horizon IS NULL OR "{table.modified}" < {horizon}) '
+                f"ORDER BY {order} LIMIT {int(limit) + 1}"
+            )
+        else:
+            sql = (
+                f"SELECT {select} FROM {table.qualified} "
+                f"WHERE {where} ORDER BY {order} LIMIT {int(limit) + 1}"
+            )
         rows = await self._fetch(sql, *params)
+        held = rows[0][-1] if horizon and rows else None
+        rows = [row for row in rows if row[0] is not None]
         actors = [_actor(request.actor_type, row, keys) for row in rows[:limit]]
         cursor = (
             json.dumps([actors[-1].last_modified, actors[-1].key])
             if len(rows) > limit and actors
             else None
         )
-        return sdk.ChangedSinceResult(actors=actors, next_cursor=cursor)
+        return sdk.ChangedSinceResult(actors=actors, next_cursor=cursor, horizon=held)
+
+    def changed_since_horizon_safe(self, actor_type: str) -> bool:
+        """True for a timestamp or epoch-microsecond modified column (held back to the
+        horizon); other types are not bounded by it."""
+        table = self._table(actor_type)
+        return table.modified is not None and _horizon(table.types[table.modified]) is not None
 
 
 _OPEN_TRANSACTIONS = """WITH h AS (
-    SELECT min(xact_start) AS t FROM pg_stat_activity
+    SELECT min(xact_start) AS erpsync_horizon FROM pg_stat_activity
     WHERE datname = current_database() AND pid <> pg_backend_pid()
       AND backend_type = 'client backend' AND xact_start IS NOT NULL) """
 
 
 def _horizon(modified_type: str) -> str | None:
-    """The horizon ``h.t`` in the modified column's terms; None for a type it does not bound."""
+    """The horizon ``h.erpsync_horizon`` in the modified column's terms; None for a type it
+    does not bound."""
     if modified_type.startswith("timestamp"):  # with or without time zone, any precision
-        return f"h.t::{modified_type}"
+        return f"h.erpsync_horizon::{modified_type}"
     if modified_type.startswith(("bigint", "numeric")):
-        return "(extract(epoch FROM h.t) * 1000000)::bigint"
+        return "(extract(epoch FROM h.erpsync_horizon) * 1000000)::bigint"
     return None
 
 

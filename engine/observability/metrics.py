@@ -164,7 +164,8 @@ class Metrics:
         self.sync_records = Counter(
             "erpsync_sync_records",
             "Changed actors seen by incremental runs of this process, by connection and what "
-            "became of them (queued, echo, unlinked).",
+            "became of them (queued, echo, unlinked; late: found behind the watermark by the "
+            "overlap re-read, also counted in the others).",
             ["connection", "kind"],
             registry=r,
         )
@@ -180,6 +181,15 @@ class Metrics:
             "Per connection: now minus the start of the last run that read every change (every "
             "change older than this is queued; read when scraped).",
             ["connection"],
+            registry=r,
+        )
+        self.sync_horizon_lag = Gauge(
+            "erpsync_sync_horizon_lag_seconds",
+            "Per connection and actor type, at this process's last run: how far behind now the "
+            "connector's changed_since horizon held the read (the start of the oldest change "
+            "still in flight, e.g. an open transaction: later changes wait for it); 0 when "
+            "nothing held it back or the connector does not tell.",
+            ["connection", "actor_type"],
             registry=r,
         )
         self.queue_consumers = Gauge(
@@ -244,10 +254,14 @@ class Metrics:
             ("queued", counts.queued),
             ("echo", counts.echoes),
             ("unlinked", counts.unlinked),
+            ("late", counts.late),
         ):
             if n:
                 self.sync_records.labels(label, kind).inc(n)
         self.sync_run_records.labels(label).observe(counts.queued)
+
+    def sync_horizon(self, connection_id: int, actor_type: str, lag: float) -> None:
+        self.sync_horizon_lag.labels(str(connection_id), actor_type).set(lag)
 
     def connector_retry(self, connection_id: int) -> None:
         self.retries.labels(str(connection_id)).inc()

@@ -20,6 +20,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from connectors.contract import Capability, capabilities
 from connectors.registry import ConnectorLoadError
 from connectors.registry import load as load_connector
 from engine.settings.model import Settings
@@ -162,6 +163,11 @@ def _check_connectors(path: Path, settings: Settings) -> None:
             cls = load_connector(conn.connector)
         except ConnectorLoadError as exc:
             raise ConfigError(f"{path}: {key}.connector: {exc}") from None
+        if conn.sync_overlap is not None and Capability.changed_since not in capabilities(cls):
+            raise ConfigError(
+                f"{path}: {key}.sync_overlap: connector {conn.connector!r} has no changed_since "
+                "(the continuous sync does not read this connection)"
+            )
         try:
             cls.config_model.model_validate(conn.settings)
         except ValidationError as exc:

@@ -184,6 +184,22 @@ class SyncSettings(_Model):
         description="Seconds a claimed run is held without progress before another worker "
         "may take it (renewed per page).",
     )
+    overlap: float = Field(
+        300.0,
+        ge=0,
+        le=86_400,
+        description="Seconds before the watermark each run reads again, on connections whose "
+        "connector is not horizon-safe (a change committed late, stamped behind the watermark, "
+        "is found there); only where positions read as times (docs/engine.md). A connection's "
+        "sync_overlap overrides it.",
+    )
+    horizon_warn: float = Field(
+        300.0,
+        gt=0,
+        description="Seconds a connector's changed_since horizon (the start of the oldest change "
+        "still in flight, e.g. a long-open transaction) may be behind now before a run logs a "
+        "warning naming the connection.",
+    )
 
 
 class RetrySettings(_Model):
@@ -383,6 +399,13 @@ class ConnectionSettings(_Model):
     )
     breaker: BreakerSettings = Field(
         default_factory=BreakerSettings, description="The circuit breaker toward this connection."
+    )
+    sync_overlap: float | None = Field(
+        None,
+        ge=0,
+        le=86_400,
+        description="Seconds before the watermark the continuous sync reads again on this "
+        "connection; none: 0 when its connector is horizon-safe, else sync.overlap.",
     )
     actor_types: list[ActorTypeMapping] = Field(default_factory=list)
 

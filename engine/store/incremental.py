@@ -29,10 +29,15 @@ class EngineState:
 @dataclass(frozen=True, slots=True)
 class Watermark:
     """Where a connection's actor type was read up to: the connector's ``last_modified`` and the
-    keys already handled at exactly that position (the tie-breaker)."""
+    keys already handled at exactly that position (the tie-breaker); with an overlap, also the
+    keys handled within it (key -> position), so that its re-read queues none of them again
+    (None: not recorded, the connection had no overlap)."""
 
     since: str | None
     seen_keys: tuple[str, ...] = ()
+    recent: Mapping[str, str] | None = None
+    window: float = 0.0
+    """Seconds before ``since`` that ``recent`` covers (the overlap it was recorded with)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +46,8 @@ class RunCounts:
     queued: int = 0
     echoes: int = 0
     unlinked: int = 0
+    late: int = 0
+    """Changed actors the overlap found behind the watermark (committed late)."""
 
 
 async def ensure(
@@ -226,12 +233,16 @@ async def watermark(conn: Executor, connection_id: int, actor_type: str) -> Wate
     """The stored watermark; None when this actor type was never read."""
     row = await conn.fetchrow(
         """
-        SELECT since, seen_keys FROM sync_watermarks WHERE connection_id = $1 AND actor_type = $2
+        SELECT since, seen_keys, recent, recent_window FROM sync_watermarks
+        WHERE connection_id = $1 AND actor_type = $2
         """,
         connection_id,
         actor_type,
     )
-    return None if row is None else Watermark(row[0], tuple(row[1]))
+    if row is None:
+        return None
+    recent = json.loads(row[2]) if isinstance(row[2], str) else row[2]
+    return Watermark(row[0], tuple(row[1]), None if recent is None else dict(recent), row[3])
 
 
 async def move_watermark(
@@ -240,11 +251,13 @@ async def move_watermark(
     """Store the watermark if this worker still holds the run (False: it lost the claim)."""
     value = await conn.fetchval(
         """
-        INSERT INTO sync_watermarks (connection_id, actor_type, since, seen_keys)
-        SELECT $1, $2, $3, $4 WHERE EXISTS (
+        INSERT INTO sync_watermarks
+            (connection_id, actor_type, since, seen_keys, recent, recent_window)
+        SELECT $1, $2, $3, $4, $6::text::jsonb, $7 WHERE EXISTS (
             SELECT 1 FROM sync_connections WHERE connection_id = $1 AND run_by = $5)
         ON CONFLICT (connection_id, actor_type) DO UPDATE
-        SET since = EXCLUDED.since, seen_keys = EXCLUDED.seen_keys, moved_at = now()
+        SET since = EXCLUDED.since, seen_keys = EXCLUDED.seen_keys, recent = EXCLUDED.recent,
+            recent_window = EXCLUDED.recent_window, moved_at = now()
         RETURNING 1
         """,
         connection_id,
@@ -252,6 +265,8 @@ async def move_watermark(
         mark.since,
         list(mark.seen_keys),
         worker,
+        None if mark.recent is None else json.dumps(dict(mark.recent)),
+        mark.window,
     )
     return value is not None
 

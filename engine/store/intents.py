@@ -14,7 +14,7 @@ from collections.abc import Collection, Sequence
 from engine.store import Connection, Executor
 from engine.store.results import CHANGE_COLUMNS, FieldChange, change_row
 
-_COLUMNS = ("task_id", "chunk_no", *CHANGE_COLUMNS)
+_COLUMNS = ("task_id", "chunk_no", *CHANGE_COLUMNS, "conflict_winner")
 
 
 async def record(
@@ -26,7 +26,7 @@ async def record(
     await conn.copy_records_to_table(
         "change_intents",
         columns=_COLUMNS,
-        records=[(task_id, chunk_no, *change_row(c)) for c in changes],
+        records=[(task_id, chunk_no, *change_row(c), c.conflict_winner) for c in changes],
     )
 
 
@@ -36,7 +36,7 @@ async def unsettled(
     """The task's unsettled intents on these records (oldest first)."""
     rows = await conn.fetch(
         f"""
-        SELECT {", ".join(CHANGE_COLUMNS)}
+        SELECT {", ".join(CHANGE_COLUMNS)}, conflict_winner
         FROM change_intents WHERE task_id = $1 AND internal_key_id = ANY($2::bigint[])
         ORDER BY recorded_at
         """,

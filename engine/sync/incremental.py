@@ -9,15 +9,21 @@ chunks, push units, gates, retries, outcomes and sync log). The task and the mov
 commit in one transaction: the watermark is never ahead of work that is durably queued, and the
 task's command is published after that commit (a task whose publish failed is published again by
 the connection's next run; the planner runs a message id once).
+
+A connector that is not horizon-safe may commit a change stamped behind the watermark: its runs
+start the connection's overlap before the watermark (:mod:`engine.sync.positions`), and the
+keys handled within the overlap, kept with the watermark, keep the re-read from queueing them
+twice (docs/engine.md "Overlap").
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import asyncpg
@@ -36,6 +42,7 @@ from engine.store import Connection, tasks
 from engine.store import incremental as store
 from engine.store import keys as keys_store
 from engine.store.incremental import SYNC_TASK_NAME, RunCounts, Watermark
+from engine.sync import positions
 from engine.sync.background import cancel_until_done
 from engine.sync.connections import CallFailed, ConnectionHandle, Connections
 
@@ -56,22 +63,58 @@ class _Page:
     counts: RunCounts = field(default_factory=RunCounts)
 
 
-def next_watermark(mark: Watermark, actors: Sequence[sdk.Actor]) -> Watermark:
+def next_watermark(mark: Watermark, actors: Sequence[sdk.Actor], overlap: float = 0.0) -> Watermark:
     """The watermark after ``actors`` (a page, oldest first): the last one's position and every
-    key handled at exactly that position (the tie-breaker for actors sharing a timestamp)."""
-    if not actors:
+    key handled at exactly that position (the tie-breaker for actors sharing a timestamp).
+
+    With an ``overlap`` (seconds; positions that read as times; the run read from that long
+    before the watermark) a page may end behind the watermark, which then stays; every key
+    read is remembered with its position while that is within the overlap (``recent``)."""
+    if not actors and (not overlap or (mark.recent is not None and mark.window == overlap)):
         return mark
-    since = actors[-1].last_modified
-    seen = {a.key for a in actors if a.last_modified == since}
-    if since == mark.since:
-        seen |= set(mark.seen_keys)
-    return Watermark(since, tuple(sorted(seen)))
+    last = actors[-1].last_modified if actors else mark.since
+    if not actors or (overlap and _behind(last, mark.since)):
+        since, seen = mark.since, set(mark.seen_keys)
+    else:
+        since = last
+        seen = {a.key for a in actors if a.last_modified == since}
+        if since == mark.since:
+            seen |= set(mark.seen_keys)
+    floor = positions.instant(since)
+    if not overlap or floor is None:
+        return Watermark(since, tuple(sorted(seen)))
+    floor -= round(overlap * 1e9)
+    merged = {**(mark.recent or {}), **{a.key: a.last_modified for a in actors if a.last_modified}}
+    recent = {}
+    for key, position in merged.items():
+        at = positions.instant(position)
+        if at is not None and at >= floor:
+            recent[key] = position
+    return Watermark(since, tuple(sorted(seen)), recent, overlap)
 
 
 def fresh(mark: Watermark, actors: Sequence[sdk.Actor]) -> list[sdk.Actor]:
-    """The actors not handled yet: those at the watermark's position already seen are not."""
+    """The actors not handled yet: those at the watermark's position already seen are not, nor
+    those the overlap reads again at the position they were handled at."""
     seen = set(mark.seen_keys)
-    return [a for a in actors if not (a.last_modified == mark.since and a.key in seen)]
+    recent = mark.recent or {}
+    return [
+        a
+        for a in actors
+        if not (a.last_modified == mark.since and a.key in seen)
+        and not (a.key in recent and recent[a.key] == a.last_modified)
+    ]
+
+
+def _behind(position: str | None, mark: str | None) -> bool:
+    """``position`` is before ``mark`` (both read as times)."""
+    limit = positions.instant(mark)
+    return limit is not None and _before(position, limit)
+
+
+def _before(position: str | None, instant: int) -> bool:
+    at = positions.instant(position)
+    return at is not None and at < instant
 
 
 class IncrementalRun:
@@ -92,6 +135,7 @@ class IncrementalRun:
         self.publisher = publisher
         self.worker = worker
         self.metrics = metrics
+        self._warned: set[tuple[int, str]] = set()
 
     def actor_types(self, connection_id: int) -> list[str]:
         """The actor types a connection's changes are read for: its mapped ERP types, or for
@@ -139,29 +183,100 @@ class IncrementalRun:
         stored = await store.watermark(conn, handle.id, actor_type)
         baseline = stored is None and not full
         mark = stored or Watermark(None)
+        overlap = self.overlap(handle, actor_type)
+        since = mark.since
+        if overlap and mark.since is not None:
+            since = positions.earlier(mark.since, overlap)
+            if since is None:  # not a time: nothing to subtract from
+                self._not_a_time(handle, actor_type, mark.since)
+                overlap, since = 0.0, mark.since
+        origin = positions.instant(mark.since) if overlap else None  # the window's end
+        # Keys are recorded for ``window`` seconds before the watermark (none yet: the overlap
+        # is new, or grew): what the re-read finds behind that is taken as handled.
+        covered = 0.0 if mark.recent is None else min(mark.window, overlap)
+        edge = None if origin is None else origin - round(covered * 1e9)
         fields = self._fields(handle.id, actor_type)
+        new = stored is None  # no row yet: the first page stores one, even at the start
         cursor: str | None = None
+        horizon: dt.datetime | None = None
         while True:
             page = await handle.call(
                 handle.connector.get_actors_changed_since,
                 sdk.ChangedSinceInput(
-                    actor_type,
-                    mark.since,
-                    fields,
-                    cursor=cursor,
-                    limit=self.settings.sync.page_size,
+                    actor_type, since, fields, cursor=cursor, limit=self.settings.sync.page_size
                 ),
             )
+            if page.horizon is not None and (horizon is None or page.horizon < horizon):
+                horizon = page.horizon
             actors = list(page.actors)
             todo = [] if baseline else fresh(mark, actors)
+            if origin is not None and edge is not None:
+                todo = [a for a in todo if not _before(a.last_modified, edge)]
+                late = sum(1 for a in todo if _before(a.last_modified, origin))
+            else:
+                late = 0
             work = await self._resolve(conn, handle, actor_type, todo)
-            moved = next_watermark(mark, actors)
-            await self._commit(conn, handle.id, actor_type, moved, work)
-            mark = moved
+            work.counts = replace(work.counts, late=late)
+            moved = next_watermark(mark, actors, overlap)
+            await self._commit(conn, handle.id, actor_type, moved, work, moved != mark or new)
+            mark, new = moved, False
             total = _add(total, work.counts)
             if page.next_cursor is None or not actors:
-                return total
+                break
             cursor = page.next_cursor
+        if total.late:
+            log.warning(
+                "late changes found by the overlap re-read",
+                connection=handle.id,
+                connection_name=handle.settings.name,
+                actor_type=actor_type,
+                late=total.late,
+                overlap=overlap,
+            )
+        self._horizon(handle, actor_type, horizon)
+        return total
+
+    def overlap(self, handle: ConnectionHandle, actor_type: str) -> float:
+        """Seconds re-read before the watermark: the connection's ``sync_overlap``, else none
+        for a horizon-safe connector and ``sync.overlap`` for any other."""
+        if handle.settings.sync_overlap is not None:
+            return handle.settings.sync_overlap
+        safe = getattr(handle.connector, "changed_since_horizon_safe", None)
+        if callable(safe) and safe(actor_type):
+            return 0.0
+        return self.settings.sync.overlap
+
+    def _not_a_time(self, handle: ConnectionHandle, actor_type: str, position: str) -> None:
+        if (handle.id, actor_type) in self._warned:
+            return
+        self._warned.add((handle.id, actor_type))
+        log.warning(
+            "sync overlap not applied: positions do not read as times",
+            connection=handle.id,
+            connection_name=handle.settings.name,
+            actor_type=actor_type,
+            position=position[:40],
+        )
+
+    def _horizon(
+        self, handle: ConnectionHandle, actor_type: str, horizon: dt.datetime | None
+    ) -> None:
+        """Report how far the connector's horizon held this read behind now."""
+        if horizon is not None and horizon.tzinfo is None:
+            horizon = horizon.replace(tzinfo=dt.UTC)
+        lag = 0.0 if horizon is None else (dt.datetime.now(dt.UTC) - horizon).total_seconds()
+        if self.metrics is not None:
+            self.metrics.sync_horizon(handle.id, actor_type, max(0.0, lag))
+        if horizon is not None and lag > self.settings.sync.horizon_warn:
+            log.warning(
+                "sync horizon held back: a change in flight since then (an open transaction?) "
+                "holds the read of later changes",
+                connection=handle.id,
+                connection_name=handle.settings.name,
+                actor_type=actor_type,
+                behind_seconds=round(lag, 1),
+                horizon=horizon.isoformat(),
+            )
 
     def _fields(self, connection_id: int, actor_type: str) -> list[str]:
         if connection_id == 0:
@@ -257,13 +372,26 @@ class IncrementalRun:
         return found
 
     async def _commit(
-        self, conn: Connection, connection_id: int, actor_type: str, mark: Watermark, page: _Page
+        self,
+        conn: Connection,
+        connection_id: int,
+        actor_type: str,
+        mark: Watermark,
+        page: _Page,
+        moved: bool = True,
     ) -> None:
         """Queue the page's records as a Sync task and move the watermark, in one transaction;
-        then publish the task's command."""
+        then publish the task's command. A page that changes neither (an overlap re-read of
+        what was handled) only renews the claim."""
         task_id: int | None = None
         message_id = new_message_id()
         ids = list(page.internal_ids)
+        if not (moved or ids or page.new_crm_records):
+            if not await store.renew(
+                conn, connection_id, self.worker, self.settings.sync.run_lease
+            ):
+                raise RunLost(f"run of connection {connection_id} was taken over")
+            return
         async with conn.transaction():
             for n, crm_key in enumerate(page.new_crm_records, start=1):
                 internal = await keys_store.add_internal_key(conn, actor_type, crm_key)
@@ -283,9 +411,7 @@ class IncrementalRun:
                 raise RunLost(f"run of connection {connection_id} was taken over")
         if not await store.renew(conn, connection_id, self.worker, self.settings.sync.run_lease):
             raise RunLost(f"run of connection {connection_id} was taken over")
-        page.counts = RunCounts(
-            page.counts.changed, len(ids), page.counts.echoes, page.counts.unlinked
-        )
+        page.counts = replace(page.counts, queued=len(ids))
         if task_id is not None:
             await self._publish(task_id, connection_id, ids, message_id)
 
@@ -299,7 +425,11 @@ class IncrementalRun:
 
 def _add(a: RunCounts, b: RunCounts) -> RunCounts:
     return RunCounts(
-        a.changed + b.changed, a.queued + b.queued, a.echoes + b.echoes, a.unlinked + b.unlinked
+        a.changed + b.changed,
+        a.queued + b.queued,
+        a.echoes + b.echoes,
+        a.unlinked + b.unlinked,
+        a.late + b.late,
     )
 
 
@@ -376,6 +506,7 @@ class Scheduler:
                 queued=counts.queued,
                 echoes=counts.echoes,
                 unlinked=counts.unlinked,
+                late=counts.late,
                 seconds=round(time.monotonic() - started, 3),
             )
 

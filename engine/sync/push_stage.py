@@ -231,7 +231,13 @@ class PushStage(Stage):
         if not to_save:
             return
         await intents.record(
-            [c for item, ch, _ in to_save for c in _log_to_erp(target.id, item, ch, erp_type, {})]
+            [
+                c
+                for item, ch, _ in to_save
+                for c in _log_to_erp(
+                    target.id, item, ch, erp_type, winners.get(item.record.key.id, {})
+                )
+            ]
         )
         try:
             saved = await save_changes(

@@ -204,7 +204,11 @@ class SourceStage(Stage):
             return ready
         crm_type = mapping.crm
         await intents.record(
-            [c for r, ch, _ in to_save for c in _log_to_crm(source.id, mapping, r, ch, {})]
+            [
+                c
+                for r, ch, _ in to_save
+                for c in _log_to_crm(source.id, mapping, r, ch, winners.get(r.key.id, {}))
+            ]
         )
         try:
             response = await save_changes(

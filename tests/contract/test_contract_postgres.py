@@ -150,13 +150,22 @@ async def test_a_change_committed_late_is_not_passed_by_the_changes_read_before(
         )
         after = await harness.seed(actor_type, {columns[0]: "after"})  # committed, stamped later
 
-        async def read() -> ChangedSinceResult:
+        async def read(since: str | None = None) -> ChangedSinceResult:
             return await connector.get_actors_changed_since(
-                ChangedSinceInput(actor_type, None, [columns[0]], limit=100)
+                ChangedSinceInput(actor_type, since, [columns[0]], limit=100)
             )
 
-        seen = [a.key for a in (await read()).actors]
-        assert after not in seen  # behind the open transaction: not yet
+        held = await read()
+        assert after not in [a.key for a in held.actors]  # behind the open transaction: not yet
+        # The read tells from when it was held back, also when it returns nothing.
+        started = await writer.fetchval(
+            "SELECT xact_start FROM pg_stat_activity WHERE pid = pg_backend_pid()"
+        )
+        assert held.horizon == started
+        future = {"Customer": "2999-01-01T00:00:00Z", "Person": "32503680000000000"}[actor_type]
+        empty = await read(future)
+        assert list(empty.actors) == [] and empty.horizon == started
+        assert connector.changed_since_horizon_safe(actor_type)
         await late.commit()
         values = {a.key: a.fields[columns[0]] for a in (await read()).actors}
         assert values == {early: "late", after: "after"}

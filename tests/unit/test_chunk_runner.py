@@ -16,7 +16,7 @@ from engine.store.results import FieldChange
 from engine.sync.chunks import publish_units
 from engine.sync.connections import Connections
 from engine.sync.push_stage import PushStage
-from engine.sync.records import Intents
+from engine.sync.records import Intents, SyncContext
 from engine.sync.source_stage import SourceStage
 from tests.support.settings import memory_settings
 
@@ -120,6 +120,69 @@ async def test_stage_one_logs_a_crm_write_whose_commit_was_lost_from_its_intent(
     assert len(recorded) == 2
     assert again.changes == lost.changes
     assert again.crm_written == [1]
+
+
+async def test_a_conflicts_winner_is_kept_by_the_intent_and_logged_from_it(
+    stores: dict[int, MemoryStore], connections: Connections
+) -> None:
+    """A Sync task's conflict (phone changed on the CRM and on ERP 2 since they agreed on "0";
+    crm_wins): the run that wrote it died before its commit; the redelivery logs the write from
+    its intent, naming the winner as the run itself would have."""
+    stores[0].put("Contact", "c1", {"name": "Acme", "phone": "55", "email": "a@crm"})
+    stores[2].put("Customer", "k1", {"company": "Acme", "tel": "1", "mail": "a@crm"})
+    agreed = {1: {"name": "Acme", "phone": "0", "email": "a@crm"}}
+    recorded: list[FieldChange] = []
+
+    async def record(changes: Sequence[FieldChange]) -> None:
+        recorded.extend(changes)
+
+    def sync() -> SyncContext:
+        return SyncContext(settle=True, baselines={k: dict(v) for k, v in agreed.items()})
+
+    lost = await PushStage(connections).run(
+        2, [KEY], [LINKS[1]], intents=Intents(record), sync=sync()
+    )
+    assert [(c.erp_field, c.new_value, c.conflict_winner) for c in lost.changes] == [
+        ("tel", "55", "crm")
+    ]
+    assert [c.conflict_winner for c in recorded] == ["crm"]
+    again = await PushStage(connections).run(
+        2, [KEY], [LINKS[1]], intents=Intents(None, recorded), sync=sync()
+    )
+    assert again.changes == lost.changes
+
+
+async def test_stage_one_keeps_the_winner_in_the_intent_of_a_crm_write(
+    stores: dict[int, MemoryStore],
+) -> None:
+    """The same through stage 1: name changed on both sides, erp_wins writes ERP 1's to the CRM."""
+    names = {i: store.name for i, store in stores.items()}
+    name = {"crm": "name", "direction": "both", "conflict": "erp_wins"}
+    mapping = [{"erp": "Customer", "crm": "Contact", "fields": {"name": name}}]
+    settings = memory_settings(
+        "unused", "unused", names, connection_options={1: {"actor_types": mapping}}
+    )
+    stores[0].put("Contact", "c1", {"name": "CRM name", "phone": "1", "email": "a@crm"})
+    stores[1].put("Customer", "e1", {"name": "ERP name", "phone": "1", "email": "a@crm"})
+    recorded: list[FieldChange] = []
+
+    async def record(changes: Sequence[FieldChange]) -> None:
+        recorded.extend(changes)
+
+    def sync() -> SyncContext:
+        return SyncContext(settle=True, baselines={1: {"name": "Old name"}})
+
+    connections = await Connections.open(settings)
+    try:
+        stage = SourceStage(connections)
+        lost = await stage.run(1, [KEY], LINKS, intents=Intents(record), sync=sync())
+        again = await stage.run(1, [KEY], LINKS, intents=Intents(None, recorded), sync=sync())
+    finally:
+        await connections.close()
+    assert [(c.crm_field, c.new_value, c.conflict_winner) for c in recorded] == [
+        ("name", "ERP name", "erp")
+    ]
+    assert again.changes == lost.changes == recorded
 
 
 async def test_push_units_go_to_their_targets_queues_and_refusals_are_reported() -> None:

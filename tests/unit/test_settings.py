@@ -7,7 +7,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel, ConfigDict
 
+import connectors as sdk
 from engine.settings import ConfigError, Direction, load_settings, redact_url
 
 DEMO = Path("config/erpsync.toml")
@@ -116,3 +118,45 @@ def test_idle_in_transaction_timeout_must_outlast_a_publish(tmp_path: Path) -> N
         load_settings(DEMO, env=env)
     off = load_settings(DEMO, env={"ERPSYNC_DATABASE__IDLE_IN_TRANSACTION_TIMEOUT": "0"})
     assert off.database.idle_in_transaction_timeout == 0
+
+
+class _AnyConfig(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class NoChangesConnector(sdk.BaseConnector[_AnyConfig]):
+    """A connector without changed_since (the continuous sync cannot read it)."""
+
+    name = "no-changes"
+    config_model = _AnyConfig
+
+    async def supported_actor_types(self, request: sdk.ActorTypesInput) -> sdk.ActorTypesResult:
+        return sdk.ActorTypesResult(actor_types=[])
+
+    async def fields(self, request: sdk.FieldsInput) -> sdk.FieldsResult:
+        return sdk.FieldsResult(fields=[])
+
+    async def get_actors(self, request: sdk.GetActorsInput) -> sdk.GetActorsResult:
+        return sdk.GetActorsResult(actors=[])
+
+    async def save_actors(self, request: sdk.SaveActorsInput) -> sdk.SaveActorsResult:
+        return sdk.SaveActorsResult(saved=[])
+
+
+def test_a_bad_sync_overlap_stops_start_up_naming_file_and_key(tmp_path: Path) -> None:
+    erp1 = 'name = "Demo ERP 1"\nconnector = "postgres"\n'
+    assert erp1 in DEMO.read_text()
+    path = tmp_path / "c.toml"
+    path.write_text(DEMO.read_text().replace(erp1, erp1 + "sync_overlap = -5\n"))
+    with pytest.raises(ConfigError) as err:
+        load_settings(path, env={})
+    assert f"{path}: connections[0].sync_overlap: Input should be greater than or equal to 0" in (
+        str(err.value)
+    )
+    other = f'name = "Demo ERP 1"\nconnector = "{__name__}:NoChangesConnector"\n'
+    path.write_text(DEMO.read_text().replace(erp1, other + "sync_overlap = 60\n"))
+    with pytest.raises(ConfigError, match=r"c\.toml: connections\[0\]\.sync_overlap: connector"):
+        load_settings(path, env={})
+    path.write_text(DEMO.read_text().replace(erp1, erp1 + "sync_overlap = 0\n"))
+    settings = load_settings(path, env={"ERPSYNC_SYNC__OVERLAP": "60"})
+    assert settings.connections[0].sync_overlap == 0 and settings.sync.overlap == 60

@@ -152,6 +152,15 @@ async def test_intents_stay_until_their_record_is_settled(pool: asyncpg.Pool) ->
         assert await intents.unsettled(conn, 7, [1, 2]) == []
 
 
+async def test_an_intent_keeps_the_conflicts_winner(pool: asyncpg.Pool) -> None:
+    won = change(1, "phone", "a", "b")
+    won.conflict_winner = "erp"
+    async with pool.acquire() as conn:
+        await intents.record(conn, 9, 0, [won, change(2, "phone", "c", "d")])
+        found = await intents.unsettled(conn, 9, [1, 2])
+    assert sorted((c.internal_key_id, c.conflict_winner) for c in found) == [(1, "erp"), (2, None)]
+
+
 async def test_old_processed_message_ids_are_purged(pool: asyncpg.Pool) -> None:
     async with pool.acquire() as conn:
         assert await results.mark_processed(conn, "old", None)
