@@ -53,7 +53,7 @@ class LaneSlots:
         except asyncio.CancelledError:
             if waiter.done() and not waiter.cancelled():
                 self.release()  # handed a slot just as it was cancelled: pass it on
-            else:
+            elif waiter in queue:  # a release may have dropped it already
                 queue.remove(waiter)
             raise
 

@@ -88,6 +88,19 @@ async def test_a_waiter_cancelled_as_it_is_handed_a_slot_passes_it_on() -> None:
     assert slots.free == 1 and slots.waiting == (0, 0)
 
 
+async def test_a_release_between_a_cancel_and_its_handling_loses_nothing() -> None:
+    slots = LaneSlots(1)
+    await slots.acquire(small=False)
+    waiting = asyncio.create_task(slots.acquire(small=True))
+    await settle()
+    waiting.cancel()  # its future is cancelled now; its handler runs only when it resumes
+    slots.release()  # drops the cancelled future and frees the slot
+    with pytest.raises(asyncio.CancelledError):  # the cancellation, not another error
+        await waiting
+    assert slots.free == 1 and slots.waiting == (0, 0)
+    await asyncio.wait_for(slots.acquire(small=False), 1)
+
+
 def test_a_gate_needs_a_slot() -> None:
     with pytest.raises(ValueError, match="at least one slot"):
         LaneSlots(0)
