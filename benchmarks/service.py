@@ -30,6 +30,8 @@ from engine.runtime.eventloop import new_event_loop
 from engine.settings import Settings
 
 PUBLISHER = web.AppKey("publisher", Publisher)
+NEWER_SETTINGS = [("broker", "coalesce_writes")]
+"""Settings added after the base commit of the last A/B (see ``base``)."""
 CEILING_BODY = orjson.dumps({"ErpConnectionId": 0, "InternalKeyIds": list(range(1, 11))})
 
 
@@ -70,7 +72,8 @@ def apply_experiments(settings: Settings) -> Settings:
     * ``gc_log``: print garbage collections longer than 2 ms (diagnostics, not an A/B flag);
     * ``gc_stats``: print the share of time in garbage collections every 5 s (diagnostics);
     * ``stall_log``: print confirms and inserts slower than 30 ms, and event-loop lag;
-    * ``coalesce``: send the AMQP frames written in one event-loop iteration together;
+    * ``no_coalesce``: one socket write per AMQP frame set again (``broker.coalesce_writes``
+      off; session 8 made one write per event-loop iteration the default);
     * ``log_warning``: log at warning instead of ``erpsync api``'s default info (no line per
       accepted request);
     * ``log_stdlib``: our log lines through the standard library's logging again (a LogRecord
@@ -115,10 +118,13 @@ def apply_experiments(settings: Settings) -> Settings:
         _log_gc_pauses()
     if "gc_stats" in flags:
         _gc_stats()
+    if "batch_stats" in flags:
+        _batch_stats()
     if "stall_log" in flags:
         _log_slow_publishes()
-    if "coalesce" in flags:
-        _coalesce_amqp_writes()
+    if "no_coalesce" in flags:
+        broker = settings.broker.model_copy(update={"coalesce_writes": False})
+        settings = settings.model_copy(update={"broker": broker})
     if "publish_drain" in flags:
         _drain_every_publish()
     if "pool_reset" in flags:
@@ -328,6 +334,75 @@ def _log_through_stdlib(level: str) -> None:
     root.setLevel(getattr(logging, level.upper()))
 
 
+def _log_buffered() -> None:
+    """Experiment: info and debug lines buffered and written once per event-loop iteration."""
+    import asyncio
+
+    import structlog
+
+    stream = sys.stderr.buffer
+    pending: list[bytes] = []
+
+    def flush() -> None:
+        if pending:
+            data = b"".join(pending)
+            pending.clear()
+            stream.write(data)
+            stream.flush()
+
+    class Buffered(structlog.BytesLogger):
+        def info(self, message: bytes) -> None:
+            if not pending:
+                try:
+                    asyncio.get_running_loop().call_soon(flush)
+                except RuntimeError:
+                    pending.append(message + b"\n")
+                    flush()
+                    return
+            pending.append(message + b"\n")
+
+        debug = info
+
+        def warning(self, message: bytes) -> None:
+            pending.append(message + b"\n")
+            flush()
+
+        warn = error = critical = exception = fatal = msg = warning
+
+    config = structlog.get_config()
+    structlog.configure(
+        processors=config["processors"],
+        logger_factory=lambda *args: Buffered(stream, name=str(args[0]) if args else None),
+        wrapper_class=config["wrapper_class"],
+        cache_logger_on_first_use=True,
+    )
+
+
+def _batch_stats(every: float = 5.0) -> None:
+    """Print the task batcher's statements and rows every ``every`` seconds (diagnostics)."""
+    import time
+
+    from engine.store.task_batch import TaskBatcher
+
+    original = TaskBatcher._flush
+    state = {"since": time.monotonic(), "batches": 0, "rows": 0}
+
+    async def flush(self: TaskBatcher, batch: list[Any]) -> None:
+        state["batches"] += 1
+        state["rows"] += len(batch)
+        await original(self, batch)
+        if (now := time.monotonic()) - state["since"] >= every:
+            print(
+                f"task batches {state['batches']} rows {state['rows']} "
+                f"= {state['rows'] / state['batches']:.1f} rows per INSERT",
+                file=sys.stderr,
+                flush=True,
+            )
+            state.update(since=now, batches=0, rows=0)
+
+    TaskBatcher._flush = flush  # type: ignore[method-assign]
+
+
 def _log_gc_pauses(threshold: float = 0.002) -> None:
     """Print every garbage collection longer than ``threshold`` seconds (diagnostics)."""
     import gc
@@ -376,51 +451,6 @@ def _gc_stats(every: float = 5.0) -> None:
             state.update(since=now, took=[0.0, 0.0, 0.0], n=[0, 0, 0])
 
     gc.callbacks.append(callback)
-
-
-def _coalesce_amqp_writes() -> None:
-    """Experiment: aiormq sends every frame set with its own socket write; buffer the writes
-    of one event-loop iteration and send them together."""
-    import asyncio
-
-    import aiormq.connection
-
-    class Coalescing:
-        def __init__(self, writer: asyncio.StreamWriter) -> None:
-            self._writer = writer
-            self._chunks: list[bytes] = []
-            self._scheduled = False
-
-        def write(self, data: bytes) -> None:
-            self._chunks.append(data)
-            if not self._scheduled:
-                self._scheduled = True
-                asyncio.get_running_loop().call_soon(self._flush)
-
-        def _flush(self) -> None:
-            self._scheduled = False
-            if self._chunks:
-                chunks, self._chunks = self._chunks, []
-                if not self._writer.is_closing():
-                    self._writer.write(b"".join(chunks))
-
-        async def drain(self) -> None:
-            self._flush()
-            await self._writer.drain()
-
-        def close(self) -> None:
-            self._flush()
-            self._writer.close()
-
-        def __getattr__(self, name: str) -> Any:
-            return getattr(self._writer, name)
-
-    original = aiormq.connection.Connection._Connection__writer  # type: ignore[attr-defined]
-
-    async def writer(self: Any, stream: asyncio.StreamWriter) -> None:
-        await original(self, Coalescing(stream))
-
-    aiormq.connection.Connection._Connection__writer = writer  # type: ignore[attr-defined]
 
 
 def _drain_every_publish() -> None:
@@ -482,13 +512,24 @@ def main() -> None:
     if "base" in experiments() and base and Path.cwd() != Path(base):
         # The same service from another checkout (e.g. the commit before a change), for an
         # interleaved A/B of two versions of the code in one run.
+        # Settings added since the base commit are left out (at their defaults only).
+        data = orjson.loads(Path(sys.argv[2]).read_bytes())
+        for section, key in NEWER_SETTINGS:
+            if data[section].get(key) == Settings.model_fields[section].default.__dict__[key]:
+                del data[section][key]
+        path = Path(sys.argv[2]).with_suffix(".base.json")
+        path.write_bytes(orjson.dumps(data))
         os.chdir(base)
-        os.execv(sys.executable, [sys.executable, "-m", "benchmarks.service", *sys.argv[1:]])  # noqa: S606
+        os.execv(  # noqa: S606
+            sys.executable, [sys.executable, "-m", "benchmarks.service", sys.argv[1], str(path)]
+        )
     role, path = sys.argv[1], Path(sys.argv[2])
     settings = apply_experiments(Settings.model_validate(orjson.loads(path.read_bytes())))
     configure(settings.logging)
     if "log_stdlib" in experiments():
         _log_through_stdlib(settings.logging.level)
+    if "log_buffer" in experiments():
+        _log_buffered()
     processes = next(
         (int(f[5:]) for f in experiments() if f.startswith("procs")), 1
     )  # e.g. procs2: two front door processes on the port (SO_REUSEPORT)
