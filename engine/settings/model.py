@@ -86,11 +86,6 @@ class DatabaseSettings(_Model):
     pool_min_size: int = Field(2, ge=1)
     pool_max_size: int = Field(10, ge=1)
     connect_timeout: float = Field(5.0, gt=0)
-    coalesce_writes: bool = Field(
-        True,
-        description="Send the AMQP frames written in one event-loop iteration with one socket "
-        "write (amqp:// only): the broker wakes once for a burst of publishes or acks.",
-    )
     idle_in_transaction_timeout: float = Field(
         60.0,
         ge=0,
