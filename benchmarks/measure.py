@@ -165,6 +165,8 @@ def _group_of(comm: str, cmdline: str, session: int, by_session: dict[int, str],
         return "rabbitmq"
     if comm == "wrk":
         return "wrk"
+    if comm == "cat":
+        return "log_reader"  # the log_pipe experiment's reader
     return "other"
 
 

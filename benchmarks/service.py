@@ -101,7 +101,11 @@ def apply_experiments(settings: Settings) -> Settings:
       much a microsecond of Python costs in situ);
     * ``log_raw``: the ``resync queued`` line as one ``os.write`` of an orjson dict, without
       structlog's processors;
-    * ``log_devnull``: stderr (the log) to ``/dev/null`` instead of the log file.
+    * ``log_devnull``: stderr (the log) to ``/dev/null`` instead of the log file;
+    * ``log_pipe``: stderr (the log) into a pipe that a ``cat`` process copies to the log file
+      (as a supervisor collecting the output would);
+    * ``log_unbuffered``: every log line written on its own, as before session 8 (not once per
+      event-loop iteration).
     """
     flags = experiments()
     _skip_pieces(flags)
@@ -237,6 +241,8 @@ def _skip_pieces(flags: set[str]) -> None:
             return original_info(*args, **kw)
 
         routes.log.info = info  # type: ignore[method-assign]
+    if "log_pipe" in flags:
+        _log_through_pipe()
     if "log_devnull" in flags:
         null = os.open(os.devnull, os.O_WRONLY)
         os.dup2(null, 1)
@@ -334,48 +340,34 @@ def _log_through_stdlib(level: str) -> None:
     root.setLevel(getattr(logging, level.upper()))
 
 
-def _log_buffered() -> None:
-    """Experiment: info and debug lines buffered and written once per event-loop iteration."""
-    import asyncio
-
+def _log_unbuffered() -> None:
+    """Experiment: every log line written on its own (structlog's ``BytesLogger``, as before
+    session 8), instead of once per event-loop iteration."""
     import structlog
 
     stream = sys.stderr.buffer
-    pending: list[bytes] = []
-
-    def flush() -> None:
-        if pending:
-            data = b"".join(pending)
-            pending.clear()
-            stream.write(data)
-            stream.flush()
-
-    class Buffered(structlog.BytesLogger):
-        def info(self, message: bytes) -> None:
-            if not pending:
-                try:
-                    asyncio.get_running_loop().call_soon(flush)
-                except RuntimeError:
-                    pending.append(message + b"\n")
-                    flush()
-                    return
-            pending.append(message + b"\n")
-
-        debug = info
-
-        def warning(self, message: bytes) -> None:
-            pending.append(message + b"\n")
-            flush()
-
-        warn = error = critical = exception = fatal = msg = warning
-
     config = structlog.get_config()
     structlog.configure(
         processors=config["processors"],
-        logger_factory=lambda *args: Buffered(stream, name=str(args[0]) if args else None),
+        logger_factory=lambda *args: structlog.BytesLogger(
+            stream, name=str(args[0]) if args else None
+        ),
         wrapper_class=config["wrapper_class"],
         cache_logger_on_first_use=True,
     )
+
+
+def _log_through_pipe() -> None:
+    """Experiment: stderr (the log) into a pipe read by ``cat`` writing to the log file, as
+    under a supervisor or container runtime that collects a service's output."""
+    import subprocess
+
+    read, write = os.pipe()
+    subprocess.Popen(["/bin/cat"], stdin=read, stdout=os.dup(2), start_new_session=True)
+    os.close(read)
+    os.dup2(write, 1)
+    os.dup2(write, 2)
+    os.close(write)
 
 
 def _batch_stats(every: float = 5.0) -> None:
@@ -528,8 +520,8 @@ def main() -> None:
     configure(settings.logging)
     if "log_stdlib" in experiments():
         _log_through_stdlib(settings.logging.level)
-    if "log_buffer" in experiments():
-        _log_buffered()
+    if "log_unbuffered" in experiments():
+        _log_unbuffered()
     processes = next(
         (int(f[5:]) for f in experiments() if f.startswith("procs")), 1
     )  # e.g. procs2: two front door processes on the port (SO_REUSEPORT)
