@@ -30,8 +30,9 @@ from engine.runtime.eventloop import new_event_loop
 from engine.settings import Settings
 
 PUBLISHER = web.AppKey("publisher", Publisher)
-NEWER_SETTINGS = [("broker", "coalesce_writes")]
-"""Settings added after the base commit of the last A/B (see ``base``)."""
+NEWER_SETTINGS: list[tuple[str, str]] = []
+"""(section, key) of settings added after the base commit of an A/B (see ``base``): left out
+of the base's settings file while at their default."""
 CEILING_BODY = orjson.dumps({"ErpConnectionId": 0, "InternalKeyIds": list(range(1, 11))})
 
 
@@ -72,8 +73,7 @@ def apply_experiments(settings: Settings) -> Settings:
     * ``gc_log``: print garbage collections longer than 2 ms (diagnostics, not an A/B flag);
     * ``gc_stats``: print the share of time in garbage collections every 5 s (diagnostics);
     * ``stall_log``: print confirms and inserts slower than 30 ms, and event-loop lag;
-    * ``no_coalesce``: one socket write per AMQP frame set again (``broker.coalesce_writes``
-      off; session 8 made one write per event-loop iteration the default);
+    * ``coalesce``: send the AMQP frames written in one event-loop iteration together;
     * ``log_warning``: log at warning instead of ``erpsync api``'s default info (no line per
       accepted request);
     * ``log_stdlib``: our log lines through the standard library's logging again (a LogRecord
@@ -126,9 +126,8 @@ def apply_experiments(settings: Settings) -> Settings:
         _batch_stats()
     if "stall_log" in flags:
         _log_slow_publishes()
-    if "no_coalesce" in flags:
-        broker = settings.broker.model_copy(update={"coalesce_writes": False})
-        settings = settings.model_copy(update={"broker": broker})
+    if "coalesce" in flags:
+        _coalesce_amqp_writes()
     if "publish_drain" in flags:
         _drain_every_publish()
     if "pool_reset" in flags:
@@ -443,6 +442,51 @@ def _gc_stats(every: float = 5.0) -> None:
             state.update(since=now, took=[0.0, 0.0, 0.0], n=[0, 0, 0])
 
     gc.callbacks.append(callback)
+
+
+def _coalesce_amqp_writes() -> None:
+    """Experiment: aiormq sends every frame set with its own socket write; buffer the writes
+    of one event-loop iteration and send them together."""
+    import asyncio
+
+    import aiormq.connection
+
+    class Coalescing:
+        def __init__(self, writer: asyncio.StreamWriter) -> None:
+            self._writer = writer
+            self._chunks: list[bytes] = []
+            self._scheduled = False
+
+        def write(self, data: bytes) -> None:
+            self._chunks.append(data)
+            if not self._scheduled:
+                self._scheduled = True
+                asyncio.get_running_loop().call_soon(self._flush)
+
+        def _flush(self) -> None:
+            self._scheduled = False
+            if self._chunks:
+                chunks, self._chunks = self._chunks, []
+                if not self._writer.is_closing():
+                    self._writer.write(b"".join(chunks))
+
+        async def drain(self) -> None:
+            self._flush()
+            await self._writer.drain()
+
+        def close(self) -> None:
+            self._flush()
+            self._writer.close()
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._writer, name)
+
+    original = aiormq.connection.Connection._Connection__writer  # type: ignore[attr-defined]
+
+    async def writer(self: Any, stream: asyncio.StreamWriter) -> None:
+        await original(self, Coalescing(stream))
+
+    aiormq.connection.Connection._Connection__writer = writer  # type: ignore[attr-defined]
 
 
 def _drain_every_publish() -> None:

@@ -13,7 +13,6 @@ import structlog
 from aio_pika.abc import AbstractChannel, AbstractRobustChannel, AbstractRobustConnection
 from pamqp.commands import Basic
 
-from engine.messaging.coalesce import CoalescingRobustConnection
 from engine.messaging.commands import new_message_id
 from engine.messaging.publishing import ChunkRouting, PublishFailed
 from engine.messaging.topology import Names, Topology, declare
@@ -46,11 +45,6 @@ async def connect(settings: BrokerSettings, role: str) -> AbstractRobustConnecti
             url,
             client_properties={"connection_name": f"erpsync-{role}"},
             timeout=settings.connect_timeout,
-            connection_class=(
-                CoalescingRobustConnection
-                if settings.coalesce_writes
-                else aio_pika.RobustConnection
-            ),
         ),
         timeout=settings.connect_timeout + 1,
     )

@@ -123,11 +123,6 @@ class BrokerSettings(_Model):
     )
     delivery_limit: int = Field(10, ge=1, description="Deliveries before dead-lettering.")
     connect_timeout: float = Field(5.0, gt=0)
-    coalesce_writes: bool = Field(
-        True,
-        description="Send the AMQP frames written in one event-loop iteration with one socket "
-        "write (amqp:// only): the broker wakes once for a burst of publishes or acks.",
-    )
 
 
 class EngineSettings(_Model):
