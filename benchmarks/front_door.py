@@ -35,7 +35,7 @@ import aiohttp
 import orjson
 
 from benchmarks.config import AMQP_URL, AUTH_HEADER, RESYNC_PATH
-from benchmarks.measure import cpu_split, cpu_ticks, profiled
+from benchmarks.measure import cpu_split, cpu_ticks, profiled, sched_counts, sched_delta
 from benchmarks.reporting import ROOT, Report, arguments, fmt
 from benchmarks.scenario import Bench, run_main
 
@@ -106,6 +106,13 @@ def options(parser: argparse.ArgumentParser) -> None:
         "req/s) or the asyncio client benchmarks.openloop (2-3x the CPU, on the same cores)",
     )
     parser.add_argument(
+        "--open-loop-rate",
+        type=float,
+        default=None,
+        help="offer this many req/s in every open-loop run of the front door and its variants "
+        "(instead of a share of each run's peak): CPU per request compared at the same rate",
+    )
+    parser.add_argument(
         "--open-loop-shares",
         type=float,
         nargs="+",
@@ -150,6 +157,12 @@ def children_cpu_seconds() -> float:
     """User + system CPU of the child processes that have exited (e.g. a finished wrk)."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
+
+
+def children_switches() -> tuple[int, int]:
+    """Voluntary and involuntary context switches of the child processes that have exited."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_nvcsw, usage.ru_nivcsw
 
 
 async def wrk_open_loop(url: str, rate: float, duration: float) -> dict[str, Any]:
@@ -300,10 +313,15 @@ async def main() -> None:
 
     async def open_loop(url: str, rate: float, seconds: float | None = None) -> dict[str, Any]:
         before, started = cpu_ticks(groups), time.monotonic()
+        sched_before = sched_counts(groups, bench.database)
         client = wrk_open_loop if use_wrk_open_loop else openloop
         data = await client(url, rate, seconds or duration)
         # All processes, the client included (as for the closed-loop wrk runs).
         data["cpu_cores"] = cpu_split(before, cpu_ticks(groups), time.monotonic() - started)
+        answered = data["achieved_rate"] * (seconds or duration)
+        data["sched_per_request"] = sched_delta(
+            sched_before, sched_counts(groups, bench.database), answered
+        )
         if data.get("achieved_rate"):
             data["machine_cpu_us_per_request"] = round(
                 data["cpu_cores"]["total"] * 1e6 / data["achieved_rate"]
@@ -379,9 +397,29 @@ async def main() -> None:
                 with profiled(args.profile, f"front_door_{name}", pids):
                     if use_wrk:
                         before, started = cpu_ticks(groups), time.monotonic()
-                        wrk_before = children_cpu_seconds()
+                        sched_before = sched_counts(groups, bench.database)
+                        wrk_before, wrk_switches = children_cpu_seconds(), children_switches()
                         data = await wrk(url, duration, args.connections)
                         seconds = time.monotonic() - started
+                        # Per accepted request, every process on the machine: CPU, context
+                        # switches, times scheduled, waits for a CPU, page faults.
+                        accepted = data["requests"] - data["status_errors"]
+                        per_request = sched_delta(
+                            sched_before, sched_counts(groups, bench.database), accepted
+                        )
+                        wrk_after = children_switches()
+                        per_request["wrk"] = {
+                            "cpu_us": round(
+                                (children_cpu_seconds() - wrk_before) * 1e6 / max(accepted, 1), 2
+                            ),
+                            "voluntary": round(
+                                (wrk_after[0] - wrk_switches[0]) / max(accepted, 1), 2
+                            ),
+                            "involuntary": round(
+                                (wrk_after[1] - wrk_switches[1]) / max(accepted, 1), 2
+                            ),
+                        }
+                        data["sched_per_request"] = per_request
                         cores = cpu_split(before, cpu_ticks(groups), seconds)
                         # wrk has exited: its CPU is in our children's rusage.
                         cores["wrk"] = round((children_cpu_seconds() - wrk_before) / seconds, 2)
@@ -414,6 +452,8 @@ async def main() -> None:
                 runs.append({"target": "ceiling-open-loop", "share": 0.8, **data})
             for share in [] if args.no_open_loop else args.open_loop_shares:
                 rate = 50.0 if args.smoke else share * api_rps.runs[-1]
+                if args.open_loop_rate:
+                    rate = args.open_loop_rate
                 # Profiled too: per-request costs differ from the closed loop's.
                 pids = [api.pid] if share == 0.8 else []
                 with profiled(args.profile, "front_door_api_open_loop", pids):

@@ -146,3 +146,101 @@ def cpu_split(
         name: max(0.0, round((after.get(name, 0.0) - before.get(name, 0.0)) / seconds, 2))
         for name in sorted(after)
     }
+
+
+SCHED_FIELDS = ("cpu_s", "sys_s", "voluntary", "involuntary", "slices", "run_delay_s", "minflt")
+
+
+def _group_of(comm: str, cmdline: str, session: int, by_session: dict[int, str], db: str) -> str:
+    name = by_session.get(session)
+    if name is not None:
+        return name
+    if comm.startswith("postgres"):
+        if db and db in cmdline:
+            return "pg_backend"  # this scenario's connections
+        if "walwriter" in cmdline:
+            return "pg_walwriter"
+        return "pg_other"
+    if comm in ("beam.smp", "epmd", "erl_child_setup", "inet_gethost"):
+        return "rabbitmq"
+    if comm == "wrk":
+        return "wrk"
+    if comm == "cat":
+        return "log_reader"  # the log_pipe experiment's reader
+    return "other"
+
+
+def sched_counts(groups: dict[str, int], database: str = "") -> dict[str, dict[str, float]]:
+    """Scheduler counters so far, by group (as :func:`cpu_ticks`, with PostgreSQL split into
+    this scenario's backends (``database`` in their command line), the WAL writer and the rest):
+    CPU seconds (and of them in the kernel), voluntary and involuntary context switches,
+    times run on a CPU
+    (``schedstat``), seconds spent runnable but waiting for a CPU, and minor page faults.
+    Summed over every thread. ``machine`` has the kernel's total context switches
+    (``voluntary``) and CPU seconds. Subtract two snapshots (:func:`sched_delta`)."""
+    hz = os.sysconf("SC_CLK_TCK")
+    by_session = {sid: name for name, sid in groups.items()}
+    out: dict[str, dict[str, float]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        comm = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if fields[0] == "Z" or not cmdline:  # kernel threads and zombies
+            group = "kernel" if not cmdline else "other"
+        else:
+            group = _group_of(comm, cmdline, int(fields[3]), by_session, database)
+        counts = out.setdefault(group, dict.fromkeys(SCHED_FIELDS, 0.0))
+        counts["cpu_s"] += (int(fields[11]) + int(fields[12])) / hz
+        counts["sys_s"] += int(fields[12]) / hz
+        counts["minflt"] += int(fields[7])
+        try:
+            tasks = list((entry / "task").iterdir())
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                status = (task / "status").read_text()
+                sched = (task / "schedstat").read_text().split()
+            except OSError:
+                continue
+            for line in status.splitlines()[-2:]:
+                key, _, value = line.partition(":")
+                if key == "voluntary_ctxt_switches":
+                    counts["voluntary"] += int(value)
+                elif key == "nonvoluntary_ctxt_switches":
+                    counts["involuntary"] += int(value)
+            counts["run_delay_s"] += int(sched[1]) / 1e9
+            counts["slices"] += int(sched[2])
+    lines = Path("/proc/stat").read_text().splitlines()
+    ticks = [int(v) for v in lines[0].split()[1:]]
+    ctxt = next(int(line.split()[1]) for line in lines if line.startswith("ctxt "))
+    machine = dict.fromkeys(SCHED_FIELDS, 0.0)
+    machine["cpu_s"] = (sum(ticks) - ticks[3] - ticks[4]) / hz
+    machine["voluntary"] = ctxt  # all switches, the kernel's own count
+    out["machine"] = machine
+    return out
+
+
+def sched_delta(
+    before: dict[str, dict[str, float]], after: dict[str, dict[str, float]], requests: float
+) -> dict[str, dict[str, float]]:
+    """Per request, by group, between two :func:`sched_counts` snapshots: CPU in µs, context
+    switches (voluntary, involuntary), times scheduled, µs waiting for a CPU, minor faults."""
+    scale = {"cpu_s": 1e6, "sys_s": 1e6, "run_delay_s": 1e6}
+    names = {"cpu_s": "cpu_us", "sys_s": "sys_us", "run_delay_s": "run_delay_us"}
+    out = {}
+    for group, counts in after.items():
+        old = before.get(group, {})
+        out[group] = {
+            names.get(key, key): round(
+                max(0.0, value - old.get(key, 0.0)) * scale.get(key, 1.0) / max(requests, 1.0), 2
+            )
+            for key, value in counts.items()
+        }
+    return out

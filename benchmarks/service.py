@@ -30,6 +30,9 @@ from engine.runtime.eventloop import new_event_loop
 from engine.settings import Settings
 
 PUBLISHER = web.AppKey("publisher", Publisher)
+NEWER_SETTINGS: list[tuple[str, str]] = []
+"""(section, key) of settings added after the base commit of an A/B (see ``base``): left out
+of the base's settings file while at their default."""
 CEILING_BODY = orjson.dumps({"ErpConnectionId": 0, "InternalKeyIds": list(range(1, 11))})
 
 
@@ -98,7 +101,11 @@ def apply_experiments(settings: Settings) -> Settings:
       much a microsecond of Python costs in situ);
     * ``log_raw``: the ``resync queued`` line as one ``os.write`` of an orjson dict, without
       structlog's processors;
-    * ``log_devnull``: stderr (the log) to ``/dev/null`` instead of the log file.
+    * ``log_devnull``: stderr (the log) to ``/dev/null`` instead of the log file;
+    * ``log_pipe``: stderr (the log) into a pipe that a ``cat`` process copies to the log file
+      (as a supervisor collecting the output would);
+    * ``log_unbuffered``: every log line written on its own, as before session 8 (not once per
+      event-loop iteration).
     """
     flags = experiments()
     _skip_pieces(flags)
@@ -115,6 +122,8 @@ def apply_experiments(settings: Settings) -> Settings:
         _log_gc_pauses()
     if "gc_stats" in flags:
         _gc_stats()
+    if "batch_stats" in flags:
+        _batch_stats()
     if "stall_log" in flags:
         _log_slow_publishes()
     if "coalesce" in flags:
@@ -231,6 +240,8 @@ def _skip_pieces(flags: set[str]) -> None:
             return original_info(*args, **kw)
 
         routes.log.info = info  # type: ignore[method-assign]
+    if "log_pipe" in flags:
+        _log_through_pipe()
     if "log_devnull" in flags:
         null = os.open(os.devnull, os.O_WRONLY)
         os.dup2(null, 1)
@@ -326,6 +337,61 @@ def _log_through_stdlib(level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(getattr(logging, level.upper()))
+
+
+def _log_unbuffered() -> None:
+    """Experiment: every log line written on its own (structlog's ``BytesLogger``, as before
+    session 8), instead of once per event-loop iteration."""
+    import structlog
+
+    stream = sys.stderr.buffer
+    config = structlog.get_config()
+    structlog.configure(
+        processors=config["processors"],
+        logger_factory=lambda *args: structlog.BytesLogger(
+            stream, name=str(args[0]) if args else None
+        ),
+        wrapper_class=config["wrapper_class"],
+        cache_logger_on_first_use=True,
+    )
+
+
+def _log_through_pipe() -> None:
+    """Experiment: stderr (the log) into a pipe read by ``cat`` writing to the log file, as
+    under a supervisor or container runtime that collects a service's output."""
+    import subprocess
+
+    read, write = os.pipe()
+    subprocess.Popen(["/bin/cat"], stdin=read, stdout=os.dup(2), start_new_session=True)
+    os.close(read)
+    os.dup2(write, 1)
+    os.dup2(write, 2)
+    os.close(write)
+
+
+def _batch_stats(every: float = 5.0) -> None:
+    """Print the task batcher's statements and rows every ``every`` seconds (diagnostics)."""
+    import time
+
+    from engine.store.task_batch import TaskBatcher
+
+    original = TaskBatcher._flush
+    state = {"since": time.monotonic(), "batches": 0, "rows": 0}
+
+    async def flush(self: TaskBatcher, batch: list[Any]) -> None:
+        state["batches"] += 1
+        state["rows"] += len(batch)
+        await original(self, batch)
+        if (now := time.monotonic()) - state["since"] >= every:
+            print(
+                f"task batches {state['batches']} rows {state['rows']} "
+                f"= {state['rows'] / state['batches']:.1f} rows per INSERT",
+                file=sys.stderr,
+                flush=True,
+            )
+            state.update(since=now, batches=0, rows=0)
+
+    TaskBatcher._flush = flush  # type: ignore[method-assign]
 
 
 def _log_gc_pauses(threshold: float = 0.002) -> None:
@@ -482,13 +548,24 @@ def main() -> None:
     if "base" in experiments() and base and Path.cwd() != Path(base):
         # The same service from another checkout (e.g. the commit before a change), for an
         # interleaved A/B of two versions of the code in one run.
+        # Settings added since the base commit are left out (at their defaults only).
+        data = orjson.loads(Path(sys.argv[2]).read_bytes())
+        for section, key in NEWER_SETTINGS:
+            if data[section].get(key) == Settings.model_fields[section].default.__dict__[key]:
+                del data[section][key]
+        path = Path(sys.argv[2]).with_suffix(".base.json")
+        path.write_bytes(orjson.dumps(data))
         os.chdir(base)
-        os.execv(sys.executable, [sys.executable, "-m", "benchmarks.service", *sys.argv[1:]])  # noqa: S606
+        os.execv(  # noqa: S606
+            sys.executable, [sys.executable, "-m", "benchmarks.service", sys.argv[1], str(path)]
+        )
     role, path = sys.argv[1], Path(sys.argv[2])
     settings = apply_experiments(Settings.model_validate(orjson.loads(path.read_bytes())))
     configure(settings.logging)
     if "log_stdlib" in experiments():
         _log_through_stdlib(settings.logging.level)
+    if "log_unbuffered" in experiments():
+        _log_unbuffered()
     processes = next(
         (int(f[5:]) for f in experiments() if f.startswith("procs")), 1
     )  # e.g. procs2: two front door processes on the port (SO_REUSEPORT)
