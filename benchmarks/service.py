@@ -104,8 +104,8 @@ def apply_experiments(settings: Settings) -> Settings:
     * ``log_devnull``: stderr (the log) to ``/dev/null`` instead of the log file;
     * ``log_pipe``: stderr (the log) into a pipe that a ``cat`` process copies to the log file
       (as a supervisor collecting the output would);
-    * ``log_unbuffered``: every log line written on its own, as before session 8 (not once per
-      event-loop iteration).
+    * ``log_buffered``: info and debug lines written once per event-loop iteration, all of an
+      iteration's lines with one ``write`` (session 8; not kept, docs/benchmarks.md).
     """
     flags = experiments()
     _skip_pieces(flags)
@@ -339,18 +339,45 @@ def _log_through_stdlib(level: str) -> None:
     root.setLevel(getattr(logging, level.upper()))
 
 
-def _log_unbuffered() -> None:
-    """Experiment: every log line written on its own (structlog's ``BytesLogger``, as before
-    session 8), instead of once per event-loop iteration."""
+def _log_buffered() -> None:
+    """Experiment: info and debug lines buffered and written once per event-loop iteration."""
+    import asyncio
+
     import structlog
 
     stream = sys.stderr.buffer
+    pending: list[bytes] = []
+
+    def flush() -> None:
+        if pending:
+            data = b"".join(pending)
+            pending.clear()
+            stream.write(data)
+            stream.flush()
+
+    class Buffered(structlog.BytesLogger):
+        def info(self, message: bytes) -> None:
+            if not pending:
+                try:
+                    asyncio.get_running_loop().call_soon(flush)
+                except RuntimeError:
+                    pending.append(message + b"\n")
+                    flush()
+                    return
+            pending.append(message + b"\n")
+
+        debug = info
+
+        def warning(self, message: bytes) -> None:
+            pending.append(message + b"\n")
+            flush()
+
+        warn = error = critical = exception = fatal = msg = warning
+
     config = structlog.get_config()
     structlog.configure(
         processors=config["processors"],
-        logger_factory=lambda *args: structlog.BytesLogger(
-            stream, name=str(args[0]) if args else None
-        ),
+        logger_factory=lambda *args: Buffered(stream, name=str(args[0]) if args else None),
         wrapper_class=config["wrapper_class"],
         cache_logger_on_first_use=True,
     )
@@ -564,8 +591,8 @@ def main() -> None:
     configure(settings.logging)
     if "log_stdlib" in experiments():
         _log_through_stdlib(settings.logging.level)
-    if "log_unbuffered" in experiments():
-        _log_unbuffered()
+    if "log_buffered" in experiments():
+        _log_buffered()
     processes = next(
         (int(f[5:]) for f in experiments() if f.startswith("procs")), 1
     )  # e.g. procs2: two front door processes on the port (SO_REUSEPORT)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import atexit
 import logging
 import sys
 import time
@@ -37,10 +35,9 @@ def configure(settings: LoggingSettings) -> None:
         # (docs/benchmarks.md, "Front door at the default log level"). Libraries' records
         # still go through the handler below, to the same stream, each line flushed.
         stream = sys.stderr.buffer
-        _buffer.stream = stream
 
-        def factory(*args: object) -> LoopBufferedLogger:
-            return LoopBufferedLogger(stream, name=str(args[0]) if args else None)
+        def factory(*args: object) -> structlog.BytesLogger:
+            return structlog.BytesLogger(stream, name=str(args[0]) if args else None)
 
         structlog.configure(
             processors=[
@@ -63,7 +60,7 @@ def configure(settings: LoggingSettings) -> None:
             wrapper_class=structlog.stdlib.BoundLogger,
             cache_logger_on_first_use=True,
         )
-    handler = OrderedStreamHandler(sys.stderr)
+    handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=shared,
@@ -80,70 +77,6 @@ def configure(settings: LoggingSettings) -> None:
     tools = logging.getLogger("aio_pika.tools")
     if not any(isinstance(f, HandledReconnects) for f in tools.filters):
         tools.addFilter(HandledReconnects())
-
-
-class _LineBuffer:
-    """Info and debug lines written during one event-loop iteration, sent with one write."""
-
-    def __init__(self) -> None:
-        self.stream: Any = None
-        self.lines: list[bytes] = []
-
-    def add(self, line: bytes) -> None:
-        if not self.lines:
-            try:
-                asyncio.get_running_loop().call_soon(self.flush)
-            except RuntimeError:  # no event loop: write at once
-                self.lines.append(line)
-                self.flush()
-                return
-        self.lines.append(line)
-
-    def flush(self) -> None:
-        if self.lines and self.stream is not None:
-            data = b"".join(self.lines)
-            self.lines.clear()
-            self.stream.write(data)
-            self.stream.flush()
-
-
-_buffer = _LineBuffer()
-
-
-def flush_logs() -> None:
-    """Write the log lines still buffered (the event loop flushes them once per iteration;
-    called at exit, before a warning, and before every line of the standard library's)."""
-    _buffer.flush()
-
-
-atexit.register(flush_logs)
-
-
-class LoopBufferedLogger(structlog.BytesLogger):
-    """structlog's ``BytesLogger`` whose info and debug lines are written once per event-loop
-    iteration, all of that iteration's lines with one ``write`` (a busy front door logs a
-    line per request; each write is a system call, and where stderr is a pipe, a wake-up of
-    its reader). Warnings and errors are written at once, after what is buffered, and
-    outside an event loop every line is."""
-
-    def info(self, message: bytes) -> None:
-        _buffer.add(message + b"\n")
-
-    debug = info
-
-    def warning(self, message: bytes) -> None:
-        _buffer.lines.append(message + b"\n")
-        _buffer.flush()
-
-    warn = error = critical = exception = fatal = failure = err = msg = log = warning
-
-
-class OrderedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """The libraries' records, written after the structlog lines buffered before them."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        _buffer.flush()
-        super().emit(record)
 
 
 class HandledReconnects(logging.Filter):

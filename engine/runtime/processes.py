@@ -24,8 +24,6 @@ import traceback
 from collections.abc import Callable
 from types import FrameType
 
-from engine.observability.logging import flush_logs
-
 
 def _stop_when_orphaned(parent: int) -> None:
     def watch() -> None:
@@ -57,7 +55,6 @@ def run_forked(processes: int, serve: Callable[[], None]) -> int:
                 traceback.print_exc()
                 code = 1
             finally:
-                flush_logs()
                 sys.stdout.flush()
                 sys.stderr.flush()
             os._exit(code)
