@@ -148,7 +148,7 @@ def apply_experiments(settings: Settings) -> Settings:
                 "jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog"
             )
 
-        pool._init_connection = init  # type: ignore[assignment]
+        pool._init_connection = init
     if "log_warning" in flags:
         logging = settings.logging.model_copy(update={"level": "warning"})
         settings = settings.model_copy(update={"logging": logging})
@@ -180,7 +180,7 @@ def _skip_pieces(flags: set[str]) -> None:
     from engine.observability.metrics import Metrics
 
     if "skip_http_metrics" in flags:
-        Metrics.http_request = lambda *_: None  # type: ignore[assignment, method-assign]
+        Metrics.http_request = lambda *_: None  # type: ignore[method-assign]
     if "skip_auth" in flags:
         principal = auth.Principal("bench", "basic")
 
@@ -195,7 +195,8 @@ def _skip_pieces(flags: set[str]) -> None:
         def with_layers(*args: Any) -> Any:
             @web.middleware
             async def layer(request: web.Request, handler: Any) -> web.StreamResponse:
-                return await handler(request)
+                response: web.StreamResponse = await handler(request)
+                return response
 
             inner = fused.front_door_middleware(*args)
 
@@ -208,7 +209,7 @@ def _skip_pieces(flags: set[str]) -> None:
             flat = [m for item in middlewares for m in (item if isinstance(item, list) else [item])]
             original_init(self, *a, middlewares=flat, **kw)
 
-        engine.app.front_door_middleware = with_layers  # type: ignore[attr-defined]
+        engine.app.front_door_middleware = with_layers  # type: ignore[attr-defined, assignment]
         web.Application.__init__ = init  # type: ignore[method-assign]
     for flag in flags:
         if flag.startswith("log_spin"):  # e.g. log_spin8
@@ -225,7 +226,7 @@ def _skip_pieces(flags: set[str]) -> None:
                     while time.perf_counter() < until:
                         pass
 
-            routes.log = Spin(spin)  # type: ignore[assignment]
+            routes.log = Spin(spin)
     if "ctx_count" in flags:  # diagnostics: the size of a request's context, once
         import contextvars
 
@@ -239,7 +240,7 @@ def _skip_pieces(flags: set[str]) -> None:
                 print(f"context vars {len(names)}: {names[:40]}", file=sys.stderr, flush=True)
             return original_info(*args, **kw)
 
-        routes.log.info = info  # type: ignore[method-assign]
+        routes.log.info = info
     if "log_pipe" in flags:
         _log_through_pipe()
     if "log_devnull" in flags:
@@ -261,7 +262,7 @@ def _skip_pieces(flags: set[str]) -> None:
                 kw["timestamp"] = now.isoformat().replace("+00:00", "Z")
                 os.write(2, orjson.dumps(kw) + b"\n")
 
-        routes.log = Raw()  # type: ignore[assignment]
+        routes.log = Raw()
     if "skip_insert" in flags:
         ids = itertools.count(1)
 
@@ -270,7 +271,7 @@ def _skip_pieces(flags: set[str]) -> None:
         ) -> NewTask:
             return NewTask(next(ids), resync, uuid.uuid4().hex)
 
-        TaskIntake.create_unkeyed = create_unkeyed  # type: ignore[method-assign]
+        TaskIntake.create_unkeyed = create_unkeyed
 
 
 def _outer_publish_timeout() -> None:
@@ -295,7 +296,7 @@ def _intake_through_context_manager() -> None:
         async with self.create(resync, principal="", key=None) as task:  # calls _create
             return task
 
-    TaskIntake.create_unkeyed = create_unkeyed  # type: ignore[method-assign]
+    TaskIntake.create_unkeyed = create_unkeyed
 
 
 def _log_through_stdlib(level: str) -> None:
@@ -449,24 +450,26 @@ def _gc_stats(every: float = 5.0) -> None:
     import gc
     import time
 
-    state = {"start": 0.0, "since": time.perf_counter(), "took": [0.0, 0.0, 0.0], "n": [0, 0, 0]}
+    start, since = 0.0, time.perf_counter()
+    took, counts = [0.0, 0.0, 0.0], [0, 0, 0]
 
     def callback(phase: str, info: dict[str, int]) -> None:
+        nonlocal start, since, took, counts
         now = time.perf_counter()
         if phase == "start":
-            state["start"] = now
+            start = now
             return
         generation = info["generation"]
-        state["took"][generation] += now - state["start"]  # type: ignore[index]
-        state["n"][generation] += 1  # type: ignore[index]
-        if now - state["since"] >= every:  # type: ignore[operator]
-            span = now - state["since"]  # type: ignore[operator]
+        took[generation] += now - start
+        counts[generation] += 1
+        if now - since >= every:
+            span = now - since
             shares = " ".join(
                 f"gen{g} {n} x {t / max(n, 1) * 1e6:.0f} us = {t / span:.1%}"
-                for g, (n, t) in enumerate(zip(state["n"], state["took"], strict=True))  # type: ignore[call-overload]
+                for g, (n, t) in enumerate(zip(counts, took, strict=True))
             )
             print(f"gc over {span:.1f} s: {shares}", file=sys.stderr, flush=True)
-            state.update(since=now, took=[0.0, 0.0, 0.0], n=[0, 0, 0])
+            since, took, counts = now, [0.0, 0.0, 0.0], [0, 0, 0]
 
     gc.callbacks.append(callback)
 
@@ -551,8 +554,8 @@ def _log_slow_publishes(threshold: float = 0.03) -> None:
 
         return wrapper
 
-    Publisher.publish = timed("publish", Publisher.publish)  # type: ignore[method-assign]
-    TaskBatcher._insert = timed("insert", TaskBatcher._insert)  # type: ignore[method-assign]
+    Publisher.publish = timed("publish", Publisher.publish)  # type: ignore[method-assign, assignment]
+    TaskBatcher._insert = timed("insert", TaskBatcher._insert)  # type: ignore[method-assign, assignment]
 
     async def watch_loop() -> None:
         while True:
