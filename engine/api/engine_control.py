@@ -1,6 +1,7 @@
 """Continuous sync control, SuperOffice's shape: GetEngineStatus, ChangeEngineStatus,
 ChangeEngineInterval, SyncAll and ForceSyncAll (ErpSync agent), plus the dashboard's and CLI's
-per-connection view (``GET /api/v1/erpsync/engine``).
+per-connection view (``GET /api/v1/erpsync/engine``) and a sync from the start
+(``POST /api/v1/erpsync/engine/sync-from-start``).
 
 The engine state lives in PostgreSQL (:mod:`engine.store.incremental`): any front door changes
 it and every worker's scheduler follows it at its next tick.
@@ -202,43 +203,71 @@ async def _ensure(request: web.Request) -> None:
     )
 
 
-async def _sync_all(request: web.Request, *, full: bool) -> web.Response:
-    _, select = await agent_arguments(request)
+_NOT_ENABLED = (
+    "The continuous sync is not enabled.",
+    "Set [sync] enabled = true in the workers' configuration",
+    "SyncNotEnabled",
+)
+
+
+async def _sync_all(request: web.Request, *, forced: bool, from_start: bool = False) -> Any:
+    """The PluginResponse of SyncAll (``forced`` False: only while the engine runs) and
+    ForceSyncAll (``forced``: once even while it is stopped); ``from_start`` also forgets the
+    watermarks."""
     _require_all(request, "sync all records of")
     settings = request.app[SETTINGS]
     await _ensure(request)
     pool: asyncpg.Pool = request.app[POOL]
     state = await store.get_engine(pool)
-    if not settings.sync.enabled or state is None or state.status != "running":
-        data = plugin_response(
+    if not settings.sync.enabled or state is None:
+        return plugin_response(False, "Error", *_NOT_ENABLED)
+    running = state.status == "running"
+    if not forced and not running:
+        return plugin_response(
             False,
             "Error",
             "The sync engine is stopped; start it first.",
-            "ChangeEngineStatus Run=true first (and [sync] enabled in the workers' configuration)",
+            "ChangeEngineStatus Run=true first, or ForceSyncAll for one pass while stopped",
             "EngineStopped",
         )
+    if from_start:
+        count = await store.request_full(pool, None)
+    elif forced:
+        count = await store.force_runs(pool, None)
     else:
-        count = await (store.request_full(pool, None) if full else store.make_due(pool, None))
-        what = "every record from the start" if full else "the changes since the last run"
-        data = plugin_response(
-            True,
-            "Ok",
-            f"{count} connections will sync {what} now.",
-            f"The runs queue Sync batch tasks (GetBatchTaskInfo, Name {store.SYNC_TASK_NAME!r}).",
-        )
-    return respond(request, project(data, select) if select else data, root="PluginResponse")
+        count = await store.make_due(pool, None)
+    what = "every record from the start" if from_start else "the changes since their last run"
+    once = "" if running else " (once: automatic sync stays off)"
+    return plugin_response(
+        True,
+        "Ok",
+        f"{count} connections will sync {what} now{once}.",
+        f"The runs queue Sync batch tasks (GetBatchTaskInfo, Name {store.SYNC_TASK_NAME!r}).",
+    )
 
 
 @routes.post(f"{ERPSYNC}/SyncAll")
 async def sync_all(request: web.Request) -> web.Response:
     """Run every connection's incremental sync now instead of at its next interval."""
-    return await _sync_all(request, full=False)
+    _, select = await agent_arguments(request)
+    data = await _sync_all(request, forced=False)
+    return respond(request, project(data, select) if select else data, root="PluginResponse")
 
 
 @routes.post(f"{ERPSYNC}/ForceSyncAll")
 async def force_sync_all(request: web.Request) -> web.Response:
-    """Forget the watermarks: every connection's next run (now) reads every record."""
-    return await _sync_all(request, full=True)
+    """Sync all connections now, even when automatic sync is off (one pass; SuperOffice's
+    "sync all active connections even when automatic sync is off")."""
+    _, select = await agent_arguments(request)
+    data = await _sync_all(request, forced=True)
+    return respond(request, project(data, select) if select else data, root="PluginResponse")
+
+
+@routes.post(f"{PREFIX}/engine/sync-from-start")
+async def sync_from_start(request: web.Request) -> web.Response:
+    """erpsync's extension: every connection's next run (now, once, even while the engine is
+    stopped) forgets its watermarks and reads every record. Answers the PluginResponse as JSON."""
+    return web.json_response(await _sync_all(request, forced=True, from_start=True))
 
 
 @routes.get(f"{PREFIX}/engine")

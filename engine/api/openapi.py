@@ -1344,12 +1344,35 @@ def _engine_control(doc: dict[str, Any]) -> None:
                 tag="ErpSync",
             ),
             f"{erpsync}/ForceSyncAll": _agent(
-                "ForceSyncAll: forget the watermarks; every connection's next run (now) reads "
-                "every record",
+                "ForceSyncAll: every connection's incremental sync now, once, even when "
+                "automatic sync is off",
                 "NoArguments",
-                {"200": {"description": "IsOk false when stopped.", "content": _content(plugin)}},
+                {
+                    "200": {
+                        "description": "IsOk false when the continuous sync is not enabled.",
+                        "content": _content(plugin),
+                    }
+                },
                 tag="ErpSync",
             ),
+            "/api/v1/erpsync/engine/sync-from-start": {
+                "post": {
+                    "tags": ["ErpSync"],
+                    "summary": "erpsync: every connection's next run (now, once, even when "
+                    "automatic sync is off) forgets its watermarks and reads every record",
+                    "operationId": "syncFromStart",
+                    "parameters": [_AGENT_HEADERS[0]],
+                    "responses": {
+                        "200": {
+                            "description": "A PluginResponse; IsOk false when the continuous "
+                            "sync is not enabled.",
+                            "content": {"application/json": {"schema": plugin}},
+                        },
+                        "401": _COMMON_ERRORS["401"],
+                        "403": _COMMON_ERRORS["403"],
+                    },
+                }
+            },
             "/api/v1/erpsync/engine": _read(
                 "The continuous sync's status (GetEngineStatus as JSON)",
                 "engineStatus",

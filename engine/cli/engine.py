@@ -102,18 +102,35 @@ def engine_interval(interval: str, **kw: Any) -> None:
 
 @click.command("sync-all")
 @click.option(
-    "--force", is_flag=True, help="ForceSyncAll: forget the watermarks and read every record."
+    "--force",
+    is_flag=True,
+    help="ForceSyncAll: one pass now even while the engine is stopped (automatic sync stays off).",
+)
+@click.option(
+    "--from-start",
+    is_flag=True,
+    help="Forget the watermarks: every connection's run (now, once) reads every record.",
 )
 @api_options
-def sync_all(force: bool, **kw: Any) -> None:
-    """Run every connection's incremental sync now (SyncAll); --force reads everything."""
+def sync_all(force: bool, from_start: bool, **kw: Any) -> None:
+    """Run every connection's incremental sync now (SyncAll); --force runs it even while the
+    engine is stopped (ForceSyncAll); --from-start reads every record."""
     as_json = kw.pop("as_json")
     api = api_from(kw)
-    name = "ForceSyncAll" if force else "SyncAll"
-    answer = run(api, lambda: api.json("POST", f"{ERPSYNC}/{name}"))
+    if from_start:
+        name, path = "sync from the start", "/api/v1/erpsync/engine/sync-from-start"
+    else:
+        name = "ForceSyncAll" if force else "SyncAll"
+        path = f"{ERPSYNC}/{name}"
+    answer = run(api, lambda: api.json("POST", path))
     if as_json:
         echo_json(answer)
     if not answer["IsOk"]:
-        raise CliError(f"{name}: {answer['UserExplanation']}", hint="erpsync engine start")
+        hint = (
+            "[sync] enabled = true in the workers' configuration"
+            if answer.get("ErrorCode") == "SyncNotEnabled"
+            else "erpsync engine start, or erpsync sync-all --force"
+        )
+        raise CliError(f"{name}: {answer['UserExplanation']}", hint=hint)
     if not as_json:
         click.echo(f"{name}: {answer['UserExplanation']} {answer['TechExplanation']}")

@@ -125,16 +125,17 @@ async def claim_due(
 
     A run still held by a live claim is not claimed again; the next run time moves to the next
     point of the interval grid after now (missed points are skipped, not run late in a burst).
+    While the engine is stopped only forced runs (:func:`force_runs`) are claimed.
     """
     rows = await conn.fetch(
         """
         UPDATE sync_connections s
         SET run_by = $2, run_until = now() + make_interval(secs => $3), run_started_at = now(),
-            runs = s.runs + 1,
+            runs = s.runs + 1, forced_run = false,
             next_run_at = s.next_run_at + make_interval(secs => e.interval_s * (
                 floor(extract(epoch FROM now() - s.next_run_at) / e.interval_s) + 1))
         FROM sync_engine e
-        WHERE e.status = 'running' AND s.connection_id = ANY($1::int[])
+        WHERE (e.status = 'running' OR s.forced_run) AND s.connection_id = ANY($1::int[])
           AND s.next_run_at <= now() AND (s.run_by IS NULL OR s.run_until < now())
         RETURNING s.connection_id
         """,
@@ -189,10 +190,25 @@ async def finish_run(
 
 
 async def request_full(conn: Executor, connection_ids: Sequence[int] | None) -> int:
-    """ForceSyncAll: the next run of these connections (all when None) reads from the start."""
+    """The next run of these connections (all when None) reads from the start: now, once,
+    even while the engine is stopped (``POST /api/v1/erpsync/engine/sync-from-start``)."""
     rows = await conn.fetch(
         """
-        UPDATE sync_connections SET full_sync_requested = true, next_run_at = now()
+        UPDATE sync_connections
+        SET full_sync_requested = true, forced_run = true, next_run_at = now()
+        WHERE $1::int[] IS NULL OR connection_id = ANY($1::int[]) RETURNING connection_id
+        """,
+        None if connection_ids is None else list(connection_ids),
+    )
+    return len(rows)
+
+
+async def force_runs(conn: Executor, connection_ids: Sequence[int] | None) -> int:
+    """ForceSyncAll: run these connections (all when None) now, once, even while the engine is
+    stopped."""
+    rows = await conn.fetch(
+        """
+        UPDATE sync_connections SET forced_run = true, next_run_at = now()
         WHERE $1::int[] IS NULL OR connection_id = ANY($1::int[]) RETURNING connection_id
         """,
         None if connection_ids is None else list(connection_ids),
@@ -213,7 +229,7 @@ async def make_due(conn: Executor, connection_ids: Sequence[int] | None) -> int:
 
 
 async def take_full_request(conn: Connection, connection_id: int) -> bool:
-    """Consume a ForceSyncAll request: forget the connection's watermarks."""
+    """Consume a request to sync from the start: forget the connection's watermarks."""
     async with conn.transaction():
         full = await conn.fetchval(
             """

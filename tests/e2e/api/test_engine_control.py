@@ -89,3 +89,52 @@ async def test_engine_status_start_interval_and_a_crm_edit_flowing_out(
 
 async def _value(store: MemoryStore, actor_type: str, key: str, field: str) -> Any:
     return (store.get(actor_type, key) or {}).get(field)
+
+
+async def _runs_done(db: asyncpg.Connection, after: dict[int, int]) -> dict[int, asyncpg.Record]:
+    """The connections' rows once each has finished a run more than ``after`` counts."""
+    rows = {r["connection_id"]: r for r in await db.fetch("SELECT * FROM sync_connections")}
+    done = all(
+        r["runs"] > after.get(c, 0) and r["run_by"] is None and r["last_outcome"]
+        for c, r in rows.items()
+    )
+    return rows if done and len(rows) == 3 else {}
+
+
+async def test_force_sync_all_runs_once_while_automatic_sync_is_off(
+    database: str, db: asyncpg.Connection, broker_prefix: str, stores: dict[int, MemoryStore]
+) -> None:
+    stores[0].put("Contact", "1", {"name": "Acme", "phone": "111", "email": "a@crm"})
+    stores[1].put("Customer", "E1-1", {"name": "Acme", "phone": "111", "email": "a@crm"})
+    stores[2].put("Customer", "E2-1", {"company": "Acme", "tel": "111", "mail": "a@crm"})
+    await link(db, 1, "Contact", "1", {1: ("Customer", "E1-1"), 2: ("Customer", "E2-1")})
+    async with Service(sync_settings(database, broker_prefix, stores)) as service:
+        refused = await (await post(service, "SyncAll")).json()
+        assert refused["IsOk"] is False and refused["ErrorCode"] == "EngineStopped"
+
+        forced = await (await post(service, "ForceSyncAll")).json()
+        assert forced["IsOk"] is True and forced["Status"] == "Ok", forced
+        assert "once: automatic sync stays off" in forced["UserExplanation"]
+        first = await wait_for(lambda: _runs_done(db, {}), what="one forced run each")
+        assert all(r["last_outcome"] == "ok" for r in first.values())
+
+        # A CRM edit: only another ForceSyncAll takes it out while the engine is stopped.
+        stores[0].put("Contact", "1", {"name": "Acme", "phone": "222", "email": "a@crm"})
+        runs = {c: r["runs"] for c, r in first.items()}
+        assert (await (await post(service, "ForceSyncAll")).json())["IsOk"] is True
+        second = await wait_for(lambda: _runs_done(db, runs), what="a second forced run each")
+        assert second[0]["last_queued"] == 1
+        await wait_for(
+            lambda: _value(stores[2], "Customer", "E2-1", "tel"), lambda v: v == "222", timeout=30
+        )
+        status = await (await post(service, "GetEngineStatus")).json()
+        assert status["IsRunning"] is False  # one pass each, automatic sync still off
+        assert not await db.fetchval("SELECT bool_or(forced_run) FROM sync_connections")
+
+        # erpsync's sync from the start reads every record again (nothing differs: no writes).
+        runs = {c: r["runs"] for c, r in second.items()}
+        response = await service.client.post("/api/v1/erpsync/engine/sync-from-start", headers=AUTH)
+        assert response.status == 200 and (await response.json())["IsOk"] is True
+        third = await wait_for(lambda: _runs_done(db, runs), what="a run from the start each")
+        assert third[0]["last_changed"] >= 1 and third[1]["last_changed"] >= 1
+        assert not await db.fetchval("SELECT bool_or(full_sync_requested) FROM sync_connections")

@@ -15,7 +15,12 @@ async def test_engine_commands_drive_the_engine_through_the_api(service: Service
     assert "engine stopped" in out and "not enabled" in out  # the ops settings: sync off
 
     code, out, err = await run_cli("sync-all", env=env)
-    assert code == 1 and "SyncAll: The sync engine is stopped" in err, (out, err)
+    assert code == 1 and "SyncAll: The continuous sync is not enabled" in err, (out, err)
+    assert "[sync] enabled = true" in err
+    code, out, err = await run_cli("sync-all", "--force", env=env)
+    assert code == 1 and "ForceSyncAll: The continuous sync is not enabled" in err, (out, err)
+    code, out, err = await run_cli("sync-all", "--from-start", env=env)
+    assert code == 1 and "sync from the start: The continuous" in err, (out, err)
 
     code, out, err = await run_cli("engine", "interval", "45", env=env)
     assert code == 0 and "interval 00:00:45" in out, (out, err)
