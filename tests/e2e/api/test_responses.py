@@ -244,3 +244,33 @@ async def test_text_filters_with_a_nul_character_are_refused_as_documented(
         LIST, data={"Name": "ForceResyncBatchTask", "State": "null"}, headers=AUTH
     )
     assert form.status == 200, await form.text()
+
+
+# Every property of SuperOffice's BatchTaskInfo carrier (v1BatchAgent_GetBatchTaskInfo.md).
+SUPEROFFICE_BATCH_TASK_INFO = {
+    "Id", "Name", "AssociateId", "DetailsTable", "DetailsRecord", "IsSystemTask",
+    "IsInternalTask", "ParameterObject", "LastStarted", "Created", "StartCount",
+    "DatabaseSerialNumber", "Context", "Result", "State", "Description", "Response", "Request",
+    "ProgressDescription", "ProgressPercent", "FileName", "TableRight", "FieldProperties",
+}  # fmt: skip
+
+
+async def test_batch_task_info_has_every_property_of_superoffices_carrier(
+    front_door: Service, db: asyncpg.Connection
+) -> None:
+    queued = await front_door.client.post(RESYNC, json={"InternalKeyIds": [1]}, headers=AUTH)
+    task_id = int(queued.headers["X-Batch-Task-Id"])
+    info = await (
+        await front_door.client.post(TASK_INFO, json={"Id": task_id}, headers=AUTH)
+    ).json()
+    assert SUPEROFFICE_BATCH_TASK_INFO <= set(info), SUPEROFFICE_BATCH_TASK_INFO - set(info)
+    assert info["ParameterObject"] is None and info["TableRight"] is None
+    assert info["FieldProperties"] == {}
+    listed = await front_door.client.post(LIST, json={}, headers=AUTH)
+    assert SUPEROFFICE_BATCH_TASK_INFO <= set((await listed.json())[0])
+    as_xml = await front_door.client.post(
+        TASK_INFO, json={"Id": task_id}, headers={**AUTH, "Accept": "application/xml"}
+    )
+    root = fromstring(await as_xml.read())
+    assert root.find("ParameterObject").get(XSI_NIL) == "true"  # type: ignore[union-attr]
+    assert root.findtext("Result") == ""
