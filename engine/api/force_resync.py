@@ -147,8 +147,10 @@ async def _by_external_keys(
     connection = _known_connection(settings, connection_id)
     require_connection(request[PRINCIPAL], connection_id, "resync from")
     erp_actor_type = _actor_type(connection, text_argument(args, "ErpActorType"))
-    if not erp_keys:
-        raise ApiError(400, "ExternalKeys must name at least one ERP key")
+    if not erp_keys:  # SuperOffice: "or empty to resync all" (of that actor type)
+        return await _all_of_type(
+            request, name, connection, erp_actor_type, no_blank_values, select
+        )
     found = await keys_store.by_external_keys(
         request.app[POOL], connection_id, erp_actor_type, erp_keys
     )
@@ -160,12 +162,37 @@ async def _by_external_keys(
     return await _run(request, name, resync, select, external)
 
 
+async def _all_of_type(
+    request: web.Request,
+    name: str,
+    connection: ConnectionSettings,
+    erp_actor_type: str,
+    no_blank_values: bool,
+    select: list[list[str]] | None,
+) -> web.Response:
+    """Empty ExternalKeys: every record linked to an actor of that type on the connection."""
+    limit = request.app[SETTINGS].server.sync_max_keys
+    ids = await keys_store.linked_of_type(
+        request.app[POOL], connection.id, erp_actor_type, limit + 1
+    )
+    if len(ids) > limit:
+        raise _too_many(
+            name, len(ids), limit, f"records (every linked {erp_actor_type} was asked for)"
+        )
+    if not ids:  # nothing to resync: no task
+        text = f"No {erp_actor_type} is linked on connection {connection.id}: nothing to resync"
+        return _answer(request, plugin_response(True, "OkWithInfo", text, text), select)
+    resync = ResyncRequest(connection.id, tuple(ids), no_blank_values)
+    return await _run(request, name, resync, select, _External(erp_actor_type, connection.id, []))
+
+
 def _external_keys(args: dict[str, Any], max_keys: int) -> list[str]:
     """ExternalKeys: an array of non-empty texts (JSON numbers are taken as their text),
-    duplicates dropped, the first occurrence keeping its place."""
+    duplicates dropped, the first occurrence keeping its place; missing or empty: every linked
+    actor of the type."""
     raw = args.get("externalkeys")
-    if raw is None:
-        raise ApiError(400, "ExternalKeys is required: an array of ERP keys")
+    if raw is None or raw == "":
+        return []
     if not isinstance(raw, list):
         raise ApiError(400, "ExternalKeys must be an array of strings")
     if len(raw) > max_keys:

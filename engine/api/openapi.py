@@ -697,7 +697,8 @@ def _force_resync_synchronous(doc: dict[str, Any]) -> None:
     for name, (summary, body, responses) in operations.items():
         operation = _agent(f"{name}: {summary}", body, responses, tag="ErpSync")
         if body == "ForceResyncExternalRequest":
-            operation["post"]["requestBody"]["required"] = True  # ExternalKeys has no default
+            # ErpConnectionId and ErpActorType have no default
+            operation["post"]["requestBody"]["required"] = True
         doc["paths"][f"/api/v1/Agents/ErpSync/{name}"] = operation
     nullable_text = {"type": ["string", "null"]}
     doc["components"]["schemas"]["ForceResyncExternalRequest"] = {
@@ -720,13 +721,14 @@ def _force_resync_synchronous(doc: dict[str, Any]) -> None:
             },
             "ExternalKeys": {
                 "type": "array",
-                "minItems": 1,
                 "items": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": NO_NUL},
                 "description": "ERP keys; duplicates are dropped. Keys not linked on the "
-                "connection as that actor type are reported per key.",
+                "connection as that actor type are reported per key. Missing or empty: every "
+                "record linked to an actor of that type on the connection (SuperOffice's "
+                "'or empty to resync all').",
             },
         },
-        "required": ["ErpConnectionId", "ErpActorType", "ExternalKeys"],
+        "required": ["ErpConnectionId", "ErpActorType"],
         "example": {"ErpConnectionId": 1, "ErpActorType": "Customer", "ExternalKeys": ["10001"]},
     }
     doc["components"]["schemas"]["PluginResponse"] = {

@@ -99,6 +99,24 @@ async def by_external_keys(
     return {r[0]: r[1] for r in rows}
 
 
+async def linked_of_type(
+    conn: Executor, connection_id: int, erp_actor_type: str, limit: int
+) -> list[int]:
+    """The internal key ids (at most ``limit``, in id order) linked to actors of
+    ``erp_actor_type`` on ``connection_id``: what an empty ExternalKeys ("resync all") covers."""
+    rows = await conn.fetch(
+        """
+        SELECT internal_key_id FROM external_keys
+        WHERE connection_id = $1 AND erp_actor_type = $2
+        ORDER BY internal_key_id LIMIT $3
+        """,
+        connection_id,
+        erp_actor_type,
+        limit,
+    )
+    return [r[0] for r in rows]
+
+
 async def load(
     conn: Executor, ids: Sequence[int], connection_id: int | None = None
 ) -> tuple[list[InternalKey], list[Link]]:

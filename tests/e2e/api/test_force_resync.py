@@ -170,6 +170,38 @@ async def test_external_keys_resync_the_known_and_report_the_unknown(
     assert tasks == 1  # nothing to resync: no task
 
 
+async def test_empty_external_keys_resync_every_actor_of_that_type(
+    database: str, db: asyncpg.Connection, broker_prefix: str, stores: dict[int, MemoryStore]
+) -> None:
+    """SuperOffice: ExternalKeys "or empty to resync all"."""
+    await seed(db, stores)
+    all_of_type = {"ErpConnectionId": 2, "ErpActorType": "Customer", "ExternalKeys": []}
+    async with Service(settings_for(database, broker_prefix, stores, sync_max_keys=3)) as service:
+        status, headers, answer = await post(service, "ForceResyncExternal", all_of_type)
+        info = await service.task(int(headers["X-Batch-Task-Id"]))
+        no_keys = {"ErpConnectionId": 2, "ErpActorType": "Customer"}
+        missing = await post(service, "ForceResyncExternalNoBlankValues", no_keys)
+        await link(db, 4, "Contact", "4", {2: ("Customer", "E2-4")})
+        too_many = await post(service, "ForceResyncExternal", all_of_type)
+        await db.execute("DELETE FROM external_keys WHERE connection_id = 2")
+        none_linked = await post(service, "ForceResyncExternal", all_of_type)
+        tasks = await db.fetchval("SELECT count(*) FROM batch_tasks")
+
+    assert status == 200 and answer["IsOk"], answer
+    assert (info["Name"], info["Statistics"]["SourceConnectionId"]) == ("ForceResyncExternal", 2)
+    assert '"InternalKeyIds":[1,2,3]' in info["Request"]
+    contact = stores[0].get("Contact", "2")
+    assert contact is not None and contact["phone"] == "old"  # ERP 2's tel reached the CRM
+    assert missing[0] == 200 and missing[2]["IsOk"], missing
+    assert too_many[0] == 413 and "every linked Customer" in too_many[2]["ErrorMessage"]
+    assert none_linked[0] == 200 and "X-Batch-Task-Id" not in none_linked[1]
+    assert (
+        none_linked[2]["IsOk"]
+        and "No Customer is linked on connection 2" in (none_linked[2]["UserExplanation"])
+    )
+    assert tasks == 2
+
+
 @pytest.mark.parametrize(
     ("body", "status", "message"),
     [
@@ -177,7 +209,6 @@ async def test_external_keys_resync_the_known_and_report_the_unknown(
         ({"ErpConnectionId": 1, "ExternalKeys": ["a"]}, 400, "ErpActorType is required"),
         ({"ErpConnectionId": 0, "ErpActorType": "Customer", "ExternalKeys": ["a"]}, 400, "> 0"),
         ({"ErpConnectionId": 9, "ErpActorType": "Customer", "ExternalKeys": ["a"]}, 404, "9"),
-        ({"ErpConnectionId": 1, "ErpActorType": "Customer"}, 400, "ExternalKeys is required"),
         ({"ErpConnectionId": 1, "ErpActorType": "Customer", "ExternalKeys": [""]}, 400, "[0]"),
     ],
 )
