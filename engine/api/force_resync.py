@@ -19,12 +19,15 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
+import connectors as sdk
 from engine.api import idempotency
 from engine.api.appkeys import POOL, SETTINGS, TASK_INTAKE, TASK_WAITER
 from engine.api.auth import PRINCIPAL, require_connection
 from engine.api.bodies import (
     ResyncRequest,
+    as_int,
     int_argument,
+    integer_text,
     resync_request,
     text_argument,
 )
@@ -146,7 +149,7 @@ async def _by_external_keys(
         )
     connection = _known_connection(settings, connection_id)
     require_connection(request[PRINCIPAL], connection_id, "resync from")
-    erp_actor_type = _actor_type(connection, text_argument(args, "ErpActorType"))
+    erp_actor_type = _actor_type(connection, _actor_type_name(args))
     if not erp_keys:  # SuperOffice: "or empty to resync all" (of that actor type)
         return await _all_of_type(
             request, name, connection, erp_actor_type, no_blank_values, select
@@ -211,6 +214,20 @@ def _external_keys(args: dict[str, Any], max_keys: int) -> list[str]:
             raise ApiError(400, f"ExternalKeys[{index}] must not contain NUL characters")
         keys[item] = None
     return list(keys)
+
+
+def _actor_type_name(args: dict[str, Any]) -> str | None:
+    """ErpActorType as text: SuperOffice's enum number (CRMScript passes 1 for Customer) is
+    taken as its name, as the link endpoints do."""
+    raw = args.get("erpactortype")
+    if isinstance(raw, int | float) and not isinstance(raw, bool):
+        raw = str(as_int(raw, "ErpActorType"))
+    if isinstance(raw, str):
+        number = integer_text(raw)
+        names = [m.value for m in sdk.ErpActorType]
+        if number is not None and 0 <= number < len(names):
+            return names[number]
+    return text_argument({**args, "erpactortype": raw}, "ErpActorType")
 
 
 def _actor_type(connection: ConnectionSettings, value: str | None) -> str:

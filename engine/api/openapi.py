@@ -717,7 +717,8 @@ def _force_resync_synchronous(doc: dict[str, Any]) -> None:
                 "maxLength": 255,
                 "pattern": NO_NUL,
                 "description": "One of the connection's ERP actor types (its actor_types "
-                "mapping; an exact match, else the one case-insensitive match).",
+                "mapping; an exact match, else the one case-insensitive match), or SuperOffice's "
+                "ErpActorType number (1 = Customer, 2 = Supplier, ...; also as a JSON number).",
             },
             "ExternalKeys": {
                 "type": "array",

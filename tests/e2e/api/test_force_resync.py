@@ -170,6 +170,31 @@ async def test_external_keys_resync_the_known_and_report_the_unknown(
     assert tasks == 1  # nothing to resync: no task
 
 
+async def test_erp_actor_type_may_be_superoffices_enum_number(
+    database: str, db: asyncpg.Connection, broker_prefix: str, stores: dict[int, MemoryStore]
+) -> None:
+    """CRMScript passes ErpActorType as an Integer (1 = Customer), like the link endpoints."""
+    await seed(db, stores)
+    async with Service(settings_for(database, broker_prefix, stores)) as service:
+        answers = [
+            await post(
+                service,
+                "ForceResyncExternal",
+                {"ErpConnectionId": 1, "ErpActorType": number, "ExternalKeys": ["E1-1"]},
+            )
+            for number in (1, "1")
+        ]
+        supplier = await post(
+            service,
+            "ForceResyncExternal",
+            {"ErpConnectionId": 1, "ErpActorType": 2, "ExternalKeys": ["E1-1"]},
+        )
+    for status, headers, answer in answers:
+        assert status == 200 and answer["IsOk"], answer
+        assert "X-Batch-Task-Id" in headers
+    assert supplier[0] == 404 and "'Supplier'" in supplier[2]["ErrorMessage"], supplier
+
+
 async def test_empty_external_keys_resync_every_actor_of_that_type(
     database: str, db: asyncpg.Connection, broker_prefix: str, stores: dict[int, MemoryStore]
 ) -> None:
