@@ -31,23 +31,41 @@ MAX_INTERVAL = 86_400.0
 
 routes = web.RouteTableDef()
 
-_TIMESPAN = re.compile(r"^(?:(\d+)\.)?(\d{1,2}):(\d{1,2}):(\d{1,2}(?:\.\d{1,7})?)$")
+_TIMESPAN = re.compile(r"^(?:(\d+)\.)?(\d{1,2}):(\d{1,2})(?::(\d{1,2}(?:\.\d{1,7})?))?$")
+# xs:duration, the form SOAP and DataContract XML give a TimeSpan (days and time only)
+_DURATION = re.compile(
+    r"^P(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?)?$", re.IGNORECASE
+)
 
 
 def parse_interval(text: str) -> float:
-    """Seconds from a .NET TimeSpan (``[d.]hh:mm:ss[.fffffff]``) or a number of seconds."""
+    """Seconds from a .NET TimeSpan (``[d.]hh:mm[:ss[.fffffff]]``, as TimeSpan.Parse reads it),
+    an xs:duration (``PT30S``) or a number of seconds."""
     text = text.strip()
     match = _TIMESPAN.match(text)
+    duration = _DURATION.match(text)
     if match:
         days, hours, minutes, seconds = match.groups()
-        if int(minutes) > 59 or float(seconds) >= 60:
+        if int(minutes) > 59 or float(seconds or 0) >= 60:
             raise ValueError("minutes and seconds must be below 60")
-        value = int(days or 0) * 86_400 + int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+        value = (
+            int(days or 0) * 86_400 + int(hours) * 3600 + int(minutes) * 60 + float(seconds or 0)
+        )
+    elif duration and any(duration.groups()) and not text.upper().endswith("T"):
+        days, hours, minutes, seconds = duration.groups()
+        value = (
+            int(days or 0) * 86_400
+            + int(hours or 0) * 3600
+            + int(minutes or 0) * 60
+            + float(seconds or 0)
+        )
     else:
         try:
             value = float(text)
         except ValueError:
-            raise ValueError("not a TimeSpan (hh:mm:ss) or a number of seconds") from None
+            raise ValueError(
+                "not a TimeSpan (hh:mm:ss), an xs:duration (PT30S) or a number of seconds"
+            ) from None
     if not 0 < value <= MAX_INTERVAL:
         raise ValueError(f"must be more than 0 and at most {MAX_INTERVAL:g} seconds (1 day)")
     return value
@@ -178,7 +196,8 @@ async def change_engine_status(request: web.Request) -> web.Response:
 
 @routes.post(f"{ERPSYNC}/ChangeEngineInterval")
 async def change_engine_interval(request: web.Request) -> web.Response:
-    """``Interval``: a TimeSpan (``00:00:30``) or seconds; 204."""
+    """``Interval``: a TimeSpan (``00:00:30``, ``00:30``), an xs:duration (``PT30S``) or
+    seconds; 204."""
     args, _ = await agent_arguments(request)
     raw = args.get("interval")
     if isinstance(raw, bool) or not isinstance(raw, str | int | float):

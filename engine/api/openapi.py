@@ -1403,7 +1403,8 @@ def _engine_control(doc: dict[str, Any]) -> None:
                 "properties": {
                     "Interval": {
                         "description": "A TimeSpan hh:mm:ss (00:00:01 to 23:59:59), or seconds "
-                        "(more than 0, at most 86400).",
+                        "(more than 0, at most 86400). Also read, as SuperOffice's TimeSpan is: "
+                        "hh:mm, 1.00:00:00, and an xs:duration (PT30S, PT1H30M, P1D).",
                         "oneOf": [
                             {"type": "string", "pattern": timespan},
                             {"type": "number", "exclusiveMinimum": 0, "maximum": 86400},

@@ -164,7 +164,11 @@ def test_intervals_read_as_timespans_or_seconds_and_print_as_timespans() -> None
     assert parse_interval("1.00:00:00") == 86_400
     assert parse_interval("00:01:00.5") == 60.5
     assert parse_interval(" 45 ") == 45
-    for bad in ("0", "00:00:00", "-5", "1.00:00:01", "00:60:00", "soon", "nan"):
+    assert parse_interval("00:05") == 300  # TimeSpan.Parse: hh:mm
+    assert parse_interval("PT30S") == 30  # xs:duration, SOAP's TimeSpan
+    assert parse_interval("PT1H2M3.5S") == 3723.5
+    assert parse_interval("P1D") == 86_400
+    for bad in ("0", "00:00:00", "-5", "1.00:00:01", "00:60:00", "soon", "nan", "P", "PT"):
         with pytest.raises(ValueError, match=r"must|not a TimeSpan"):
             parse_interval(bad)
     assert format_interval(30) == "00:00:30"

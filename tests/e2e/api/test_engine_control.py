@@ -138,3 +138,27 @@ async def test_force_sync_all_runs_once_while_automatic_sync_is_off(
         third = await wait_for(lambda: _runs_done(db, runs), what="a run from the start each")
         assert third[0]["last_changed"] >= 1 and third[1]["last_changed"] >= 1
         assert not await db.fetchval("SELECT bool_or(full_sync_requested) FROM sync_connections")
+
+
+async def test_change_engine_interval_reads_timespan_parse_forms_and_xs_duration(
+    front_door: Service,
+) -> None:
+    """SuperOffice's Interval is a TimeSpan: TimeSpan.Parse reads ``hh:mm``, and SOAP and
+    DataContract XML spell it as an xs:duration."""
+    answers: dict[str, str] = {}
+    for body, content_type in (
+        ('{"Interval": "00:05"}', "application/json"),
+        ("<ChangeEngineInterval><Interval>PT45S</Interval></ChangeEngineInterval>", "text/xml"),
+        ("Interval=PT1H30M", "application/x-www-form-urlencoded"),
+    ):
+        response = await front_door.client.post(
+            f"{ERPSYNC}/ChangeEngineInterval",
+            data=body,
+            headers={**AUTH, "Content-Type": content_type},
+        )
+        assert response.status == 204, await response.text()
+        status = await (await post(front_door, "GetEngineStatus")).json()
+        answers[body] = status["Interval"]
+    assert list(answers.values()) == ["00:05:00", "00:00:45", "01:30:00"]
+    for bad in ("PT", "P", "PT0S", "P2D"):
+        assert (await post(front_door, "ChangeEngineInterval", {"Interval": bad})).status == 400
