@@ -104,7 +104,9 @@ async def _engine_status(request: web.Request) -> dict[str, Any]:
     rows = await store.connections_status(pool)
     now = dt.datetime.now(dt.UTC)
     failed = [r["connection_id"] for r in rows if r["last_outcome"] == "failed"]
-    running = state.status == "running"
+    # "Is the engine currently running": not while no worker runs the sync, whatever the
+    # stored status (kept for when it is enabled)
+    running = state.status == "running" and settings.sync.enabled
     if not settings.sync.enabled:
         message = "Continuous sync is not enabled in this configuration ([sync] enabled)"
     elif not running:

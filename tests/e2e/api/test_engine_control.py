@@ -162,3 +162,15 @@ async def test_change_engine_interval_reads_timespan_parse_forms_and_xs_duration
     assert list(answers.values()) == ["00:05:00", "00:00:45", "01:30:00"]
     for bad in ("PT", "P", "PT0S", "P2D"):
         assert (await post(front_door, "ChangeEngineInterval", {"Interval": bad})).status == 400
+
+
+async def test_is_running_is_false_while_the_continuous_sync_is_not_enabled(
+    front_door: Service,
+) -> None:
+    """SuperOffice's IsRunning is "is the engine currently running": a stored status of
+    running does not make it so when no worker runs the sync ([sync] enabled is false)."""
+    started = await post(front_door, "ChangeEngineStatus", {"Run": True})
+    assert started.status == 200
+    for status in (await started.json(), await (await post(front_door, "GetEngineStatus")).json()):
+        assert status["IsRunning"] is False, status
+        assert "not enabled" in status["StatusMessage"]
