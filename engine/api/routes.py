@@ -33,6 +33,7 @@ from engine.messaging.broker import PublishFailed
 from engine.messaging.commands import resync_body
 from engine.messaging.topology import RESYNC_ROUTING_KEY
 from engine.store import tasks
+from engine.store.incremental import SYNC_TASK_NAME
 
 log = structlog.get_logger(__name__)
 _level = logging.getLogger(__name__)  # what structlog's stdlib logger filters by
@@ -246,7 +247,8 @@ def batch_task_info(task: asyncpg.Record) -> dict[str, Any]:
         "AssociateId": 0,
         "DetailsTable": 0,
         "DetailsRecord": 0,
-        "IsSystemTask": False,
+        # "not initiated by an associate": the continuous sync's tasks
+        "IsSystemTask": task["name"] == SYNC_TASK_NAME,
         "IsInternalTask": False,
         "ParameterObject": None,
         "LastStarted": _iso(task["last_started_at"]),

@@ -274,3 +274,23 @@ async def test_batch_task_info_has_every_property_of_superoffices_carrier(
     root = fromstring(await as_xml.read())
     assert root.find("ParameterObject").get(XSI_NIL) == "true"  # type: ignore[union-attr]
     assert root.findtext("Result") == ""
+
+
+async def test_the_continuous_syncs_tasks_are_system_tasks(
+    front_door: Service, db: asyncpg.Connection
+) -> None:
+    """SuperOffice: "If IsSystemTask is true, the task is not initiated by an associate"."""
+    queued = await front_door.client.post(RESYNC, json={}, headers=AUTH)
+    resync_id = int(queued.headers["X-Batch-Task-Id"])
+    sync_id = await db.fetchval(
+        "INSERT INTO batch_tasks (name, source_connection_id, request) "
+        """VALUES ('Sync', 1, '{"ErpConnectionId": 1, "InternalKeyIds": [1]}') RETURNING id"""
+    )
+    infos = [
+        await (await front_door.client.post(TASK_INFO, json={"Id": i}, headers=AUTH)).json()
+        for i in (resync_id, sync_id)
+    ]
+    assert [(i["Name"], i["IsSystemTask"]) for i in infos] == [
+        ("ForceResyncBatchTask", False),
+        ("Sync", True),
+    ]
