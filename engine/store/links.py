@@ -218,7 +218,8 @@ async def load_for_target(
 
 @dataclass(frozen=True, slots=True)
 class ConnectionActivity:
-    """A connection's links and its last sync (the latest finished task with outcomes on it)."""
+    """A connection's links and its last sync (the latest finished task with outcomes on it, or
+    the continuous sync's last successful run of it, whichever is later)."""
 
     links: int
     broken_links: int
@@ -247,6 +248,12 @@ async def activity(conn: Connection, connection_id: int) -> ConnectionActivity:
         """,
         connection_id,
     )
+    # the continuous sync's last successful run of the connection is a sync too, also when it
+    # found nothing to queue (then no task)
+    last_run = await conn.fetchval(
+        "SELECT last_run_at FROM sync_connections WHERE connection_id = $1 AND last_outcome = 'ok'",
+        connection_id,
+    )
     outcomes: dict[str, int] = {}
     if last is not None:
         rows = await conn.fetch(
@@ -262,7 +269,10 @@ async def activity(conn: Connection, connection_id: int) -> ConnectionActivity:
         int(links or 0),
         int(broken or 0),
         None if last is None else int(last["id"]),
-        None if last is None else last["finished_at"],
+        max(
+            (t for t in (None if last is None else last["finished_at"], last_run) if t),
+            default=None,
+        ),
         outcomes,
     )
 

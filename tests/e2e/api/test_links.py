@@ -329,6 +329,21 @@ async def test_connection_views_answer_from_the_configuration(service: Service) 
     assert summary["Actors"][0]["ActorType"] == "Customer" and summary["Actors"][0]["HasMappings"]
 
 
+async def test_last_sync_counts_the_continuous_syncs_last_successful_run(
+    service: Service, db: asyncpg.Connection
+) -> None:
+    """SuperOffice's LastSync is "the time of the last sync": a continuous-sync run that found
+    nothing to queue made no task, yet it synced the connection."""
+    await db.execute(
+        "INSERT INTO sync_connections (connection_id, last_run_at, last_outcome) VALUES "
+        "(1, '2026-12-01T10:00:00Z', 'ok'), (2, '2026-12-01T11:00:00Z', 'failed')"
+    )
+    one = await post(service, "GetErpSyncConnectionSummary", {"ErpSyncConnectionId": 1})
+    two = await post(service, "GetErpSyncConnectionSummary", {"ErpSyncConnectionId": 2})
+    assert one[0] == 200 and one[1]["LastSync"].startswith("2026-12-01T10:00:00.000"), one
+    assert two[0] == 200 and two[1]["LastSync"] is None  # a failed run synced nothing
+
+
 async def test_a_restricted_caller_sees_and_touches_only_its_connections(
     service: Service,
 ) -> None:
