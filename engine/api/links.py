@@ -483,8 +483,11 @@ def _all_access(settings: Settings, connection_id: int) -> bool:
     return all(ids is None or connection_id in ids for ids in lists)
 
 
-def erp_connection(settings: Settings, conn: ConnectionSettings) -> dict[str, Any]:
-    """The ErpConnection carrier of a configured connection (its settings never shown)."""
+def erp_connection(
+    settings: Settings, conn: ConnectionSettings, most_recent: dict[int, str]
+) -> dict[str, Any]:
+    """The ErpConnection carrier of a configured connection (its settings never shown);
+    ``most_recent``: the continuous sync's timestamps by connection."""
     return {
         "ErpConnectionId": conn.id,
         "ErpConnectorId": 0,
@@ -492,7 +495,7 @@ def erp_connection(settings: Settings, conn: ConnectionSettings) -> dict[str, An
         "DisplayDescription": "",
         "Active": True,
         "ConnectionId": connection_guid(conn),
-        "MostRecentTimestamp": None,
+        "MostRecentTimestamp": most_recent.get(conn.id),
         "ConfigFields": {},
         "Deleted": False,
         "AllAccess": _all_access(settings, conn.id),
@@ -510,7 +513,12 @@ async def get_all_connections(request: web.Request) -> web.Response:
     args, select = await agent_arguments(request, _SHAPE)
     _bool_argument(args, "IncludeDeleted")  # nothing is deleted: configured means present
     settings, principal = request.app[SETTINGS], request[PRINCIPAL]
-    shown = [erp_connection(settings, c) for c in settings.connections if principal.may_touch(c.id)]
+    recent = await links_store.most_recent_timestamps(request.app[POOL])
+    shown = [
+        erp_connection(settings, c, recent)
+        for c in settings.connections
+        if principal.may_touch(c.id)
+    ]
     return answer(request, shown, select, root="ArrayOfErpConnection", item="ErpConnection")
 
 
@@ -518,7 +526,8 @@ async def get_all_connections(request: web.Request) -> web.Response:
 async def get_connection(request: web.Request) -> web.Response:
     args, select = await agent_arguments(request, _SHAPE)
     conn = connection_argument(request, args, "ErpConnectionId", "read")
-    info = erp_connection(request.app[SETTINGS], conn)
+    recent = await links_store.most_recent_timestamps(request.app[POOL])
+    info = erp_connection(request.app[SETTINGS], conn, recent)
     return answer(request, info, select, root="ErpConnection")
 
 

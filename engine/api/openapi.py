@@ -889,7 +889,11 @@ def _add_links(doc: dict[str, Any]) -> None:
                     "type": ["string", "null"],
                     "description": "A GUID derived from the connection id (stable).",
                 },
-                "MostRecentTimestamp": text,
+                "MostRecentTimestamp": {
+                    "type": ["string", "null"],
+                    "description": "The continuous sync's watermark (the connector's "
+                    "last_modified text); null before its first run.",
+                },
                 "ConfigFields": {
                     "type": ["object", "null"],
                     "description": "Always empty: connector settings may hold credentials.",

@@ -277,6 +277,18 @@ async def activity(conn: Connection, connection_id: int) -> ConnectionActivity:
     )
 
 
+async def most_recent_timestamps(conn: Executor) -> dict[int, str]:
+    """Per connection, the ERP timestamp its continuous sync saw last: the ``since`` of its
+    watermark that moved most recently (ErpConnection.MostRecentTimestamp)."""
+    rows = await conn.fetch(
+        """
+        SELECT DISTINCT ON (connection_id) connection_id, since FROM sync_watermarks
+        WHERE since IS NOT NULL ORDER BY connection_id, moved_at DESC, actor_type
+        """
+    )
+    return {r[0]: r[1] for r in rows}
+
+
 async def log_changes(conn: Executor, changes: Sequence[FieldChange]) -> None:
     """Sync log rows of changes made outside a task (ConnectActor's chosen values)."""
     if changes:

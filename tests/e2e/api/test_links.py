@@ -344,6 +344,24 @@ async def test_last_sync_counts_the_continuous_syncs_last_successful_run(
     assert two[0] == 200 and two[1]["LastSync"] is None  # a failed run synced nothing
 
 
+async def test_most_recent_timestamp_is_the_continuous_syncs_watermark(
+    service: Service, db: asyncpg.Connection
+) -> None:
+    """SuperOffice's MostRecentTimestamp: "the point in time of the most-recently seen actor in
+    the ERP system", the since of the connection's watermark that moved last."""
+    await db.execute(
+        "INSERT INTO sync_watermarks (connection_id, actor_type, since, moved_at) VALUES "
+        "(1, 'Customer', '2026-12-01T10:00:00', now()), "
+        "(1, 'Supplier', '2026-11-01T09:00:00', now() - interval '1 day')"
+    )
+    status, one = await post(service, "GetConnection", {"ErpConnectionId": 1})
+    assert status == 200 and one["MostRecentTimestamp"] == "2026-12-01T10:00:00"
+    status, listed = await post(service, "GetAllConnections", {})
+    recent = {c["ErpConnectionId"]: c["MostRecentTimestamp"] for c in listed}
+    assert recent[1] == "2026-12-01T10:00:00"
+    assert recent[2] is None  # no continuous-sync run yet
+
+
 async def test_a_restricted_caller_sees_and_touches_only_its_connections(
     service: Service,
 ) -> None:
