@@ -11,6 +11,7 @@ process opens a connection the first time a request needs it.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TypeVar
 
@@ -27,6 +28,9 @@ log = structlog.get_logger(__name__)
 
 R = TypeVar("R")
 
+FIELDS_KEPT = 60.0
+"""Seconds a connection's field metadata is reused by the read-through endpoints."""
+
 _ERRORS: dict[str, type[sdk.ConnectorError]] = {
     "transient": sdk.TransientError,
     "configuration": sdk.ConfigurationError,
@@ -41,13 +45,22 @@ class ActorDesk:
     """
 
     def __init__(
-        self, settings: Settings, metrics: Metrics, connections: Connections | None = None
+        self,
+        settings: Settings,
+        metrics: Metrics,
+        connections: Connections | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
         self.metrics = metrics
         self._shared = connections
         self._opened: dict[int, ConnectionHandle] = {}
         self._lock = asyncio.Lock()
+        self._clock = clock
+        # Field metadata per (connection, actor type), with when it was read: the read-through
+        # endpoints describe values on every request, and an HTTP connector's fields() is a call.
+        self._fields: dict[tuple[int, str], tuple[float, list[sdk.FieldMetadata]]] = {}
 
     async def _handle(self, connection_id: int) -> ConnectionHandle:
         if self._shared is not None:
@@ -183,9 +196,15 @@ class ActorDesk:
         return result
 
     async def fields(self, connection_id: int, actor_type: str) -> list[sdk.FieldMetadata]:
-        """The connector's field metadata of ``actor_type``."""
+        """The connector's field metadata of ``actor_type`` (read again after
+        ``FIELDS_KEPT`` seconds; a failed read is not kept)."""
+        cached = self._fields.get((connection_id, actor_type))
+        now = self._clock()
+        if cached is not None and now - cached[0] < FIELDS_KEPT:
+            return list(cached[1])
         handle = await self._handle(connection_id)
         found = await self._call(handle, handle.connector.fields, sdk.FieldsInput(actor_type))
+        self._fields[(connection_id, actor_type)] = (now, list(found.fields))
         return list(found.fields)
 
     async def capabilities(self, connection_id: int) -> frozenset[sdk.Capability]:

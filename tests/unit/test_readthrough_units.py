@@ -18,7 +18,7 @@ from engine.api.readthrough import (
     shown_value,
 )
 from engine.observability.metrics import Metrics
-from engine.sync.actors import ActorDesk
+from engine.sync.actors import FIELDS_KEPT, ActorDesk
 from tests.support.settings import memory_settings
 
 PASSWORD = sdk.FieldMetadata("pin", type=sdk.FieldType.Password, default_value="0000")
@@ -120,3 +120,37 @@ async def test_the_desk_tests_describes_and_lists_through_the_gate(
     assert await actors.list_texts(1, "cities", ["OSL", "XXX"]) == {"OSL": "Oslo"}
     with pytest.raises(sdk.PermanentError):
         await actors.fields(1, "Supplier")
+
+
+async def test_field_metadata_is_read_once_a_minute_per_connection_and_type() -> None:
+    names = {i: f"readthrough-{i}-{uuid.uuid4().hex[:8]}" for i in (0, 1, 2)}
+    settings = memory_settings("unused", "unused", names)
+    now = [1000.0]
+    actors = ActorDesk(settings, Metrics(), clock=lambda: now[0])
+    try:
+        handle = await actors._handle(1)
+        reads: list[str] = []
+        original = handle.connector.fields
+
+        async def counted(request: sdk.FieldsInput) -> sdk.FieldsResult:
+            reads.append(request.actor_type)
+            result: sdk.FieldsResult = await original(request)
+            return result
+
+        handle.connector.fields = counted
+        first = await actors.fields(1, "Customer")
+        now[0] += FIELDS_KEPT - 1
+        assert await actors.fields(1, "Customer") == first
+        assert reads == ["Customer"]  # the second came from the cache
+        now[0] += 1
+        await actors.fields(1, "Customer")
+        assert reads == ["Customer", "Customer"]  # a minute on: read again
+        with pytest.raises(sdk.PermanentError):  # a failed read is not kept
+            await actors.fields(1, "Supplier")
+        with pytest.raises(sdk.PermanentError):
+            await actors.fields(1, "Supplier")
+        assert reads.count("Supplier") == 2
+    finally:
+        await actors.close()
+        for name in names.values():
+            MemoryStore.drop(name)
