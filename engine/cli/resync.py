@@ -66,7 +66,12 @@ class _RateColumn(ProgressColumn):
     help="Comma-separated ERP keys on the --from connection (with --actor-type) instead of "
     "internal keys; ERP keys not linked are reported per key. Synchronous.",
 )
-@click.option("--actor-type", help="The ERP actor type of the --external keys (e.g. Customer).")
+@click.option(
+    "--actor-type",
+    help="The ERP actor type of the --external keys (e.g. Customer); with --all instead, every "
+    "record linked to an actor of that type on the --from connection (ForceResyncExternal "
+    "without keys). Synchronous.",
+)
 @click.option(
     "--no-blank-values",
     is_flag=True,
@@ -101,15 +106,15 @@ def resync(
     ForceResyncExternalNoBlankValues): exit 0 when IsOk, 4 otherwise (a timeout included).
     """
     as_json = kw.pop("as_json")
-    if external is not None:
-        if keys is not None or keys_file is not None or all_keys:
+    if external is not None or (actor_type is not None and all_keys):
+        if external is not None and (keys is not None or keys_file is not None or all_keys):
             raise click.UsageError("--external takes ERP keys: not with --keys/--keys-file/--all")
         if not actor_type:
             raise click.UsageError("--external needs --actor-type (the ERP actor type)")
         if follow:
             raise click.UsageError("--external is synchronous: --follow does not apply")
-        erp_keys = [k.strip() for k in external.split(",") if k.strip()]
-        if not erp_keys:
+        erp_keys = [k.strip() for k in (external or "").split(",") if k.strip()]
+        if external is not None and not erp_keys:
             raise CliError("no ERP keys given in --external")
         name = "ForceResyncExternal" + ("NoBlankValues" if no_blank_values else "")
         body: dict[str, Any] = {
@@ -121,7 +126,7 @@ def resync(
         run(api, lambda: _synchronous(api, name, body, as_json))
         return
     if actor_type is not None:
-        raise click.UsageError("--actor-type goes with --external")
+        raise click.UsageError("--actor-type goes with --external or --all")
     if [keys is not None, keys_file is not None, all_keys].count(True) != 1:
         raise click.UsageError("give exactly one of --keys, --keys-file or --all")
     if follow and (wait or no_blank_values):

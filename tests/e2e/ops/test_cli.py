@@ -281,3 +281,12 @@ async def test_resync_wait_external_and_no_blank_values_use_the_synchronous_call
     assert out.startswith("ForceResync: NOT OK (ResyncFailed), task 3")
     code, _, err = await cli("resync", "--from", "1", "--external", "E1-1", env=env)
     assert code == 2 and "--actor-type" in err
+
+    # --all with --actor-type: every record linked to a Customer of ERP 1 (no keys named).
+    code, out, err = await cli(
+        *("resync", "--from", "1", "--actor-type", "Customer", "--all", "--json"), env=env
+    )
+    answer = orjson.loads(out)
+    linked = await service.task(answer["TaskId"])
+    assert orjson.loads(linked["Request"])["InternalKeyIds"] == [1, 2, 3], linked
+    assert code == (0 if answer["IsOk"] else 4), err
