@@ -82,8 +82,9 @@ def test_the_timeout_answer_names_the_task() -> None:
 
 def test_external_keys_bind_as_texts_without_duplicates() -> None:
     assert fr._external_keys({"externalkeys": ["a", 7, "a", "b"]}, 10) == ["a", "7", "b"]
+    # Missing or empty: every linked actor of the type (SuperOffice: "or empty to resync all").
+    assert fr._external_keys({}, 10) == [] == fr._external_keys({"externalkeys": []}, 10)
     cases: list[tuple[dict[str, Any], str]] = [
-        ({}, "required"),
         ({"externalkeys": "a"}, "array"),
         ({"externalkeys": ["a", ""]}, "ExternalKeys[1]"),
         ({"externalkeys": [True]}, "ExternalKeys[0]"),
