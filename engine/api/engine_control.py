@@ -253,10 +253,8 @@ async def _sync_all(request: web.Request, *, forced: bool, from_start: bool = Fa
         )
     if from_start:
         count = await store.request_full(pool, None)
-    elif forced:
-        count = await store.force_runs(pool, None)
     else:
-        count = await store.make_due(pool, None)
+        count = await store.make_due(pool, None, forced=forced)
     what = "every record from the start" if from_start else "the changes since their last run"
     once = "" if running else " (once: automatic sync stays off)"
     return plugin_response(

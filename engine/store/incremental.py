@@ -125,7 +125,7 @@ async def claim_due(
 
     A run still held by a live claim is not claimed again; the next run time moves to the next
     point of the interval grid after now (missed points are skipped, not run late in a burst).
-    While the engine is stopped only forced runs (:func:`force_runs`) are claimed.
+    While the engine is stopped only forced runs (:func:`make_due` ``forced``) are claimed.
     """
     rows = await conn.fetch(
         """
@@ -203,27 +203,18 @@ async def request_full(conn: Executor, connection_ids: Sequence[int] | None) -> 
     return len(rows)
 
 
-async def force_runs(conn: Executor, connection_ids: Sequence[int] | None) -> int:
-    """ForceSyncAll: run these connections (all when None) now, once, even while the engine is
-    stopped."""
+async def make_due(
+    conn: Executor, connection_ids: Sequence[int] | None, *, forced: bool = False
+) -> int:
+    """SyncAll: run these connections (all when None) now; ``forced`` (ForceSyncAll): once,
+    even while the engine is stopped."""
     rows = await conn.fetch(
         """
-        UPDATE sync_connections SET forced_run = true, next_run_at = now()
+        UPDATE sync_connections SET next_run_at = now(), forced_run = forced_run OR $2
         WHERE $1::int[] IS NULL OR connection_id = ANY($1::int[]) RETURNING connection_id
         """,
         None if connection_ids is None else list(connection_ids),
-    )
-    return len(rows)
-
-
-async def make_due(conn: Executor, connection_ids: Sequence[int] | None) -> int:
-    """SyncAll: run these connections (all when None) now."""
-    rows = await conn.fetch(
-        """
-        UPDATE sync_connections SET next_run_at = now()
-        WHERE $1::int[] IS NULL OR connection_id = ANY($1::int[]) RETURNING connection_id
-        """,
-        None if connection_ids is None else list(connection_ids),
+        forced,
     )
     return len(rows)
 

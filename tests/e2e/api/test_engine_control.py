@@ -26,13 +26,18 @@ async def post(service: Service, name: str, body: Any = None, **headers: str) ->
     return await service.client.post(f"{ERPSYNC}/{name}", json=body, headers={**AUTH, **headers})
 
 
-async def test_engine_status_start_interval_and_a_crm_edit_flowing_out(
-    database: str, db: asyncpg.Connection, broker_prefix: str, stores: dict[int, MemoryStore]
-) -> None:
+async def seed_acme(db: asyncpg.Connection, stores: dict[int, MemoryStore]) -> None:
+    """One CRM contact linked to a customer in each ERP, all three agreeing."""
     stores[0].put("Contact", "1", {"name": "Acme", "phone": "111", "email": "a@crm"})
     stores[1].put("Customer", "E1-1", {"name": "Acme", "phone": "111", "email": "a@crm"})
     stores[2].put("Customer", "E2-1", {"company": "Acme", "tel": "111", "mail": "a@crm"})
     await link(db, 1, "Contact", "1", {1: ("Customer", "E1-1"), 2: ("Customer", "E2-1")})
+
+
+async def test_engine_status_start_interval_and_a_crm_edit_flowing_out(
+    database: str, db: asyncpg.Connection, broker_prefix: str, stores: dict[int, MemoryStore]
+) -> None:
+    await seed_acme(db, stores)
     async with Service(sync_settings(database, broker_prefix, stores)) as service:
         status = await (await post(service, "GetEngineStatus")).json()
         assert status["IsRunning"] is False and status["StatusMessage"] == "Stopped"
@@ -104,10 +109,7 @@ async def _runs_done(db: asyncpg.Connection, after: dict[int, int]) -> dict[int,
 async def test_force_sync_all_runs_once_while_automatic_sync_is_off(
     database: str, db: asyncpg.Connection, broker_prefix: str, stores: dict[int, MemoryStore]
 ) -> None:
-    stores[0].put("Contact", "1", {"name": "Acme", "phone": "111", "email": "a@crm"})
-    stores[1].put("Customer", "E1-1", {"name": "Acme", "phone": "111", "email": "a@crm"})
-    stores[2].put("Customer", "E2-1", {"company": "Acme", "tel": "111", "mail": "a@crm"})
-    await link(db, 1, "Contact", "1", {1: ("Customer", "E1-1"), 2: ("Customer", "E2-1")})
+    await seed_acme(db, stores)
     async with Service(sync_settings(database, broker_prefix, stores)) as service:
         refused = await (await post(service, "SyncAll")).json()
         assert refused["IsOk"] is False and refused["ErrorCode"] == "EngineStopped"
