@@ -1425,6 +1425,16 @@ def _engine_control(doc: dict[str, Any]) -> None:
                     "Interval": nullable_text,
                     "TableRight": {"type": "null"},
                     "FieldProperties": {"type": ["object", "null"]},
+                    "Workers": {
+                        "type": ["object", "null"],
+                        "description": "erpsync's: the live workers (a lease renewed within "
+                        "engine.stale_after) and how many of them run the continuous sync; "
+                        "IsRunning is false while RunningSync is 0.",
+                        "properties": {
+                            "Alive": {"type": ["integer", "null"]},
+                            "RunningSync": {"type": ["integer", "null"]},
+                        },
+                    },
                     "Connections": {
                         "type": ["array", "null"],
                         "description": "erpsync's: each connection's watermarks, last run, lag "
