@@ -221,7 +221,9 @@ async def _engine(app: web.Application) -> AsyncIterator[None]:
     app_metrics = app[METRICS]
     connections = await Connections.open(settings, app_metrics)
     app[_CONNECTIONS] = connections
-    presence = Presence(settings, pool)
+    # The lease says whether this worker runs the continuous sync: what GetEngineStatus,
+    # SyncAll and ForceSyncAll of every process answer from.
+    presence = Presence(settings, pool, runs_sync=settings.sync.enabled)
     planner = Planner(settings, pool, publisher, presence)
     runner = ChunkRunner(
         pool,

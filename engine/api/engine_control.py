@@ -4,7 +4,12 @@ per-connection view (``GET /api/v1/erpsync/engine``) and a sync from the start
 (``POST /api/v1/erpsync/engine/sync-from-start``).
 
 The engine state lives in PostgreSQL (:mod:`engine.store.incremental`): any front door changes
-it and every worker's scheduler follows it at its next tick.
+it and every worker's scheduler follows it at its next tick. Whether the sync runs at all is the
+workers' answer, not this process's configuration: a worker's lease says whether it runs the
+continuous sync (:mod:`engine.sync.liveness`), and the engine runs while a live worker does. So
+an ``erpsync api`` with another ``[sync]`` than its workers answers for the workers; with no
+live worker at all, nothing runs (``IsRunning`` false) and SyncAll/ForceSyncAll are refused
+(``NoLiveWorker``) rather than accepted for nobody.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from engine.api.force_resync import plugin_response
 from engine.api.render import project, respond
 from engine.api.routes import agent_arguments
 from engine.store import incremental as store
+from engine.store import recovery
 
 ERPSYNC = "/api/v1/Agents/ErpSync"
 PREFIX = "/api/v1/erpsync"
@@ -95,20 +101,29 @@ def _iso(value: dt.datetime | None) -> str | None:
     return None if value is None else value.isoformat()
 
 
+async def _workers(request: web.Request) -> recovery.LiveWorkers:
+    """The live workers (lease renewed within this process's ``engine.stale_after``)."""
+    settings = request.app[SETTINGS]
+    return await recovery.live_workers(request.app[POOL], settings.engine.stale_after)
+
+
 async def _engine_status(request: web.Request) -> dict[str, Any]:
     pool: asyncpg.Pool = request.app[POOL]
     settings = request.app[SETTINGS]
+    workers = await _workers(request)
     state = await store.get_engine(pool)
     if state is None:  # no worker with the sync enabled has started yet
         state = store.EngineState(settings.sync.initial_status, settings.sync.interval)
     rows = await store.connections_status(pool)
     now = dt.datetime.now(dt.UTC)
     failed = [r["connection_id"] for r in rows if r["last_outcome"] == "failed"]
-    # "Is the engine currently running": not while no worker runs the sync, whatever the
-    # stored status (kept for when it is enabled)
-    running = state.status == "running" and settings.sync.enabled
-    if not settings.sync.enabled:
-        message = "Continuous sync is not enabled in this configuration ([sync] enabled)"
+    # "Is the engine currently running": not while no live worker runs the sync, whatever the
+    # stored status (kept for when one does)
+    running = state.status == "running" and workers.running_sync > 0
+    if not workers.alive:
+        message = "No worker is alive (no erpsync worker or serve process has a current lease)"
+    elif not workers.running_sync:
+        message = "Continuous sync is not enabled in the workers' configuration ([sync] enabled)"
     elif not running:
         message = "Stopped"
     elif failed:
@@ -122,6 +137,8 @@ async def _engine_status(request: web.Request) -> dict[str, Any]:
         "Interval": format_interval(state.interval),
         "TableRight": None,
         "FieldProperties": {},
+        # erpsync's: the live workers, and those of them that run the continuous sync
+        "Workers": {"Alive": workers.alive, "RunningSync": workers.running_sync},
         # erpsync's: the per-connection schedule (the dashboard's panel, `erpsync engine status`)
         "Connections": [
             _connection(conn.id, conn.name, by_id.get(conn.id), running, now)
@@ -214,9 +231,9 @@ async def change_engine_interval(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-async def _ensure(request: web.Request) -> None:
+async def _ensure(request: web.Request) -> store.EngineState:
     settings = request.app[SETTINGS]
-    await store.ensure(
+    return await store.ensure(
         request.app[POOL],
         [c.id for c in settings.all_connections],
         status=settings.sync.initial_status,
@@ -226,8 +243,15 @@ async def _ensure(request: web.Request) -> None:
 
 _NOT_ENABLED = (
     "The continuous sync is not enabled.",
-    "Set [sync] enabled = true in the workers' configuration",
+    "No live worker runs the continuous sync: set [sync] enabled = true in the workers' "
+    "configuration",
     "SyncNotEnabled",
+)
+_NO_WORKER = (
+    "No sync worker is running.",
+    "No worker is alive (none renewed its lease within engine.stale_after): start erpsync "
+    "worker (or erpsync serve) with [sync] enabled = true",
+    "NoLiveWorker",
 )
 
 
@@ -236,12 +260,13 @@ async def _sync_all(request: web.Request, *, forced: bool, from_start: bool = Fa
     ForceSyncAll (``forced``: once even while it is stopped); ``from_start`` also forgets the
     watermarks."""
     _require_all(request, "sync all records of")
-    settings = request.app[SETTINGS]
-    await _ensure(request)
-    pool: asyncpg.Pool = request.app[POOL]
-    state = await store.get_engine(pool)
-    if not settings.sync.enabled or state is None:
+    workers = await _workers(request)
+    if not workers.alive:
+        return plugin_response(False, "Error", *_NO_WORKER)
+    if not workers.running_sync:
         return plugin_response(False, "Error", *_NOT_ENABLED)
+    pool: asyncpg.Pool = request.app[POOL]
+    state = await _ensure(request)
     running = state.status == "running"
     if not forced and not running:
         return plugin_response(

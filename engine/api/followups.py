@@ -2,7 +2,9 @@
 
 ``POST /api/v1/Agents/ErpSync/RetryFailed {"Id": 42}`` queues a new task of exactly the records
 that failed in task 42: a record that failed on one target is pushed to that target only (the
-command's ``TargetKeys``), one that failed on the source or CRM side runs whole again.
+command's ``TargetKeys``), one that failed on the source or CRM side runs whole again. With an
+``Idempotency-Key`` a retried call answers the first call's task (:meth:`TaskIntake.claim
+<engine.api.intake.TaskIntake.claim>`, as ForceResyncBatchTask).
 ``GET /api/v1/erpsync/webhook-deliveries`` lists the webhook deliveries of task.finished events;
 ``POST /api/v1/erpsync/webhook-deliveries/{id}/resend`` makes a given-up one due again.
 """
@@ -14,11 +16,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import asyncpg
 import orjson
 import structlog
 from aiohttp import web
 
-from engine.api.appkeys import POOL, PUBLISHER, SETTINGS
+from engine.api import idempotency
+from engine.api.appkeys import POOL, PUBLISHER, SETTINGS, TASK_INTAKE
 from engine.api.auth import PRINCIPAL, require_connection
 from engine.api.bodies import int_argument, integer_text
 from engine.api.errors import ApiError
@@ -27,7 +31,7 @@ from engine.api.routes import agent_arguments
 from engine.messaging.broker import PublishFailed
 from engine.messaging.commands import new_message_id, resync_body
 from engine.messaging.topology import RESYNC_ROUTING_KEY
-from engine.store import events, tasks
+from engine.store import Executor, events, tasks
 
 log = structlog.get_logger(__name__)
 
@@ -64,6 +68,61 @@ def retry_plan(failed: Sequence[tuple[int, int | None]], targets: Collection[int
     return RetryPlan(keys, {t: tuple(sorted(k)) for t, k in sorted(per_target.items())})
 
 
+@dataclass(frozen=True, slots=True)
+class RetryCommand:
+    """The command of a RetryFailed task: task ``retry_of``'s failed records, from its source,
+    under its correlation id."""
+
+    source: int
+    plan: RetryPlan
+    correlation_id: str | None
+    retry_of: int
+
+
+@dataclass(frozen=True, slots=True)
+class RetryRequest:
+    """RetryFailed of one task, as its task is created (keyed or not: :class:`~engine.api.
+    intake.Keyed`)."""
+
+    command: RetryCommand
+
+    def fingerprint(self) -> bytes:
+        """The task retried is the request: the failed records of a finished task do not
+        change, and nothing else in the body counts."""
+        return idempotency.digest({"RetryFailedOf": self.command.retry_of})
+
+    async def insert(self, conn: Executor, message_id: str) -> int:
+        command = self.command
+        plan = command.plan
+        request_json: dict[str, Any] = {
+            "ErpConnectionId": command.source,
+            "InternalKeyIds": list(plan.internal_key_ids),
+        }
+        if plan.target_keys is not None:
+            request_json["TargetKeys"] = {str(t): list(k) for t, k in plan.target_keys.items()}
+        request_json["RetryOf"] = command.retry_of
+        return await tasks.create(
+            conn,
+            source_connection_id=command.source,
+            request=request_json,
+            message_id=message_id,
+            correlation_id=command.correlation_id,
+            target_keys=plan.target_keys,
+            description=f"Retry of the failed records of task {command.retry_of}",
+        )
+
+    def restored(self, task: asyncpg.Record) -> RetryCommand:
+        request = task["request"]
+        targets = request.get("TargetKeys")
+        plan = RetryPlan(
+            tuple(request["InternalKeyIds"]),
+            None if targets is None else {int(t): tuple(k) for t, k in targets.items()},
+        )
+        return RetryCommand(
+            task["source_connection_id"], plan, task["correlation_id"], request["RetryOf"]
+        )
+
+
 @routes.post(RETRY_FAILED)
 async def retry_failed(request: web.Request) -> web.Response:
     """Queue a task of the failed records of task ``Id``; answers the new task's id."""
@@ -89,36 +148,43 @@ async def retry_failed(request: web.Request) -> web.Response:
     if not failed:
         raise ApiError(422, f"BatchTask {task_id} has no failed records; there is nothing to retry")
     targets = {c.id for c in settings.connections if c.id != source}
-    plan = retry_plan(failed, targets)
-    request_json: dict[str, Any] = {
-        "ErpConnectionId": source,
-        "InternalKeyIds": list(plan.internal_key_ids),
-    }
-    if plan.target_keys is not None:
-        request_json["TargetKeys"] = {str(t): list(k) for t, k in plan.target_keys.items()}
-    request_json["RetryOf"] = task_id
-    message_id = new_message_id()
-    new_id = await tasks.create(
-        pool,
-        source_connection_id=source,
-        request=request_json,
-        message_id=message_id,
-        correlation_id=task["correlation_id"],
-        target_keys=plan.target_keys,
-        description=f"Retry of the failed records of task {task_id}",
+    retry = RetryRequest(
+        RetryCommand(source, retry_plan(failed, targets), task["correlation_id"], task_id)
     )
+    key = request.headers.get(idempotency.HEADER)
+    if key is None:
+        message_id = new_message_id()
+        new_id = await retry.insert(pool, message_id)
+        await _publish(request, retry.command, new_id, message_id)
+    else:
+        intake = request.app[TASK_INTAKE]
+        async with intake.claim(retry, principal=request[PRINCIPAL].user, key=key) as created:
+            if created.publish is not None:
+                await _publish(request, created.publish, created.task_id, created.message_id)
+        new_id = created.task_id
+    headers = {"X-Batch-Task-Id": str(new_id), "Location": f"{TASK_INFO}?id={new_id}"}
+    return respond(request, new_id, root="int", headers=headers)
+
+
+async def _publish(
+    request: web.Request, command: RetryCommand, task_id: int, message_id: str
+) -> None:
+    """Publish the retry task's command; 503 (the task Failed "Not queued") when refused."""
+    plan = command.plan
     body = resync_body(
-        source,
+        command.source,
         plan.internal_key_ids,
-        task_id=new_id,
-        correlation_id=task["correlation_id"],
+        task_id=task_id,
+        correlation_id=command.correlation_id,
         target_keys=plan.target_keys,
     )
     try:
         await request.app[PUBLISHER].publish(RESYNC_ROUTING_KEY, body, message_id=message_id)
     except PublishFailed as exc:
-        log.warning("retry not queued", task_id=new_id, retry_of=task_id, error=str(exc))
-        await tasks.fail_unqueued(pool, new_id, "Not queued: the message broker is unavailable")
+        log.warning("retry not queued", task_id=task_id, retry_of=command.retry_of, error=str(exc))
+        await tasks.fail_unqueued(
+            request.app[POOL], task_id, "Not queued: the message broker is unavailable"
+        )
         raise ApiError(
             503,
             "The retry could not be queued because the message broker is unavailable; "
@@ -127,13 +193,11 @@ async def retry_failed(request: web.Request) -> web.Response:
         ) from None
     log.info(
         "failed records queued again",
-        task_id=new_id,
-        retry_of=task_id,
+        task_id=task_id,
+        retry_of=command.retry_of,
         keys=len(plan.internal_key_ids),
         per_target={t: len(k) for t, k in (plan.target_keys or {}).items()},
     )
-    headers = {"X-Batch-Task-Id": str(new_id), "Location": f"{TASK_INFO}?id={new_id}"}
-    return respond(request, new_id, root="int", headers=headers)
 
 
 def _iso(value: datetime | None) -> str | None:

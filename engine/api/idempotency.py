@@ -1,4 +1,4 @@
-"""``Idempotency-Key`` for ForceResyncBatchTask.
+"""``Idempotency-Key`` for ForceResyncBatchTask (and the ForceResync* calls) and RetryFailed.
 
 The same caller sending the same key with the same command gets the same ``X-Batch-Task-Id``
 and nothing new starts, also when the retries race: the first request claims the key, the
@@ -11,6 +11,8 @@ The claim, the wait and the replay are :class:`engine.api.intake.TaskIntake`'s.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
+from typing import Any
 
 import orjson
 
@@ -29,12 +31,18 @@ def validate_key(key: str) -> str:
     return key
 
 
+def digest(canonical: Mapping[str, Any]) -> bytes:
+    """The fingerprint of a request's canonical arguments (an endpoint's own property names:
+    no two endpoints' requests share a set of names, so no two digests match)."""
+    return hashlib.sha256(orjson.dumps(canonical)).digest()
+
+
 def fingerprint(resync: ResyncRequest) -> bytes:
     """The command's identity: the same arguments in any body format or id order match."""
-    canonical = {
+    canonical: dict[str, Any] = {
         "ErpConnectionId": resync.erp_connection_id,
         "InternalKeyIds": sorted(resync.internal_key_ids),
     }
     if resync.no_blank_values:  # absent otherwise: keys stored before the flag still match
         canonical["NoBlankValues"] = True
-    return hashlib.sha256(orjson.dumps(canonical)).digest()
+    return digest(canonical)

@@ -250,6 +250,21 @@ def _dashboard_paths() -> dict[str, Any]:
     }
 
 
+def _idempotency_key(description: str) -> dict[str, Any]:
+    """The optional ``Idempotency-Key`` header of a call that creates a task."""
+    return {
+        "name": "Idempotency-Key",
+        "in": "header",
+        "required": False,
+        "description": f"{description} 1-255 printable ASCII characters.",
+        "schema": {
+            "type": "string",
+            "maxLength": 255,
+            "pattern": "^[!-~]([ -~]*[!-~])?$",
+        },
+    }
+
+
 def _followup_paths() -> dict[str, Any]:
     """RetryFailed (erpsync's extension of the ErpSync agent) and the webhook deliveries."""
     retry = _agent(
@@ -272,11 +287,20 @@ def _followup_paths() -> dict[str, Any]:
                 },
             },
             "404": _error("No such task."),
-            "409": _error("The task has not finished yet."),
-            "422": _error("The task has no failed records: nothing to retry."),
+            "409": _error(
+                "The task has not finished yet, or a request with the same Idempotency-Key is "
+                "still being processed (Retry-After)."
+            ),
+            "422": _error(
+                "The task has no failed records: nothing to retry; or the Idempotency-Key was "
+                "used with a different request (IdempotencyException)."
+            ),
             "503": _error("The broker did not confirm the command; nothing started."),
         },
         tag="ErpSync",
+        extra_parameters=[
+            _idempotency_key("Same key + same task Id: the same new task, nothing new.")
+        ],
     )
     retry["post"]["requestBody"]["required"] = True
     delivery = {
@@ -390,18 +414,7 @@ def document() -> dict[str, Any]:
                 },
                 tag="ErpSync",
                 extra_parameters=[
-                    {
-                        "name": "Idempotency-Key",
-                        "in": "header",
-                        "required": False,
-                        "description": "Same key + same command: same task, nothing new. "
-                        "1-255 printable ASCII characters.",
-                        "schema": {
-                            "type": "string",
-                            "maxLength": 255,
-                            "pattern": "^[!-~]([ -~]*[!-~])?$",
-                        },
-                    }
+                    _idempotency_key("Same key + same command: same task, nothing new.")
                 ],
             ),
             "/api/v1/Agents/Batch/GetBatchTaskInfo": {
@@ -1425,6 +1438,16 @@ def _engine_control(doc: dict[str, Any]) -> None:
                     "Interval": nullable_text,
                     "TableRight": {"type": "null"},
                     "FieldProperties": {"type": ["object", "null"]},
+                    "Workers": {
+                        "type": ["object", "null"],
+                        "description": "erpsync's: the live workers (a lease renewed within "
+                        "engine.stale_after) and how many of them run the continuous sync; "
+                        "IsRunning is false while RunningSync is 0.",
+                        "properties": {
+                            "Alive": {"type": ["integer", "null"]},
+                            "RunningSync": {"type": ["integer", "null"]},
+                        },
+                    },
                     "Connections": {
                         "type": ["array", "null"],
                         "description": "erpsync's: each connection's watermarks, last run, lag "

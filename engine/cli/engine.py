@@ -126,11 +126,10 @@ def sync_all(force: bool, from_start: bool, **kw: Any) -> None:
     if as_json:
         echo_json(answer)
     if not answer["IsOk"]:
-        hint = (
-            "[sync] enabled = true in the workers' configuration"
-            if answer.get("ErrorCode") == "SyncNotEnabled"
-            else "erpsync engine start, or erpsync sync-all --force"
-        )
+        hint = {
+            "SyncNotEnabled": "[sync] enabled = true in the workers' configuration",
+            "NoLiveWorker": "start erpsync worker (or erpsync serve) with [sync] enabled = true",
+        }.get(answer.get("ErrorCode", ""), "erpsync engine start, or erpsync sync-all --force")
         raise CliError(f"{name}: {answer['UserExplanation']}", hint=hint)
     if not as_json:
         click.echo(f"{name}: {answer['UserExplanation']} {answer['TechExplanation']}")

@@ -46,14 +46,24 @@ class StaleTask:
     start_count: int
 
 
-async def renew_lease(conn: Executor, worker: str) -> None:
-    """The worker is alive now (its lease runs for ``stale_after`` from here)."""
+@dataclass(frozen=True, slots=True)
+class LiveWorkers:
+    """The workers whose lease is current, and how many of them run the continuous sync."""
+
+    alive: int
+    running_sync: int
+
+
+async def renew_lease(conn: Executor, worker: str, runs_sync: bool = False) -> None:
+    """The worker is alive now (its lease runs for ``stale_after`` from here); ``runs_sync``:
+    it runs the continuous sync (its ``[sync] enabled``)."""
     await conn.execute(
         """
-        INSERT INTO worker_leases (worker) VALUES ($1)
-        ON CONFLICT (worker) DO UPDATE SET renewed_at = now()
+        INSERT INTO worker_leases (worker, runs_sync) VALUES ($1, $2)
+        ON CONFLICT (worker) DO UPDATE SET renewed_at = now(), runs_sync = excluded.runs_sync
         """,
         worker,
+        runs_sync,
     )
 
 
@@ -80,6 +90,21 @@ async def worker_alive(conn: Executor, worker: str, stale_after: float) -> bool:
             stale_after,
         )
     )
+
+
+async def live_workers(conn: Executor, stale_after: float) -> LiveWorkers:
+    """The workers that renewed their lease within ``stale_after`` seconds (judged as
+    :func:`worker_alive` does), and how many of them run the continuous sync."""
+    row = await conn.fetchrow(
+        """
+        SELECT count(*) AS alive, count(*) FILTER (WHERE runs_sync) AS running_sync
+        FROM worker_leases
+        WHERE greatest(renewed_at, pg_postmaster_start_time()) > now() - make_interval(secs => $1)
+        """,
+        stale_after,
+    )
+    assert row is not None
+    return LiveWorkers(row["alive"], row["running_sync"])
 
 
 async def drop_stale_leases(conn: Executor, older_than: float) -> None:

@@ -4,7 +4,8 @@ Every ``heartbeat_interval`` a worker renews its lease (``worker_leases``) and r
 ``heartbeat_at`` of the tasks it is planning or running, so the sweeper only restarts tasks
 nobody works on. A worker whose lease is older than ``stale_after`` is dead, so another worker
 can tell a dead (or frozen) worker's chunk from a duplicate delivery; a worker that stops cleanly
-ends its lease.
+ends its lease. The lease also says whether the worker runs the continuous sync, which is what
+the engine-control endpoints of any process report (not that process's own configuration).
 """
 
 from __future__ import annotations
@@ -34,10 +35,19 @@ def new_worker_id() -> str:
 class Presence:
     """This worker's identity, presence connection and heartbeat loop."""
 
-    def __init__(self, settings: Settings, pool: asyncpg.Pool, worker: str | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        pool: asyncpg.Pool,
+        worker: str | None = None,
+        *,
+        runs_sync: bool = False,
+    ) -> None:
         self.settings = settings
         self.pool = pool
         self.worker = worker or new_worker_id()
+        self.runs_sync = runs_sync
+        """This worker runs the continuous sync (its scheduler): recorded in its lease."""
         self._active: Counter[int] = Counter()
         self._loop: asyncio.Task[None] | None = None
 
@@ -61,7 +71,7 @@ class Presence:
         return self.settings.engine.stale_after
 
     async def start(self) -> None:
-        await recovery.renew_lease(self.pool, self.worker)
+        await recovery.renew_lease(self.pool, self.worker, self.runs_sync)
         self._loop = asyncio.create_task(self._run(), name="erpsync-heartbeat")
         log.info("worker present", worker=self.worker)
 
@@ -83,5 +93,5 @@ class Presence:
 
     async def beat(self) -> None:
         """Renew the lease and heartbeat the active tasks."""
-        await recovery.renew_lease(self.pool, self.worker)
+        await recovery.renew_lease(self.pool, self.worker, self.runs_sync)
         await recovery.heartbeat(self.pool, self.active_tasks)

@@ -166,13 +166,59 @@ async def test_change_engine_interval_reads_timespan_parse_forms_and_xs_duration
         assert (await post(front_door, "ChangeEngineInterval", {"Interval": bad})).status == 400
 
 
-async def test_is_running_is_false_while_the_continuous_sync_is_not_enabled(
-    front_door: Service,
-) -> None:
+async def test_is_running_is_false_while_no_worker_is_alive(front_door: Service) -> None:
     """SuperOffice's IsRunning is "is the engine currently running": a stored status of
-    running does not make it so when no worker runs the sync ([sync] enabled is false)."""
+    running does not make it so when no worker is alive (the front door runs no engine)."""
     started = await post(front_door, "ChangeEngineStatus", {"Run": True})
     assert started.status == 200
     for status in (await started.json(), await (await post(front_door, "GetEngineStatus")).json()):
         assert status["IsRunning"] is False, status
-        assert "not enabled" in status["StatusMessage"]
+        assert "No worker is alive" in status["StatusMessage"]
+        assert status["Workers"] == {"Alive": 0, "RunningSync": 0}
+    for name in ("SyncAll", "ForceSyncAll"):
+        refused = await (await post(front_door, name)).json()
+        assert refused["IsOk"] is False and refused["ErrorCode"] == "NoLiveWorker", refused
+
+
+def with_sync(settings: Settings, enabled: bool) -> Settings:
+    return settings.model_copy(
+        update={"sync": settings.sync.model_copy(update={"enabled": enabled})}
+    )
+
+
+async def test_the_api_answers_for_the_live_workers_not_its_own_sync_setting(
+    database: str, db: asyncpg.Connection, broker_prefix: str, stores: dict[int, MemoryStore]
+) -> None:
+    """``erpsync api`` and ``erpsync worker`` with different ``[sync] enabled``: IsRunning,
+    SyncAll and ForceSyncAll follow the live workers' leases, not the API process's own
+    configuration."""
+    await seed_acme(db, stores)
+    enabled = sync_settings(database, broker_prefix, stores)
+    disabled = with_sync(enabled, False)
+
+    # The API process has the continuous sync disabled; its worker runs it.
+    async with Service(disabled, engine=False) as api:
+        async with Service(enabled, api=False):
+            started = await (await post(api, "ChangeEngineStatus", {"Run": True})).json()
+            assert started["IsRunning"] is True, started
+            assert started["StatusMessage"].startswith("Running every")
+            assert started["Workers"] == {"Alive": 1, "RunningSync": 1}
+            await wait_for(lambda: _runs_done(db, {}), what="the worker's first runs")
+            synced = await (await post(api, "SyncAll")).json()
+            assert synced["IsOk"] is True, synced
+            forced = await (await post(api, "ForceSyncAll")).json()
+            assert forced["IsOk"] is True, forced
+        # The worker stopped (its lease ended): nothing runs the sync any more.
+        status = await (await post(api, "GetEngineStatus")).json()
+        assert status["IsRunning"] is False and status["Workers"]["Alive"] == 0, status
+
+    # The reverse: the API process has it enabled, its only worker does not run it.
+    async with Service(enabled, engine=False) as api, Service(disabled, api=False):
+        status = await (await post(api, "GetEngineStatus")).json()
+        assert status["IsRunning"] is False, status  # the stored status is still running
+        assert "not enabled in the workers' configuration" in status["StatusMessage"]
+        assert status["Workers"] == {"Alive": 1, "RunningSync": 0}
+        assert all(c["NextRun"] is None for c in status["Connections"])
+        for name in ("SyncAll", "ForceSyncAll"):
+            refused = await (await post(api, name)).json()
+            assert refused["IsOk"] is False and refused["ErrorCode"] == "SyncNotEnabled", refused

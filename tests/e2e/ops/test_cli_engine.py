@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import orjson
 
+from connectors.memory import MemoryStore
 from tests.support.cli import operator_env, run_cli
+from tests.support.ops import settings_for
 from tests.support.service import Service
 
 
@@ -36,3 +38,16 @@ async def test_engine_commands_drive_the_engine_through_the_api(service: Service
     assert [c["ConnectionId"] for c in status["Connections"]] == [0, 1, 2]
     code, out, err = await run_cli("engine", "stop", env=env)
     assert code == 0 and "engine stopped" in out, (out, err)
+
+
+async def test_sync_all_without_a_live_worker_says_to_start_one(
+    database: str, broker_prefix: str, stores: dict[int, MemoryStore]
+) -> None:
+    """The API alone (no worker has a lease): nothing can run the sync, whatever is stored."""
+    async with Service(settings_for(database, broker_prefix, stores), engine=False) as api:
+        env = operator_env(str(api.server.make_url("/")))
+        code, out, err = await run_cli("engine", "status", env=env)
+        assert code == 0 and "No worker is alive" in out, (out, err)
+        code, out, err = await run_cli("sync-all", "--force", env=env)
+        assert code == 1 and "ForceSyncAll: No sync worker is running" in err, (out, err)
+        assert "hint: start erpsync worker" in err

@@ -33,6 +33,25 @@ async def test_a_lease_not_renewed_within_stale_after_is_dead(pool: asyncpg.Pool
     assert not await recovery.worker_alive(pool, "never-seen", STALE)
 
 
+async def test_live_workers_counts_current_leases_and_those_running_the_sync(
+    pool: asyncpg.Pool,
+) -> None:
+    assert await recovery.live_workers(pool, STALE) == recovery.LiveWorkers(0, 0)
+    await recovery.renew_lease(pool, "plain")
+    await recovery.renew_lease(pool, "syncing", runs_sync=True)
+    await recovery.renew_lease(pool, "dead", runs_sync=True)
+    await pool.execute(
+        "UPDATE worker_leases SET renewed_at = now() - interval '1 minute' WHERE worker = 'dead'"
+    )
+    assert await recovery.live_workers(pool, STALE) == recovery.LiveWorkers(2, 1)
+    # A renewal records the worker's current setting; an ended lease is no worker.
+    await recovery.renew_lease(pool, "plain", runs_sync=True)
+    await recovery.end_lease(pool, "syncing")
+    assert await recovery.live_workers(pool, STALE) == recovery.LiveWorkers(1, 1)
+    await recovery.renew_lease(pool, "plain")
+    assert await recovery.live_workers(pool, STALE) == recovery.LiveWorkers(1, 0)
+
+
 async def test_leases_and_heartbeats_count_from_the_servers_start(pool: asyncpg.Pool) -> None:
     """Nobody can renew while PostgreSQL is down: a restart gives every worker stale_after."""
     uptime = await pool.fetchval(
