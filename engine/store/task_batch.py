@@ -30,18 +30,22 @@ import orjson
 
 from engine.store import tasks
 
-INSERT_MANY = """
+_COLUMNS = """
 INSERT INTO batch_tasks (name, source_connection_id, request, message_id, correlation_id,
                          description)
 SELECT t.name, t.source_connection_id, t.request::jsonb, t.message_id, t.correlation_id,
        t.description
 FROM unnest($1::text[], $2::integer[], $3::text[], $4::text[], $5::text[], $6::text[])
-     WITH ORDINALITY AS t(name, source_connection_id, request, message_id, correlation_id,
-                          description, ord)
-ORDER BY t.ord
-ON CONFLICT (message_id) DO NOTHING
-RETURNING id, message_id
+     AS t(name, source_connection_id, request, message_id, correlation_id, description)
 """
+INSERT_MANY = _COLUMNS + "RETURNING id, message_id\n"
+"""The common case: every message id is new (the front door's are random)."""
+INSERT_MANY_KNOWN = _COLUMNS + "ON CONFLICT (message_id) DO NOTHING\nRETURNING id, message_id\n"
+"""After a unique violation: the rows whose message id exists already are skipped.
+
+Not the first try: ``ON CONFLICT`` makes every row a speculative insertion. With it, and with
+the rows sorted by their ordinality as before, a row of a 10-row batch cost PostgreSQL 29.9 us
+of CPU against 26.2 us now (``python -m benchmarks.task_insert --rows 10``)."""
 EXISTING = "SELECT id, message_id FROM batch_tasks WHERE message_id = ANY($1::text[])"
 
 
@@ -147,16 +151,19 @@ class TaskBatcher:
 
     async def _insert(self, batch: list[_Row]) -> dict[str, int]:
         """One statement, one commit; message id -> task id for every row of the batch."""
+        columns = (
+            [row.name for row in batch],
+            [row.source_connection_id for row in batch],
+            [row.request for row in batch],
+            [row.message_id for row in batch],
+            [row.correlation_id for row in batch],
+            [tasks.describe_source(row.source_connection_id) for row in batch],
+        )
         async with self._pool.acquire() as conn:
-            records = await conn.fetch(
-                INSERT_MANY,
-                [row.name for row in batch],
-                [row.source_connection_id for row in batch],
-                [row.request for row in batch],
-                [row.message_id for row in batch],
-                [row.correlation_id for row in batch],
-                [tasks.describe_source(row.source_connection_id) for row in batch],
-            )
+            try:
+                records = await conn.fetch(INSERT_MANY, *columns)
+            except asyncpg.UniqueViolationError:  # a known message id (autocommit: undone)
+                records = await conn.fetch(INSERT_MANY_KNOWN, *columns)
             ids = {r["message_id"]: r["id"] for r in records}
             missing = [row.message_id for row in batch if row.message_id not in ids]
             if missing:  # message ids that existed already (a redelivered command)
