@@ -33,6 +33,18 @@ async def send(
     return response.status, response.headers.get("X-Batch-Task-Id")
 
 
+async def queued_command(broker_prefix: str) -> tuple[str | None, dict[str, Any]]:
+    """The next command in the commands queue (taken off it): its message id and body."""
+    connection = await aio_pika.connect(services.AMQP_URL)
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(f"{broker_prefix}.commands", passive=True)
+        message = await queue.get(timeout=5)
+        assert message is not None
+        await message.ack()
+        return message.message_id, json.loads(message.body)
+
+
 async def test_same_key_same_body_sequentially_and_concurrently(
     front_door: Service, db: asyncpg.Connection, broker_prefix: str
 ) -> None:
@@ -139,15 +151,9 @@ async def test_a_key_left_pending_by_a_dead_process_is_taken_over(
     assert again == (204, str(task_id))
     assert await db.fetchval("SELECT count(*) FROM batch_tasks") == 1
     assert await db.fetchval("SELECT state FROM idempotency_keys") == "done"
-    connection = await aio_pika.connect(services.AMQP_URL)
-    async with connection:
-        channel = await connection.channel()
-        queue = await channel.declare_queue(f"{broker_prefix}.commands", passive=True)
-        message = await queue.get(timeout=5)
-        assert message is not None
-        assert message.message_id == "original-message-id"
-        assert json.loads(message.body)["TaskId"] == task_id
-        await message.ack()
+    message_id, command = await queued_command(broker_prefix)
+    assert message_id == "original-message-id"
+    assert command["TaskId"] == task_id
 
 
 # RetryFailed: the same Idempotency-Key semantics (engine.api.intake.TaskIntake.claim).
@@ -319,15 +325,8 @@ async def test_a_retry_failed_key_left_pending_by_a_dead_process_is_taken_over(
     assert (status, replayed, body) == (200, str(stored), stored)
     assert again == (200, str(stored), stored)
     assert [r["id"] for r in await retries(db, first_task)] == [stored]
-    connection = await aio_pika.connect(services.AMQP_URL)
-    async with connection:
-        channel = await connection.channel()
-        queue = await channel.declare_queue(f"{broker_prefix}.commands", passive=True)
-        message = await queue.get(timeout=5)
-        assert message is not None
-        assert message.message_id == "original-retry-id"
-        command = json.loads(message.body)
-        assert command["TaskId"] == stored and command["CorrelationId"] == "corr-1"
-        assert command["InternalKeyIds"] == [1, 2, 7]
-        assert command["TargetKeys"] == {"2": [1, 2]}
-        await message.ack()
+    message_id, command = await queued_command(broker_prefix)
+    assert message_id == "original-retry-id"
+    assert command["TaskId"] == stored and command["CorrelationId"] == "corr-1"
+    assert command["InternalKeyIds"] == [1, 2, 7]
+    assert command["TargetKeys"] == {"2": [1, 2]}
