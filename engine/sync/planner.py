@@ -96,6 +96,17 @@ class Planner:
             await tasks.fail(conn, task_id, f"Unknown ErpConnectionId {command.erp_connection_id}")
             await results.mark_processed(conn, message_id, task_id)
             return
+        if not task["source_active"]:  # read by tasks.start: no extra round trip
+            name = self.settings.connection(source)
+            await tasks.fail(
+                conn,
+                task_id,
+                f"Connection {source} ({name.name if name else '?'}) is inactive: nothing is "
+                "synced from it (activate it with ToggleErpConnectionActive, then resync)",
+            )
+            await results.mark_processed(conn, message_id, task_id)
+            log.info("source connection inactive; task failed", source=source)
+            return
         log.info("planning", start_count=task["start_count"], source=source)
 
         # Counted before the first chunk is stored, so a resumed plan has its total already.
