@@ -19,6 +19,7 @@ from engine.messaging.publishing import ChunkPublisher, small_lane
 from engine.settings import Settings
 from engine.store import Connection, recovery, results, tasks
 from engine.store import keys as keys_store
+from engine.store.incremental import SYNC_TASK_NAME
 from engine.store.results import Outcome
 from engine.sync.liveness import Presence
 
@@ -96,7 +97,10 @@ class Planner:
             await tasks.fail(conn, task_id, f"Unknown ErpConnectionId {command.erp_connection_id}")
             await results.mark_processed(conn, message_id, task_id)
             return
-        if not task["source_active"]:  # read by tasks.start: no extra round trip
+        # (source_active: read by tasks.start, no extra round trip.) A continuous-sync page
+        # still goes through: it was read while the connection was active and the watermark
+        # has moved past it, so failing it would lose those changes.
+        if not task["source_active"] and task["name"] != SYNC_TASK_NAME:
             name = self.settings.connection(source)
             await tasks.fail(
                 conn,

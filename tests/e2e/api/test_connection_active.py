@@ -10,9 +10,11 @@ import asyncpg
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from connectors.memory import MemoryStore
-from engine.api.appkeys import PUBLISHER
+from engine.api.appkeys import POOL, PUBLISHER
 from engine.messaging.commands import new_message_id, resync_body
 from engine.messaging.topology import RESYNC_ROUTING_KEY
+from engine.store import tasks
+from engine.store.incremental import SYNC_TASK_NAME
 from tests.e2e.api.test_access import LIMITED, access_settings
 from tests.e2e.api.test_engine_control import seed_acme, sync_settings
 from tests.support.service import AUTH, RESYNC, Service
@@ -286,3 +288,26 @@ async def test_a_resync_does_not_push_to_an_inactive_connection(
         retry = await service.finished(await retried.json())
         assert retry["State"] == "Succeeded", retry
         assert await _value(stores[2], "Customer", "E2-1", "tel") == "333"
+
+
+async def test_a_sync_page_read_before_the_connection_was_set_inactive_still_runs(
+    database: str, db: asyncpg.Connection, broker_prefix: str, stores: dict[int, MemoryStore]
+) -> None:
+    """The continuous sync's watermark has moved past a page it queued: failing that page
+    because the connection was set inactive meanwhile would lose its changes."""
+    await seed_acme(db, stores)
+    async with Service(_retrying_settings(database, broker_prefix, stores)) as service:
+        await toggle(service, 2, Active=False)
+        message_id = new_message_id()
+        task_id = await tasks.create(
+            service.app[POOL],
+            source_connection_id=2,
+            request={"ErpConnectionId": 2, "InternalKeyIds": [1]},
+            message_id=message_id,
+            name=SYNC_TASK_NAME,
+        )
+        await service.app[PUBLISHER].publish(
+            RESYNC_ROUTING_KEY, resync_body(2, (1,), task_id=task_id), message_id=message_id
+        )
+        task = await service.finished(task_id)
+        assert task["State"] == "Succeeded", task
