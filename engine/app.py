@@ -33,7 +33,9 @@ from engine.api import (
     sessions,
     ui,
 )
+from engine.api.active import ActiveConnections
 from engine.api.appkeys import (
+    ACTIVE_CONNECTIONS,
     AUTHENTICATOR,
     CONSUMER,
     ERP_ACTORS,
@@ -102,6 +104,7 @@ def create_app(settings: Settings, *, api: bool = True, engine: bool = True) -> 
     app.add_routes(metrics.routes(app_metrics))
     if authenticator is not None:
         app[AUTHENTICATOR] = authenticator
+        app[ACTIVE_CONNECTIONS] = ActiveConnections(lambda: app[POOL])
         app.cleanup_ctx.append(_task_intake)
         app.cleanup_ctx.append(housekeeping.cleanup_ctx)
         app.cleanup_ctx.append(_erp_actors)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncpg
 from aiohttp import web
 
+from engine.api.active import ActiveConnections
 from engine.api.actors import ErpActors
 from engine.api.auth import Authenticator
 from engine.api.intake import TaskIntake
@@ -25,3 +26,4 @@ TASK_INTAKE = web.AppKey("task_intake", TaskIntake)
 AUTHENTICATOR = web.AppKey("authenticator", Authenticator)
 TASK_WAITER = web.AppKey("task_waiter", TaskWaiter)
 ERP_ACTORS = web.AppKey("erp_actors", ErpActors)
+ACTIVE_CONNECTIONS = web.AppKey("active_connections", ActiveConnections)

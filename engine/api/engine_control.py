@@ -28,8 +28,8 @@ from engine.api.errors import ApiError
 from engine.api.force_resync import plugin_response
 from engine.api.render import project, respond
 from engine.api.routes import agent_arguments
+from engine.store import connection_states, recovery
 from engine.store import incremental as store
-from engine.store import recovery
 
 ERPSYNC = "/api/v1/Agents/ErpSync"
 PREFIX = "/api/v1/erpsync"
@@ -115,6 +115,7 @@ async def _engine_status(request: web.Request) -> dict[str, Any]:
     if state is None:  # no worker with the sync enabled has started yet
         state = store.EngineState(settings.sync.initial_status, settings.sync.interval)
     rows = await store.connections_status(pool)
+    inactive = await connection_states.inactive(pool)
     now = dt.datetime.now(dt.UTC)
     failed = [r["connection_id"] for r in rows if r["last_outcome"] == "failed"]
     # "Is the engine currently running": not while no live worker runs the sync, whatever the
@@ -141,16 +142,22 @@ async def _engine_status(request: web.Request) -> dict[str, Any]:
         "Workers": {"Alive": workers.alive, "RunningSync": workers.running_sync},
         # erpsync's: the per-connection schedule (the dashboard's panel, `erpsync engine status`)
         "Connections": [
-            _connection(conn.id, conn.name, by_id.get(conn.id), running, now)
+            _connection(conn.id, conn.name, by_id.get(conn.id), running, now, conn.id in inactive)
             for conn in settings.all_connections
         ],
     }
 
 
 def _connection(
-    connection_id: int, name: str, row: Any, running: bool, now: dt.datetime
+    connection_id: int,
+    name: str,
+    row: Any,
+    running: bool,
+    now: dt.datetime,
+    inactive: bool = False,
 ) -> dict[str, Any]:
-    """One connection's schedule (a connection the scheduler has not seen yet: all empty)."""
+    """One connection's schedule (a connection the scheduler has not seen yet: all empty);
+    an inactive one (ToggleErpConnectionActive) has no next run."""
     if row is None:
         row = {"watermarks": [], "runs": 0, "last_changed": 0, "last_queued": 0}
         row |= {"last_echoes": 0, "last_unlinked": 0}
@@ -158,6 +165,7 @@ def _connection(
     return {
         "ConnectionId": connection_id,
         "Name": name,
+        "Active": not inactive,
         "Watermarks": [
             {"ActorType": w["actor_type"], "Since": w["since"], "MovedAt": w["moved_at"]}
             for w in _watermarks(row["watermarks"])
@@ -172,7 +180,9 @@ def _connection(
         "LastEchoes": row["last_echoes"],
         "LastUnlinked": row["last_unlinked"],
         "LagSeconds": None if caught_up is None else round((now - caught_up).total_seconds(), 3),
-        "NextRun": _iso(row.get("next_run_at")) if running and row.get("next_run_at") else None,
+        "NextRun": _iso(row.get("next_run_at"))
+        if running and not inactive and row.get("next_run_at")
+        else None,
     }
 
 
@@ -282,10 +292,15 @@ async def _sync_all(request: web.Request, *, forced: bool, from_start: bool = Fa
         count = await store.make_due(pool, None, forced=forced)
     what = "every record from the start" if from_start else "the changes since their last run"
     once = "" if running else " (once: automatic sync stays off)"
+    inactive = await connection_states.inactive(pool)
+    left_out = [c.id for c in request.app[SETTINGS].connections if c.id in inactive]
+    skipped = (
+        f" Inactive connections left out: {', '.join(map(str, left_out))}." if left_out else ""
+    )
     return plugin_response(
         True,
         "Ok",
-        f"{count} connections will sync {what} now{once}.",
+        f"{count} connections will sync {what} now{once}.{skipped}",
         f"The runs queue Sync batch tasks (GetBatchTaskInfo, Name {store.SYNC_TASK_NAME!r}).",
     )
 

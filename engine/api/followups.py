@@ -27,7 +27,7 @@ from engine.api.auth import PRINCIPAL, require_connection
 from engine.api.bodies import int_argument, integer_text
 from engine.api.errors import ApiError
 from engine.api.render import respond
-from engine.api.routes import agent_arguments
+from engine.api.routes import agent_arguments, require_active_source
 from engine.messaging.broker import PublishFailed
 from engine.messaging.commands import new_message_id, resync_body
 from engine.messaging.topology import RESYNC_ROUTING_KEY
@@ -137,6 +137,7 @@ async def retry_failed(request: web.Request) -> web.Response:
         raise ApiError(404, f"BatchTask id {task_id} not found", "SoNotFoundException")
     source = task["source_connection_id"]
     require_connection(request[PRINCIPAL], source, "resync from")
+    await require_active_source(request, source)
     if task["state"] not in tasks.TERMINAL_STATES:
         raise ApiError(
             409,

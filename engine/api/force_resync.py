@@ -33,7 +33,13 @@ from engine.api.bodies import (
 )
 from engine.api.errors import ApiError
 from engine.api.render import project, respond
-from engine.api.routes import BATCH, ERPSYNC, agent_arguments, publish_resync
+from engine.api.routes import (
+    BATCH,
+    ERPSYNC,
+    agent_arguments,
+    publish_resync,
+    require_active_source,
+)
 from engine.settings import Settings
 from engine.settings.model import ConnectionSettings
 from engine.store import keys as keys_store
@@ -123,6 +129,7 @@ async def _by_internal_keys(
         raise _too_many(name, len(resync.internal_key_ids), limit)
     _known_connection(settings, resync.erp_connection_id)
     require_connection(request[PRINCIPAL], resync.source_connection_id, "resync from")
+    await require_active_source(request, resync.source_connection_id)
     if not resync.internal_key_ids:  # "resync all": as many as are linked to the source
         linked = await keys_store.count_linked(request.app[POOL], resync.source_connection_id)
         if linked > limit:
@@ -149,6 +156,7 @@ async def _by_external_keys(
         )
     connection = _known_connection(settings, connection_id)
     require_connection(request[PRINCIPAL], connection_id, "resync from")
+    await require_active_source(request, connection_id)
     erp_actor_type = _actor_type(connection, _actor_type_name(args))
     if not erp_keys:  # SuperOffice: "or empty to resync all" (of that actor type)
         return await _all_of_type(

@@ -2,11 +2,13 @@
 
 Links: ``CreateActorLink``, ``ConnectActor``, ``BreakActorLink``, ``CreateErpActorFromCrm``,
 ``GetConnectionsAndDisplayFields``. Views: ``GetAllConnections``, ``GetConnection``,
-``GetErpSyncConnectionSummary``, ``GetActorTypeMapping``, ``GetCrmActorType``. Shapes follow
-SuperOffice's carriers (ErpConnection, ErpConnectionData, FieldMetadata,
+``GetErpSyncConnectionSummary``, ``GetActorTypeMapping``, ``GetCrmActorType``; and
+``ToggleErpConnectionActive``, the one thing about a connection that is stored, not configured.
+Shapes follow SuperOffice's carriers (ErpConnection, ErpConnectionData, FieldMetadata,
 ErpSyncConnectionSummary, ErpSyncActorTypeMapping); erpsync's additions are named in
-docs/api.md. The connections are the configured ones; links, breaks and the last sync come from
-the store. A connection outside the caller's allow-list is 403 (or left out of a list).
+docs/api.md. The connections are the configured ones; links, breaks, the last sync and whether
+a connection is active come from the store. A connection outside the caller's allow-list is 403
+(or left out of a list).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from engine.api.agent_args import (
     erp_type_argument,
     record_id_argument,
 )
-from engine.api.appkeys import ERP_ACTORS, POOL, SETTINGS
+from engine.api.appkeys import ACTIVE_CONNECTIONS, ERP_ACTORS, POOL, SETTINGS
 from engine.api.auth import PRINCIPAL
 from engine.api.bodies import (
     BodyShape,
@@ -40,6 +42,7 @@ from engine.api.render import respond
 from engine.api.routes import agent_arguments
 from engine.mapping.model import ActorTypeMapping
 from engine.settings import ConnectionSettings, Settings
+from engine.store import connection_states
 from engine.store import keys as keys_store
 from engine.store import links as links_store
 from engine.store.keys import Link
@@ -67,6 +70,7 @@ _SHAPE = BodyShape(
             "fieldvalues",
             "erpfieldkeyvalues",
             "includedeleted",
+            "active",
         }
     ),
     objects=frozenset({"fieldvalues"}),
@@ -484,16 +488,20 @@ def _all_access(settings: Settings, connection_id: int) -> bool:
 
 
 def erp_connection(
-    settings: Settings, conn: ConnectionSettings, most_recent: dict[int, str]
+    settings: Settings,
+    conn: ConnectionSettings,
+    most_recent: dict[int, str],
+    inactive: frozenset[int] = frozenset(),
 ) -> dict[str, Any]:
     """The ErpConnection carrier of a configured connection (its settings never shown);
-    ``most_recent``: the continuous sync's timestamps by connection."""
+    ``most_recent``: the continuous sync's timestamps by connection; ``inactive``: the
+    connections set inactive (ToggleErpConnectionActive)."""
     return {
         "ErpConnectionId": conn.id,
         "ErpConnectorId": 0,
         "DisplayName": conn.name,
         "DisplayDescription": "",
-        "Active": True,
+        "Active": conn.id not in inactive,
         "ConnectionId": connection_guid(conn),
         "MostRecentTimestamp": most_recent.get(conn.id),
         "ConfigFields": {},
@@ -513,9 +521,9 @@ async def get_all_connections(request: web.Request) -> web.Response:
     args, select = await agent_arguments(request, _SHAPE)
     _bool_argument(args, "IncludeDeleted")  # nothing is deleted: configured means present
     settings, principal = request.app[SETTINGS], request[PRINCIPAL]
-    recent = await links_store.most_recent_timestamps(request.app[POOL])
+    recent, inactive = await _recent_and_inactive(request)
     shown = [
-        erp_connection(settings, c, recent)
+        erp_connection(settings, c, recent, inactive)
         for c in settings.connections
         if principal.may_touch(c.id)
     ]
@@ -526,9 +534,48 @@ async def get_all_connections(request: web.Request) -> web.Response:
 async def get_connection(request: web.Request) -> web.Response:
     args, select = await agent_arguments(request, _SHAPE)
     conn = connection_argument(request, args, "ErpConnectionId", "read")
-    recent = await links_store.most_recent_timestamps(request.app[POOL])
-    info = erp_connection(request.app[SETTINGS], conn, recent)
+    recent, inactive = await _recent_and_inactive(request)
+    info = erp_connection(request.app[SETTINGS], conn, recent, inactive)
     return answer(request, info, select, root="ErpConnection")
+
+
+async def _recent_and_inactive(request: web.Request) -> tuple[dict[int, str], frozenset[int]]:
+    """The continuous sync's timestamps and the inactive connections, read now (a view shows
+    the stored state, not the per-process copy ForceResyncBatchTask checks)."""
+    async with request.app[POOL].acquire() as db:
+        recent = await links_store.most_recent_timestamps(db)
+        inactive = await connection_states.inactive(db)
+    return recent, inactive
+
+
+ACTIVE_HEADER = "X-Connection-Active"
+
+
+@routes.post(f"{ERPSYNC}/ToggleErpConnectionActive")
+async def toggle_erp_connection_active(request: web.Request) -> web.Response:
+    """Toggle the connection's Active state (erpsync's ``Active``: set it instead). Answers
+    SuperOffice's string array of reasons the toggle failed: empty, it did not; the state it
+    left is in the ``X-Connection-Active`` header."""
+    args, _ = await agent_arguments(request, _SHAPE)
+    wanted = None if args.get("active") in (None, "", "null") else _bool_argument(args, "Active")
+    conn = connection_argument(request, args, "ErpConnectionId", "activate or deactivate")
+    principal = request[PRINCIPAL]
+    state = await connection_states.toggle(request.app[POOL], conn.id, principal.user, wanted)
+    request.app[ACTIVE_CONNECTIONS].changed(conn.id, state.active)
+    log.info(
+        "connection activated" if state.active else "connection deactivated",
+        connection=conn.id,
+        connection_name=conn.name,
+        by=principal.user,
+    )
+    reasons: list[str] = []  # nothing refuses a toggle: a failure is an HTTP error
+    return respond(
+        request,
+        reasons,
+        root="ArrayOfstring",
+        item="string",
+        headers={ACTIVE_HEADER: "true" if state.active else "false"},
+    )
 
 
 @routes.post(f"{ERPSYNC}/GetErpSyncConnectionSummary")
@@ -539,10 +586,11 @@ async def get_erp_sync_connection_summary(request: web.Request) -> web.Response:
     conn = connection_argument(request, args, "ErpSyncConnectionId", "read")
     async with request.app[POOL].acquire() as db:
         activity = await links_store.activity(db, conn.id)
+        inactive = await connection_states.inactive(db)
     summary = {
         "DisplayName": conn.name,
         "DisplayDescription": "",
-        "Active": True,
+        "Active": conn.id not in inactive,
         "Deleted": False,
         "LastSync": None
         if activity.last_sync is None

@@ -288,8 +288,8 @@ def _followup_paths() -> dict[str, Any]:
             },
             "404": _error("No such task."),
             "409": _error(
-                "The task has not finished yet, or a request with the same Idempotency-Key is "
-                "still being processed (Retry-After)."
+                "The task has not finished yet, its source connection is inactive, or a request "
+                "with the same Idempotency-Key is still being processed (Retry-After)."
             ),
             "422": _error(
                 "The task has no failed records: nothing to retry; or the Idempotency-Key was "
@@ -408,7 +408,10 @@ def document() -> dict[str, Any]:
                         "headers": task_id_header,
                     },
                     "404": _error("ErpConnectionId is not a configured connection."),
-                    "409": _error("The same Idempotency-Key is still being processed."),
+                    "409": _error(
+                        "The source connection is inactive (ToggleErpConnectionActive), or the "
+                        "same Idempotency-Key is still being processed."
+                    ),
                     "422": _error("Idempotency-Key reused with a different request."),
                     "503": _error("The broker did not confirm the command; nothing started."),
                 },
@@ -671,6 +674,9 @@ def _force_resync_synchronous(doc: dict[str, Any]) -> None:
             "Body larger than server.max_body_bytes, or more records (ids, ERP keys, or all "
             "linked records of the source) than server.sync_max_keys: use ForceResyncBatchTask."
         ),
+        "409": _error(
+            "The source connection is inactive (ToggleErpConnectionActive); nothing started."
+        ),
         "503": _error("The broker did not confirm the command; nothing started."),
     }
     by_internal = {
@@ -880,6 +886,17 @@ def _add_links(doc: dict[str, Any]) -> None:
             }
         ),
         "ConnectionRequest": obj({"ErpConnectionId": connection}, ["ErpConnectionId"]),
+        "ToggleConnectionActiveRequest": obj(
+            {
+                "ErpConnectionId": connection,
+                "Active": {
+                    "type": ["boolean", "null"],
+                    "description": "erpsync's: set the state instead of toggling it (the same "
+                    "call twice leaves it as asked). Absent or null: toggle, as SuperOffice.",
+                },
+            },
+            ["ErpConnectionId"],
+        ),
         "ConnectionSummaryRequest": obj(
             {"ErpSyncConnectionId": connection}, ["ErpSyncConnectionId"]
         ),
@@ -897,7 +914,11 @@ def _add_links(doc: dict[str, Any]) -> None:
                 "ErpConnectorId": integer,
                 "DisplayName": text,
                 "DisplayDescription": text,
-                "Active": boolean,
+                "Active": {
+                    **boolean,
+                    "description": "False once set inactive (ToggleErpConnectionActive): the "
+                    "sync leaves the connection out.",
+                },
                 "ConnectionId": {
                     "type": ["string", "null"],
                     "description": "A GUID derived from the connection id (stable).",
@@ -1077,6 +1098,7 @@ def _add_links(doc: dict[str, Any]) -> None:
         "RecordRequest": {"CrmActorType": "Contact", "EntityId": 1},
         "AllConnectionsRequest": {"IncludeDeleted": False},
         "ConnectionRequest": {"ErpConnectionId": 1},
+        "ToggleConnectionActiveRequest": {"ErpConnectionId": 1},
         "ConnectionSummaryRequest": {"ErpSyncConnectionId": 1},
         "ActorTypeMappingRequest": {"ErpConnectionId": 1, "ActorType": "Customer"},
         "CrmActorTypeRequest": {"ErpConnectionId": 1, "ErpActorType": "Customer"},
@@ -1099,6 +1121,28 @@ def _add_links(doc: dict[str, Any]) -> None:
         return made
 
     true_false = {"type": "boolean"}
+    reasons = returns(
+        "Why the toggle failed: empty, it did not (a refusal is an HTTP error). The state "
+        "the call left is in X-Connection-Active.",
+        {"type": "array", "items": {"type": "string"}},
+    )
+    reasons["headers"] = {
+        "X-Connection-Active": {
+            "schema": {"type": "string", "enum": ["true", "false"]},
+            "description": "erpsync's: whether the connection is active now.",
+        }
+    }
+    toggled = operation(
+        "ToggleErpConnectionActive: toggle (or, with erpsync's Active, set) whether the "
+        "connection takes part in the sync",
+        "ToggleConnectionActiveRequest",
+        {"200": reasons},
+    )
+    toggled["post"]["description"] = (
+        "An inactive connection is left out by the continuous sync, SyncAll and ForceSyncAll, "
+        "is not pushed to by any resync, and a resync from it is 409. Kept in PostgreSQL; "
+        "a connection never toggled is active. The CRM (0) is not an ERP connection: 404."
+    )
     paths = {
         "CreateActorLink": operation(
             "CreateActorLink: link a CRM record to an ERP actor",
@@ -1152,6 +1196,7 @@ def _add_links(doc: dict[str, Any]) -> None:
             "ConnectionRequest",
             {"200": returns("The connection.", nullable("ErpConnection"))},
         ),
+        "ToggleErpConnectionActive": toggled,
         "GetErpSyncConnectionSummary": operation(
             "GetErpSyncConnectionSummary: actor types, last sync and link counts",
             "ConnectionSummaryRequest",
@@ -1450,8 +1495,9 @@ def _engine_control(doc: dict[str, Any]) -> None:
                     },
                     "Connections": {
                         "type": ["array", "null"],
-                        "description": "erpsync's: each connection's watermarks, last run, lag "
-                        "(seconds since the last run that read every change) and next run.",
+                        "description": "erpsync's: each connection's Active state, "
+                        "watermarks, last run, lag (seconds since the last run that read every "
+                        "change) and next run (null while inactive).",
                         "items": {"type": "object"},
                     },
                 },

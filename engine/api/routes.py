@@ -16,7 +16,7 @@ import structlog
 from aiohttp import web
 
 from engine.api import idempotency
-from engine.api.appkeys import POOL, PUBLISHER, SETTINGS, TASK_INTAKE
+from engine.api.appkeys import ACTIVE_CONNECTIONS, POOL, PUBLISHER, SETTINGS, TASK_INTAKE
 from engine.api.auth import PRINCIPAL, require_connection
 from engine.api.bodies import (
     BodyShape,
@@ -92,6 +92,7 @@ async def force_resync_batch_task(request: web.Request) -> web.Response:
             "SoNotFoundException",
         )
     require_connection(request[PRINCIPAL], resync.source_connection_id, "resync from")
+    await require_active_source(request, resync.source_connection_id)
     intake = request.app[TASK_INTAKE]
     key = request.headers.get(idempotency.HEADER)
     if key is None:  # the common case, on the hot path: no context manager
@@ -108,6 +109,22 @@ async def force_resync_batch_task(request: web.Request) -> web.Response:
             "X-Batch-Task-Id": str(task_id),
             "Location": f"{BATCH}/GetBatchTaskInfo?id={task_id}",
         },
+    )
+
+
+async def require_active_source(request: web.Request, connection_id: int) -> None:
+    """409 ``ConflictException`` when the resync's source connection is inactive
+    (ToggleErpConnectionActive); nothing is created or queued. The inactive set is kept per
+    process for a moment (:mod:`engine.api.active`): no database round trip per request."""
+    if connection_id == 0 or await request.app[ACTIVE_CONNECTIONS].is_active(connection_id):
+        return
+    conn = request.app[SETTINGS].connection(connection_id)
+    name = f" ({conn.name})" if conn is not None else ""
+    raise ApiError(
+        409,
+        f"Connection {connection_id}{name} is inactive: nothing is synced from it. "
+        "Activate it first (ToggleErpConnectionActive, erpsync connectors activate)",
+        "ConflictException",
     )
 
 

@@ -116,8 +116,11 @@ def _objects(element: ET.Element) -> list[dict[str, Any]]:
         fields: dict[str, Any] = {}
         for child in item:
             name = _local(child.tag)
-            if name:
-                fields[name.lower()] = _scalar(child, _local(item.tag))
+            if not name:
+                continue
+            # An element with elements inside binds as an object, as in JSON: the endpoint
+            # ignores an unknown property and refuses a known one that must be a value.
+            fields[name.lower()] = {} if len(child) else _scalar(child, _local(item.tag))
         items.append(fields)
     return items
 

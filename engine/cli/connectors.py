@@ -1,4 +1,6 @@
-"""``erpsync connectors``: list the installed connectors and check a configured connection."""
+"""``erpsync connectors``: list the installed connectors and check a configured connection;
+list the configured connections with their Active state, and activate or deactivate one
+(through the API: GetAllConnections, ToggleErpConnectionActive)."""
 
 from __future__ import annotations
 
@@ -6,17 +8,20 @@ import asyncio
 import json
 from collections.abc import Awaitable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import click
 
+from engine.cli.client import api_from, api_options, run
 from engine.cli.common import EXIT_CONFIG, CliError, config_option, settings_from
+from engine.cli.output import echo_json
 from engine.settings import ConnectionSettings
 
 T = TypeVar("T")
 
 # How a mapped field flows, seen from the ERP field: to_erp is CRM -> ERP.
 ARROWS = {"to_erp": "<-", "to_crm": "->", "both": "<->", "none": "-- not synced:"}
+ERPSYNC = "/api/v1/Agents/ErpSync"
 
 
 @click.group()
@@ -162,3 +167,77 @@ async def _check(conn: ConnectionSettings, database_url: str) -> None:
             await connector.aclose()
         except Exception as exc:  # a failing close must not hide the real result
             click.echo(f"{label}: close failed: {type(exc).__name__}", err=True)
+
+
+@connectors.command("connections")
+@api_options
+def connections(**kw: Any) -> None:
+    """List the configured ERP connections you may touch, with their Active state
+    (GetAllConnections). An inactive connection is not synced: see `activate`."""
+    as_json = kw.pop("as_json")
+    api = api_from(kw)
+    rows = run(api, lambda: api.json("POST", f"{ERPSYNC}/GetAllConnections", json={}))
+    if as_json:
+        echo_json(rows)
+        return
+    table = [("ID", "NAME", "CONNECTOR", "ACTIVE", "MOST RECENT")]
+    for c in rows:
+        table.append(
+            (
+                str(c["ErpConnectionId"]),
+                c["DisplayName"],
+                c.get("Connector") or "?",
+                "yes" if c["Active"] else "NO",
+                c.get("MostRecentTimestamp") or "-",
+            )
+        )
+    widths = [max(len(row[i]) for row in table) for i in range(4)]
+    for row in table:
+        click.echo(
+            "".join(cell.ljust(w + 2) for cell, w in zip(row, widths, strict=False)) + row[4]
+        )
+
+
+def _set_active(connection_id: int, active: bool, kw: dict[str, Any]) -> None:
+    as_json = kw.pop("as_json")
+    api = api_from(kw)
+    body = {"ErpConnectionId": connection_id, "Active": active}
+
+    async def call() -> tuple[list[str], str]:
+        reply = await api.request("POST", f"{ERPSYNC}/ToggleErpConnectionActive", json=body)
+        if reply.status >= 400:
+            raise api.error(reply.status, reply.body)
+        return json.loads(reply.body), reply.headers.get("X-Connection-Active", "")
+
+    reasons, state = run(api, call)
+    if reasons:
+        raise CliError(f"connection {connection_id}: not changed: {'; '.join(reasons)}")
+    if as_json:
+        echo_json({"ErpConnectionId": connection_id, "Active": state == "true"})
+        return
+    if state == "true":
+        click.echo(f"connection {connection_id} is active: the sync runs it again")
+    else:
+        click.echo(
+            f"connection {connection_id} is inactive: the continuous sync, SyncAll and resyncs "
+            "leave it out until it is activated"
+        )
+
+
+@connectors.command("activate")
+@click.argument("connection_id", type=int)
+@api_options
+def activate(connection_id: int, **kw: Any) -> None:
+    """Make an ERP connection active again (ToggleErpConnectionActive, Active=true).
+    Already active: nothing changes."""
+    _set_active(connection_id, True, kw)
+
+
+@connectors.command("deactivate")
+@click.argument("connection_id", type=int)
+@api_options
+def deactivate(connection_id: int, **kw: Any) -> None:
+    """Make an ERP connection inactive (ToggleErpConnectionActive, Active=false): the
+    continuous sync, SyncAll/ForceSyncAll and resyncs leave it out. Already inactive: nothing
+    changes."""
+    _set_active(connection_id, False, kw)

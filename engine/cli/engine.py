@@ -27,7 +27,8 @@ def _print_status(status: dict[str, Any]) -> None:
     state = "running" if status["IsRunning"] else "stopped"
     out.print(f"engine {state}, interval {status['Interval']}: {status['StatusMessage']}")
     table = Table(box=None, pad_edge=False)
-    for column in ("id", "name", "watermark", "last run", "outcome", "queued", "lag", "next run"):
+    columns = ("id", "name", "active", "watermark", "last run", "outcome", "queued", "lag")
+    for column in (*columns, "next run"):
         table.add_column(column, no_wrap=True, overflow="ellipsis", max_width=40)
     for c in status.get("Connections") or []:
         marks = ", ".join(f"{w['ActorType']}@{w['Since']}" for w in c["Watermarks"])
@@ -38,6 +39,7 @@ def _print_status(status: dict[str, Any]) -> None:
         table.add_row(
             str(c["ConnectionId"]),
             c["Name"],
+            "yes" if c.get("Active", True) else "NO",
             marks or "-",
             when(c["LastRun"]),
             outcome,

@@ -126,6 +126,8 @@ async def claim_due(
     A run still held by a live claim is not claimed again; the next run time moves to the next
     point of the interval grid after now (missed points are skipped, not run late in a burst).
     While the engine is stopped only forced runs (:func:`make_due` ``forced``) are claimed.
+    An inactive connection (ToggleErpConnectionActive) is not claimed: its schedule stays as
+    it is, so a run that fell due meanwhile runs at once when it is active again.
     """
     rows = await conn.fetch(
         """
@@ -137,6 +139,8 @@ async def claim_due(
         FROM sync_engine e
         WHERE (e.status = 'running' OR s.forced_run) AND s.connection_id = ANY($1::int[])
           AND s.next_run_at <= now() AND (s.run_by IS NULL OR s.run_until < now())
+          AND NOT EXISTS (SELECT 1 FROM connection_states c
+                          WHERE c.connection_id = s.connection_id AND NOT c.active)
         RETURNING s.connection_id
         """,
         list(connection_ids),
@@ -191,12 +195,16 @@ async def finish_run(
 
 async def request_full(conn: Executor, connection_ids: Sequence[int] | None) -> int:
     """The next run of these connections (all when None) reads from the start: now, once,
-    even while the engine is stopped (``POST /api/v1/erpsync/engine/sync-from-start``)."""
+    even while the engine is stopped (``POST /api/v1/erpsync/engine/sync-from-start``).
+    Inactive connections are left out; returns how many connections will run."""
     rows = await conn.fetch(
         """
-        UPDATE sync_connections
+        UPDATE sync_connections s
         SET full_sync_requested = true, forced_run = true, next_run_at = now()
-        WHERE $1::int[] IS NULL OR connection_id = ANY($1::int[]) RETURNING connection_id
+        WHERE ($1::int[] IS NULL OR s.connection_id = ANY($1::int[])) AND NOT EXISTS (
+            SELECT 1 FROM connection_states c
+            WHERE c.connection_id = s.connection_id AND NOT c.active)
+        RETURNING s.connection_id
         """,
         None if connection_ids is None else list(connection_ids),
     )
@@ -207,11 +215,15 @@ async def make_due(
     conn: Executor, connection_ids: Sequence[int] | None, *, forced: bool = False
 ) -> int:
     """SyncAll: run these connections (all when None) now; ``forced`` (ForceSyncAll): once,
-    even while the engine is stopped."""
+    even while the engine is stopped. Inactive connections are left out ("sync all active
+    connections"); returns how many connections will run."""
     rows = await conn.fetch(
         """
-        UPDATE sync_connections SET next_run_at = now(), forced_run = forced_run OR $2
-        WHERE $1::int[] IS NULL OR connection_id = ANY($1::int[]) RETURNING connection_id
+        UPDATE sync_connections s SET next_run_at = now(), forced_run = s.forced_run OR $2
+        WHERE ($1::int[] IS NULL OR s.connection_id = ANY($1::int[])) AND NOT EXISTS (
+            SELECT 1 FROM connection_states c
+            WHERE c.connection_id = s.connection_id AND NOT c.active)
+        RETURNING s.connection_id
         """,
         None if connection_ids is None else list(connection_ids),
         forced,

@@ -33,6 +33,8 @@ class ChunkClaim:
     """The task's per-target key restriction (RetryFailed), None for none."""
     task_name: str = ""
     """The task's name (a continuous sync's runs are ``Sync`` tasks)."""
+    inactive: frozenset[int] = frozenset()
+    """The connections inactive now (ToggleErpConnectionActive), read with the claim."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +126,8 @@ async def claim_chunk(
     finished (or stopped), or either is unknown. When that worker is another one whose lease is
     current (renewed within ``stale_after``), the chunk stays its own and ``previous_alive`` is
     set: the check and the claim are one statement, so the owner's commit never sees the chunk
-    claimed away for a moment.
+    claimed away for a moment. The claim also reads which connections are inactive (the chunk
+    pushes to none of them).
     """
     row = await conn.fetchrow(
         """
@@ -144,14 +147,19 @@ async def claim_chunk(
               FOR UPDATE OF c2) p
         WHERE c.task_id = $1 AND c.chunk_no = $2
         RETURNING p.started_by, c.internal_key_ids, c.attempt, c.target_connection_id,
-                  p.source_connection_id, p.alive, p.no_blank, p.target_keys, p.name
+                  p.source_connection_id, p.alive, p.no_blank, p.target_keys, p.name,
+                  ARRAY(SELECT connection_id FROM connection_states WHERE NOT active)
         """,
         task_id,
         chunk_no,
         worker,
         stale_after,
     )
-    return None if row is None else ChunkClaim(*row)
+    if row is None:
+        return None
+    return ChunkClaim(
+        row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8], frozenset(row[9])
+    )
 
 
 async def release_claim(conn: Executor, task_id: int, chunk_no: int, worker: str) -> None:

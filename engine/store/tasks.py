@@ -155,6 +155,9 @@ async def start(
     current (renewed within ``stale_after``): then the command was only delivered again (a
     channel closed, the broker restarted) and nothing restarted. Without a ``worker`` every
     start counts.
+
+    The row has ``source_active``: false when the task's source connection is inactive
+    (ToggleErpConnectionActive), read in the same statement.
     """
     return await conn.fetchrow(
         """
@@ -168,7 +171,9 @@ async def start(
                           > now() - make_interval(secs => $3))
                 THEN 0 ELSE 1 END
         WHERE id = $1 AND state NOT IN ('Succeeded', 'Failed', 'SucceededManualCleanup')
-        RETURNING *
+        RETURNING *, NOT EXISTS (
+            SELECT 1 FROM connection_states c
+            WHERE c.connection_id = t.source_connection_id AND NOT c.active) AS source_active
         """,
         task_id,
         worker,

@@ -83,9 +83,10 @@ class ChunkRunner:
         self.unit_publish_grace = unit_publish_grace
         self.metrics = Metrics() if metrics is None else metrics
 
-    def targets(self, source: int) -> list[int]:
-        """The connections a task from ``source`` pushes to: every ERP but the source."""
-        return [h.id for h in self.connections.erps() if h.id != source]
+    def targets(self, source: int, inactive: frozenset[int] = frozenset()) -> list[int]:
+        """The connections a task from ``source`` pushes to: every active ERP but the
+        source (``inactive``: the connections set inactive, ToggleErpConnectionActive)."""
+        return [h.id for h in self.connections.erps() if h.id != source and h.id not in inactive]
 
     async def run(self, command: ChunkCommand) -> None:
         with (
@@ -119,11 +120,19 @@ class ChunkRunner:
                 chunk.attempt,
             )
             only = restriction(chunk.target_keys)
+            inactive = chunk.inactive
+            if target is not None and target in inactive:
+                # A push unit (or delayed retry) stored before its target was set inactive:
+                # not pushed; its records fail, so RetryFailed pushes them once it is active.
+                result = self._not_pushed(ids, target, attempt)
+                units = await self._commit(command, source, len(ids), result, conn, only, inactive)
+                self.metrics.chunk_committed(result.outcomes)
+                return units
             if target is None and source == 0:
                 # Stage 1 from the CRM has nothing to do but make the units: each unit reads
                 # the CRM values it pushes (a record missing in the CRM fails on each target).
                 result = ChunkResult(attempt, None, records=len(ids), forward=list(ids))
-                units = await self._commit(command, source, len(ids), result, conn, only)
+                units = await self._commit(command, source, len(ids), result, conn, only, inactive)
                 self.metrics.chunk_committed(result.outcomes)
                 return units
             # Stage 1 needs the source's links, a unit its target's.
@@ -158,9 +167,20 @@ class ChunkRunner:
                 broken=broken,
                 sync=sync,
             )
-        units = await self._commit(command, source, len(keys), result, only=only)
+        units = await self._commit(command, source, len(keys), result, only=only, inactive=inactive)
         self.metrics.chunk_committed(result.outcomes)
         return units
+
+    def _not_pushed(self, ids: Sequence[int], target: int, attempt: int) -> ChunkResult:
+        name = self.connections.names().get(target, "?")
+        error = (
+            f"connection {target} ({name}) was set inactive (ToggleErpConnectionActive) before "
+            "this push ran: not pushed; RetryFailed once it is active again"
+        )
+        result = ChunkResult(attempt, target)
+        result.outcomes = [Outcome(i, target, "failed", error=error) for i in ids]
+        log.info("push unit not run: its target is inactive", target=target, records=len(ids))
+        return result
 
     async def _sync_context(
         self, conn: Connection, task_name: str, connection_id: int, ids: Sequence[int]
@@ -239,14 +259,18 @@ class ChunkRunner:
         result: ChunkResult,
         conn: Connection | None = None,
         only: Restriction | None = None,
+        inactive: frozenset[int] = frozenset(),
     ) -> list[tuple[int, int | None]]:
         """Commit the run (on ``conn`` if given); returns the push units it stored.
 
-        ``only``: the task's per-target key restriction (RetryFailed), if any.
+        ``only``: the task's per-target key restriction (RetryFailed), if any. ``inactive``:
+        the connections set inactive when the chunk was claimed: no push unit for them.
         """
         if conn is None:
             async with self.pool.acquire() as acquired:
-                return await self._commit(command, source, chunk_keys, result, acquired, only)
+                return await self._commit(
+                    command, source, chunk_keys, result, acquired, only, inactive
+                )
         async with conn.transaction():
             worker = self.presence.worker
             if not await tasks.mark_chunk_done(conn, command.task_id, command.chunk_no, worker):
@@ -261,7 +285,7 @@ class ChunkRunner:
                 result.target,
                 {o.internal_key_id for o in result.outcomes},
             )
-            targets = self.targets(source)
+            targets = self.targets(source, inactive)
             retries = delayed_retries(result, self.connections)
             units = push_units(result, targets, self.unit_publish_grace, only)
             stored = await tasks.add_retry_chunks(conn, command.task_id, retries + units)

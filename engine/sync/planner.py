@@ -19,6 +19,7 @@ from engine.messaging.publishing import ChunkPublisher, small_lane
 from engine.settings import Settings
 from engine.store import Connection, recovery, results, tasks
 from engine.store import keys as keys_store
+from engine.store.incremental import SYNC_TASK_NAME
 from engine.store.results import Outcome
 from engine.sync.liveness import Presence
 
@@ -95,6 +96,20 @@ class Planner:
         if self.settings.connection(source) is None:
             await tasks.fail(conn, task_id, f"Unknown ErpConnectionId {command.erp_connection_id}")
             await results.mark_processed(conn, message_id, task_id)
+            return
+        # (source_active: read by tasks.start, no extra round trip.) A continuous-sync page
+        # still goes through: it was read while the connection was active and the watermark
+        # has moved past it, so failing it would lose those changes.
+        if not task["source_active"] and task["name"] != SYNC_TASK_NAME:
+            name = self.settings.connection(source)
+            await tasks.fail(
+                conn,
+                task_id,
+                f"Connection {source} ({name.name if name else '?'}) is inactive: nothing is "
+                "synced from it (activate it with ToggleErpConnectionActive, then resync)",
+            )
+            await results.mark_processed(conn, message_id, task_id)
+            log.info("source connection inactive; task failed", source=source)
             return
         log.info("planning", start_count=task["start_count"], source=source)
 

@@ -81,6 +81,20 @@ def test_xml_binds_object_arrays_wrapped_or_repeated_and_maps_both_ways() -> Non
     }
 
 
+def test_xml_object_items_bind_a_nested_element_as_an_object_like_json() -> None:
+    """An ErpSyncFieldValue may carry a property the endpoint does not know, with elements
+    inside (the schema allows more properties): bound as an object, as JSON would bind it, so
+    the endpoint ignores it (and refuses it where it expects a value), instead of a 400."""
+    bound = xml_arguments(
+        b"<R><FieldValues><Item><Value>v</Value><Extra><A>1</A></Extra></Item></FieldValues>"
+        b"<FieldValues><Item><Value>w</Value></Item></FieldValues></R>",
+        (),
+        {"fieldvalues"},
+        objects={"fieldvalues"},
+    )
+    assert bound == {"fieldvalues": [{"value": "v", "extra": {}}, {"value": "w"}]}
+
+
 def test_chosen_values_go_to_the_side_chosen(settings: Settings) -> None:
     mapping = settings.connections[1].actor_types[0]  # ERP 2: company, tel, mail
     to_crm, to_erp = _chosen_values(

@@ -238,16 +238,23 @@ async function renderConnections() {
   await renderEngine();
 }
 
-// The continuous sync's schedule: per connection its watermark, last run, lag and next run.
+// The continuous sync's schedule: the live workers, and per connection whether it is active,
+// its watermark, last run, lag and next run.
 async function renderEngine() {
   const status = await getJson(`${API}/engine`);
   $("engine-state").textContent =
     `${status.IsRunning ? "running" : "stopped"}, every ${status.Interval}: ${status.StatusMessage}`;
+  const workers = status.Workers || { Alive: 0, RunningSync: 0 };
+  const worker = workers.Alive === 1 ? "worker" : "workers";
+  $("engine-workers").textContent =
+    `${workers.Alive} ${worker} alive, ${workers.RunningSync} running the continuous sync`;
+  $("engine-workers").className = workers.RunningSync ? "muted" : "bad-text";
   const time = (iso) => (iso ? iso.replace("T", " ").slice(0, 19) : "");
   $("engine-connections").replaceChildren(...status.Connections.map((c) =>
     h("tr", { "data-connection-id": c.ConnectionId },
       h("td", { class: "num" }, c.ConnectionId),
       h("td", {}, c.Name),
+      h("td", { class: c.Active === false ? "bad-text" : "" }, c.Active === false ? "inactive" : "yes"),
       h("td", {}, c.Watermarks.map((w) => `${w.ActorType} @ ${w.Since ?? "start"}`).join(", ")),
       h("td", {}, time(c.LastRun)),
       h("td", { class: c.LastOutcome === "failed" ? "reason bad-text" : "" },

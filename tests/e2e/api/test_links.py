@@ -90,6 +90,11 @@ SAMPLES: dict[str, tuple[str, str]] = {
         "<GetActorTypeMapping><ErpConnectionId>88</ErpConnectionId>"
         "<ActorType>Customer</ActorType></GetActorTypeMapping>",
     ),
+    "ToggleErpConnectionActive": (
+        '{\n  "ErpConnectionId": 155\n}',
+        "<ToggleErpConnectionActive><ErpConnectionId>155</ErpConnectionId>"
+        "</ToggleErpConnectionActive>",
+    ),
     "GetCrmActorType": (
         '{\n  "ErpConnectionId": 870,\n  "ErpActorType": "Customer"\n}',
         "<GetCrmActorType><ErpConnectionId>870</ErpConnectionId>"
@@ -106,6 +111,7 @@ UNKNOWN = {
     "GetErpSyncConnectionSummary": "ErpSyncConnectionId 140",
     "GetActorTypeMapping": "ErpConnectionId 88",
     "GetCrmActorType": "ErpConnectionId 870",
+    "ToggleErpConnectionActive": "ErpConnectionId 155",
 }
 
 

@@ -51,3 +51,24 @@ async def test_sync_all_without_a_live_worker_says_to_start_one(
         code, out, err = await run_cli("sync-all", "--force", env=env)
         assert code == 1 and "ForceSyncAll: No sync worker is running" in err, (out, err)
         assert "hint: start erpsync worker" in err
+
+
+async def test_connectors_commands_list_and_set_the_active_state(
+    database: str, broker_prefix: str, stores: dict[int, MemoryStore]
+) -> None:
+    async with Service(settings_for(database, broker_prefix, stores), engine=False) as api:
+        env = operator_env(str(api.server.make_url("/")))
+        code, out, err = await run_cli("connectors", "deactivate", "2", env=env)
+        assert code == 0 and "connection 2 is inactive" in out, (out, err)
+        code, out, err = await run_cli("connectors", "deactivate", "2", env=env)
+        assert code == 0 and "connection 2 is inactive" in out, (out, err)  # set, not toggled
+        code, out, err = await run_cli("connectors", "connections", env=env)
+        assert code == 0, err
+        rows = {line.split()[0]: line.split() for line in out.splitlines()[1:]}
+        assert rows["1"][-2:] == ["yes", "-"] and rows["2"][-2:] == ["NO", "-"], out
+        code, out, err = await run_cli("engine", "status", env=env)
+        assert code == 0 and "NO" in out, (out, err)
+        code, out, err = await run_cli("connectors", "activate", "2", "--json", env=env)
+        assert code == 0 and orjson.loads(out) == {"ErpConnectionId": 2, "Active": True}, err
+        code, out, err = await run_cli("connectors", "activate", "0", env=env)
+        assert code != 0 and "404" in err, (out, err)

@@ -170,6 +170,13 @@ async def test_dashboard_in_headless_chromium(service: Service, browser: Browser
     # The continuous sync's panel: one row per connection (the engine is off in these settings).
     await expect(page.locator("#engine-connections tr")).to_have_count(3)
     await expect(page.locator("#engine-state")).to_contain_text("stopped")
+    # GetEngineStatus's Workers: this service's own worker, which does not run the sync.
+    await expect(page.locator("#engine-workers")).to_have_text(
+        "1 worker alive, 0 running the continuous sync"
+    )
+    await expect(
+        page.locator('#engine-connections tr[data-connection-id="1"] td').nth(2)
+    ).to_have_text("yes")
     await page.screenshot(path=ARTIFACTS / "dashboard-connections.png", full_page=True)
 
     await page.get_by_role("button", name="Log out").click()
