@@ -288,8 +288,10 @@ def _followup_paths() -> dict[str, Any]:
             },
             "404": _error("No such task."),
             "409": _error(
-                "The task has not finished yet, its source connection is inactive, or a request "
-                "with the same Idempotency-Key is still being processed (Retry-After)."
+                "The task has not finished yet, its source connection is inactive, every target "
+                "its failed records would be pushed to is inactive (an inactive target is "
+                "otherwise left out, named in the new task's description), or a request with "
+                "the same Idempotency-Key is still being processed (Retry-After)."
             ),
             "422": _error(
                 "The task has no failed records: nothing to retry; or the Idempotency-Key was "
