@@ -1392,8 +1392,8 @@ def _engine_control(doc: dict[str, Any]) -> None:
                 tag="ErpSync",
             ),
             f"{erpsync}/ChangeEngineStatus": _agent(
-                "ChangeEngineStatus: Run=true starts the continuous sync (every connection runs "
-                "at once), false stops it",
+                "ChangeEngineStatus: Run=true starts the continuous sync (every active connection "
+                "runs at once), false stops it",
                 "ChangeEngineStatusRequest",
                 {"200": {"description": "The new engine status.", "content": _content(status)}},
                 tag="ErpSync",
@@ -1405,13 +1405,13 @@ def _engine_control(doc: dict[str, Any]) -> None:
                 tag="ErpSync",
             ),
             f"{erpsync}/SyncAll": _agent(
-                "SyncAll: run every connection's incremental sync now",
+                "SyncAll: run every active connection's incremental sync now",
                 "NoArguments",
                 {"200": {"description": "IsOk false when stopped.", "content": _content(plugin)}},
                 tag="ErpSync",
             ),
             f"{erpsync}/ForceSyncAll": _agent(
-                "ForceSyncAll: every connection's incremental sync now, once, even when "
+                "ForceSyncAll: every active connection's incremental sync now, once, even when "
                 "automatic sync is off",
                 "NoArguments",
                 {
@@ -1425,7 +1425,7 @@ def _engine_control(doc: dict[str, Any]) -> None:
             "/api/v1/erpsync/engine/sync-from-start": {
                 "post": {
                     "tags": ["ErpSync"],
-                    "summary": "erpsync: every connection's next run (now, once, even when "
+                    "summary": "erpsync: every active connection's next run (now, once, even when "
                     "automatic sync is off) forgets its watermarks and reads every record",
                     "operationId": "syncFromStart",
                     "parameters": [_AGENT_HEADERS[0]],
