@@ -242,7 +242,7 @@ def _dashboard_paths() -> dict[str, Any]:
             objects,
         ),
         f"{prefix}/connections": _read(
-            "Connections with recent activity, health and breaker state",
+            "Connections with their Active state, recent activity, health and breaker state",
             "connections",
             [],
             objects,
