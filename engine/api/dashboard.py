@@ -20,7 +20,7 @@ from engine.api.auth import PRINCIPAL, require_connection
 from engine.api.bodies import integer_text
 from engine.api.errors import ApiError
 from engine.api.routes import batch_task_info, visible_task
-from engine.store import reports
+from engine.store import connection_states, reports
 
 PREFIX = "/api/v1/erpsync"
 MAX_LIMIT = 1000
@@ -216,15 +216,18 @@ async def sync_log(request: web.Request) -> web.Response:
 
 @routes.get(f"{PREFIX}/connections")
 async def connections(request: web.Request) -> web.Response:
-    """Configured connections with their recent activity, health and breaker state.
+    """Configured connections with their Active state, recent activity, health and breaker
+    state.
 
     Health comes from the outcomes every worker committed in the last hour; the breaker state is
-    this process's own (``unknown`` when this process runs no engine).
+    this process's own (``unknown`` when this process runs no engine). ``Active`` is read from
+    the store now (ToggleErpConnectionActive), as GetEngineStatus reads it.
     """
     app = request.app
     activity = {
         r["connection_id"]: r for r in await reports.connection_activity(app[POOL], ACTIVITY_WINDOW)
     }
+    inactive = await connection_states.inactive(app[POOL])
     engine_here = app.get(CONSUMER) is not None
     breakers = app[METRICS].breaker_states() if METRICS in app else {}
     out = []
@@ -249,6 +252,7 @@ async def connections(request: web.Request) -> web.Response:
                 "Id": conn.id,
                 "Name": conn.name,
                 "Role": "CRM" if conn.id == 0 else "ERP",
+                "Active": conn.id not in inactive,
                 "Connector": conn.connector,
                 "Concurrency": conn.concurrency,
                 "Health": health,

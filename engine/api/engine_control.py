@@ -209,7 +209,7 @@ async def get_engine_status(request: web.Request) -> web.Response:
 
 @routes.post(f"{ERPSYNC}/ChangeEngineStatus")
 async def change_engine_status(request: web.Request) -> web.Response:
-    """``Run``: true starts the engine (every connection runs at once), false stops it."""
+    """``Run``: true starts the engine (every active connection runs at once), false stops it."""
     args, select = await agent_arguments(request)
     run = args.get("run")
     if isinstance(run, str) and run.lower() in ("true", "false"):
@@ -307,7 +307,7 @@ async def _sync_all(request: web.Request, *, forced: bool, from_start: bool = Fa
 
 @routes.post(f"{ERPSYNC}/SyncAll")
 async def sync_all(request: web.Request) -> web.Response:
-    """Run every connection's incremental sync now instead of at its next interval."""
+    """Run every active connection's incremental sync now instead of at its next interval."""
     _, select = await agent_arguments(request)
     data = await _sync_all(request, forced=False)
     return respond(request, project(data, select) if select else data, root="PluginResponse")
@@ -315,7 +315,7 @@ async def sync_all(request: web.Request) -> web.Response:
 
 @routes.post(f"{ERPSYNC}/ForceSyncAll")
 async def force_sync_all(request: web.Request) -> web.Response:
-    """Sync all connections now, even when automatic sync is off (one pass; SuperOffice's
+    """Sync all active connections now, even when automatic sync is off (one pass; SuperOffice's
     "sync all active connections even when automatic sync is off")."""
     _, select = await agent_arguments(request)
     data = await _sync_all(request, forced=True)
@@ -324,7 +324,7 @@ async def force_sync_all(request: web.Request) -> web.Response:
 
 @routes.post(f"{PREFIX}/engine/sync-from-start")
 async def sync_from_start(request: web.Request) -> web.Response:
-    """erpsync's extension: every connection's next run (now, once, even while the engine is
+    """erpsync's extension: every active connection's next run (now, once, even while the engine is
     stopped) forgets its watermarks and reads every record. Answers the PluginResponse as JSON."""
     return web.json_response(await _sync_all(request, forced=True, from_start=True))
 

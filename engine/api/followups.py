@@ -4,7 +4,9 @@
 that failed in task 42: a record that failed on one target is pushed to that target only (the
 command's ``TargetKeys``), one that failed on the source or CRM side runs whole again. With an
 ``Idempotency-Key`` a retried call answers the first call's task (:meth:`TaskIntake.claim
-<engine.api.intake.TaskIntake.claim>`, as ForceResyncBatchTask).
+<engine.api.intake.TaskIntake.claim>`, as ForceResyncBatchTask). A target connection set inactive
+(ToggleErpConnectionActive) is left out of the retry (:func:`active_plan`); when that leaves
+nothing to push, the call is 409 and nothing is created.
 ``GET /api/v1/erpsync/webhook-deliveries`` lists the webhook deliveries of task.finished events;
 ``POST /api/v1/erpsync/webhook-deliveries/{id}/resend`` makes a given-up one due again.
 """
@@ -22,7 +24,7 @@ import structlog
 from aiohttp import web
 
 from engine.api import idempotency
-from engine.api.appkeys import POOL, PUBLISHER, SETTINGS, TASK_INTAKE
+from engine.api.appkeys import ACTIVE_CONNECTIONS, POOL, PUBLISHER, SETTINGS, TASK_INTAKE
 from engine.api.auth import PRINCIPAL, require_connection
 from engine.api.bodies import int_argument, integer_text
 from engine.api.errors import ApiError
@@ -68,15 +70,45 @@ def retry_plan(failed: Sequence[tuple[int, int | None]], targets: Collection[int
     return RetryPlan(keys, {t: tuple(sorted(k)) for t, k in sorted(per_target.items())})
 
 
+def active_plan(
+    plan: RetryPlan, source: int, erps: Collection[int], inactive: Collection[int]
+) -> tuple[RetryPlan | None, tuple[int, ...]]:
+    """``plan`` without what would go to an ``inactive`` connection; and the inactive
+    connections among the ones the retry would push to (``erps``: the configured ERP ids).
+
+    A record that failed on inactive targets only is left out (its outcome stays failed in the
+    task retried, for a later RetryFailed). One that runs whole still pushes to the active
+    targets; from an ERP it writes the CRM too, so it is kept even with every other ERP
+    inactive. ``None`` when nothing is left to push.
+    """
+    per_target = plan.target_keys or {}
+    named = {key for keys in per_target.values() for key in keys}
+    whole = [key for key in plan.internal_key_ids if key not in named]
+    everywhere = [t for t in erps if t != source]
+    aimed = set(per_target) | (set(everywhere) if whole else set())
+    left_out = tuple(sorted(aimed & set(inactive)))
+    if not left_out:
+        return plan, ()
+    kept_targets = {t: keys for t, keys in per_target.items() if t not in inactive}
+    kept = {key for keys in kept_targets.values() for key in keys}
+    if source != 0 or any(t not in inactive for t in everywhere):
+        kept.update(whole)
+    if not kept:
+        return None, left_out
+    return RetryPlan(tuple(sorted(kept)), kept_targets or None), left_out
+
+
 @dataclass(frozen=True, slots=True)
 class RetryCommand:
     """The command of a RetryFailed task: task ``retry_of``'s failed records, from its source,
-    under its correlation id."""
+    under its correlation id (``left_out``: the inactive connections not pushed to, named in
+    the task's description)."""
 
     source: int
     plan: RetryPlan
     correlation_id: str | None
     retry_of: int
+    left_out: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +140,13 @@ class RetryRequest:
             message_id=message_id,
             correlation_id=command.correlation_id,
             target_keys=plan.target_keys,
-            description=f"Retry of the failed records of task {command.retry_of}",
+            description=f"Retry of the failed records of task {command.retry_of}"
+            + (
+                f"; not pushed to inactive {command.left_out} (RetryFailed task "
+                f"{command.retry_of} again once active)"
+                if command.left_out
+                else ""
+            ),
         )
 
     def restored(self, task: asyncpg.Record) -> RetryCommand:
@@ -148,9 +186,21 @@ async def retry_failed(request: web.Request) -> web.Response:
     failed = await tasks.failed_records(pool, task_id)
     if not failed:
         raise ApiError(422, f"BatchTask {task_id} has no failed records; there is nothing to retry")
-    targets = {c.id for c in settings.connections if c.id != source}
+    erps = [c.id for c in settings.connections]
+    plan = retry_plan(failed, {c for c in erps if c != source})
+    inactive = await request.app[ACTIVE_CONNECTIONS].inactive()
+    narrowed, left_out = active_plan(plan, source, erps, inactive)
+    named = _connections(request, left_out)
+    if narrowed is None:
+        raise ApiError(
+            409,
+            f"The failed records of task {task_id} would be pushed to inactive {named} only: "
+            "a retry would push nothing. Activate first (ToggleErpConnectionActive, erpsync "
+            "connectors activate)",
+            "ConflictException",
+        )
     retry = RetryRequest(
-        RetryCommand(source, retry_plan(failed, targets), task["correlation_id"], task_id)
+        RetryCommand(source, narrowed, task["correlation_id"], task_id, named if left_out else "")
     )
     key = request.headers.get(idempotency.HEADER)
     if key is None:
@@ -165,6 +215,18 @@ async def retry_failed(request: web.Request) -> web.Response:
         new_id = created.task_id
     headers = {"X-Batch-Task-Id": str(new_id), "Location": f"{TASK_INFO}?id={new_id}"}
     return respond(request, new_id, root="int", headers=headers)
+
+
+def _connections(request: web.Request, ids: Sequence[int]) -> str:
+    """``connection 2 (ERP two)``, ``connections 1 (ERP one) and 2 (ERP two)``."""
+    settings = request.app[SETTINGS]
+    named = []
+    for cid in ids:
+        conn = settings.connection(cid)
+        named.append(f"{cid} ({conn.name})" if conn is not None else str(cid))
+    if len(named) < 2:
+        return "connection " + "".join(named)
+    return "connections " + ", ".join(named[:-1]) + " and " + named[-1]
 
 
 async def _publish(

@@ -242,7 +242,7 @@ def _dashboard_paths() -> dict[str, Any]:
             objects,
         ),
         f"{prefix}/connections": _read(
-            "Connections with recent activity, health and breaker state",
+            "Connections with their Active state, recent activity, health and breaker state",
             "connections",
             [],
             objects,
@@ -288,8 +288,10 @@ def _followup_paths() -> dict[str, Any]:
             },
             "404": _error("No such task."),
             "409": _error(
-                "The task has not finished yet, its source connection is inactive, or a request "
-                "with the same Idempotency-Key is still being processed (Retry-After)."
+                "The task has not finished yet, its source connection is inactive, every target "
+                "its failed records would be pushed to is inactive (an inactive target is "
+                "otherwise left out, named in the new task's description), or a request with "
+                "the same Idempotency-Key is still being processed (Retry-After)."
             ),
             "422": _error(
                 "The task has no failed records: nothing to retry; or the Idempotency-Key was "
@@ -1390,8 +1392,8 @@ def _engine_control(doc: dict[str, Any]) -> None:
                 tag="ErpSync",
             ),
             f"{erpsync}/ChangeEngineStatus": _agent(
-                "ChangeEngineStatus: Run=true starts the continuous sync (every connection runs "
-                "at once), false stops it",
+                "ChangeEngineStatus: Run=true starts the continuous sync (every active connection "
+                "runs at once), false stops it",
                 "ChangeEngineStatusRequest",
                 {"200": {"description": "The new engine status.", "content": _content(status)}},
                 tag="ErpSync",
@@ -1403,13 +1405,13 @@ def _engine_control(doc: dict[str, Any]) -> None:
                 tag="ErpSync",
             ),
             f"{erpsync}/SyncAll": _agent(
-                "SyncAll: run every connection's incremental sync now",
+                "SyncAll: run every active connection's incremental sync now",
                 "NoArguments",
                 {"200": {"description": "IsOk false when stopped.", "content": _content(plugin)}},
                 tag="ErpSync",
             ),
             f"{erpsync}/ForceSyncAll": _agent(
-                "ForceSyncAll: every connection's incremental sync now, once, even when "
+                "ForceSyncAll: every active connection's incremental sync now, once, even when "
                 "automatic sync is off",
                 "NoArguments",
                 {
@@ -1423,7 +1425,7 @@ def _engine_control(doc: dict[str, Any]) -> None:
             "/api/v1/erpsync/engine/sync-from-start": {
                 "post": {
                     "tags": ["ErpSync"],
-                    "summary": "erpsync: every connection's next run (now, once, even when "
+                    "summary": "erpsync: every active connection's next run (now, once, even when "
                     "automatic sync is off) forgets its watermarks and reads every record",
                     "operationId": "syncFromStart",
                     "parameters": [_AGENT_HEADERS[0]],

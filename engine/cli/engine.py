@@ -80,7 +80,7 @@ def engine_status(**kw: Any) -> None:
 @engine.command("start")
 @api_options
 def engine_start(**kw: Any) -> None:
-    """Start the continuous sync (every connection runs at once, then once per interval)."""
+    """Start the continuous sync (every active connection runs at once, then once per interval)."""
     _status_command({"Run": True}, "ChangeEngineStatus", kw)
 
 
@@ -111,11 +111,11 @@ def engine_interval(interval: str, **kw: Any) -> None:
 @click.option(
     "--from-start",
     is_flag=True,
-    help="Forget the watermarks: every connection's run (now, once) reads every record.",
+    help="Forget the watermarks: every active connection's run (now, once) reads every record.",
 )
 @api_options
 def sync_all(force: bool, from_start: bool, **kw: Any) -> None:
-    """Run every connection's incremental sync now (SyncAll); --force runs it even while the
+    """Run every active connection's incremental sync now (SyncAll); --force runs it even while the
     engine is stopped (ForceSyncAll); --from-start reads every record."""
     as_json = kw.pop("as_json")
     api = api_from(kw)

@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 import pytest
 
-from engine.api.followups import retry_plan
+from engine.api.followups import RetryPlan, active_plan, retry_plan
 from engine.settings import ConfigError, WebhookSettings, load_settings
 from engine.sync.bookkeeping import push_units, pushes_skipped, restriction
 from engine.sync.notifications import (
@@ -39,6 +39,25 @@ def test_retry_plan_of_only_whole_record_failures_has_no_restriction() -> None:
     plan = retry_plan([(4, 0), (3, 0)], targets={1, 2})
     assert plan.internal_key_ids == (3, 4)
     assert plan.target_keys is None
+
+
+def test_a_retry_leaves_out_the_inactive_targets() -> None:
+    # From the CRM: 1 and 2 failed on ERP 2 only, 2 on ERP 3 too, 7 whole (CRM side).
+    plan = RetryPlan((1, 2, 7), {2: (1, 2), 3: (2,)})
+    assert active_plan(plan, 0, [1, 2, 3], frozenset()) == (plan, ())
+    assert active_plan(plan, 0, [1, 2, 3], {2}) == (RetryPlan((2, 7), {3: (2,)}), (2,))
+    # 7 still goes to ERP 1; 1 and 2 are left out with their only targets.
+    assert active_plan(plan, 0, [1, 2, 3], {2, 3}) == (RetryPlan((7,), None), (2, 3))
+    assert active_plan(plan, 0, [1, 2, 3], {1, 2, 3}) == (None, (1, 2, 3))
+    # Per-target failures only: an inactive ERP that was not aimed at is not named.
+    only_two = RetryPlan((1,), {2: (1,)})
+    assert active_plan(only_two, 0, [1, 2], {1}) == (only_two, ())
+    assert active_plan(only_two, 0, [1, 2], {2}) == (None, (2,))
+
+
+def test_a_whole_retry_from_an_erp_still_writes_the_crm_with_every_other_erp_inactive() -> None:
+    plan = RetryPlan((5,), None)  # failed reading ERP 1
+    assert active_plan(plan, 1, [1, 2], {2}) == (plan, (2,))
 
 
 def test_a_restriction_sends_each_record_only_where_it_is_named() -> None:

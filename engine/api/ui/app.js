@@ -229,6 +229,7 @@ async function renderConnections() {
     h("td", { class: "num" }, c.Id),
     h("td", {}, c.Name),
     h("td", {}, c.Role),
+    h("td", { class: c.Active === false ? "bad-text" : "" }, c.Active === false ? "inactive" : "yes"),
     h("td", {}, c.Connector),
     h("td", {}, h("span", { class: `health h-${c.Health}` }, c.Health)),
     h("td", {}, h("span", { class: `health b-${c.Breaker}` }, c.Breaker.replace("_", " "))),

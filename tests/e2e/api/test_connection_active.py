@@ -282,12 +282,64 @@ async def test_a_resync_does_not_push_to_an_inactive_connection(
         assert "was set inactive" in error and "RetryFailed" in error, error
         assert await _value(stores[2], "Customer", "E2-1", "tel") == "111"
 
+        # RetryFailed while it is still inactive would push nothing: refused, nothing created,
+        # the Idempotency-Key not claimed.
+        before = await db.fetchval("SELECT count(*) FROM batch_tasks")
+        refused = await post(service, "RetryFailed", {"Id": task_id}, **{"Idempotency-Key": "r1"})
+        assert refused.status == 409, await refused.text()
+        error = await refused.json()
+        assert error["ErrorType"] == "ConflictException"
+        message = error["ErrorMessage"]
+        assert "inactive connection 2 (ERP two) only" in message and "Activate" in message
+        assert await db.fetchval("SELECT count(*) FROM batch_tasks") == before
+        assert await db.fetchval("SELECT count(*) FROM idempotency_keys") == 0
+
         await toggle(service, 2, Active=True)
-        retried = await post(service, "RetryFailed", {"Id": task_id})
+        retried = await post(service, "RetryFailed", {"Id": task_id}, **{"Idempotency-Key": "r1"})
         assert retried.status == 200, await retried.text()
         retry = await service.finished(await retried.json())
         assert retry["State"] == "Succeeded", retry
         assert await _value(stores[2], "Customer", "E2-1", "tel") == "333"
+
+
+async def test_a_retry_leaves_out_a_target_that_is_still_inactive(
+    database: str, db: asyncpg.Connection, broker_prefix: str, stores: dict[int, MemoryStore]
+) -> None:
+    """The record failed on both ERPs; ERP two is inactive when it is retried: the retry
+    pushes to ERP one only and its description says ERP two was left out."""
+    await seed_acme(db, stores)
+    stores[0].put("Contact", "1", {"name": "Acme", "phone": "222", "email": "a@crm"})
+    async with Service(_retrying_settings(database, broker_prefix, stores)) as service:
+        stores[1].outage = stores[2].outage = "permanent"
+        task_id = (await service.finished(await service.resync(0, [1])))["Id"]
+        failed = await db.fetch(
+            "SELECT connection_id FROM record_outcomes WHERE task_id = $1 AND status = 'failed'",
+            task_id,
+        )
+        assert sorted(r[0] for r in failed) == [1, 2]
+        stores[1].outage = stores[2].outage = None
+        await toggle(service, 2, Active=False)
+
+        retried = await post(service, "RetryFailed", {"Id": task_id})
+        assert retried.status == 200, await retried.text()
+        retry = await service.finished(await retried.json())
+        assert retry["State"] == "Succeeded", retry
+        assert retry["Description"] == (
+            f"Retry of the failed records of task {task_id}; not pushed to inactive "
+            f"connection 2 (ERP two) (RetryFailed task {task_id} again once active)"
+        )
+        assert '"TargetKeys":{"1":[1]}' in retry["Request"], retry["Request"]
+        assert await _value(stores[1], "Customer", "E1-1", "phone") == "222"
+        assert await _value(stores[2], "Customer", "E2-1", "tel") == "111"
+
+        # Both inactive: nothing left to push, refused naming both.
+        await toggle(service, 1, Active=False)
+        refused = await post(service, "RetryFailed", {"Id": task_id})
+        assert refused.status == 409, await refused.text()
+        assert (
+            "inactive connections 1 (ERP one) and 2 (ERP two) only"
+            in (await refused.json())["ErrorMessage"]
+        )
 
 
 async def test_a_sync_page_read_before_the_connection_was_set_inactive_still_runs(

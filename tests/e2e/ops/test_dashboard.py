@@ -157,10 +157,20 @@ async def test_dashboard_in_headless_chromium(service: Service, browser: Browser
     await expect(page.locator("#failures")).to_contain_text("rejected by configuration")
     await page.screenshot(path=ARTIFACTS / "dashboard-failed-task.png", full_page=True)
 
+    # ERP two set inactive (ToggleErpConnectionActive): the Connections table says so.
+    toggled = await service.client.post(
+        "/api/v1/Agents/ErpSync/ToggleErpConnectionActive",
+        json={"ErpConnectionId": 2, "Active": False},
+        headers=AUTH,
+    )
+    assert toggled.status == 200, await toggled.text()
     await page.get_by_role("link", name="Connections").click()
     await expect(
         page.locator('#connections tr[data-connection-id="1"] .health').first
     ).to_have_text("ok")
+    active = [page.locator(f'#connections tr[data-connection-id="{c}"] td').nth(3) for c in (1, 2)]
+    await expect(active[0]).to_have_text("yes")
+    await expect(active[1]).to_have_text("inactive")
     await expect(
         page.locator('#connections tr[data-connection-id="2"] .health').first
     ).to_have_text("degraded")

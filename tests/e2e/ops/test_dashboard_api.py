@@ -62,6 +62,12 @@ async def test_task_detail_failures_and_sync_log(service: Service) -> None:
     assert connections[2]["Health"] == "degraded" and connections[2]["RecentFailures"] == 1
     assert "rejected by configuration" in connections[2]["LastError"]
     assert {c["Breaker"] for c in connections.values()} == {"closed"}
+    assert {c["Active"] for c in connections.values()} == {True}
+    toggle = "/api/v1/Agents/ErpSync/ToggleErpConnectionActive"
+    response = await service.client.post(toggle, json={"ErpConnectionId": 2}, headers=AUTH)
+    assert response.status == 200, await response.text()
+    shown = {c["Id"]: c["Active"] for c in await get(service, f"{API}/connections")}
+    assert shown == {0: True, 1: True, 2: False}
 
 
 async def test_validation_and_authentication(service: Service) -> None:
