@@ -12,10 +12,17 @@ import structlog
 
 from engine.settings import LoggingSettings
 
+_NAMED: set[str] = set()
+"""The loggers the last :func:`configure` gave a level of their own (``logging.levels``)."""
+
 
 def configure(settings: LoggingSettings) -> None:
     """Route structlog and stdlib logging through one pipeline writing to stderr."""
     level = getattr(logging, settings.level.upper())
+    named = {name: getattr(logging, value.upper()) for name, value in settings.levels.items()}
+    # The bound loggers' own filter lets through what any logger may log; LoggerLevels (JSON)
+    # or the standard library's per-logger levels (console) then decide by the logger's name.
+    lowest = min([level, *named.values()])
     as_json = settings.format == "json" or (settings.format == "auto" and not sys.stderr.isatty())
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
@@ -41,11 +48,12 @@ def configure(settings: LoggingSettings) -> None:
 
         structlog.configure(
             processors=[
+                *([LoggerLevels(level, named)] if named else []),
                 *shared,
                 structlog.processors.JSONRenderer(serializer=_dump_bytes),
             ],
             logger_factory=factory,
-            wrapper_class=structlog.make_filtering_bound_logger(level),
+            wrapper_class=structlog.make_filtering_bound_logger(lowest),
             cache_logger_on_first_use=True,
         )
     else:
@@ -77,6 +85,57 @@ def configure(settings: LoggingSettings) -> None:
     tools = logging.getLogger("aio_pika.tools")
     if not any(isinstance(f, HandledReconnects) for f in tools.filters):
         tools.addFilter(HandledReconnects())
+    for name in _NAMED - named.keys():  # set by an earlier configure, not by this one
+        logging.getLogger(name).setLevel(logging.NOTSET)
+    for name, value in named.items():  # last: an operator's choice beats the defaults above
+        logging.getLogger(name).setLevel(value)
+    _NAMED.clear()
+    _NAMED.update(named)
+
+
+_METHOD_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "msg": logging.INFO,
+    "warning": logging.WARNING,
+    "warn": logging.WARNING,
+    "error": logging.ERROR,
+    "exception": logging.ERROR,
+    "critical": logging.CRITICAL,
+    "fatal": logging.CRITICAL,
+}
+
+
+class LoggerLevels:
+    """Drops a structlog line below its logger's level (``logging.levels``: the longest dotted
+    name that is the logger's or a parent's; else ``logging.level``). Only installed when some
+    logger has a level of its own, so the default pipeline pays nothing for it."""
+
+    def __init__(self, default: int, named: dict[str, int]) -> None:
+        self._default = default
+        self._named = named
+        self._by_logger: dict[str | None, int] = {}
+
+    def level_of(self, name: str | None) -> int:
+        found = self._by_logger.get(name)
+        if found is None:
+            found = self._default
+            if name is not None:
+                parts = name.split(".")
+                for end in range(len(parts), 0, -1):
+                    value = self._named.get(".".join(parts[:end]))
+                    if value is not None:
+                        found = value
+                        break
+            self._by_logger[name] = found
+        return found
+
+    def __call__(self, logger: Any, method_name: str, event_dict: Any) -> Any:
+        if _METHOD_LEVELS.get(method_name, logging.INFO) < self.level_of(
+            getattr(logger, "name", None)
+        ):
+            raise structlog.DropEvent
+        return event_dict
 
 
 class HandledReconnects(logging.Filter):

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from engine.mapping.model import ActorTypeMapping
 
@@ -240,11 +240,42 @@ class WorkerSettings(_Model):
     )
 
 
+LogLevel = Literal["debug", "info", "warning", "error"]
+
+
 class LoggingSettings(_Model):
     """structlog output."""
 
-    level: Literal["debug", "info", "warning", "error"] = "info"
+    level: LogLevel = "info"
     format: Literal["auto", "console", "json"] = "auto"
+    levels: dict[str, LogLevel] = Field(
+        default_factory=dict,
+        description="Levels of single loggers, by dotted name (a name covers its children), "
+        'overriding `level`, e.g. `{ "engine.api.routes" = "warning" }` drops the '
+        '`resync queued` line of every accepted request, `{ "engine.sync" = "debug" }` '
+        "shows the engine's debug lines alone. In the environment: `name=level` pairs separated "
+        "by commas (`engine.api.routes=warning,engine.sync=debug`).",
+    )
+
+    @field_validator("levels", mode="before")
+    @classmethod
+    def _levels_from_text(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        pairs: dict[str, str] = {}
+        for item in filter(None, (part.strip() for part in value.split(","))):
+            name, sep, level = item.partition("=")
+            if not sep:
+                raise ValueError(f"{item!r} is not name=level")
+            pairs[name.strip()] = level.strip().lower()
+        return pairs
+
+    @model_validator(mode="after")
+    def _logger_names(self) -> LoggingSettings:
+        for name in self.levels:
+            if not name or any(not part for part in name.split(".")):
+                raise ValueError(f"levels: {name!r} is not a dotted logger name")
+        return self
 
 
 _CONNECTIONS_DOC = (
