@@ -47,6 +47,13 @@ class ErpActors(Protocol):
         """The connector's test of its system."""
         ...
 
+    async def test_config(
+        self, connection_id: int, settings: Mapping[str, object]
+    ) -> sdk.TestConnectionResult:
+        """The connector's test with other settings (a connector of its own, never saved);
+        raises only when too many such tests are running."""
+        ...
+
     async def fields(self, connection_id: int, actor_type: str) -> list[sdk.FieldMetadata]:
         """The connector's field metadata of ``actor_type``."""
         ...

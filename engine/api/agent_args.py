@@ -23,6 +23,7 @@ from engine.settings import ConnectionSettings
 
 ERPSYNC = "/api/v1/Agents/ErpSync"
 MAX_ERP_KEY = 254  # SuperOffice's ErpExternalKey.ErpKey length
+MAX_MESSAGE_HEADER = 300
 
 # The carrier names of nested arrays' objects, for XML.
 ITEMS = {
@@ -125,3 +126,9 @@ def connector_failed(exc: sdk.ConnectorError, prefix: str = "") -> ApiError:
         f"{prefix}The connection is unavailable: {exc.message}; retry later",
         headers={"Retry-After": str(max(1, round(exc.retry_after or 5)))},
     )
+
+
+def header_text(message: str) -> str:
+    """A message (a connector's, a refusal's) as one printable ASCII header line."""
+    text = " ".join(message.split()).encode("ascii", "backslashreplace").decode("ascii")
+    return text[:MAX_MESSAGE_HEADER]

@@ -1,14 +1,14 @@
 """The ErpSync agent's link endpoints and its read-only connection views.
 
-Links: ``CreateActorLink``, ``ConnectActor``, ``BreakActorLink``, ``CreateErpActorFromCrm``,
-``GetConnectionsAndDisplayFields``. Views: ``GetAllConnections``, ``GetConnection``,
-``GetErpSyncConnectionSummary``, ``GetActorTypeMapping``, ``GetCrmActorType``; and
-``ToggleErpConnectionActive``, the one thing about a connection that is stored, not configured.
-Shapes follow SuperOffice's carriers (ErpConnection, ErpConnectionData, FieldMetadata,
-ErpSyncConnectionSummary, ErpSyncActorTypeMapping); erpsync's additions are named in
-docs/api.md. The connections are the configured ones; links, breaks, the last sync and whether
-a connection is active come from the store. A connection outside the caller's allow-list is 403
-(or left out of a list).
+Links: ``CreateActorLink``, ``ConnectActor``, ``TryConnectActor``, ``BreakActorLink``,
+``CreateErpActorFromCrm``, ``GetConnectionsAndDisplayFields``. Views: ``GetAllConnections``,
+``GetConnection``, ``GetErpSyncConnectionSummary``, ``GetActorTypeMapping``,
+``GetCrmActorType``; and ``ToggleErpConnectionActive``, the one thing about a connection that
+is stored, not configured. Shapes follow SuperOffice's carriers (ErpConnection,
+ErpConnectionData, FieldMetadata, ErpSyncConnectionSummary, ErpSyncActorTypeMapping);
+erpsync's additions are named in docs/api.md. The connections are the configured ones; links,
+breaks, the last sync and whether a connection is active come from the store. A connection
+outside the caller's allow-list is 403 (or left out of a list).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from engine.api.agent_args import (
     crm_type_argument,
     erp_key_argument,
     erp_type_argument,
+    header_text,
     record_id_argument,
 )
 from engine.api.appkeys import ACTIVE_CONNECTIONS, ERP_ACTORS, POOL, SETTINGS
@@ -53,6 +54,7 @@ log = structlog.get_logger(__name__)
 MAX_FIELD_VALUES = 500
 _BOOL_TEXTS = ("true", "false", "null", "")
 _CONNECTION_NAMESPACE = uuid.UUID("5b7d0c1e-8f64-4a8e-9a53-2f0c6d1e7a10")
+CONFLICT_HEADER = "X-Link-Conflict"
 
 _SHAPE = BodyShape(
     properties=frozenset(
@@ -152,9 +154,9 @@ async def _link(
     request: web.Request,
     conn: ConnectionSettings,
     args: dict[str, Any],
-) -> tuple[str, str, Link]:
-    """CreateActorLink and ConnectActor: link, or 409 naming the link in the way. Returns the
-    CRM type and record id, and the link."""
+) -> tuple[str, str, Link | ApiError]:
+    """CreateActorLink, ConnectActor and TryConnectActor: link. Returns the CRM type and record
+    id, and the link, or the 409 naming the link in the way (nothing changed)."""
     crm_type = crm_type_argument(args)
     record_id = record_id_argument(args, "CrmRecordId")
     erp_type = erp_type_argument(args)
@@ -164,7 +166,8 @@ async def _link(
         internal_key = await keys_store.add_internal_key(db, crm_type, record_id)
         made = await links_store.link(db, internal_key, conn.id, erp_type, erp_key)
     if made.conflict is not None:
-        raise _conflict(conn, crm_type, record_id, erp_type, erp_key, made.conflict, made.rule)
+        conflict = _conflict(conn, crm_type, record_id, erp_type, erp_key, made.conflict, made.rule)
+        return crm_type, record_id, conflict
     assert made.link is not None
     if made.created:
         log.info(
@@ -205,7 +208,9 @@ async def create_actor_link(request: web.Request) -> web.Response:
     """Link a CRM record to an ERP actor: ``true`` once linked (also when it already was)."""
     args, _ = await agent_arguments(request, _SHAPE)
     conn = connection_argument(request, args, "ErpConnectionId", "link records on")
-    await _link(request, conn, args)
+    _, _, made = await _link(request, conn, args)
+    if isinstance(made, ApiError):
+        raise made
     return respond(request, True, root="boolean")
 
 
@@ -214,11 +219,36 @@ async def connect_actor(request: web.Request) -> web.Response:
     """Link like CreateActorLink, then apply the chosen ``FieldValues``: a value with
     ``SyncToCrm`` is written to the CRM record's field, one with ``SyncToErp`` to the ERP
     fields mapped to it; only values that differ are written, each logged. 204."""
+    refused = await _connect(request)
+    if refused is not None:
+        raise refused
+    return web.Response(status=204)
+
+
+@routes.post(f"{ERPSYNC}/TryConnectActor")
+async def try_connect_actor(request: web.Request) -> web.Response:
+    """ConnectActor answering ``true`` (linked, values applied) or ``false`` where it is 409: a
+    link is in the way, nothing changed (that link named in ``X-Link-Conflict``). Every other
+    refusal is ConnectActor's error."""
+    refused = await _connect(request)
+    if refused is None:
+        return respond(request, True, root="boolean")
+    log.info("actor not linked: a link is in the way", user=request[PRINCIPAL].user)
+    return respond(
+        request, False, root="boolean", headers={CONFLICT_HEADER: header_text(refused.message)}
+    )
+
+
+async def _connect(request: web.Request) -> ApiError | None:
+    """ConnectActor's work: link, then apply the values; the 409 when a link is in the way
+    (returned, nothing changed), any other refusal raised."""
     args, _ = await agent_arguments(request, _SHAPE)
     conn = connection_argument(request, args, "ErpConnectionId", "link records on")
     mapping = _mapping(conn, erp_type_argument(args), crm_type_argument(args))
     to_crm, to_erp = _chosen_values(mapping, _field_values(args))
     crm_type, record_id, link = await _link(request, conn, args)
+    if isinstance(link, ApiError):
+        return link
     changes: list[FieldChange] = []
     actors = request.app[ERP_ACTORS]
     try:
@@ -245,7 +275,7 @@ async def connect_actor(request: web.Request) -> web.Response:
     finally:
         if changes:  # what reached a system is logged, whatever failed after it
             await links_store.log_changes(request.app[POOL], changes)
-    return web.Response(status=204)
+    return None
 
 
 def _chosen_values(

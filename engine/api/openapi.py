@@ -1145,6 +1145,33 @@ def _add_links(doc: dict[str, Any]) -> None:
         "is not pushed to by any resync, and a resync from it is 409. Kept in PostgreSQL; "
         "a connection never toggled is active. The CRM (0) is not an ERP connection: 404."
     )
+    linked = returns(
+        "true: linked (or already linked so) and the chosen values applied; false: a link is "
+        "in the way (where ConnectActor is 409), nothing changed, that link named in "
+        "X-Link-Conflict.",
+        true_false,
+    )
+    linked["headers"] = {
+        "X-Link-Conflict": {
+            "schema": {"type": "string", "maxLength": 300},
+            "description": "erpsync's, with false: the link in the way (ConnectActor's 409 "
+            "message), ASCII, one line.",
+        }
+    }
+    tried = operation(
+        "TryConnectActor: ConnectActor answering false instead of 409",
+        "ConnectActorRequest",
+        {
+            "200": linked,
+            "503": _error("A system is unavailable: linked, values not applied; retry."),
+        },
+    )
+    tried["post"]["description"] = (
+        'The same arguments, checks and work as ConnectActor. Only the outcome "a link is in '
+        'the way" (the record linked to another actor on that connection, or the actor to '
+        "another record) is an answer, false; every other refusal keeps ConnectActor's status "
+        "(400, 403, 404, 503), including a failure to apply the values once linked."
+    )
     paths = {
         "CreateActorLink": operation(
             "CreateActorLink: link a CRM record to an ERP actor",
@@ -1163,6 +1190,7 @@ def _add_links(doc: dict[str, Any]) -> None:
                 "503": _error("A system is unavailable: linked, values not applied; retry."),
             },
         ),
+        "TryConnectActor": tried,
         "BreakActorLink": operation(
             "BreakActorLink: unlink; the record stays out of that connection's syncs until "
             "linked again",
@@ -1285,7 +1313,38 @@ def _add_readthrough(doc: dict[str, Any]) -> None:
             },
         },
     }
+    new["ConnectionByConfigRequest"] = obj(
+        {
+            "ErpConnectionId": link["ErpConnectionId"],
+            "ConfigFields": {
+                "type": ["object", "null"],
+                "maxProperties": 100,
+                "propertyNames": {
+                    "minLength": 1,
+                    "maxLength": 255,
+                    "pattern": "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$",
+                },
+                "additionalProperties": {
+                    "type": "string",
+                    "maxLength": 16384,
+                    "pattern": NO_NUL,
+                },
+                "description": "SuperOffice's StringDictionary: option name (a key of the "
+                "connection's settings in TOML, any casing; a__b for a nested one where the "
+                "connector takes flat keys) -> text, coerced as an ERPSYNC_CONNECTION_<ID>__<KEY> "
+                "override is. Options not given keep their configured values, except secrets "
+                "(never carried into a test: give them). An option the connector does not take, "
+                "or settings its model refuses, is 400. Nothing is saved. XML: DataContract "
+                "key/value pairs, SOAP's StringKeyValuePair, or an element per option.",
+            },
+        },
+        ["ErpConnectionId"],
+    )
     examples = {
+        "ConnectionByConfigRequest": {
+            "ErpConnectionId": 1,
+            "ConfigFields": {"schema": "demo_erp1", "pool_max_size": "2"},
+        },
         "FieldValuesFromCrmRequest": {"RecordId": 1, "ActorTypeCrm": "Contact"},
         "FieldValuesFromErpRequest": {
             "ErpConnectionId": 1,
@@ -1330,12 +1389,30 @@ def _add_readthrough(doc: dict[str, Any]) -> None:
             "description": "The connector's message (why false), ASCII, one line.",
         }
     }
+    by_config = operation(
+        "TestConnectionByConfig: the connector's test with other settings (nothing saved)",
+        "ConnectionByConfigRequest",
+        {"200": tested},
+    )
+    by_config["post"]["description"] = (
+        "A connector of its own, configured with the connection's settings and ConfigFields on "
+        "top, opened, tested and closed within the connection's timeout; outside the "
+        "connection's gate (its breaker and slots are the configured system's). false (the "
+        "reason in X-Connection-Test-Message) when it cannot open, connect or pass its test; "
+        "503 (Retry-After) when too many such tests are running in the process."
+    )
+    by_config["post"]["responses"]["400"] = _error(
+        "Malformed body or invalid argument, or ConfigFields that do not configure the "
+        "connection's connector (an option it does not take, a value its model refuses, a "
+        "secret not given); the message names the options, never their values."
+    )
     paths = {
         "TestConnectionById": operation(
             "TestConnectionById: the connector's test of its system",
             "ConnectionRequest",
             {"200": tested},
         ),
+        "TestConnectionByConfig": by_config,
         "GetFieldValuesFromCrm": operation(
             "GetFieldValuesFromCrm: the CRM record's mapped fields, read live",
             "FieldValuesFromCrmRequest",

@@ -1,10 +1,10 @@
 """The ErpSync agent's read-through endpoints: live values and metadata from the connections.
 
-``TestConnectionById``, ``GetFieldValuesFromCrm``, ``GetFieldValuesFromErp``,
-``GetErpFieldValues``, ``GetFieldsForNewErpActor`` and ``SupportsAdvancedSearch``, for the
-clients that build the "ERP tab" and the connect dialog around the link endpoints
-(engine/api/links.py; the argument rules and allow-list of both are in
-engine/api/agent_args.py). Shapes follow SuperOffice's carriers (ErpSyncFieldValue,
+``TestConnectionById``, ``TestConnectionByConfig``, ``GetFieldValuesFromCrm``,
+``GetFieldValuesFromErp``, ``GetErpFieldValues``, ``GetFieldsForNewErpActor`` and
+``SupportsAdvancedSearch``, for the clients that build the "ERP tab" and the connect dialog
+around the link endpoints (engine/api/links.py; the argument rules and allow-list of both are
+in engine/api/agent_args.py). Shapes follow SuperOffice's carriers (ErpSyncFieldValue,
 FieldMetadata); erpsync's additions are named in docs/api.md. Every connector call goes through
 the ActorDesk (engine.sync's gates). A Password field's value never leaves: it reads as null.
 """
@@ -29,6 +29,7 @@ from engine.api.agent_args import (
     enum_argument,
     erp_key_argument,
     erp_type_argument,
+    header_text,
     record_id_argument,
 )
 from engine.api.appkeys import ERP_ACTORS, POOL, SETTINGS
@@ -38,13 +39,15 @@ from engine.api.errors import ApiError
 from engine.api.render import respond
 from engine.api.routes import agent_arguments
 from engine.settings import ConnectionSettings
+from engine.settings.trial import TrialSettingsError, trial_settings
 from engine.store import links as links_store
 
 log = structlog.get_logger(__name__)
 
 MAX_FIELD_KEYS = 500
 MAX_FIELD_KEY = 255
-MAX_MESSAGE_HEADER = 300
+MAX_CONFIG_FIELDS = 100
+MAX_CONFIG_VALUE = 16384  # a PEM private key fits
 TEST_MESSAGE_HEADER = "X-Connection-Test-Message"
 
 _SHAPE = BodyShape(
@@ -59,9 +62,11 @@ _SHAPE = BodyShape(
             "erpactortype",
             "entityid",
             "fieldkeys",
+            "configfields",
         }
     ),
     lists=frozenset({"fieldkeys"}),
+    maps=frozenset({"configfields"}),
 )
 
 routes = web.RouteTableDef()
@@ -87,6 +92,39 @@ def field_keys(args: dict[str, Any]) -> list[str]:
             )
         keys.append(key)
     return keys
+
+
+def config_fields(args: dict[str, Any]) -> dict[str, str]:
+    """TestConnectionByConfig's ``ConfigFields`` (SuperOffice's StringDictionary): option name
+    -> text; numbers and booleans as JSON spells them. Messages never quote a value."""
+    raw = args.get("configfields")
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ApiError(400, "ConfigFields must be an object of option names to text values")
+    if len(raw) > MAX_CONFIG_FIELDS:
+        raise ApiError(400, f"ConfigFields has more than {MAX_CONFIG_FIELDS} options")
+    fields: dict[str, str] = {}
+    for key, value in raw.items():
+        name = str(key)
+        if not name.strip() or len(name) > MAX_FIELD_KEY or "\x00" in name:
+            raise ApiError(
+                400, f"ConfigFields keys must be option names (1 to {MAX_FIELD_KEY} characters)"
+            )
+        if isinstance(value, bool):
+            value = "true" if value else "false"
+        elif isinstance(value, int | float):
+            value = str(value)
+        if not isinstance(value, str):
+            raise ApiError(400, f"ConfigFields[{name[:60]!r}] must be a string")
+        if len(value) > MAX_CONFIG_VALUE or "\x00" in value:
+            raise ApiError(
+                400,
+                f"ConfigFields[{name[:60]!r}] must be text of at most {MAX_CONFIG_VALUE} "
+                "characters, without NUL",
+            )
+        fields[name] = value
+    return fields
 
 
 # --- carriers ----------------------------------------------------------------------------
@@ -227,10 +265,35 @@ async def test_connection_by_id(request: web.Request) -> web.Response:
     return respond(request, ok, root="boolean", headers={TEST_MESSAGE_HEADER: header_text(message)})
 
 
-def header_text(message: str) -> str:
-    """A connector's message as one printable ASCII header line."""
-    text = " ".join(message.split()).encode("ascii", "backslashreplace").decode("ascii")
-    return text[:MAX_MESSAGE_HEADER]
+@routes.post(f"{ERPSYNC}/TestConnectionByConfig")
+async def test_connection_by_config(request: web.Request) -> web.Response:
+    """The connector's test with the connection's settings changed by ``ConfigFields``
+    (engine.settings.trial; nothing saved): ``true`` or ``false`` (the reason in a header).
+    ConfigFields that do not configure the connector are 400."""
+    args, _ = await agent_arguments(request, _SHAPE)
+    conn = connection_argument(request, args, "ErpConnectionId", "test")
+    fields = config_fields(args)
+    try:
+        trial = trial_settings(conn, fields)
+    except TrialSettingsError as exc:
+        raise ApiError(400, str(exc)) from None
+    try:
+        result = await request.app[ERP_ACTORS].test_config(conn.id, trial)
+    except sdk.ConnectorError as exc:  # too many tests at once
+        raise connector_failed(exc) from None
+    log.info(
+        "connection tested by config",
+        connection=conn.id,
+        ok=result.ok,
+        options=sorted(fields),  # the names only: values may be secrets
+        user=request[PRINCIPAL].user,
+    )
+    return respond(
+        request,
+        result.ok,
+        root="boolean",
+        headers={TEST_MESSAGE_HEADER: header_text(result.message)},
+    )
 
 
 @routes.post(f"{ERPSYNC}/GetFieldValuesFromCrm")

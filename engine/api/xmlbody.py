@@ -43,8 +43,9 @@ def xml_arguments(
 
     ``objects``: arrays of flat objects (``<FieldValues><ErpSyncFieldValue><Value>…``), each a
     dict keyed by lower-cased name; ``maps``: string dictionaries, as DataContract writes them
-    (``<a:KeyValueOfstringstring><a:Key>k</a:Key><a:Value>v</a:Value>``) or one element per
-    key (``<k>v</k>``). Other names are ignored, like any unknown property; one of
+    (``<a:KeyValueOfstringstring><a:Key>k</a:Key><a:Value>v</a:Value>``), as SOAP's
+    StringDictionary does (``<StringKeyValuePair><Key>k</Key><Value>v</Value>``) or one element
+    per key (``<k>v</k>``). Other names are ignored, like any unknown property; one of
     ``properties`` given twice is refused.
     """
     try:
@@ -132,7 +133,8 @@ def _map(element: ET.Element) -> dict[str, Any]:
         name = _local(item.tag)
         if not name:
             continue
-        if name.lower().startswith("keyvalueof"):
+        # DataContract's <a:KeyValueOfstringstring>; SOAP's StringDictionary <StringKeyValuePair>
+        if name.lower().startswith("keyvalueof") or name.lower() == "stringkeyvaluepair":
             parts = {_local(c.tag).lower(): c for c in item if _local(c.tag)}
             if "key" not in parts:
                 raise ApiError(400, f"{_local(element.tag)} pairs need a Key element")

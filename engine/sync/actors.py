@@ -11,6 +11,7 @@ process opens a connection the first time a request needs it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TypeVar
@@ -21,8 +22,14 @@ import connectors as sdk
 from engine.mapping import values as mp
 from engine.messaging.publishing import small_lane
 from engine.observability.metrics import Metrics
-from engine.settings import Settings
-from engine.sync.connections import CallFailed, ConnectionHandle, Connections, open_connector
+from engine.settings import ConnectionSettings, Settings
+from engine.sync.connections import (
+    CallFailed,
+    ConnectionHandle,
+    Connections,
+    build_connector,
+    open_connector,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -30,6 +37,9 @@ R = TypeVar("R")
 
 FIELDS_KEPT = 60.0
 """Seconds a connection's field metadata is reused by the read-through endpoints."""
+TRIALS = 2
+"""Connection tests with other settings (TestConnectionByConfig) running at once, per process:
+each opens a connector of its own (an HTTP session, a database pool)."""
 
 _ERRORS: dict[str, type[sdk.ConnectorError]] = {
     "transient": sdk.TransientError,
@@ -61,6 +71,7 @@ class ActorDesk:
         # Field metadata per (connection, actor type), with when it was read: the read-through
         # endpoints describe values on every request, and an HTTP connector's fields() is a call.
         self._fields: dict[tuple[int, str], tuple[float, list[sdk.FieldMetadata]]] = {}
+        self._trials = asyncio.Semaphore(TRIALS)
 
     async def _handle(self, connection_id: int) -> ConnectionHandle:
         if self._shared is not None:
@@ -194,6 +205,61 @@ class ActorDesk:
             handle, handle.connector.test_connection, sdk.TestConnectionInput()
         )
         return result
+
+    async def test_config(
+        self, connection_id: int, settings: Mapping[str, object]
+    ) -> sdk.TestConnectionResult:
+        """The connector's test of its system with ``settings`` instead of the configured ones
+        (engine.settings.trial): a connector of its own, opened, tested and closed, outside the
+        connection's gate (its breaker and slots are the configured system's). Opening and the
+        test together get the connection's ``timeout``; a failure is a result, not raised.
+
+        Raises :class:`connectors.TransientError` when ``TRIALS`` tests are already running
+        for that long.
+        """
+        conn = self.settings.connection(connection_id)
+        if conn is None:
+            raise sdk.PermanentError(f"connection {connection_id} is not configured")
+        try:
+            async with asyncio.timeout(conn.timeout):
+                await self._trials.acquire()
+        except TimeoutError:
+            raise sdk.TransientError(
+                f"{conn.name}: {TRIALS} connection tests are already running", retry_after=1
+            ) from None
+        try:
+            return await self._trial(conn.model_copy(update={"settings": dict(settings)}))
+        finally:
+            self._trials.release()
+
+    async def _trial(self, conn: ConnectionSettings) -> sdk.TestConnectionResult:
+        connector = None
+        try:
+            async with asyncio.timeout(conn.timeout):
+                connector = build_connector(
+                    conn,
+                    self.settings.database.url.get_secret_value(),
+                    log.bind(connection=conn.id, trial=True),
+                )
+                await connector.open()
+                result: sdk.TestConnectionResult = await connector.test_connection(
+                    sdk.TestConnectionInput()
+                )
+                return result
+        except TimeoutError:
+            message = f"not connected within {conn.timeout:g}s"
+        except sdk.ConnectorError as exc:
+            message = exc.message
+        except Exception as exc:  # its text may quote the settings: the type only
+            error = type(exc).__name__
+            log.warning("connection test by config failed", connection=conn.id, error=error)
+            message = f"could not be opened or tested ({error})"
+        finally:
+            if connector is not None:
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(conn.timeout):
+                        await connector.aclose()
+        return sdk.TestConnectionResult(ok=False, message=f"{conn.name}: {message}")
 
     async def fields(self, connection_id: int, actor_type: str) -> list[sdk.FieldMetadata]:
         """The connector's field metadata of ``actor_type`` (read again after

@@ -9,12 +9,12 @@ import pytest
 
 import connectors as sdk
 from connectors.memory import MemoryStore
+from engine.api.agent_args import header_text
 from engine.api.errors import ApiError
 from engine.api.readthrough import (
     field_keys,
     field_value,
     fields_for_new_actor,
-    header_text,
     shown_value,
 )
 from engine.observability.metrics import Metrics

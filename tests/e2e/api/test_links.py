@@ -55,6 +55,25 @@ SAMPLES: dict[str, tuple[str, str]] = {
         "</DisplayValue><SyncToCrm>false</SyncToCrm><SyncToErp>true</SyncToErp>"
         "</ErpSyncFieldValue>" * 2 + "</FieldValues></ConnectActor>",
     ),
+    # docs/api/api-reference/restful/agent/ErpSync_Agent/v1ErpSyncAgent_TryConnectActor.md
+    # (commit 6bcf0449); the XML as the SOAP page's ConnectActor writes the same arguments.
+    "TryConnectActor": (
+        '{\n  "ErpConnectionId": 113,\n  "CrmRecordId": 1000,\n  "CrmActorType": "Contact",\n'
+        '  "ErpKey": "quaerat",\n  "ErpActorType": "Customer",\n  "FieldValues": [\n'
+        '    {\n      "DisplayName": "Heller, Will and Bogan",\n      "CrmFieldKey": "ipsam",\n'
+        '      "Value": "adipisci",\n      "DisplayValue": "iure",\n      "SyncToCrm": false,\n'
+        '      "SyncToErp": true\n    },\n'
+        '    {\n      "DisplayName": "Heller, Will and Bogan",\n      "CrmFieldKey": "ipsam",\n'
+        '      "Value": "adipisci",\n      "DisplayValue": "iure",\n      "SyncToCrm": false,\n'
+        '      "SyncToErp": true\n    }\n  ]\n}',
+        "<TryConnectActor><ErpConnectionId>113</ErpConnectionId><CrmRecordId>1000</CrmRecordId>"
+        "<CrmActorType>Contact</CrmActorType><ErpKey>quaerat</ErpKey>"
+        "<ErpActorType>Customer</ErpActorType><FieldValues>"
+        + "<ErpSyncFieldValue><DisplayName>Heller, Will and Bogan</DisplayName>"
+        "<CrmFieldKey>ipsam</CrmFieldKey><Value>adipisci</Value><DisplayValue>iure"
+        "</DisplayValue><SyncToCrm>false</SyncToCrm><SyncToErp>true</SyncToErp>"
+        "</ErpSyncFieldValue>" * 2 + "</FieldValues></TryConnectActor>",
+    ),
     "CreateErpActorFromCrm": (
         '{\n  "ConnectionId": 747,\n  "CrmEntityId": 924,\n  "ErpActorType": "Customer",\n'
         '  "CrmActorType": "Contact",\n  "ErpFieldKeyValues": {\n'
@@ -106,6 +125,7 @@ UNKNOWN = {
     "CreateActorLink": "ErpConnectionId 807",
     "BreakActorLink": "ErpConnectionId 445",
     "ConnectActor": "ErpConnectionId 236",
+    "TryConnectActor": "ErpConnectionId 113",
     "CreateErpActorFromCrm": "ConnectionId 747",
     "GetConnection": "ErpConnectionId 110",
     "GetErpSyncConnectionSummary": "ErpSyncConnectionId 140",
@@ -442,3 +462,118 @@ async def test_connect_actor_applies_the_chosen_values_and_logs_them(
     )
     assert (status, error["ErrorType"]) == (404, "SoNotFoundException")
     assert "CrmFieldKey 'fax' is not mapped" in error["ErrorMessage"]
+
+
+async def test_try_connect_actor_answers_false_where_connect_actor_is_409(
+    service: Service, stores: dict[int, MemoryStore], db: asyncpg.Connection
+) -> None:
+    chosen = {
+        "DisplayName": "name",
+        "CrmFieldKey": "name",
+        "Value": "Taken",
+        "DisplayValue": "Taken",
+        "SyncToCrm": True,
+        "SyncToErp": True,
+    }
+    # actor A1 is contact 1's on ERP 1: contact 2 may not have it
+    taken = {
+        "ErpConnectionId": 1,
+        "CrmRecordId": 2,
+        "CrmActorType": "Contact",
+        "ErpKey": "A1",
+        "ErpActorType": "Customer",
+        "FieldValues": [chosen],
+    }
+    links = "SELECT internal_key_id, connection_id, erp_key FROM external_keys ORDER BY 1, 2"
+    before = [tuple(r) for r in await db.fetch(links)]
+    response = await service.client.post(f"{AGENT}/TryConnectActor", json=taken, headers=JSON)
+    assert (response.status, await response.json()) == (200, False)
+    assert response.headers["X-Link-Conflict"] == (
+        "Customer 'A1' on connection 1 (ERP one) is already linked to another record "
+        "(internal key 1); an actor links to one record per connection"
+    )
+    # contact 1 is linked to B1 on ERP 2: it may not have B2 (the other rule), also in XML
+    response = await service.client.post(
+        f"{AGENT}/TryConnectActor",
+        data=(
+            b"<TryConnectActor><ErpConnectionId>2</ErpConnectionId><CrmRecordId>1</CrmRecordId>"
+            b"<CrmActorType>Contact</CrmActorType><ErpKey>B2</ErpKey>"
+            b"<ErpActorType>Customer</ErpActorType></TryConnectActor>"
+        ),
+        headers=XML,
+    )
+    assert response.status == 200 and response.content_type == "application/xml"
+    assert (await response.text()).endswith(">false</boolean>")
+    assert response.headers["X-Link-Conflict"].startswith(
+        "Contact 1 is already linked to Customer 'B1' on connection 2 (ERP two)"
+    )
+    # nothing changed: no link, no value written, nothing logged
+    assert [tuple(r) for r in await db.fetch(links)] == before
+    assert stores[0].get("Contact", "2")["name"] == "Co 2"  # type: ignore[index]
+    assert stores[1].get("Customer", "A1")["name"] == "A 1"  # type: ignore[index]
+    assert await db.fetchval("SELECT count(*) FROM sync_log") == 0
+    # free: linked and the values applied, true
+    free = {**taken, "ErpKey": "A2", "FieldValues": [{**chosen, "SyncToErp": False}]}
+    response = await service.client.post(f"{AGENT}/TryConnectActor", json=free, headers=JSON)
+    assert (response.status, await response.json()) == (200, True)
+    assert "X-Link-Conflict" not in response.headers
+    assert stores[0].get("Contact", "2")["name"] == "Taken"  # type: ignore[index]
+    assert await db.fetchval(
+        "SELECT erp_key FROM external_keys WHERE internal_key_id = 2 AND connection_id = 1"
+    ) == ("A2")
+    # the same link again is no conflict: true, the values applied again (none differ now)
+    assert await post(service, "TryConnectActor", free) == (200, True)
+    assert await db.fetchval("SELECT count(*) FROM sync_log") == 1
+
+
+async def test_try_connect_actor_keeps_connect_actors_errors(
+    service: Service, stores: dict[int, MemoryStore], db: asyncpg.Connection
+) -> None:
+    body = {
+        "ErpConnectionId": 1,
+        "CrmRecordId": 3,
+        "CrmActorType": "Contact",
+        "ErpKey": "A3",
+        "ErpActorType": "Customer",
+    }
+    cases: list[tuple[dict[str, Any], int, str]] = [
+        ({"ErpConnectionId": 9}, 404, "SoNotFoundException"),  # no such connection
+        ({"CrmActorType": "Company"}, 400, "ArgumentException"),  # not a CRM actor type
+        ({"ErpKey": ""}, 400, "ArgumentException"),
+        ({"ErpActorType": "Supplier"}, 404, "SoNotFoundException"),  # not mapped
+        ({"FieldValues": "name"}, 400, "ArgumentException"),
+        (  # a CRM field the mapping lacks
+            {"FieldValues": [{"CrmFieldKey": "fax", "Value": "1", "SyncToCrm": True}]},
+            404,
+            "SoNotFoundException",
+        ),
+    ]
+    for bad, status, error_type in cases:
+        tried = await post(service, "TryConnectActor", {**body, **bad})
+        connected = await post(service, "ConnectActor", {**body, **bad})
+        assert tried[0] == connected[0] == status, (bad, tried)
+        assert tried[1] == connected[1] and tried[1]["ErrorType"] == error_type
+    limited = {**LIMITED, "Accept": "application/json"}  # connection 1 only
+    assert await post(service, "TryConnectActor", body, limited) == (200, True)
+    status, error = await post(service, "TryConnectActor", {**body, "ErpConnectionId": 2}, limited)
+    assert (status, error["ErrorType"]) == (403, "SoSecurityException")
+    # linked, but the ERP actor is not there: ConnectActor's 404, the link stays
+    gone = {
+        **body,
+        "CrmRecordId": 2,
+        "ErpKey": "A9",
+        "FieldValues": [{"CrmFieldKey": "phone", "Value": "9", "SyncToErp": True}],
+    }
+    status, error = await post(service, "TryConnectActor", gone)
+    assert status == 404
+    assert error["ErrorMessage"] == (
+        "Linked, but the values were not applied: Customer 'A9' not found on ERP one"
+    )
+    # a failing connection: ConnectActor's 503 with Retry-After
+    stores[1].outage = "transient"
+    response = await service.client.post(
+        f"{AGENT}/TryConnectActor",
+        json={**gone, "CrmRecordId": 3, "ErpKey": "A3"},
+        headers=JSON,
+    )
+    assert response.status == 503 and "Retry-After" in response.headers

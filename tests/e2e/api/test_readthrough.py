@@ -35,6 +35,18 @@ SAMPLES: dict[str, tuple[str, str, str]] = {
         '{\n  "ErpConnectionId": 841\n}',
         "<TestConnectionById><ErpConnectionId>841</ErpConnectionId></TestConnectionById>",
     ),
+    # docs/api/api-reference/restful/agent/ErpSync_Agent/v1ErpSyncAgent_TestConnectionByConfig.md
+    # (commit 240a4592); the XML as DataContract writes a StringDictionary.
+    "TestConnectionByConfig": (
+        "*",
+        '{\n  "ErpConnectionId": 587,\n  "ConfigFields": {\n    "ConfigFields1": "quis",\n'
+        '    "ConfigFields2": "quis"\n  }\n}',
+        f'<TestConnectionByConfig xmlns:a="{ARRAYS}"><ErpConnectionId>587</ErpConnectionId>'
+        "<ConfigFields><a:KeyValueOfstringstring><a:Key>ConfigFields1</a:Key>"
+        "<a:Value>quis</a:Value></a:KeyValueOfstringstring><a:KeyValueOfstringstring>"
+        "<a:Key>ConfigFields2</a:Key><a:Value>quis</a:Value></a:KeyValueOfstringstring>"
+        "</ConfigFields></TestConnectionByConfig>",
+    ),
     "GetFieldValuesFromCrm": (
         "sv",
         '{\n  "RecordId": 763,\n  "ActorTypeCrm": "Contact"\n}',
@@ -71,6 +83,7 @@ SAMPLES: dict[str, tuple[str, str, str]] = {
 # The documented 404 each sample gets here (none of its ids exists).
 NOT_FOUND = {
     "TestConnectionById": "ErpConnectionId 841 is not a known connection",
+    "TestConnectionByConfig": "ErpConnectionId 587 is not a known connection",
     "GetFieldValuesFromCrm": "Contact 763 not found in the CRM",
     "GetFieldValuesFromErp": "ErpConnectionId 293 is not a known connection",
     "GetErpFieldValues": "ErpConnectionId 788 is not a known connection",
