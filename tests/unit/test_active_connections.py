@@ -172,6 +172,7 @@ async def test_a_change_during_a_read_is_not_undone_by_its_older_answer(
     for cid, state in notified.items():
         listener.notify(cid, state)
     pool.release()
+    pool.hold = False
     assert await reading == expected
     clock.now += 1000 * KEPT
     assert await active.inactive() == expected and pool.reads == 1
