@@ -6,8 +6,9 @@ inactive set in memory and PostgreSQL tells it of every change: migration 0017 n
 ``erpsync_connection_state`` at commit, whatever statement changed a state, and
 :meth:`ActiveConnections.follow` applies each notification as it arrives on the process's LISTEN
 connection (:class:`~engine.store.listener.Listener`). A toggle made through any process is
-thus seen by every process within one notification round trip, and the set is read only once,
-after the listener (re)connects, so nothing notified while it was down is missed.
+thus seen by every process within one notification round trip. The set is read (by the next
+request) only when the listener (re)connects, so nothing notified while it was down is missed,
+and after a toggle made through this process (see :meth:`ActiveConnections.changed`).
 
 While the listener is down the set is kept :data:`KEPT` seconds and read again (at most one read
 per process in that time, shared by the requests that find it expired together): a toggle made
@@ -122,6 +123,11 @@ class ActiveConnections:
         """This process toggled a connection: its own requests see it at once (before the
         notification arrives, or without one while the listener is down)."""
         self._apply(connection_id, active)
+        if self._listening:
+            # A later toggle through another process may have been notified before this call:
+            # applying ours now would undo it for good. One read (by the next request) after
+            # our commit settles it; notifications from then on are newer.
+            self._invalidate()
 
     def _apply(self, connection_id: int, active: bool) -> None:
         self._inactive = _applied(self._inactive, {connection_id: active})

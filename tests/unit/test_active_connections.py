@@ -178,6 +178,26 @@ async def test_a_change_during_a_read_is_not_undone_by_its_older_answer(
     assert await active.inactive() == expected and pool.reads == 1
 
 
+async def test_an_own_toggle_is_read_back_once_while_listening(
+    active: ActiveConnections, listener: FakeListener, pool: FakePool, clock: Clock
+) -> None:
+    assert await active.inactive() == frozenset() and pool.reads == 1
+    # This process deactivated 1 (commit c1), another activated it again just after (c2), and
+    # both notifications were handled before the toggle's handler told the set about c1.
+    listener.notify(1, False)
+    listener.notify(1, True)
+    active.changed(1, False)
+    assert await active.inactive() == frozenset() and pool.reads == 2  # the store says c2
+    clock.now += 1000 * KEPT
+    assert await active.inactive() == frozenset() and pool.reads == 2
+    # The usual order: the own toggle first (seen at once), its notification after.
+    pool.stored = {2}
+    active.changed(2, False)
+    assert await active.inactive() == {2} and pool.reads == 3
+    listener.notify(2, False)
+    assert await active.inactive() == {2} and pool.reads == 3
+
+
 async def test_an_own_toggle_during_a_read_is_not_undone(
     active: ActiveConnections, pool: FakePool
 ) -> None:
