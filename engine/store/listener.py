@@ -3,7 +3,9 @@
 The connection is dedicated (never a pool connection: the pool releases connections without
 ``UNLISTEN``). A notification sent while it is down is lost, so each subscriber is told when
 the connection is lost and each time it listens (again): it then falls back to reading and
-re-reads what it keeps. The listener reconnects in the background, with backoff.
+re-reads what it keeps. The listener reconnects in the background, with backoff. A connection
+that dies without a word (a half-open TCP connection) would look alive for good, so the
+listener also pings it every ``keepalive`` seconds and drops it when the ping goes unanswered.
 """
 
 from __future__ import annotations
@@ -36,11 +38,13 @@ class _Subscriber:
 class Listener:
     """The process's LISTEN connection; subscribers register before :meth:`start`."""
 
-    def __init__(self, settings: DatabaseSettings) -> None:
+    def __init__(self, settings: DatabaseSettings, *, keepalive: float = 10.0) -> None:
         self._settings = settings
+        self._keepalive = keepalive
         self._channels: dict[str, list[_Subscriber]] = {}
         self._conn: asyncpg.Connection | None = None
         self._reconnect: asyncio.Task[None] | None = None
+        self._pinging: asyncio.Task[None] | None = None
         self._started = False
         self._closed = False
 
@@ -75,10 +79,11 @@ class Listener:
 
     async def close(self) -> None:
         self._closed = True
-        if self._reconnect is not None:
-            self._reconnect.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reconnect
+        for task in (self._reconnect, self._pinging):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         conn, self._conn = self._conn, None
         if conn is not None and not conn.is_closed():
             with contextlib.suppress(Exception):
@@ -96,13 +101,30 @@ class Listener:
             raise
         conn.add_termination_listener(self._terminated)
         self._conn = conn
+        self._pinging = asyncio.create_task(self._ping(conn), name="erpsync-listen-ping")
         self._tell(lambda s: s.listening())
+
+    async def _ping(self, conn: asyncpg.Connection) -> None:
+        """Drop ``conn`` (so that it is replaced) once a ping goes unanswered."""
+        while not conn.is_closed():
+            await asyncio.sleep(self._keepalive)
+            try:
+                await asyncio.wait_for(conn.execute("SELECT 1"), timeout=self._keepalive)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+                if not conn.is_closed():
+                    log.warning("notification listener not answering; reconnecting", error=str(exc))
+                    conn.terminate()  # calls _terminated
+                return
 
     def _notified(self, _conn: Connection, _pid: int, channel: str, payload: object) -> None:
         self._tell(lambda s: s.notified(str(payload)), channel)
 
-    def _terminated(self, _conn: object) -> None:
+    def _terminated(self, conn: object) -> None:
+        if conn is not self._conn and self._conn is not None:
+            return  # an older connection's late word
         self._conn = None
+        if self._pinging is not None:
+            self._pinging.cancel()
         if self._closed:
             return
         log.warning("notification listener lost its connection; reconnecting")
