@@ -87,7 +87,7 @@ async def test_a_toggle_through_one_process_is_refused_by_another_at_once(
 
 
 async def test_a_change_while_the_listen_connection_is_down_is_read_once_it_is_back(
-    database: str, db: asyncpg.Connection
+    database: str, db: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pool = await asyncpg.create_pool(services.database_url(database), min_size=1, max_size=2)
     listener = Listener(DatabaseSettings.model_validate({"url": services.database_url(database)}))
@@ -98,10 +98,20 @@ async def test_a_change_while_the_listen_connection_is_down_is_read_once_it_is_b
         assert connections.listening and await connections.is_active(1)
         conn = listener._conn
         assert conn is not None
+        back = asyncio.Event()  # the listener reconnects only once the gap's change is made
+        reconnect = listener._listen
+
+        async def gated() -> None:
+            await back.wait()
+            await reconnect()
+
+        monkeypatch.setattr(listener, "_listen", gated)
         await db.execute("SELECT pg_terminate_backend($1)", conn.get_server_pid())
         await wait_for(lambda: asyncio.sleep(0, not connections.listening), what="the loss noticed")
         # Changed while nobody listens: the notification is lost for good.
         await db.execute("INSERT INTO connection_states (connection_id, active) VALUES (1, false)")
+        assert await connections.is_active(1)  # kept (an hour) while nobody listens
+        back.set()
         await wait_for(lambda: asyncio.sleep(0, listener.listening), what="listening again")
         assert connections.listening
         assert not await connections.is_active(1)  # read again once listening
