@@ -40,6 +40,7 @@ async def two_processes(
     monkeypatch.setattr(active, "KEPT", HOUR)
     settings = api_settings(database, broker_prefix, stores, rsa_key)
     async with Service(settings, engine=False) as a, Service(settings, engine=False) as b:
+        assert a.app[ACTIVE_CONNECTIONS]._kept == b.app[ACTIVE_CONNECTIONS]._kept == HOUR
         yield a, b
 
 
