@@ -1,8 +1,9 @@
 """Composition root: the aiohttp application factory and the resources it owns.
 
 Every resource is a ``cleanup_ctx`` entry, in dependency order: database pool, broker publisher,
-the task-finished listener, then the engine (connectors + consumer). Cleanup runs in reverse, so
-the consumer drains before the publisher and the pool close.
+the LISTEN connection (task-finished and connection-state notifications), then the engine
+(connectors + consumer). Cleanup runs in reverse, so the consumer drains before the publisher
+and the pool close.
 
 Shutdown (SIGTERM/SIGINT through ``web.run_app``): ``on_shutdown`` cancels the consumer's
 subscriptions at once, so no new delivery starts while HTTP requests drain; the engine's cleanup
@@ -59,6 +60,7 @@ from engine.observability.metrics import Metrics
 from engine.settings import Settings
 from engine.store import migrate
 from engine.store.finished import TaskWaiter
+from engine.store.listener import Listener
 from engine.store.pool import create_pool
 from engine.store.task_batch import TaskBatcher
 from engine.sync.actors import ActorDesk
@@ -96,7 +98,7 @@ def create_app(settings: Settings, *, api: bool = True, engine: bool = True) -> 
     app[METRICS] = app_metrics
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_publisher)
-    app.cleanup_ctx.append(_task_waiter)
+    app.cleanup_ctx.append(_notifications)
     if engine:
         app.cleanup_ctx.append(_engine)
         app.on_shutdown.append(_stop_taking_deliveries)
@@ -172,17 +174,20 @@ async def _task_intake(app: web.Application) -> AsyncIterator[None]:
         await batcher.close()
 
 
-async def _task_waiter(app: web.Application) -> AsyncIterator[None]:
-    """What the synchronous ForceResync* calls and the task.finished relay wait on: one LISTEN
-    connection per process."""
+async def _notifications(app: web.Application) -> AsyncIterator[None]:
+    """One LISTEN connection per process: what the synchronous ForceResync* calls and the
+    task.finished relay wait on (task-finished), and what keeps the front door's inactive set
+    up to date (connection-state)."""
     settings = app[SETTINGS]
-    waiter = TaskWaiter(
-        settings.database, app[POOL], poll_interval=settings.server.sync_poll_interval
-    )
-    await waiter.start()
+    listener = Listener(settings.database)
+    waiter = TaskWaiter(listener, app[POOL], poll_interval=settings.server.sync_poll_interval)
+    active = app.get(ACTIVE_CONNECTIONS)
+    if active is not None:
+        active.follow(listener)
+    await listener.start()
     app[TASK_WAITER] = waiter
     yield
-    await waiter.close()
+    await listener.close()
 
 
 async def _erp_actors(app: web.Application) -> AsyncIterator[None]:

@@ -115,7 +115,8 @@ async def force_resync_batch_task(request: web.Request) -> web.Response:
 async def require_active_source(request: web.Request, connection_id: int) -> None:
     """409 ``ConflictException`` when the resync's source connection is inactive
     (ToggleErpConnectionActive); nothing is created or queued. The inactive set is kept per
-    process for a moment (:mod:`engine.api.active`): no database round trip per request."""
+    process, updated by notification (:mod:`engine.api.active`): no database round trip per
+    request."""
     if connection_id == 0 or await request.app[ACTIVE_CONNECTIONS].is_active(connection_id):
         return
     conn = request.app[SETTINGS].connection(connection_id)

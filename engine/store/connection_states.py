@@ -3,10 +3,14 @@
 Connections are configured, not stored; ``connection_states`` holds only the override set by
 ToggleErpConnectionActive. A connection without a row is active. The CRM (connection 0) is
 always active.
+
+Every change notifies channel :data:`CHANNEL` at commit (migration 0017, a trigger: whatever
+statement made it); :func:`notified` reads the payload.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from engine.store import Executor
@@ -18,6 +22,23 @@ class Toggled:
 
     connection_id: int
     active: bool
+
+
+CHANNEL = "erpsync_connection_state"
+"""Notified with a connection's state after each change of ``connection_states``."""
+
+
+def notified(payload: str) -> Toggled | None:
+    """The state a notification of :data:`CHANNEL` carries; None when it says "read everything
+    again" (a truncate) or cannot be read."""
+    try:
+        data = json.loads(payload)
+        connection_id, active = data["connection_id"], data["active"]
+    except (ValueError, TypeError, KeyError):
+        return None
+    if type(connection_id) is not int or type(active) is not bool:
+        return None
+    return Toggled(connection_id, active)
 
 
 async def inactive(conn: Executor) -> frozenset[int]:

@@ -1,5 +1,5 @@
-"""What the fault tests share: the fault rig of the worker-process tests (``tests.support.rig``)
-and a throwaway RabbitMQ node, one per test."""
+"""What the fault tests share: the fault rig of the worker-process tests (``tests.support.rig``),
+a throwaway RabbitMQ node and a throwaway PostgreSQL cluster, one per test."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import asyncpg
 import pytest
 
-from engine.devservices.nodes import RabbitNode
+from engine.devservices.nodes import PostgresCluster, RabbitNode
+from engine.store import migrate
 from tests.support.rig import Rig, rig
 
 
@@ -28,3 +30,23 @@ async def rabbit() -> AsyncIterator[RabbitNode]:
         yield node
     finally:
         await asyncio.to_thread(node.destroy)
+
+
+@pytest.fixture
+async def postgres() -> AsyncIterator[PostgresCluster]:
+    """A PostgreSQL cluster of its own with a migrated database ``erpsync`` (the tests stop
+    and start it), destroyed after."""
+    cluster = PostgresCluster()
+    cluster.start()
+    admin = await asyncpg.connect(cluster.url())
+    try:
+        await admin.execute("CREATE DATABASE erpsync")
+    finally:
+        await admin.close()
+    conn = await asyncpg.connect(cluster.url("erpsync"))
+    try:
+        await migrate.migrate(conn)
+    finally:
+        await conn.close()
+    yield cluster
+    cluster.destroy()

@@ -2,37 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
-import pytest
 from pydantic import SecretStr
 
 from connectors.memory import MemoryStore
 from engine.devservices.nodes import PostgresCluster, RabbitNode
-from engine.store import migrate
 from tests.support.ops import seed, settings_for
 from tests.support.service import Service
 from tests.support.waiting import wait_for
-
-
-@pytest.fixture
-async def postgres() -> AsyncIterator[PostgresCluster]:
-    cluster = PostgresCluster()
-    cluster.start()
-    admin = await asyncpg.connect(cluster.url())
-    try:
-        await admin.execute("CREATE DATABASE erpsync")
-    finally:
-        await admin.close()
-    conn = await asyncpg.connect(cluster.url("erpsync"))
-    try:
-        await migrate.migrate(conn)
-    finally:
-        await conn.close()
-    yield cluster
-    cluster.destroy()
 
 
 async def test_ready_follows_the_broker_connection(

@@ -13,6 +13,7 @@ import pytest
 from engine.settings import DatabaseSettings
 from engine.store import tasks
 from engine.store.finished import TaskWaiter
+from engine.store.listener import Listener
 from tests.support import services
 from tests.support.waiting import wait_for
 
@@ -25,11 +26,12 @@ def db_settings(database: str) -> DatabaseSettings:
 @pytest.fixture
 async def waiter(db_settings: DatabaseSettings, pool: asyncpg.Pool) -> AsyncIterator[TaskWaiter]:
     # Polling far beyond the tests' patience: only a notification can wake a waiter in time.
-    waiter = TaskWaiter(db_settings, pool, poll_interval=60)
-    await waiter.start()
-    assert waiter.listening
+    listener = Listener(db_settings)
+    waiter = TaskWaiter(listener, pool, poll_interval=60)
+    await listener.start()
+    assert listener.listening
     yield waiter
-    await waiter.close()
+    await listener.close()
 
 
 async def new_task(pool: asyncpg.Pool) -> int:
@@ -69,22 +71,23 @@ async def test_a_task_already_final_is_answered_at_once(
 async def test_a_lost_listen_connection_is_replaced_and_polling_covers_the_gap(
     db_settings: DatabaseSettings, pool: asyncpg.Pool, db: asyncpg.Connection
 ) -> None:
-    waiter = TaskWaiter(db_settings, pool, poll_interval=0.2)
-    await waiter.start()
+    listener = Listener(db_settings)
+    waiter = TaskWaiter(listener, pool, poll_interval=0.2)
+    await listener.start()
     try:
-        conn = waiter._conn
+        conn = listener._conn
         assert conn is not None
         await db.execute("SELECT pg_terminate_backend($1)", conn.get_server_pid())
-        await wait_for(lambda: asyncio.sleep(0, not waiter.listening), what="the loss noticed")
+        await wait_for(lambda: asyncio.sleep(0, not listener.listening), what="the loss noticed")
         task_id = await new_task(pool)
         # Ended while (perhaps) nobody listens: the poll sees it.
         assert await ended_within(waiter, task_id, tasks.fail(pool, task_id, "gap"), 10) < 10
-        await wait_for(lambda: asyncio.sleep(0, waiter.listening), what="listening again")
+        await wait_for(lambda: asyncio.sleep(0, listener.listening), what="listening again")
         waiter.poll_interval = 60
         again = await new_task(pool)
         assert await ended_within(waiter, again, tasks.fail(pool, again, "back"), 10) < 10
     finally:
-        await waiter.close()
+        await listener.close()
 
 
 async def test_a_waiter_times_out_with_none(waiter: TaskWaiter, pool: asyncpg.Pool) -> None:
