@@ -66,7 +66,7 @@ class ActorDesk:
         self.metrics = metrics
         self._shared = connections
         self._opened: dict[int, ConnectionHandle] = {}
-        self._lock = asyncio.Lock()
+        self._opening: dict[int, asyncio.Lock] = {}
         self._clock = clock
         # Field metadata per (connection, actor type), with when it was read: the read-through
         # endpoints describe values on every request, and an HTTP connector's fields() is a call.
@@ -79,18 +79,26 @@ class ActorDesk:
         handle = self._opened.get(connection_id)
         if handle is not None:
             return handle
-        async with self._lock:  # one opening per connection, however many requests wait
+        # One opening per connection, however many requests wait; a connection slow to open
+        # holds up only its own requests, and no longer than its timeout.
+        async with self._opening.setdefault(connection_id, asyncio.Lock()):
             handle = self._opened.get(connection_id)
             if handle is None:
                 conn = self.settings.connection(connection_id)
                 if conn is None:
                     raise sdk.PermanentError(f"connection {connection_id} is not configured")
                 try:
-                    connector = await open_connector(
-                        conn,
-                        self.settings.database.url.get_secret_value(),
-                        log.bind(connection=conn.id),
-                    )
+                    async with asyncio.timeout(conn.timeout):
+                        connector = await open_connector(
+                            conn,
+                            self.settings.database.url.get_secret_value(),
+                            log.bind(connection=conn.id),
+                        )
+                except TimeoutError:
+                    log.warning("connection not opened in time", connection=conn.id)
+                    raise sdk.TransientError(
+                        f"{conn.name}: not connected within {conn.timeout:g}s"
+                    ) from None
                 except sdk.ConnectorError:
                     raise
                 except Exception as exc:  # not loadable or misconfigured: say which, not 500

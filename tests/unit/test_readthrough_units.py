@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -18,6 +20,8 @@ from engine.api.readthrough import (
     shown_value,
 )
 from engine.observability.metrics import Metrics
+from engine.sync import actors as actors_module
+from engine.sync import connections
 from engine.sync.actors import FIELDS_KEPT, ActorDesk
 from tests.support.settings import memory_settings
 
@@ -152,5 +156,34 @@ async def test_field_metadata_is_read_once_a_minute_per_connection_and_type() ->
         assert reads.count("Supplier") == 2
     finally:
         await actors.close()
+        for name in names.values():
+            MemoryStore.drop(name)
+
+
+async def test_a_connection_slow_to_open_holds_up_only_its_own_requests_and_times_out(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    names = {i: f"opening-{i}-{uuid.uuid4().hex[:8]}" for i in (0, 1, 2)}
+    settings = memory_settings("unused", "unused", names, connection_options={1: {"timeout": 0.3}})
+    hung = asyncio.Event()
+
+    async def open_connector(conn: Any, *args: Any) -> Any:
+        if conn.id == 1:  # an ERP that accepts the connection and never answers
+            hung.set()
+            await asyncio.Event().wait()
+        return await connections.open_connector(conn, *args)
+
+    monkeypatch.setattr(actors_module, "open_connector", open_connector)  # as actors imports it
+    desk = ActorDesk(settings, Metrics())  # an API-only process: opens on first use
+    try:
+        stuck = asyncio.create_task(desk.test(1))
+        await asyncio.wait_for(hung.wait(), 5)
+        # ERP 2 opens and answers while ERP 1 is still opening
+        assert (await asyncio.wait_for(desk.test(2), 5)).ok
+        assert not stuck.done()
+        with pytest.raises(sdk.TransientError, match=r"not connected within 0\.3s"):
+            await asyncio.wait_for(stuck, 5)  # bounded by ERP 1's own timeout
+    finally:
+        await desk.close()
         for name in names.values():
             MemoryStore.drop(name)
