@@ -185,6 +185,7 @@ async def _notifications(app: web.Application) -> AsyncIterator[None]:
     if active is not None:
         active.follow(listener)
     await listener.start()
+    app[METRICS].watch_listener(lambda: listener.listening)
     app[TASK_WAITER] = waiter
     yield
     await listener.close()

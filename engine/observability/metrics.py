@@ -12,7 +12,7 @@ Gauges that describe shared state (batch tasks by state, queue depth) are read w
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -43,6 +43,7 @@ class Metrics:
         self._handles: list[Any] = []
         self._pool: Any = None
         self._publisher: Any = None
+        self._listening: Callable[[], bool] | None = None
         self._children: dict[tuple[Any, ...], Any] = {}
         r = self.registry
         self.http_requests = Counter(
@@ -192,6 +193,13 @@ class Metrics:
             ["connection", "actor_type"],
             registry=r,
         )
+        self.notifications_listening = Gauge(
+            "erpsync_notifications_listening",
+            "1 while this process's PostgreSQL LISTEN connection is up, else 0 (read when "
+            "scraped): while it is down, connection toggles are seen by re-reading every 2 s and "
+            "synchronous resyncs poll for their task's end.",
+            registry=r,
+        )
         self.queue_consumers = Gauge(
             "erpsync_queue_consumers",
             "Consumers attached to a queue, by queue (read when scraped).",
@@ -293,6 +301,10 @@ class Metrics:
         """Read the queue depths through this publisher's topology when scraped."""
         self._publisher = publisher
 
+    def watch_listener(self, listening: Callable[[], bool]) -> None:
+        """Read whether the process's LISTEN connection is up when scraped."""
+        self._listening = listening
+
     def refresh_breakers(self) -> None:
         """Copy each connection breaker's current state into the gauge."""
         for handle in self._handles:
@@ -311,6 +323,8 @@ def route_label(request: web.Request) -> str:
 async def _refresh(metrics: Metrics) -> None:
     """Read the scrape-time gauges; a part that does not answer keeps its last values."""
     metrics.refresh_breakers()
+    if metrics._listening is not None:
+        metrics.notifications_listening.set(1 if metrics._listening() else 0)
     pool = metrics._pool
     if pool is not None:
         try:

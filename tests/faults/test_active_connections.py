@@ -31,8 +31,10 @@ async def test_the_inactive_set_follows_a_database_restart(
     async with Service(base.model_copy(update={"database": database}), engine=False) as service:
         connections = service.app[ACTIVE_CONNECTIONS]
         assert connections.listening and await connections.is_active(1)
+        assert "erpsync_notifications_listening 1.0" in await _metrics(service)
         postgres.stop("immediate")
         await wait_for(lambda: asyncio.sleep(0, not connections.listening), what="the loss noticed")
+        assert "erpsync_notifications_listening 0.0" in await _metrics(service)
         postgres.start()
         db = await asyncpg.connect(postgres.url("erpsync"))
         try:
@@ -48,6 +50,13 @@ async def test_the_inactive_set_follows_a_database_restart(
             what="the toggle seen",
         )
         await wait_for(lambda: asyncio.sleep(0, connections.listening), what="listening again")
+        assert "erpsync_notifications_listening 1.0" in await _metrics(service)
         body = {"ErpConnectionId": 1, "InternalKeyIds": [1]}
         refused = await service.client.post(RESYNC, json=body, headers=AUTH)
         assert refused.status == 409, await refused.text()
+
+
+async def _metrics(service: Service) -> str:
+    answer = await service.client.get("/metrics")
+    assert answer.status == 200
+    return await answer.text()
