@@ -60,7 +60,7 @@ def trial_settings(conn: ConnectionSettings, options: Mapping[str, str]) -> dict
             f"ConfigFields has options connector {conn.connector!r} does not take: "
             + ", ".join(repr(k[:60]) for k in unknown[:20])
             + "; its options: "
-            + ", ".join(sorted(set(names.values())))
+            + ", ".join(sorted(spelled.values()))  # as the configuration spells them
         )
     base = {}
     for key, value in conn.settings.items():

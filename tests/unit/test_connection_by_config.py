@@ -181,6 +181,10 @@ def test_an_alias_is_an_option_name_and_a_plain_options_problem_is_told() -> Non
     for name in ("schema", "Schema_Name"):
         trial = trial_settings(postgres, {name: "erp"})
         assert "dsn" not in trial and trial["schema"] == "erp"  # the service's own database
+    with pytest.raises(TrialSettingsError) as unknown:
+        trial_settings(postgres, {"nosuch": "x"})
+    # the options as the configuration spells them: the alias `schema`, not the field's name
+    assert str(unknown.value).endswith("its options: actor_types, dsn, pool_max_size, schema")
     with pytest.raises(TrialSettingsError) as refused:
         trial_settings(postgres, {"schema": "not an identifier"})
     assert "schema: Value error, 'not an identifier' is not a plain SQL" in str(refused.value)
