@@ -137,6 +137,19 @@ class Publisher(ChunkRouting):
         if self._channel is not None and not self._channel.is_closed:
             await self._channel.close()
 
+    def _next_channel(self) -> AbstractRobustChannel:
+        """The next confirm channel round-robin, skipping closed ones: after a reconnect the
+        channels are restored one by one, and a publish should not fail on one still closed
+        while another is open. All closed: the next one (the publish then fails)."""
+        assert self._channel is not None
+        count = len(self._extra) + 1
+        for _ in range(count):
+            self._next = (self._next + 1) % count
+            channel = self._channel if self._next == 0 else self._extra[self._next - 1]
+            if not channel.is_closed:
+                return channel
+        return channel
+
     @property
     def is_open(self) -> bool:
         return (
@@ -174,10 +187,7 @@ class Publisher(ChunkRouting):
             correlation_id=correlation_id,
             headers=dict(headers) if headers else {},
         )
-        channel = self._channel
-        if self._extra:
-            self._next = (self._next + 1) % (len(self._extra) + 1)
-            channel = self._channel if self._next == 0 else self._extra[self._next - 1]
+        channel = self._channel if not self._extra else self._next_channel()
         deadline = time.monotonic() + self._settings.publish_timeout
         try:
             if channel.is_closed:

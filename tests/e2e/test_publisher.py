@@ -121,6 +121,34 @@ async def test_every_confirm_channel_carries_publishes(broker_prefix: str) -> No
         await connection.close()
 
 
+async def test_a_closed_confirm_channel_is_skipped_while_another_is_open(
+    broker_prefix: str,
+) -> None:
+    """After a reconnect the robust channels come back one by one: a publish takes an open one
+    rather than failing on one still closed (a spurious 503 at the front door)."""
+    settings = _settings(broker_prefix, channels=3)
+    connection = await connect(settings, "test-publisher")
+    publisher = Publisher(connection, settings)
+    await publisher.start()
+    try:
+        channels = [publisher._channel, *publisher._extra]
+        underlays = [await c.get_underlay_channel() for c in channels if c is not None]
+        before = [u.delivery_tag for u in underlays]  # type: ignore[attr-defined]
+        await publisher._extra[0].close()
+        for n in range(6):
+            await publisher.publish(RESYNC_ROUTING_KEY, b"{}", message_id=f"skip-{n}")
+        after = [u.delivery_tag for u in underlays]  # type: ignore[attr-defined]
+        assert [a - b for a, b in zip(after, before, strict=True)] == [3, 0, 3]
+        for channel in channels:
+            if channel is not None and not channel.is_closed:
+                await channel.close()
+        with pytest.raises(PublishFailed, match="channel closed"):  # none open: it fails
+            await publisher.publish(RESYNC_ROUTING_KEY, b"{}")
+    finally:
+        await publisher.close()
+        await connection.close()
+
+
 async def test_a_stuck_inspection_channel_is_replaced(publisher: Publisher) -> None:
     """The sweeper's queue-depth channel, left refusing calls by a timed-out RPC, is dropped
     and the next call opens a new one (instead of failing on every sweep)."""
