@@ -7,7 +7,7 @@ returned (unroutable) message is a failure, and every confirm channel is used.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import aio_pika
 import aiormq
@@ -103,50 +103,49 @@ async def test_publishing_after_close_fails_cleanly(broker_prefix: str) -> None:
         await connection.close()
 
 
-async def test_every_confirm_channel_carries_publishes(broker_prefix: str) -> None:
+@pytest.fixture
+async def three_channels(broker_prefix: str) -> AsyncIterator[Publisher]:
+    """A publisher spreading its publishes over three confirm channels."""
     settings = _settings(broker_prefix, channels=3)
     connection = await connect(settings, "test-publisher")
     publisher = Publisher(connection, settings)
     await publisher.start()
-    try:
-        channels = [publisher._channel, *publisher._extra]
-        underlays = [await c.get_underlay_channel() for c in channels if c is not None]
-        before = [u.delivery_tag for u in underlays]  # type: ignore[attr-defined]
-        for n in range(6):
-            await publisher.publish(RESYNC_ROUTING_KEY, b"{}", message_id=f"rr-{n}")
-        after = [u.delivery_tag for u in underlays]  # type: ignore[attr-defined]
-        assert [a - b for a, b in zip(after, before, strict=True)] == [2, 2, 2]
-    finally:
-        await publisher.close()
-        await connection.close()
+    yield publisher
+    await publisher.close()
+    await connection.close()
+
+
+async def _delivery_tags(publisher: Publisher) -> Callable[[], list[int]]:
+    """Reads each confirm channel's publish count (its last delivery tag)."""
+    channels = [publisher._channel, *publisher._extra]
+    underlays = [await c.get_underlay_channel() for c in channels if c is not None]
+    return lambda: [u.delivery_tag for u in underlays]  # type: ignore[attr-defined]
+
+
+async def test_every_confirm_channel_carries_publishes(three_channels: Publisher) -> None:
+    tags = await _delivery_tags(three_channels)
+    before = tags()
+    for n in range(6):
+        await three_channels.publish(RESYNC_ROUTING_KEY, b"{}", message_id=f"rr-{n}")
+    assert [a - b for a, b in zip(tags(), before, strict=True)] == [2, 2, 2]
 
 
 async def test_a_closed_confirm_channel_is_skipped_while_another_is_open(
-    broker_prefix: str,
+    three_channels: Publisher,
 ) -> None:
     """After a reconnect the robust channels come back one by one: a publish takes an open one
     rather than failing on one still closed (a spurious 503 at the front door)."""
-    settings = _settings(broker_prefix, channels=3)
-    connection = await connect(settings, "test-publisher")
-    publisher = Publisher(connection, settings)
-    await publisher.start()
-    try:
-        channels = [publisher._channel, *publisher._extra]
-        underlays = [await c.get_underlay_channel() for c in channels if c is not None]
-        before = [u.delivery_tag for u in underlays]  # type: ignore[attr-defined]
-        await publisher._extra[0].close()
-        for n in range(6):
-            await publisher.publish(RESYNC_ROUTING_KEY, b"{}", message_id=f"skip-{n}")
-        after = [u.delivery_tag for u in underlays]  # type: ignore[attr-defined]
-        assert [a - b for a, b in zip(after, before, strict=True)] == [3, 0, 3]
-        for channel in channels:
-            if channel is not None and not channel.is_closed:
-                await channel.close()
-        with pytest.raises(PublishFailed, match="channel closed"):  # none open: it fails
-            await publisher.publish(RESYNC_ROUTING_KEY, b"{}")
-    finally:
-        await publisher.close()
-        await connection.close()
+    tags = await _delivery_tags(three_channels)
+    before = tags()
+    await three_channels._extra[0].close()
+    for n in range(6):
+        await three_channels.publish(RESYNC_ROUTING_KEY, b"{}", message_id=f"skip-{n}")
+    assert [a - b for a, b in zip(tags(), before, strict=True)] == [3, 0, 3]
+    for channel in [three_channels._channel, *three_channels._extra]:
+        if channel is not None and not channel.is_closed:
+            await channel.close()
+    with pytest.raises(PublishFailed, match="channel closed"):  # none open: it fails
+        await three_channels.publish(RESYNC_ROUTING_KEY, b"{}")
 
 
 async def test_a_stuck_inspection_channel_is_replaced(publisher: Publisher) -> None:
